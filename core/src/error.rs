@@ -1,0 +1,51 @@
+//! Errors of the vocabulary: bad ids, and the contract's refusals a transport maps to its
+//! protocol's own error (HTTP status, RTMP status, SIP response, MoQ error code).
+
+use crate::ids::{PeerId, RoomId, TrackId};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} must not be empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is {len} bytes long, the limit is {max}")]
+    TooLong { kind: &'static str, len: usize, max: usize },
+    #[error("{kind} {value:?} contains {bad:?}, allowed: A-Z a-z 0-9 - _ . ~ : @ +")]
+    BadChar { kind: &'static str, value: String, bad: char },
+    #[error("session id {value:?} is not of the form PS_<hex>")]
+    BadSession { value: String },
+}
+
+/// Why the engine refused a request from a transport.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    #[error("room {room} does not exist")]
+    RoomNotFound { room: RoomId },
+    #[error("room {room} is full ({max_peers} peers)")]
+    RoomFull { room: RoomId, max_peers: u32 },
+    #[error("room {room} is closing")]
+    RoomClosing { room: RoomId },
+    #[error("identity {peer} is already in room {room}")]
+    IdentityTaken { room: RoomId, peer: PeerId },
+    #[error("peer {peer} is not in room {room}")]
+    PeerNotFound { room: RoomId, peer: PeerId },
+    #[error("this session of {peer} has left room {room}")]
+    SessionClosed { room: RoomId, peer: PeerId },
+    #[error("{peer} may not publish in room {room}")]
+    PublishNotAllowed { room: RoomId, peer: PeerId },
+    #[error("{peer} may not subscribe in room {room}")]
+    SubscribeNotAllowed { room: RoomId, peer: PeerId },
+    #[error("track {track} does not exist in room {room}")]
+    TrackNotFound { room: RoomId, track: TrackId },
+    #[error("track {track} is not published by {peer}")]
+    NotTrackOwner { track: TrackId, peer: PeerId },
+    #[error("{peer} already publishes a {what} track named {name:?}")]
+    DuplicateTrack { peer: PeerId, name: String, what: &'static str },
+    #[error("{peer} cannot subscribe to its own track {track}")]
+    OwnTrack { peer: PeerId, track: TrackId },
+    #[error("no codec accepted by the subscriber can carry track {track} ({codec}); accepted: {accepted}")]
+    NoCodecPath { track: TrackId, codec: String, accepted: String },
+    #[error("{what} exceeds the limit of {limit}")]
+    LimitExceeded { what: &'static str, limit: usize },
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,76 @@
+//! Peers as the room sees them: identity, display name, metadata, grants and the transport they
+//! arrived over.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{PeerId, SessionId};
+
+/// What a peer may do in its room. Omitted fields in a token or API request default to
+/// publish + subscribe, no admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    #[serde(default = "yes")]
+    pub publish: bool,
+    #[serde(default = "yes")]
+    pub subscribe: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Grants {
+    fn default() -> Self {
+        Self { publish: true, subscribe: true, admin: false }
+    }
+}
+
+impl Grants {
+    pub const PUBLISH_ONLY: Grants = Grants { publish: true, subscribe: false, admin: false };
+    pub const SUBSCRIBE_ONLY: Grants = Grants { publish: false, subscribe: true, admin: false };
+}
+
+/// Which protocol a peer arrived over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Webrtc,
+    Whip,
+    Whep,
+    Rtmp,
+    Sip,
+    Moq,
+    /// Server-side peers (tests, tools, the engine's own services).
+    Internal,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Webrtc => "webrtc",
+            TransportKind::Whip => "whip",
+            TransportKind::Whep => "whep",
+            TransportKind::Rtmp => "rtmp",
+            TransportKind::Sip => "sip",
+            TransportKind::Moq => "moq",
+            TransportKind::Internal => "internal",
+        }
+    }
+}
+
+/// A peer in a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub identity: PeerId,
+    pub session: SessionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+    pub grants: Grants,
+    pub transport: TransportKind,
+    /// Unix time in milliseconds.
+    pub joined_at_ms: u64,
+}

@@ -1,0 +1,60 @@
+//! Rooms: their options (limits, timeouts, forwarding mode) and how they are described to the
+//! REST API and clients.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RoomId;
+
+/// How media moves between a room's browsers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomMode {
+    /// Media goes through Junction (selective forwarding).
+    #[default]
+    Sfu,
+    /// Junction only relays signalling; browsers connect to each other.
+    Mesh,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomOptions {
+    /// 0 means no limit.
+    pub max_peers: u32,
+    /// How long a room lives with nobody in it (after creation, or after the last peer left).
+    pub empty_timeout: Duration,
+    /// The room is closed, and everyone disconnected, this long after it started.
+    pub max_duration: Option<Duration>,
+    pub metadata: serde_json::Value,
+    pub mode: RoomMode,
+}
+
+impl Default for RoomOptions {
+    fn default() -> Self {
+        Self {
+            max_peers: 0,
+            empty_timeout: Duration::from_secs(300),
+            max_duration: None,
+            metadata: serde_json::Value::Null,
+            mode: RoomMode::Sfu,
+        }
+    }
+}
+
+/// A room as the REST API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: RoomId,
+    pub max_peers: u32,
+    pub empty_timeout_s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+    pub mode: RoomMode,
+    /// Unix time in milliseconds.
+    pub created_at_ms: u64,
+    pub num_peers: usize,
+    pub num_tracks: usize,
+}

@@ -1,0 +1,153 @@
+//! One subscriber's view of one track: which simulcast layer it is on, whether it waits for a
+//! keyframe, the timestamp offset that keeps its timeline continuous across layer switches, and
+//! the bounded queue its frames go into.
+//!
+//! The publisher's thread runs [`Subscription::offer`] for every frame and every subscriber, so
+//! it takes one uncontended lock and never blocks: a full queue drops the frame, sends the
+//! subscriber back to "waiting for a keyframe" (video) and asks the publisher for one.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use junction_core::{LayerPreference, MediaFrame, MediaKind, MediaOut, TrackId};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// What became of one frame offered to one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Forwarded,
+    /// Not for this subscriber (another layer, or before its first keyframe).
+    Skipped,
+    /// The subscriber's queue was full.
+    Dropped,
+}
+
+/// Set when a subscriber needs a keyframe of a layer it is not receiving yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WantKeyframe(pub u8);
+
+pub(crate) struct Subscription {
+    /// The id the subscriber knows the track by (the original's, even when attached to a
+    /// transcoded variant).
+    pub(crate) track: TrackId,
+    tx: mpsc::Sender<MediaOut>,
+    state: Mutex<SubState>,
+    /// The bitrate this subscriber can take, in bits/s (0 = unknown).
+    pub(crate) wanted_bps: AtomicU64,
+}
+
+struct SubState {
+    preference: LayerPreference,
+    /// The layer being forwarded; `None` while waiting for a keyframe.
+    current: Option<u8>,
+    /// The last layer forwarded, kept across drops so resuming on it keeps the same offset.
+    last_layer: Option<u8>,
+    /// Added to publisher timestamps (simulcast only).
+    offset: i64,
+    last_out: Option<(u64, Instant)>,
+}
+
+impl Subscription {
+    pub(crate) fn new(track: TrackId, tx: mpsc::Sender<MediaOut>, preference: LayerPreference) -> Self {
+        Self {
+            track,
+            tx,
+            state: Mutex::new(SubState {
+                preference,
+                current: None,
+                last_layer: None,
+                offset: 0,
+                last_out: None,
+            }),
+            wanted_bps: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_preference(&self, preference: LayerPreference) {
+        self.state.lock().preference = preference;
+    }
+
+    pub(crate) fn preference(&self) -> LayerPreference {
+        self.state.lock().preference
+    }
+
+    /// Offers one frame of a track with `layer_count` layers, of which `active` (a bit mask) are
+    /// currently being sent. Returns what happened and, when the subscriber waits for a layer,
+    /// which keyframe it needs.
+    pub(crate) fn offer(&self, frame: &MediaFrame, layer_count: u8, active: u8) -> (Offer, Option<WantKeyframe>) {
+        let simulcast = layer_count > 1;
+        let mut st = self.state.lock();
+        let target = if simulcast { target_layer(st.preference, layer_count, active) } else { 0 };
+        let mut want = None;
+        if st.current == Some(frame.layer) {
+            if target != frame.layer {
+                want = Some(WantKeyframe(target));
+            }
+        } else {
+            if frame.layer != target {
+                return (Offer::Skipped, None);
+            }
+            if !frame.keyframe {
+                return (Offer::Skipped, Some(WantKeyframe(target)));
+            }
+            if simulcast && st.last_layer != Some(frame.layer) {
+                st.offset = match st.last_out {
+                    Some((ticks, at)) => {
+                        let elapsed = frame.arrival.saturating_duration_since(at);
+                        let step = (elapsed.as_nanos() * frame.time.rate as u128 / 1_000_000_000).max(1) as i64;
+                        (ticks as i64 + step) - frame.time.ticks as i64
+                    }
+                    None => 0,
+                };
+            }
+            st.current = Some(frame.layer);
+            st.last_layer = Some(frame.layer);
+        }
+
+        let mut out = frame.clone();
+        if st.offset != 0 {
+            out.time.ticks = (out.time.ticks as i64).wrapping_add(st.offset) as u64;
+        }
+        if simulcast {
+            st.last_out = Some((out.time.ticks, frame.arrival));
+        }
+        match self.tx.try_send(MediaOut::Frame { track: self.track.clone(), frame: out }) {
+            Ok(()) => (Offer::Forwarded, want),
+            Err(TrySendError::Full(_)) => {
+                if frame.codec.kind() == MediaKind::Video {
+                    st.current = None;
+                    want = Some(WantKeyframe(target));
+                }
+                (Offer::Dropped, want)
+            }
+            Err(TrySendError::Closed(_)) => (Offer::Skipped, None),
+        }
+    }
+}
+
+/// The layer a subscriber should receive: the best active layer at or under its preference; if
+/// none under it is active, the lowest active one; with nothing active, the preference itself.
+pub(crate) fn target_layer(preference: LayerPreference, layer_count: u8, active: u8) -> u8 {
+    let cap = preference.cap().min(layer_count.saturating_sub(1));
+    if active == 0 {
+        return cap;
+    }
+    (0..=cap).rev().find(|l| active & (1 << l) != 0).unwrap_or_else(|| active.trailing_zeros() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_prefers_best_active_layer_under_the_cap() {
+        let all = 0b111;
+        assert_eq!(target_layer(LayerPreference::Highest, 3, all), 2);
+        assert_eq!(target_layer(LayerPreference::AtMost(1), 3, all), 1);
+        assert_eq!(target_layer(LayerPreference::Highest, 3, 0b011), 1, "top layer paused");
+        assert_eq!(target_layer(LayerPreference::AtMost(0), 3, 0b110), 1, "low layer paused");
+        assert_eq!(target_layer(LayerPreference::AtMost(9), 2, 0), 1, "nothing seen yet");
+    }
+}
