@@ -50,16 +50,8 @@ pub enum Codec {
 }
 
 impl Codec {
-    pub const ALL: [Codec; 8] = [
-        Codec::Opus,
-        Codec::Aac,
-        Codec::Pcmu,
-        Codec::Pcma,
-        Codec::H264,
-        Codec::Vp8,
-        Codec::Vp9,
-        Codec::Av1,
-    ];
+    pub const ALL: [Codec; 8] =
+        [Codec::Opus, Codec::Aac, Codec::Pcmu, Codec::Pcma, Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1];
 
     pub fn kind(self) -> MediaKind {
         match self {

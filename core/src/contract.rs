@@ -148,23 +148,48 @@ pub struct DataMessage {
 #[derive(Debug, Clone)]
 pub enum EndpointEvent {
     PeerJoined(PeerInfo),
-    PeerLeft { peer: PeerId, session: SessionId, reason: CloseReason },
+    PeerLeft {
+        peer: PeerId,
+        session: SessionId,
+        reason: CloseReason,
+    },
     PeerUpdated(PeerInfo),
     TrackPublished(TrackInfo),
-    TrackUnpublished { track: TrackId, peer: PeerId },
-    TrackMuted { track: TrackId, muted: bool },
+    TrackUnpublished {
+        track: TrackId,
+        peer: PeerId,
+    },
+    TrackMuted {
+        track: TrackId,
+        muted: bool,
+    },
     /// This peer now receives `track`; frames will arrive as `codec` (which differs from the
     /// track's own codec when the engine transcodes for this subscriber).
-    Subscribed { track: TrackInfo, codec: Codec, params: CodecParams },
+    Subscribed {
+        track: TrackInfo,
+        codec: Codec,
+        params: CodecParams,
+    },
     /// This peer no longer receives `track` (it unsubscribed, or the track went away).
-    Unsubscribed { track: TrackId },
+    Unsubscribed {
+        track: TrackId,
+    },
     /// An automatic subscription could not be made (no codec path, no grant).
-    SubscriptionFailed { track: TrackId, reason: String },
+    SubscriptionFailed {
+        track: TrackId,
+        reason: String,
+    },
     Data(DataMessage),
     /// Signalling relayed from another session (mesh mode, direct calls).
-    Signal { from: PeerId, from_session: SessionId, payload: serde_json::Value },
+    Signal {
+        from: PeerId,
+        from_session: SessionId,
+        payload: serde_json::Value,
+    },
     /// The session is over; the endpoint handle is dead.
-    Closed { reason: CloseReason },
+    Closed {
+        reason: CloseReason,
+    },
 }
 
 /// What the media half hands a transport.

@@ -203,14 +203,7 @@ impl AvcConfig {
         let num_pps = *record.get(pos).ok_or(H264Error::ShortConfig { len: record.len() })? as usize;
         pos += 1;
         let pps = read_sets(num_pps, &mut pos)?;
-        Ok(AvcConfig {
-            profile: record[1],
-            compatibility: record[2],
-            level: record[3],
-            length_size,
-            sps,
-            pps,
-        })
+        Ok(AvcConfig { profile: record[1], compatibility: record[2], level: record[3], length_size, sps, pps })
     }
 
     pub fn to_bytes(&self) -> Bytes {

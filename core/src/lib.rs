@@ -14,8 +14,7 @@ pub mod track;
 
 pub use codec::{Codec, MediaKind};
 pub use contract::{
-    CloseReason, DataMessage, EndpointEvent, LayerPreference, MediaOut, PublishRequest,
-    SubscribeOptions,
+    CloseReason, DataMessage, EndpointEvent, LayerPreference, MediaOut, PublishRequest, SubscribeOptions,
 };
 pub use error::{ContractError, IdError};
 pub use frame::{MediaFrame, MediaTime};

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::ids::random_id;
-use junction_core::{
-    CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, TransportKind,
-};
+use junction_core::{CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, TransportKind};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;

@@ -13,9 +13,8 @@ use std::time::Instant;
 
 use junction_core::codec::codec_list;
 use junction_core::{
-    CloseReason, Codec, CodecParams, ContractError, DataMessage, EndpointEvent, LayerPreference, MediaKind,
-    MediaOut, PeerId, PeerInfo, PublishRequest, RoomId, RoomInfo, RoomOptions, SessionId, SubscribeOptions,
-    TrackId, TrackInfo,
+    CloseReason, Codec, CodecParams, ContractError, DataMessage, EndpointEvent, LayerPreference, MediaKind, MediaOut,
+    PeerId, PeerInfo, PublishRequest, RoomId, RoomInfo, RoomOptions, SessionId, SubscribeOptions, TrackId, TrackInfo,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -159,7 +158,12 @@ impl Room {
             .values()
             .map(|slot| PeerSnapshot {
                 info: slot.info.clone(),
-                tracks: slot.published.iter().filter_map(|t| st.tracks.get(t)).map(|t| TrackInfo::clone(&t.info())).collect(),
+                tracks: slot
+                    .published
+                    .iter()
+                    .filter_map(|t| st.tracks.get(t))
+                    .map(|t| TrackInfo::clone(&t.info()))
+                    .collect(),
                 subscriptions: slot.subscriptions.keys().cloned().collect(),
             })
             .collect();
@@ -195,7 +199,8 @@ impl Room {
             RoomEndReason::Empty => CloseReason::RoomExpired,
         };
         let mut st = self.state.lock();
-        let everyone: Vec<(PeerId, SessionId)> = st.peers.values().map(|s| (s.info.identity.clone(), s.info.session)).collect();
+        let everyone: Vec<(PeerId, SessionId)> =
+            st.peers.values().map(|s| (s.info.identity.clone(), s.info.session)).collect();
         for (peer, session) in everyone {
             st.remove_peer(&self.id, &self.shared, &peer, session, peer_reason.clone(), false);
         }
@@ -418,7 +423,12 @@ impl Room {
         })
     }
 
-    pub(crate) fn set_layer(&self, link: &PeerLink, track: &TrackId, layer: LayerPreference) -> Result<(), ContractError> {
+    pub(crate) fn set_layer(
+        &self,
+        link: &PeerLink,
+        track: &TrackId,
+        layer: LayerPreference,
+    ) -> Result<(), ContractError> {
         self.with_session(link, |st, _| {
             let sub = st.peers[&link.peer]
                 .subscriptions
@@ -550,7 +560,9 @@ impl RoomState {
     fn check_owner(&self, room: &RoomId, peer: &PeerId, track: &TrackId) -> Result<(), ContractError> {
         match self.tracks.get(track) {
             None => Err(ContractError::TrackNotFound { room: room.clone(), track: track.clone() }),
-            Some(t) if t.info().peer != *peer => Err(ContractError::NotTrackOwner { track: track.clone(), peer: peer.clone() }),
+            Some(t) if t.info().peer != *peer => {
+                Err(ContractError::NotTrackOwner { track: track.clone(), peer: peer.clone() })
+            }
             Some(_) => Ok(()),
         }
     }
@@ -605,7 +617,8 @@ impl RoomState {
             attached.ask_keyframe_now(target);
         }
         debug!(room = %room, peer = %peer, track = %track_id, codec = %attached_info.codec, "subscribed");
-        let result = SubscribedTrack { track: info.clone(), codec: attached_info.codec, params: attached_info.params.clone() };
+        let result =
+            SubscribedTrack { track: info.clone(), codec: attached_info.codec, params: attached_info.params.clone() };
         if let Some(slot) = self.peers.get_mut(peer) {
             slot.subscriptions.insert(track_id.clone(), SubLink { sub, origin, attached });
         }
@@ -647,7 +660,10 @@ impl RoomState {
         }
         shared.counters.tracks.add(-1);
         info!(room = %room, peer = %info.peer, track = %track_id, "track unpublished");
-        self.broadcast(EndpointEvent::TrackUnpublished { track: track_id.clone(), peer: info.peer.clone() }, Some(&info.peer));
+        self.broadcast(
+            EndpointEvent::TrackUnpublished { track: track_id.clone(), peer: info.peer.clone() },
+            Some(&info.peer),
+        );
         shared.emit(RoomEvent::TrackUnpublished { room: room.clone(), track: info });
     }
 

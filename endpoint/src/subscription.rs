@@ -54,13 +54,7 @@ impl Subscription {
         Self {
             track,
             tx,
-            state: Mutex::new(SubState {
-                preference,
-                current: None,
-                last_layer: None,
-                offset: 0,
-                last_out: None,
-            }),
+            state: Mutex::new(SubState { preference, current: None, last_layer: None, offset: 0, last_out: None }),
             wanted_bps: AtomicU64::new(0),
         }
     }

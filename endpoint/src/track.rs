@@ -106,9 +106,7 @@ impl Track {
 
     /// Removes `sub`; returns how many subscribers remain.
     pub(crate) fn remove_subscriber(&self, sub: &Arc<Subscription>) -> usize {
-        let old = self.subscribers.rcu(|old| {
-            old.iter().filter(|s| !Arc::ptr_eq(s, sub)).cloned().collect::<Vec<_>>()
-        });
+        let old = self.subscribers.rcu(|old| old.iter().filter(|s| !Arc::ptr_eq(s, sub)).cloned().collect::<Vec<_>>());
         old.len().saturating_sub(1)
     }
 
@@ -134,7 +132,11 @@ impl Track {
             return Err(SendError::TrackClosed { track: self.id.clone() });
         }
         if frame.layer >= self.layer_count {
-            return Err(SendError::NoSuchLayer { track: self.id.clone(), layer: frame.layer, layers: self.layer_count });
+            return Err(SendError::NoSuchLayer {
+                track: self.id.clone(),
+                layer: frame.layer,
+                layers: self.layer_count,
+            });
         }
         let at = self.ns_since_epoch(frame.arrival);
         self.layer_seen_ns[frame.layer as usize].store(at, Ordering::Relaxed);

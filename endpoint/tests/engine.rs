@@ -6,13 +6,13 @@ mod support;
 use std::time::Duration;
 
 use junction_core::{
-    CloseReason, Codec, ContractError, DataMessage, EndpointEvent, Grants, LayerPreference, MediaOut, PeerId,
-    RoomId, RoomOptions, SubscribeOptions,
+    CloseReason, Codec, ContractError, DataMessage, EndpointEvent, Grants, LayerPreference, MediaOut, PeerId, RoomId,
+    RoomOptions, SubscribeOptions,
 };
+use junction_endpoint::Clock;
 use junction_endpoint::{
     DuplicatePolicy, EngineConfig, EngineStats, JoinRequest, RoomAdminError, RoomEndReason, RoomEvent,
 };
-use junction_endpoint::Clock;
 use support::*;
 
 fn live(stats: EngineStats) -> (u64, u64, u64, u64) {
@@ -134,7 +134,8 @@ fn leaving_in_every_way_releases_everything() {
         publish(p, "mic", Codec::Opus);
         publish(p, "camera", Codec::Vp8);
     }
-    assert_eq!(live(engine.stats()), (2, 5, 10, 2 * 3 * 2 + 2 * 1 * 2));
+    // Room one: 3 peers each receive the other two's 2 tracks; room two: 2 peers, 1 other each.
+    assert_eq!(live(engine.stats()), (2, 5, 10, 3 * 2 * 2 + 2 * 2));
 
     b.rpc.leave(CloseReason::Left);
     drop(c);
@@ -177,7 +178,8 @@ fn the_other_peers_hear_of_joins_tracks_and_departures() {
     alice.rpc.set_muted(track.id(), true).unwrap();
     drop(alice);
     let seen = events(&mut watcher);
-    let kinds: Vec<String> = seen.iter().map(|e| format!("{e:?}").split([' ', '(', '{']).next().unwrap().to_owned()).collect();
+    let kinds: Vec<String> =
+        seen.iter().map(|e| format!("{e:?}").split([' ', '(', '{']).next().unwrap().to_owned()).collect();
     assert_eq!(
         kinds,
         ["PeerJoined", "TrackPublished", "Subscribed", "TrackMuted", "Unsubscribed", "TrackUnpublished", "PeerLeft"]
@@ -194,7 +196,10 @@ fn a_newer_session_replaces_the_older_which_is_told_why() {
     let newer = join(&engine, "r", "obs");
     assert_eq!(newer.replaced, Some(old_session));
     assert!(matches!(events(&mut old).last(), Some(EndpointEvent::Closed { reason: CloseReason::Replaced })));
-    assert!(matches!(old.rpc.publish(junction_core::PublishRequest::new("x", Codec::Opus)), Err(ContractError::SessionClosed { .. })));
+    assert!(matches!(
+        old.rpc.publish(junction_core::PublishRequest::new("x", Codec::Opus)),
+        Err(ContractError::SessionClosed { .. })
+    ));
     // The stale handle's drop must not evict the new session.
     drop(old);
     let stats = engine.stats();
@@ -211,7 +216,9 @@ fn a_newer_session_replaces_the_older_which_is_told_why() {
 fn grants_limits_and_bad_requests_are_refused_with_reasons() {
     let config = EngineConfig { max_tracks_per_peer: 2, ..EngineConfig::default() };
     let (engine, _) = engine_with(config, Default::default());
-    engine.create_room(Some(RoomId::new("small").unwrap()), RoomOptions { max_peers: 2, ..Default::default() }).unwrap();
+    engine
+        .create_room(Some(RoomId::new("small").unwrap()), RoomOptions { max_peers: 2, ..Default::default() })
+        .unwrap();
     let viewer = join_with(&engine, "small", "viewer", |r| r.grants = Grants::SUBSCRIBE_ONLY).endpoint;
     let err = viewer.rpc.publish(junction_core::PublishRequest::new("cam", Codec::Vp8)).unwrap_err();
     assert_eq!(err.to_string(), "viewer may not publish in room small");
@@ -222,9 +229,15 @@ fn grants_limits_and_bad_requests_are_refused_with_reasons() {
         publisher.rpc.subscribe(track.id(), SubscribeOptions::default()),
         Err(ContractError::SubscribeNotAllowed { .. })
     ));
-    assert!(matches!(publisher.rpc.publish(junction_core::PublishRequest::new("cam", Codec::Vp9)), Err(ContractError::DuplicateTrack { .. })));
+    assert!(matches!(
+        publisher.rpc.publish(junction_core::PublishRequest::new("cam", Codec::Vp9)),
+        Err(ContractError::DuplicateTrack { .. })
+    ));
     publish(&publisher, "mic", Codec::Opus);
-    assert!(matches!(publisher.rpc.publish(junction_core::PublishRequest::new("x", Codec::Opus)), Err(ContractError::LimitExceeded { .. })));
+    assert!(matches!(
+        publisher.rpc.publish(junction_core::PublishRequest::new("x", Codec::Opus)),
+        Err(ContractError::LimitExceeded { .. })
+    ));
     assert!(matches!(viewer.rpc.unpublish(track.id()), Err(ContractError::NotTrackOwner { .. })));
 
     let (room, peer) = ids("small", "third");
@@ -235,7 +248,10 @@ fn grants_limits_and_bad_requests_are_refused_with_reasons() {
         engine.create_room(Some(RoomId::new("small").unwrap()), RoomOptions::default()),
         Err(RoomAdminError::RoomExists { room: RoomId::new("small").unwrap() })
     );
-    assert!(matches!(engine.kick(&RoomId::new("small").unwrap(), &PeerId::new("ghost").unwrap()), Err(RoomAdminError::PeerNotFound { .. })));
+    assert!(matches!(
+        engine.kick(&RoomId::new("small").unwrap(), &PeerId::new("ghost").unwrap()),
+        Err(RoomAdminError::PeerNotFound { .. })
+    ));
     assert!(matches!(engine.delete_room(&RoomId::new("nope").unwrap()), Err(RoomAdminError::RoomNotFound { .. })));
 }
 
@@ -263,7 +279,10 @@ fn auto_subscribe_can_be_declined_and_done_by_hand() {
     let got = picky.rpc.subscribe(later.id(), SubscribeOptions::default()).unwrap();
     assert_eq!(got.codec, Codec::Opus);
     assert_eq!(engine.stats().subscriptions, 1);
-    assert!(matches!(picky.rpc.subscribe(&track.id().clone(), SubscribeOptions { codecs: vec![Codec::H264], ..Default::default() }), Err(ContractError::NoCodecPath { .. })));
+    assert!(matches!(
+        picky.rpc.subscribe(&track.id().clone(), SubscribeOptions { codecs: vec![Codec::H264], ..Default::default() }),
+        Err(ContractError::NoCodecPath { .. })
+    ));
     picky.rpc.unsubscribe(later.id()).unwrap();
     assert_eq!(engine.stats().subscriptions, 0);
 }
@@ -271,7 +290,11 @@ fn auto_subscribe_can_be_declined_and_done_by_hand() {
 #[test]
 fn empty_rooms_and_long_rooms_end_on_time() {
     let (engine, clock) = engine();
-    let options = RoomOptions { empty_timeout: Duration::from_secs(10), max_duration: Some(Duration::from_secs(60)), ..Default::default() };
+    let options = RoomOptions {
+        empty_timeout: Duration::from_secs(10),
+        max_duration: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
     engine.create_room(Some(RoomId::new("nobody").unwrap()), options.clone()).unwrap();
     engine.create_room(Some(RoomId::new("busy").unwrap()), options).unwrap();
     let mut peer = join(&engine, "busy", "p").endpoint;
@@ -338,7 +361,10 @@ fn data_messages_and_signals_reach_their_targets_only() {
 
     a.rpc.signal(&PeerId::new("b").unwrap(), serde_json::json!({"sdp": "x"})).unwrap();
     assert!(events(&mut b).iter().any(|e| matches!(e, EndpointEvent::Signal { from, .. } if from.as_str() == "a")));
-    assert!(matches!(a.rpc.signal(&PeerId::new("ghost").unwrap(), serde_json::json!(null)), Err(ContractError::PeerNotFound { .. })));
+    assert!(matches!(
+        a.rpc.signal(&PeerId::new("ghost").unwrap(), serde_json::json!(null)),
+        Err(ContractError::PeerNotFound { .. })
+    ));
     let big = DataMessage { payload: bytes::Bytes::from(vec![0u8; 70_000]), ..msg(vec![]) };
     assert!(matches!(a.rpc.send_data(big), Err(ContractError::LimitExceeded { .. })));
 }

@@ -14,14 +14,23 @@ use junction_endpoint::{AdapterRegistry, Clock, EngineConfig, FrameTranscoder, T
 use support::*;
 
 fn layers() -> Vec<LayerInfo> {
-    ["q", "h", "f"].iter().map(|rid| LayerInfo { rid: rid.to_string(), width: None, height: None, max_bitrate: None }).collect()
+    ["q", "h", "f"]
+        .iter()
+        .map(|rid| LayerInfo { rid: rid.to_string(), width: None, height: None, max_bitrate: None })
+        .collect()
 }
 
 /// Frames of three layers, each with its own timestamp base, as simulcast encoders send them.
 fn simulcast_frame(layer: u8, seq: u64, keyframe: bool, at: std::time::Instant) -> MediaFrame {
     let base = [1_000_000u64, 5_000_000, 9_000_000][layer as usize];
-    MediaFrame::video(Codec::Vp8, MediaTime::new(base + seq * 3000, 90_000), keyframe, at, Bytes::from(format!("L{layer}#{seq}")))
-        .with_layer(layer)
+    MediaFrame::video(
+        Codec::Vp8,
+        MediaTime::new(base + seq * 3000, 90_000),
+        keyframe,
+        at,
+        Bytes::from(format!("L{layer}#{seq}")),
+    )
+    .with_layer(layer)
 }
 
 #[test]
@@ -31,7 +40,9 @@ fn simulcast_subscribers_switch_layers_on_keyframes_with_continuous_timestamps()
     let track = publisher.rpc.publish(PublishRequest::new("cam", Codec::Vp8).with_layers(layers())).unwrap();
     let mut viewer = join(&engine, "r", "viewer").endpoint;
     let mut low = join_with(&engine, "r", "low", |r| r.auto_subscribe = false).endpoint;
-    low.rpc.subscribe(track.id(), SubscribeOptions { layer: LayerPreference::AtMost(0), ..Default::default() }).unwrap();
+    low.rpc
+        .subscribe(track.id(), SubscribeOptions { layer: LayerPreference::AtMost(0), ..Default::default() })
+        .unwrap();
 
     let send_all = |seq: u64, key: bool| {
         for layer in 0..3 {
@@ -113,7 +124,8 @@ async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
     let publisher = join(&engine, "r", "rtmp").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
 
-    let browser = |name: &str| join_with(&engine, "r", name, |r| r.accept_codecs = vec![Codec::Opus, Codec::Vp8]).endpoint;
+    let browser =
+        |name: &str| join_with(&engine, "r", name, |r| r.accept_codecs = vec![Codec::Opus, Codec::Vp8]).endpoint;
     let mut a = browser("a");
     let mut b = browser("b");
     let mut native = join(&engine, "r", "player").endpoint;
@@ -122,7 +134,12 @@ async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
     assert_eq!(track.subscriber_count(), 3);
 
     for seq in 0..5u64 {
-        let frame = MediaFrame::audio(Codec::Aac, MediaTime::new(seq * 1024, 44_100), clock.now(), Bytes::from(format!("aac{seq}")));
+        let frame = MediaFrame::audio(
+            Codec::Aac,
+            MediaTime::new(seq * 1024, 44_100),
+            clock.now(),
+            Bytes::from(format!("aac{seq}")),
+        );
         track.send(frame).unwrap();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,0 +1,134 @@
+//! Ingresses: stream keys that bind an RTMP or WHIP publisher (OBS, ffmpeg) to a room and an
+//! identity, so encoders need no JWT. Kept in memory; the REST API creates and deletes them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use junction_core::ids::random_id;
+use junction_core::{PeerId, RoomId};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::unix_now;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressKind {
+    Rtmp,
+    Whip,
+}
+
+impl IngressKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressKind::Rtmp => "rtmp",
+            IngressKind::Whip => "whip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ingress {
+    pub id: String,
+    pub kind: IngressKind,
+    pub room: RoomId,
+    pub identity: PeerId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub stream_key: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct IngressStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<String, Ingress>,
+    id_by_key: HashMap<String, String>,
+}
+
+impl IngressStore {
+    pub fn create(&self, kind: IngressKind, room: RoomId, identity: PeerId, name: Option<String>) -> Ingress {
+        let ingress = Ingress {
+            id: random_id("IN_", 12),
+            kind,
+            room,
+            identity,
+            name,
+            stream_key: random_id("sk_", 32),
+            created_at: unix_now(),
+        };
+        let mut inner = self.inner.write();
+        inner.id_by_key.insert(ingress.stream_key.clone(), ingress.id.clone());
+        inner.by_id.insert(ingress.id.clone(), ingress.clone());
+        ingress
+    }
+
+    pub fn get(&self, id: &str) -> Option<Ingress> {
+        self.inner.read().by_id.get(id).cloned()
+    }
+
+    pub fn find_by_key(&self, stream_key: &str) -> Option<Ingress> {
+        let inner = self.inner.read();
+        inner.id_by_key.get(stream_key).and_then(|id| inner.by_id.get(id)).cloned()
+    }
+
+    /// Every ingress, oldest first.
+    pub fn list(&self) -> Vec<Ingress> {
+        let mut all: Vec<Ingress> = self.inner.read().by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    pub fn delete(&self, id: &str) -> Option<Ingress> {
+        let mut inner = self.inner.write();
+        let ingress = inner.by_id.remove(id)?;
+        inner.id_by_key.remove(&ingress.stream_key);
+        Some(ingress)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuthError, Authority};
+
+    #[test]
+    fn stream_keys_resolve_to_their_room_and_identity_until_deleted() {
+        let authority = Authority::new("key");
+        let room = RoomId::new("stage").unwrap();
+        let ingress = authority.ingress().create(IngressKind::Rtmp, room.clone(), PeerId::new("obs").unwrap(), None);
+        let credential = authority.resolve(&ingress.stream_key, IngressKind::Rtmp).unwrap();
+        assert_eq!(credential.identity.as_str(), "obs");
+        assert!(credential.grants.publish && !credential.grants.subscribe);
+        assert!(credential.clone().for_room(&room).is_ok());
+        assert!(matches!(credential.for_room(&RoomId::new("other").unwrap()), Err(AuthError::WrongRoom { .. })));
+        assert!(matches!(
+            authority.resolve(&ingress.stream_key, IngressKind::Whip),
+            Err(AuthError::WrongIngressKind { expected: "rtmp", used: "whip" })
+        ));
+        authority.ingress().delete(&ingress.id).unwrap();
+        assert_eq!(authority.resolve(&ingress.stream_key, IngressKind::Rtmp), Err(AuthError::UnknownStreamKey));
+        assert_eq!(authority.resolve("  ", IngressKind::Rtmp), Err(AuthError::Missing));
+    }
+
+    #[test]
+    fn api_key_comparison_needs_the_exact_key() {
+        let authority = Authority::new("s3cret");
+        assert!(authority.is_api_key("s3cret"));
+        assert!(!authority.is_api_key("s3cre"));
+        assert!(!authority.is_api_key("s3creT"));
+    }
+}

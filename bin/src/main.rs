@@ -1,0 +1,156 @@
+//! The `junction` binary: `serve` runs the media gateway; the other subcommands operate a running
+//! one through its REST API.
+
+mod api;
+mod cli;
+mod config;
+mod metrics;
+mod pages;
+mod server;
+mod webhook;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "junction",
+    version,
+    about = "Junction: one media server where WebRTC browsers, RTMP/WHIP encoders, WHEP viewers, SIP phones and MoQ clients meet in the same rooms.",
+    long_about = None,
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server. With no configuration at all it serves on 127.0.0.1 with a generated
+    /// development API key, every protocol on.
+    Serve(ServeArgs),
+    /// Manage rooms on a running server.
+    #[command(subcommand_required = true)]
+    Room {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::RoomCommand,
+    },
+    /// Mint client tokens on a running server.
+    #[command(subcommand_required = true)]
+    Token {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        command: cli::TokenCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(after_long_help = CONFIG_HELP)]
+struct ServeArgs {
+    /// A TOML configuration file. Values from JUNCTION_<SECTION>_<KEY> environment variables
+    /// override it, and flags override both.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The REST API key, also the secret client tokens are signed with (min. 16 characters).
+    /// Same as `api_key`.
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Address for HTTP (REST API, WHIP/WHEP, WebSocket, pages). Same as `http.listen`.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// URL clients reach the HTTP port at, used in URLs handed out. Same as `http.public_url`.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Sets any configuration key, e.g. `--set rooms.max_peers=50`. Repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+}
+
+const CONFIG_HELP: &str = "\
+Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=value):
+  api_key                 REST bearer key and token-signing secret (generated if absent: dev mode)
+  http.listen             HTTP address                         [127.0.0.1:7880]
+  http.public_url         URL handed to clients                [http://<http.listen>]
+  http.cors_origins       browser origins allowed              [[\"*\"]]
+  rooms.auto_create       joining a missing room creates it    [true]
+  rooms.empty_timeout_s   seconds an empty room stays open     [300]
+  rooms.max_peers         peers per auto-created room, 0 = any [0]
+  rooms.subscriber_queue  frames queued per subscriber         [1024]
+  log.format              text | json                          [text]
+  log.level               tracing filter; RUST_LOG wins        [info]
+  webhook.urls            URLs that receive room events        [[]]
+  webhook.max_attempts    deliveries tried per event and URL   [6]
+  webhook.timeout_ms      per-delivery timeout                 [5000]
+Unknown keys and bad values stop start-up with a message naming the key.";
+
+impl ServeArgs {
+    /// The flags as `section.key=value` overrides, in order of precedence.
+    fn overrides(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let quoted = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Some(key) = &self.api_key {
+            out.push(format!("api_key={}", quoted(key)));
+        }
+        if let Some(listen) = &self.http_listen {
+            out.push(format!("http.listen={}", quoted(listen)));
+        }
+        if let Some(url) = &self.public_url {
+            out.push(format!("http.public_url={}", quoted(url)));
+        }
+        out.extend(self.set.iter().cloned());
+        out
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    // Two rustls crypto providers end up in the build; pick one before anything uses TLS.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => {
+            let loaded = config::load(args.config.as_deref(), std::env::vars(), &args.overrides());
+            let (config, sources) = match loaded {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(config.log.format, &config.log.level);
+            runtime.block_on(server::serve(config, sources))
+        }
+        Command::Room { client, command } => runtime.block_on(cli::room(&client, command)),
+        Command::Token { client, command } => runtime.block_on(cli::token(&client, command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

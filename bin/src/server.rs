@@ -1,0 +1,142 @@
+//! `junction serve`: builds the engine, starts every transport, serves HTTP, prints where
+//! everything listens, and shuts down gracefully on SIGINT/SIGTERM (peers are told, HTTP drains).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use junction_auth::Authority;
+use junction_core::RoomOptions;
+use junction_core::ids::random_id;
+use junction_endpoint::{Engine, EngineConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState, IngressUrls};
+use crate::config::{Config, Sources};
+use crate::pages::{Link, Service};
+use crate::{metrics, webhook};
+
+/// How long HTTP connections get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the transports add to the server: routes, banner lines, home-page links, ingest URLs.
+#[derive(Default)]
+pub struct Wiring {
+    /// Routes under `/v1`, behind the API key.
+    pub api: Router,
+    /// Public routes (WHIP/WHEP, WebSocket, pages, SDK).
+    pub public: Router,
+    pub services: Vec<Service>,
+    pub pages: Vec<Link>,
+    pub ingress_urls: IngressUrls,
+}
+
+pub fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        subscriber_queue: config.rooms.subscriber_queue,
+        auto_create_rooms: config.rooms.auto_create,
+        room_defaults: RoomOptions {
+            max_peers: config.rooms.max_peers,
+            empty_timeout: Duration::from_secs(config.rooms.empty_timeout_s),
+            ..RoomOptions::default()
+        },
+        ..EngineConfig::default()
+    }
+}
+
+pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (api_key, dev_mode) = match &config.api_key {
+        Some(key) => (key.clone(), false),
+        None => (random_id("dev_", 32), true),
+    };
+    info!(file = ?sources.file, env = ?sources.env, flags = ?sources.flags, "configuration loaded");
+    let metrics = metrics::install().context("installing the metrics recorder")?;
+    let authority = Authority::new(&api_key);
+    let engine = Engine::new(engine_config(&config));
+    let shutdown = CancellationToken::new();
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let public_url = config.public_url(http_addr);
+
+    let wiring = Wiring {
+        services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
+        ..Wiring::default()
+    };
+
+    tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
+    webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;
+
+    let state = AppState {
+        engine: engine.clone(),
+        authority,
+        public_url: Arc::from(public_url.as_str()),
+        ingress_urls: Arc::new(wiring.ingress_urls),
+        metrics,
+        started,
+        pages: Arc::new(wiring.pages),
+        services: Arc::new(wiring.services.clone()),
+    };
+    let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins);
+
+    print_banner(&wiring.services, &public_url, &api_key, dev_mode);
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    let drained = {
+        let shutdown = shutdown.clone();
+        let engine = engine.clone();
+        async move {
+            shutdown.cancelled().await;
+            info!("shutting down: closing rooms, draining HTTP");
+            engine.shutdown();
+        }
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(drained);
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+            warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn print_banner(services: &[Service], public_url: &str, api_key: &str, dev_mode: bool) {
+    println!("Junction {}", env!("CARGO_PKG_VERSION"));
+    for service in services {
+        println!("  {:<8} {}", service.name, service.url);
+    }
+    println!("  home     {public_url}/");
+    if dev_mode {
+        println!("  api_key  {api_key}");
+        println!(
+            "Development mode: the API key above was generated for this run; set api_key (or JUNCTION_API_KEY) to keep one."
+        );
+    }
+    println!("Junction is ready.");
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            warn!("cannot listen for SIGTERM: {err}");
+            let _ = ctrl_c.await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received"),
+        _ = term.recv() => info!("SIGTERM received"),
+    }
+    shutdown.cancel();
+}

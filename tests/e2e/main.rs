@@ -1,0 +1,10 @@
+//! End-to-end tests: each test starts the real `junction` binary on free loopback ports (see
+//! `support::TestServer`) and drives it over its public protocols only — HTTP here, and real
+//! third-party clients (ffmpeg, Chromium, sipp, the `webrtc` crate, stock MoQ tools) in the
+//! transport modules.
+
+mod support;
+
+mod cli;
+mod rest;
+mod webhooks;
