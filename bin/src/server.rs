@@ -65,10 +65,16 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?;
     let public_url = config.public_url(http_addr);
 
-    let wiring = Wiring {
+    let mut wiring = Wiring {
         services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
         ..Wiring::default()
     };
+
+    if config.rtmp.enabled {
+        let rtmp = junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
+        wiring.services.push(Service { name: "rtmp", url: rtmp.url(), about: "RTMP ingest (OBS, ffmpeg) and playback" });
+        wiring.ingress_urls.rtmp = Some(rtmp.url());
+    }
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;
