@@ -71,8 +71,13 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     };
 
     if config.rtmp.enabled {
-        let rtmp = junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
-        wiring.services.push(Service { name: "rtmp", url: rtmp.url(), about: "RTMP ingest (OBS, ffmpeg) and playback" });
+        let rtmp =
+            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "rtmp",
+            url: rtmp.url(),
+            about: "RTMP ingest (OBS, ffmpeg) and playback",
+        });
         wiring.ingress_urls.rtmp = Some(rtmp.url());
     }
 

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod rtmp_client;
 pub mod server;
 
 pub use server::TestServer;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use junction_auth::{Authority, IngressKind};
 use junction_core::{
-    CloseReason, Codec, ContractError, EndpointEvent, LayerPreference, MediaKind, MediaOut, PeerId, PublishRequest,
-    SubscribeOptions, TrackId, TrackInfo, TransportKind,
+    CloseReason, Codec, ContractError, EndpointEvent, LayerPreference, MediaKind, MediaOut, PeerId, PeerInfo,
+    PublishRequest, SubscribeOptions, TrackId, TrackInfo, TransportKind,
 };
-use junction_endpoint::{DuplicatePolicy, Engine, EndpointMedia, EndpointRpc, JoinRequest, TrackPublisher};
+use junction_endpoint::{DuplicatePolicy, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -55,6 +55,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, remote: Socket
     connection.run(socket).instrument(span).await;
 }
 
+/// What a player finds when it joins: the tracks already published, and its target if present.
+struct Played {
+    tracks: Vec<TrackInfo>,
+    target: Option<PeerInfo>,
+}
+
 /// How a connection ended.
 enum End {
     ClientClosed,
@@ -82,6 +88,11 @@ struct Connection {
     gauge: ConnectionGauge,
     /// Bytes for the client, written once per turn of the loop.
     out: Vec<u8>,
+}
+
+/// Whether a socket error is the client going away rather than the network failing.
+fn is_hang_up(err: &std::io::Error) -> bool {
+    matches!(err.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
 }
 
 async fn next_event(rpc: &mut Option<EndpointRpc>) -> Option<EndpointEvent> {
@@ -123,6 +134,7 @@ impl Connection {
                 _ = shutdown.cancelled() => break End::Shutdown,
                 read = reader.read_buf(&mut buffer) => match read {
                     Ok(0) => break End::ClientClosed,
+                    Err(err) if is_hang_up(&err) => break End::ClientClosed,
                     Ok(_) => {
                         self.session.handle_input(Instant::now(), &buffer);
                         buffer.clear();
@@ -173,6 +185,7 @@ impl Connection {
         self.out.clear();
         match written {
             Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) if is_hang_up(&err) => Err(End::ClientClosed),
             Ok(Err(err)) => Err(End::Io(err)),
             Err(_) => Err(End::WriteTimeout),
         }
@@ -237,9 +250,12 @@ impl Connection {
                 Err(status) => self.refuse(status),
             },
             SessionEvent::PlayRequested { request, target } => match self.join_player(&target) {
-                Ok(tracks) => {
+                Ok(played) => {
                     self.session.accept_play(request);
-                    for track in &tracks {
+                    if let Some(peer) = &played.target {
+                        self.target_joined(peer);
+                    }
+                    for track in &played.tracks {
                         self.consider_track(track);
                     }
                 }
@@ -314,8 +330,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Checks the player's token and joins the room; returns the tracks already there.
-    fn join_player(&mut self, target: &PlayTarget) -> Result<Vec<TrackInfo>, Status> {
+    /// Checks the player's token and joins the room.
+    fn join_player(&mut self, target: &PlayTarget) -> Result<Played, Status> {
         let token = target
             .token
             .as_deref()
@@ -348,7 +364,14 @@ impl Connection {
         self.link = Link::Player { target: target.identity.clone(), video: None, audio: None };
         self.gauge = ConnectionGauge::new("play");
         info!(target = %target.identity, "playing");
-        Ok(joined.tracks)
+        let present = joined.peers.into_iter().find(|p| p.identity == target.identity);
+        Ok(Played { tracks: joined.tracks, target: present })
+    }
+
+    /// The played peer (re)joined: a fresh clock, shared by its tracks when it publishes over
+    /// RTMP (Junction's ingest puts audio and video on one timeline).
+    fn target_joined(&mut self, peer: &PeerInfo) {
+        self.session.play_shared_clock(peer.transport == TransportKind::Rtmp);
     }
 
     fn publish_track(&mut self, request: PublishRequest) {
@@ -421,6 +444,11 @@ impl Connection {
 
     fn on_engine_event(&mut self, event: EndpointEvent) {
         match event {
+            EndpointEvent::PeerJoined(peer) => {
+                if matches!(&self.link, Link::Player { target, .. } if *target == peer.identity) {
+                    self.target_joined(&peer);
+                }
+            }
             EndpointEvent::TrackPublished(track) => self.consider_track(&track),
             EndpointEvent::TrackUnpublished { track, .. } | EndpointEvent::Unsubscribed { track } => {
                 self.forget_track(&track)

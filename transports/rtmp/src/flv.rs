@@ -146,7 +146,11 @@ pub fn parse_audio(data: &Bytes) -> Result<AudioTag, FlvError> {
     }
     let packet_type = *data.get(1).ok_or(FlvError::Truncated { what: "AAC audio tag", len: data.len() })?;
     let body = data.slice(2..);
-    if packet_type == 0 { Ok(AudioTag::AacSequenceHeader { config: body }) } else { Ok(AudioTag::AacRaw { data: body }) }
+    if packet_type == 0 {
+        Ok(AudioTag::AacSequenceHeader { config: body })
+    } else {
+        Ok(AudioTag::AacRaw { data: body })
+    }
 }
 
 /// A video tag for a player: AVC sequence header (`record`) or NAL units in AVCC form.
@@ -194,7 +198,8 @@ pub struct AacConfig {
     pub frame_samples: u32,
 }
 
-const SAMPLE_RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+const SAMPLE_RATES: [u32; 13] =
+    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 struct BitReader<'a> {
     data: &'a [u8],
@@ -270,7 +275,10 @@ mod tests {
             VideoTag::AvcNalus { keyframe: false, composition_ms: 67, data: Bytes::from_static(&[1, 2]) }
         );
         let header = avc_sequence_header(&[1, 0x64]);
-        assert_eq!(parse_video(&header).unwrap(), VideoTag::AvcSequenceHeader { record: Bytes::from_static(&[1, 0x64]) });
+        assert_eq!(
+            parse_video(&header).unwrap(),
+            VideoTag::AvcSequenceHeader { record: Bytes::from_static(&[1, 0x64]) }
+        );
         assert_eq!(parse_video(&Bytes::from_static(&[0x17, 2, 0, 0, 0])).unwrap(), VideoTag::Ignored);
     }
 
@@ -278,7 +286,10 @@ mod tests {
     fn other_video_codecs_and_enhanced_rtmp_are_named_in_the_refusal() {
         let hevc = Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 0]);
         let err = parse_video(&hevc).unwrap_err();
-        assert_eq!(err.to_string(), "video codec HEVC (Enhanced RTMP FourCC \"hvc1\") is not supported; publish H.264 (AVC)");
+        assert_eq!(
+            err.to_string(),
+            "video codec HEVC (Enhanced RTMP FourCC \"hvc1\") is not supported; publish H.264 (AVC)"
+        );
         let av1 = Bytes::from_static(&[0x91, b'a', b'v', b'0', b'1']);
         assert!(parse_video(&av1).unwrap_err().to_string().contains("AV1"));
         let vp6 = Bytes::from_static(&[0x14, 0]);
@@ -292,7 +303,10 @@ mod tests {
         let raw = aac_raw(&[1, 2, 3]);
         assert_eq!(parse_audio(&raw).unwrap(), AudioTag::AacRaw { data: Bytes::from_static(&[1, 2, 3]) });
         let header = aac_sequence_header(&[0x12, 0x10]);
-        assert_eq!(parse_audio(&header).unwrap(), AudioTag::AacSequenceHeader { config: Bytes::from_static(&[0x12, 0x10]) });
+        assert_eq!(
+            parse_audio(&header).unwrap(),
+            AudioTag::AacSequenceHeader { config: Bytes::from_static(&[0x12, 0x10]) }
+        );
         let mp3 = Bytes::from_static(&[0x2f, 0xff]);
         assert_eq!(parse_audio(&mp3).unwrap_err().to_string(), "audio format MP3 is not supported; publish AAC");
         let opus = Bytes::from_static(&[0x90, b'O', b'p', b'u', b's']);

@@ -31,9 +31,7 @@ pub struct IngestMeter {
 impl IngestMeter {
     pub fn new(room: &str, peer: &str, now: Instant) -> IngestMeter {
         let labels = [("room", room.to_owned()), ("peer", peer.to_owned())];
-        let kind = |k: &'static str| {
-            counter!("junction_rtmp_ingest_frames_total", "room" => room.to_owned(), "peer" => peer.to_owned(), "kind" => k)
-        };
+        let kind = |k: &'static str| counter!("junction_rtmp_ingest_frames_total", "room" => room.to_owned(), "peer" => peer.to_owned(), "kind" => k);
         IngestMeter {
             bytes: counter!("junction_rtmp_ingest_bytes_total", &labels),
             video_frames: kind("video"),

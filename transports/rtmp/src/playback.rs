@@ -3,10 +3,17 @@
 //! change), video starting at a keyframe, an AAC sequence header from the track's
 //! AudioSpecificConfig, then AVCC and raw AAC tags.
 //!
+//! While a video track is set but has not reached its first keyframe, audio is dropped (for at
+//! most [`AUDIO_HOLD_MAX`]): a player's stream then opens with video, and players that size up
+//! the stream from its first tags (ffmpeg's FLV demuxer) see both tracks.
+//!
 //! Time: tracks of one peer may come from different clocks (RTP tracks of a browser start at
-//! random timestamps), so each track is anchored where its first frame arrived on the player's
-//! timeline and advances by its own media time from there; a track that is published again
-//! (the publisher reconnected) is anchored afresh and the player's timeline simply continues.
+//! random timestamps), so by default each track is anchored where its first frame arrived on the
+//! player's timeline and advances by its own media time from there. When the caller knows the
+//! tracks share one clock ([`Muxer::set_shared_clock`]: an RTMP publisher's audio and video come
+//! from one FLV timeline), one anchor serves both and lip-sync is exact — arrival anchoring would
+//! shift B-frame video by its first composition offset. A track that is published again (the
+//! publisher reconnected) is anchored afresh and the player's timeline simply continues.
 //!
 //! FLV timestamps are decode times, but Junction frames carry presentation times in decode order.
 //! Every tag is therefore presented [`PRESENTATION_DELAY_MS`] after its place on the timeline,
@@ -14,7 +21,7 @@
 //! frame, so decode times strictly increase): with B-frames reordered by up to that delay, every
 //! frame has decode time <= presentation time, which players and muxers require.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::h264::{self, AvcConfig};
@@ -24,6 +31,8 @@ use crate::flv::{self, AacConfig};
 
 /// How long after its decode time a frame is presented, in ms: room for B-frame reordering.
 pub const PRESENTATION_DELAY_MS: i64 = 200;
+/// Longest time audio is held back waiting for the video track's first keyframe.
+pub const AUDIO_HOLD_MAX: Duration = Duration::from_secs(5);
 
 /// One tag for the player.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +82,11 @@ pub struct Muxer {
     audio: Option<AudioOut>,
     last_video_dts: Option<i64>,
     last_audio_ts: Option<i64>,
+    /// Arrival of the first audio frame held back for video.
+    audio_held_since: Option<Instant>,
+    /// Whether the tracks' media times are on one clock, and that clock's anchor once known.
+    shared_clock: bool,
+    shared_anchor: Option<Anchor>,
 }
 
 impl Muxer {
@@ -81,6 +95,7 @@ impl Muxer {
     pub fn set_video(&mut self, params: &CodecParams) {
         let configured = params.config.as_deref().and_then(|record| AvcConfig::parse(record).ok());
         self.video = Some(VideoOut { configured, ..VideoOut::default() });
+        self.audio_held_since = None;
     }
 
     /// A new AAC track to play (replacing any previous one).
@@ -90,6 +105,13 @@ impl Muxer {
             _ => AacConfig::lc_config(params.clock_rate, params.channels),
         };
         self.audio = Some(AudioOut { config, header_sent: false, anchor: None });
+    }
+
+    /// Says whether the tracks to come share one media clock; forgets the previous publisher's
+    /// anchor either way (call it when the played peer (re)joins).
+    pub fn set_shared_clock(&mut self, shared: bool) {
+        self.shared_clock = shared;
+        self.shared_anchor = None;
     }
 
     /// The track of `kind` went away; nothing of that kind is sent until another is set.
@@ -109,10 +131,20 @@ impl Muxer {
         }
     }
 
+    /// Where a track whose first frame is `frame` starts on the player's timeline.
     fn anchor(&mut self, frame: &MediaFrame) -> Anchor {
+        if self.shared_clock
+            && let Some(shared) = self.shared_anchor
+        {
+            return shared;
+        }
         let origin = *self.origin.get_or_insert(frame.arrival);
         let at_ms = frame.arrival.saturating_duration_since(origin).as_millis() as i64;
-        Anchor { at_ms, first_us: frame.time.as_micros() as i64 }
+        let anchor = Anchor { at_ms, first_us: frame.time.as_micros() as i64 };
+        if self.shared_clock {
+            self.shared_anchor = Some(anchor);
+        }
+        anchor
     }
 
     fn push_video(&mut self, frame: &MediaFrame, out: &mut Vec<FlvTag>) {
@@ -156,13 +188,23 @@ impl Muxer {
         let nals = h264::annexb_nals(&frame.payload).filter(|nal| h264::nal_type(nal) != h264::NAL_AUD);
         let avcc = h264::to_avcc(nals);
         let composition = (pts - dts) as i32;
-        out.push(FlvTag { kind: MediaKind::Video, timestamp, data: flv::avc_nalus(frame.keyframe, composition, &avcc) });
+        out.push(FlvTag {
+            kind: MediaKind::Video,
+            timestamp,
+            data: flv::avc_nalus(frame.keyframe, composition, &avcc),
+        });
     }
 
     fn push_audio(&mut self, frame: &MediaFrame, out: &mut Vec<FlvTag>) {
         let Some(audio) = &self.audio else { return };
         if frame.payload.is_empty() {
             return;
+        }
+        if self.video.as_ref().is_some_and(|video| video.anchor.is_none()) {
+            let since = *self.audio_held_since.get_or_insert(frame.arrival);
+            if frame.arrival.saturating_duration_since(since) < AUDIO_HOLD_MAX {
+                return;
+            }
         }
         let anchor = match audio.anchor {
             Some(anchor) => anchor,
@@ -286,12 +328,12 @@ mod tests {
         muxer.set_audio(&CodecParams { clock_rate: 48_000, channels: 2, ..CodecParams::default() });
         let mut out = Vec::new();
         // Audio's clock starts at 5 s, video's at 0; both first frames arrive together.
-        muxer.push(&audio(240_000, t0), &mut out);
         muxer.push(&video(0, true, &[SPS, PPS, IDR], t0), &mut out);
+        muxer.push(&audio(240_000, t0), &mut out);
         muxer.push(&audio(240_000 + 48_000, t0 + Duration::from_secs(1)), &mut out);
         let audio_ts: Vec<u32> = out.iter().filter(|t| t.kind == MediaKind::Audio).map(|t| t.timestamp).collect();
         assert_eq!(audio_ts, vec![200, 200, 1200], "header, then frames 1 s apart");
-        let AudioTag::AacSequenceHeader { config } = parse_audio(&out[0].data).unwrap() else { panic!() };
+        let AudioTag::AacSequenceHeader { config } = parse_audio(&out[2].data).unwrap() else { panic!() };
         assert_eq!(AacConfig::parse(&config).unwrap().sample_rate, 48_000);
         assert_eq!(video_tags(&out).0, vec![(0, 200)]);
 
@@ -305,5 +347,55 @@ mod tests {
         out.clear();
         muxer.push(&audio(0, t0 + Duration::from_secs(6)), &mut out);
         assert!(out.is_empty(), "no audio track set");
+    }
+
+    #[test]
+    fn tracks_on_one_clock_share_an_anchor_so_b_frame_video_stays_in_sync() {
+        let t0 = Instant::now();
+        let mut muxer = Muxer::default();
+        muxer.set_shared_clock(true);
+        muxer.set_video(&video_params());
+        muxer.set_audio(&CodecParams { clock_rate: 48_000, channels: 2, ..CodecParams::default() });
+        let mut out = Vec::new();
+        // The keyframe decoded at 0 is presented at 67 ms (B-frames); audio at 100 ms arrives with it.
+        muxer.push(&video(67, true, &[SPS, PPS, IDR], t0), &mut out);
+        muxer.push(&audio(4_800, t0), &mut out);
+        let (frames, _) = video_tags(&out);
+        let video_pts = i64::from(frames[0].0) + i64::from(frames[0].1);
+        let audio_ts = i64::from(out.last().unwrap().timestamp);
+        assert_eq!(audio_ts - video_pts, 33, "100 ms - 67 ms, as in the source");
+
+        // A new publisher session starts a new clock.
+        muxer.set_shared_clock(true);
+        muxer.set_video(&video_params());
+        out.clear();
+        muxer.push(&video(90_000, true, &[SPS, PPS, IDR], t0 + Duration::from_secs(2)), &mut out);
+        assert_eq!(video_tags(&out).0, vec![(2000, 200)]);
+    }
+
+    #[test]
+    fn audio_waits_for_the_first_video_keyframe_but_not_forever() {
+        let t0 = Instant::now();
+        let mut muxer = Muxer::default();
+        muxer.set_video(&video_params());
+        muxer.set_audio(&CodecParams { clock_rate: 48_000, channels: 2, ..CodecParams::default() });
+        let mut out = Vec::new();
+        muxer.push(&audio(0, t0), &mut out);
+        muxer.push(&video(0, false, &[SLICE], t0), &mut out);
+        muxer.push(&audio(960, t0 + Duration::from_millis(20)), &mut out);
+        assert!(out.is_empty(), "audio held while video waits for a keyframe");
+        muxer.push(&video(40, true, &[SPS, PPS, IDR], t0 + Duration::from_millis(40)), &mut out);
+        muxer.push(&audio(1920, t0 + Duration::from_millis(40)), &mut out);
+        let kinds: Vec<MediaKind> = out.iter().map(|t| t.kind).collect();
+        assert_eq!(kinds, [MediaKind::Video, MediaKind::Video, MediaKind::Audio, MediaKind::Audio]);
+
+        // A video track that never delivers a keyframe holds audio back only so long.
+        let mut muxer = Muxer::default();
+        muxer.set_video(&video_params());
+        muxer.set_audio(&CodecParams { clock_rate: 48_000, channels: 2, ..CodecParams::default() });
+        out.clear();
+        muxer.push(&audio(0, t0), &mut out);
+        muxer.push(&audio(48_000 * 5, t0 + AUDIO_HOLD_MAX), &mut out);
+        assert_eq!(out.len(), 2, "sequence header and the frame after the hold");
     }
 }

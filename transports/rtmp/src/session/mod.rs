@@ -70,9 +70,15 @@ pub enum SessionError {
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
     /// Answer with [`Session::accept_publish`] or [`Session::refuse`].
-    PublishRequested { request: u32, stream_key: String },
+    PublishRequested {
+        request: u32,
+        stream_key: String,
+    },
     /// Answer with [`Session::accept_play`] or [`Session::refuse`].
-    PlayRequested { request: u32, target: PlayTarget },
+    PlayRequested {
+        request: u32,
+        target: PlayTarget,
+    },
     /// Publish this track, replacing the previous one of its kind if any.
     Track(PublishRequest),
     Frame(MediaFrame),
@@ -224,6 +230,14 @@ impl Session {
         }
     }
 
+    /// Whether the played peer's tracks share one media clock (see [`Muxer::set_shared_clock`]);
+    /// called whenever that peer (re)joins.
+    pub fn play_shared_clock(&mut self, shared: bool) {
+        if let Role::Playing { muxer, .. } = &mut self.role {
+            muxer.set_shared_clock(shared);
+        }
+    }
+
     /// The player's track of `kind` went away.
     pub fn play_clear(&mut self, kind: MediaKind) {
         if let Role::Playing { muxer, .. } = &mut self.role {
@@ -324,7 +338,9 @@ impl Session {
                     self.with_server(|server| server.accept_request(request_id));
                 } else {
                     let reason = path::PathError::WrongApp(app_name).to_string();
-                    self.with_server(|server| server.reject_request(request_id, "NetConnection.Connect.Rejected", &reason));
+                    self.with_server(|server| {
+                        server.reject_request(request_id, "NetConnection.Connect.Rejected", &reason)
+                    });
                     self.fail(SessionError::Refused { code: "NetConnection.Connect.Rejected", description: reason });
                 }
             }

@@ -217,7 +217,10 @@ fn a_player_gets_sequence_headers_then_media() {
     pipe.send(request);
     let events = pipe.take_events();
     let Some(SessionEvent::PlayRequested { request, target }) = events.first() else { panic!("{events:?}") };
-    assert_eq!((target.room.as_str(), target.identity.as_str(), target.token.as_deref()), ("stage", "obs", Some("abc")));
+    assert_eq!(
+        (target.room.as_str(), target.identity.as_str(), target.token.as_deref()),
+        ("stage", "obs", Some("abc"))
+    );
     assert_eq!(pipe.server.poll_timeout(), None, "players are not reaped for silence");
     pipe.server.accept_play(*request);
     pipe.pump();
@@ -258,7 +261,8 @@ fn a_silent_publisher_is_reaped_at_the_idle_timeout() {
     // Data moves the deadline.
     let later = pipe.now + Duration::from_secs(3);
     pipe.now = later;
-    let packet = pipe.client.publish_audio_data(aac_sequence_header(&[0x12, 0x10]), RtmpTimestamp::new(0), false).unwrap();
+    let packet =
+        pipe.client.publish_audio_data(aac_sequence_header(&[0x12, 0x10]), RtmpTimestamp::new(0), false).unwrap();
     pipe.send(packet);
     assert_eq!(pipe.server.poll_timeout(), Some(later + IDLE));
     pipe.server.handle_timeout(later + IDLE);
