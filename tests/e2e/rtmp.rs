@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use junction_endpoint::codec::tone;
 use reqwest::Method;
 use rml_rtmp::sessions::ClientSessionEvent;
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ use crate::support::{TestServer, eventually};
 /// How long ffmpeg publishes, and how much of it the player records.
 const PUSH_SECONDS: u32 = 8;
 const PLAY_SECONDS: u32 = 4;
-const TONE_HZ: f32 = 660.0;
+const TONE_HZ: f64 = 660.0;
 
 /// Creates an RTMP ingress; returns (stream key, encoder URL).
 async fn ingress(server: &TestServer, room: &str, identity: &str) -> (String, String) {
@@ -91,27 +92,6 @@ async fn ffprobe(file: &Path, args: &[&str]) -> Value {
     let output = run("ffprobe", &all).await;
     assert!(output.status.success(), "ffprobe: {}", String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
-}
-
-/// The signal's power at `freq` (Goertzel).
-fn goertzel_power(samples: &[f32], rate: f32, freq: f32) -> f32 {
-    let coeff = 2.0 * (2.0 * std::f32::consts::PI * freq / rate).cos();
-    let (mut s1, mut s2) = (0.0f32, 0.0f32);
-    for x in samples {
-        let s0 = x + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - coeff * s1 * s2
-}
-
-/// The strongest frequency between 100 Hz and 4 kHz, in 5 Hz steps.
-fn dominant_frequency(samples: &[f32], rate: f32) -> f32 {
-    (20..800)
-        .map(|step| step as f32 * 5.0)
-        .map(|freq| (freq, goertzel_power(samples, rate, freq)))
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(0.0, |(freq, _)| freq)
 }
 
 fn numbers(packets: &[Value], kind: &str, field: &str) -> Vec<i64> {
@@ -201,11 +181,10 @@ async fn ffmpeg_ingest_plays_back_over_rtmp_as_h264_and_aac() {
     )
     .await;
     assert!(pcm.status.success(), "decoding audio: {}", String::from_utf8_lossy(&pcm.stderr));
-    let samples: Vec<f32> = pcm.stdout.chunks_exact(2).map(|b| f32::from(i16::from_le_bytes([b[0], b[1]]))).collect();
+    let samples: Vec<i16> = pcm.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
     assert!(samples.len() >= 16_000 * (PLAY_SECONDS as usize - 1), "{} samples", samples.len());
-    let second = &samples[8_000..24_000];
-    let found = dominant_frequency(second, 16_000.0);
-    assert!((found - TONE_HZ).abs() <= 10.0, "dominant frequency {found} Hz");
+    let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
+    assert!((found - TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");
 
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     let ingest = metrics
