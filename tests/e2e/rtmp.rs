@@ -373,7 +373,28 @@ async fn a_second_publisher_with_the_same_key_replaces_the_first() {
     assert_ne!(now["session"], session);
     assert_eq!(peers(&server, "stage").await.len(), 1);
     assert!(server.logs().contains("\"replaced\""), "{}", server.logs());
-    drop(second);
+
+    // Deleting the ingress disconnects whoever streams with its key.
+    let (_, list) = server.call(Method::GET, "/v1/ingress", None).await;
+    let id = list["ingress"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.call(Method::DELETE, &format!("/v1/ingress/{id}"), None).await.0, 204);
+    assert!(second.wait_closed(Duration::from_secs(5)).await, "a deleted ingress's publisher is disconnected");
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn enhanced_rtmp_hevc_is_refused_by_name() {
+    let server = TestServer::start().await;
+    let rtmp = server.service("rtmp").to_owned();
+    let (key, _) = ingress(&server, "stage", "obs").await;
+    let mut client = RtmpClient::connect(&rtmp, "live").await;
+    client.publish(&key).await.expect("publishing");
+    // Enhanced RTMP: IsExHeader | keyframe, PacketTypeSequenceStart, FourCC "hvc1", then a record.
+    client.send_video(0, Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 1, 2, 3, 4])).await;
+    assert!(client.wait_closed(Duration::from_secs(5)).await);
+    assert_eq!(client.status_codes(), vec!["NetStream.Failed".to_owned()]);
+    let logs = server.logs();
+    assert!(logs.contains("video codec HEVC (Enhanced RTMP FourCC \"hvc1\") is not supported"), "{logs}");
     server.wait_for_no_peers().await;
 }
 
