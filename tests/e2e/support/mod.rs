@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod rtmp_client;
+pub mod audio;
 pub mod server;
 
 pub use server::TestServer;
