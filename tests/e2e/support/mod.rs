@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
-pub mod rtmp_client;
 pub mod audio;
+pub mod rtmp_client;
 pub mod server;
 
 pub use server::TestServer;
