@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod server;
+pub mod webrtc_client;
 
 pub use server::TestServer;
 
