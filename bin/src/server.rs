@@ -71,6 +71,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     };
 
     // WebRTC media plane, and WHIP/WHEP on top of it.
+    let mut whip_options = None;
     if config.webrtc.enabled {
         let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
         wiring.services.push(Service {
@@ -102,6 +103,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
                 about: "watch a room's publisher",
             });
             wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
+            whip_options = Some(config.webrtc.ice_servers.clone());
         }
     }
 
@@ -119,6 +121,10 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         services: Arc::new(wiring.services.clone()),
     };
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins);
+    let app = match &whip_options {
+        Some(ice_servers) => junction_whip::with_options_headers(app, ice_servers),
+        None => app,
+    };
 
     print_banner(&wiring.services, &public_url, &api_key, dev_mode);
     tokio::spawn(wait_for_signal(shutdown.clone()));

@@ -9,3 +9,4 @@ mod cli;
 mod rest;
 mod webhooks;
 mod whip;
+mod whip_http;

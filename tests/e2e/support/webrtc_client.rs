@@ -482,6 +482,12 @@ impl Client {
     }
 }
 
+/// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP or fragment.
+fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let find = |prefix: &str| sdp.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|v| v.trim().to_owned());
+    Some((find("a=ice-ufrag:")?, find("a=ice-pwd:")?))
+}
+
 /// The address of the first `a=candidate` of an SDP.
 fn candidate_addr(sdp: &str) -> Option<SocketAddr> {
     let line = sdp.lines().find(|l| l.starts_with("a=candidate:"))?;
@@ -573,6 +579,52 @@ impl WhipPublisher {
     /// `DELETE`s the resource; returns the status.
     pub async fn delete(&self) -> Result<u16, ClientError> {
         self.client.delete().await
+    }
+
+    /// Restarts ICE the WHIP way (RFC 9725 §4.3.2): PATCHes the resource with new local ICE
+    /// credentials (`If-Match` the current ETag) and applies the credentials of the server's
+    /// 200 answer. Media keeps flowing on the restarted ICE session.
+    pub async fn restart_ice(&mut self) -> Result<(), ClientError> {
+        let pc = self.client.pc.clone();
+        let remote = pc.remote_description().await.ok_or(ClientError::WebRtc("no remote description".into()))?.sdp;
+        pc.restart_ice().await.map_err(rtc_err)?;
+        let offer = pc.create_offer(None).await.map_err(rtc_err)?;
+        pc.set_local_description(offer).await.map_err(rtc_err)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let local = pc.local_description().await.ok_or(ClientError::WebRtc("no local description".into()))?.sdp;
+        let (ufrag, pwd) =
+            ice_credentials(&local).ok_or(ClientError::WebRtc("offer without ICE credentials".into()))?;
+        let mut frag =
+            format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n");
+        for candidate in local.lines().filter(|l| l.starts_with("a=candidate:")) {
+            frag.push_str(candidate);
+            frag.push_str("\r\n");
+        }
+        frag.push_str("a=end-of-candidates\r\n");
+        let mut request = self
+            .client
+            .http
+            .patch(&self.client.resource)
+            .bearer_auth(&self.client.bearer)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(frag);
+        if let Some(etag) = &self.client.etag {
+            request = request.header("if-match", etag);
+        }
+        let response = request.send().await.map_err(rtc_err)?;
+        let status = response.status().as_u16();
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.text().await.map_err(rtc_err)?;
+        if status != 200 {
+            return Err(ClientError::Http { status, body });
+        }
+        self.client.etag = etag;
+        let (server_ufrag, server_pwd) =
+            ice_credentials(&body).ok_or(ClientError::Http { status, body: format!("no credentials in {body:?}") })?;
+        let (old_ufrag, old_pwd) =
+            ice_credentials(&remote).ok_or(ClientError::WebRtc("answer without credentials".into()))?;
+        let answer = remote.replace(&old_ufrag, &server_ufrag).replace(&old_pwd, &server_pwd);
+        pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?).await.map_err(rtc_err)
     }
 
     /// Closes the peer connection (DTLS close_notify) without telling the WHIP endpoint.
