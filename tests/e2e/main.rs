@@ -9,4 +9,5 @@ mod cli;
 mod rest;
 mod webhooks;
 mod whip;
+mod whip_browser;
 mod whip_http;
