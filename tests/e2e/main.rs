@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod rest;
+mod rtmp;
 mod webhooks;
 mod whip;
 mod whip_browser;
