@@ -23,8 +23,11 @@ async fn send_media(publisher: &WhipPublisher, first: u32, count: u32, gop: u32)
     let started = Instant::now();
     for index in first..first + count {
         ticker.tick().await;
-        let frame =
-            if (index - first) % gop == 0 { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
+        let frame = if (index - first).is_multiple_of(gop) {
+            synthetic::h264_keyframe(index)
+        } else {
+            synthetic::h264_delta(index)
+        };
         sent.insert(index, Instant::now());
         publisher.send_video(frame, VIDEO_FRAME).await.expect("send video");
         // Audio keeps pace: 20 ms packets against 33 ms frames.
@@ -97,13 +100,14 @@ async fn whip_frames_reach_a_whep_viewer_unchanged_and_keyframe_requests_travel_
     for frame in &video {
         assert_eq!(frame.codec, ClientCodec::H264);
         let index = synthetic::h264_index(&frame.payload).expect("a frame index");
-        let expected = if index % 30 == 0 { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
+        let expected =
+            if index.is_multiple_of(30) { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
         assert_eq!(
             synthetic::nal_units(&frame.payload),
             synthetic::nal_units(&expected),
             "frame {index} changed on the way"
         );
-        assert_eq!(frame.keyframe, index % 30 == 0);
+        assert_eq!(frame.keyframe, index.is_multiple_of(30));
         latencies.push(frame.received_at.saturating_duration_since(sent[&index]));
     }
     assert_monotonic(&video, "video");

@@ -368,11 +368,8 @@ impl Client {
     ) -> Result<(Client, mpsc::UnboundedReceiver<ReceivedFrame>), ClientError> {
         let mut media_engine = MediaEngine::default();
         for codec in &options.codecs {
-            let parameters = RTCRtpCodecParameters {
-                rtp_codec: codec.rtp_codec(),
-                payload_type: options.payload_type(*codec),
-                ..Default::default()
-            };
+            let parameters =
+                RTCRtpCodecParameters { rtp_codec: codec.rtp_codec(), payload_type: options.payload_type(*codec) };
             let kind = match codec.kind() {
                 MediaKind::Audio => RtpCodecKind::Audio,
                 MediaKind::Video => RtpCodecKind::Video,

@@ -86,18 +86,11 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     let mut media_engine = MediaEngine::default();
     let vp8 = codec(MIME_TYPE_VP8, 90_000, 0);
     media_engine
-        .register_codec(
-            RTCRtpCodecParameters { rtp_codec: vp8.clone(), payload_type: 96, ..Default::default() },
-            RtpCodecKind::Video,
-        )
+        .register_codec(RTCRtpCodecParameters { rtp_codec: vp8.clone(), payload_type: 96 }, RtpCodecKind::Video)
         .unwrap();
     media_engine
         .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec(MIME_TYPE_OPUS, 48_000, 2),
-                payload_type: 111,
-                ..Default::default()
-            },
+            RTCRtpCodecParameters { rtp_codec: codec(MIME_TYPE_OPUS, 48_000, 2), payload_type: 111 },
             RtpCodecKind::Audio,
         )
         .unwrap();
@@ -199,8 +192,14 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
         mic.send(MediaFrame::audio(Codec::Opus, MediaTime::new(960 * i as u64, 48_000), now, opus)).unwrap();
         // A VP8 key frame (P bit clear) then inter frames, each one RTP packet.
         let vp8_frame = Bytes::from(vec![if i == 0 || i == 20 { 0x10 } else { 0x11 }, 0x02, 0x00, 0x9d, 0x01, 0x2a, i]);
-        cam.send(MediaFrame::video(Codec::Vp8, MediaTime::new(3000 * i as u64, 90_000), i % 20 == 0, now, vp8_frame))
-            .unwrap();
+        cam.send(MediaFrame::video(
+            Codec::Vp8,
+            MediaTime::new(3000 * i as u64, 90_000),
+            i.is_multiple_of(20),
+            now,
+            vp8_frame,
+        ))
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (mut audio, mut video) = (Vec::new(), Vec::new());
