@@ -790,11 +790,21 @@ pub mod synthetic {
     const SPS: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
     const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 
+    /// The index (below 2^28) as four base-128 digits with the top bit set: never a zero byte.
+    fn index_bytes(index: u32) -> [u8; 4] {
+        [3, 2, 1, 0].map(|digit| 0x80 | ((index >> (7 * digit)) & 0x7f) as u8)
+    }
+
+    fn index_from(bytes: &[u8]) -> Option<u32> {
+        let digits = bytes.get(..4)?;
+        Some(digits.iter().fold(0, |acc, b| (acc << 7) | (b & 0x7f) as u32))
+    }
+
     /// NAL unit bytes that never contain a start code: the index, then a repeating pattern.
     fn nal(header: u8, index: u32, len: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(len);
         out.push(header);
-        out.extend_from_slice(&(index | 0x8080_8080).to_be_bytes());
+        out.extend_from_slice(&index_bytes(index));
         while out.len() < len {
             out.push(0x11 + (out.len() % 200) as u8);
         }
@@ -823,8 +833,7 @@ pub mod synthetic {
     /// The frame index written by [`h264_keyframe`]/[`h264_delta`], from a received access unit.
     pub fn h264_index(annexb: &Bytes) -> Option<u32> {
         let slice = nal_units(annexb).into_iter().find(|n| matches!(n.first().map(|b| b & 0x1f), Some(1 | 5)))?;
-        let bytes: [u8; 4] = slice.get(1..5)?.try_into().ok()?;
-        Some(u32::from_be_bytes(bytes) & !0x8080_8080)
+        index_from(slice.get(1..)?)
     }
 
     /// An Opus packet (TOC byte of a 20 ms CELT frame, then the index and a pattern).

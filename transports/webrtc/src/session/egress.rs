@@ -19,6 +19,9 @@ use crate::codec;
 
 /// Bitrate set aside for each audio m-line when sharing the estimate between video m-lines.
 const AUDIO_BPS: u64 = 64_000;
+/// What a single-layer video track may need: the estimator probes up to it, since such a track
+/// cannot be scaled down to fit and would queue behind a lower estimate.
+const UNLAYERED_VIDEO_BPS: u64 = 6_000_000;
 /// The estimate used before the first one arrives.
 pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
@@ -254,7 +257,7 @@ impl Egress {
             .map(|(kind, source)| match kind {
                 MediaKind::Audio => AUDIO_BPS,
                 MediaKind::Video => {
-                    source.layers.iter().filter_map(|l| l.max_bitrate).max().unwrap_or(INITIAL_ESTIMATE_BPS)
+                    source.layers.iter().filter_map(|l| l.max_bitrate).max().unwrap_or(UNLAYERED_VIDEO_BPS)
                 }
             })
             .sum();
