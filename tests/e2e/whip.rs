@@ -240,3 +240,48 @@ async fn the_ice_timeout_reaps_clients_that_vanish() {
     assert!(server.logs().contains("transport_timeout"), "peers left for transport_timeout");
     assert_eq!(publisher.delete().await.unwrap(), 404, "the resource went with the session");
 }
+
+#[tokio::test]
+async fn a_viewer_can_watch_one_identity_among_several_publishers() {
+    let server = TestServer::start().await;
+    let alice_token = server.token("panel", "alice", json!({"publish": true})).await;
+    let bob_token = server.token("panel", "bob", json!({"publish": true})).await;
+    let viewer_token = server.token("panel", "viewer", json!({"subscribe": true})).await;
+    let alice =
+        WhipPublisher::connect(&server.base, "panel", &alice_token, ClientOptions::h264_opus()).await.expect("alice");
+    let mut watching_alice =
+        WhepViewer::connect(&server.base, "panel", &viewer_token, "?identity=alice", ClientOptions::h264_opus())
+            .await
+            .expect("viewer of alice");
+    // Same token again: the second viewer gets an identity of its own instead of a conflict.
+    let mut newest = WhepViewer::connect(&server.base, "panel", &viewer_token, "", ClientOptions::h264_opus())
+        .await
+        .expect("second viewer");
+    send_media(&alice, 0, 20, 10).await;
+    // Bob publishes later: the default viewer moves to him, alice's viewer stays with her.
+    let bob = WhipPublisher::connect(&server.base, "panel", &bob_token, ClientOptions::h264_opus()).await.expect("bob");
+    watching_alice.discard_received();
+    newest.discard_received();
+    let (_, _) = tokio::join!(send_media(&alice, 100, 45, 15), send_media(&bob, 20_000, 45, 15));
+
+    let of_alice = of_kind(&collect(&mut watching_alice, Duration::from_millis(800)).await, MediaKind::Video)
+        .iter()
+        .map(|f| synthetic::h264_index(&f.payload).unwrap())
+        .collect::<Vec<_>>();
+    assert!(of_alice.len() >= 20 && of_alice.iter().all(|i| *i < 20_000), "alice's viewer got {of_alice:?}");
+    let of_newest = of_kind(&collect(&mut newest, Duration::from_millis(800)).await, MediaKind::Video)
+        .iter()
+        .map(|f| synthetic::h264_index(&f.payload).unwrap())
+        .collect::<Vec<_>>();
+    assert!(of_newest.iter().filter(|i| **i >= 20_000).count() >= 20, "the default viewer follows bob: {of_newest:?}");
+
+    let (_, room) = server.call(reqwest::Method::GET, "/v1/rooms/panel", None).await;
+    let identities: Vec<&str> =
+        room["room"]["peers"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    assert!(identities.contains(&"viewer") && identities.iter().any(|i| i.starts_with("viewer~")), "{identities:?}");
+
+    for status in [alice.delete().await, bob.delete().await, watching_alice.delete().await, newest.delete().await] {
+        assert_eq!(status.unwrap(), 200);
+    }
+    server.wait_for_no_peers().await;
+}
