@@ -9,6 +9,7 @@ mod cli;
 mod rest;
 mod rtmp;
 mod webhooks;
+mod whep_rtmp;
 mod whip;
 mod whip_browser;
 mod whip_http;
