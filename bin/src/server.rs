@@ -65,10 +65,32 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?;
     let public_url = config.public_url(http_addr);
 
-    let wiring = Wiring {
+    let mut wiring = Wiring {
         services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
         ..Wiring::default()
     };
+
+    if config.moq.enabled {
+        let moq = junction_moq::start(&config.moq, engine.clone(), authority.clone(), shutdown.clone())
+            .context("starting Media over QUIC ([moq])")?;
+        wiring.services.push(Service {
+            name: "moq",
+            url: moq.url.clone(),
+            about: "Media over QUIC draft-18: WebTransport, or raw QUIC (moqt://, ALPN moqt-18)",
+        });
+        if let Some(ca) = &moq.dev_ca_file {
+            wiring.services.push(Service {
+                name: "moq-ca",
+                url: ca.display().to_string(),
+                about: "generated development CA (PEM) for MoQ clients to trust",
+            });
+            wiring.services.push(Service {
+                name: "moq-hash",
+                url: format!("sha256:{}", moq.fingerprint),
+                about: "MoQ certificate hash for WebTransport serverCertificateHashes",
+            });
+        }
+    }
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;

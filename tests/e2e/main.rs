@@ -6,5 +6,6 @@
 mod support;
 
 mod cli;
+mod moq;
 mod rest;
 mod webhooks;

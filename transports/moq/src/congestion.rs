@@ -102,7 +102,15 @@ pub fn stream_priority(group: u64, publisher_priority: u8) -> i32 {
 
 /// Reads the subgroup header at the start of a uni stream's first write, if it is one.
 fn subgroup_header(first_write: &[u8]) -> Option<SubgroupHeader> {
-    let mut buf = Bytes::copy_from_slice(&first_write[..first_write.len().min(64)]);
+    let buf = Bytes::copy_from_slice(&first_write[..first_write.len().min(64)]);
+    // Draft-18 SUBGROUP_HEADER types are 0x10..=0x7F with the 0x10 bit set; checking first keeps
+    // other streams (SETUP on the control stream, FETCH_HEADER) away from the library's decoder,
+    // which logs unknown types as errors.
+    let stream_type = u64::decode(&mut buf.clone()).ok()?;
+    if !(0x10..=0x7f).contains(&stream_type) || stream_type & 0x10 == 0 {
+        return None;
+    }
+    let mut buf = buf;
     let header_type = StreamHeaderType::decode(&mut buf).ok()?;
     if !header_type.is_subgroup() {
         return None;
