@@ -70,13 +70,10 @@ pub async fn run(
         first_object(catalog_track).await.map_err(|source| IngestError::NoTrack { track: CATALOG_TRACK, source })?;
     let catalog: moq_catalog::Root =
         serde_json::from_slice(&catalog).map_err(|err| IngestError::NotCatalog(err.to_string()))?;
-    if catalog.tracks.is_empty() {
-        return Err(IngestError::NotCatalog("it lists no tracks".into()));
-    }
-
     // moq-sub's rule: the init segment is the one the first track names; catalog track i is the
     // init segment's trak i (unless the name says `<trak id>.m4s`).
-    let init_name = catalog.tracks[0].init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
+    let first = catalog.tracks.first().ok_or_else(|| IngestError::NotCatalog("it lists no tracks".into()))?;
+    let init_name = first.init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
     let init_track = tracks.subscribe(namespace.clone(), init_name.as_str()).ok_or(IngestError::SessionGone)?;
     let init = tokio::time::timeout(INIT_WAIT, first_object(init_track))
         .await

@@ -81,7 +81,7 @@ pub fn classify(room: &RoomId, namespace: &TrackNamespace, track: &TrackName) ->
     match (fields.len(), name) {
         (1, Some(CATALOG_TRACK)) => Target::RoomCatalog,
         (2, Some(name)) => {
-            let identity = fields[1].and_then(|id| PeerId::new(id).ok());
+            let identity = fields.get(1).copied().flatten().and_then(|id| PeerId::new(id).ok());
             match (identity, PeerTrack::parse(name)) {
                 (Some(identity), Some(track)) => Target::Peer { identity, track },
                 _ => Target::Announced,

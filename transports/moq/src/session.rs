@@ -50,8 +50,7 @@ pub async fn run(
 ) {
     let SessionParts { room, identity, grants, joined, hub, shutdown } = parts;
     let (mut rpc, mut media) = joined.endpoint.split();
-    let peers: Vec<PeerId> = joined.peers.iter().map(|p| p.identity.clone()).collect();
-    let Some(egress) = Egress::new(room.clone(), identity.clone(), &peers, &joined.tracks) else {
+    let Some(egress) = Egress::new(room.clone(), identity.clone(), &joined.peers, &joined.tracks) else {
         close(&transport, Termination::InternalError, "cannot set up the room's tracks");
         return;
     };
@@ -245,8 +244,10 @@ impl Driver {
             return;
         }
         info!(room = %self.room, peer = %self.identity, namespace = %namespace, "namespace announced");
-        let label = namespace.fields[1..]
+        let label = namespace
+            .fields
             .iter()
+            .skip(1)
             .map(|field| String::from_utf8_lossy(&field.value).into_owned())
             .collect::<Vec<_>>()
             .join("/");
@@ -264,7 +265,7 @@ impl Driver {
     fn on_event(&mut self, event: EndpointEvent, rpc: &EndpointRpc) {
         let now = Instant::now();
         match event {
-            EndpointEvent::PeerJoined(peer) => self.egress.peer_joined(peer.identity),
+            EndpointEvent::PeerJoined(peer) => self.egress.peer_joined(peer),
             EndpointEvent::PeerLeft { peer, .. } => self.egress.peer_left(&peer),
             EndpointEvent::TrackPublished(track) => self.egress.track_published(track, rpc, now),
             EndpointEvent::TrackUnpublished { track, peer } => self.egress.track_unpublished(&track, &peer, now),

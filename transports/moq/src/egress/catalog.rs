@@ -1,7 +1,8 @@
 //! The JSON catalogs Junction publishes, in the format `moq-pub` writes and `moq-sub` reads
 //! (moq-catalog's `Root`, version 1, CMAF packaging): one per peer namespace, listing the tracks
 //! of its init segment in order, and one per room, listing every peer's tracks with the peer's
-//! namespace.
+//! namespace. The room catalog also carries a `peers` member (an extension moq-catalog readers
+//! ignore): who is in the room and at which namespace, tracks or not.
 
 use bytes::Bytes;
 use junction_core::MediaKind;
@@ -25,8 +26,16 @@ pub struct CatalogEntry {
     pub channels: Option<u8>,
 }
 
-/// The catalog document for `entries`, in order.
-pub fn catalog_json(entries: &[CatalogEntry]) -> Bytes {
+/// A peer of the room, as the room catalog's `peers` extension lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CatalogPeer {
+    pub identity: String,
+    pub namespace: String,
+    pub transport: &'static str,
+}
+
+/// The catalog document for `entries`, in order; with `peers`, the room catalog's extension.
+pub fn catalog_json(entries: &[CatalogEntry], peers: Option<&[CatalogPeer]>) -> Bytes {
     let mut tracks: Vec<Track> = entries
         .iter()
         .map(|entry| Track {
@@ -55,7 +64,11 @@ pub fn catalog_json(entries: &[CatalogEntry]) -> Bytes {
         tracks,
     };
     // Serialising plain structs of strings and numbers cannot fail.
-    Bytes::from(serde_json::to_vec_pretty(&root).unwrap_or_default())
+    let mut document = serde_json::to_value(&root).unwrap_or_default();
+    if let (Some(peers), Some(object)) = (peers, document.as_object_mut()) {
+        object.insert("peers".into(), serde_json::to_value(peers).unwrap_or_default());
+    }
+    Bytes::from(serde_json::to_vec_pretty(&document).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -86,7 +99,10 @@ mod tests {
                 channels: Some(2),
             },
         ];
-        let json = catalog_json(&entries);
+        let peers = [CatalogPeer { identity: "alice".into(), namespace: "lobby/alice".into(), transport: "whip" }];
+        let json = catalog_json(&entries, Some(&peers));
+        let raw: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(raw["peers"][0]["namespace"], "lobby/alice");
         let root: Root = serde_json::from_slice(&json).unwrap();
         assert_eq!(root.version, 1);
         assert_eq!(root.tracks.len(), 2);
@@ -94,7 +110,9 @@ mod tests {
         assert_eq!(root.tracks[0].namespace.as_deref(), Some("lobby/alice"));
         assert_eq!(root.tracks[1].selection_params.samplerate, Some(48_000));
         assert_eq!(root.tracks[1].selection_params.channel_config.as_deref(), Some("2"));
-        let empty: Root = serde_json::from_slice(&catalog_json(&[])).unwrap();
+        let empty: Root = serde_json::from_slice(&catalog_json(&[], None)).unwrap();
         assert!(empty.tracks.is_empty());
+        let raw: serde_json::Value = serde_json::from_slice(&catalog_json(&[], None)).unwrap();
+        assert!(raw.get("peers").is_none());
     }
 }

@@ -7,15 +7,15 @@
 mod catalog;
 mod peer;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use junction_core::{MediaFrame, PeerId, RoomId, SubscribeOptions, TrackId, TrackInfo};
+use junction_core::{MediaFrame, PeerId, PeerInfo, RoomId, SubscribeOptions, TrackId, TrackInfo};
 use junction_endpoint::EndpointRpc;
 use moq_transport::serve::{TrackReader, Tracks, TracksReader, TracksRequest};
 use tracing::debug;
 
-pub use catalog::{CatalogEntry, catalog_json};
+pub use catalog::{CatalogEntry, CatalogPeer, catalog_json};
 pub use peer::{BroadcastUser, PeerBroadcast};
 
 use crate::codecs;
@@ -40,14 +40,15 @@ pub struct Egress {
     _requests: TracksRequest,
     reader: TracksReader,
     room_catalog: OutTrack,
-    peers: HashSet<PeerId>,
+    /// Everyone else in the room.
+    peers: BTreeMap<PeerId, PeerInfo>,
     known: BTreeMap<PeerId, PeerTracks>,
     broadcasts: HashMap<PeerId, PeerBroadcast>,
 }
 
 impl Egress {
     /// The room as this session first sees it: `peers` and their `tracks`.
-    pub fn new(room: RoomId, me: PeerId, peers: &[PeerId], tracks: &[TrackInfo]) -> Option<Egress> {
+    pub fn new(room: RoomId, me: PeerId, peers: &[PeerInfo], tracks: &[TrackInfo]) -> Option<Egress> {
         let (mut writer, requests, mut reader) = Tracks::new(naming::room_namespace(&room)).produce();
         let room_catalog = OutTrack::create(&mut writer, &mut reader, CATALOG_TRACK, 0)?;
         let mut egress = Egress {
@@ -57,7 +58,7 @@ impl Egress {
             _requests: requests,
             reader,
             room_catalog,
-            peers: peers.iter().cloned().collect(),
+            peers: peers.iter().map(|p| (p.identity.clone(), p.clone())).collect(),
             known: BTreeMap::new(),
             broadcasts: HashMap::new(),
         };
@@ -69,7 +70,6 @@ impl Egress {
     }
 
     fn remember(&mut self, track: TrackInfo) {
-        self.peers.insert(track.peer.clone());
         let entry = self.known.entry(track.peer.clone()).or_default();
         if entry.tracks.values().any(|t| t.id == track.id) {
             return;
@@ -97,11 +97,23 @@ impl Egress {
                 })
             })
             .collect();
-        let _ = self.room_catalog.publish_single(catalog_json(&entries));
+        let peers: Vec<CatalogPeer> = self
+            .peers
+            .values()
+            .map(|p| CatalogPeer {
+                identity: p.identity.to_string(),
+                namespace: naming::namespace_path(&naming::peer_namespace(&self.room, &p.identity)),
+                transport: p.transport.as_str(),
+            })
+            .collect();
+        let _ = self.room_catalog.publish_single(catalog_json(&entries, Some(&peers)));
     }
 
-    pub fn peer_joined(&mut self, peer: PeerId) {
-        self.peers.insert(peer);
+    pub fn peer_joined(&mut self, peer: PeerInfo) {
+        if peer.identity != self.me {
+            self.peers.insert(peer.identity.clone(), peer);
+            self.publish_room_catalog();
+        }
     }
 
     pub fn peer_left(&mut self, peer: &PeerId) {
@@ -109,9 +121,8 @@ impl Egress {
         if self.broadcasts.remove(peer).is_some() {
             debug!(room = %self.room, peer = %peer, "peer left: broadcast ended");
         }
-        if self.known.remove(peer).is_some() {
-            self.publish_room_catalog();
-        }
+        self.known.remove(peer);
+        self.publish_room_catalog();
     }
 
     pub fn track_published(&mut self, track: TrackInfo, rpc: &EndpointRpc, now: Instant) {
@@ -184,7 +195,7 @@ impl Egress {
     }
 
     pub fn has_peer(&self, peer: &PeerId) -> bool {
-        peer != &self.me && self.peers.contains(peer)
+        peer != &self.me && self.peers.contains_key(peer)
     }
 
     /// The room catalog's reader.

@@ -209,7 +209,7 @@ impl PeerBroadcast {
         };
         let entries: Vec<CatalogEntry> = init_tracks.iter().map(|t| self.catalog_entry(t)).collect();
         let _ = self.init.publish_single(init);
-        let _ = self.catalog.publish_single(catalog_json(&entries));
+        let _ = self.catalog.publish_single(catalog_json(&entries, None));
         debug!(peer = %self.identity, tracks = ready.len(), "published init segment and catalog");
         self.published = Some(ready);
     }

@@ -281,6 +281,9 @@ impl Drop for ScheduledSendStream {
 }
 
 #[cfg(test)]
+mod quic_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
