@@ -15,8 +15,8 @@ use tokio::process::{Child, Command};
 
 use crate::support::TestServer;
 use crate::support::moq::{
-    MoqTarget, auth_token_arg, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
-    webtransport_close, webtransport_session,
+    MoqTarget, auth_token_arg, catalog_where, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
+    watch_catalog, webtransport_close, webtransport_session,
 };
 
 fn spawn(program: &Path, args: &[&str], stdin: Stdio, stdout: Stdio, log: &Path) -> Child {
@@ -172,6 +172,12 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
     let reference = frame_md5s(&source).await;
     assert_eq!(reference.len(), 750);
 
+    // A MoQ subscriber follows the room catalog from the start.
+    let watcher_token = token(&server, "studio", "watcher", false, true).await;
+    let (watcher, mut catalogs) = watch_catalog(&target, &format!("/studio?jwt={watcher_token}"), "studio").await;
+    let empty = catalog_where(&mut catalogs, "an empty room", |c| c["version"] == 1).await;
+    assert_eq!(empty["tracks"], serde_json::json!([]), "{empty}");
+
     // ffmpeg paces the file out as CMAF, one fragment per frame, into stock moq-pub.
     let mut packager = Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-i", source.to_str().unwrap(), "-c", "copy", "-f", "mp4", "-movflags"])
@@ -199,6 +205,27 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
     let track = &cam["tracks"][0];
     assert_eq!((track["codec"].as_str(), track["kind"].as_str()), (Some("h264"), Some("video")));
     assert_eq!((track["params"]["width"].as_u64(), track["params"]["height"].as_u64()), (Some(320), Some(240)));
+
+    // The room catalog now lists the peer and its track, with the codec parameters.
+    let listed = catalog_where(&mut catalogs, "cam's H.264 track", |c| {
+        c["tracks"].as_array().is_some_and(|t| {
+            t.iter().any(|t| t["selectionParams"]["codec"].as_str().is_some_and(|c| c.starts_with("avc1.")))
+        })
+    })
+    .await;
+    let track = &listed["tracks"][0];
+    let namespace = track["namespace"].as_str().or(listed["commonTrackFields"]["namespace"].as_str());
+    assert_eq!(
+        (namespace, track["name"].as_str(), track["initTrack"].as_str()),
+        (Some("studio/cam"), Some("1.m4s"), Some("0.mp4")),
+        "{listed}"
+    );
+    assert_eq!(track["selectionParams"]["width"], 320, "{listed}");
+    assert_eq!(track["selectionParams"]["height"], 240, "{listed}");
+    assert!(
+        listed["peers"].as_array().unwrap().iter().any(|p| p["identity"] == "cam" && p["transport"] == "moq"),
+        "{listed}"
+    );
 
     // Stock moq-sub reads the peer `studio/cam` — muxed by Junction from engine frames.
     let view_token = token(&server, "studio", "viewer", false, true).await;
@@ -233,8 +260,15 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
     assert_eq!(start % 25, 0, "the first frame received (source frame {start}) is not a keyframe");
     assert_eq!(&reference[start..start + got.len()], &got[..], "received frames differ from the source");
 
+    // When the publisher goes, so does its track from the catalog.
     drop(_moq_pub);
     drop(packager);
+    catalog_where(&mut catalogs, "cam gone", |c| {
+        c["tracks"] == serde_json::json!([])
+            && c["peers"].as_array().is_some_and(|p| p.iter().all(|p| p["identity"] != "cam"))
+    })
+    .await;
+    watcher.abort();
     server.wait_for_no_peers().await;
 }
 

@@ -163,3 +163,56 @@ pub async fn wait_for_peer(server: &TestServer, room: &str, identity: &str, read
     })
     .await
 }
+
+/// Follows a catalog track over its own raw-QUIC session: every version published arrives on
+/// the returned channel. Abort the task to end the session.
+pub async fn watch_catalog(
+    target: &MoqTarget,
+    path: &str,
+    namespace: &str,
+) -> (tokio::task::JoinHandle<()>, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use moq_transport::coding::TrackNamespace;
+    use moq_transport::serve::{Track, TrackReaderMode};
+
+    let (connection, setup) = raw_session(target, path, Vec::new()).await;
+    let (session, _publisher, mut subscriber) = setup.expect("SETUP");
+    let (writer, reader) = Track::new(TrackNamespace::from_utf8_path(namespace), ".catalog").produce();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let _connection = connection;
+        let follow = async {
+            let Ok(TrackReaderMode::Subgroups(mut groups)) = reader.mode().await else { return };
+            while let Ok(Some(mut group)) = groups.next().await {
+                if let Ok(Some(object)) = group.read_next().await
+                    && let Ok(catalog) = serde_json::from_slice(&object)
+                    && tx.send(catalog).is_err()
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = session.run() => {}
+            _ = subscriber.subscribe(writer) => {}
+            _ = follow => {}
+        }
+    });
+    (task, rx)
+}
+
+/// Waits for a catalog version that satisfies `check`.
+pub async fn catalog_where(
+    catalogs: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    loop {
+        match tokio::time::timeout_at(deadline, catalogs.recv()).await {
+            Ok(Some(catalog)) if check(&catalog) => return catalog,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the catalog subscription ended before {what}"),
+            Err(_) => panic!("no catalog with {what} within 25 s"),
+        }
+    }
+}

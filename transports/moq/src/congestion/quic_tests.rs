@@ -9,11 +9,11 @@ use std::time::Duration;
 use bytes::BytesMut;
 use moq_transport::coding::Encode;
 use moq_transport::data::{StreamHeaderType, SubgroupHeader, SubgroupIdMode};
+use moq_transport::reexports::web_transport_trait::{SendStream as _, Session as _};
 use moq_transport::session::transport::quinn as wtq;
 use moq_transport::session::transport::quinn::quinn;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use moq_transport::reexports::web_transport_trait::{SendStream as _, Session as _};
 
 use super::{ScheduledSession, TOO_FAR_BEHIND};
 use crate::tls::ServerIdentity;
@@ -54,7 +54,8 @@ async fn connected_pair() -> (ScheduledSession, wtq::Session) {
             server.accept().await.unwrap().await.unwrap()
         });
     let url = url::Url::parse("moqt://localhost/").unwrap();
-    let server_session = ScheduledSession::new(wtq::Session::raw(server_conn, url.clone(), wtq::proto::ConnectResponse::OK));
+    let server_session =
+        ScheduledSession::new(wtq::Session::raw(server_conn, url.clone(), wtq::proto::ConnectResponse::OK));
     let client_session = wtq::Session::raw(client_conn, url, wtq::proto::ConnectResponse::OK);
     (server_session, client_session)
 }
@@ -115,7 +116,8 @@ async fn a_subscriber_that_falls_behind_skips_to_the_newest_group() {
     // The newest group arrives whole once the subscriber reads again; so does the previous one.
     for (stream, group, expected) in [(&mut stream3, group3, 3u8), (&mut stream2, group2, 2u8)] {
         let mut received = Vec::new();
-        while let Some(n) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap() {
+        while let Some(n) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap()
+        {
             received.extend_from_slice(&buf[..n]);
         }
         assert!(received.len() > GROUP_BYTES);

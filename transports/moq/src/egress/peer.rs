@@ -252,7 +252,7 @@ impl PeerBroadcast {
             trace!(peer = %self.identity, id, "frame before the track's decoder configuration: dropped");
             return;
         }
-        let dts = self.decode_time(id, &frame);
+        let (dts, pts) = self.sample_times(id, &frame);
         let Some(track) = self.tracks.get_mut(&id) else { return };
 
         // Groups: video at keyframes; audio with the peer's video, or every second without video.
@@ -287,19 +287,23 @@ impl PeerBroadcast {
             trace!(peer = %self.identity, id, "video frame before a keyframe: dropped");
             return;
         }
-        track.write_sample(frame, dts);
+        track.write_sample(frame, dts, pts);
     }
 
-    fn decode_time(&mut self, id: u32, frame: &MediaFrame) -> u64 {
+    /// The frame's (decode, presentation) time on the broadcast's timeline. Frames arrive in
+    /// decode order stamped with presentation times; when those go backwards (B-frames) the
+    /// decode time keeps increasing and the sample carries a negative composition offset.
+    fn sample_times(&mut self, id: u32, frame: &MediaFrame) -> (u64, u64) {
         let created = self.created;
-        let Some(track) = self.tracks.get_mut(&id) else { return 0 };
+        let Some(track) = self.tracks.get_mut(&id) else { return (0, 0) };
         let ticks = frame.time.rebase(track.timescale).ticks;
         let clock = *track.clock.get_or_insert_with(|| {
             let since = frame.arrival.saturating_duration_since(created);
             let base = (since.as_micros() as u64).saturating_mul(u64::from(track.timescale)) / 1_000_000;
             TrackClock { first_ticks: ticks, base }
         });
-        let mut dts = clock.base.saturating_add(ticks.saturating_sub(clock.first_ticks));
+        let pts = clock.base.saturating_add(ticks.saturating_sub(clock.first_ticks));
+        let mut dts = pts;
         if let Some(last) = track.last_dts {
             if dts <= last {
                 dts = last + 1;
@@ -308,7 +312,7 @@ impl PeerBroadcast {
             }
         }
         track.last_dts = Some(dts);
-        dts
+        (dts, pts)
     }
 }
 
@@ -327,7 +331,7 @@ impl MediaTrack {
         true
     }
 
-    fn write_sample(&mut self, frame: MediaFrame, dts: u64) {
+    fn write_sample(&mut self, frame: MediaFrame, dts: u64, pts: u64) {
         let payload = match self.kind {
             MediaKind::Video => {
                 h264::to_avcc(h264::annexb_nals(&frame.payload).filter(|nal| h264::nal_type(nal) != NAL_AUD))
@@ -338,7 +342,7 @@ impl MediaTrack {
         let sample = FragmentSample {
             decode_time: dts,
             duration: self.duration,
-            composition_offset: 0,
+            composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
             keyframe: frame.keyframe,
         };
         let header = match fragment_header(self.id, self.sequence, sample, payload.len()) {
@@ -351,5 +355,132 @@ impl MediaTrack {
         if let Err(err) = self.out.write_object(&[&header, &payload]) {
             trace!(id = self.id, "object not written: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use junction_core::{MediaTime, TrackId};
+    use moq_transport::serve::{SubgroupsReader, TrackReaderMode};
+
+    use super::*;
+    use crate::cmaf::{ParsedTrack, parse_fragment, parse_init};
+
+    const SPS: &[u8] = &[
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
+        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
+    ];
+    const PPS: &[u8] = &[0x68, 0xeb, 0xc3, 0xc4, 0x48, 0x44];
+
+    fn video(ticks: u64, keyframe: bool, at: Instant) -> MediaFrame {
+        let payload = if keyframe {
+            h264::to_annexb([SPS, PPS, &[0x65, 0x88, 0x80, 0x10][..]])
+        } else {
+            h264::to_annexb([&[0x41, 0x9a, 0x02, ticks as u8][..]])
+        };
+        MediaFrame::video(Codec::H264, MediaTime::new(ticks, 90_000), keyframe, at, payload)
+    }
+
+    fn opus(ticks: u64, at: Instant) -> MediaFrame {
+        MediaFrame::audio(Codec::Opus, MediaTime::new(ticks, 48_000), at, Bytes::from_static(&[0xfc, 0xff, 0xfe]))
+    }
+
+    async fn groups(broadcast: &mut PeerBroadcast, name: &str) -> SubgroupsReader {
+        let (track, _user) = broadcast.reader(name).unwrap();
+        let TrackReaderMode::Subgroups(groups) = track.mode().await.unwrap() else { panic!("subgroups") };
+        groups
+    }
+
+    /// (group id, objects) of every group available now.
+    async fn drain(groups: &mut SubgroupsReader) -> Vec<(u64, Vec<Bytes>)> {
+        let mut out = Vec::new();
+        let wait = Duration::from_millis(30);
+        while let Ok(Ok(Some(mut group))) = tokio::time::timeout(wait, groups.next()).await {
+            let mut objects = Vec::new();
+            while let Ok(Ok(Some(object))) = tokio::time::timeout(wait, group.read_next()).await {
+                objects.push(object);
+            }
+            out.push((group.group_id, objects));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn frames_become_cmaf_objects_grouped_at_keyframes() {
+        let room = RoomId::new("lobby").unwrap();
+        let t0 = Instant::now();
+        let mut broadcast = PeerBroadcast::new(&room, PeerId::new("cam").unwrap(), t0).unwrap();
+        let (video_id, audio_id) = (TrackId::generate(), TrackId::generate());
+        broadcast.add_track(1, video_id.clone(), Codec::H264, CodecParams::for_codec(Codec::H264), t0);
+        broadcast.add_track(2, audio_id.clone(), Codec::Opus, CodecParams::for_codec(Codec::Opus), t0);
+        let mut init = groups(&mut broadcast, INIT_TRACK).await;
+        let mut catalog = groups(&mut broadcast, CATALOG_TRACK).await;
+        let mut video_groups = groups(&mut broadcast, "1.m4s").await;
+        let mut audio_groups = groups(&mut broadcast, "2.m4s").await;
+
+        // Before the first keyframe: no decoder configuration, no init segment, no video.
+        broadcast.on_frame(&video_id, video(0, false, t0), t0);
+        broadcast.on_frame(&audio_id, opus(0, t0), t0);
+        assert!(drain(&mut init).await.is_empty());
+
+        // A keyframe carries SPS/PPS: the init segment lists both tracks.
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        broadcast.on_frame(&video_id, video(3_000, true, ms(33)), ms(33));
+        broadcast.on_frame(&audio_id, opus(960, ms(20)), ms(40));
+        broadcast.on_frame(&video_id, video(6_000, false, ms(66)), ms(66));
+        broadcast.on_frame(&video_id, video(4_500, false, ms(70)), ms(70)); // a B-frame
+        broadcast.on_frame(&video_id, video(9_000, true, ms(100)), ms(100));
+        broadcast.on_frame(&audio_id, opus(1_920, ms(40)), ms(110));
+
+        let inits = drain(&mut init).await;
+        assert_eq!(inits.len(), 1, "one init segment once every track was ready");
+        let tracks = parse_init(&inits[0].1[0]).unwrap();
+        let ParsedTrack::Supported(video_track) = &tracks[0] else { panic!("{tracks:?}") };
+        assert!(matches!(video_track.codec, TrackCodec::H264 { width: 320, height: 240, .. }));
+        assert!(matches!(&tracks[1], ParsedTrack::Supported(t) if t.codec.codec() == Codec::Opus));
+        let catalogs = drain(&mut catalog).await;
+        let json: serde_json::Value = serde_json::from_slice(&catalogs[0].1[0]).unwrap();
+        assert_eq!(json["tracks"][0]["name"], "1.m4s");
+        assert_eq!(json["tracks"][1]["selectionParams"]["codec"], "opus");
+
+        // Video: a group per keyframe, a keyframe first in each; the pre-keyframe frame was dropped.
+        let video_groups = drain(&mut video_groups).await;
+        let shape: Vec<(u64, usize)> = video_groups.iter().map(|(g, objects)| (*g, objects.len())).collect();
+        // (Group 1 is the audio's: it started before any video keyframe.)
+        assert_eq!(shape, vec![(2, 3), (3, 1)]);
+        let samples: Vec<_> = video_groups
+            .iter()
+            .flat_map(|(_, objects)| objects.iter())
+            .map(|object| parse_fragment(object, video_track).unwrap().remove(0))
+            .collect();
+        assert_eq!(samples.iter().map(|s| s.keyframe).collect::<Vec<_>>(), vec![true, false, false, true]);
+        let dts: Vec<u64> = samples.iter().map(|s| s.decode_time).collect();
+        assert!(dts.windows(2).all(|w| w[0] < w[1]), "decode times increase: {dts:?}");
+        let pts: Vec<i64> = samples.iter().map(|s| s.decode_time as i64 + s.composition_offset).collect();
+        assert_eq!(pts[2] - pts[0], 1_500, "the B-frame keeps its presentation time: {pts:?}");
+        // Samples are AVCC (length-prefixed) with the SPS/PPS kept in band.
+        let nals = h264::avcc_nals(&samples[0].data, 4).unwrap();
+        assert_eq!(nals.iter().map(|n| h264::nal_type(n)).collect::<Vec<_>>(), vec![7, 8, 5]);
+
+        // Audio groups follow the video's once there is video: 2 and 3 begin with its keyframes.
+        let audio = drain(&mut audio_groups).await;
+        assert_eq!(audio.iter().map(|(g, _)| *g).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_track_that_never_gets_ready_is_left_out_after_the_grace_period() {
+        let room = RoomId::new("lobby").unwrap();
+        let t0 = Instant::now();
+        let mut broadcast = PeerBroadcast::new(&room, PeerId::new("cam").unwrap(), t0).unwrap();
+        broadcast.add_track(1, TrackId::generate(), Codec::H264, CodecParams::for_codec(Codec::H264), t0);
+        broadcast.add_track(2, TrackId::generate(), Codec::Opus, CodecParams::for_codec(Codec::Opus), t0);
+        let mut init = groups(&mut broadcast, INIT_TRACK).await;
+        broadcast.refresh(t0 + Duration::from_secs(1));
+        assert!(drain(&mut init).await.is_empty());
+        broadcast.refresh(t0 + INIT_GRACE);
+        let inits = drain(&mut init).await;
+        let tracks = parse_init(&inits[0].1[0]).unwrap();
+        assert_eq!(tracks.iter().map(|t| t.id()).collect::<Vec<_>>(), vec![2], "audio only until video is ready");
     }
 }
