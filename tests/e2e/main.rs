@@ -8,4 +8,5 @@ mod support;
 mod cli;
 mod moq;
 mod rest;
+mod rtmp;
 mod webhooks;

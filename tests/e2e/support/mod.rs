@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
+pub mod audio;
 pub mod moq;
+pub mod rtmp_client;
 pub mod server;
 
 pub use server::TestServer;
