@@ -411,3 +411,92 @@ async fn requests_outside_the_grants_or_the_room_are_refused_and_the_session_car
     drop(_camera_connection);
     server.wait_for_no_peers().await;
 }
+
+#[tokio::test]
+async fn an_rtmp_publisher_is_read_by_stock_moq_sub_as_h264_with_b_frames_and_an_aac_tone() {
+    let server = TestServer::start().await;
+    let target = MoqTarget::of(&server);
+    let ca = target.ca.to_str().unwrap().to_owned();
+    let dir = server.dir().to_owned();
+
+    // ffmpeg pushes OBS-like H.264 (High, two B-frames) and a 660 Hz AAC tone over RTMP.
+    let body = serde_json::json!({"kind": "rtmp", "room": "stage", "identity": "obs"});
+    let (status, ingress) = server.call(reqwest::Method::POST, "/v1/ingress", Some(body)).await;
+    assert_eq!(status, 201, "{ingress}");
+    let push_url = format!("{}/{}", ingress["url"].as_str().unwrap(), ingress["stream_key"].as_str().unwrap());
+    let _push = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100"])
+        .args(["-t", "20", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-tune", "zerolatency"])
+        .args(["-bf", "2", "-g", "30", "-c:a", "aac", "-f", "flv", &push_url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    wait_for_peer(&server, "stage", "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
+
+    // Stock moq-sub reads the RTMP peer as the MoQ broadcast `stage/obs`.
+    let view_token = token(&server, "stage", "viewer", false, true).await;
+    let received = dir.join("received.mp4");
+    let mut moq_sub = spawn(
+        &tool("moq-sub"),
+        &["--name", "stage/obs", "--tls-root", &ca, &target.moqt(&format!("/stage?jwt={view_token}"))],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(&received).unwrap()),
+        &dir.join("moq-sub.log"),
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    moq_sub.kill().await.unwrap();
+
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "quiet",
+            "-of",
+            "json",
+            "-show_streams",
+            "-show_entries",
+            "frame=media_type,best_effort_timestamp",
+        ])
+        .arg(&received)
+        .output()
+        .await
+        .expect("ffprobe");
+    let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_default();
+    let logs = || std::fs::read_to_string(dir.join("moq-sub.log")).unwrap_or_default();
+    let streams = probe["streams"].as_array().unwrap_or_else(|| panic!("ffprobe: {probe}\n{}", logs()));
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video stream");
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("an audio stream");
+    assert_eq!((video["codec_name"].as_str(), video["profile"].as_str()), (Some("h264"), Some("High")));
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!((audio["codec_name"].as_str(), audio["sample_rate"].as_str()), (Some("aac"), Some("44100")));
+
+    // The B-frames kept their presentation times: decoded pictures come out in strictly
+    // increasing time, about 30 a second.
+    let frames = probe["frames"].as_array().unwrap();
+    let video_times: Vec<i64> = frames
+        .iter()
+        .filter(|f| f["media_type"] == "video")
+        .filter_map(|f| f["best_effort_timestamp"].as_i64())
+        .collect();
+    assert!(video_times.len() >= 120, "{} pictures in 6 s", video_times.len());
+    assert!(video_times.windows(2).all(|w| w[0] < w[1]), "pictures out of order: {video_times:?}");
+
+    // The audio is the tone.
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "quiet", "-i"])
+        .arg(&received)
+        .args(["-vn", "-ac", "1", "-ar", "16000", "-f", "s16le", "-"])
+        .output()
+        .await
+        .expect("ffmpeg");
+    let samples: Vec<i16> = pcm.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    assert!(samples.len() >= 16_000 * 4, "{} samples", samples.len());
+    crate::support::audio::assert_tone(&samples, 1, 16_000, 660.0, 2.0);
+
+    drop(_push);
+    server.wait_for_no_peers().await;
+}
