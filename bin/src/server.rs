@@ -105,6 +105,41 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         }
     }
 
+    // WebRTC media plane, and WHIP/WHEP on top of it.
+    if config.webrtc.enabled {
+        let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "webrtc",
+            url: format!("udp://{}", transport.advertised_addr()),
+            about: "WebRTC media (ICE-lite, one UDP port for every session)",
+        });
+        if config.whip.enabled {
+            let whip = junction_whip::WhipState::new(engine.clone(), authority.clone(), transport, config.whip.clone());
+            wiring.public = wiring.public.merge(junction_whip::router(whip));
+            wiring.services.push(Service {
+                name: "whip",
+                url: format!("{public_url}/whip"),
+                about: "WHIP ingest: POST /whip/{room}",
+            });
+            wiring.services.push(Service {
+                name: "whep",
+                url: format!("{public_url}/whep"),
+                about: "WHEP egress: POST /whep/{room}",
+            });
+            wiring.pages.push(Link {
+                title: "WHIP publisher",
+                href: "/whip.html".into(),
+                about: "publish this browser's camera into a room",
+            });
+            wiring.pages.push(Link {
+                title: "WHEP player",
+                href: "/whep.html?room=demo".into(),
+                about: "watch a room's publisher",
+            });
+            wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
+        }
+    }
+
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;
 

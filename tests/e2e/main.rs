@@ -10,3 +10,4 @@ mod moq;
 mod rest;
 mod rtmp;
 mod webhooks;
+mod whip;

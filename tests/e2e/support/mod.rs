@@ -6,6 +6,7 @@ pub mod audio;
 pub mod moq;
 pub mod rtmp_client;
 pub mod server;
+pub mod webrtc_client;
 
 pub use server::TestServer;
 

@@ -25,6 +25,8 @@ empty_timeout_s = 5
 listen = "127.0.0.1:0"
 [moq]
 listen = "127.0.0.1:0"
+[webrtc]
+udp_listen = "127.0.0.1:0"
 "#;
 
 pub struct TestServer {
