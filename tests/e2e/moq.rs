@@ -500,3 +500,193 @@ async fn an_rtmp_publisher_is_read_by_stock_moq_sub_as_h264_with_b_frames_and_an
     drop(_push);
     server.wait_for_no_peers().await;
 }
+
+/// Encodes `seconds` of a 320x240 Baseline test pattern with a keyframe a second and returns
+/// (its H.264 access units in Annex B, the MD5 of each decoded frame).
+async fn baseline_h264(dir: &Path, seconds: u32) -> (Vec<bytes::Bytes>, Vec<String>) {
+    let file = dir.join("source.h264");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=25",
+        "-t",
+        &seconds.to_string(),
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "25",
+        "-tune",
+        "zerolatency",
+        "-x264-params",
+        "aud=1",
+        "-f",
+        "h264",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    let stream = bytes::Bytes::from(std::fs::read(&file).unwrap());
+    // Access units begin with an access unit delimiter (x264's aud=1).
+    let mut starts: Vec<usize> = Vec::new();
+    for i in 0..stream.len().saturating_sub(4) {
+        if stream[i..i + 4] == [0, 0, 0, 1] && stream[i + 4] & 0x1f == 9 {
+            starts.push(i);
+        }
+    }
+    starts.push(stream.len());
+    let units = starts.windows(2).map(|w| stream.slice(w[0]..w[1])).collect();
+    let reference = frame_md5s(&file).await;
+    (units, reference)
+}
+
+/// Asserts `got` is a run of `reference` starting at a keyframe (every 25th frame).
+fn assert_contiguous_from_keyframe(reference: &[String], got: &[String], what: &str) {
+    assert!(!got.is_empty(), "{what}: nothing decoded");
+    let start = reference.iter().position(|md5| *md5 == got[0]).unwrap_or_else(|| panic!("{what}: unknown frame"));
+    assert_eq!(start % 25, 0, "{what}: first frame (source frame {start}) is not a keyframe");
+    assert!(start + got.len() <= reference.len(), "{what}: more frames than the source");
+    assert_eq!(&reference[start..start + got.len()], got, "{what}: frames differ from the source");
+}
+
+#[tokio::test]
+async fn moq_pub_frames_reach_a_whep_viewer() {
+    use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer};
+
+    let server = TestServer::start().await;
+    let target = MoqTarget::of(&server);
+    let ca = target.ca.to_str().unwrap().to_owned();
+    let dir = server.dir().to_owned();
+
+    // A Baseline source, paced out as CMAF by ffmpeg into stock moq-pub.
+    let (_, reference) = baseline_h264(&dir, 20).await;
+    let source = dir.join("source.mp4");
+    ffmpeg(&[
+        "-f",
+        "h264",
+        "-r",
+        "25",
+        "-i",
+        dir.join("source.h264").to_str().unwrap(),
+        "-c",
+        "copy",
+        source.to_str().unwrap(),
+    ])
+    .await;
+    let mut packager = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i", source.to_str().unwrap(), "-c", "copy", "-f", "mp4", "-movflags"])
+        .arg("cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame")
+        .arg("-")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
+    let cam_token = token(&server, "studio", "cam", true, false).await;
+    let _moq_pub = spawn(
+        &tool("moq-pub"),
+        &["--name", "studio/feed", "--tls-root", &ca, &target.moqt(&format!("/studio?jwt={cam_token}"))],
+        cmaf,
+        Stdio::null(),
+        &dir.join("moq-pub.log"),
+    );
+    wait_for_peer(&server, "studio", "cam", |p| p["tracks"].as_array().is_some_and(|t| !t.is_empty())).await;
+
+    // An independent WebRTC stack (webrtc-rs) watches the room over WHEP.
+    let view_token = token(&server, "studio", "webrtc-viewer", false, true).await;
+    let mut viewer =
+        WhepViewer::connect(&server.base, "studio", &view_token, "", ClientOptions::new(&[ClientCodec::H264]))
+            .await
+            .expect("WHEP");
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(frame) = viewer.next_frame_of(MediaKind::Video, Duration::from_secs(3)).await {
+            received.extend_from_slice(&frame.payload);
+        }
+    }
+    let file = dir.join("whep.h264");
+    std::fs::write(&file, &received).unwrap();
+    let got = frame_md5s(&file).await;
+    assert!(got.len() >= 75, "the WHEP viewer decoded {} frames in 5 s", got.len());
+    assert_contiguous_from_keyframe(&reference, &got, "WHEP viewer of a MoQ publisher");
+
+    viewer.delete().await.unwrap();
+    drop(_moq_pub);
+    drop(packager);
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn a_whip_publisher_is_read_by_stock_moq_sub() {
+    use crate::support::webrtc_client::{ClientCodec, ClientOptions, WhipPublisher};
+
+    let server = TestServer::start().await;
+    let target = MoqTarget::of(&server);
+    let ca = target.ca.to_str().unwrap().to_owned();
+    let dir = server.dir().to_owned();
+    let (units, reference) = baseline_h264(&dir, 20).await;
+
+    // An independent WebRTC stack (webrtc-rs) publishes real H.264 over WHIP, at 25 fps.
+    let publish_token = token(&server, "stage", "whip-cam", true, false).await;
+    let publisher =
+        WhipPublisher::connect(&server.base, "stage", &publish_token, ClientOptions::new(&[ClientCodec::H264]))
+            .await
+            .expect("WHIP");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(40));
+        for unit in units {
+            tick.tick().await;
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if publisher.send_video(unit, Duration::from_millis(40)).await.is_err() {
+                break;
+            }
+        }
+        publisher
+    });
+    let peer =
+        wait_for_peer(&server, "stage", "whip-cam", |p| p["tracks"].as_array().is_some_and(|t| !t.is_empty())).await;
+    assert_eq!(peer["transport"], "whip");
+
+    // Stock moq-sub reads the WHIP peer as `stage/whip-cam`.
+    let view_token = token(&server, "stage", "moq-viewer", false, true).await;
+    let received = dir.join("received.mp4");
+    let mut moq_sub = spawn(
+        &tool("moq-sub"),
+        &["--name", "stage/whip-cam", "--tls-root", &ca, &target.https(&format!("/stage?jwt={view_token}"))],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(&received).unwrap()),
+        &dir.join("moq-sub.log"),
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    moq_sub.kill().await.unwrap();
+
+    let probe = Command::new("ffprobe")
+        .args(["-v", "quiet", "-show_streams", "-of", "json"])
+        .arg(&received)
+        .output()
+        .await
+        .expect("ffprobe");
+    let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap_or_default();
+    let stream = &probe["streams"][0];
+    let logs = std::fs::read_to_string(dir.join("moq-sub.log")).unwrap_or_default();
+    assert_eq!(stream["codec_name"], "h264", "ffprobe: {probe}\nmoq-sub:\n{logs}");
+    assert_eq!((stream["width"].as_u64(), stream["height"].as_u64()), (Some(320), Some(240)));
+    let got = frame_md5s(&received).await;
+    assert!(got.len() >= 75, "moq-sub's output decoded to {} frames in 6 s", got.len());
+    assert_contiguous_from_keyframe(&reference, &got, "moq-sub reading a WHIP publisher");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let publisher = sender.await.unwrap();
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    server.wait_for_no_peers().await;
+}
