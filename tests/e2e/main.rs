@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod moq;
 mod rest;
 mod rtmp;
 mod webhooks;

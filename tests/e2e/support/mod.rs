@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod chromium;
+pub mod moq;
 pub mod rtmp_client;
 pub mod server;
 pub mod webrtc_client;
