@@ -1,7 +1,8 @@
 // WHIP and WHEP from a real browser: tab 1 publishes its fake camera and microphone through
 // /whip.html, tab 2 plays the room through /whep.html. Returns tab 2's inbound RTP statistics
 // twice, 2 s apart, and tab 1's outbound ones. Args: {base, room, publishToken, viewToken,
-// simulcast}.
+// simulcast}. Without `publishToken` there is no publishing tab: the player watches whoever
+// publishes into the room by other means (RTMP, SIP, MoQ).
 import { run, open, until, sleep } from './runner.mjs';
 
 /** RTP statistics of the page's `window[name].pc`, of `type` (inbound-rtp/outbound-rtp). */
@@ -42,13 +43,16 @@ function state(page, name, wanted, ms) {
 
 run(async (browser, { base, room, publishToken, viewToken, simulcast }, logs) => {
   const q = (v) => encodeURIComponent(v);
-  const publisher = await open(
-    browser,
-    `${base}/whip.html?room=${q(room)}&token=${q(publishToken)}&autostart=1${simulcast ? '&simulcast=1' : ''}`,
-    logs,
-    'whip',
-  );
-  await state(publisher, 'whip', 'connected', 30_000);
+  let publisher = null;
+  if (publishToken) {
+    publisher = await open(
+      browser,
+      `${base}/whip.html?room=${q(room)}&token=${q(publishToken)}&autostart=1${simulcast ? '&simulcast=1' : ''}`,
+      logs,
+      'whip',
+    );
+    await state(publisher, 'whip', 'connected', 30_000);
+  }
   const viewer = await open(browser, `${base}/whep.html?room=${q(room)}&token=${q(viewToken)}&autostart=1`, logs, 'whep');
   await state(viewer, 'whep', 'connected', 30_000);
   await until('the WHEP tab decoding video', 30_000, async () => {
@@ -58,13 +62,15 @@ run(async (browser, { base, room, publishToken, viewToken, simulcast }, logs) =>
   const first = await rtpStats(viewer, 'whep', 'inbound-rtp');
   await sleep(2000);
   const second = await rtpStats(viewer, 'whep', 'inbound-rtp');
-  const sent = await rtpStats(publisher, 'whip', 'outbound-rtp');
-  const whipResource = await publisher.evaluate(() => window.whip.resource);
+  const sent = publisher ? await rtpStats(publisher, 'whip', 'outbound-rtp') : [];
+  const whipResource = publisher ? await publisher.evaluate(() => window.whip.resource) : null;
   const whepResource = await viewer.evaluate(() => window.whep.resource);
   // Leave the way the pages' Stop buttons do: DELETE, then close.
   await viewer.click('#stop');
-  await publisher.click('#stop');
   await state(viewer, 'whep', 'stopped', 10_000);
-  await state(publisher, 'whip', 'stopped', 10_000);
+  if (publisher) {
+    await publisher.click('#stop');
+    await state(publisher, 'whip', 'stopped', 10_000);
+  }
   return { first, second, sent, whipResource, whepResource, logs };
 });

@@ -9,6 +9,7 @@ mod cli;
 mod moq;
 mod rest;
 mod rtmp;
+mod rtmp_webrtc;
 mod webhooks;
 mod whep_rtmp;
 mod whip;

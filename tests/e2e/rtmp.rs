@@ -25,7 +25,7 @@ const PLAY_SECONDS: u32 = 4;
 const TONE_HZ: f64 = 660.0;
 
 /// Creates an RTMP ingress; returns (stream key, encoder URL).
-async fn ingress(server: &TestServer, room: &str, identity: &str) -> (String, String) {
+pub(crate) async fn ingress(server: &TestServer, room: &str, identity: &str) -> (String, String) {
     let body = json!({"kind": "rtmp", "room": room, "identity": identity});
     let (status, value) = server.call(Method::POST, "/v1/ingress", Some(body)).await;
     assert_eq!(status, 201, "{value}");
@@ -61,7 +61,7 @@ fn ffmpeg_push(url: &str, seconds: u32) -> Child {
 }
 
 /// ffmpeg playing `url` for `seconds`, copying the streams into `out`.
-fn ffmpeg_pull(url: &str, seconds: u32, out: &Path) -> Child {
+pub(crate) fn ffmpeg_pull(url: &str, seconds: u32, out: &Path) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i", url, "-t", &seconds.to_string(), "-c", "copy", "-y"])
         .arg(out)
@@ -74,18 +74,18 @@ fn ffmpeg_pull(url: &str, seconds: u32, out: &Path) -> Child {
 }
 
 /// Waits for an ffmpeg to exit; returns (success, its stderr).
-async fn finish(child: Child, timeout: Duration) -> (bool, String) {
+pub(crate) async fn finish(child: Child, timeout: Duration) -> (bool, String) {
     let output = tokio::time::timeout(timeout, child.wait_with_output()).await.expect("ffmpeg finished in time");
     let output = output.expect("ffmpeg output");
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-async fn run(program: &str, args: &[&str]) -> std::process::Output {
+pub(crate) async fn run(program: &str, args: &[&str]) -> std::process::Output {
     let run = Command::new(program).args(args).kill_on_drop(true).output();
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("in time").expect(program)
 }
 
-async fn ffprobe(file: &Path, args: &[&str]) -> Value {
+pub(crate) async fn ffprobe(file: &Path, args: &[&str]) -> Value {
     let mut all = vec!["-v", "error", "-of", "json"];
     all.extend_from_slice(args);
     all.push(file.to_str().unwrap());
@@ -94,7 +94,7 @@ async fn ffprobe(file: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("ffprobe JSON")
 }
 
-fn numbers(packets: &[Value], kind: &str, field: &str) -> Vec<i64> {
+pub(crate) fn numbers(packets: &[Value], kind: &str, field: &str) -> Vec<i64> {
     packets.iter().filter(|p| p["codec_type"] == kind).filter_map(|p| p[field].as_i64()).collect()
 }
 

@@ -177,6 +177,8 @@ pub struct ReceivedFrame {
     /// H.264: Annex B access unit; VP8: the frame; Opus: the packet.
     pub payload: Bytes,
     pub rtp_timestamp: u32,
+    /// The RTP stream it came on (to pair it with that stream's sender reports).
+    pub ssrc: u32,
     /// The frame starts a decodable sequence (H.264 IDR, VP8 key frame; every audio packet).
     pub keyframe: bool,
     pub received_at: Instant,
@@ -238,6 +240,7 @@ struct Client {
     state: watch::Receiver<RTCPeerConnectionState>,
     gathered: watch::Receiver<bool>,
     keyframe_requests: Arc<AtomicU64>,
+    sender_reports: Arc<std::sync::Mutex<Vec<SenderReportSeen>>>,
     http: reqwest::Client,
     bearer: String,
     /// Absolute URL of the WHIP/WHEP resource.
@@ -263,7 +266,11 @@ impl Client {
         }
         let keyframe_requests = Arc::new(AtomicU64::new(0));
         let registry = register_default_interceptors(Registry::new(), &mut media_engine).map_err(rtc_err)?;
-        let registry = registry.with(Slot::from(14_000usize), KeyframeRequestCounter::new(keyframe_requests.clone()));
+        let sender_reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let registry = registry.with(
+            Slot::from(14_000usize),
+            KeyframeRequestCounter::new(keyframe_requests.clone(), sender_reports.clone()),
+        );
         let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
         if options.ecdsa_only {
             settings = settings.with_dtls_cipher_suites(vec![
@@ -297,6 +304,7 @@ impl Client {
             state,
             gathered,
             keyframe_requests,
+            sender_reports,
             http: reqwest::Client::new(),
             bearer: bearer.to_owned(),
             resource: String::new(),
@@ -583,6 +591,11 @@ impl WhepViewer {
         Err(ClientError::WebRtc("no video track received yet".into()))
     }
 
+    /// The RTCP sender reports received so far, oldest first.
+    pub fn sender_reports(&self) -> Vec<SenderReportSeen> {
+        self.client.sender_reports.lock().map(|seen| seen.clone()).unwrap_or_default()
+    }
+
     pub fn resource(&self) -> &str {
         &self.client.resource
     }
@@ -625,4 +638,5 @@ mod rtp;
 pub mod synthetic;
 
 pub use relay::UdpRelay;
+pub use rtp::SenderReportSeen;
 use rtp::{FrameAssembler, KeyframeRequestCounter};

@@ -1,15 +1,16 @@
-//! The RTP side of the test clients: frames reassembled from received packets, and a counter
-//! of the keyframe requests (PLI, FIR) a publisher receives.
+//! The RTP side of the test clients: frames reassembled from received packets, a counter of
+//! the keyframe requests (PLI, FIR) a publisher receives, and the sender reports a viewer gets.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::sansio::Protocol;
 
@@ -72,22 +73,42 @@ impl FrameAssembler {
             codec: self.codec,
             payload,
             rtp_timestamp: header.timestamp,
+            ssrc: header.ssrc,
             keyframe,
             received_at: Instant::now(),
         })
     }
 }
 
-/// Counts PLI and FIR packets arriving for the tracks a publisher sends.
+/// An RTCP sender report as a viewer received it: the sender's wall clock (NTP) and one
+/// stream's RTP time at the same instant.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderReportSeen {
+    pub ssrc: u32,
+    /// NTP timestamp: seconds since 1900 in the upper 32 bits, the fraction in the lower.
+    pub ntp_time: u64,
+    pub rtp_time: u32,
+    pub received_at: Instant,
+}
+
+impl SenderReportSeen {
+    pub fn ntp_seconds(&self) -> f64 {
+        (self.ntp_time >> 32) as f64 + (self.ntp_time & 0xffff_ffff) as f64 / 4_294_967_296.0
+    }
+}
+
+/// Watches incoming RTCP: counts PLI and FIR packets (for the tracks a publisher sends) and
+/// keeps sender reports (for the tracks a viewer receives).
 pub(super) struct KeyframeRequestCounter {
     count: Arc<AtomicU64>,
+    sender_reports: Arc<Mutex<Vec<SenderReportSeen>>>,
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
 }
 
 impl KeyframeRequestCounter {
-    pub(super) fn new(count: Arc<AtomicU64>) -> Self {
-        Self { count, read: VecDeque::new(), write: VecDeque::new() }
+    pub(super) fn new(count: Arc<AtomicU64>, sender_reports: Arc<Mutex<Vec<SenderReportSeen>>>) -> Self {
+        Self { count, sender_reports, read: VecDeque::new(), write: VecDeque::new() }
     }
 }
 
@@ -105,6 +126,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestCounter {
                 .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
                 .count();
             self.count.fetch_add(requests as u64, Ordering::SeqCst);
+            let reports =
+                packets.iter().filter_map(|p| p.as_any().downcast_ref::<SenderReport>()).map(|sr| SenderReportSeen {
+                    ssrc: sr.ssrc,
+                    ntp_time: sr.ntp_time,
+                    rtp_time: sr.rtp_time,
+                    received_at: Instant::now(),
+                });
+            if let Ok(mut seen) = self.sender_reports.lock() {
+                seen.extend(reports);
+            }
         }
         self.read.push_back(msg);
         Ok(())
