@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod digest;
+pub mod media;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
