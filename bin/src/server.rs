@@ -9,7 +9,7 @@ use axum::Router;
 use junction_auth::Authority;
 use junction_core::RoomOptions;
 use junction_core::ids::random_id;
-use junction_endpoint::{Engine, EngineConfig};
+use junction_endpoint::{Engine, EngineConfig, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -56,7 +56,9 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     info!(file = ?sources.file, env = ?sources.env, flags = ?sources.flags, "configuration loaded");
     let metrics = metrics::install().context("installing the metrics recorder")?;
     let authority = Authority::new(&api_key);
-    let engine = Engine::new(engine_config(&config));
+    // The engine transcodes audio (AAC, Opus, G.711) for subscribers that cannot take a track's codec.
+    let engine =
+        Engine::with_parts(engine_config(&config), Arc::new(SystemClock), junction_endpoint::codec::default_adapters());
     let shutdown = CancellationToken::new();
 
     let listener = TcpListener::bind(config.http.listen)
