@@ -114,6 +114,9 @@ impl MixCore {
             if source.buffer.len() < FRAME_SAMPLES {
                 // Underrun: play what is left, then refill the prebuffer.
                 source.playing = false;
+                if source.buffer.is_empty() {
+                    continue;
+                }
             }
             let take = source.buffer.len().min(FRAME_SAMPLES);
             let mut chunk: Vec<f32> = source.buffer.drain(..take).collect();
