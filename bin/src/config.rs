@@ -23,6 +23,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub log: LogConfig,
     pub webhook: WebhookConfig,
+    pub sip: junction_sip::SipConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +272,7 @@ impl Config {
         if self.rooms.subscriber_queue < 8 {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }
+        self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())

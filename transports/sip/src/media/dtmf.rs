@@ -16,20 +16,32 @@ fn event_digit(event: u8) -> Option<char> {
 /// Turns a telephone-event RTP stream into digits, each reported once.
 #[derive(Debug, Default)]
 pub struct EventReceiver {
-    /// The RTP timestamp of the last event reported: its repeats share it.
-    last: Option<u32>,
+    /// The RTP timestamp and event code of the last event reported: its repeats share them.
+    last: Option<(u32, u8)>,
+    /// Whether that event's end packet was seen.
+    ended: bool,
 }
 
 impl EventReceiver {
     /// A telephone-event payload with its packet's RTP timestamp; returns a digit the first
     /// time an event is seen.
     pub fn receive(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
-        let event = *payload.first()?;
-        if payload.len() < 4 || self.last == Some(timestamp) {
+        let (&event, &flags) = (payload.first()?, payload.get(1)?);
+        if payload.len() < 4 {
             return None;
         }
+        let end = flags & 0x80 != 0;
+        if self.last == Some((timestamp, event)) {
+            // A repeat of the current event — unless it already ended and this one starts
+            // afresh (senders replaying a recording reuse timestamps).
+            if !(self.ended && !end) {
+                self.ended |= end;
+                return None;
+            }
+        }
         let digit = event_digit(event)?;
-        self.last = Some(timestamp);
+        self.last = Some((timestamp, event));
+        self.ended = end;
         Some(digit)
     }
 }
@@ -70,6 +82,9 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(rx.receive(1000, &end), None);
         }
+        assert_eq!(rx.receive(2000, &[11, 10, 0, 160]), Some('#'));
+        // The same recording played again: same timestamp, a fresh start after the end.
+        assert_eq!(rx.receive(2000, &[11, 0x80 | 10, 3, 32]), None);
         assert_eq!(rx.receive(2000, &[11, 10, 0, 160]), Some('#'));
         assert_eq!(rx.receive(3000, &[99, 10, 0, 160]), None, "not a DTMF event");
         assert_eq!(rx.receive(4000, &[5]), None, "too short");

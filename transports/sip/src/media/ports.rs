@@ -23,6 +23,8 @@ struct State {
 #[derive(Clone)]
 pub struct PortRange {
     ip: IpAddr,
+    /// The address written in SDP (differs from `ip` when binding a wildcard address).
+    advertised: IpAddr,
     min: u16,
     max: u16,
     state: Arc<Mutex<State>>,
@@ -38,7 +40,7 @@ pub struct RtpSockets {
 
 impl RtpSockets {
     pub fn local_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.range.ip, self.port)
+        SocketAddr::new(self.range.advertised, self.port)
     }
 }
 
@@ -49,10 +51,10 @@ impl Drop for RtpSockets {
 }
 
 impl PortRange {
-    /// Ports `min..=max` on `ip` (`min` rounded up to even).
-    pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
+    /// Ports `min..=max` on `ip` (`min` rounded up to even), announced as `advertised`.
+    pub fn new(ip: IpAddr, advertised: IpAddr, min: u16, max: u16) -> Self {
         let min = min.saturating_add(min % 2);
-        Self { ip, min, max, state: Arc::new(Mutex::new(State { used: BTreeSet::new(), cursor: min })) }
+        Self { ip, advertised, min, max, state: Arc::new(Mutex::new(State { used: BTreeSet::new(), cursor: min })) }
     }
 
     pub fn in_use(&self) -> usize {
@@ -91,7 +93,8 @@ mod tests {
 
     #[test]
     fn pairs_are_even_distinct_and_returned() {
-        let range = PortRange::new("127.0.0.1".parse().unwrap(), 41001, 41007);
+        let ip = "127.0.0.1".parse().unwrap();
+        let range = PortRange::new(ip, ip, 41001, 41007);
         let a = range.allocate().unwrap();
         let b = range.allocate().unwrap();
         assert_eq!(a.local_addr().port() % 2, 0);

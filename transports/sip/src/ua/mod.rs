@@ -23,6 +23,7 @@ use bytes::Bytes;
 use rsip::{Request, Response, SipMessage};
 
 pub use dialog::{Dialog, addr_spec, uri_addr};
+pub(crate) use inbound::warning;
 
 use crate::message::{Head, Peer, Unparsed};
 use crate::transaction::{ClientKey, ServerKey, TimerConfig, Transactions, Transmit, TxnEvent};
