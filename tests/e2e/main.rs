@@ -7,4 +7,5 @@ mod support;
 
 mod cli;
 mod rest;
+mod sip;
 mod webhooks;

@@ -78,7 +78,7 @@ pub struct Unparsed {
 
 /// Parses one framed message.
 pub fn parse(bytes: &[u8]) -> Result<SipMessage, Unparsed> {
-    let raw = wire::split(bytes).map_err(|err| Unparsed { error: err.into(), raw: None })?;
+    let raw = wire::split(bytes).map_err(|(err, raw)| Unparsed { error: err.into(), raw })?;
     let canonical = raw.to_bytes();
     match SipMessage::try_from(canonical.as_slice()) {
         Ok(message) => Ok(message),

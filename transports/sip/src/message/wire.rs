@@ -101,8 +101,16 @@ fn header_end(bytes: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// Parses one complete message (a UDP datagram, or a frame cut from a TCP stream).
-pub fn split(datagram: &[u8]) -> Result<RawMessage, WireError> {
+/// Parses one complete message (a UDP datagram, or a frame cut from a TCP stream). When the
+/// headers could be read but the body is wrong (RFC 3261 §18.3: a Content-Length beyond the
+/// datagram) the error comes with the headers, so a request can still be answered 400.
+pub fn split(datagram: &[u8]) -> Result<RawMessage, (WireError, Option<RawMessage>)> {
+    let (head, rest) = split_head(datagram).map_err(|err| (err, None))?;
+    with_body(head, rest)
+}
+
+/// The start line and normalised header lines, and the bytes after the blank line.
+fn split_head(datagram: &[u8]) -> Result<(RawMessage, &[u8]), WireError> {
     if datagram.len() > MAX_MESSAGE {
         return Err(WireError::TooLarge);
     }
@@ -149,17 +157,24 @@ pub fn split(datagram: &[u8]) -> Result<RawMessage, WireError> {
         }
     }
 
-    let declared = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-        .map(|(_, v)| v.trim().parse::<usize>().map_err(|_| WireError::BadContentLength { value: v.clone() }))
-        .transpose()?;
-    let body = match declared {
-        Some(len) if len > rest.len() => return Err(WireError::ShortBody { declared: len, got: rest.len() }),
-        Some(len) => rest.get(..len).unwrap_or_default().to_vec(),
-        None => rest.to_vec(),
+    Ok((RawMessage { start_line, headers, body: Vec::new() }, rest))
+}
+
+/// Cuts the body to its Content-Length.
+fn with_body(mut raw: RawMessage, rest: &[u8]) -> Result<RawMessage, (WireError, Option<RawMessage>)> {
+    let declared = raw
+        .header("Content-Length")
+        .map(|v| v.trim().parse::<usize>().map_err(|_| WireError::BadContentLength { value: v.to_owned() }))
+        .transpose();
+    raw.body = match declared {
+        Err(err) => return Err((err, Some(raw))),
+        Ok(Some(len)) if len > rest.len() => {
+            return Err((WireError::ShortBody { declared: len, got: rest.len() }, Some(raw)));
+        }
+        Ok(Some(len)) => rest.get(..len).unwrap_or_default().to_vec(),
+        Ok(None) => rest.to_vec(),
     };
-    Ok(RawMessage { start_line, headers, body })
+    Ok(raw)
 }
 
 /// Cuts complete messages off a TCP stream buffer (RFC 3261 §18.3: Content-Length frames them).
@@ -236,12 +251,16 @@ v=0\r\nextra";
 
     #[test]
     fn refuses_what_cannot_be_framed() {
-        assert_eq!(split(b"\r\n\r\n"), Err(WireError::Empty));
-        assert_eq!(split(b"INVITE x SIP/2.0\r\nVia: y\r\n"), Err(WireError::NoHeaderEnd));
-        assert!(matches!(split(b"INVITE x SIP/2.0\r\nnocolon\r\n\r\n"), Err(WireError::BadHeaderLine { .. })));
-        assert!(matches!(split(b"A b SIP/2.0\r\nContent-Length: 9\r\n\r\nab"), Err(WireError::ShortBody { .. })));
-        assert!(matches!(split(b"A b SIP/2.0\r\nl: x\r\n\r\n"), Err(WireError::BadContentLength { .. })));
-        assert_eq!(split(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']), Err(WireError::NotText));
+        let error = |bytes: &[u8]| split(bytes).unwrap_err();
+        assert_eq!(error(b"\r\n\r\n"), (WireError::Empty, None));
+        assert_eq!(error(b"INVITE x SIP/2.0\r\nVia: y\r\n"), (WireError::NoHeaderEnd, None));
+        assert!(matches!(error(b"INVITE x SIP/2.0\r\nnocolon\r\n\r\n"), (WireError::BadHeaderLine { .. }, None)));
+        assert_eq!(error(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']), (WireError::NotText, None));
+        // A bad body still yields the headers, to answer 400 with.
+        let (err, raw) = error(b"A b SIP/2.0\r\nVia: v\r\nContent-Length: 9\r\n\r\nab");
+        assert!(matches!(err, WireError::ShortBody { declared: 9, got: 2 }));
+        assert_eq!(raw.unwrap().header("via"), Some("v"));
+        assert!(matches!(error(b"A b SIP/2.0\r\nl: x\r\n\r\n"), (WireError::BadContentLength { .. }, Some(_))));
     }
 
     #[test]

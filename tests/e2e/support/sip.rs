@@ -1,0 +1,329 @@
+//! What the SIP tests need around sipp: running it on a scenario (from `tests/e2e/sip/`, with
+//! `{placeholders}` filled in), writing a pcap of G.711 RTP carrying a tone for it to play,
+//! recording the RTP Junction sends to a phone, and finding tones in the recording.
+//!
+//! A "phone" in these tests is sipp (signalling, and RTP played from a pcap) plus a UDP socket
+//! of the test that the phone's SDP names as its RTP address: Junction sends the phone's audio
+//! there, and the test decodes it. The G.711 and tone code here is written independently of
+//! Junction's codec toolkit, so the checks do not rely on the code under test.
+
+use std::net::UdpSocket as StdUdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::Mutex;
+
+use tokio::net::UdpSocket;
+use tokio::process::{Child, Command};
+
+pub const SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/sip");
+pub const SIPP_PCAPS: &str = "/usr/share/sip-tester";
+
+/// A free even/odd UDP port pair on loopback (for sipp's media port and its RTCP).
+pub fn free_port_pair() -> u16 {
+    for _ in 0..200 {
+        let port = 42_000 + 2 * (rand_u16() % 3_000);
+        if StdUdpSocket::bind(("127.0.0.1", port)).is_ok() && StdUdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free UDP port pair");
+}
+
+/// A free UDP (and TCP) port on loopback.
+pub fn free_port() -> u16 {
+    let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("addr").port()
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let mixed = nanos ^ (std::process::id() << 7) ^ (nanos >> 13);
+    mixed as u16
+}
+
+/// Reads a scenario of `tests/e2e/sip/` and fills in its `{name}` placeholders.
+pub fn scenario(name: &str, values: &[(&str, String)]) -> String {
+    let path = Path::new(SCENARIO_DIR).join(name);
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (key, value) in values {
+        text = text.replace(&format!("{{{key}}}"), value);
+    }
+    assert!(!text.contains("{rtp_port}") && !text.contains("{caller}"), "unfilled placeholder in {name}");
+    text
+}
+
+/// `<exec play_pcap_audio>` actions, one per pcap, with pauses between them (none after the
+/// last, so a following `<recv>` is already waiting when the far end reacts).
+pub fn play(pcaps: &[PathBuf], gap_ms: u64) -> String {
+    let actions: Vec<String> = pcaps
+        .iter()
+        .map(|p| format!("<nop><action><exec play_pcap_audio=\"{}\"/></action></nop>\n", p.display()))
+        .collect();
+    actions.join(&format!("<pause milliseconds=\"{gap_ms}\"/>\n"))
+}
+
+/// One sipp process.
+pub struct Sipp {
+    child: Child,
+    pub name: String,
+    dir: PathBuf,
+}
+
+impl Sipp {
+    /// Starts sipp on `scenario_xml` (written to `dir`); `args` are the rest of its command line.
+    pub fn start(dir: &Path, name: &str, scenario_xml: &str, args: &[String]) -> Sipp {
+        let file = dir.join(format!("{name}.xml"));
+        std::fs::write(&file, scenario_xml).expect("write scenario");
+        let mut command = Command::new("sipp");
+        command
+            .arg("-sf")
+            .arg(&file)
+            .args(["-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error", "-trace_err", "-trace_msg"])
+            .arg("-error_file")
+            .arg(dir.join(format!("{name}_errors.log")))
+            .arg("-message_file")
+            .arg(dir.join(format!("{name}_messages.log")))
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("sipp (apt-get install sip-tester)");
+        Sipp { child, name: name.to_owned(), dir: dir.to_path_buf() }
+    }
+
+    /// Waits for sipp to finish; returns whether every call of its scenario succeeded.
+    pub async fn finish(mut self) -> SippResult {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = err.read_to_string(&mut stderr).await;
+        }
+        let read = |suffix: &str| {
+            std::fs::read_to_string(self.dir.join(format!("{}_{suffix}.log", self.name))).unwrap_or_default()
+        };
+        let ok = matches!(status, Ok(Ok(s)) if s.success());
+        SippResult { ok, errors: format!("{stderr}{}", read("errors")), messages: read("messages") }
+    }
+}
+
+pub struct SippResult {
+    pub ok: bool,
+    pub errors: String,
+    pub messages: String,
+}
+
+impl SippResult {
+    /// Panics with sipp's own account of what went wrong unless its calls succeeded.
+    pub fn assert_ok(&self, what: &str) {
+        assert!(self.ok, "sipp ({what}) failed:\n{}\n--- messages ---\n{}", self.errors, tail(&self.messages, 6000));
+    }
+}
+
+fn tail(text: &str, max: usize) -> &str {
+    let start = text.len().saturating_sub(max);
+    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    &text[start..]
+}
+
+/// ITU-T G.711 µ-law encoding of one sample (independent of Junction's codec).
+pub fn ulaw_encode(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32_635;
+    let mut pcm = i32::from(sample);
+    let sign = if pcm < 0 { 0x80 } else { 0 };
+    if pcm < 0 {
+        pcm = -pcm;
+    }
+    pcm = pcm.min(CLIP) + BIAS;
+    let exponent = (7 - (pcm.leading_zeros() as i32 - 17)).clamp(0, 7);
+    let mantissa = (pcm >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 | mantissa as u8)
+}
+
+/// ITU-T G.711 µ-law decoding.
+pub fn ulaw_decode(byte: u8) -> i16 {
+    let byte = !byte;
+    let sign = byte & 0x80;
+    let exponent = i32::from((byte >> 4) & 0x07);
+    let mantissa = i32::from(byte & 0x0f);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if sign != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// Writes a pcap of `seconds` of a `freq` Hz tone as PCMU RTP (payload type 0, 20 ms per
+/// packet), Ethernet/IPv4/UDP framed the way sipp's `play_pcap_audio` reads them.
+pub fn write_tone_pcap(path: &Path, freq: f64, seconds: f64) {
+    let packets = (seconds * 50.0) as usize;
+    let mut out = Vec::new();
+    // Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let ssrc = 0x1234_5678u32;
+    for n in 0..packets {
+        let mut payload = Vec::with_capacity(160);
+        for i in 0..160 {
+            let t = (n * 160 + i) as f64 / 8000.0;
+            let value = (0.3 * (std::f64::consts::TAU * freq * t).sin() * 32767.0) as i16;
+            payload.push(ulaw_encode(value));
+        }
+        // Version 2; the marker on the first packet (start of the talkspurt).
+        let mut rtp = vec![0x80, if n == 0 { 0x80 } else { 0x00 }];
+        rtp.extend_from_slice(&(n as u16).to_be_bytes());
+        rtp.extend_from_slice(&((n * 160) as u32).to_be_bytes());
+        rtp.extend_from_slice(&ssrc.to_be_bytes());
+        rtp.extend_from_slice(&payload);
+        let udp_len = (8 + rtp.len()) as u16;
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x08, 0x00];
+        frame.extend_from_slice(&[0x45, 0x00]);
+        frame.extend_from_slice(&ip_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0, 0x40, 0x00, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend_from_slice(&6000u16.to_be_bytes());
+        frame.extend_from_slice(&6002u16.to_be_bytes());
+        frame.extend_from_slice(&udp_len.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(&rtp);
+        let micros = n as u64 * 20_000;
+        out.extend_from_slice(&((micros / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((micros % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).expect("write pcap");
+}
+
+/// One RTP packet as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub payload: Vec<u8>,
+    pub at: tokio::time::Instant,
+}
+
+/// A phone's RTP receiver: records every packet Junction sends to it.
+pub struct RtpRecorder {
+    pub port: u16,
+    packets: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RtpRecorder {
+    pub async fn start() -> RtpRecorder {
+        let port = free_port_pair();
+        let socket = UdpSocket::bind(("127.0.0.1", port)).await.expect("bind recorder");
+        let packets: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let sink = packets.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((len, _)) = socket.recv_from(&mut buf).await {
+                let data = &buf[..len];
+                if len < 12 || data[0] >> 6 != 2 {
+                    continue;
+                }
+                let csrc = usize::from(data[0] & 0x0f) * 4;
+                let start = 12 + csrc;
+                if start > len {
+                    continue;
+                }
+                sink.lock().unwrap().push(Received {
+                    payload_type: data[1] & 0x7f,
+                    sequence: u16::from_be_bytes([data[2], data[3]]),
+                    timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    payload: data[start..].to_vec(),
+                    at: tokio::time::Instant::now(),
+                });
+            }
+        });
+        RtpRecorder { port, packets, task }
+    }
+
+    pub fn packets(&self) -> Vec<Received> {
+        self.packets.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.packets.lock().unwrap().len()
+    }
+
+    /// Decoded 8 kHz PCM of the PCMU packets received after the first `skip` ones.
+    pub fn pcm(&self, skip: usize) -> Vec<f64> {
+        self.packets()
+            .iter()
+            .filter(|p| p.payload_type == 0)
+            .skip(skip)
+            .flat_map(|p| p.payload.iter().map(|b| f64::from(ulaw_decode(*b)) / 32768.0).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
+impl Drop for RtpRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Power of `freq` in `samples` (Goertzel), normalised by the block length.
+pub fn tone_power(samples: &[f64], freq: f64, rate: f64) -> f64 {
+    let coeff = 2.0 * (std::f64::consts::TAU * freq / rate).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in samples {
+        let s = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+    power / (samples.len().max(1) as f64).powi(2)
+}
+
+/// The strongest frequency between 100 Hz and 3.5 kHz, to 5 Hz.
+pub fn dominant_hz(samples: &[f64], rate: f64) -> f64 {
+    let mut best = (0.0, 0.0);
+    let mut freq = 100.0;
+    while freq <= 3500.0 {
+        let power = tone_power(samples, freq, rate);
+        if power > best.1 {
+            best = (freq, power);
+        }
+        freq += 5.0;
+    }
+    best.0
+}
+
+/// RMS level of a block.
+pub fn rms(samples: &[f64]) -> f64 {
+    (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulaw_round_trips_within_the_quantisation() {
+        for sample in [-32000i16, -1000, -8, 0, 8, 1000, 32000] {
+            let back = ulaw_decode(ulaw_encode(sample));
+            let tolerance = (i32::from(sample).abs() / 16).max(8);
+            assert!((i32::from(back) - i32::from(sample)).abs() <= tolerance, "{sample} -> {back}");
+        }
+        assert_eq!(ulaw_encode(0), 0xff);
+    }
+
+    #[test]
+    fn goertzel_finds_a_tone() {
+        let samples: Vec<f64> = (0..8000).map(|n| (std::f64::consts::TAU * 440.0 * n as f64 / 8000.0).sin()).collect();
+        assert_eq!(dominant_hz(&samples, 8000.0), 440.0);
+    }
+}
