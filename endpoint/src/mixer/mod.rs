@@ -90,10 +90,8 @@ impl Mixer {
     }
 
     fn join(&self, room: &RoomId) -> Result<crate::room::Joined, MixError> {
-        let identity = PeerId::new(MIXER_IDENTITY).map_err(|e| MixError::Join {
-            room: room.clone(),
-            source: ContractError::Invalid(e.to_string()),
-        })?;
+        let identity = PeerId::new(MIXER_IDENTITY)
+            .map_err(|e| MixError::Join { room: room.clone(), source: ContractError::Invalid(e.to_string()) })?;
         let mut request = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
         request.name = Some("Audio mixer".into());
         request.grants = Grants::SUBSCRIBE_ONLY;

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use junction_core::{Codec, EndpointEvent, LayerPreference, MediaKind, MediaOut, RoomId, SubscribeOptions, TrackId, TrackInfo};
+use junction_core::{
+    Codec, EndpointEvent, LayerPreference, MediaKind, MediaOut, RoomId, SubscribeOptions, TrackId, TrackInfo,
+};
 use parking_lot::Mutex;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
-use super::core::{MIX_RATE, MixConfig, MixCore};
 use super::RoomMix;
+use super::core::{MIX_RATE, MixConfig, MixCore};
 use crate::codec::g711::{G711Decoder, G711Law};
 use crate::codec::opus::OpusDecoder;
 use crate::codec::{AudioDecoder, CodecError, Resampler};

@@ -12,9 +12,8 @@ use crate::codec::{AudioEncoder, G711Law};
 use crate::{Engine, EngineConfig, JoinRequest, TrackPublisher};
 
 fn join_and_publish(engine: &Engine, room: &RoomId, who: &str) -> (crate::Endpoint, TrackPublisher) {
-    let joined = engine
-        .join(JoinRequest::new(room.clone(), PeerId::new(who).unwrap(), TransportKind::Internal))
-        .expect("join");
+    let joined =
+        engine.join(JoinRequest::new(room.clone(), PeerId::new(who).unwrap(), TransportKind::Internal)).expect("join");
     let publisher = joined.endpoint.rpc.publish(PublishRequest::new("mic", Codec::Pcmu)).expect("publish");
     (joined.endpoint, publisher)
 }
@@ -86,4 +85,16 @@ async fn a_closed_room_ends_the_listeners() {
     assert!(ended.is_ok(), "recv returns None once the room is gone");
     assert_eq!(mixer.active_rooms(), 0);
     assert_eq!(engine.stats().peers, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_mixer_takes_no_seat_in_a_full_room() {
+    let engine = Engine::new(EngineConfig::default());
+    let room = RoomId::new("one-seat").unwrap();
+    engine.create_room(Some(room.clone()), junction_core::RoomOptions { max_peers: 1, ..Default::default() }).unwrap();
+    let (_phone, _mic) = join_and_publish(&engine, &room, "phone");
+    let mixer = Mixer::new(engine.clone(), MixConfig::default());
+    let _listener = mixer.listen(&room, &PeerId::new("phone").unwrap()).expect("the mixer joins a full room");
+    let late = engine.join(JoinRequest::new(room.clone(), PeerId::new("late").unwrap(), TransportKind::Webrtc));
+    assert!(matches!(late, Err(junction_core::ContractError::RoomFull { .. })), "the seat is still the phone's");
 }

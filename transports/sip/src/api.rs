@@ -170,13 +170,12 @@ async fn dial(
         None => None,
     };
     let to = resolve(&target).await?;
-    let identity =
-        body.identity.unwrap_or_else(|| crate::stack::identity_for(target.user().unwrap_or_else(|| "phone")));
+    let identity = body.identity.unwrap_or_else(|| crate::stack::identity_for(target.user().unwrap_or("phone")));
     let from_user = body.from.as_deref().map(user_of).filter(|u| !u.is_empty()).unwrap_or_else(|| room.to_string());
     let request = DialRequest { room, target, to, from_user, identity, trunk };
     let (reply, answer) = oneshot::channel();
     let stopped = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sip_stopped", "the SIP stack is not running");
-    state.commands.send(Command::Dial { request, reply }).await.map_err(|_| stopped())?;
+    state.commands.send(Command::Dial { request: Box::new(request), reply }).await.map_err(|_| stopped())?;
     let record = answer.await.map_err(|_| stopped())?.map_err(|err| {
         let message = err.to_string();
         match err {

@@ -385,4 +385,33 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
         let names: Vec<&str> = remote.formats.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["pcmu", "pcma", "opus", "telephone-event"]);
     }
+
+    #[test]
+    fn mutated_offers_never_panic() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let specials = [b'=', b' ', b'\r', b'\n', b':', b'/', b'0', b'9', 0xff, b'-'];
+        for _ in 0..20_000 {
+            let mut bytes = SIPP_OFFER.as_bytes().to_vec();
+            for _ in 0..(next() % 5 + 1) {
+                let at = next() % bytes.len().max(1);
+                match next() % 3 {
+                    0 => bytes[at] = specials[next() % specials.len()],
+                    1 => bytes.truncate(at),
+                    _ => bytes.insert(at, specials[next() % specials.len()]),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(remote) = parse(&bytes) {
+                let _ = negotiate(&remote);
+            }
+        }
+    }
 }

@@ -199,7 +199,7 @@ pub fn spawn(setup: CallSetup) -> Result<(), String> {
 /// What the room has for a call in it.
 enum FromRoom {
     /// A room event; `None` once the session is over.
-    Event(Option<EndpointEvent>),
+    Event(Option<Box<EndpointEvent>>),
     /// A mix frame; `None` once the room's mix ended.
     Mix(Option<Vec<f32>>),
 }
@@ -208,7 +208,7 @@ enum FromRoom {
 async fn from_room(phase: &mut Phase) -> FromRoom {
     match phase {
         Phase::Room(room) => tokio::select! {
-            event = room.rpc.next_event() => FromRoom::Event(event),
+            event = room.rpc.next_event() => FromRoom::Event(event.map(Box::new)),
             frame = room.listener.recv() => FromRoom::Mix(frame),
         },
         Phase::Pin { .. } => std::future::pending().await,
@@ -293,8 +293,10 @@ impl CallTask {
                     }
                 }
                 signal = from_room(phase) => match (signal, &mut *phase) {
-                    (FromRoom::Event(Some(EndpointEvent::Closed { reason })), _) => {
-                        return CallEnd::RoomClosed(reason.as_str().to_owned());
+                    (FromRoom::Event(Some(event)), _) => {
+                        if let EndpointEvent::Closed { reason } = *event {
+                            return CallEnd::RoomClosed(reason.as_str().to_owned());
+                        }
                     }
                     (FromRoom::Event(None), _) => return CallEnd::RoomClosed("session closed".into()),
                     (FromRoom::Mix(Some(frame)), Phase::Room(room)) => {

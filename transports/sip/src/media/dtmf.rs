@@ -34,7 +34,7 @@ impl EventReceiver {
         if self.last == Some((timestamp, event)) {
             // A repeat of the current event — unless it already ended and this one starts
             // afresh (senders replaying a recording reuse timestamps).
-            if !(self.ended && !end) {
+            if !self.ended || end {
                 self.ended |= end;
                 return None;
             }

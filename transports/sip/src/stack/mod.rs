@@ -63,7 +63,7 @@ pub enum DialError {
 /// What call tasks and the REST API ask of the stack.
 pub enum Command {
     Dial {
-        request: DialRequest,
+        request: Box<DialRequest>,
         reply: oneshot::Sender<Result<CallRecord, DialError>>,
     },
     /// Hang up a call by id; replies whether the call existed.
@@ -287,7 +287,7 @@ impl Stack {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Dial { request, reply } => {
-                let _ = reply.send(self.dial(request));
+                let _ = reply.send(self.dial(*request));
             }
             Command::HangUp { id, reply } => {
                 let key = self.by_id.get(&id).copied();

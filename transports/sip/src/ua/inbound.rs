@@ -172,7 +172,7 @@ impl UserAgent {
                 ack: None,
             },
         );
-        self.events.push_back(UaEvent::Incoming { call, request, head, from });
+        self.events.push_back(UaEvent::Incoming { call, request: Box::new(request), head: Box::new(head), from });
     }
 
     fn find_dialog(&self, head: &Head) -> Option<CallKey> {

@@ -66,7 +66,7 @@ impl EndReason {
 #[derive(Debug, Clone)]
 pub enum UaEvent {
     /// A new INVITE: answer it ([`UserAgent::answer`]) or refuse it ([`UserAgent::reject`]).
-    Incoming { call: CallKey, request: Request, head: Head, from: Peer },
+    Incoming { call: CallKey, request: Box<Request>, head: Box<Head>, from: Peer },
     /// The ACK of our 2xx arrived (calls we answered); its body, if it carried one.
     Confirmed { call: CallKey },
     /// A call we placed got a provisional response (180, 183).

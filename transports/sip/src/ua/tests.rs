@@ -342,3 +342,52 @@ fn a_ping_answered_481_ends_the_call() {
     assert_eq!(lines(&sent(&mut ua)), ["BYE sip:alice@127.0.0.1:5099 SIP/2.0"]);
     assert!(matches!(events(&mut ua).as_slice(), [UaEvent::Ended { reason: EndReason::Unreachable, .. }]));
 }
+
+#[test]
+fn mutated_messages_never_panic() {
+    // A deterministic xorshift, so a failure reproduces.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let seeds = [
+        phone_request("INVITE", "z9hG4bK-m", 1, None, OFFER),
+        phone_request("BYE", "z9hG4bK-m", 2, Some("t"), ""),
+        phone_request("INFO", "z9hG4bK-m", 3, Some("t"), "Signal=5"),
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-x\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContact: <sip:c@127.0.0.1>\r\nContent-Length: 0\r\n\r\n".to_owned(),
+    ];
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let specials = [b':', b';', b'<', b'>', b'"', b'\r', b'\n', b' ', b'@', b'=', b',', 0xff, 0x00, b'[', b']'];
+    for round in 0..20_000 {
+        let seed = &seeds[round % seeds.len()];
+        let mut bytes = seed.as_bytes().to_vec();
+        for _ in 0..(next() % 6 + 1) {
+            let at = (next() as usize) % bytes.len().max(1);
+            match next() % 4 {
+                0 => bytes[at] = specials[(next() as usize) % specials.len()],
+                1 => bytes.truncate(at),
+                2 => bytes.insert(at, specials[(next() as usize) % specials.len()]),
+                _ => {
+                    let len = (next() as usize) % 8;
+                    bytes.drain(at..(at + len).min(bytes.len()));
+                }
+            }
+            if bytes.is_empty() {
+                break;
+            }
+        }
+        ua.receive(t0, &bytes, phone());
+        while ua.poll_transmit().is_some() {}
+        while let Some(event) = ua.poll_event() {
+            if let UaEvent::Incoming { call, .. } = event {
+                ua.reject(t0, call, 486, Vec::new());
+            }
+        }
+    }
+    advance(&mut ua, t0, Duration::from_secs(120));
+    assert_eq!(ua.call_count(), 0);
+}
