@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub webhook: WebhookConfig,
     pub sip: junction_sip::SipConfig,
+    pub rtmp: junction_rtmp::RtmpConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +274,7 @@ impl Config {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }
         self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
+        self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())

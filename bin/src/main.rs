@@ -89,6 +89,10 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webhook.urls            URLs that receive room events        [[]]
   webhook.max_attempts    deliveries tried per event and URL   [6]
   webhook.timeout_ms      per-delivery timeout                 [5000]
+  rtmp.enabled            RTMP ingest and playback             [true]
+  rtmp.listen             RTMP address                         [127.0.0.1:1935]
+  rtmp.on_duplicate       a live key publishing again: replace | reject [replace]
+  rtmp.idle_timeout_s     silent publishers are closed after   [10]
 Unknown keys and bad values stop start-up with a message naming the key.";
 
 impl ServeArgs {

@@ -88,6 +88,17 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         });
     }
 
+    if config.rtmp.enabled {
+        let rtmp =
+            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "rtmp",
+            url: rtmp.url(),
+            about: "RTMP ingest (OBS, ffmpeg) and playback",
+        });
+        wiring.ingress_urls.rtmp = Some(rtmp.url());
+    }
+
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;
 

@@ -7,5 +7,6 @@ mod support;
 
 mod cli;
 mod rest;
+mod rtmp;
 mod sip;
 mod webhooks;

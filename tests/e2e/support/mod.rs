@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod audio;
+pub mod rtmp_client;
 pub mod server;
 pub mod sip;
 

@@ -19,7 +19,10 @@
 //! second (lost packets, a frame that failed to decode) is filled with the decoder's
 //! concealment — Opus PLC, silence for the others — so the output stays continuous. A longer
 //! gap (a muted or stalled publisher) flushes what is buffered and starts a new run at the new
-//! time: output timestamps jump with the input's. A frame earlier than expected (a publisher's
+//! time: output timestamps jump with the input's. Concealment is budgeted: never more than the
+//! audio actually received plus one second, so a publisher stamping frames far apart cannot make
+//! the transcoder generate audio much faster than it sends it (gaps beyond the budget start a
+//! new run, which costs at most a couple of frames). A frame earlier than expected (a publisher's
 //! clock reset) re-anchors the input clock while the output carries on, so output timestamps
 //! never go backwards. A frame that fails to decode is an error for that frame only.
 
@@ -55,6 +58,9 @@ pub struct AudioTranscoder {
     next_out: u64,
     /// Encoder-rate frames still to drop at the start of the current run.
     trim: usize,
+    /// Decoder-rate samples that may still be concealed (refilled by decoded audio, up to
+    /// `MAX_FILL_MS`).
+    conceal_budget: u64,
 }
 
 /// Where the input is expected to continue: the run's anchor plus what has been decoded since.
@@ -68,14 +74,16 @@ struct InputClock {
 impl InputClock {
     fn expected(&self, rate: u32) -> u64 {
         let anchor = self.anchor.rebase(rate).ticks;
-        anchor + (u128::from(self.decoded) * u128::from(rate) / u128::from(self.decoder_rate.max(1))) as u64
+        // Saturating: timestamps come from the network.
+        anchor
+            .saturating_add((u128::from(self.decoded) * u128::from(rate) / u128::from(self.decoder_rate.max(1))) as u64)
     }
 }
 
 impl AudioTranscoder {
     pub fn new(decoder: Box<dyn AudioDecoder>, encoder: Box<dyn AudioEncoder>) -> Result<Self, CodecError> {
         let resampler = Resampler::new(decoder.sample_rate(), encoder.sample_rate(), encoder.channels())?;
-        Ok(Self {
+        let mut transcoder = Self {
             decoder,
             encoder,
             resampler,
@@ -86,7 +94,14 @@ impl AudioTranscoder {
             input: None,
             next_out: 0,
             trim: 0,
-        })
+            conceal_budget: 0,
+        };
+        transcoder.conceal_budget = transcoder.max_conceal();
+        Ok(transcoder)
+    }
+
+    fn max_conceal(&self) -> u64 {
+        u64::from(self.decoder.sample_rate()) * MAX_FILL_MS / 1000
     }
 
     pub fn input_codec(&self) -> Codec {
@@ -124,10 +139,13 @@ impl AudioTranscoder {
         let rate = u64::from(at.rate.max(1));
         let expected = clock.expected(at.rate.max(1));
         let jitter = (rate * JITTER_MS / 1000).max(1);
-        if at.ticks > expected + jitter {
+        if at.ticks > expected.saturating_add(jitter) {
             let gap = at.ticks - expected;
-            if gap <= rate * MAX_FILL_MS / 1000 {
-                let fill = (u128::from(gap) * u128::from(clock.decoder_rate) / u128::from(rate)) as usize;
+            let fill =
+                (u128::from(gap) * u128::from(clock.decoder_rate) / u128::from(rate)).min(u128::from(u64::MAX)) as u64;
+            if fill <= self.conceal_budget {
+                self.conceal_budget -= fill;
+                let fill = fill as usize;
                 self.decoded.clear();
                 let mut decoded = std::mem::take(&mut self.decoded);
                 self.decoder.conceal(fill, &mut decoded);
@@ -138,11 +156,11 @@ impl AudioTranscoder {
                 self.decoded = decoded;
                 result?;
             } else {
-                debug!(from = %self.input_codec(), to = %self.output_codec(), gap_ms = gap * 1000 / rate, "transcoder: input gap, new run");
+                debug!(from = %self.input_codec(), to = %self.output_codec(), gap_ms = gap / rate.div_ceil(1000), "transcoder: input gap, new run");
                 self.flush(arrival, out)?;
                 self.start_run(at);
             }
-        } else if at.ticks + jitter < expected {
+        } else if at.ticks.saturating_add(jitter) < expected {
             debug!(from = %self.input_codec(), to = %self.output_codec(), "transcoder: input went back in time, re-anchored");
             self.input = Some(InputClock { anchor: at, decoded: 0, ..clock });
         }
@@ -178,7 +196,7 @@ impl AudioTranscoder {
         let mut first_error = None;
         while let Some(samples) = self.fifo.pop(frame_len) {
             let time = MediaTime::new(self.next_out, rate);
-            self.next_out += self.encoder.frame_samples() as u64;
+            self.next_out = self.next_out.saturating_add(self.encoder.frame_samples() as u64);
             match self.encoder.encode(samples) {
                 Ok(payload) if !payload.is_empty() => out.push(MediaFrame::audio(codec, time, arrival, payload)),
                 Ok(_) => {}
@@ -206,7 +224,9 @@ impl FrameTranscoder for AudioTranscoder {
                 reason: format!("a {} transcoder was given a {} frame", self.input_codec(), frame.codec),
             });
         }
-        self.follow_input_clock(frame.time, frame.arrival, out)?;
+        // `MediaTime::new` never makes a 0 Hz clock, but its fields are public.
+        let time = MediaTime { ticks: frame.time.ticks, rate: frame.time.rate.max(1) };
+        self.follow_input_clock(time, frame.arrival, out)?;
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
         let result = match self.decoder.decode(&frame.payload, &mut decoded) {
@@ -214,6 +234,7 @@ impl FrameTranscoder for AudioTranscoder {
                 if let Some(clock) = self.input.as_mut() {
                     clock.decoded += samples as u64;
                 }
+                self.conceal_budget = (self.conceal_budget + samples as u64).min(self.max_conceal());
                 self.push_pcm(&decoded, frame.arrival, out)
             }
             Err(e) => Err(TranscodeError::Decode { codec: frame.codec, reason: e.to_string() }),

@@ -197,6 +197,35 @@ fn long_gaps_start_a_new_run_and_time_never_goes_back() {
 }
 
 #[test]
+fn frames_stamped_far_apart_cannot_make_the_transcoder_generate_audio() {
+    // 100 phone packets, each claiming to come 900 ms after the previous one: filling every gap
+    // would be 4500 Opus frames; the concealment budget allows the first fill, then each jump
+    // starts a new run.
+    let src = source(Codec::Pcmu, 2.0, 0);
+    let (mut transcoder, _) = build_transcoder(Codec::Pcmu, Codec::Opus, &track(Codec::Pcmu, src.params)).unwrap();
+    let mut frames = src.frames[..100].to_vec();
+    for (i, frame) in frames.iter_mut().enumerate() {
+        frame.time = MediaTime::new(i as u64 * 7_200, 8_000);
+    }
+    let out = run(transcoder.as_mut(), &frames);
+    assert!(out.len() < 400, "{} frames out", out.len());
+    assert!(out.windows(2).all(|w| w[1].time.ticks > w[0].time.ticks));
+}
+
+#[test]
+fn extreme_timestamps_do_not_panic() {
+    let src = source(Codec::Pcma, 0.5, 0);
+    let (mut transcoder, _) = build_transcoder(Codec::Pcma, Codec::Aac, &track(Codec::Pcma, src.params)).unwrap();
+    let mut out = Vec::new();
+    for (i, ticks) in [u64::MAX - 10, u64::MAX, 0, u64::MAX / 3, 1, u64::MAX].into_iter().cycle().take(24).enumerate() {
+        let mut frame = src.frames[i].clone();
+        frame.time = MediaTime { ticks, rate: [8_000, 1, u32::MAX, 0][i % 4] };
+        transcoder.transcode(&frame, &mut out).unwrap();
+    }
+    assert!(out.windows(2).all(|w| w[1].time.ticks >= w[0].time.ticks));
+}
+
+#[test]
 fn bad_frames_are_errors_and_the_stream_carries_on() {
     let src = source(Codec::Opus, 1.0, 0);
     let (mut transcoder, params) = build_transcoder(Codec::Opus, Codec::Pcma, &track(Codec::Opus, src.params)).unwrap();
