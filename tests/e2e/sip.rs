@@ -667,6 +667,21 @@ async fn a_silent_phone_is_reaped_by_the_rtp_timeout() {
 }
 
 #[tokio::test]
+async fn a_phone_that_vanishes_on_hold_is_found_dead_by_options() {
+    let config = OPEN_DIAL_IN.replace("rtp_port_max = 39999", "rtp_port_max = 39999\nrtp_timeout_s = 2");
+    let server = TestServer::start_with(&config, &[]).await;
+    let dir = server.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let xml = scenario("uac_hold_vanish.xml", &[("caller", "sam".into()), ("rtp_port", ears.port.to_string())]);
+    // sipp holds the call and exits without hanging up; nothing answers Junction's OPTIONS.
+    Sipp::start(&dir, "sam", &xml, &uac_args(&server, "gone", &[])).finish().await.assert_ok("sam");
+    let id = calls(&server, "gone").await[0]["id"].as_str().unwrap().to_owned();
+    let ended = wait_state(&server, "gone", &id, "ended").await;
+    assert_eq!(ended["reason"], "unreachable");
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
 async fn hold_stops_the_audio_and_resume_restarts_it() {
     let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
     let dir = server.dir().to_path_buf();

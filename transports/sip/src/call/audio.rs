@@ -240,4 +240,41 @@ mod tests {
         downlink.push(&vec![0.0; 960], false, &mut held).unwrap();
         assert!(held.is_empty(), "nothing is sent on hold");
     }
+
+    #[test]
+    fn an_opus_call_is_published_as_is_and_hears_opus() {
+        let opus = Negotiated { codec: Codec::Opus, pt: 96, clock_rate: 48_000, channels: 2, ..pcmu() };
+        let mut uplink = Uplink::new(&opus, TrackId::generate(), PeerId::new("sip:olga").unwrap()).unwrap();
+        let mut frames = Vec::new();
+        for n in 0..3u32 {
+            let packet = RtpIn {
+                payload_type: 96,
+                sequence: n as u16,
+                timestamp: 7 + n * 960,
+                ssrc: 1,
+                marker: false,
+                payload: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
+            };
+            uplink.push(&packet, Instant::now(), &mut frames).unwrap();
+        }
+        let ticks: Vec<u64> = frames.iter().map(|f| f.time.ticks).collect();
+        assert_eq!(ticks, [0, 960, 1920]);
+        assert!(frames.iter().all(|f| f.codec == Codec::Opus && f.payload.as_ref() == [0xf8, 0xff, 0xfe]));
+
+        let mut downlink = Downlink::new(&opus).unwrap();
+        let mut packets = Vec::new();
+        for n in 0..25 {
+            downlink.push(&sine_from(n * 960, 700.0, 0.3, MIX_RATE, 1, 960), true, &mut packets).unwrap();
+        }
+        assert_eq!(packets.len(), 25, "one Opus packet per 20 ms");
+        let mut decoder = junction_endpoint::codec::opus::OpusDecoder::new(1).unwrap();
+        let mut pcm = Vec::new();
+        for packet in &packets {
+            let rtp = crate::media::rtp::parse(packet).unwrap();
+            assert_eq!(rtp.payload_type, 96);
+            decoder.decode(&rtp.payload, &mut pcm).unwrap();
+        }
+        let freq = dominant_frequency(&pcm[pcm.len() / 2..], 1, MIX_RATE).unwrap();
+        assert!((freq - 700.0).abs() < 5.0, "{freq}");
+    }
 }

@@ -32,8 +32,8 @@ use crate::sdp::{Direction, Negotiated};
 use crate::stack::Command;
 use crate::ua::CallKey;
 
-/// How often a call on hold (no RTP expected) checks the phone is still there.
-const HOLD_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest time between two checks that a phone on hold (no RTP expected) is still there.
+const MAX_HOLD_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// RTP comfort noise (RFC 3389): proves the phone is alive like audio does.
 const COMFORT_NOISE_PT: u8 = 13;
 /// Mix frames kept waiting for the 20 ms tick.
@@ -48,6 +48,8 @@ pub enum ToCall {
     Renegotiated(Negotiated),
     /// A DTMF digit from a SIP INFO.
     Digit(char),
+    /// The phone answered an in-dialog OPTIONS.
+    Alive,
     /// The call is over on the SIP side; leave.
     Stop(CallEnd),
 }
@@ -190,7 +192,7 @@ pub fn spawn(setup: CallSetup) -> Result<(), String> {
         prompt: PromptQueue::default(),
         dtmf: EventReceiver::default(),
         last_heard: now,
-        next_ping: now + HOLD_PING_INTERVAL,
+        next_ping: now,
     };
     tokio::spawn(task.run(setup.entry));
     Ok(())
@@ -268,6 +270,7 @@ impl CallTask {
                     Some(ToCall::Stop(end)) => return end,
                     None => return CallEnd::Shutdown,
                     Some(ToCall::Confirmed) => debug!(call = %self.id, "call confirmed"),
+                    Some(ToCall::Alive) => self.last_heard = Instant::now(),
                     Some(ToCall::Digit(digit)) => {
                         if let Some(end) = self.on_digit(phase, digit) {
                             return end;
@@ -383,6 +386,10 @@ impl CallTask {
         }
     }
 
+    fn ping_interval(&self) -> Duration {
+        (self.settings.rtp_timeout / 4).clamp(Duration::from_millis(500), MAX_HOLD_PING_INTERVAL)
+    }
+
     async fn on_tick(&mut self, phase: &mut Phase) -> Option<CallEnd> {
         let now = Instant::now();
         if let Phase::Pin { deadline, .. } = phase
@@ -390,15 +397,16 @@ impl CallTask {
         {
             return Some(CallEnd::PinTimeout);
         }
+        // A phone that sends audio proves it is alive with RTP; one on hold (nothing may flow)
+        // is asked over SIP with OPTIONS often enough to be found dead within the RTP timeout.
         let expect_rtp = self.media.direction == Direction::SendRecv && self.media.remote.is_some();
+        if now.saturating_duration_since(self.last_heard) > self.settings.rtp_timeout {
+            return Some(if expect_rtp { CallEnd::RtpTimeout } else { CallEnd::Unreachable });
+        }
         if expect_rtp {
-            if now.saturating_duration_since(self.last_heard) > self.settings.rtp_timeout {
-                return Some(CallEnd::RtpTimeout);
-            }
-            self.next_ping = now + HOLD_PING_INTERVAL;
+            self.next_ping = now + self.ping_interval();
         } else if now >= self.next_ping {
-            // On hold nothing may flow: ask the phone over SIP whether it is still there.
-            self.next_ping = now + HOLD_PING_INTERVAL;
+            self.next_ping = now + self.ping_interval();
             let _ = self.to_stack.try_send(Command::Ping { key: self.key });
         }
 

@@ -250,6 +250,7 @@ impl Stack {
                 }
             }
             UaEvent::Offer { call, sdp } => self.reoffer(call, &sdp),
+            UaEvent::Alive { call } => self.tell(call, ToCall::Alive),
             UaEvent::Info { call, content_type, body } => {
                 if let Some(digit) = crate::media::dtmf::info_digit(content_type.as_deref(), &body) {
                     self.tell(call, ToCall::Digit(digit));

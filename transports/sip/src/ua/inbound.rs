@@ -333,17 +333,6 @@ impl UserAgent {
         })
     }
 
-    /// Sends 180 Ringing for an INVITE we were offered.
-    pub fn ring(&mut self, now: Instant, call_key: CallKey) {
-        let Some(call) = self.calls.get(&call_key) else { return };
-        let Phase::Offered { txn, request } = &call.phase else { return };
-        let contact = dialog::Dialog::contact(call.dialog.local, call.dialog.peer.transport);
-        let mut response = build::response(request, 180, Some(&call.dialog.local_tag));
-        build::add_header(&mut response, Header::Contact(headers::Contact::new(contact)));
-        let txn = txn.clone();
-        self.txns.respond(now, &txn, response);
-    }
-
     /// Refuses an INVITE we were offered with `code` (and extra headers: a challenge, a
     /// Warning saying why); the call is forgotten.
     pub fn reject(&mut self, now: Instant, call_key: CallKey, code: u16, extra: Vec<Header>) {

@@ -77,6 +77,8 @@ pub enum UaEvent {
     Failed { call: CallKey, code: u16, reason: String },
     /// A re-INVITE: answer with [`UserAgent::answer_offer`] or [`UserAgent::reject_offer`].
     Offer { call: CallKey, sdp: Vec<u8> },
+    /// The far end answered an in-dialog OPTIONS ([`UserAgent::ping`]): it is alive.
+    Alive { call: CallKey },
     /// An INFO request (already answered 200).
     Info { call: CallKey, content_type: Option<String>, body: Vec<u8> },
     /// The call is over; the key is dead.

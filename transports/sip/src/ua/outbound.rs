@@ -129,6 +129,8 @@ impl UserAgent {
             Purpose::Invite => self.on_invite_response(now, call_key, response, head),
             Purpose::Bye if code >= 200 => self.remove(call_key),
             Purpose::Ping if code == 408 || code == 481 => self.unreachable(now, call_key),
+            // Any other final answer (even 405 or 501) proves the far end is there.
+            Purpose::Ping if code >= 200 => self.events.push_back(UaEvent::Alive { call: call_key }),
             _ => {}
         }
     }
