@@ -542,6 +542,15 @@ numbers = ["200"]
     .await;
     refused("r503", "nina", "100", 503, PCMU_AND_DTMF).finish().await.assert_ok("503");
 
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    for status in [403, 404, 486, 488, 503, 600] {
+        assert!(
+            metrics.contains(&format!("junction_sip_refused_total{{status=\"{status}\"}} 1")),
+            "{status}:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("junction_sip_calls 3"), "three calls up");
+
     // Deleting the rooms hangs the phones up (Junction sends BYE).
     for room in ["sales", "tiny"] {
         let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/{room}"), None).await;

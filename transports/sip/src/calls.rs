@@ -174,7 +174,8 @@ impl CallBook {
     }
 
     /// Calls not finished yet.
-    pub fn live(&self) -> usize {
+    #[cfg(test)]
+    fn live(&self) -> usize {
         self.inner.lock().calls.values().filter(|c| !c.state.is_final()).count()
     }
 }

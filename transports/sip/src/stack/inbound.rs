@@ -49,6 +49,7 @@ impl Stack {
     pub(super) fn incoming(&mut self, call: CallKey, request: &Request, head: &Head, from: Peer) {
         if let Err(refusal) = self.admit(call, request, head, from) {
             info!(from = %from, caller = ?head.from.user(), called = ?request.uri.user(), code = refusal.code, why = %refusal.why, "call refused");
+            metrics::counter!("junction_sip_refused_total", "status" => refusal.code.to_string()).increment(1);
             self.ua.reject(Instant::now(), call, refusal.code, refusal.headers);
         }
     }
@@ -155,6 +156,7 @@ impl Stack {
         .map_err(|why| refuse(500, why))?;
 
         info!(room = %room, peer = %identity, call = %id, from = %from, codec = %media.codec, pin = destination.pin.is_some(), "call answered");
+        metrics::counter!("junction_sip_calls_total", "direction" => "inbound").increment(1);
         self.book.insert(record);
         self.by_id.insert(id.clone(), call);
         self.live.insert(

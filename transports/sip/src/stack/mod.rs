@@ -188,6 +188,7 @@ impl Stack {
                 _ = timer => self.ua.handle_timeout(Instant::now()),
             }
             self.pump().await;
+            metrics::gauge!("junction_sip_calls").set(self.live.len() as f64);
         }
         self.stop_all().await;
     }

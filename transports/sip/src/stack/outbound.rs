@@ -47,6 +47,7 @@ impl Stack {
         );
         record.trunk = request.trunk.as_ref().map(|t| t.id.clone());
         info!(room = %request.room, call = %record.id, to = %request.target, via = %request.to, "dialing");
+        metrics::counter!("junction_sip_calls_total", "direction" => "outbound").increment(1);
         self.book.insert(record.clone());
         self.by_id.insert(record.id.clone(), key);
         self.live.insert(
