@@ -4,8 +4,8 @@
 //!
 //! A "phone" in these tests is sipp (signalling, and RTP played from a pcap) plus a UDP socket
 //! of the test that the phone's SDP names as its RTP address: Junction sends the phone's audio
-//! there, and the test decodes it. The G.711 and tone code here is written independently of
-//! Junction's codec toolkit, so the checks do not rely on the code under test.
+//! there, and the test decodes it (with `support::audio`, written independently of Junction's
+//! codec; the µ-law encoder for the pcaps here is independent too).
 
 use std::net::UdpSocket as StdUdpSocket;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ use std::time::Duration;
 use std::sync::Mutex;
 
 use tokio::net::UdpSocket;
+
+use super::audio::{G711, G711_RATE, dominant_frequency, g711_to_pcm};
 use tokio::process::{Child, Command};
 
 pub const SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/sip");
@@ -145,16 +147,6 @@ pub fn ulaw_encode(sample: i16) -> u8 {
     !(sign | (exponent << 4) as u8 | mantissa as u8)
 }
 
-/// ITU-T G.711 µ-law decoding.
-pub fn ulaw_decode(byte: u8) -> i16 {
-    let byte = !byte;
-    let sign = byte & 0x80;
-    let exponent = i32::from((byte >> 4) & 0x07);
-    let mantissa = i32::from(byte & 0x0f);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if sign != 0 { -magnitude } else { magnitude }) as i16
-}
-
 /// Writes a pcap of `seconds` of a `freq` Hz tone as PCMU RTP (payload type 0, 20 ms per
 /// packet), Ethernet/IPv4/UDP framed the way sipp's `play_pcap_audio` reads them.
 pub fn write_tone_pcap(path: &Path, freq: f64, seconds: f64) {
@@ -259,12 +251,12 @@ impl RtpRecorder {
     }
 
     /// Decoded 8 kHz PCM of the PCMU packets received after the first `skip` ones.
-    pub fn pcm(&self, skip: usize) -> Vec<f64> {
+    pub fn pcm(&self, skip: usize) -> Vec<i16> {
         self.packets()
             .iter()
             .filter(|p| p.payload_type == 0)
             .skip(skip)
-            .flat_map(|p| p.payload.iter().map(|b| f64::from(ulaw_decode(*b)) / 32768.0).collect::<Vec<_>>())
+            .flat_map(|p| g711_to_pcm(&p.payload, G711::MuLaw))
             .collect()
     }
 }
@@ -275,12 +267,13 @@ impl Drop for RtpRecorder {
     }
 }
 
-/// Power of `freq` in `samples` (Goertzel), normalised by the block length.
-pub fn tone_power(samples: &[f64], freq: f64, rate: f64) -> f64 {
+/// Power of `freq` in 16-bit `samples` (Goertzel), normalised to full scale and block length:
+/// how much of one tone there is, to tell a voice that is present from one that is not.
+pub fn tone_power(samples: &[i16], freq: f64, rate: f64) -> f64 {
     let coeff = 2.0 * (std::f64::consts::TAU * freq / rate).cos();
     let (mut s1, mut s2) = (0.0, 0.0);
     for &x in samples {
-        let s = x + coeff * s1 - s2;
+        let s = f64::from(x) / 32768.0 + coeff * s1 - s2;
         s2 = s1;
         s1 = s;
     }
@@ -288,23 +281,15 @@ pub fn tone_power(samples: &[f64], freq: f64, rate: f64) -> f64 {
     power / (samples.len().max(1) as f64).powi(2)
 }
 
-/// The strongest frequency between 100 Hz and 3.5 kHz, to 5 Hz.
-pub fn dominant_hz(samples: &[f64], rate: f64) -> f64 {
-    let mut best = (0.0, 0.0);
-    let mut freq = 100.0;
-    while freq <= 3500.0 {
-        let power = tone_power(samples, freq, rate);
-        if power > best.1 {
-            best = (freq, power);
-        }
-        freq += 5.0;
-    }
-    best.0
+/// The strongest frequency of 8 kHz mono PCM, or 0 for silence.
+pub fn dominant_hz(samples: &[i16]) -> f64 {
+    dominant_frequency(samples, 1, G711_RATE).unwrap_or(0.0)
 }
 
-/// RMS level of a block.
-pub fn rms(samples: &[f64]) -> f64 {
-    (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+/// RMS level of a block, full scale = 1.
+pub fn rms(samples: &[i16]) -> f64 {
+    let sum: f64 = samples.iter().map(|s| (f64::from(*s) / 32768.0).powi(2)).sum();
+    (sum / samples.len().max(1) as f64).sqrt()
 }
 
 #[cfg(test)]
@@ -314,7 +299,7 @@ mod tests {
     #[test]
     fn ulaw_round_trips_within_the_quantisation() {
         for sample in [-32000i16, -1000, -8, 0, 8, 1000, 32000] {
-            let back = ulaw_decode(ulaw_encode(sample));
+            let back = g711_to_pcm(&[ulaw_encode(sample)], G711::MuLaw)[0];
             let tolerance = (i32::from(sample).abs() / 16).max(8);
             assert!((i32::from(back) - i32::from(sample)).abs() <= tolerance, "{sample} -> {back}");
         }
@@ -322,8 +307,10 @@ mod tests {
     }
 
     #[test]
-    fn goertzel_finds_a_tone() {
-        let samples: Vec<f64> = (0..8000).map(|n| (std::f64::consts::TAU * 440.0 * n as f64 / 8000.0).sin()).collect();
-        assert_eq!(dominant_hz(&samples, 8000.0), 440.0);
+    fn goertzel_tells_a_present_tone_from_an_absent_one() {
+        let samples: Vec<i16> =
+            (0..8000).map(|n| (10_000.0 * (std::f64::consts::TAU * 440.0 * n as f64 / 8000.0).sin()) as i16).collect();
+        assert!(tone_power(&samples, 440.0, 8000.0) > 1000.0 * tone_power(&samples, 1000.0, 8000.0));
+        assert!((dominant_hz(&samples) - 440.0).abs() < 1.0);
     }
 }
