@@ -296,6 +296,23 @@ fn dial_out_answers_a_digest_challenge_once() {
 }
 
 #[test]
+fn dial_out_answers_a_proxy_challenge_with_proxy_authorization() {
+    let t0 = Instant::now();
+    let mut ua = ua();
+    ua.invite(t0, invitation(Some(("junction", "pw"))));
+    let first = sent(&mut ua);
+    let nonces = crate::digest::Nonces::new();
+    let challenge = format!("Proxy-Authenticate: {}", nonces.challenge("proxy", std::time::SystemTime::now(), false));
+    ua.receive(t0, &reply(&first[0], 407, "p1", &challenge, ""), phone());
+    let out = sent(&mut ua);
+    let SipMessage::Request(retry) = &out[1] else { panic!("a new INVITE") };
+    assert!(crate::message::header_value(retry, "Authorization").is_none());
+    let answer = crate::message::header_value(retry, "Proxy-Authorization").expect("Proxy-Authorization");
+    let verdict = nonces.verify(&answer, "INVITE", "proxy", "pw", std::time::SystemTime::now());
+    assert_eq!(verdict, crate::digest::Verdict::Valid);
+}
+
+#[test]
 fn dial_out_cancel_waits_for_a_provisional_response() {
     let t0 = Instant::now();
     let mut ua = ua();
