@@ -67,7 +67,7 @@ impl EndReason {
 pub enum UaEvent {
     /// A new INVITE: answer it ([`UserAgent::answer`]) or refuse it ([`UserAgent::reject`]).
     Incoming { call: CallKey, request: Box<Request>, head: Box<Head>, from: Peer },
-    /// The ACK of our 2xx arrived (calls we answered); its body, if it carried one.
+    /// The ACK of our 2xx arrived (calls we answered).
     Confirmed { call: CallKey },
     /// A call we placed got a provisional response (180, 183).
     Progress { call: CallKey, code: u16 },
