@@ -25,6 +25,8 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub sip: junction_sip::SipConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
+    pub webrtc: junction_webrtc::WebrtcConfig,
+    pub whip: junction_whip::WhipConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +277,7 @@ impl Config {
         }
         self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())

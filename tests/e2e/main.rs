@@ -10,3 +10,6 @@ mod rest;
 mod rtmp;
 mod sip;
 mod webhooks;
+mod whip;
+mod whip_browser;
+mod whip_http;

@@ -4,8 +4,10 @@
 
 pub mod audio;
 pub mod rtmp_client;
+pub mod chromium;
 pub mod server;
 pub mod sip;
+pub mod webrtc_client;
 
 pub use server::TestServer;
 
