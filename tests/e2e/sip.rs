@@ -1,12 +1,13 @@
 //! SIP end to end with sipp (Debian's sip-tester) as the phones: dial-in with a tone that the
 //! other phones hear through the mixer (and never their own), with an RTMP publisher (ffmpeg)
-//! as a voice that is not a phone, dial-out with ringing, digest
+//! as a voice that is not a phone, a WHEP viewer (the `webrtc` crate) decoding a phone's Opus and
+//! a WHIP publisher a phone hears, dial-out with ringing, digest
 //! challenges and CANCEL, PINs over RFC 4733 and SIP INFO, hold, RTP timeout, every refusal
 //! code, retransmitted INVITEs, malformed datagrams — and live counts back to zero after each.
 //!
 //! A phone is sipp (signalling, RTP played from a pcap the test writes) plus the test's own RTP
-//! recorder, which the phone's SDP names as its audio address; the test decodes what Junction
-//! sent there and looks for tones.
+//! recorder, which the phone's SDP names as its audio address (sipp 3.6 plays RTP but records
+//! none); the test decodes what Junction sent there and looks for tones.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,10 +15,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::audio::{assert_tone, opus_to_pcm};
 use crate::support::sip::{
     RtpRecorder, SIPP_PCAPS, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power,
     write_tone_pcap,
 };
+use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
 
 /// A loopback trunk and one rule: dial `sip:<room>@junction` to join `<room>`.
@@ -202,6 +205,100 @@ async fn phones_hear_each_other_and_the_room_through_the_mixer_and_never_themsel
         assert_eq!(call["codec"], "pcmu");
         assert_eq!(states(call), ["answered", "ended"]);
     }
+}
+
+/// Sends a `freq` Hz Opus tone (20 ms packets, libopus) over WHIP for `seconds`, in real time.
+async fn whip_tone(publisher: &WhipPublisher, freq: f64, seconds: u32) {
+    let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).expect("opus");
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    for n in 0..seconds as usize * 50 {
+        ticker.tick().await;
+        let pcm: Vec<i16> = (0..960)
+            .map(|i| (8_000.0 * (std::f64::consts::TAU * freq * (n * 960 + i) as f64 / 48_000.0).sin()) as i16)
+            .collect();
+        let packet = encoder.encode_vec(&pcm, 4_000).expect("encode");
+        publisher.send_audio(bytes::Bytes::from(packet), Duration::from_millis(20)).await.expect("send audio");
+    }
+}
+
+#[tokio::test]
+async fn a_whep_viewer_hears_the_phone_and_the_phone_hears_a_whip_publisher() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+
+    // A browser-side publisher: a 1000 Hz Opus tone over WHIP (the webrtc crate, not str0m).
+    let token = server.token("standup", "browser", json!({"publish": true, "subscribe": false})).await;
+    let publisher = WhipPublisher::connect(&server.base, "standup", &token, ClientOptions::new(&[ClientCodec::Opus]))
+        .await
+        .expect("WHIP publisher");
+    let talking = tokio::spawn(async move {
+        whip_tone(&publisher, 1000.0, 7).await;
+        publisher
+    });
+
+    // The phone: 440 Hz from sipp, and what it hears in the recorder.
+    let ears = RtpRecorder::start().await;
+    let xml = scenario(
+        "uac_call.xml",
+        &[
+            ("caller", "alice".into()),
+            ("rtp_port", ears.port.to_string()),
+            ("formats", PCMU_AND_DTMF.0.into()),
+            ("rtpmaps", PCMU_AND_DTMF.1.into()),
+            ("media", play(&[tone(&dir, 440, 5.0)], 0)),
+            ("talk_ms", "5500".into()),
+        ],
+    );
+    let phone = Sipp::start(&dir, "alice", &xml, &uac_args(&server, "standup", &[]));
+
+    // A WHEP viewer of the phone alone decodes its Opus track and finds the phone's tone.
+    eventually("the phone in the room", Duration::from_secs(10), || async {
+        let (_, body) = server.call(Method::GET, "/v1/rooms/standup/peers", None).await;
+        body["peers"].as_array()?.iter().any(|p| p["identity"] == "sip:alice").then_some(())
+    })
+    .await;
+    let viewer_token = server.token("standup", "viewer", json!({"publish": false, "subscribe": true})).await;
+    let mut viewer = WhepViewer::connect(
+        &server.base,
+        "standup",
+        &viewer_token,
+        "?identity=sip%3Aalice",
+        ClientOptions::new(&[ClientCodec::Opus]),
+    )
+    .await
+    .expect("WHEP viewer");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    viewer.discard_received();
+    let mut packets = Vec::new();
+    while packets.len() < 100 {
+        match viewer.next_frame_of(MediaKind::Audio, Duration::from_secs(5)).await {
+            Some(frame) => packets.push(frame.payload),
+            None => break,
+        }
+    }
+    assert_eq!(packets.len(), 100, "two seconds of the phone's Opus");
+    let pcm = opus_to_pcm(&packets, 1);
+    assert_tone(&pcm, 1, 48_000, 440.0, 2.0);
+    // The phone's track is its own voice, not the mix it hears.
+    assert!(
+        tone_power(&pcm, 440.0, 48_000.0) > 50.0 * tone_power(&pcm, 1000.0, 48_000.0),
+        "the phone's track carries the WHIP publisher"
+    );
+
+    phone.finish().await.assert_ok("alice");
+    // The phone heard the WHIP publisher's 1000 Hz through the mixer, and not its own 440 Hz.
+    let heard = heard(&ears);
+    assert!((dominant_hz(&heard) - 1000.0).abs() <= 5.0, "the phone hears the WHIP publisher");
+    assert!(tone_power(&heard, 1000.0, 8000.0) > 50.0 * tone_power(&heard, 440.0, 8000.0), "and not itself");
+
+    viewer.close().await;
+    talking.await.expect("publisher task").close().await;
+    server.wait_for_no_peers().await;
+    let calls = calls(&server, "standup").await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["codec"], "pcmu", "{}", calls[0]);
+    assert_eq!(calls[0]["reason"], "remote_hangup", "{}", calls[0]);
 }
 
 #[tokio::test]
