@@ -88,6 +88,17 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         });
     }
 
+    if config.rtmp.enabled {
+        let rtmp =
+            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "rtmp",
+            url: rtmp.url(),
+            about: "RTMP ingest (OBS, ffmpeg) and playback",
+        });
+        wiring.ingress_urls.rtmp = Some(rtmp.url());
+    }
+
     // WebRTC media plane, and WHIP/WHEP on top of it.
     let mut whip_options = None;
     if config.webrtc.enabled {
@@ -123,17 +134,6 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
             wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
             whip_options = Some(config.webrtc.ice_servers.clone());
         }
-    }
-
-    if config.rtmp.enabled {
-        let rtmp =
-            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
-        wiring.services.push(Service {
-            name: "rtmp",
-            url: rtmp.url(),
-            about: "RTMP ingest (OBS, ffmpeg) and playback",
-        });
-        wiring.ingress_urls.rtmp = Some(rtmp.url());
     }
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));

@@ -10,6 +10,7 @@ mod rest;
 mod rtmp;
 mod sip;
 mod webhooks;
+mod whep_rtmp;
 mod whip;
 mod whip_browser;
 mod whip_http;

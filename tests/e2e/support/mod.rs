@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 pub mod audio;
-pub mod rtmp_client;
 pub mod chromium;
+pub mod rtmp_client;
 pub mod server;
 pub mod sip;
 pub mod webrtc_client;
