@@ -1,7 +1,7 @@
 //! SIP end to end with sipp (Debian's sip-tester) as the phones: dial-in with a tone that the
 //! other phones hear through the mixer (and never their own), with an RTMP publisher (ffmpeg)
 //! as a voice that is not a phone, a WHEP viewer (the `webrtc` crate) decoding a phone's Opus and
-//! a WHIP publisher a phone hears, dial-out with ringing, digest
+//! a WHIP publisher a phone hears, PCMA and PCMU phones in one mix, dial-out with ringing, digest
 //! challenges and CANCEL, PINs over RFC 4733 and SIP INFO, hold, RTP timeout, every refusal
 //! code, retransmitted INVITEs, malformed datagrams — and live counts back to zero after each.
 //!
@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::support::audio::{assert_tone, opus_to_pcm};
 use crate::support::sip::{
-    RtpRecorder, SIPP_PCAPS, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power,
-    write_tone_pcap,
+    G711, RtpRecorder, SIPP_PCAPS, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power,
+    write_g711_tone_pcap, write_tone_pcap,
 };
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
@@ -299,6 +299,81 @@ async fn a_whep_viewer_hears_the_phone_and_the_phone_hears_a_whip_publisher() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0]["codec"], "pcmu", "{}", calls[0]);
     assert_eq!(calls[0]["reason"], "remote_hangup", "{}", calls[0]);
+}
+
+#[tokio::test]
+async fn a_pcma_phone_and_a_pcmu_phone_hear_each_other_and_a_missing_room_is_404() {
+    let config = r#"
+[rooms]
+auto_create = false
+[sip]
+rtp_port_min = 30000
+rtp_port_max = 39999
+[[sip.trunks]]
+name = "loopback"
+allowed_addresses = ["127.0.0.0/8"]
+[[sip.dispatch_rules]]
+kind = "callee"
+"#;
+    let server = TestServer::start_with(config, &[]).await;
+    let dir = server.dir().to_path_buf();
+
+    // 404: the rule routes `sip:nowhere@...` to room `nowhere`, which does not exist.
+    let xml = scenario(
+        "uac_refused.xml",
+        &[
+            ("caller", "ivan".into()),
+            ("rtp_port", "40000".into()),
+            ("formats", PCMU_AND_DTMF.0.into()),
+            ("rtpmaps", PCMU_AND_DTMF.1.into()),
+            ("code", "404".into()),
+        ],
+    );
+    Sipp::start(&dir, "r404", &xml, &uac_args(&server, "nowhere", &[])).finish().await.assert_ok("404");
+    assert_eq!(server.call(Method::GET, "/v1/rooms/nowhere", None).await.0, 404, "no room was made");
+
+    let (status, _) = server.call(Method::POST, "/v1/rooms", Some(json!({"name": "standup"}))).await;
+    assert_eq!(status, 201);
+    let pcma = ("8 101", "      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-15");
+    let alaw_tone = dir.join("tone_440_pcma.pcap");
+    write_g711_tone_pcap(&alaw_tone, 440.0, 4.0, G711::ALaw);
+    let mut phones = Vec::new();
+    for (caller, law, formats, pcap) in
+        [("alice", G711::ALaw, pcma, alaw_tone), ("bob", G711::MuLaw, PCMU_AND_DTMF, tone(&dir, 1000, 4.0))]
+    {
+        let recorder = RtpRecorder::start().await;
+        let xml = scenario(
+            "uac_call.xml",
+            &[
+                ("caller", caller.into()),
+                ("rtp_port", recorder.port.to_string()),
+                ("formats", formats.0.into()),
+                ("rtpmaps", formats.1.into()),
+                ("media", play(&[pcap], 0)),
+                ("talk_ms", "4500".into()),
+            ],
+        );
+        phones.push((caller, law, Sipp::start(&dir, caller, &xml, &uac_args(&server, "standup", &[])), recorder));
+    }
+    let mut heard_by = Vec::new();
+    for (caller, law, sipp, recorder) in phones {
+        sipp.finish().await.assert_ok(caller);
+        let wanted = if law == G711::MuLaw { 0 } else { 8 };
+        assert!(recorder.packets().iter().all(|p| p.payload_type == wanted), "{caller} gets only its codec");
+        let pcm = recorder.pcm_of(law, 60);
+        heard_by.push((caller, pcm[..pcm.len().min(120 * 160)].to_vec()));
+    }
+    for ((caller, audio), (own, other)) in heard_by.iter().zip([(440.0, 1000.0), (1000.0, 440.0)]) {
+        assert!(audio.len() >= 100 * 160, "{caller} received {} samples", audio.len());
+        assert!((dominant_hz(audio) - other).abs() <= 5.0, "{caller} hears the other phone's {other} Hz");
+        assert!(tone_power(audio, other, 8000.0) > 50.0 * tone_power(audio, own, 8000.0), "{caller} hears itself");
+    }
+
+    server.wait_for_no_peers().await;
+    let mut codecs: Vec<String> =
+        calls(&server, "standup").await.iter().map(|c| c["codec"].as_str().unwrap_or_default().to_owned()).collect();
+    codecs.sort();
+    assert_eq!(codecs, ["pcma", "pcmu"]);
 }
 
 #[tokio::test]

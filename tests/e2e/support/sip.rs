@@ -17,7 +17,8 @@ use std::sync::Mutex;
 
 use tokio::net::UdpSocket;
 
-use super::audio::{G711, G711_RATE, dominant_frequency, g711_to_pcm};
+pub use super::audio::G711;
+use super::audio::{G711_RATE, dominant_frequency, g711_to_pcm};
 use tokio::process::{Child, Command};
 
 pub const SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/sip");
@@ -147,9 +148,35 @@ pub fn ulaw_encode(sample: i16) -> u8 {
     !(sign | (exponent << 4) as u8 | mantissa as u8)
 }
 
+/// ITU-T G.711 A-law encoding of one sample (independent of Junction's codec).
+pub fn alaw_encode(sample: i16) -> u8 {
+    let mut pcm = i32::from(sample) >> 3;
+    let sign = if pcm >= 0 { 0x80 } else { 0 };
+    if pcm < 0 {
+        pcm = -pcm - 1;
+    }
+    pcm = pcm.min(0x0fff);
+    let code = if pcm < 32 {
+        (pcm >> 1) as u8
+    } else {
+        let segment = (31 - pcm.leading_zeros() as i32 - 4).clamp(1, 7);
+        ((segment << 4) | ((pcm >> segment) & 0x0f)) as u8
+    };
+    (sign | code) ^ 0x55
+}
+
 /// Writes a pcap of `seconds` of a `freq` Hz tone as PCMU RTP (payload type 0, 20 ms per
 /// packet), Ethernet/IPv4/UDP framed the way sipp's `play_pcap_audio` reads them.
 pub fn write_tone_pcap(path: &Path, freq: f64, seconds: f64) {
+    write_g711_tone_pcap(path, freq, seconds, G711::MuLaw);
+}
+
+/// [`write_tone_pcap`] in either law: PCMU on payload type 0, PCMA on 8.
+pub fn write_g711_tone_pcap(path: &Path, freq: f64, seconds: f64, law: G711) {
+    let (payload_type, encode): (u8, fn(i16) -> u8) = match law {
+        G711::MuLaw => (0, ulaw_encode),
+        G711::ALaw => (8, alaw_encode),
+    };
     let packets = (seconds * 50.0) as usize;
     let mut out = Vec::new();
     // Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
@@ -166,10 +193,10 @@ pub fn write_tone_pcap(path: &Path, freq: f64, seconds: f64) {
         for i in 0..160 {
             let t = (n * 160 + i) as f64 / 8000.0;
             let value = (0.3 * (std::f64::consts::TAU * freq * t).sin() * 32767.0) as i16;
-            payload.push(ulaw_encode(value));
+            payload.push(encode(value));
         }
         // Version 2; the marker on the first packet (start of the talkspurt).
-        let mut rtp = vec![0x80, if n == 0 { 0x80 } else { 0x00 }];
+        let mut rtp = vec![0x80, payload_type | if n == 0 { 0x80 } else { 0x00 }];
         rtp.extend_from_slice(&(n as u16).to_be_bytes());
         rtp.extend_from_slice(&((n * 160) as u32).to_be_bytes());
         rtp.extend_from_slice(&ssrc.to_be_bytes());
@@ -252,11 +279,18 @@ impl RtpRecorder {
 
     /// Decoded 8 kHz PCM of the PCMU packets received after the first `skip` ones.
     pub fn pcm(&self, skip: usize) -> Vec<i16> {
+        self.pcm_of(G711::MuLaw, skip)
+    }
+
+    /// Decoded 8 kHz PCM of the packets in `law` (PCMU on payload type 0, PCMA on 8) received
+    /// after the first `skip` ones.
+    pub fn pcm_of(&self, law: G711, skip: usize) -> Vec<i16> {
+        let payload_type = if law == G711::MuLaw { 0 } else { 8 };
         self.packets()
             .iter()
-            .filter(|p| p.payload_type == 0)
+            .filter(|p| p.payload_type == payload_type)
             .skip(skip)
-            .flat_map(|p| g711_to_pcm(&p.payload, G711::MuLaw))
+            .flat_map(|p| g711_to_pcm(&p.payload, law))
             .collect()
     }
 }
@@ -304,6 +338,16 @@ mod tests {
             assert!((i32::from(back) - i32::from(sample)).abs() <= tolerance, "{sample} -> {back}");
         }
         assert_eq!(ulaw_encode(0), 0xff);
+    }
+
+    #[test]
+    fn alaw_round_trips_within_the_quantisation() {
+        for sample in [-32000i16, -4000, -1000, -100, -8, 0, 8, 100, 1000, 4000, 32000] {
+            let back = g711_to_pcm(&[alaw_encode(sample)], G711::ALaw)[0];
+            let tolerance = (i32::from(sample).abs() / 16).max(16);
+            assert!((i32::from(back) - i32::from(sample)).abs() <= tolerance, "{sample} -> {back}");
+        }
+        assert_eq!(alaw_encode(0), 0xd5);
     }
 
     #[test]
