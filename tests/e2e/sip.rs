@@ -1,7 +1,7 @@
 //! SIP end to end with sipp (Debian's sip-tester) as the phones: dial-in with a tone that the
 //! other phones hear through the mixer (and never their own), with an RTMP publisher (ffmpeg)
 //! as a voice that is not a phone, a WHEP viewer (the `webrtc` crate) decoding a phone's Opus and
-//! a WHIP publisher a phone hears, PCMA and PCMU phones in one mix, dial-out with ringing, digest
+//! a WHIP publisher a phone hears, PCMA, PCMU and Opus phones in one mix, dial-out with ringing, digest
 //! challenges and CANCEL, PINs over RFC 4733 and SIP INFO, hold, RTP timeout, every refusal
 //! code, retransmitted INVITEs, malformed datagrams — and live counts back to zero after each.
 //!
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::support::audio::{assert_tone, opus_to_pcm};
 use crate::support::sip::{
     G711, RtpRecorder, SIPP_PCAPS, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power,
-    write_g711_tone_pcap, write_tone_pcap,
+    write_g711_tone_pcap, write_opus_tone_pcap, write_tone_pcap,
 };
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
@@ -302,7 +302,7 @@ async fn a_whep_viewer_hears_the_phone_and_the_phone_hears_a_whip_publisher() {
 }
 
 #[tokio::test]
-async fn a_pcma_phone_and_a_pcmu_phone_hear_each_other_and_a_missing_room_is_404() {
+async fn pcma_pcmu_and_opus_phones_hear_each_other_and_a_missing_room_is_404() {
     let config = r#"
 [rooms]
 auto_create = false
@@ -335,12 +335,18 @@ kind = "callee"
     let (status, _) = server.call(Method::POST, "/v1/rooms", Some(json!({"name": "standup"}))).await;
     assert_eq!(status, 201);
     let pcma = ("8 101", "      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-15");
+    let opus = ("96", "      a=rtpmap:96 opus/48000/2");
     let alaw_tone = dir.join("tone_440_pcma.pcap");
     write_g711_tone_pcap(&alaw_tone, 440.0, 4.0, G711::ALaw);
+    let opus_tone = dir.join("tone_1700_opus.pcap");
+    write_opus_tone_pcap(&opus_tone, 1700.0, 4.0, 96);
+    let voices = [
+        ("alice", "pcma", 440.0, pcma, alaw_tone),
+        ("bob", "pcmu", 1000.0, PCMU_AND_DTMF, tone(&dir, 1000, 4.0)),
+        ("olive", "opus", 1700.0, opus, opus_tone),
+    ];
     let mut phones = Vec::new();
-    for (caller, law, formats, pcap) in
-        [("alice", G711::ALaw, pcma, alaw_tone), ("bob", G711::MuLaw, PCMU_AND_DTMF, tone(&dir, 1000, 4.0))]
-    {
+    for (caller, codec, freq, formats, pcap) in voices.clone() {
         let recorder = RtpRecorder::start().await;
         let xml = scenario(
             "uac_call.xml",
@@ -353,27 +359,44 @@ kind = "callee"
                 ("talk_ms", "4500".into()),
             ],
         );
-        phones.push((caller, law, Sipp::start(&dir, caller, &xml, &uac_args(&server, "standup", &[])), recorder));
+        phones.push((
+            caller,
+            codec,
+            freq,
+            Sipp::start(&dir, caller, &xml, &uac_args(&server, "standup", &[])),
+            recorder,
+        ));
     }
-    let mut heard_by = Vec::new();
-    for (caller, law, sipp, recorder) in phones {
+    for (caller, codec, own, sipp, recorder) in phones {
         sipp.finish().await.assert_ok(caller);
-        let wanted = if law == G711::MuLaw { 0 } else { 8 };
-        assert!(recorder.packets().iter().all(|p| p.payload_type == wanted), "{caller} gets only its codec");
-        let pcm = recorder.pcm_of(law, 60);
-        heard_by.push((caller, pcm[..pcm.len().min(120 * 160)].to_vec()));
-    }
-    for ((caller, audio), (own, other)) in heard_by.iter().zip([(440.0, 1000.0), (1000.0, 440.0)]) {
-        assert!(audio.len() >= 100 * 160, "{caller} received {} samples", audio.len());
-        assert!((dominant_hz(audio) - other).abs() <= 5.0, "{caller} hears the other phone's {other} Hz");
-        assert!(tone_power(audio, other, 8000.0) > 50.0 * tone_power(audio, own, 8000.0), "{caller} hears itself");
+        // What the phone got is in its own codec, on its own payload type.
+        let (payload_type, rate) = match codec {
+            "pcma" => (8, 8000.0),
+            "pcmu" => (0, 8000.0),
+            _ => (96, 48_000.0),
+        };
+        assert!(recorder.packets().iter().all(|p| p.payload_type == payload_type), "{caller} gets only {codec}");
+        let audio = match codec {
+            "pcma" => recorder.pcm_of(G711::ALaw, 60),
+            "pcmu" => recorder.pcm_of(G711::MuLaw, 60),
+            _ => opus_to_pcm(&recorder.opus_payloads(96, 60), 1),
+        };
+        let per_packet = (rate / 50.0) as usize;
+        let audio = &audio[..audio.len().min(120 * per_packet)];
+        assert!(audio.len() >= 100 * per_packet, "{caller} received {} samples", audio.len());
+        let own_power = tone_power(audio, own, rate);
+        for (other, _, freq, _, _) in voices.iter().filter(|v| v.0 != caller) {
+            let power = tone_power(audio, *freq, rate);
+            assert!(power > 1e-4, "{caller} ({codec}) should hear {other}'s {freq} Hz (power {power:e})");
+            assert!(power > 50.0 * own_power, "{caller} hears itself: own {own_power:e} vs {other} {power:e}");
+        }
     }
 
     server.wait_for_no_peers().await;
     let mut codecs: Vec<String> =
         calls(&server, "standup").await.iter().map(|c| c["codec"].as_str().unwrap_or_default().to_owned()).collect();
     codecs.sort();
-    assert_eq!(codecs, ["pcma", "pcmu"]);
+    assert_eq!(codecs, ["opus", "pcma", "pcmu"]);
 }
 
 #[tokio::test]

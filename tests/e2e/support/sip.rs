@@ -177,7 +177,39 @@ pub fn write_g711_tone_pcap(path: &Path, freq: f64, seconds: f64, law: G711) {
         G711::MuLaw => (0, ulaw_encode),
         G711::ALaw => (8, alaw_encode),
     };
-    let packets = (seconds * 50.0) as usize;
+    let payloads = (0..(seconds * 50.0) as usize)
+        .map(|n| {
+            (0..160)
+                .map(|i| {
+                    let t = (n * 160 + i) as f64 / 8000.0;
+                    encode((0.3 * (std::f64::consts::TAU * freq * t).sin() * 32767.0) as i16)
+                })
+                .collect()
+        })
+        .collect();
+    write_rtp_pcap(path, payload_type, 160, payloads);
+}
+
+/// A pcap of `seconds` of a `freq` Hz tone as Opus RTP (libopus, mono, 20 ms packets) on
+/// `payload_type`.
+pub fn write_opus_tone_pcap(path: &Path, freq: f64, seconds: f64, payload_type: u8) {
+    let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).expect("libopus");
+    let payloads = (0..(seconds * 50.0) as usize)
+        .map(|n| {
+            let pcm: Vec<i16> = (0..960)
+                .map(|i| {
+                    let t = (n * 960 + i) as f64 / 48_000.0;
+                    (0.3 * (std::f64::consts::TAU * freq * t).sin() * 32767.0) as i16
+                })
+                .collect();
+            encoder.encode_vec(&pcm, 4_000).expect("opus encode")
+        })
+        .collect();
+    write_rtp_pcap(path, payload_type, 960, payloads);
+}
+
+/// Writes one RTP packet per payload, 20 ms apart, `timestamp_step` apart on the RTP clock.
+fn write_rtp_pcap(path: &Path, payload_type: u8, timestamp_step: usize, payloads: Vec<Vec<u8>>) {
     let mut out = Vec::new();
     // Global header: magic, version 2.4, zone, sigfigs, snaplen, Ethernet.
     out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
@@ -188,17 +220,11 @@ pub fn write_g711_tone_pcap(path: &Path, freq: f64, seconds: f64, law: G711) {
     out.extend_from_slice(&65_535u32.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
     let ssrc = 0x1234_5678u32;
-    for n in 0..packets {
-        let mut payload = Vec::with_capacity(160);
-        for i in 0..160 {
-            let t = (n * 160 + i) as f64 / 8000.0;
-            let value = (0.3 * (std::f64::consts::TAU * freq * t).sin() * 32767.0) as i16;
-            payload.push(encode(value));
-        }
+    for (n, payload) in payloads.into_iter().enumerate() {
         // Version 2; the marker on the first packet (start of the talkspurt).
         let mut rtp = vec![0x80, payload_type | if n == 0 { 0x80 } else { 0x00 }];
         rtp.extend_from_slice(&(n as u16).to_be_bytes());
-        rtp.extend_from_slice(&((n * 160) as u32).to_be_bytes());
+        rtp.extend_from_slice(&((n * timestamp_step) as u32).to_be_bytes());
         rtp.extend_from_slice(&ssrc.to_be_bytes());
         rtp.extend_from_slice(&payload);
         let udp_len = (8 + rtp.len()) as u16;
@@ -280,6 +306,11 @@ impl RtpRecorder {
     /// Decoded 8 kHz PCM of the PCMU packets received after the first `skip` ones.
     pub fn pcm(&self, skip: usize) -> Vec<i16> {
         self.pcm_of(G711::MuLaw, skip)
+    }
+
+    /// The Opus payloads of `payload_type` received after the first `skip` packets of it.
+    pub fn opus_payloads(&self, payload_type: u8, skip: usize) -> Vec<Vec<u8>> {
+        self.packets().into_iter().filter(|p| p.payload_type == payload_type).skip(skip).map(|p| p.payload).collect()
     }
 
     /// Decoded 8 kHz PCM of the packets in `law` (PCMU on payload type 0, PCMA on 8) received
