@@ -387,6 +387,9 @@ kind = "callee"
         let own_power = tone_power(audio, own, rate);
         for (other, _, freq, _, _) in voices.iter().filter(|v| v.0 != caller) {
             let power = tone_power(audio, *freq, rate);
+            if power <= 1e-4 {
+                eprintln!("{caller} does not hear {other}; junction's log:\n{}", server.logs());
+            }
             assert!(power > 1e-4, "{caller} ({codec}) should hear {other}'s {freq} Hz (power {power:e})");
             assert!(power > 50.0 * own_power, "{caller} hears itself: own {own_power:e} vs {other} {power:e}");
         }

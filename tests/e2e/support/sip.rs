@@ -11,6 +11,7 @@ use std::net::UdpSocket as StdUdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use std::sync::Mutex;
@@ -24,27 +25,28 @@ use tokio::process::{Child, Command};
 pub const SCENARIO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/sip");
 pub const SIPP_PCAPS: &str = "/usr/share/sip-tester";
 
-/// A free even/odd UDP port pair on loopback (for sipp's media port and its RTCP).
+/// A free block of four UDP ports on loopback, starting at the returned even port: sipp binds
+/// its media port (`-mp`), the next for RTCP, and the two after for video RTP/RTCP. Blocks are
+/// handed out from one process-wide cursor, so tests running at once never get the same block
+/// (a port that is merely free when checked could otherwise go to two phones).
 pub fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let port = 42_000 + 2 * (rand_u16() % 3_000);
-        if StdUdpSocket::bind(("127.0.0.1", port)).is_ok() && StdUdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+    static CURSOR: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 42_000;
+    const BLOCKS: u16 = 1_500;
+    for _ in 0..BLOCKS {
+        let block = CURSOR.fetch_add(1, Ordering::Relaxed) % BLOCKS;
+        let port = FIRST + 4 * block;
+        if (port..port + 4).all(|p| StdUdpSocket::bind(("127.0.0.1", p)).is_ok()) {
             return port;
         }
     }
-    panic!("no free UDP port pair");
+    panic!("no free UDP port block");
 }
 
 /// A free UDP (and TCP) port on loopback.
 pub fn free_port() -> u16 {
     let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
     socket.local_addr().expect("addr").port()
-}
-
-fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let mixed = nanos ^ (std::process::id() << 7) ^ (nanos >> 13);
-    mixed as u16
 }
 
 /// Reads a scenario of `tests/e2e/sip/` and fills in its `{name}` placeholders.
