@@ -24,6 +24,7 @@ pub struct Config {
     pub log: LogConfig,
     pub webhook: WebhookConfig,
     pub moq: junction_moq::MoqConfig,
+    pub sip: junction_sip::SipConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
@@ -276,6 +277,7 @@ impl Config {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }
         self.moq.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
         self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)

@@ -104,6 +104,15 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
   whip.enabled            /whip and /whep endpoints            [true]
   whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
+  sip.enabled             SIP dial-in and dial-out             [true]
+  sip.listen              SIP address, UDP and TCP             [127.0.0.1:5060]
+  sip.public_address      IP written in Via/Contact/SDP        [the listen IP]
+  sip.rtp_port_min/max    RTP/RTCP port range                  [20000-20999]
+  sip.rtp_timeout_s       silent calls are hung up after (<=30) [20]
+  sip.max_calls           calls at once, more get 503          [200]
+  sip.pin_attempts        wrong PINs before hanging up         [3]
+  sip.mix_speakers        loudest speakers a phone hears       [3]
+  sip.trunks, sip.dispatch_rules   see docs/protocol-sip.md    [[]]
 Unknown keys and bad values stop start-up with a message naming the key.";
 
 impl ServeArgs {

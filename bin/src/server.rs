@@ -9,6 +9,7 @@ use axum::Router;
 use junction_auth::Authority;
 use junction_core::RoomOptions;
 use junction_core::ids::random_id;
+use junction_endpoint::mixer::{MixConfig, Mixer};
 use junction_endpoint::{Engine, EngineConfig, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +72,21 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
         ..Wiring::default()
     };
+    // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
+    let mixer = Mixer::new(engine.clone(), MixConfig { speakers: config.sip.mix_speakers, ..MixConfig::default() });
+
+    // SIP: phones dial into rooms (trunks, dispatch rules, PINs) and rooms dial out to phones.
+    if config.sip.enabled {
+        let sip = junction_sip::start(engine.clone(), mixer.clone(), config.sip.clone(), shutdown.clone())
+            .await
+            .context("starting SIP (sip.listen)")?;
+        wiring.api = wiring.api.merge(sip.api);
+        wiring.services.push(Service {
+            name: "sip",
+            url: sip.uri,
+            about: "SIP over UDP and TCP: dial-in and dial-out",
+        });
+    }
 
     if config.rtmp.enabled {
         let rtmp =

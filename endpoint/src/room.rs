@@ -15,6 +15,7 @@ use junction_core::codec::codec_list;
 use junction_core::{
     CloseReason, Codec, CodecParams, ContractError, DataMessage, EndpointEvent, LayerPreference, MediaKind, MediaOut,
     PeerId, PeerInfo, PublishRequest, RoomId, RoomInfo, RoomOptions, SessionId, SubscribeOptions, TrackId, TrackInfo,
+    TransportKind,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -28,6 +29,11 @@ use crate::engine::{DuplicatePolicy, JoinRequest, Shared};
 use crate::events::{RoomEndReason, RoomEvent};
 use crate::subscription::{Subscription, target_layer};
 use crate::track::{Track, TrackPublisher};
+
+/// Whether a peer is the engine's own audio mixer (see [`crate::mixer`]).
+fn is_mixer(identity: &PeerId, transport: TransportKind) -> bool {
+    transport == TransportKind::Internal && identity.as_str() == crate::mixer::MIXER_IDENTITY
+}
 
 /// What a transport gets back from a successful join.
 pub struct Joined {
@@ -231,7 +237,9 @@ impl Room {
             }
         }
         let max = st.options.max_peers;
-        if max > 0 && st.peers.len() >= max as usize {
+        // The engine's audio mixer neither takes nor needs a seat.
+        let seated = st.peers.values().filter(|p| !is_mixer(&p.info.identity, p.info.transport)).count();
+        if max > 0 && !is_mixer(&req.identity, req.transport) && seated >= max as usize {
             return Err(ContractError::RoomFull { room: self.id.clone(), max_peers: max });
         }
 

@@ -10,6 +10,7 @@ mod moq;
 mod rest;
 mod rtmp;
 mod rtmp_webrtc;
+mod sip;
 mod webhooks;
 mod whep_rtmp;
 mod whip;

@@ -7,6 +7,7 @@ pub mod chromium;
 pub mod moq;
 pub mod rtmp_client;
 pub mod server;
+pub mod sip;
 pub mod webrtc_client;
 
 pub use server::TestServer;

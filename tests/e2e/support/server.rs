@@ -27,6 +27,8 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 [webrtc]
 udp_listen = "127.0.0.1:0"
+[sip]
+listen = "127.0.0.1:0"
 "#;
 
 pub struct TestServer {
@@ -62,6 +64,8 @@ impl TestServer {
             .arg(&config)
             .args(args)
             .env_remove("JUNCTION_API_KEY")
+            // Only the test harness reads this one; the server would take it for a config key.
+            .env_remove("JUNCTION_TEST_LOG")
             .env("RUST_LOG", std::env::var("JUNCTION_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))

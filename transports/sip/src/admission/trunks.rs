@@ -1,0 +1,214 @@
+//! Trunks: who may call in. A trunk names the source addresses it accepts calls from and/or
+//! the digest credentials a caller must prove, and optionally the dialled numbers it carries.
+//! A call matching no trunk is refused (403); a trunk with credentials challenges (401).
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{self, Nonces, Verdict};
+
+/// A trunk as configured or created through the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkSpec {
+    /// Set for trunks from the configuration file; generated for API-created ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    /// Networks calls may come from (`127.0.0.0/8`, `10.1.2.3/32`); empty: any address.
+    #[serde(default)]
+    pub allowed_addresses: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Dialled numbers (request-URI user parts) this trunk carries; empty: any.
+    #[serde(default)]
+    pub numbers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrunkError {
+    #[error("name must not be empty")]
+    NoName,
+    #[error("a trunk needs allowed_addresses, or a username and password, or both")]
+    Unrestricted,
+    #[error("username and password go together")]
+    HalfCredentials,
+}
+
+/// A trunk in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Trunk {
+    pub id: String,
+    pub name: String,
+    pub allowed_addresses: Vec<IpNet>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip)]
+    pub password: Option<String>,
+    pub numbers: Vec<String>,
+}
+
+impl Trunk {
+    pub fn from_spec(spec: TrunkSpec) -> Result<Trunk, TrunkError> {
+        if spec.name.trim().is_empty() {
+            return Err(TrunkError::NoName);
+        }
+        if spec.username.is_some() != spec.password.is_some() {
+            return Err(TrunkError::HalfCredentials);
+        }
+        if spec.allowed_addresses.is_empty() && spec.username.is_none() {
+            return Err(TrunkError::Unrestricted);
+        }
+        Ok(Trunk {
+            id: spec.id.unwrap_or_else(|| junction_core::ids::random_id("ST_", 12)),
+            name: spec.name,
+            allowed_addresses: spec.allowed_addresses,
+            username: spec.username,
+            password: spec.password,
+            numbers: spec.numbers.into_iter().map(|n| n.trim().to_owned()).collect(),
+        })
+    }
+
+    /// The API's view: everything but the password, which is reported only as present.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut value = serde_json::json!(self);
+        value["digest_auth"] = serde_json::json!(self.password.is_some());
+        value
+    }
+
+    fn accepts_address(&self, ip: IpAddr) -> bool {
+        self.allowed_addresses.is_empty() || self.allowed_addresses.iter().any(|net| net.contains(&ip))
+    }
+
+    fn accepts_number(&self, called: &str) -> bool {
+        self.numbers.is_empty() || self.numbers.iter().any(|n| n == called)
+    }
+}
+
+/// What an INVITE says about who is calling.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub source: IpAddr,
+    /// The dialled user part of the request URI.
+    pub called: &'a str,
+    /// The Authorization header, if the caller sent one.
+    pub authorization: Option<&'a str>,
+}
+
+/// The trunk decision for one INVITE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrunkDecision {
+    Accepted {
+        trunk: String,
+    },
+    /// Credentials are needed (or were stale): answer 401 with a fresh challenge.
+    Challenge {
+        stale: bool,
+    },
+    /// 403, with the reason.
+    Forbidden(String),
+}
+
+/// Finds the trunk an INVITE arrives on.
+pub fn select(trunks: &[Trunk], caller: Caller<'_>, nonces: &Nonces, realm: &str, now: SystemTime) -> TrunkDecision {
+    let candidates: Vec<&Trunk> =
+        trunks.iter().filter(|t| t.accepts_address(caller.source) && t.accepts_number(caller.called)).collect();
+    if candidates.is_empty() {
+        return TrunkDecision::Forbidden(format!(
+            "no trunk accepts calls from {} to {:?}",
+            caller.source, caller.called
+        ));
+    }
+    if let Some(open) = candidates.iter().find(|t| t.password.is_none()) {
+        return TrunkDecision::Accepted { trunk: open.id.clone() };
+    }
+    let Some(authorization) = caller.authorization else {
+        return TrunkDecision::Challenge { stale: false };
+    };
+    let Some(user) = digest::username(authorization) else {
+        return TrunkDecision::Challenge { stale: false };
+    };
+    let Some(trunk) = candidates.iter().find(|t| t.username.as_deref() == Some(user.as_str())) else {
+        return TrunkDecision::Forbidden(format!("no trunk has the user name {user:?}"));
+    };
+    let password = trunk.password.as_deref().unwrap_or_default();
+    match nonces.verify(authorization, "INVITE", realm, password, now) {
+        Verdict::Valid => TrunkDecision::Accepted { trunk: trunk.id.clone() },
+        Verdict::Stale => TrunkDecision::Challenge { stale: true },
+        // RFC 3261 §22.3: credentials that do not verify get a new challenge.
+        Verdict::Invalid => TrunkDecision::Challenge { stale: false },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trunk(name: &str, nets: &[&str], creds: Option<(&str, &str)>, numbers: &[&str]) -> Trunk {
+        Trunk::from_spec(TrunkSpec {
+            id: Some(name.into()),
+            name: name.into(),
+            allowed_addresses: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            username: creds.map(|c| c.0.into()),
+            password: creds.map(|c| c.1.into()),
+            numbers: numbers.iter().map(|n| n.to_string()).collect(),
+        })
+        .unwrap()
+    }
+
+    fn caller<'a>(ip: &str, called: &'a str, authorization: Option<&'a str>) -> Caller<'a> {
+        Caller { source: ip.parse().unwrap(), called, authorization }
+    }
+
+    #[test]
+    fn address_and_number_lists_select_the_trunk() {
+        let nonces = Nonces::new();
+        let now = SystemTime::now();
+        let trunks = [trunk("lan", &["10.0.0.0/8"], None, &[]), trunk("sales", &["127.0.0.0/8"], None, &["100"])];
+        let pick = |ip, called| select(&trunks, caller(ip, called, None), &nonces, "junction", now);
+        assert_eq!(pick("10.1.2.3", "x"), TrunkDecision::Accepted { trunk: "lan".into() });
+        assert_eq!(pick("127.0.0.1", "100"), TrunkDecision::Accepted { trunk: "sales".into() });
+        assert!(matches!(pick("127.0.0.1", "200"), TrunkDecision::Forbidden(reason) if reason.contains("127.0.0.1")));
+        assert!(matches!(pick("192.168.0.1", "100"), TrunkDecision::Forbidden(_)));
+    }
+
+    #[test]
+    fn credentials_are_challenged_then_checked() {
+        let nonces = Nonces::new();
+        let now = SystemTime::now();
+        let trunks = [trunk("carrier", &[], Some(("acme", "pw")), &[])];
+        let decide = |auth| select(&trunks, caller("192.0.2.1", "room", auth), &nonces, "junction", now);
+        assert_eq!(decide(None), TrunkDecision::Challenge { stale: false });
+        let challenge = nonces.challenge("junction", now, false);
+        let good = crate::digest::authorize(&challenge, "INVITE", "sip:room@x", "acme", "pw").unwrap();
+        assert_eq!(decide(Some(&good)), TrunkDecision::Accepted { trunk: "carrier".into() });
+        let wrong = crate::digest::authorize(&challenge, "INVITE", "sip:room@x", "acme", "nope").unwrap();
+        assert_eq!(decide(Some(&wrong)), TrunkDecision::Challenge { stale: false });
+        let stranger = crate::digest::authorize(&challenge, "INVITE", "sip:room@x", "mallory", "pw").unwrap();
+        assert!(matches!(decide(Some(&stranger)), TrunkDecision::Forbidden(_)));
+    }
+
+    #[test]
+    fn specs_are_validated() {
+        let spec = |nets: Vec<IpNet>, user: Option<&str>, pass: Option<&str>| TrunkSpec {
+            id: None,
+            name: "t".into(),
+            allowed_addresses: nets,
+            username: user.map(Into::into),
+            password: pass.map(Into::into),
+            numbers: vec![],
+        };
+        assert_eq!(Trunk::from_spec(spec(vec![], None, None)), Err(TrunkError::Unrestricted));
+        assert_eq!(Trunk::from_spec(spec(vec![], Some("u"), None)), Err(TrunkError::HalfCredentials));
+        let made = Trunk::from_spec(spec(vec![], Some("u"), Some("p"))).unwrap();
+        assert!(made.id.starts_with("ST_"));
+        let shown = made.describe();
+        assert!(shown.get("password").is_none());
+        assert_eq!(shown["digest_auth"], true);
+    }
+}

@@ -1,0 +1,230 @@
+//! The SIP routes of the server API (mounted under `/v1`, behind the API key):
+//! trunks (`/v1/sip/trunks`), dispatch rules (`/v1/sip/dispatch-rules`) and a room's phone
+//! calls (`/v1/rooms/{room}/sip/calls`: place one, list, inspect, hang up).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use junction_core::{PeerId, RoomId};
+use junction_endpoint::Engine;
+use junction_http::{ApiError, ApiJson, path_id};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admission::{Directory, DirectoryError, RuleSpec, TrunkSpec};
+use crate::calls::CallBook;
+use crate::message::Peer;
+use crate::stack::{Command, DialError, DialRequest};
+use crate::ua::uri_addr;
+
+#[derive(Clone)]
+pub(crate) struct ApiState {
+    pub directory: Directory,
+    pub book: CallBook,
+    pub commands: mpsc::Sender<Command>,
+    pub engine: Engine,
+}
+
+pub(crate) fn routes(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/sip/trunks", post(create_trunk).get(list_trunks))
+        .route("/v1/sip/trunks/{id}", get(show_trunk).delete(delete_trunk))
+        .route("/v1/sip/dispatch-rules", post(create_rule).get(list_rules))
+        .route("/v1/sip/dispatch-rules/{id}", get(show_rule).delete(delete_rule))
+        .route("/v1/rooms/{room}/sip/calls", post(dial).get(list_calls))
+        .route("/v1/rooms/{room}/sip/calls/{id}", get(show_call).delete(hang_up))
+        .with_state(state)
+}
+
+fn directory_error(err: DirectoryError) -> ApiError {
+    match err {
+        DirectoryError::DuplicateId { .. } => ApiError::conflict("duplicate_id", err.to_string()),
+        other => ApiError::bad_request("invalid_field", other.to_string()),
+    }
+}
+
+async fn create_trunk(
+    State(state): State<ApiState>,
+    ApiJson(spec): ApiJson<TrunkSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    if spec.id.is_some() {
+        return Err(ApiError::invalid_field("id", "trunk ids are assigned by the server"));
+    }
+    let trunk = state.directory.add_trunk(spec).map_err(directory_error)?;
+    Ok((StatusCode::CREATED, axum::Json(trunk.describe())))
+}
+
+async fn list_trunks(State(state): State<ApiState>) -> impl IntoResponse {
+    let trunks: Vec<serde_json::Value> = state.directory.trunks().iter().map(|t| t.describe()).collect();
+    axum::Json(json!({ "trunks": trunks }))
+}
+
+fn no_trunk(id: &str) -> ApiError {
+    ApiError::not_found("trunk_not_found", format!("trunk {id} does not exist"))
+}
+
+async fn show_trunk(State(state): State<ApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let trunk = state.directory.trunk(&id).ok_or_else(|| no_trunk(&id))?;
+    Ok(axum::Json(trunk.describe()))
+}
+
+async fn delete_trunk(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.directory.remove_trunk(&id).ok_or_else(|| no_trunk(&id))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_rule(
+    State(state): State<ApiState>,
+    ApiJson(spec): ApiJson<RuleSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    if spec.id.is_some() {
+        return Err(ApiError::invalid_field("id", "dispatch rule ids are assigned by the server"));
+    }
+    let rule = state.directory.add_rule(spec).map_err(directory_error)?;
+    Ok((StatusCode::CREATED, axum::Json(rule)))
+}
+
+async fn list_rules(State(state): State<ApiState>) -> impl IntoResponse {
+    axum::Json(json!({ "dispatch_rules": state.directory.rules() }))
+}
+
+fn no_rule(id: &str) -> ApiError {
+    ApiError::not_found("dispatch_rule_not_found", format!("dispatch rule {id} does not exist"))
+}
+
+async fn show_rule(State(state): State<ApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let rule = state.directory.rule(&id).ok_or_else(|| no_rule(&id))?;
+    Ok(axum::Json(rule))
+}
+
+async fn delete_rule(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.directory.remove_rule(&id).ok_or_else(|| no_rule(&id))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialBody {
+    /// `sip:user@host[:port][;transport=tcp]`.
+    to: String,
+    /// Our caller id: a user name or a SIP URI whose user part is used. Defaults to the room.
+    from: Option<String>,
+    /// A trunk whose credentials answer the far end's digest challenges.
+    trunk: Option<String>,
+    /// The phone's identity in the room; defaults to `sip:<user of to>`.
+    identity: Option<PeerId>,
+}
+
+/// Where a dial-out target is: its transport and address (DNS names are resolved here).
+async fn resolve(target: &rsip::Uri) -> Result<Peer, ApiError> {
+    let tcp = target.transport().is_some_and(|t| matches!(t, rsip::Transport::Tcp));
+    let addr = match uri_addr(target) {
+        Some(addr) => addr,
+        None => {
+            let host = target.host().to_string();
+            let port = target.port().map_or(5060, |p| *p.value());
+            let mut found = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|err| {
+                ApiError::unprocessable("sip_target_unresolvable", format!("cannot resolve {host}: {err}"))
+            })?;
+            found
+                .next()
+                .ok_or_else(|| ApiError::unprocessable("sip_target_unresolvable", format!("{host} has no address")))?
+        }
+    };
+    Ok(if tcp { Peer::tcp(addr) } else { Peer::udp(addr) })
+}
+
+fn parse_target(to: &str) -> Result<rsip::Uri, ApiError> {
+    let uri = rsip::Uri::try_from(to.trim())
+        .map_err(|_| ApiError::invalid_field("to", format!("{to:?} is not a SIP URI")))?;
+    match &uri.scheme {
+        Some(rsip::Scheme::Sip) => Ok(uri),
+        _ => Err(ApiError::invalid_field("to", "must be a sip: URI (sips: and tel: are not supported)")),
+    }
+}
+
+fn user_of(from: &str) -> String {
+    match rsip::Uri::try_from(from.trim()) {
+        Ok(uri) if uri.scheme.is_some() => uri.user().unwrap_or("junction").to_owned(),
+        _ => from.trim().to_owned(),
+    }
+}
+
+async fn dial(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    ApiJson(body): ApiJson<DialBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room: RoomId = path_id("room", &room)?;
+    let target = parse_target(&body.to)?;
+    if !state.engine.room_exists(&room) {
+        return Err(ApiError::not_found("room_not_found", format!("room {room} does not exist")));
+    }
+    let trunk = match &body.trunk {
+        Some(id) => Some(state.directory.trunk(id).ok_or_else(|| no_trunk(id))?),
+        None => None,
+    };
+    let to = resolve(&target).await?;
+    let identity = body.identity.unwrap_or_else(|| crate::stack::identity_for(target.user().unwrap_or("phone")));
+    let from_user = body.from.as_deref().map(user_of).filter(|u| !u.is_empty()).unwrap_or_else(|| room.to_string());
+    let request = DialRequest { room, target, to, from_user, identity, trunk };
+    let (reply, answer) = oneshot::channel();
+    let stopped = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sip_stopped", "the SIP stack is not running");
+    state.commands.send(Command::Dial { request: Box::new(request), reply }).await.map_err(|_| stopped())?;
+    let record = answer.await.map_err(|_| stopped())?.map_err(|err| {
+        let message = err.to_string();
+        match err {
+            DialError::RoomNotFound { .. } => ApiError::not_found("room_not_found", message),
+            DialError::IdentityTaken { .. } => ApiError::conflict("identity_taken", message),
+            DialError::TooManyCalls { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_calls", message),
+            DialError::Ports(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_rtp_ports", message),
+            DialError::Stopped => stopped(),
+        }
+    })?;
+    Ok((StatusCode::CREATED, axum::Json(record)))
+}
+
+async fn list_calls(State(state): State<ApiState>, Path(room): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let room: RoomId = path_id("room", &room)?;
+    Ok(axum::Json(json!({ "calls": state.book.in_room(&room) })))
+}
+
+fn no_call(id: &str) -> ApiError {
+    ApiError::not_found("call_not_found", format!("call {id} does not exist"))
+}
+
+async fn show_call(
+    State(state): State<ApiState>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room: RoomId = path_id("room", &room)?;
+    let call = state.book.get(&id).filter(|c| c.room == room).ok_or_else(|| no_call(&id))?;
+    Ok(axum::Json(call))
+}
+
+async fn hang_up(
+    State(state): State<ApiState>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room: RoomId = path_id("room", &room)?;
+    let call = state.book.get(&id).filter(|c| c.room == room).ok_or_else(|| no_call(&id))?;
+    if call.state.is_final() {
+        return Err(ApiError::conflict("call_over", format!("call {id} is already {:?}", call.state).to_lowercase()));
+    }
+    let (reply, answer) = oneshot::channel();
+    let _ = state.commands.send(Command::HangUp { id: id.clone(), reply }).await;
+    match answer.await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        _ => Err(no_call(&id)),
+    }
+}
+
+/// For the banner and logs.
+pub(crate) fn sip_uri(addr: SocketAddr) -> String {
+    format!("sip:{addr}")
+}

@@ -1,0 +1,432 @@
+//! One call's task. It owns everything the call holds — its RTP/RTCP sockets, its endpoint in
+//! the room (so the phone leaves the room however the task ends), its published Opus track,
+//! its place in the room's mix — and moves the audio: the phone's RTP up into the room, the
+//! room's minus-one (or a PIN prompt) down to the phone every 20 ms. It also collects the PIN,
+//! and notices a phone gone silent (RTP timeout) or a room that closed. The SIP side (BYE,
+//! re-INVITE, INFO) stays with the stack, which talks to the task through [`ToCall`].
+
+pub mod audio;
+pub mod prompt;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use junction_core::{
+    Codec, DataMessage, EndpointEvent, PeerId, PublishRequest, RoomId, TrackId, TrackSource, TransportKind,
+};
+use junction_endpoint::mixer::{FRAME_SAMPLES, MixListener, Mixer};
+use junction_endpoint::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use self::audio::{Downlink, Uplink};
+use self::prompt::PromptQueue;
+use crate::calls::{CallBook, CallState};
+use crate::media::dtmf::EventReceiver;
+use crate::media::pin::{PinEntry, PinProgress};
+use crate::media::ports::RtpSockets;
+use crate::media::rtp;
+use crate::sdp::{Direction, Negotiated};
+use crate::stack::Command;
+use crate::ua::CallKey;
+
+/// Longest time between two checks that a phone on hold (no RTP expected) is still there.
+const MAX_HOLD_PING_INTERVAL: Duration = Duration::from_secs(10);
+/// RTP comfort noise (RFC 3389): proves the phone is alive like audio does.
+const COMFORT_NOISE_PT: u8 = 13;
+/// Mix frames kept waiting for the 20 ms tick.
+const MIX_QUEUE: usize = 4;
+
+/// What the stack tells a call task.
+#[derive(Debug)]
+pub enum ToCall {
+    /// The ACK of our answer came.
+    Confirmed,
+    /// A re-INVITE changed the media (hold, resume, a new address).
+    Renegotiated(Negotiated),
+    /// A DTMF digit from a SIP INFO.
+    Digit(char),
+    /// The phone answered an in-dialog OPTIONS.
+    Alive,
+    /// The call is over on the SIP side; leave.
+    Stop(CallEnd),
+}
+
+/// Why a call ended, as recorded in its call record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEnd {
+    RemoteHangup,
+    ApiHangup,
+    Cancelled,
+    PinFailed,
+    PinTimeout,
+    RtpTimeout,
+    Unreachable,
+    NoAck,
+    RoomClosed(String),
+    Failed(String),
+    Shutdown,
+}
+
+impl CallEnd {
+    pub fn describe(&self) -> String {
+        match self {
+            CallEnd::RemoteHangup => "remote_hangup".into(),
+            CallEnd::ApiHangup => "api_hangup".into(),
+            CallEnd::Cancelled => "cancelled".into(),
+            CallEnd::PinFailed => "pin_failed".into(),
+            CallEnd::PinTimeout => "pin_timeout".into(),
+            CallEnd::RtpTimeout => "rtp_timeout".into(),
+            CallEnd::Unreachable => "unreachable".into(),
+            CallEnd::NoAck => "no_ack".into(),
+            CallEnd::RoomClosed(why) => format!("room_closed: {why}"),
+            CallEnd::Failed(why) => format!("error: {why}"),
+            CallEnd::Shutdown => "server_shutdown".into(),
+        }
+    }
+}
+
+/// Limits a call task applies.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSettings {
+    pub rtp_timeout: Duration,
+    pub pin_attempts: u32,
+    pub pin_timeout: Duration,
+}
+
+/// Where the call stands with the room.
+pub enum Entry {
+    /// Already joined (the stack joined before answering, to refuse with the right code).
+    Joined(Endpoint),
+    /// Joins once the caller types this PIN.
+    Pin(String),
+}
+
+/// Everything a call task starts with.
+pub struct CallSetup {
+    pub id: String,
+    pub key: CallKey,
+    pub room: RoomId,
+    pub identity: PeerId,
+    pub name: Option<String>,
+    pub metadata: serde_json::Value,
+    pub sockets: RtpSockets,
+    pub media: Negotiated,
+    pub entry: Entry,
+    pub engine: Engine,
+    pub mixer: Mixer,
+    pub book: CallBook,
+    pub settings: CallSettings,
+    pub to_stack: mpsc::Sender<Command>,
+    pub inbox: mpsc::Receiver<ToCall>,
+}
+
+struct InRoom {
+    rpc: EndpointRpc,
+    /// Kept so the session's media half lives as long as the call (nothing is subscribed:
+    /// the phone hears the room through the mixer).
+    _media: EndpointMedia,
+    track: TrackPublisher,
+    uplink: Uplink,
+    listener: MixListener,
+    mix: VecDeque<Vec<f32>>,
+    uplink_failures: u64,
+}
+
+enum Phase {
+    Pin { entry: PinEntry, deadline: Instant },
+    Room(Box<InRoom>),
+}
+
+struct CallTask {
+    id: String,
+    key: CallKey,
+    room: RoomId,
+    identity: PeerId,
+    name: Option<String>,
+    metadata: serde_json::Value,
+    _sockets: RtpSockets,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    media: Negotiated,
+    engine: Engine,
+    mixer: Mixer,
+    book: CallBook,
+    settings: CallSettings,
+    to_stack: mpsc::Sender<Command>,
+    inbox: mpsc::Receiver<ToCall>,
+    downlink: Downlink,
+    prompt: PromptQueue,
+    dtmf: EventReceiver,
+    last_heard: Instant,
+    next_ping: Instant,
+}
+
+/// Starts a call's task. Returns an error (and the call should be refused) when its sockets
+/// or codecs cannot be set up.
+pub fn spawn(setup: CallSetup) -> Result<(), String> {
+    let rtp = setup.sockets.rtp.try_clone().and_then(UdpSocket::from_std).map_err(|e| format!("RTP socket: {e}"))?;
+    let rtcp = setup.sockets.rtcp.try_clone().and_then(UdpSocket::from_std).map_err(|e| format!("RTCP socket: {e}"))?;
+    let downlink = Downlink::new(&setup.media).map_err(|e| e.to_string())?;
+    let now = Instant::now();
+    let task = CallTask {
+        id: setup.id,
+        key: setup.key,
+        room: setup.room,
+        identity: setup.identity,
+        name: setup.name,
+        metadata: setup.metadata,
+        _sockets: setup.sockets,
+        rtp,
+        rtcp,
+        media: setup.media,
+        engine: setup.engine,
+        mixer: setup.mixer,
+        book: setup.book,
+        settings: setup.settings,
+        to_stack: setup.to_stack,
+        inbox: setup.inbox,
+        downlink,
+        prompt: PromptQueue::default(),
+        dtmf: EventReceiver::default(),
+        last_heard: now,
+        next_ping: now,
+    };
+    tokio::spawn(task.run(setup.entry));
+    Ok(())
+}
+
+/// What the room has for a call in it.
+enum FromRoom {
+    /// A room event; `None` once the session is over.
+    Event(Option<Box<EndpointEvent>>),
+    /// A mix frame; `None` once the room's mix ended.
+    Mix(Option<Vec<f32>>),
+}
+
+/// The next thing from the room; never resolves during PIN entry.
+async fn from_room(phase: &mut Phase) -> FromRoom {
+    match phase {
+        Phase::Room(room) => tokio::select! {
+            event = room.rpc.next_event() => FromRoom::Event(event.map(Box::new)),
+            frame = room.listener.recv() => FromRoom::Mix(frame),
+        },
+        Phase::Pin { .. } => std::future::pending().await,
+    }
+}
+
+impl CallTask {
+    async fn run(mut self, entry: Entry) {
+        let started = match entry {
+            Entry::Joined(endpoint) => self.enter_room(endpoint).map(|room| Phase::Room(Box::new(room))),
+            Entry::Pin(pin) => {
+                self.prompt.play(prompt::prompt());
+                let deadline = Instant::now() + self.settings.pin_timeout;
+                Ok(Phase::Pin { entry: PinEntry::new(pin, self.settings.pin_attempts), deadline })
+            }
+        };
+        let end = match started {
+            Ok(mut phase) => self.drive(&mut phase).await,
+            Err(end) => end,
+        };
+        info!(room = %self.room, peer = %self.identity, call = %self.id, reason = %end.describe(), "call task ended");
+        // The stack hangs up on the SIP side (if it has not already) and records the end.
+        let _ = self.to_stack.send(Command::CallEnded { key: self.key, reason: end }).await;
+    }
+
+    fn enter_room(&mut self, endpoint: Endpoint) -> Result<InRoom, CallEnd> {
+        let (rpc, media) = endpoint.split();
+        let uplink = Uplink::new(&self.media, TrackId::generate(), self.identity.clone())
+            .map_err(|e| CallEnd::Failed(e.to_string()))?;
+        let request = PublishRequest::new("phone", Codec::Opus)
+            .with_source(TrackSource::Microphone)
+            .with_params(uplink.params.clone());
+        let track = rpc.publish(request).map_err(|e| CallEnd::Failed(e.to_string()))?;
+        let listener = self.mixer.listen(&self.room, &self.identity).map_err(|e| CallEnd::Failed(e.to_string()))?;
+        info!(room = %self.room, peer = %self.identity, call = %self.id, track = %track.id(), codec = %self.media.codec, "phone in the room");
+        Ok(InRoom { rpc, _media: media, track, uplink, listener, mix: VecDeque::new(), uplink_failures: 0 })
+    }
+
+    /// Joins the room after the right PIN.
+    fn join(&mut self) -> Result<InRoom, CallEnd> {
+        let mut request = JoinRequest::new(self.room.clone(), self.identity.clone(), TransportKind::Sip);
+        request.name = self.name.clone();
+        request.metadata = self.metadata.clone();
+        request.auto_subscribe = false;
+        request.on_duplicate = DuplicatePolicy::Reject;
+        let joined = self.engine.join(request).map_err(|e| CallEnd::Failed(e.to_string()))?;
+        self.enter_room(joined.endpoint)
+    }
+
+    async fn drive(&mut self, phase: &mut Phase) -> CallEnd {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 1500];
+        loop {
+            tokio::select! {
+                message = self.inbox.recv() => match message {
+                    Some(ToCall::Stop(end)) => return end,
+                    None => return CallEnd::Shutdown,
+                    Some(ToCall::Confirmed) => debug!(call = %self.id, "call confirmed"),
+                    Some(ToCall::Alive) => self.last_heard = Instant::now(),
+                    Some(ToCall::Digit(digit)) => {
+                        if let Some(end) = self.on_digit(phase, digit) {
+                            return end;
+                        }
+                    }
+                    Some(ToCall::Renegotiated(media)) => {
+                        info!(room = %self.room, peer = %self.identity, direction = media.direction.as_str(), "media renegotiated");
+                        self.downlink.set_payload_type(media.pt);
+                        self.media = media;
+                        self.last_heard = Instant::now();
+                    }
+                },
+                received = self.rtp.recv_from(&mut rtp_buf) => {
+                    if let Ok((len, _)) = received
+                        && let Some(end) = self.on_rtp(phase, rtp_buf.get(..len).unwrap_or_default())
+                    {
+                        return end;
+                    }
+                }
+                received = self.rtcp.recv_from(&mut rtcp_buf) => {
+                    if received.is_ok() {
+                        self.last_heard = Instant::now();
+                    }
+                }
+                signal = from_room(phase) => match (signal, &mut *phase) {
+                    (FromRoom::Event(Some(event)), _) => {
+                        if let EndpointEvent::Closed { reason } = *event {
+                            return CallEnd::RoomClosed(reason.as_str().to_owned());
+                        }
+                    }
+                    (FromRoom::Event(None), _) => return CallEnd::RoomClosed("session closed".into()),
+                    (FromRoom::Mix(Some(frame)), Phase::Room(room)) => {
+                        room.mix.push_back(frame);
+                        while room.mix.len() > MIX_QUEUE {
+                            room.mix.pop_front();
+                        }
+                    }
+                    (FromRoom::Mix(None), _) => return CallEnd::RoomClosed("the room's mix ended".into()),
+                    _ => {}
+                },
+                _ = tick.tick() => {
+                    if let Some(end) = self.on_tick(phase).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_rtp(&mut self, phase: &mut Phase, datagram: &[u8]) -> Option<CallEnd> {
+        let packet = rtp::parse(datagram)?;
+        let now = Instant::now();
+        if packet.payload_type == self.media.pt {
+            self.last_heard = now;
+            if let Phase::Room(room) = phase
+                && self.media.direction.receives()
+            {
+                let mut frames = Vec::new();
+                if let Err(err) = room.uplink.push(&packet, now, &mut frames) {
+                    room.uplink_failures += 1;
+                    if room.uplink_failures.is_power_of_two() {
+                        warn!(call = %self.id, failures = room.uplink_failures, "phone audio: {err}");
+                    }
+                }
+                for frame in frames {
+                    let _ = room.track.send(frame);
+                }
+            }
+        } else if Some(packet.payload_type) == self.media.dtmf_pt {
+            self.last_heard = now;
+            if let Some(digit) = self.dtmf.receive(packet.timestamp, &packet.payload) {
+                return self.on_digit(phase, digit);
+            }
+        } else if packet.payload_type == COMFORT_NOISE_PT {
+            self.last_heard = now;
+        }
+        None
+    }
+
+    fn on_digit(&mut self, phase: &mut Phase, digit: char) -> Option<CallEnd> {
+        debug!(call = %self.id, %digit, "DTMF");
+        match phase {
+            Phase::Pin { entry, .. } => match entry.press(digit) {
+                PinProgress::Typing => None,
+                PinProgress::Wrong { left } => {
+                    info!(call = %self.id, left, "wrong PIN");
+                    self.prompt.play([prompt::wrong(), prompt::prompt()].concat());
+                    None
+                }
+                PinProgress::Failed => Some(CallEnd::PinFailed),
+                PinProgress::Accepted => match self.join() {
+                    Ok(room) => {
+                        self.prompt.play(prompt::accepted());
+                        self.book.transition(&self.id, CallState::Answered, None, None);
+                        *phase = Phase::Room(Box::new(room));
+                        None
+                    }
+                    Err(end) => Some(end),
+                },
+            },
+            Phase::Room(room) => {
+                // In the room, digits go to the other peers as data (IVR-style apps use them).
+                let message = DataMessage {
+                    from: self.identity.clone(),
+                    to: Vec::new(),
+                    topic: Some("sip.dtmf".into()),
+                    payload: Bytes::from(digit.to_string()),
+                    reliable: true,
+                };
+                let _ = room.rpc.send_data(message);
+                None
+            }
+        }
+    }
+
+    fn ping_interval(&self) -> Duration {
+        (self.settings.rtp_timeout / 4).clamp(Duration::from_millis(500), MAX_HOLD_PING_INTERVAL)
+    }
+
+    async fn on_tick(&mut self, phase: &mut Phase) -> Option<CallEnd> {
+        let now = Instant::now();
+        if let Phase::Pin { deadline, .. } = phase
+            && now >= *deadline
+        {
+            return Some(CallEnd::PinTimeout);
+        }
+        // A phone that sends audio proves it is alive with RTP; one on hold (nothing may flow)
+        // is asked over SIP with OPTIONS often enough to be found dead within the RTP timeout.
+        let expect_rtp = self.media.direction == Direction::SendRecv && self.media.remote.is_some();
+        if now.saturating_duration_since(self.last_heard) > self.settings.rtp_timeout {
+            return Some(if expect_rtp { CallEnd::RtpTimeout } else { CallEnd::Unreachable });
+        }
+        if expect_rtp {
+            self.next_ping = now + self.ping_interval();
+        } else if now >= self.next_ping {
+            self.next_ping = now + self.ping_interval();
+            let _ = self.to_stack.try_send(Command::Ping { key: self.key });
+        }
+
+        let pcm = match self.prompt.next_frame() {
+            Some(frame) => frame,
+            None => match phase {
+                Phase::Room(room) => room.mix.pop_front().unwrap_or_else(|| vec![0.0; FRAME_SAMPLES]),
+                Phase::Pin { .. } => vec![0.0; FRAME_SAMPLES],
+            },
+        };
+        let send = self.media.direction.sends();
+        let mut packets = Vec::new();
+        if let Err(err) = self.downlink.push(&pcm, send && self.media.remote.is_some(), &mut packets) {
+            return Some(CallEnd::Failed(err.to_string()));
+        }
+        if let Some(remote) = self.media.remote {
+            for packet in packets {
+                let _ = self.rtp.send_to(&packet, remote).await;
+            }
+        }
+        None
+    }
+}

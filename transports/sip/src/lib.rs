@@ -1,0 +1,126 @@
+//! junction-sip: phones in rooms. SIP over UDP and TCP on rsip's parser, with our own
+//! transaction ([`transaction`]) and dialog ([`ua`]) layers; dial-in admission by trunks and
+//! dispatch rules ([`admission`]), digest authentication ([`digest`]), SDP offer/answer
+//! ([`sdp`]); per-call tasks ([`call`]) that carry RTP audio between the phone (G.711 or Opus)
+//! and the room (an Opus track up, the engine mixer's minus-one down), collect PINs over DTMF
+//! ([`media`]); dial-out and the REST API ([`api`], state in [`calls`]).
+//!
+//! [`start`] binds the sockets and spawns the stack's driver ([`stack`]); the returned
+//! [`SipServer`] carries the bound addresses and the routes `bin` mounts under `/v1`.
+
+pub mod admission;
+mod api;
+pub mod call;
+pub mod calls;
+pub mod config;
+pub mod digest;
+pub mod media;
+pub mod message;
+pub mod sdp;
+pub mod stack;
+pub mod transaction;
+pub mod ua;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use junction_endpoint::Engine;
+use junction_endpoint::mixer::Mixer;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::SipConfig;
+
+use crate::admission::{Directory, DirectoryError};
+use crate::calls::CallBook;
+use crate::media::ports::PortRange;
+use crate::transaction::TimerConfig;
+use crate::ua::UserAgent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for SIP on {addr} ({transport}): {source}")]
+    Bind { addr: SocketAddr, transport: &'static str, source: std::io::Error },
+    #[error("sip configuration: {0}")]
+    Config(#[from] DirectoryError),
+}
+
+/// A running SIP service.
+pub struct SipServer {
+    /// Where SIP listens on UDP and on TCP (the same port).
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    /// `sip:<addr>`, for the banner.
+    pub uri: String,
+    /// Routes for `/v1` (trunks, dispatch rules, calls), to be put behind the API key.
+    pub api: Router,
+    /// Every call's record.
+    pub calls: CallBook,
+}
+
+/// Binds UDP and TCP on the same port (a random one when the configured port is 0).
+async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError> {
+    let udp_err = |source| StartError::Bind { addr: listen, transport: "udp", source };
+    let tcp_err = |source| StartError::Bind { addr: listen, transport: "tcp", source };
+    if listen.port() != 0 {
+        let udp = UdpSocket::bind(listen).await.map_err(udp_err)?;
+        let tcp = TcpListener::bind(listen).await.map_err(tcp_err)?;
+        return Ok((udp, tcp));
+    }
+    let mut last = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(listen).await.map_err(udp_err)?;
+        let addr = udp.local_addr().map_err(udp_err)?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(tcp_err(last.unwrap_or_else(|| std::io::Error::other("no free port"))))
+}
+
+/// Starts SIP: binds the sockets, spawns the stack and the TCP acceptor, and returns the routes.
+pub async fn start(
+    engine: Engine,
+    mixer: Mixer,
+    config: SipConfig,
+    shutdown: CancellationToken,
+) -> Result<SipServer, StartError> {
+    let directory = Directory::from_config(&config.trunks, &config.dispatch_rules)?;
+    let (udp, tcp) = bind(config.listen).await?;
+    let udp_addr =
+        udp.local_addr().map_err(|source| StartError::Bind { addr: config.listen, transport: "udp", source })?;
+    let tcp_addr =
+        tcp.local_addr().map_err(|source| StartError::Bind { addr: config.listen, transport: "tcp", source })?;
+    let advertised = SocketAddr::new(config.advertised_ip(), udp_addr.port());
+    let ports = PortRange::new(config.listen.ip(), config.advertised_ip(), config.rtp_port_min, config.rtp_port_max);
+    let book = CallBook::default();
+    let (commands_tx, commands) = mpsc::channel(256);
+    let (tcp_tx, tcp_rx) = mpsc::channel(1024);
+
+    let stack = stack::Stack::new(
+        stack::Parts {
+            ua: UserAgent::new(TimerConfig::default(), advertised, advertised),
+            udp: Arc::new(udp),
+            tcp_events: tcp_tx.clone(),
+            engine: engine.clone(),
+            mixer,
+            directory: directory.clone(),
+            book: book.clone(),
+            ports,
+            config: config.clone(),
+            commands_tx: commands_tx.clone(),
+            advertised,
+        },
+        shutdown.clone(),
+    );
+    tokio::spawn(stack::tcp::accept(tcp, tcp_tx, shutdown.clone()));
+    tokio::spawn(stack.run(tcp_rx, commands, shutdown));
+    info!(udp = %udp_addr, tcp = %tcp_addr, rtp = %format!("{}-{}", config.rtp_port_min, config.rtp_port_max), "SIP listening");
+
+    let api = api::routes(api::ApiState { directory, book: book.clone(), commands: commands_tx, engine });
+    Ok(SipServer { udp: udp_addr, tcp: tcp_addr, uri: api::sip_uri(advertised), api, calls: book })
+}

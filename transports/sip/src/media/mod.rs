@@ -1,0 +1,7 @@
+//! A call's media plumbing that needs no codec: RTP packets, DTMF digits and PIN entry, and
+//! the UDP port pairs calls take their RTP/RTCP sockets from.
+
+pub mod dtmf;
+pub mod pin;
+pub mod ports;
+pub mod rtp;

@@ -1,0 +1,124 @@
+//! RTP for one call's audio on the `rtp` crate: reading packets (payload type, sequence,
+//! timestamp, marker) and writing ours with a random SSRC, a running sequence number and a
+//! timestamp that advances by one frame per packet.
+
+use bytes::Bytes;
+use rtp::header::Header;
+use rtp::packet::Packet;
+use webrtc_util::{Marshal, Unmarshal};
+
+/// One received RTP packet, reduced to what the call needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpIn {
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+/// Parses an RTP packet; `None` for RTCP and anything that is not RTP version 2.
+pub fn parse(datagram: &[u8]) -> Option<RtpIn> {
+    // RTCP shares the port in some setups (RFC 5761): payload types 72-76 with the marker.
+    let second = *datagram.get(1)?;
+    if (200..=206).contains(&second) {
+        return None;
+    }
+    let mut buf = datagram;
+    let packet = Packet::unmarshal(&mut buf).ok()?;
+    if packet.header.version != 2 {
+        return None;
+    }
+    Some(RtpIn {
+        payload_type: packet.header.payload_type,
+        sequence: packet.header.sequence_number,
+        timestamp: packet.header.timestamp,
+        ssrc: packet.header.ssrc,
+        marker: packet.header.marker,
+        payload: packet.payload,
+    })
+}
+
+/// Our outgoing RTP stream.
+#[derive(Debug, Clone)]
+pub struct RtpOut {
+    ssrc: u32,
+    sequence: u16,
+    timestamp: u32,
+    started: bool,
+}
+
+impl RtpOut {
+    pub fn new() -> Self {
+        Self { ssrc: rand::random(), sequence: rand::random(), timestamp: rand::random(), started: false }
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// A packet carrying `payload`, then advances the clock by `samples`. The first packet of
+    /// the stream has the marker bit (RFC 3551 §4.1: start of a talkspurt).
+    pub fn packet(&mut self, payload_type: u8, payload: Bytes, samples: u32) -> Bytes {
+        let header = Header {
+            version: 2,
+            marker: !self.started,
+            payload_type,
+            sequence_number: self.sequence,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+            ..Header::default()
+        };
+        self.started = true;
+        self.sequence = self.sequence.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        Packet { header, payload }.marshal().unwrap_or_default()
+    }
+
+    /// Moves the clock on without sending (while the call is on hold the timeline keeps going).
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
+}
+
+impl Default for RtpOut {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_packets_parse_back() {
+        let mut out = RtpOut::new();
+        let first = parse(&out.packet(0, Bytes::from_static(&[0xff; 160]), 160)).unwrap();
+        let second = parse(&out.packet(0, Bytes::from_static(&[0x7f; 160]), 160)).unwrap();
+        assert!(first.marker && !second.marker);
+        assert_eq!(second.sequence, first.sequence.wrapping_add(1));
+        assert_eq!(second.timestamp, first.timestamp.wrapping_add(160));
+        assert_eq!((second.ssrc, second.payload.len()), (out.ssrc(), 160));
+    }
+
+    #[test]
+    fn junk_and_rtcp_are_not_rtp() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&[0x80]), None);
+        assert_eq!(parse(&[0x80, 200, 0, 6, 0, 0, 0, 1]), None, "an RTCP sender report");
+        assert_eq!(parse(&[0x40; 20]), None, "version 1");
+        // Every truncation and a CSRC count pointing past the end.
+        let mut out = RtpOut::new();
+        let good = out.packet(8, Bytes::from_static(&[1; 40]), 160);
+        for len in 0..good.len() {
+            let _ = parse(&good[..len]);
+        }
+        let mut lying = good.to_vec();
+        lying[0] = 0x8f;
+        let _ = parse(&lying);
+        lying[0] = 0x90; // extension bit with no extension
+        let _ = parse(&lying);
+    }
+}

@@ -1,0 +1,312 @@
+//! The SIP stack's driver: the one task that owns the [`UserAgent`] and the SIP sockets. It
+//! reads a datagram or a TCP message, feeds it to the user agent, acts on the user agent's
+//! events (admitting calls, starting call tasks, recording states) and sends what the user
+//! agent wants sent — the loop is the only place with SIP I/O. Call tasks and the REST API
+//! reach it through [`Command`]s.
+
+mod inbound;
+pub(crate) use inbound::identity_for;
+mod outbound;
+pub(crate) mod tcp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use junction_core::{PeerId, RoomId};
+use junction_endpoint::Engine;
+use junction_endpoint::mixer::Mixer;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::admission::{Directory, Trunk};
+use crate::call::{CallEnd, CallSettings, ToCall};
+use crate::calls::{CallBook, CallRecord, CallState};
+use crate::config::SipConfig;
+use crate::digest::Nonces;
+use crate::media::ports::{PortError, PortRange, RtpSockets};
+use crate::message::{Peer, Transport};
+use crate::sdp::{Negotiated, SdpOrigin};
+use crate::transaction::Transmit;
+use crate::ua::{CallKey, EndReason, UaEvent, UserAgent};
+
+/// A call to place.
+#[derive(Debug, Clone)]
+pub struct DialRequest {
+    pub room: RoomId,
+    pub target: rsip::Uri,
+    pub to: Peer,
+    /// The user part of our From URI.
+    pub from_user: String,
+    /// The phone's identity in the room.
+    pub identity: PeerId,
+    pub trunk: Option<Trunk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialError {
+    #[error("{max} calls are already up")]
+    TooManyCalls { max: usize },
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error("room {room} does not exist")]
+    RoomNotFound { room: RoomId },
+    #[error("{identity} is already in room {room}")]
+    IdentityTaken { room: RoomId, identity: PeerId },
+    #[error("the SIP stack is stopping")]
+    Stopped,
+}
+
+/// What call tasks and the REST API ask of the stack.
+pub enum Command {
+    Dial {
+        request: Box<DialRequest>,
+        reply: oneshot::Sender<Result<CallRecord, DialError>>,
+    },
+    /// Hang up a call by id; replies whether the call existed.
+    HangUp {
+        id: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A call task ended (for `reason`).
+    CallEnded {
+        key: CallKey,
+        reason: CallEnd,
+    },
+    /// A call on hold wants to know the phone is still there.
+    Ping {
+        key: CallKey,
+    },
+}
+
+/// The stack's record of a live call.
+struct Live {
+    id: String,
+    room: RoomId,
+    identity: PeerId,
+    /// The call task's inbox, once it runs.
+    task: Option<mpsc::Sender<ToCall>>,
+    /// RTP sockets of a call we placed, until it is answered.
+    pending: Option<RtpSockets>,
+    /// Our RTP address, for the SDP of re-INVITE answers.
+    local_rtp: SocketAddr,
+    origin: SdpOrigin,
+    media: Option<Negotiated>,
+}
+
+/// What the stack shares with its start function.
+pub(crate) struct Parts {
+    pub ua: UserAgent,
+    pub udp: Arc<UdpSocket>,
+    pub tcp_events: mpsc::Sender<tcp::TcpEvent>,
+    pub engine: Engine,
+    pub mixer: Mixer,
+    pub directory: Directory,
+    pub book: CallBook,
+    pub ports: PortRange,
+    pub config: SipConfig,
+    pub commands_tx: mpsc::Sender<Command>,
+    pub advertised: SocketAddr,
+}
+
+pub(crate) struct Stack {
+    ua: UserAgent,
+    udp: Arc<UdpSocket>,
+    tcp: tcp::Connections,
+    engine: Engine,
+    mixer: Mixer,
+    directory: Directory,
+    book: CallBook,
+    nonces: Nonces,
+    ports: PortRange,
+    config: SipConfig,
+    settings: CallSettings,
+    commands_tx: mpsc::Sender<Command>,
+    advertised: SocketAddr,
+    live: HashMap<CallKey, Live>,
+    by_id: HashMap<String, CallKey>,
+}
+
+impl Stack {
+    pub(crate) fn new(parts: Parts, shutdown: CancellationToken) -> Self {
+        let settings = CallSettings {
+            rtp_timeout: std::time::Duration::from_secs(parts.config.rtp_timeout_s),
+            pin_attempts: parts.config.pin_attempts,
+            pin_timeout: std::time::Duration::from_secs(parts.config.pin_timeout_s),
+        };
+        Self {
+            ua: parts.ua,
+            udp: parts.udp,
+            tcp: tcp::Connections::new(parts.tcp_events, shutdown),
+            engine: parts.engine,
+            mixer: parts.mixer,
+            directory: parts.directory,
+            book: parts.book,
+            nonces: Nonces::new(),
+            ports: parts.ports,
+            config: parts.config,
+            settings,
+            commands_tx: parts.commands_tx,
+            advertised: parts.advertised,
+            live: HashMap::new(),
+            by_id: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut tcp_in: mpsc::Receiver<tcp::TcpEvent>,
+        mut commands: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        let mut buf = vec![0u8; crate::message::wire::MAX_MESSAGE];
+        loop {
+            let deadline = self.ua.poll_timeout();
+            let timer = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = self.udp.recv_from(&mut buf) => {
+                    // Errors here are ICMP reports about earlier sends; the socket is fine.
+                    if let Ok((len, from)) = received {
+                        self.ua.receive(Instant::now(), buf.get(..len).unwrap_or_default(), Peer::udp(from));
+                    }
+                }
+                Some(event) = tcp_in.recv() => {
+                    if let Some((from, bytes)) = self.tcp.on_event(event) {
+                        self.ua.receive(Instant::now(), &bytes, Peer::tcp(from));
+                    }
+                }
+                Some(command) = commands.recv() => self.on_command(command),
+                _ = timer => self.ua.handle_timeout(Instant::now()),
+            }
+            self.pump().await;
+            metrics::gauge!("junction_sip_calls").set(self.live.len() as f64);
+        }
+        self.stop_all().await;
+    }
+
+    /// Acts on the user agent's events and sends what it queued, until both are drained.
+    async fn pump(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(event) = self.ua.poll_event() {
+                busy = true;
+                self.on_ua_event(event);
+            }
+            while let Some(transmit) = self.ua.poll_transmit() {
+                busy = true;
+                self.send(transmit).await;
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    async fn send(&mut self, transmit: Transmit) {
+        match transmit.to.transport {
+            Transport::Udp => {
+                if let Err(err) = self.udp.send_to(&transmit.bytes, transmit.to.addr).await {
+                    debug!(to = %transmit.to, "SIP send failed: {err}");
+                }
+            }
+            Transport::Tcp => self.tcp.send(transmit.to.addr, transmit.bytes),
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let keys: Vec<CallKey> = self.live.keys().copied().collect();
+        for key in keys {
+            self.ua.hangup(Instant::now(), key);
+            self.finish(key, CallEnd::Shutdown);
+        }
+        self.pump().await;
+        info!("SIP stack stopped");
+    }
+
+    fn on_ua_event(&mut self, event: UaEvent) {
+        match event {
+            UaEvent::Incoming { call, request, head, from } => self.incoming(call, &request, &head, from),
+            UaEvent::Confirmed { call } => self.tell(call, ToCall::Confirmed),
+            UaEvent::Progress { call, code } => {
+                if let Some(live) = self.live.get(&call) {
+                    debug!(call = %live.id, code, "far end progress");
+                    self.book.transition(&live.id, CallState::Ringing, Some(code), None);
+                }
+            }
+            UaEvent::Answered { call, sdp } => self.answered(call, &sdp),
+            UaEvent::Failed { call, code, reason } => {
+                if let Some(live) = self.live.remove(&call) {
+                    info!(room = %live.room, call = %live.id, code, %reason, "call failed");
+                    self.by_id.remove(&live.id);
+                    self.book.transition(&live.id, CallState::Failed, Some(code), Some(reason));
+                }
+            }
+            UaEvent::Offer { call, sdp } => self.reoffer(call, &sdp),
+            UaEvent::Alive { call } => self.tell(call, ToCall::Alive),
+            UaEvent::Info { call, content_type, body } => {
+                if let Some(digit) = crate::media::dtmf::info_digit(content_type.as_deref(), &body) {
+                    self.tell(call, ToCall::Digit(digit));
+                }
+            }
+            UaEvent::Ended { call, reason } => {
+                let end = match reason {
+                    EndReason::RemoteBye => CallEnd::RemoteHangup,
+                    EndReason::Cancelled => CallEnd::Cancelled,
+                    EndReason::NoAck => CallEnd::NoAck,
+                    EndReason::Unreachable => CallEnd::Unreachable,
+                };
+                self.finish(call, end);
+            }
+        }
+    }
+
+    /// Records the end of a call, stops its task and forgets it.
+    fn finish(&mut self, call: CallKey, end: CallEnd) {
+        let Some(live) = self.live.remove(&call) else { return };
+        self.by_id.remove(&live.id);
+        info!(room = %live.room, peer = %live.identity, call = %live.id, reason = %end.describe(), "call ended");
+        self.book.transition(&live.id, CallState::Ended, None, Some(end.describe()));
+        if let Some(task) = live.task {
+            let _ = task.try_send(ToCall::Stop(end));
+        }
+    }
+
+    fn tell(&self, call: CallKey, message: ToCall) {
+        if let Some(task) = self.live.get(&call).and_then(|l| l.task.as_ref()) {
+            let _ = task.try_send(message);
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { request, reply } => {
+                let _ = reply.send(self.dial(*request));
+            }
+            Command::HangUp { id, reply } => {
+                let key = self.by_id.get(&id).copied();
+                if let Some(key) = key {
+                    self.ua.hangup(Instant::now(), key);
+                    self.finish(key, CallEnd::ApiHangup);
+                }
+                let _ = reply.send(key.is_some());
+            }
+            Command::CallEnded { key, reason } => {
+                // The task ended on its own (PIN, RTP timeout, room closed): hang up over SIP.
+                if self.live.contains_key(&key) {
+                    self.ua.hangup(Instant::now(), key);
+                    self.finish(key, reason);
+                }
+            }
+            Command::Ping { key } => self.ua.ping(Instant::now(), key),
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Requests the user agent receives: new INVITEs (handed to the stack), requests inside a
+//! dialog (BYE, re-INVITE, INFO, OPTIONS, ACK), CANCEL, and everything it refuses on its own
+//! with the status RFC 3261 prescribes (400, 405, 415, 420, 481, 482, 491, 500, 501).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rsip::headers::UntypedHeader;
+use rsip::{Header, Method, Request, headers};
+
+use super::{Call, CallKey, EndReason, PendingOk, Phase, Retransmit, UaEvent, UserAgent, dialog};
+use crate::message::build::{self, ALLOW};
+use crate::message::{Head, Peer, RawMessage, content_type, header_value};
+use crate::transaction::{ServerKey, Transmit, encode};
+
+/// Answers a request whose mandatory headers are missing or malformed with 400 (§8.2.6).
+pub(super) fn bad_request(out: &mut VecDeque<Transmit>, request: &Request, from: Peer, reason: &str) {
+    if request.method == Method::Ack || !request.headers.iter().any(|h| matches!(h, Header::Via(_))) {
+        return;
+    }
+    let mut response = build::response(request, 400, Some(&build::new_tag()));
+    build::add_header(&mut response, warning(reason));
+    out.push_back(Transmit { to: from, bytes: encode(&response) });
+}
+
+/// Answers a request rsip could not parse: 501 for a method nobody knows (§21.5.2), 400
+/// otherwise — written from the raw header lines, since there is no parsed message to echo.
+pub(super) fn bad_raw_request(out: &mut VecDeque<Transmit>, raw: &RawMessage, from: Peer, reason: &str) {
+    let method = raw.method().unwrap_or_default();
+    if method.eq_ignore_ascii_case("ACK") {
+        return;
+    }
+    let known = Method::all().iter().any(|m| m.to_string().eq_ignore_ascii_case(method));
+    let code = if known || method.is_empty() { 400 } else { 501 };
+    let copied: Vec<&(String, String)> = raw
+        .headers
+        .iter()
+        .filter(|(n, _)| ["Via", "From", "To", "Call-ID", "CSeq"].iter().any(|k| n.eq_ignore_ascii_case(k)))
+        .collect();
+    if !copied.iter().any(|(n, _)| n.eq_ignore_ascii_case("Via")) {
+        return;
+    }
+    let mut text = format!("SIP/2.0 {code} {}\r\n", build::reason_phrase(code));
+    for (name, value) in copied {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let reason: String = reason.chars().filter(|c| *c != '"' && !c.is_control()).take(120).collect();
+    text.push_str(&format!(
+        "Warning: 399 junction \"{reason}\"\r\nServer: {}\r\nContent-Length: 0\r\n\r\n",
+        build::AGENT
+    ));
+    out.push_back(Transmit { to: from, bytes: text.into_bytes().into() });
+}
+
+/// A Warning header explaining a refusal (RFC 3261 §20.43, code 399: miscellaneous).
+pub(crate) fn warning(text: &str) -> Header {
+    let text: String = text.chars().filter(|c| *c != '"' && !c.is_control()).take(160).collect();
+    Header::Warning(headers::Warning::new(format!("399 junction \"{text}\"")))
+}
+
+impl UserAgent {
+    pub(super) fn handle_request(
+        &mut self,
+        now: Instant,
+        key: Option<ServerKey>,
+        request: Request,
+        head: Head,
+        from: Peer,
+    ) {
+        if request.method == Method::Ack {
+            self.on_ack(&head);
+            return;
+        }
+        let Some(key) = key else { return };
+        if request.method == Method::Cancel {
+            self.on_cancel(now, &key, &request);
+        } else if head.to.tag.is_some() {
+            self.in_dialog(now, key, request, head);
+        } else {
+            self.out_of_dialog(now, key, request, head, from);
+        }
+    }
+
+    /// Sends a response without any dialog bookkeeping.
+    fn reply(&mut self, now: Instant, key: &ServerKey, request: &Request, code: u16, extra: Vec<Header>) {
+        let mut response = build::response(request, code, Some(&build::new_tag()));
+        for header in extra {
+            build::add_header(&mut response, header);
+        }
+        self.txns.respond(now, key, response);
+    }
+
+    fn allow() -> Header {
+        Header::Allow(headers::Allow::new(ALLOW))
+    }
+
+    fn out_of_dialog(&mut self, now: Instant, key: ServerKey, request: Request, head: Head, from: Peer) {
+        match request.method {
+            Method::Invite => self.on_invite(now, key, request, head, from),
+            Method::Options => {
+                let extra = vec![Self::allow(), Header::Accept(headers::Accept::new("application/sdp"))];
+                self.reply(now, &key, &request, 200, extra);
+            }
+            Method::Bye | Method::Info | Method::Update | Method::PRack => {
+                self.reply(now, &key, &request, 481, vec![warning("no such call")]);
+            }
+            _ => self.reply(now, &key, &request, 405, vec![Self::allow()]),
+        }
+    }
+
+    /// A new INVITE: checked for what no stack decision can fix, then handed to the stack.
+    fn on_invite(&mut self, now: Instant, key: ServerKey, request: Request, head: Head, from: Peer) {
+        // §8.2.2.2: the same request arriving over another path (a new branch, same Call-ID,
+        // From tag and CSeq) is a loop or a fork, not a new call.
+        let merged = self.calls.values().any(|c| {
+            c.dialog.call_id == head.call_id
+                && c.dialog.remote_tag == head.from.tag
+                && c.dialog.remote_cseq == Some(head.cseq)
+        });
+        if merged {
+            self.reply(now, &key, &request, 482, vec![warning("this INVITE already arrived by another path")]);
+            return;
+        }
+        if let Some(required) = header_value(&request, "Require") {
+            let unsupported = Header::Unsupported(headers::Unsupported::new(required.clone()));
+            self.reply(now, &key, &request, 420, vec![unsupported]);
+            return;
+        }
+        match content_type(&request) {
+            _ if request.body.is_empty() => {
+                let why = warning("Junction needs an SDP offer in the INVITE");
+                self.reply(now, &key, &request, 488, vec![why]);
+                return;
+            }
+            Some(ct) if ct == "application/sdp" => {}
+            _ => {
+                let accept = Header::Accept(headers::Accept::new("application/sdp"));
+                self.reply(now, &key, &request, 415, vec![accept]);
+                return;
+            }
+        }
+
+        let call = self.new_key();
+        let local = self.local_for(from);
+        let remote_target = crate::message::header_value(&request, "Contact")
+            .and_then(|c| dialog::addr_spec(&c))
+            .unwrap_or_else(|| head.from.uri.clone());
+        let dialog = dialog::Dialog {
+            call_id: head.call_id.clone(),
+            local_tag: build::new_tag(),
+            remote_tag: head.from.tag.clone(),
+            local_uri: strip_tag(&header_value(&request, "To").unwrap_or_default()),
+            remote_uri: strip_tag(&header_value(&request, "From").unwrap_or_default()),
+            local_cseq: 0,
+            remote_cseq: Some(head.cseq),
+            remote_target,
+            route_set: dialog::record_routes(&request),
+            peer: from,
+            local,
+        };
+        self.dialogs.insert((dialog.call_id.clone(), dialog.local_tag.clone()), call);
+        self.invites.insert(key.clone(), call);
+        self.calls.insert(
+            call,
+            Call {
+                dialog,
+                phase: Phase::Offered { txn: key, request: request.clone() },
+                pending_ok: None,
+                pending_offer: None,
+                credentials: None,
+                auth_tries: 0,
+                ack: None,
+            },
+        );
+        self.events.push_back(UaEvent::Incoming { call, request: Box::new(request), head: Box::new(head), from });
+    }
+
+    fn find_dialog(&self, head: &Head) -> Option<CallKey> {
+        let tag = head.to.tag.clone()?;
+        self.dialogs.get(&(head.call_id.clone(), tag)).copied()
+    }
+
+    fn in_dialog(&mut self, now: Instant, key: ServerKey, request: Request, head: Head) {
+        let Some(call_key) = self.find_dialog(&head) else {
+            self.reply(now, &key, &request, 481, vec![warning("no such call")]);
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        // §12.2.2: requests must come in CSeq order.
+        if call.dialog.remote_cseq.is_some_and(|last| head.cseq <= last) {
+            self.reply(now, &key, &request, 500, vec![warning("CSeq out of order")]);
+            return;
+        }
+        call.dialog.remote_cseq = Some(head.cseq);
+        let local_tag = call.dialog.local_tag.clone();
+        match request.method {
+            Method::Bye => {
+                let ending = matches!(call.phase, Phase::Ending);
+                let response = build::response(&request, 200, Some(&local_tag));
+                self.txns.respond(now, &key, response);
+                self.remove(call_key);
+                if !ending {
+                    self.events.push_back(UaEvent::Ended { call: call_key, reason: EndReason::RemoteBye });
+                }
+            }
+            Method::Invite => {
+                let busy = call.pending_offer.is_some()
+                    || call.pending_ok.is_some()
+                    || !matches!(call.phase, Phase::Established);
+                if busy {
+                    self.reply(now, &key, &request, 491, vec![]);
+                    return;
+                }
+                let is_sdp = content_type(&request).is_none_or(|ct| ct == "application/sdp");
+                if !is_sdp {
+                    let accept = Header::Accept(headers::Accept::new("application/sdp"));
+                    self.reply(now, &key, &request, 415, vec![accept]);
+                    return;
+                }
+                call.pending_offer = Some((key.clone(), request.clone()));
+                self.invites.insert(key, call_key);
+                self.events.push_back(UaEvent::Offer { call: call_key, sdp: request.body.clone() });
+            }
+            Method::Info => {
+                let response = build::response(&request, 200, Some(&local_tag));
+                self.txns.respond(now, &key, response);
+                self.events.push_back(UaEvent::Info {
+                    call: call_key,
+                    content_type: content_type(&request),
+                    body: request.body.clone(),
+                });
+            }
+            Method::Options => {
+                let mut response = build::response(&request, 200, Some(&local_tag));
+                build::add_header(&mut response, Self::allow());
+                self.txns.respond(now, &key, response);
+            }
+            _ => {
+                let mut response = build::response(&request, 405, Some(&local_tag));
+                build::add_header(&mut response, Self::allow());
+                self.txns.respond(now, &key, response);
+            }
+        }
+    }
+
+    /// §9.2: a CANCEL ends an INVITE we have not answered (487), and is answered 200 either
+    /// way; one that matches no INVITE gets 481.
+    fn on_cancel(&mut self, now: Instant, key: &ServerKey, request: &Request) {
+        let invite_key = ServerKey { method: Method::Invite.to_string(), ..key.clone() };
+        let Some(call_key) = self.invites.get(&invite_key).copied() else {
+            self.reply(now, key, request, 481, vec![warning("no INVITE to cancel")]);
+            return;
+        };
+        let tag = self.calls.get(&call_key).map(|c| c.dialog.local_tag.clone());
+        self.txns.respond(now, key, build::response(request, 200, tag.as_deref()));
+        let Some(call) = self.calls.get(&call_key) else { return };
+        if let Phase::Offered { txn, request: invite } = &call.phase {
+            let terminated = build::response(invite, 487, tag.as_deref());
+            let txn = txn.clone();
+            self.txns.respond(now, &txn, terminated);
+            self.remove(call_key);
+            self.events.push_back(UaEvent::Ended { call: call_key, reason: EndReason::Cancelled });
+        }
+    }
+
+    /// An ACK outside any transaction: the ACK of a 2xx we sent.
+    fn on_ack(&mut self, head: &Head) {
+        let Some(call_key) = self.find_dialog(head) else { return };
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        let Some(pending) = call.pending_ok.take() else { return };
+        // The initial INVITE's ACK confirms the call; a re-INVITE's only stops the 2xx.
+        if pending.initial {
+            self.events.push_back(UaEvent::Confirmed { call: call_key });
+        }
+    }
+
+    /// Answers an INVITE we were offered with 200 and our SDP.
+    pub fn answer(&mut self, now: Instant, call_key: CallKey, sdp: String) {
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        let Phase::Offered { txn, request } = &call.phase else { return };
+        let (txn, request) = (txn.clone(), request.clone());
+        call.phase = Phase::Established;
+        let pending = self.send_ok(now, call_key, txn, &request, sdp, true);
+        if let Some(call) = self.calls.get_mut(&call_key) {
+            call.pending_ok = pending;
+        }
+    }
+
+    /// Answers a re-INVITE with 200 and our SDP.
+    pub fn answer_offer(&mut self, now: Instant, call_key: CallKey, sdp: String) {
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        let Some((txn, request)) = call.pending_offer.take() else { return };
+        let pending = self.send_ok(now, call_key, txn, &request, sdp, false);
+        if let Some(call) = self.calls.get_mut(&call_key) {
+            call.pending_ok = pending;
+        }
+    }
+
+    /// Refuses a re-INVITE (488 for an offer we cannot take); the call goes on as it was.
+    pub fn reject_offer(&mut self, now: Instant, call_key: CallKey, code: u16, reason: &str) {
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        let Some((txn, request)) = call.pending_offer.take() else { return };
+        let tag = call.dialog.local_tag.clone();
+        let mut response = build::response(&request, code, Some(&tag));
+        build::add_header(&mut response, warning(reason));
+        self.txns.respond(now, &txn, response);
+    }
+
+    fn send_ok(
+        &mut self,
+        now: Instant,
+        call_key: CallKey,
+        txn: ServerKey,
+        request: &Request,
+        sdp: String,
+        initial: bool,
+    ) -> Option<PendingOk> {
+        let call = self.calls.get(&call_key)?;
+        let contact = dialog::Dialog::contact(call.dialog.local, call.dialog.peer.transport);
+        let mut response = build::response(request, 200, Some(&call.dialog.local_tag));
+        build::add_header(&mut response, Header::Contact(headers::Contact::new(contact)));
+        build::add_header(&mut response, Self::allow());
+        let response = build::response_with_body(response, "application/sdp", sdp.into_bytes());
+        let bytes = encode(&response);
+        let to = call.dialog.peer;
+        self.txns.respond(now, &txn, response);
+        let timers = self.txns.timers();
+        Some(PendingOk {
+            initial,
+            bytes,
+            to,
+            retransmit: Retransmit { next: now + timers.t1, interval: timers.t1, give_up: now + timers.timeout() },
+        })
+    }
+
+    /// Refuses an INVITE we were offered with `code` (and extra headers: a challenge, a
+    /// Warning saying why); the call is forgotten.
+    pub fn reject(&mut self, now: Instant, call_key: CallKey, code: u16, extra: Vec<Header>) {
+        let Some(call) = self.calls.get(&call_key) else { return };
+        let Phase::Offered { txn, request } = &call.phase else { return };
+        let mut response = build::response(request, code, Some(&call.dialog.local_tag));
+        for header in extra {
+            build::add_header(&mut response, header);
+        }
+        let txn = txn.clone();
+        self.txns.respond(now, &txn, response);
+        self.remove(call_key);
+    }
+}
+
+/// A From/To value without its tag parameter.
+fn strip_tag(value: &str) -> String {
+    let (addr, params) = match value.rfind('>') {
+        Some(end) => value.split_at(end + 1),
+        None => match value.find(';') {
+            Some(at) => value.split_at(at),
+            None => (value, ""),
+        },
+    };
+    let kept: Vec<&str> = params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("tag="))
+        .collect();
+    let mut out = addr.trim().to_owned();
+    for param in kept {
+        out.push(';');
+        out.push_str(param);
+    }
+    out
+}
+
+#[cfg(test)]
+mod strip_tests {
+    #[test]
+    fn strips_only_the_tag() {
+        assert_eq!(super::strip_tag("\"A\" <sip:a@h>;tag=1;x=y"), "\"A\" <sip:a@h>;x=y");
+        assert_eq!(super::strip_tag("sip:a@h;tag=1"), "sip:a@h");
+        assert_eq!(super::strip_tag("<sip:a@h>"), "<sip:a@h>");
+    }
+}
