@@ -23,6 +23,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub log: LogConfig,
     pub webhook: WebhookConfig,
+    pub browser: junction_browser::BrowserConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +269,7 @@ impl Config {
         if self.rooms.empty_timeout_s == 0 {
             return Err(invalid("rooms.empty_timeout_s", "must be at least 1 second"));
         }
+        self.browser.validate().map_err(|(key, message)| invalid(key, message))?;
         if self.rooms.subscriber_queue < 8 {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }

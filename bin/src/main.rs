@@ -89,6 +89,10 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webhook.urls            URLs that receive room events        [[]]
   webhook.max_attempts    deliveries tried per event and URL   [6]
   webhook.timeout_ms      per-delivery timeout                 [5000]
+  browser.enabled         /ws, /sdk/junction.js, /room/{room}  [true]
+  browser.allow_anonymous sockets without a token (insecure)   [false]
+  browser.allow_direct_call  1:1 calls by session id           [true]
+  browser.reconnect_grace_s  seconds a dropped socket's session is kept [20]
 Unknown keys and bad values stop start-up with a message naming the key.";
 
 impl ServeArgs {

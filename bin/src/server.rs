@@ -65,10 +65,28 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let http_addr = listener.local_addr()?;
     let public_url = config.public_url(http_addr);
 
-    let wiring = Wiring {
+    let mut wiring = Wiring {
         services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
         ..Wiring::default()
     };
+
+    if config.browser.enabled {
+        let browser = junction_browser::start(
+            engine.clone(),
+            authority.clone(),
+            config.browser.clone(),
+            dev_mode,
+            shutdown.clone(),
+        );
+        wiring.public = wiring.public.merge(browser.router);
+        let ws_url = format!("{}/ws", public_url.replacen("http", "ws", 1));
+        wiring.services.push(Service { name: "ws", url: ws_url, about: "browser signalling (WebSocket)" });
+        wiring.pages.push(Link {
+            title: "Room demo",
+            href: junction_browser::DEMO_PAGE.to_owned(),
+            about: "join a room from this browser: camera, microphone, screen, chat (/room/{room}?token=...)",
+        });
+    }
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;

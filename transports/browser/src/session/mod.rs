@@ -69,7 +69,7 @@ enum Reply {
     /// An `ok` with the number of peers a message reached.
     Delivered(usize),
     /// Its own reply message.
-    Message(ServerMessage),
+    Message(Box<ServerMessage>),
 }
 
 pub struct Session {
@@ -168,7 +168,7 @@ impl Session {
                 self.end(Ending::from_close(&CloseReason::Left), None);
                 Ok(Reply::Ok)
             }
-            ClientMessage::Ping { data } => Ok(Reply::Message(ServerMessage::Pong { id: id.clone(), data })),
+            ClientMessage::Ping { data } => Ok(Reply::Message(Box::new(ServerMessage::Pong { id: id.clone(), data }))),
             ClientMessage::Call { to, payload } => self.call(id.clone(), to, payload),
             ClientMessage::CallSignal { call, payload } => {
                 self.ctx.registry.relay_call(&call, self.id, payload).map(|()| Reply::Ok)
@@ -179,7 +179,7 @@ impl Session {
         match result {
             Ok(Reply::Ok) => self.ack(id, kind, None),
             Ok(Reply::Delivered(n)) => self.ack(id, kind, Some(n)),
-            Ok(Reply::Message(message)) => self.push(message),
+            Ok(Reply::Message(message)) => self.push(*message),
             Err(error) => self.push(ServerMessage::error(id, Some(kind), error)),
         }
     }
@@ -199,7 +199,7 @@ impl Session {
         }
         let call = self.ctx.registry.start_call(self.id, to, payload)?;
         tracing::info!(call = %call, to = %to, "direct call started");
-        Ok(Reply::Message(ServerMessage::CallStarted { id, call, to }))
+        Ok(Reply::Message(Box::new(ServerMessage::CallStarted { id, call, to })))
     }
 
     /// Releases everything the session holds: leaves its room for `reason` (unless already out),

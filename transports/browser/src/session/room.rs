@@ -133,7 +133,7 @@ impl Session {
             tracks: joined.tracks,
         };
         self.room = Some(RoomPeer { rpc, media, info: joined.room });
-        Ok(Reply::Message(reply))
+        Ok(Reply::Message(Box::new(reply)))
     }
 
     fn view(&self, room: &RoomId, info: PeerInfo) -> PeerView {
