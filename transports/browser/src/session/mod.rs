@@ -80,6 +80,8 @@ pub struct Session {
     room: Option<RoomPeer>,
     outbox: VecDeque<ServerMessage>,
     ending: Option<Ending>,
+    /// Why the session ended, for its room, once it has.
+    exit: Option<CloseReason>,
 }
 
 impl Session {
@@ -87,7 +89,8 @@ impl Session {
     pub fn new(ctx: Arc<Context>, principal: Principal) -> (Session, mpsc::Receiver<Inbound>) {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         let (id, resume_key) = ctx.registry.register(principal.clone(), tx);
-        let session = Session { id, resume_key, principal, ctx, room: None, outbox: VecDeque::new(), ending: None };
+        let session =
+            Session { id, resume_key, principal, ctx, room: None, outbox: VecDeque::new(), ending: None, exit: None };
         (session, rx)
     }
 
@@ -205,11 +208,20 @@ impl Session {
     /// Releases everything the session holds: leaves its room for `reason` (unless already out),
     /// hangs up its calls, and leaves the registry.
     pub fn finish(mut self, reason: CloseReason) {
+        tracing::info!(reason = reason.as_str(), "session ended");
+        self.exit = Some(reason);
+    }
+}
+
+impl Drop for Session {
+    /// However the session ends — `finish`, or its task failing — its peer leaves the room and
+    /// the registry forgets it.
+    fn drop(&mut self) {
+        let reason = self.exit.take().unwrap_or_else(|| CloseReason::Error { message: "session task ended".into() });
         if let Some(peer) = self.room.take() {
-            peer.leave(reason.clone());
+            peer.leave(reason);
         }
         self.ctx.registry.remove(self.id, "gone");
-        tracing::info!(reason = reason.as_str(), "session ended");
     }
 }
 

@@ -305,3 +305,20 @@ async fn bad_frames_get_errors_and_the_session_carries_on() {
     alice.expect("joined");
     assert!(alice.session.ending().is_none());
 }
+
+#[tokio::test]
+async fn a_session_dropped_without_finishing_still_releases_everything() {
+    let ctx = context(BrowserConfig::default());
+    let mut alice = Client::new(&ctx, principal("lobby", "alice"));
+    let mut bob = Client::new(&ctx, principal("lobby", "bob"));
+    alice.send(json!({"type": "join"}));
+    bob.send(json!({"type": "join"}));
+    bob.drain();
+    alice.send(json!({"type": "call", "to": bob.session.id.to_string(), "payload": {}}));
+    assert_eq!((ctx.engine.stats().peers, ctx.registry.len(), ctx.registry.calls()), (2, 2, 1));
+    drop(alice);
+    assert_eq!((ctx.engine.stats().peers, ctx.registry.len(), ctx.registry.calls()), (1, 1, 0));
+    let out = bob.drain();
+    assert!(out.iter().any(|m| m["type"] == "call_ended" && m["reason"] == "gone"), "{out:?}");
+    assert!(out.iter().any(|m| m["type"] == "peer_left" && m["reason"] == "error"), "{out:?}");
+}
