@@ -232,6 +232,9 @@ export class Session extends Emitter {
         call?.end(message.reason);
         break;
       }
+      case 'data':
+        message.via = 'websocket';
+        break;
       case 'closed':
         this.#closed = true;
         this.#teardown();
@@ -245,7 +248,12 @@ export class Session extends Emitter {
   /** Joins the room the token names (anonymous sessions name it). Resolves with `joined`. */
   async join({ room, name, metadata } = {}) {
     const joined = await this.request({ type: 'join', room, name, metadata });
-    if (joined.room.mode === 'sfu' && typeof SfuMedia === 'function') this.media = new SfuMedia(this);
+    if (joined.room.mode === 'sfu') {
+      this.media?.close();
+      this.media = new SfuMedia(this);
+      // Sources captured before (a session that was lost and joins again) go out again.
+      for (const [source, track] of this.local) await this.media.publish(track, source, this.simulcast && source === 'camera');
+    }
     return joined;
   }
 
@@ -254,6 +262,7 @@ export class Session extends Emitter {
    * `simulcast` (three layers for camera video). Resolves with the local tracks by source.
    */
   async publish({ camera = false, microphone = false, screen = false, simulcast = false } = {}) {
+    this.simulcast ||= simulcast;
     const captured = await this.capture({ camera, microphone, screen });
     if (this.media) {
       for (const [source, track] of Object.entries(captured)) {
@@ -574,5 +583,140 @@ export class Call extends Emitter {
     this.ended = true;
     this.link?.close();
     this.emit('ended', { reason });
+  }
+}
+
+/**
+ * The WebRTC connection to Junction in an SFU room. One RTCPeerConnection carries what this
+ * session publishes (a sendonly transceiver per source, three simulcast layers for a camera when
+ * asked) and every track it receives: the server adds an m-line per subscription and sends a
+ * renegotiation `offer` naming the track on each m-line. Two data channels carry room data
+ * messages (`junction-reliable`, and `junction-unreliable`: unordered, no retransmissions).
+ * Negotiation: the client is the impolite side — when both offer at once the server rolls its
+ * offer back, answers the client's, and offers again.
+ */
+class SfuMedia {
+  constructor(session) {
+    this.session = session;
+    this.pc = new RTCPeerConnection({ iceServers: session.options.iceServers, bundlePolicy: 'max-bundle' });
+    this.remote = new Map();     // mid -> {mid, track, peer, kind, source} from the server's offers
+    this.received = new Map();   // server track id -> {track, receiver, peer}
+    this.published = new Map();  // source -> {source, transceiver, info}
+    this.makingOffer = false;
+    this.channels = {
+      reliable: this.pc.createDataChannel('junction-reliable'),
+      unreliable: this.pc.createDataChannel('junction-unreliable', { ordered: false, maxRetransmits: 0 }),
+    };
+    for (const [kind, channel] of Object.entries(this.channels)) {
+      channel.onmessage = ({ data }) => {
+        let message;
+        try { message = JSON.parse(data); } catch { return; }
+        session.emit('data', { type: 'data', ...message, reliable: kind === 'reliable', via: 'datachannel' });
+      };
+    }
+    this.pc.onnegotiationneeded = () => this.#offer();
+    this.pc.onicecandidate = ({ candidate }) => {
+      session.post({ type: 'candidate', candidate: candidate?.candidate || null, sdp_mid: candidate?.sdpMid ?? undefined });
+    };
+    this.pc.ontrack = ({ track, streams, transceiver }) => {
+      const info = this.remote.get(transceiver.mid);
+      if (!info) return;
+      this.received.set(info.track, { track, receiver: transceiver.receiver, peer: info.peer });
+      const stream = streams[0] ?? new MediaStream([track]);
+      session.emit('track', {
+        track, stream, peer: info.peer, source: info.source, receiver: transceiver.receiver, mid: transceiver.mid,
+        trackInfo: session.tracks.get(info.track) ?? { id: info.track, peer: info.peer, kind: info.kind, source: info.source },
+      });
+    };
+  }
+
+  handles(message) {
+    return ['offer', 'answer', 'candidate', 'published', 'unsubscribed', 'media_ended'].includes(message.type);
+  }
+
+  async #offer() {
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      const tracks = [...this.published.values()]
+        .filter((p) => p.transceiver.mid !== null)
+        .map((p) => ({ mid: p.transceiver.mid, source: p.source }));
+      this.session.post({ type: 'offer', sdp: this.pc.localDescription.sdp, tracks });
+    } catch (err) {
+      this.session.emit('error', { code: 'negotiation_failed', message: String(err) });
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  async onMessage(message) {
+    try {
+      switch (message.type) {
+        case 'offer':
+          // Impolite: while our own offer is out, the server yields and offers again later.
+          if (this.makingOffer || this.pc.signalingState !== 'stable') return;
+          for (const line of message.tracks ?? []) this.remote.set(line.mid, line);
+          await this.pc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
+          await this.pc.setLocalDescription();
+          this.session.post({ type: 'answer', sdp: this.pc.localDescription.sdp });
+          break;
+        case 'answer':
+          if (this.pc.signalingState === 'have-local-offer') await this.pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+          break;
+        case 'candidate':
+          if (message.candidate) await this.pc.addIceCandidate({ candidate: message.candidate, sdpMid: message.sdp_mid ?? '0' });
+          break;
+        case 'published':
+          for (const entry of this.published.values()) {
+            if (entry.transceiver.mid === message.mid) entry.info = message.track;
+          }
+          break;
+        case 'unsubscribed': {
+          const received = this.received.get(message.track);
+          this.received.delete(message.track);
+          if (received) this.session.emit('track_ended', { track: received.track, peer: received.peer });
+          break;
+        }
+        case 'media_ended':
+          break;
+      }
+    } catch (err) {
+      this.session.emit('error', { code: 'negotiation_failed', message: String(err) });
+    }
+  }
+
+  /** Sends `track` to the room; a camera with `simulcast` goes out in three layers. */
+  async publish(track, source, simulcast) {
+    if ([...this.published.values()].some((p) => p.transceiver.sender.track === track)) return;
+    const transceiver = this.pc.addTransceiver(track, {
+      direction: 'sendonly',
+      streams: [new MediaStream([track])],
+      sendEncodings: simulcast && track.kind === 'video' ? SIMULCAST_LAYERS.map((l) => ({ ...l })) : undefined,
+    });
+    this.published.set(source, { source, transceiver, info: null });
+  }
+
+  /** The server's description of what this session publishes from `source`, once known. */
+  publishedTrack(source) {
+    return this.published.get(source)?.info ?? null;
+  }
+
+  async mute(source, muted) {
+    const info = this.publishedTrack(source);
+    if (info) await this.session.request({ type: 'mute', track: info.id, muted });
+  }
+
+  /** Sends a data message over the matching data channel; false if it is not open. */
+  sendData({ payload, payload_base64, topic, to, reliable }) {
+    const channel = reliable ? this.channels.reliable : this.channels.unreliable;
+    if (channel.readyState !== 'open') return false;
+    channel.send(JSON.stringify({ payload, payload_base64, topic, to }));
+    return true;
+  }
+
+  close() {
+    for (const { track, peer } of this.received.values()) this.session.emit('track_ended', { track, peer });
+    this.received.clear();
+    this.pc.close();
   }
 }
