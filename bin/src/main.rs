@@ -89,6 +89,13 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webhook.urls            URLs that receive room events        [[]]
   webhook.max_attempts    deliveries tried per event and URL   [6]
   webhook.timeout_ms      per-delivery timeout                 [5000]
+  webrtc.enabled          WebRTC media plane (and WHIP/WHEP)   [true]
+  webrtc.udp_listen       the one UDP socket of all sessions   [127.0.0.1:7882]
+  webrtc.public_addr      IP[:port] put in ICE candidates      [the bound address]
+  webrtc.ice_timeout_s    silence before a session is reaped   [15] (1-30)
+  webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
+  whip.enabled            /whip and /whep endpoints            [true]
+  whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
   browser.enabled         /ws, /sdk/junction.js, /room/{room}  [true]
   browser.allow_anonymous sockets without a token (insecure)   [false]
   browser.allow_direct_call  1:1 calls by session id           [true]

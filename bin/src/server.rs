@@ -70,6 +70,41 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         ..Wiring::default()
     };
 
+    // WebRTC media plane, and WHIP/WHEP on top of it.
+    if config.webrtc.enabled {
+        let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "webrtc",
+            url: format!("udp://{}", transport.advertised_addr()),
+            about: "WebRTC media (ICE-lite, one UDP port for every session)",
+        });
+        if config.whip.enabled {
+            let whip = junction_whip::WhipState::new(engine.clone(), authority.clone(), transport, config.whip.clone());
+            wiring.public = wiring.public.merge(junction_whip::router(whip));
+            wiring.services.push(Service {
+                name: "whip",
+                url: format!("{public_url}/whip"),
+                about: "WHIP ingest: POST /whip/{room}",
+            });
+            wiring.services.push(Service {
+                name: "whep",
+                url: format!("{public_url}/whep"),
+                about: "WHEP egress: POST /whep/{room}",
+            });
+            wiring.pages.push(Link {
+                title: "WHIP publisher",
+                href: "/whip.html".into(),
+                about: "publish this browser's camera into a room",
+            });
+            wiring.pages.push(Link {
+                title: "WHEP player",
+                href: "/whep.html?room=demo".into(),
+                about: "watch a room's publisher",
+            });
+            wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
+        }
+    }
+
     if config.browser.enabled {
         let browser = junction_browser::start(
             engine.clone(),

@@ -9,3 +9,4 @@ mod browser;
 mod cli;
 mod rest;
 mod webhooks;
+mod whip;

@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod server;
+pub mod webrtc_client;
 
 pub use server::TestServer;
 
