@@ -51,6 +51,21 @@ pub(crate) fn negotiate(
     shutdown: CancellationToken,
     offer_sdp: &str,
 ) -> Result<Negotiated, SessionError> {
+    let negotiated = negotiate_any(mux, config, shutdown, offer_sdp)?;
+    if !negotiated.lines.iter().any(|(_, line)| !line.codecs.is_empty()) {
+        return Err(SessionError::NoCodec { offered: offered_codecs(offer_sdp) });
+    }
+    Ok(negotiated)
+}
+
+/// Like [`negotiate`], but an offer without usable media (only data channels, say) is fine:
+/// a room session adds media by renegotiating.
+pub(crate) fn negotiate_any(
+    mux: MuxHandle,
+    config: &WebrtcConfig,
+    shutdown: CancellationToken,
+    offer_sdp: &str,
+) -> Result<Negotiated, SessionError> {
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
     let creds = IceCreds::new();
     let mut rtc = codec::rtc_builder()
@@ -62,18 +77,7 @@ pub(crate) fn negotiate(
         .map_err(|err| SessionError::OfferRefused(format!("cannot use {} as a candidate: {err}", mux.advertised)))?;
     rtc.add_local_candidate(candidate);
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
-
-    // str0m reports new m-lines only once connected; read them back from the session now.
-    let lines: Vec<(Mid, MediaLine)> = offer_sections(offer_sdp)
-        .into_iter()
-        .filter_map(|section| {
-            let mid = Mid::from(section.mid.as_str());
-            rtc.media(mid).map(|media| (mid, describe(&rtc, media, &section)))
-        })
-        .collect();
-    if !lines.iter().any(|(_, line)| !line.codecs.is_empty()) {
-        return Err(SessionError::NoCodec { offered: offered_codecs(offer_sdp) });
-    }
+    let lines = describe_offer(&rtc, offer_sdp);
     Ok(Negotiated {
         rtc,
         answer: answer.to_sdp_string(),
@@ -84,6 +88,29 @@ pub(crate) fn negotiate(
         config: config.clone(),
         shutdown,
     })
+}
+
+/// The audio/video m-lines of an offer `rtc` has just accepted, as negotiated. (str0m reports
+/// new m-lines only once connected; this reads them back from the session at once.)
+pub(crate) fn describe_offer(rtc: &Rtc, offer_sdp: &str) -> Vec<(Mid, MediaLine)> {
+    offer_sections(offer_sdp)
+        .into_iter()
+        .filter_map(|section| {
+            let mid = Mid::from(section.mid.as_str());
+            rtc.media(mid).map(|media| (mid, describe(rtc, media, &section)))
+        })
+        .collect()
+}
+
+/// The engine codecs negotiated on an m-line, the peer's preference first.
+pub(crate) fn line_codecs(rtc: &Rtc, media: &Media) -> Vec<Codec> {
+    let remote_pts = media.remote_pts();
+    let kind = match media.kind() {
+        WireKind::Audio => MediaKind::Audio,
+        WireKind::Video => MediaKind::Video,
+    };
+    let payloads = rtc.codec_config().params().iter().filter(|p| remote_pts.contains(&p.pt()));
+    codec::codecs_of(payloads).into_iter().filter(|c| c.kind() == kind).collect()
 }
 
 fn describe(rtc: &Rtc, media: &Media, section: &OfferSection) -> MediaLine {

@@ -13,6 +13,7 @@ use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};
 use tracing::{debug, info};
 
 use super::assign::Assignment;
+use super::renegotiate::Wanted;
 use super::simulcast::choose_layer;
 use super::timeline::Timeline;
 use crate::codec;
@@ -40,6 +41,8 @@ struct Source {
     layers: Vec<LayerInfo>,
     /// The simulcast layer asked for.
     layer: Option<u8>,
+    /// A layer the peer chose itself, which the bandwidth estimate does not change.
+    forced: Option<u8>,
     /// Payload type and clock rate chosen for `codec`.
     payload: Option<(Codec, Pt, u32)>,
 }
@@ -129,12 +132,71 @@ impl Egress {
             fmtp: subscribed.params.fmtp.clone(),
             layers,
             layer,
+            forced: None,
             payload: None,
         });
         if self.connected {
             let _ = media.request_keyframe(track);
         }
         true
+    }
+
+    /// Every sending m-line with the track it carries, if any.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (Mid, MediaKind, Option<&TrackId>)> {
+        self.lines.iter().map(|l| (l.mid, l.kind, l.source.as_ref().map(|s| &s.track)))
+    }
+
+    /// The m-lines that carry a track.
+    pub(crate) fn carried(&self) -> impl Iterator<Item = (Mid, MediaKind, &TrackId)> {
+        self.lines().filter_map(|(mid, kind, track)| Some((mid, kind, track?)))
+    }
+
+    pub(crate) fn has_line(&self, mid: Mid) -> bool {
+        self.lines.iter().any(|l| l.mid == mid)
+    }
+
+    /// A sending m-line negotiated after the session started.
+    pub(crate) fn add_line(&mut self, line: EgressLine) {
+        self.lines.push(line);
+    }
+
+    /// Starts sending an existing subscription on an m-line (sessions whose m-lines follow
+    /// their subscriptions: the engine subscribed, so only the layer is chosen here).
+    pub(crate) fn attach(&mut self, mid: Mid, wanted: &Wanted, rpc: &EndpointRpc, media: &EndpointMedia) {
+        let budget = self.video_budget();
+        let Some(line) = self.lines.iter_mut().find(|l| l.mid == mid) else { return };
+        let track = &wanted.track;
+        let layers = track.layers.clone();
+        let layer = (layers.len() > 1).then(|| choose_layer(budget, &layers, None));
+        if let Some(layer) = layer {
+            let _ = rpc.set_layer(&track.id, LayerPreference::AtMost(layer));
+        }
+        info!(%mid, track = %track.id, codec = %wanted.codec, publisher = %track.peer, ?layer, "sending track");
+        line.source = Some(Source {
+            track: track.id.clone(),
+            codec: wanted.codec,
+            fmtp: wanted.fmtp.clone(),
+            layers,
+            layer,
+            forced: None,
+            payload: None,
+        });
+        if self.connected && line.kind == MediaKind::Video {
+            let _ = media.request_keyframe(&track.id);
+        }
+    }
+
+    /// The peer chose a simulcast layer (`None`: back to the bandwidth estimate's choice).
+    pub(crate) fn force_layer(&mut self, track: &TrackId, forced: Option<u8>, rpc: &EndpointRpc) {
+        let budget = self.video_budget();
+        for line in &mut self.lines {
+            let Some(source) = line.source.as_mut().filter(|s| s.track == *track) else { continue };
+            source.forced = forced;
+            let layer = forced.unwrap_or_else(|| choose_layer(budget, &source.layers, None));
+            source.layer = Some(layer);
+            info!(mid = %line.mid, %track, layer, forced = forced.is_some(), "simulcast layer chosen");
+            let _ = rpc.set_layer(track, LayerPreference::AtMost(layer));
+        }
     }
 
     /// The subscription went away on the engine's side (track unpublished, room closing).
@@ -209,7 +271,7 @@ impl Egress {
                 continue;
             }
             let _ = media.report_bitrate(&source.track, budget);
-            if source.layers.len() > 1 {
+            if source.layers.len() > 1 && source.forced.is_none() {
                 let layer = choose_layer(budget, &source.layers, source.layer);
                 if Some(layer) != source.layer {
                     debug!(mid = %line.mid, track = %source.track, layer, budget, "switching simulcast layer");

@@ -12,14 +12,23 @@ pub(crate) mod assign;
 mod egress;
 mod h264_fixup;
 mod ingest;
+mod renegotiate;
+pub(crate) mod signals;
 pub(crate) mod simulcast;
 mod timeline;
 
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, EndpointEvent, MediaKind, MediaOut, PeerId, RoomId, SessionId};
+use std::collections::HashMap;
+
+use junction_core::{
+    CloseReason, EndpointEvent, LayerPreference, MediaKind, MediaOut, PeerId, RoomId, SessionId, SubscribeOptions,
+    TrackId,
+};
 use junction_endpoint::{EndpointMedia, EndpointRpc, Joined};
 use str0m::bwe::BweKind;
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
 use str0m::media::{MediaKind as WireKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
@@ -30,6 +39,8 @@ use tracing::{Instrument, debug, info, info_span, trace};
 use self::assign::{Assignment, RoomTrack};
 use self::egress::{Egress, EgressLine};
 use self::ingest::{Ingest, IngestLine};
+use self::renegotiate::{Renegotiation, Wanted};
+use self::signals::{SessionSignal, Signals, TrackLabel};
 use crate::driver::{Datagram, MuxHandle};
 use crate::error::SessionError;
 use crate::negotiate::MediaLine;
@@ -45,11 +56,27 @@ pub struct SessionSpec {
     /// Publish what the peer sends as tracks of its room.
     pub publish: bool,
     pub egress: EgressPolicy,
+    /// Where the session sends offers, room events and data channel traffic, for surfaces
+    /// that renegotiate (required by [`EgressPolicy::Subscriptions`]).
+    pub signals: Option<mpsc::Sender<SessionSignal>>,
+    /// Names and sources of the m-lines the peer sends on.
+    pub labels: Vec<TrackLabel>,
 }
 
 impl SessionSpec {
     pub fn new(label: &'static str, publish: bool, egress: EgressPolicy) -> Self {
-        Self { label, publish, egress }
+        Self { label, publish, egress, signals: None, labels: Vec::new() }
+    }
+
+    /// Sends [`SessionSignal`]s to `signals`.
+    pub fn with_signals(mut self, signals: mpsc::Sender<SessionSignal>) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
+    pub fn with_labels(mut self, labels: Vec<TrackLabel>) -> Self {
+        self.labels = labels;
+        self
     }
 }
 
@@ -62,6 +89,10 @@ pub enum EgressPolicy {
     /// (only `identity`'s, when set), following publishers as they come, go and reconnect.
     /// The session subscribes by itself: join with `auto_subscribe: false`.
     Viewer { identity: Option<PeerId> },
+    /// One sending m-line per subscription of the peer, offered to it by renegotiation as the
+    /// engine subscribes and unsubscribes it (join with `auto_subscribe: true`); the peer may
+    /// renegotiate too ([`SessionHandle::remote_offer`]). Needs [`SessionSpec::signals`].
+    Subscriptions,
 }
 
 impl EgressPolicy {
@@ -77,10 +108,19 @@ pub struct IceCredentials {
     pub pwd: String,
 }
 
+/// Code run with the session's endpoint, in the session task.
+type RpcCall = Box<dyn FnOnce(&EndpointRpc) + Send>;
+
 enum Command {
     Candidate(Candidate),
     RestartIce { remote: IceCreds, candidates: Vec<Candidate>, reply: oneshot::Sender<IceCredentials> },
     Close,
+    Leave(CloseReason),
+    RemoteOffer { sdp: String, labels: Vec<TrackLabel>, reply: oneshot::Sender<Result<String, SessionError>> },
+    RemoteAnswer { sdp: String, reply: oneshot::Sender<Result<(), SessionError>> },
+    Rpc(RpcCall),
+    SetLayer { track: TrackId, layer: LayerPreference },
+    ChannelSend { label: String, binary: bool, data: Vec<u8> },
 }
 
 /// Steers a running session. Dropping it does not end the session.
@@ -135,6 +175,62 @@ impl SessionHandle {
         let _ = self.commands.try_send(Command::Close);
     }
 
+    /// Ends the session; the peer leaves its room for `reason`.
+    pub fn leave(&self, reason: CloseReason) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Leave(reason)) {
+            // Never lost: a peer nobody holds any more must still leave its room.
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
+    }
+
+    /// Answers the peer's (re)offer; `labels` name the tracks of the m-lines it sends on.
+    pub async fn remote_offer(&self, sdp: &str, labels: Vec<TrackLabel>) -> Result<String, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::RemoteOffer { sdp: sdp.to_owned(), labels, reply };
+        self.commands.send(command).await.map_err(|_| SessionError::Closed)?;
+        answer.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// The peer's answer to the session's last [`SessionSignal::Offer`].
+    pub async fn remote_answer(&self, sdp: &str) -> Result<(), SessionError> {
+        let (reply, done) = oneshot::channel();
+        self.commands
+            .send(Command::RemoteAnswer { sdp: sdp.to_owned(), reply })
+            .await
+            .map_err(|_| SessionError::Closed)?;
+        done.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// Runs `call` with the session's endpoint (the session owns it) and returns its result.
+    pub async fn with_rpc<R, F>(&self, call: F) -> Result<R, SessionError>
+    where
+        F: FnOnce(&EndpointRpc) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let call: RpcCall = Box::new(move |rpc| {
+            let _ = reply.send(call(rpc));
+        });
+        self.commands.send(Command::Rpc(call)).await.map_err(|_| SessionError::Closed)?;
+        result.await.map_err(|_| SessionError::Closed)
+    }
+
+    /// The peer's simulcast layer choice for a track it receives: a layer index holds that
+    /// layer whatever the bandwidth estimate; `Highest` returns to the estimate's choice.
+    pub async fn set_layer(&self, track: &TrackId, layer: LayerPreference) -> Result<(), SessionError> {
+        let command = Command::SetLayer { track: track.clone(), layer };
+        self.commands.send(command).await.map_err(|_| SessionError::Closed)
+    }
+
+    /// Writes a message on the peer's data channel `label` (dropped if it is not open).
+    pub async fn send_on_channel(&self, label: &str, binary: bool, data: Vec<u8>) -> Result<(), SessionError> {
+        let command = Command::ChannelSend { label: label.to_owned(), binary, data };
+        self.commands.send(command).await.map_err(|_| SessionError::Closed)
+    }
+
     pub fn is_closed(&self) -> bool {
         self.done.is_cancelled()
     }
@@ -177,7 +273,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         .map(|(mid, l)| IngestLine::new(*mid, wire_kind(l.kind), l.layers.clone()))
         .collect();
     let (egress_lines, mut assignment) = match &spec.egress {
-        EgressPolicy::Nothing => (Vec::new(), Assignment::new(None)),
+        EgressPolicy::Nothing | EgressPolicy::Subscriptions => (Vec::new(), Assignment::new(None)),
         EgressPolicy::Viewer { identity } => (
             lines
                 .iter()
@@ -194,6 +290,10 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         assignment.add(RoomTrack { id: track.id, peer: track.peer, kind: track.kind });
     }
 
+    let renegotiation = (spec.egress == EgressPolicy::Subscriptions).then(|| adopt_subscriptions(&rpc));
+    let mut ingest = Ingest::new(ingest_lines, spec.publish);
+    ingest.label(spec.labels.clone());
+
     let (key, inbox) = mux.register(&ufrag);
     let (commands_tx, commands) = mpsc::channel(64);
     let done = CancellationToken::new();
@@ -206,8 +306,12 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         commands,
         rpc,
         media,
-        ingest: Ingest::new(ingest_lines, spec.publish),
+        ingest,
         egress: Egress::new(egress_lines, assignment),
+        renegotiation,
+        signals: Signals::new(spec.signals.clone()),
+        signals_lost: false,
+        channels: HashMap::new(),
         ice_timeout,
         last_heard: Instant::now(),
         disconnected_since: None,
@@ -224,7 +328,23 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
     SessionHandle { commands: commands_tx, done, room, peer, session }
 }
 
-fn wire_kind(kind: MediaKind) -> WireKind {
+/// The subscriptions the peer already has (its signalling read their events before the session
+/// took the endpoint over), as the m-lines to offer first.
+fn adopt_subscriptions(rpc: &EndpointRpc) -> Renegotiation {
+    let mut renegotiation = Renegotiation::default();
+    let snapshot = rpc.snapshot();
+    let Some(me) = snapshot.peers.iter().find(|p| p.info.session == rpc.session()) else { return renegotiation };
+    for track in &me.subscriptions {
+        // Subscribing again to a subscription only reads it back (codec included).
+        if let Ok(subscribed) = rpc.subscribe(track, SubscribeOptions::default()) {
+            let fmtp = subscribed.params.fmtp.clone();
+            renegotiation.want(Wanted { track: subscribed.track, codec: subscribed.codec, fmtp });
+        }
+    }
+    renegotiation
+}
+
+pub(crate) fn wire_kind(kind: MediaKind) -> WireKind {
     match kind {
         MediaKind::Audio => WireKind::Audio,
         MediaKind::Video => WireKind::Video,
@@ -257,6 +377,13 @@ struct Session {
     media: EndpointMedia,
     ingest: Ingest,
     egress: Egress,
+    /// Present when the sending m-lines follow the subscriptions.
+    renegotiation: Option<Renegotiation>,
+    signals: Signals,
+    /// The surface stopped reading its signals: the session ends.
+    signals_lost: bool,
+    /// Open data channels by id, with their labels.
+    channels: HashMap<ChannelId, String>,
     ice_timeout: Duration,
     /// When the last datagram arrived from the peer.
     last_heard: Instant,
@@ -269,6 +396,7 @@ impl Session {
         metrics::gauge!("junction_webrtc_sessions").increment(1.0);
         info!("session started");
         self.egress.reassign(&mut self.rtc, &self.rpc, &self.media);
+        self.offer_if_needed();
         let reason = self.run_until_closed().await;
         info!(reason = reason.as_str(), "session ended");
         if self.rtc.is_alive() && reason != CloseReason::TransportTimeout {
@@ -277,7 +405,22 @@ impl Session {
                 let _ = self.drain().await;
             }
         }
-        self.rpc.leave(reason);
+        self.rpc.leave(reason.clone());
+        self.signals.send(SessionSignal::Ended { reason });
+    }
+
+    /// Offers the peer m-lines for its subscriptions, when they changed.
+    fn offer_if_needed(&mut self) {
+        let Some(renegotiation) = self.renegotiation.as_mut() else { return };
+        if let Some(offer) = renegotiation.offer(&mut self.rtc, &mut self.egress) {
+            self.signal(offer);
+        }
+    }
+
+    fn signal(&mut self, signal: SessionSignal) {
+        if !self.signals.send(signal) {
+            self.signals_lost = true;
+        }
     }
 
     async fn run_until_closed(&mut self) -> CloseReason {
@@ -288,6 +431,10 @@ impl Session {
             };
             if !self.rtc.is_alive() {
                 return CloseReason::Left;
+            }
+            if self.signals_lost {
+                info!("the signalling surface stopped reading the session's signals");
+                return CloseReason::Overloaded;
             }
             let now = Instant::now();
             if timeout <= now {
@@ -374,7 +521,27 @@ impl Session {
                     _ => {}
                 }
             }
-            Event::MediaData(data) => self.ingest.on_media(&mut self.rtc, &self.rpc, data),
+            Event::MediaData(data) => {
+                self.ingest.on_media(&mut self.rtc, &self.rpc, data);
+                for (mid, track) in self.ingest.take_published() {
+                    self.signal(SessionSignal::Published { mid: mid.to_string(), track });
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                debug!(%label, "data channel open");
+                self.channels.insert(id, label.clone());
+                self.signal(SessionSignal::ChannelOpen { label });
+            }
+            Event::ChannelData(data) => {
+                if let Some(label) = self.channels.get(&data.id).cloned() {
+                    self.signal(SessionSignal::ChannelData { label, binary: data.binary, data: data.data });
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(label) = self.channels.remove(&id) {
+                    self.signal(SessionSignal::ChannelClosed { label });
+                }
+            }
             Event::KeyframeRequest(request) => self.egress.on_keyframe_request(request.mid, &self.media),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.egress.on_estimate(estimate.as_u64(), &self.rpc, &self.media);
@@ -404,11 +571,71 @@ impl Session {
                 let _ = reply.send(IceCredentials { ufrag: local.ufrag, pwd: local.pass });
             }
             Command::Close => return Some(CloseReason::Left),
+            Command::Leave(reason) => return Some(reason),
+            Command::RemoteOffer { sdp, labels, reply } => {
+                let answer = self.accept_offer(&sdp, labels);
+                let answered = answer.is_ok();
+                let _ = reply.send(answer);
+                if answered {
+                    self.offer_if_needed();
+                }
+            }
+            Command::RemoteAnswer { sdp, reply } => {
+                let result = match self.renegotiation.as_mut() {
+                    Some(renegotiation) => {
+                        renegotiation.on_answer(&mut self.rtc, &sdp, &mut self.egress, &self.rpc, &self.media)
+                    }
+                    None => Err(SessionError::NoOfferPending),
+                };
+                let accepted = result.is_ok();
+                let _ = reply.send(result);
+                if accepted {
+                    self.offer_if_needed();
+                }
+            }
+            Command::Rpc(call) => call(&self.rpc),
+            Command::SetLayer { track, layer } => {
+                let forced = match layer {
+                    LayerPreference::Highest => None,
+                    LayerPreference::AtMost(layer) => Some(layer),
+                };
+                self.egress.force_layer(&track, forced, &self.rpc);
+            }
+            Command::ChannelSend { label, binary, data } => {
+                let id = self.channels.iter().find(|(_, l)| **l == label).map(|(id, _)| *id);
+                if let Some(mut channel) = id.and_then(|id| self.rtc.channel(id))
+                    && let Err(err) = channel.write(binary, &data)
+                {
+                    debug!(%label, "data channel write failed: {err}");
+                }
+            }
         }
         None
     }
 
+    /// The peer's (re)offer: answered, rolling back an offer of ours that crossed it; the
+    /// m-lines it now sends on become receiving lines.
+    fn accept_offer(&mut self, sdp: &str, labels: Vec<TrackLabel>) -> Result<String, SessionError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
+        let answer =
+            self.rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
+        if let Some(renegotiation) = self.renegotiation.as_mut() {
+            renegotiation.rolled_back();
+        }
+        self.ingest.label(labels);
+        let lines = crate::negotiate::describe_offer(&self.rtc, sdp);
+        self.ingest.sync_lines(&lines, &self.rpc);
+        Ok(answer.to_sdp_string())
+    }
+
     fn on_room_event(&mut self, event: EndpointEvent) {
+        if self.signals.enabled() {
+            self.signal(SessionSignal::Room(event.clone()));
+        }
+        if self.renegotiation.is_some() {
+            self.follow_subscriptions(event);
+            return;
+        }
         match event {
             EndpointEvent::TrackPublished(track) => {
                 self.egress.assignment().add(RoomTrack { id: track.id, peer: track.peer, kind: track.kind });
@@ -426,6 +653,22 @@ impl Session {
             EndpointEvent::SubscriptionFailed { track, reason } => debug!(%track, "subscription failed: {reason}"),
             _ => {}
         }
+    }
+
+    /// Sessions whose m-lines follow the subscriptions renegotiate as they change.
+    fn follow_subscriptions(&mut self, event: EndpointEvent) {
+        let Some(renegotiation) = self.renegotiation.as_mut() else { return };
+        match event {
+            EndpointEvent::Subscribed { track, codec, params } => {
+                renegotiation.want(Wanted { track, codec, fmtp: params.fmtp });
+            }
+            EndpointEvent::Unsubscribed { track } | EndpointEvent::TrackUnpublished { track, .. } => {
+                renegotiation.unwant(&track);
+                self.egress.on_unsubscribed(&track);
+            }
+            _ => return,
+        }
+        self.offer_if_needed();
     }
 
     fn on_media(&mut self, item: MediaOut) {
