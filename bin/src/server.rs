@@ -71,8 +71,10 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     };
 
     // WebRTC media plane, and WHIP/WHEP on top of it.
+    let mut webrtc = None;
     if config.webrtc.enabled {
         let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
+        webrtc = Some(transport.clone());
         wiring.services.push(Service {
             name: "webrtc",
             url: format!("udp://{}", transport.advertised_addr()),
@@ -110,6 +112,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
             engine.clone(),
             authority.clone(),
             config.browser.clone(),
+            webrtc,
             dev_mode,
             shutdown.clone(),
         );

@@ -74,12 +74,14 @@ pub struct Browser {
 /// Where the demo room page lives, for the home page's link.
 pub const DEMO_PAGE: &str = "/room/demo";
 
-/// Builds the browser transport. `dev_mode` (the server generated its own API key) enables the
-/// token endpoint the demo page uses when it is opened without `?token=`.
+/// Builds the browser transport. `webrtc` carries the media of SFU rooms (without it, browsers
+/// can use mesh rooms and direct calls only). `dev_mode` (the server generated its own API key)
+/// enables the token endpoint the demo page uses when it is opened without `?token=`.
 pub fn start(
     engine: Engine,
     authority: Authority,
     config: BrowserConfig,
+    webrtc: Option<junction_webrtc::WebrtcTransport>,
     dev_mode: bool,
     shutdown: CancellationToken,
 ) -> Browser {
@@ -95,6 +97,7 @@ pub fn start(
         authority: authority.clone(),
         registry: registry.clone(),
         config,
+        webrtc,
     });
     let ws_state = ws::WsState { ctx, shutdown };
     let mut router = Router::new().route("/ws", get(ws::handler)).with_state(ws_state).merge(pages::routes(dev_mode));

@@ -5,7 +5,9 @@
 //! Every client message may carry an `id` (string or number); replies and errors caused by that
 //! message echo it. Unknown fields are refused, so a misspelt field is an error, not a silent no-op.
 
-use junction_core::{Codec, LayerPreference, PeerId, PeerInfo, RoomId, RoomInfo, SessionId, TrackId, TrackInfo};
+use junction_core::{
+    Codec, LayerPreference, MediaKind, PeerId, PeerInfo, RoomId, RoomInfo, SessionId, TrackId, TrackInfo, TrackSource,
+};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
@@ -141,6 +143,43 @@ pub enum ClientMessage {
     Hangup {
         call: CallId,
     },
+    /// An SDP offer for the peer's media connection to the server (SFU rooms); `tracks` says
+    /// what the m-lines it sends on carry.
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        tracks: Vec<WireTrackLabel>,
+    },
+    /// The answer to the server's last `offer`.
+    Answer {
+        sdp: String,
+    },
+    /// A trickled ICE candidate of the peer (`null`: no more candidates).
+    Candidate {
+        candidate: Option<String>,
+        sdp_mid: Option<String>,
+        sdp_mline_index: Option<u32>,
+    },
+}
+
+/// What one m-line of a client's offer carries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireTrackLabel {
+    pub mid: String,
+    #[serde(default)]
+    pub source: TrackSource,
+    pub name: Option<String>,
+}
+
+/// The room track one m-line of a server offer carries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfferedTrackView {
+    pub mid: String,
+    pub track: TrackId,
+    pub peer: PeerId,
+    pub kind: MediaKind,
+    pub source: TrackSource,
 }
 
 fn yes() -> bool {
@@ -163,6 +202,9 @@ impl ClientMessage {
         "call",
         "call_signal",
         "hangup",
+        "offer",
+        "answer",
+        "candidate",
     ];
 }
 
@@ -270,6 +312,8 @@ pub enum ServerMessage {
         anonymous: bool,
         direct_call: bool,
         reconnect_grace_s: u64,
+        /// STUN/TURN servers for the client's peer connections.
+        ice_servers: Vec<junction_webrtc::IceServer>,
     },
     Joined {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -374,6 +418,28 @@ pub enum ServerMessage {
         request: Option<String>,
         code: &'static str,
         message: String,
+    },
+    /// The answer to the client's `offer`.
+    Answer {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
+        sdp: String,
+    },
+    /// A renegotiation offer from the server: the room tracks on its sending m-lines changed.
+    Offer {
+        sdp: String,
+        tracks: Vec<OfferedTrackView>,
+    },
+    /// One of the server's ICE candidates (`null`: no more).
+    Candidate {
+        candidate: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sdp_mid: Option<String>,
+    },
+    /// What the client sends on m-line `mid` is published as `track`.
+    Published {
+        mid: String,
+        track: TrackInfo,
     },
     /// The session is over; the socket closes next.
     Closed {

@@ -67,7 +67,7 @@ pub async fn run(
             frame = next_frame(&mut socket) => match frame {
                 Some(Message::Text(text)) => {
                     last_heard = Instant::now();
-                    session.on_text(text.as_str());
+                    session.on_text(text.as_str()).await;
                 }
                 Some(Message::Binary(_)) => {
                     last_heard = Instant::now();
@@ -81,13 +81,14 @@ pub async fn run(
                 }
             },
             input = session.next_room_input() => match input {
-                RoomInput::Event(Some(event)) => session.on_room_event(event),
+                RoomInput::Event(Some(event)) => session.on_room_event(event).await,
                 RoomInput::Event(None) => session.room_events_ended(),
                 RoomInput::Media(media) => {
-                    // Browsers in SFU rooms receive media over WebRTC; until a media session is
-                    // attached to this peer its subscriptions' frames have nowhere to go.
+                    // Until the browser's first offer starts its media session, frames of its
+                    // subscriptions have nowhere to go; that session asks for keyframes.
                     drop(media);
                 }
+                RoomInput::Signal(signal) => session.on_media_signal(signal).await,
             },
             inbound = inbox.recv() => match inbound {
                 Some(Inbound::Attach(new_socket)) => {

@@ -8,6 +8,8 @@
 //! the outbox collecting what the client misses, and a socket that resumes it gets it all.
 
 pub mod driver;
+mod link;
+mod media;
 mod room;
 
 use std::collections::VecDeque;
@@ -25,7 +27,7 @@ use crate::principal::Principal;
 use crate::protocol::{self, ClientMessage, Request, ServerMessage};
 use crate::registry::{INBOX_CAPACITY, Inbound, Registry};
 
-pub use room::{RoomInput, RoomPeer};
+pub use link::{RoomInput, RoomPeer};
 
 /// What every session shares.
 pub struct Context {
@@ -33,6 +35,8 @@ pub struct Context {
     pub authority: Authority,
     pub registry: Registry,
     pub config: BrowserConfig,
+    /// The WebRTC media plane, for SFU rooms (`None` when it is disabled).
+    pub webrtc: Option<junction_webrtc::WebrtcTransport>,
 }
 
 /// How a session ends: what the client is told, the WebSocket close code, and the reason the
@@ -109,6 +113,7 @@ impl Session {
             anonymous: self.principal.anonymous,
             direct_call: self.ctx.config.allow_direct_call,
             reconnect_grace_s: self.ctx.config.reconnect_grace_s,
+            ice_servers: self.ctx.webrtc.as_ref().map(|w| w.ice_servers().to_vec()).unwrap_or_default(),
         };
         self.outbox.push_front(welcome);
     }
@@ -147,9 +152,9 @@ impl Session {
     }
 
     /// Handles one text frame from the client.
-    pub fn on_text(&mut self, text: &str) {
+    pub async fn on_text(&mut self, text: &str) {
         match protocol::parse(text) {
-            Ok(request) => self.on_request(request),
+            Ok(request) => self.on_request(request).await,
             Err(err) => self.push(ServerMessage::error(err.id, err.kind, err.error)),
         }
     }
@@ -160,7 +165,7 @@ impl Session {
         self.push(ServerMessage::error(None, None, error));
     }
 
-    fn on_request(&mut self, request: Request) {
+    async fn on_request(&mut self, request: Request) {
         let Request { id, kind, message } = request;
         if self.ending.is_some() {
             return;
@@ -177,12 +182,12 @@ impl Session {
                 self.ctx.registry.relay_call(&call, self.id, payload).map(|()| Reply::Ok)
             }
             ClientMessage::Hangup { call } => self.ctx.registry.hangup(&call, self.id).map(|()| Reply::Ok),
-            room_request => self.room_request(room_request),
+            room_request => self.room_request(room_request).await,
         };
         match result {
             Ok(Reply::Ok) => self.ack(id, kind, None),
             Ok(Reply::Delivered(n)) => self.ack(id, kind, Some(n)),
-            Ok(Reply::Message(message)) => self.push(*message),
+            Ok(Reply::Message(message)) => self.push(with_id(*message, id)),
             Err(error) => self.push(ServerMessage::error(id, Some(kind), error)),
         }
     }
@@ -210,6 +215,14 @@ impl Session {
     pub fn finish(mut self, reason: CloseReason) {
         tracing::info!(reason = reason.as_str(), "session ended");
         self.exit = Some(reason);
+    }
+}
+
+/// Puts a request's `id` on its reply, for replies built before the id was at hand.
+fn with_id(message: ServerMessage, id: Option<Value>) -> ServerMessage {
+    match message {
+        ServerMessage::Answer { id: None, sdp } => ServerMessage::Answer { id, sdp },
+        other => other,
     }
 }
 

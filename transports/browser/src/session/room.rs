@@ -1,17 +1,18 @@
 //! The room half of a session: joining (the token names room and identity), the requests that
 //! need a room (update, subscribe, layers, mute, data, signalling), and the room's events turned
-//! into messages for the client.
+//! into messages for the client. Requests reach the endpoint wherever it is held ([`RoomPeer::call`]).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use junction_core::{
-    CloseReason, Codec, DataMessage, EndpointEvent, MediaOut, PeerInfo, RoomId, RoomInfo, RoomMode, SubscribeOptions,
-    TransportKind,
+    CloseReason, Codec, DataMessage, EndpointEvent, LayerPreference, PeerId, PeerInfo, RoomId, RoomMode,
+    SubscribeOptions, TransportKind,
 };
-use junction_endpoint::{DuplicatePolicy, EndpointMedia, EndpointRpc, JoinRequest};
+use junction_endpoint::{DuplicatePolicy, JoinRequest};
 use serde_json::Value;
 
+use super::link::{RoomInput, RoomPeer};
 use super::{Ending, Reply, Session};
 use crate::error::WireError;
 use crate::protocol::{ClientMessage, PeerView, ServerMessage};
@@ -24,29 +25,6 @@ const MAX_TOPIC_BYTES: usize = 128;
 
 /// What a browser can receive over WebRTC, best first.
 pub const BROWSER_CODECS: &[Codec] = &[Codec::Opus, Codec::Vp8, Codec::H264, Codec::Vp9, Codec::Av1];
-
-/// What a room hands a session: an event (`None` when the event stream ended) or media.
-pub enum RoomInput {
-    Event(Option<EndpointEvent>),
-    Media(MediaOut),
-}
-
-/// A session's membership of a room.
-pub struct RoomPeer {
-    pub rpc: EndpointRpc,
-    pub media: EndpointMedia,
-    pub info: RoomInfo,
-}
-
-impl RoomPeer {
-    pub fn mode(&self) -> RoomMode {
-        self.info.mode
-    }
-
-    pub fn leave(self, reason: CloseReason) {
-        self.rpc.leave(reason);
-    }
-}
 
 fn check_name(name: &Option<String>) -> Result<(), WireError> {
     match name {
@@ -132,7 +110,7 @@ impl Session {
             peers,
             tracks: joined.tracks,
         };
-        self.room = Some(RoomPeer { rpc, media, info: joined.room });
+        self.room = Some(RoomPeer::new(joined.room, rpc, media));
         Ok(Reply::Message(Box::new(reply)))
     }
 
@@ -142,10 +120,9 @@ impl Session {
     }
 
     /// Requests that need a room.
-    pub(super) fn room_request(&mut self, message: ClientMessage) -> Result<Reply, WireError> {
+    pub(super) async fn room_request(&mut self, message: ClientMessage) -> Result<Reply, WireError> {
         let peer = self.room.as_ref().ok_or_else(not_joined)?;
-        let rpc = &peer.rpc;
-        let sfu_only = || {
+        let mesh = || {
             let message =
                 format!("room {} is a mesh room: media goes peer to peer, not through the server", peer.info.name);
             WireError::new("mesh_room", message)
@@ -154,69 +131,61 @@ impl Session {
             ClientMessage::Update { name, metadata } => {
                 check_name(&name)?;
                 check_metadata(&metadata)?;
-                rpc.update(name, metadata)?;
+                peer.call(move |rpc| rpc.update(name, metadata)).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Subscribe { track, layer } => {
                 if peer.mode() == RoomMode::Mesh {
-                    return Err(sfu_only());
+                    return Err(mesh());
                 }
-                let options = SubscribeOptions {
-                    codecs: BROWSER_CODECS.to_vec(),
-                    layer: layer.map(Into::into).unwrap_or_default(),
-                };
-                rpc.subscribe(&track, options)?;
+                let layer: LayerPreference = layer.map(Into::into).unwrap_or_default();
+                let options = SubscribeOptions { codecs: BROWSER_CODECS.to_vec(), layer };
+                let subscribed = track.clone();
+                peer.call(move |rpc| rpc.subscribe(&subscribed, options)).await?;
+                if let Some(handle) = peer.media_handle() {
+                    handle.set_layer(&track, layer).await.map_err(media_ended)?;
+                }
                 Ok(Reply::Ok)
             }
             ClientMessage::Unsubscribe { track } => {
-                rpc.unsubscribe(&track)?;
+                peer.call(move |rpc| rpc.unsubscribe(&track)).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::SetLayer { track, layer } => {
-                rpc.set_layer(&track, layer.into())?;
+                let layer: LayerPreference = layer.into();
+                let checked = track.clone();
+                // The engine checks the subscription; the media session then holds the layer.
+                peer.call(move |rpc| rpc.set_layer(&checked, layer)).await?;
+                if let Some(handle) = peer.media_handle() {
+                    handle.set_layer(&track, layer).await.map_err(media_ended)?;
+                }
                 Ok(Reply::Ok)
             }
             ClientMessage::Mute { track, muted } => {
-                rpc.set_muted(&track, muted)?;
+                peer.call(move |rpc| rpc.set_muted(&track, muted)).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Data { payload, payload_base64, topic, to, reliable } => {
-                let payload = match (payload, payload_base64) {
-                    (Some(text), None) => Bytes::from(text),
-                    (None, Some(encoded)) => BASE64.decode(encoded.as_bytes()).map(Bytes::from).map_err(|err| {
-                        WireError::new("invalid_field", format!("data.payload_base64: not base64: {err}"))
-                    })?,
-                    _ => {
-                        let message = "data: give exactly one of payload (text) and payload_base64 (bytes)";
-                        return Err(WireError::new("invalid_field", message));
-                    }
-                };
-                if topic.as_ref().is_some_and(|t| t.len() > MAX_TOPIC_BYTES) {
-                    return Err(WireError::new(
-                        "invalid_field",
-                        format!("data.topic is longer than {MAX_TOPIC_BYTES} bytes"),
-                    ));
-                }
-                let from = rpc.peer().clone();
-                let delivered = rpc.send_data(DataMessage { from, to, topic, payload, reliable })?;
+                let message = data_request(payload, payload_base64, topic, to, reliable, peer.identity.clone())?;
+                let delivered = peer.call(move |rpc| rpc.send_data(message)).await?;
                 Ok(Reply::Delivered(delivered))
             }
             ClientMessage::Signal { to, payload } => {
-                rpc.signal(&to, payload)?;
+                peer.call(move |rpc| rpc.signal(&to, payload)).await?;
                 Ok(Reply::Ok)
             }
+            ClientMessage::Offer { sdp, tracks } => self.on_offer(sdp, tracks).await,
+            ClientMessage::Answer { sdp } => self.on_answer(sdp).await,
+            ClientMessage::Candidate { candidate, .. } => self.on_candidate(candidate).await,
             other => Err(WireError::new("internal", format!("{other:?} is not a room request"))),
         }
     }
 
-    /// The next event or media item of the session's room; pending forever when it is in none.
+    /// The next thing the session's room hands it; pending forever when it is in none.
     pub async fn next_room_input(&mut self) -> RoomInput {
-        let Some(peer) = self.room.as_mut() else { return std::future::pending().await };
-        tokio::select! {
-            biased;
-            event = peer.rpc.next_event() => RoomInput::Event(event),
-            // `None` once the session is over: its `Closed` event says so, on the branch above.
-            Some(item) = peer.media.recv() => RoomInput::Media(item),
+        match self.room.as_mut() {
+            Some(peer) => peer.next_input().await,
+            None => std::future::pending().await,
         }
     }
 
@@ -229,7 +198,7 @@ impl Session {
         }
     }
 
-    pub fn on_room_event(&mut self, event: EndpointEvent) {
+    pub async fn on_room_event(&mut self, event: EndpointEvent) {
         let Some(room) = self.room.as_ref().map(|r| r.info.name.clone()) else { return };
         let message = match event {
             EndpointEvent::PeerJoined(info) => ServerMessage::PeerJoined { peer: self.view(&room, info) },
@@ -243,7 +212,10 @@ impl Session {
             EndpointEvent::Subscribed { track, codec, .. } => ServerMessage::Subscribed { track: track.id, codec },
             EndpointEvent::Unsubscribed { track } => ServerMessage::Unsubscribed { track },
             EndpointEvent::SubscriptionFailed { track, reason } => ServerMessage::SubscriptionFailed { track, reason },
-            EndpointEvent::Data(message) => data_message(message),
+            EndpointEvent::Data(message) => match self.send_on_channel(&message).await {
+                true => return,
+                false => data_message(message),
+            },
             EndpointEvent::Signal { from, payload, .. } => {
                 let session = self.ctx.registry.session_of(&room, &from);
                 ServerMessage::Signal { from, session, payload }
@@ -264,7 +236,37 @@ impl Session {
     }
 }
 
-fn data_message(message: DataMessage) -> ServerMessage {
+fn media_ended(err: junction_webrtc::SessionError) -> WireError {
+    WireError::new("media_ended", format!("the media session is over: {err}"))
+}
+
+/// A data message a client sent (on the socket or a data channel), checked.
+pub(super) fn data_request(
+    payload: Option<String>,
+    payload_base64: Option<String>,
+    topic: Option<String>,
+    to: Vec<PeerId>,
+    reliable: bool,
+    from: PeerId,
+) -> Result<DataMessage, WireError> {
+    let payload = match (payload, payload_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(encoded)) => BASE64
+            .decode(encoded.as_bytes())
+            .map(Bytes::from)
+            .map_err(|err| WireError::new("invalid_field", format!("data.payload_base64: not base64: {err}")))?,
+        _ => {
+            let message = "data: give exactly one of payload (text) and payload_base64 (bytes)";
+            return Err(WireError::new("invalid_field", message));
+        }
+    };
+    if topic.as_ref().is_some_and(|t| t.len() > MAX_TOPIC_BYTES) {
+        return Err(WireError::new("invalid_field", format!("data.topic is longer than {MAX_TOPIC_BYTES} bytes")));
+    }
+    Ok(DataMessage { from, to, topic, payload, reliable })
+}
+
+pub(super) fn data_message(message: DataMessage) -> ServerMessage {
     let (payload, payload_base64) = match std::str::from_utf8(&message.payload) {
         Ok(text) => (Some(text.to_owned()), None),
         Err(_) => (None, Some(BASE64.encode(&message.payload))),

@@ -22,6 +22,7 @@ fn context(config: BrowserConfig) -> Arc<Context> {
         authority: Authority::new("unit-test-key-0123456789"),
         registry: Registry::default(),
         config,
+        webrtc: None,
     })
 }
 
@@ -47,14 +48,14 @@ impl Client {
         Client { session, inbox }
     }
 
-    fn send(&mut self, message: Value) {
-        self.session.on_text(&message.to_string());
+    async fn send(&mut self, message: Value) {
+        self.session.on_text(&message.to_string()).await;
     }
 
     /// Feeds pending room events and relayed messages, then returns everything queued, as JSON.
-    fn drain(&mut self) -> Vec<Value> {
+    async fn drain(&mut self) -> Vec<Value> {
         while let Some(RoomInput::Event(Some(event))) = self.session.next_room_input().now_or_never() {
-            self.session.on_room_event(event);
+            self.session.on_room_event(event).await;
         }
         while let Ok(inbound) = self.inbox.try_recv() {
             if let Inbound::Deliver(message) = inbound {
@@ -68,8 +69,8 @@ impl Client {
         out
     }
 
-    fn expect(&mut self, kind: &str) -> Value {
-        let all = self.drain();
+    async fn expect(&mut self, kind: &str) -> Value {
+        let all = self.drain().await;
         all.iter().find(|m| m["type"] == kind).cloned().unwrap_or_else(|| panic!("no {kind} in {all:?}"))
     }
 }
@@ -78,8 +79,8 @@ impl Client {
 async fn join_reports_the_room_and_the_others_see_a_callable_peer() {
     let ctx = context(BrowserConfig::default());
     let mut alice = Client::new(&ctx, principal("lobby", "alice"));
-    alice.send(json!({"type": "join", "id": 1}));
-    let joined = alice.expect("joined");
+    alice.send(json!({"type": "join", "id": 1})).await;
+    let joined = alice.expect("joined").await;
     assert_eq!(joined["id"], 1);
     assert_eq!(joined["session"], alice.session.id.to_string());
     assert_eq!(joined["room"]["name"], "lobby");
@@ -89,31 +90,31 @@ async fn join_reports_the_room_and_the_others_see_a_callable_peer() {
     assert_eq!(joined["peers"], json!([]));
 
     let mut bob = Client::new(&ctx, principal("lobby", "bob"));
-    bob.send(json!({"type": "join", "name": "Bobby"}));
-    let joined = bob.expect("joined");
+    bob.send(json!({"type": "join", "name": "Bobby"})).await;
+    let joined = bob.expect("joined").await;
     assert_eq!(joined["peers"][0]["identity"], "alice");
     assert_eq!(joined["peers"][0]["session"], alice.session.id.to_string());
-    let seen = alice.expect("peer_joined");
+    let seen = alice.expect("peer_joined").await;
     assert_eq!(seen["peer"]["identity"], "bob");
     assert_eq!(seen["peer"]["name"], "Bobby");
     assert_eq!(seen["peer"]["session"], bob.session.id.to_string());
 
-    bob.send(json!({"type": "join", "id": "again"}));
-    let error = bob.expect("error");
+    bob.send(json!({"type": "join", "id": "again"})).await;
+    let error = bob.expect("error").await;
     assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("already_joined"), Some("again")));
     assert!(error["message"].as_str().unwrap().contains("lobby"));
 
-    bob.send(json!({"type": "update", "metadata": {"hand": "up"}, "id": 2}));
-    assert_eq!(bob.expect("ok")["request"], "update");
-    assert_eq!(alice.expect("peer_updated")["peer"]["metadata"]["hand"], "up");
+    bob.send(json!({"type": "update", "metadata": {"hand": "up"}, "id": 2})).await;
+    assert_eq!(bob.expect("ok").await["request"], "update");
+    assert_eq!(alice.expect("peer_updated").await["peer"]["metadata"]["hand"], "up");
 
-    bob.send(json!({"type": "leave", "id": 3}));
-    let out = bob.drain();
+    bob.send(json!({"type": "leave", "id": 3})).await;
+    let out = bob.drain().await;
     assert_eq!(out, vec![json!({"type": "closed", "reason": "left"})]);
     let ending = bob.session.ending().cloned().unwrap();
     assert_eq!((ending.close_code, ending.reason), (1000, "left"));
     bob.session.finish(ending.leave);
-    let left = alice.expect("peer_left");
+    let left = alice.expect("peer_left").await;
     assert_eq!((left["identity"].as_str(), left["reason"].as_str()), (Some("bob"), Some("left")));
     assert_eq!(ctx.registry.len(), 1);
 }
@@ -127,29 +128,29 @@ async fn join_refuses_other_rooms_and_requests_need_a_room() {
         json!({"type": "data", "payload": "hi"}),
         json!({"type": "signal", "to": "bob", "payload": {}}),
     ] {
-        alice.send(request);
-        assert_eq!(alice.expect("error")["code"], "not_joined");
+        alice.send(request).await;
+        assert_eq!(alice.expect("error").await["code"], "not_joined");
     }
-    alice.send(json!({"type": "join", "room": "elsewhere"}));
-    let error = alice.expect("error");
+    alice.send(json!({"type": "join", "room": "elsewhere"})).await;
+    let error = alice.expect("error").await;
     assert_eq!(error["code"], "not_allowed");
     assert_eq!(error["message"], "the token is for room lobby, not elsewhere");
-    alice.send(json!({"type": "join", "name": "x".repeat(300)}));
-    assert_eq!(alice.expect("error")["code"], "invalid_field");
+    alice.send(json!({"type": "join", "name": "x".repeat(300)})).await;
+    assert_eq!(alice.expect("error").await["code"], "invalid_field");
 
     let mut anon = Client::new(&ctx, Principal { room: None, anonymous: true, ..principal("x", "anon-1") });
-    anon.send(json!({"type": "join"}));
-    assert!(anon.expect("error")["message"].as_str().unwrap().contains("must name a room"));
-    anon.send(json!({"type": "join", "room": "open"}));
-    assert_eq!(anon.expect("joined")["room"]["name"], "open");
+    anon.send(json!({"type": "join"})).await;
+    assert!(anon.expect("error").await["message"].as_str().unwrap().contains("must name a room"));
+    anon.send(json!({"type": "join", "room": "open"})).await;
+    assert_eq!(anon.expect("joined").await["room"]["name"], "open");
 }
 
 #[tokio::test]
 async fn room_events_reach_the_client_and_track_requests_reach_the_engine() {
     let ctx = context(BrowserConfig::default());
     let mut alice = Client::new(&ctx, principal("lobby", "alice"));
-    alice.send(json!({"type": "join"}));
-    alice.drain();
+    alice.send(json!({"type": "join"})).await;
+    alice.drain().await;
 
     // Another transport publishes a simulcast camera into the room.
     let mut request =
@@ -170,7 +171,7 @@ async fn room_events_reach_the_client_and_track_requests_reach_the_engine() {
         )
         .unwrap();
     let track = publisher.info().id.to_string();
-    let out = alice.drain();
+    let out = alice.drain().await;
     let published = out.iter().find(|m| m["type"] == "track_published").expect("track_published");
     assert_eq!(published["track"]["id"], track);
     assert_eq!(published["track"]["source"], "camera");
@@ -178,21 +179,21 @@ async fn room_events_reach_the_client_and_track_requests_reach_the_engine() {
     let subscribed = out.iter().find(|m| m["type"] == "subscribed").expect("automatic subscription");
     assert_eq!((subscribed["track"].as_str(), subscribed["codec"].as_str()), (Some(track.as_str()), Some("vp8")));
 
-    alice.send(json!({"type": "set_layer", "track": track, "layer": 0, "id": 1}));
-    assert_eq!(alice.expect("ok")["request"], "set_layer");
-    alice.send(json!({"type": "unsubscribe", "track": track}));
-    assert_eq!(alice.expect("unsubscribed")["track"], track);
-    alice.send(json!({"type": "subscribe", "track": track, "layer": "highest"}));
-    assert_eq!(alice.expect("subscribed")["track"], track);
-    alice.send(json!({"type": "subscribe", "track": "TR_nope"}));
-    assert_eq!(alice.expect("error")["code"], "track_not_found");
-    alice.send(json!({"type": "mute", "track": track, "muted": true}));
-    assert_eq!(alice.expect("error")["code"], "not_allowed");
+    alice.send(json!({"type": "set_layer", "track": track, "layer": 0, "id": 1})).await;
+    assert_eq!(alice.expect("ok").await["request"], "set_layer");
+    alice.send(json!({"type": "unsubscribe", "track": track})).await;
+    assert_eq!(alice.expect("unsubscribed").await["track"], track);
+    alice.send(json!({"type": "subscribe", "track": track, "layer": "highest"})).await;
+    assert_eq!(alice.expect("subscribed").await["track"], track);
+    alice.send(json!({"type": "subscribe", "track": "TR_nope"})).await;
+    assert_eq!(alice.expect("error").await["code"], "track_not_found");
+    alice.send(json!({"type": "mute", "track": track, "muted": true})).await;
+    assert_eq!(alice.expect("error").await["code"], "not_allowed");
 
     cam.endpoint.rpc.set_muted(&publisher.info().id, true).unwrap();
-    assert_eq!(alice.expect("track_muted")["muted"], true);
+    assert_eq!(alice.expect("track_muted").await["muted"], true);
     cam.endpoint.rpc.unpublish(&publisher.info().id).unwrap();
-    let out = alice.drain();
+    let out = alice.drain().await;
     assert!(out.iter().any(|m| m["type"] == "unsubscribed"), "{out:?}");
     assert!(out.iter().any(|m| m["type"] == "track_unpublished" && m["peer"] == "cam"), "{out:?}");
 }
@@ -204,32 +205,32 @@ async fn data_and_mesh_signalling_are_relayed_between_peers() {
     ctx.engine.create_room(Some(RoomId::new("mesh").unwrap()), options).unwrap();
     let mut alice = Client::new(&ctx, principal("mesh", "alice"));
     let mut bob = Client::new(&ctx, principal("mesh", "bob"));
-    alice.send(json!({"type": "join"}));
-    assert_eq!(alice.expect("joined")["room"]["mode"], "mesh");
-    bob.send(json!({"type": "join"}));
-    bob.drain();
-    alice.drain();
+    alice.send(json!({"type": "join"})).await;
+    assert_eq!(alice.expect("joined").await["room"]["mode"], "mesh");
+    bob.send(json!({"type": "join"})).await;
+    bob.drain().await;
+    alice.drain().await;
 
-    alice.send(json!({"type": "signal", "to": "bob", "payload": {"sdp": {"type": "offer", "sdp": "v=0"}}}));
-    let signal = bob.expect("signal");
+    alice.send(json!({"type": "signal", "to": "bob", "payload": {"sdp": {"type": "offer", "sdp": "v=0"}}})).await;
+    let signal = bob.expect("signal").await;
     assert_eq!(signal["from"], "alice");
     assert_eq!(signal["session"], alice.session.id.to_string());
     assert_eq!(signal["payload"]["sdp"]["type"], "offer");
-    alice.send(json!({"type": "signal", "to": "nobody", "payload": {}}));
-    assert_eq!(alice.expect("error")["code"], "peer_not_found");
-    alice.send(json!({"type": "subscribe", "track": "TR_x"}));
-    assert_eq!(alice.expect("error")["code"], "mesh_room");
+    alice.send(json!({"type": "signal", "to": "nobody", "payload": {}})).await;
+    assert_eq!(alice.expect("error").await["code"], "peer_not_found");
+    alice.send(json!({"type": "subscribe", "track": "TR_x"})).await;
+    assert_eq!(alice.expect("error").await["code"], "mesh_room");
 
-    alice.send(json!({"type": "data", "payload": "hello", "topic": "chat", "reliable": false, "id": 9}));
-    assert_eq!(alice.expect("ok")["delivered"], 1);
-    let data = bob.expect("data");
+    alice.send(json!({"type": "data", "payload": "hello", "topic": "chat", "reliable": false, "id": 9})).await;
+    assert_eq!(alice.expect("ok").await["delivered"], 1);
+    let data = bob.expect("data").await;
     assert_eq!(data, json!({"type": "data", "from": "alice", "topic": "chat", "payload": "hello", "reliable": false}));
-    bob.send(json!({"type": "data", "payload_base64": "/wAB", "to": ["alice"]}));
-    assert_eq!(alice.expect("data")["payload_base64"], "/wAB");
-    bob.send(json!({"type": "data", "payload_base64": "***"}));
-    assert!(bob.expect("error")["message"].as_str().unwrap().contains("not base64"));
-    bob.send(json!({"type": "data"}));
-    assert!(bob.expect("error")["message"].as_str().unwrap().contains("exactly one of"));
+    bob.send(json!({"type": "data", "payload_base64": "/wAB", "to": ["alice"]})).await;
+    assert_eq!(alice.expect("data").await["payload_base64"], "/wAB");
+    bob.send(json!({"type": "data", "payload_base64": "***"})).await;
+    assert!(bob.expect("error").await["message"].as_str().unwrap().contains("not base64"));
+    bob.send(json!({"type": "data"})).await;
+    assert!(bob.expect("error").await["message"].as_str().unwrap().contains("exactly one of"));
 }
 
 #[tokio::test]
@@ -237,46 +238,46 @@ async fn direct_calls_connect_two_sessions_without_a_room() {
     let ctx = context(BrowserConfig::default());
     let mut alice = Client::new(&ctx, principal("a", "alice"));
     let mut bob = Client::new(&ctx, principal("b", "bob"));
-    alice.send(json!({"type": "call", "to": bob.session.id.to_string(), "payload": {"sdp": "offer"}, "id": 1}));
-    let started = alice.expect("call_started");
+    alice.send(json!({"type": "call", "to": bob.session.id.to_string(), "payload": {"sdp": "offer"}, "id": 1})).await;
+    let started = alice.expect("call_started").await;
     assert_eq!(started["id"], 1);
     let call = started["call"].as_str().unwrap().to_owned();
-    let incoming = bob.expect("incoming_call");
+    let incoming = bob.expect("incoming_call").await;
     assert_eq!(incoming["call"], call);
     assert_eq!(incoming["from"], alice.session.id.to_string());
     assert_eq!((incoming["identity"].as_str(), incoming["name"].as_str()), (Some("alice"), Some("ALICE")));
-    bob.send(json!({"type": "call_signal", "call": call, "payload": {"sdp": "answer"}}));
-    assert_eq!(alice.expect("call_signal")["payload"]["sdp"], "answer");
-    bob.send(json!({"type": "hangup", "call": call}));
-    assert_eq!(alice.expect("call_ended")["reason"], "hangup");
-    alice.send(json!({"type": "call_signal", "call": call, "payload": {}}));
-    assert_eq!(alice.expect("error")["code"], "call_not_found");
-    alice.send(json!({"type": "call", "to": SessionId(77).to_string(), "payload": {}}));
-    assert_eq!(alice.expect("error")["code"], "session_not_found");
+    bob.send(json!({"type": "call_signal", "call": call, "payload": {"sdp": "answer"}})).await;
+    assert_eq!(alice.expect("call_signal").await["payload"]["sdp"], "answer");
+    bob.send(json!({"type": "hangup", "call": call})).await;
+    assert_eq!(alice.expect("call_ended").await["reason"], "hangup");
+    alice.send(json!({"type": "call_signal", "call": call, "payload": {}})).await;
+    assert_eq!(alice.expect("error").await["code"], "call_not_found");
+    alice.send(json!({"type": "call", "to": SessionId(77).to_string(), "payload": {}})).await;
+    assert_eq!(alice.expect("error").await["code"], "session_not_found");
 
     let ctx = context(BrowserConfig { allow_direct_call: false, ..BrowserConfig::default() });
     let mut carol = Client::new(&ctx, principal("a", "carol"));
-    carol.send(json!({"type": "call", "to": alice.session.id.to_string(), "payload": {}}));
-    assert_eq!(carol.expect("error")["code"], "direct_call_disabled");
+    carol.send(json!({"type": "call", "to": alice.session.id.to_string(), "payload": {}})).await;
+    assert_eq!(carol.expect("error").await["code"], "direct_call_disabled");
 }
 
 #[tokio::test]
 async fn a_kicked_or_replaced_peer_is_told_why_and_its_session_ends() {
     let ctx = context(BrowserConfig::default());
     let mut alice = Client::new(&ctx, principal("lobby", "alice"));
-    alice.send(json!({"type": "join"}));
-    alice.drain();
+    alice.send(json!({"type": "join"})).await;
+    alice.drain().await;
     ctx.engine.kick(&RoomId::new("lobby").unwrap(), &PeerId::new("alice").unwrap()).unwrap();
-    assert_eq!(alice.expect("closed")["reason"], "kicked");
+    assert_eq!(alice.expect("closed").await["reason"], "kicked");
     assert_eq!(alice.session.ending().unwrap().close_code, 4010);
 
     let mut first = Client::new(&ctx, principal("lobby", "bob"));
-    first.send(json!({"type": "join"}));
-    first.drain();
+    first.send(json!({"type": "join"})).await;
+    first.drain().await;
     let mut second = Client::new(&ctx, principal("lobby", "bob"));
-    second.send(json!({"type": "join"}));
-    second.expect("joined");
-    assert_eq!(first.expect("closed")["reason"], "replaced");
+    second.send(json!({"type": "join"})).await;
+    second.expect("joined").await;
+    assert_eq!(first.expect("closed").await["reason"], "replaced");
     // The older session ending does not take the newer one's place in the index.
     let first_ending = first.session.ending().cloned().unwrap();
     first.session.finish(first_ending.leave);
@@ -292,17 +293,17 @@ async fn a_kicked_or_replaced_peer_is_told_why_and_its_session_ends() {
 async fn bad_frames_get_errors_and_the_session_carries_on() {
     let ctx = context(BrowserConfig::default());
     let mut alice = Client::new(&ctx, principal("lobby", "alice"));
-    alice.session.on_text("{not json");
-    assert_eq!(alice.expect("error")["code"], "invalid_json");
-    alice.send(json!({"type": "teleport", "id": 4}));
-    let error = alice.expect("error");
+    alice.session.on_text("{not json").await;
+    assert_eq!(alice.expect("error").await["code"], "invalid_json");
+    alice.send(json!({"type": "teleport", "id": 4})).await;
+    let error = alice.expect("error").await;
     assert_eq!((error["code"].as_str(), error["id"].as_i64()), (Some("unknown_type"), Some(4)));
     alice.session.on_binary();
-    assert_eq!(alice.expect("error")["code"], "binary_not_supported");
-    alice.send(json!({"type": "ping", "id": 5, "data": {"t": 1}}));
-    assert_eq!(alice.expect("pong"), json!({"type": "pong", "id": 5, "data": {"t": 1}}));
-    alice.send(json!({"type": "join"}));
-    alice.expect("joined");
+    assert_eq!(alice.expect("error").await["code"], "binary_not_supported");
+    alice.send(json!({"type": "ping", "id": 5, "data": {"t": 1}})).await;
+    assert_eq!(alice.expect("pong").await, json!({"type": "pong", "id": 5, "data": {"t": 1}}));
+    alice.send(json!({"type": "join"})).await;
+    alice.expect("joined").await;
     assert!(alice.session.ending().is_none());
 }
 
@@ -311,14 +312,14 @@ async fn a_session_dropped_without_finishing_still_releases_everything() {
     let ctx = context(BrowserConfig::default());
     let mut alice = Client::new(&ctx, principal("lobby", "alice"));
     let mut bob = Client::new(&ctx, principal("lobby", "bob"));
-    alice.send(json!({"type": "join"}));
-    bob.send(json!({"type": "join"}));
-    bob.drain();
-    alice.send(json!({"type": "call", "to": bob.session.id.to_string(), "payload": {}}));
+    alice.send(json!({"type": "join"})).await;
+    bob.send(json!({"type": "join"})).await;
+    bob.drain().await;
+    alice.send(json!({"type": "call", "to": bob.session.id.to_string(), "payload": {}})).await;
     assert_eq!((ctx.engine.stats().peers, ctx.registry.len(), ctx.registry.calls()), (2, 2, 1));
     drop(alice);
     assert_eq!((ctx.engine.stats().peers, ctx.registry.len(), ctx.registry.calls()), (1, 1, 0));
-    let out = bob.drain();
+    let out = bob.drain().await;
     assert!(out.iter().any(|m| m["type"] == "call_ended" && m["reason"] == "gone"), "{out:?}");
     assert!(out.iter().any(|m| m["type"] == "peer_left" && m["reason"] == "error"), "{out:?}");
 }
