@@ -1,6 +1,7 @@
-// Two tabs open the demo room page of a mesh room with ?autopublish=1; each must decode the
-// other's camera over a peer-to-peer connection. Prints, per tab, two samples of its inbound
-// video statistics taken two seconds apart. Args: {base, room, tokens: [a, b]}.
+// Two tabs open the demo room page with ?autopublish=1; each must decode the other's camera —
+// through Junction in an SFU room, peer to peer in a mesh room. Prints, per tab, two samples of
+// its inbound video statistics taken two seconds apart, its tiles, and what it logged.
+// Args: {base, room, tokens: [a, b]}.
 import { run, open, until, inboundVideo, sleep } from './runner.mjs';
 
 run(async (browser, { base, room, tokens }, logs) => {

@@ -274,7 +274,7 @@ async fn mesh_room_tabs_connect_peer_to_peer_with_only_signalling_through_the_se
     let (status, _) = server.call(Method::POST, "/v1/rooms", Some(json!({"name": "mesh", "mode": "mesh"}))).await;
     assert_eq!(status, 201);
     let tokens = [token(&server, "mesh", "ann").await, token(&server, "mesh", "ben").await];
-    let result = chromium("mesh.mjs", json!({"base": server.base, "room": "mesh", "tokens": tokens})).await;
+    let result = chromium("room.mjs", json!({"base": server.base, "room": "mesh", "tokens": tokens})).await;
     assert_decoding_grows(&result);
     for (tab, other) in [(0, "ben"), (1, "ann")] {
         let tiles = result["tiles"][tab].as_array().unwrap();
@@ -286,6 +286,31 @@ async fn mesh_room_tabs_connect_peer_to_peer_with_only_signalling_through_the_se
         assert_eq!(result["errors"][tab], Value::Null);
     }
     assert_no_media_through_server(&server).await;
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn sfu_room_tabs_see_and_hear_each_other_through_the_server() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens = [token(&server, "sfu", "ann").await, token(&server, "sfu", "ben").await];
+    let result = chromium("room.mjs", json!({"base": server.base, "room": "sfu", "tokens": tokens})).await;
+    assert_decoding_grows(&result);
+    for (tab, other) in [(0, "ben"), (1, "ann")] {
+        let tiles = result["tiles"][tab].as_array().unwrap();
+        assert!(
+            tiles.iter().any(|t| t["peer"] == other && t["kind"] == "video" && t["source"] == "camera"),
+            "{tiles:?}"
+        );
+        assert!(
+            tiles.iter().any(|t| t["peer"] == other && t["kind"] == "audio" && t["source"] == "microphone"),
+            "{tiles:?}"
+        );
+        assert_eq!(result["errors"][tab], Value::Null);
+    }
+    let text = metrics(&server).await;
+    let forwarded = metric(&text, "junction_frames_forwarded_total").unwrap_or(0.0);
+    assert!(forwarded > 0.0, "no frame went through the server:\n{text}");
     server.wait_for_no_peers().await;
     wait_for_no_sessions(&server).await;
 }

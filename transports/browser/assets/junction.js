@@ -602,7 +602,6 @@ class SfuMedia {
     this.remote = new Map();     // mid -> {mid, track, peer, kind, source} from the server's offers
     this.received = new Map();   // server track id -> {track, receiver, peer}
     this.published = new Map();  // source -> {source, transceiver, info}
-    this.makingOffer = false;
     this.channels = {
       reliable: this.pc.createDataChannel('junction-reliable'),
       unreliable: this.pc.createDataChannel('junction-unreliable', { ordered: false, maxRetransmits: 0 }),
@@ -614,7 +613,10 @@ class SfuMedia {
         session.emit('data', { type: 'data', ...message, reliable: kind === 'reliable', via: 'datachannel' });
       };
     }
-    this.pc.onnegotiationneeded = () => this.#offer();
+    // Offers and the server's messages are handled one at a time, in order: an answer must be
+    // applied before the offer that follows it is looked at.
+    this.queue = Promise.resolve();
+    this.pc.onnegotiationneeded = () => this.#enqueue(() => this.#offer());
     this.pc.onicecandidate = ({ candidate }) => {
       session.post({ type: 'candidate', candidate: candidate?.candidate || null, sdp_mid: candidate?.sdpMid ?? undefined });
     };
@@ -635,8 +637,9 @@ class SfuMedia {
   }
 
   async #offer() {
+    // Negotiation is needed again once stable, if it still is.
+    if (this.pc.signalingState !== 'stable') return;
     try {
-      this.makingOffer = true;
       await this.pc.setLocalDescription();
       const tracks = [...this.published.values()]
         .filter((p) => p.transceiver.mid !== null)
@@ -644,17 +647,24 @@ class SfuMedia {
       this.session.post({ type: 'offer', sdp: this.pc.localDescription.sdp, tracks });
     } catch (err) {
       this.session.emit('error', { code: 'negotiation_failed', message: String(err) });
-    } finally {
-      this.makingOffer = false;
     }
   }
 
-  async onMessage(message) {
+  #enqueue(task) {
+    this.queue = this.queue.then(task, task);
+    return this.queue;
+  }
+
+  onMessage(message) {
+    return this.#enqueue(() => this.#handle(message));
+  }
+
+  async #handle(message) {
     try {
       switch (message.type) {
         case 'offer':
           // Impolite: while our own offer is out, the server yields and offers again later.
-          if (this.makingOffer || this.pc.signalingState !== 'stable') return;
+          if (this.pc.signalingState !== 'stable') return;
           for (const line of message.tracks ?? []) this.remote.set(line.mid, line);
           await this.pc.setRemoteDescription({ type: 'offer', sdp: message.sdp });
           await this.pc.setLocalDescription();

@@ -93,7 +93,12 @@ impl Session {
     }
 
     /// The browser's offer: the first starts its media session, later ones renegotiate it.
-    pub(super) async fn on_offer(&mut self, sdp: String, tracks: Vec<WireTrackLabel>) -> Result<Reply, WireError> {
+    pub(super) async fn on_offer(
+        &mut self,
+        id: Option<serde_json::Value>,
+        sdp: String,
+        tracks: Vec<WireTrackLabel>,
+    ) -> Result<Reply, WireError> {
         let peer = self.sfu_peer()?;
         let labels = labels(tracks);
         let answer = match peer.media_handle() {
@@ -116,10 +121,13 @@ impl Session {
             }
         };
         let mid = first_mid(&answer);
-        for candidate in candidates(&answer) {
+        let trickled = candidates(&answer);
+        self.push(ServerMessage::Answer { id, sdp: answer });
+        // The answer carries them too; trickled after it, for clients that want them apart.
+        for candidate in trickled {
             self.push(ServerMessage::Candidate { candidate: Some(candidate), sdp_mid: mid.clone() });
         }
-        Ok(Reply::Message(Box::new(ServerMessage::Answer { id: None, sdp: answer })))
+        Ok(Reply::Done)
     }
 
     pub(super) async fn on_answer(&mut self, sdp: String) -> Result<Reply, WireError> {

@@ -74,6 +74,8 @@ enum Reply {
     Delivered(usize),
     /// Its own reply message.
     Message(Box<ServerMessage>),
+    /// Its replies are queued already.
+    Done,
 }
 
 pub struct Session {
@@ -182,12 +184,14 @@ impl Session {
                 self.ctx.registry.relay_call(&call, self.id, payload).map(|()| Reply::Ok)
             }
             ClientMessage::Hangup { call } => self.ctx.registry.hangup(&call, self.id).map(|()| Reply::Ok),
+            ClientMessage::Offer { sdp, tracks } => self.on_offer(id.clone(), sdp, tracks).await,
             room_request => self.room_request(room_request).await,
         };
         match result {
             Ok(Reply::Ok) => self.ack(id, kind, None),
             Ok(Reply::Delivered(n)) => self.ack(id, kind, Some(n)),
-            Ok(Reply::Message(message)) => self.push(with_id(*message, id)),
+            Ok(Reply::Message(message)) => self.push(*message),
+            Ok(Reply::Done) => {}
             Err(error) => self.push(ServerMessage::error(id, Some(kind), error)),
         }
     }
@@ -215,14 +219,6 @@ impl Session {
     pub fn finish(mut self, reason: CloseReason) {
         tracing::info!(reason = reason.as_str(), "session ended");
         self.exit = Some(reason);
-    }
-}
-
-/// Puts a request's `id` on its reply, for replies built before the id was at hand.
-fn with_id(message: ServerMessage, id: Option<Value>) -> ServerMessage {
-    match message {
-        ServerMessage::Answer { id: None, sdp } => ServerMessage::Answer { id, sdp },
-        other => other,
     }
 }
 

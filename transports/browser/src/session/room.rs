@@ -174,7 +174,6 @@ impl Session {
                 peer.call(move |rpc| rpc.signal(&to, payload)).await?;
                 Ok(Reply::Ok)
             }
-            ClientMessage::Offer { sdp, tracks } => self.on_offer(sdp, tracks).await,
             ClientMessage::Answer { sdp } => self.on_answer(sdp).await,
             ClientMessage::Candidate { candidate, .. } => self.on_candidate(candidate).await,
             other => Err(WireError::new("internal", format!("{other:?} is not a room request"))),
