@@ -9,7 +9,7 @@ use axum::Router;
 use junction_auth::Authority;
 use junction_core::RoomOptions;
 use junction_core::ids::random_id;
-use junction_endpoint::{Engine, EngineConfig};
+use junction_endpoint::{Engine, EngineConfig, SystemClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -56,7 +56,9 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     info!(file = ?sources.file, env = ?sources.env, flags = ?sources.flags, "configuration loaded");
     let metrics = metrics::install().context("installing the metrics recorder")?;
     let authority = Authority::new(&api_key);
-    let engine = Engine::new(engine_config(&config));
+    // The engine transcodes audio (AAC, Opus, G.711) for subscribers that cannot take a track's codec.
+    let engine =
+        Engine::with_parts(engine_config(&config), Arc::new(SystemClock), junction_endpoint::codec::default_adapters());
     let shutdown = CancellationToken::new();
 
     let listener = TcpListener::bind(config.http.listen)
@@ -70,8 +72,20 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         ..Wiring::default()
     };
 
+    if config.rtmp.enabled {
+        let rtmp =
+            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "rtmp",
+            url: rtmp.url(),
+            about: "RTMP ingest (OBS, ffmpeg) and playback",
+        });
+        wiring.ingress_urls.rtmp = Some(rtmp.url());
+    }
+
     // WebRTC media plane, and WHIP/WHEP on top of it.
     let mut webrtc = None;
+    let mut whip_options = None;
     if config.webrtc.enabled {
         let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
         webrtc = Some(transport.clone());
@@ -104,6 +118,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
                 about: "watch a room's publisher",
             });
             wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
+            whip_options = Some(config.webrtc.ice_servers.clone());
         }
     }
 
@@ -140,6 +155,10 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         services: Arc::new(wiring.services.clone()),
     };
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins);
+    let app = match &whip_options {
+        Some(ice_servers) => junction_whip::with_options_headers(app, ice_servers),
+        None => app,
+    };
 
     print_banner(&wiring.services, &public_url, &api_key, dev_mode);
     tokio::spawn(wait_for_signal(shutdown.clone()));

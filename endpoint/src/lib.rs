@@ -9,6 +9,7 @@
 
 pub mod adapt;
 pub mod clock;
+pub mod codec;
 pub mod endpoint;
 pub mod engine;
 pub mod events;

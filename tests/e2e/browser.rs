@@ -7,7 +7,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::browser::{WsClient, chromium, metric, metrics};
+use crate::support::browser::{WsClient, metric, metrics};
+use crate::support::chromium::run as chromium;
 use crate::support::{TestServer, eventually};
 
 /// A short reconnect grace period, so reaping can be observed quickly.

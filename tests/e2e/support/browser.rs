@@ -1,8 +1,7 @@
 //! Clients for the browser transport's tests: a WebSocket signalling client (tokio-tungstenite)
-//! that speaks the JSON protocol of `docs/protocol-websocket.md`, and the runner of the
-//! Chromium scenarios in `tests/browser/` (node + playwright-core driving /usr/bin/chromium).
+//! that speaks the JSON protocol of `docs/protocol-websocket.md`, and `/metrics` readers. The
+//! Chromium scenarios in `tests/browser/` run through `support::chromium`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -145,36 +144,6 @@ impl WsClient {
             tokio_tungstenite::tungstenite::protocol::CloseFrame { code: CloseCode::from(code), reason: "".into() };
         let _ = self.stream.close(Some(frame)).await;
     }
-}
-
-/// Runs `tests/browser/<script>` with `args`, returns its JSON result (`ok` checked).
-pub async fn chromium(script: &str, args: Value) -> Value {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "playwright-core is not installed: run `npm ci` in tests/browser (scripts/test does)"
-    );
-    let output = tokio::time::timeout(
-        Duration::from_secs(150),
-        tokio::process::Command::new("node")
-            .arg(script)
-            .arg(args.to_string())
-            .current_dir(&dir)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{script} did not finish in 150 s"))
-    .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|line| serde_json::from_str(line).ok())
-        .unwrap_or_else(|| panic!("{script} printed no result\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    assert_eq!(result["ok"], true, "{script} failed: {}\nlogs: {}\nstderr:\n{stderr}", result["error"], result["logs"]);
-    result
 }
 
 /// The value of a Prometheus sample (`name` with its labels, exactly), if present.

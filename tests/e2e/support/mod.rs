@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod audio;
+pub mod chromium;
+pub mod rtmp_client;
 pub mod server;
 pub mod webrtc_client;
 

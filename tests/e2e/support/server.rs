@@ -21,6 +21,8 @@ api_key = "e2e-test-api-key-0123456789"
 listen = "127.0.0.1:0"
 [rooms]
 empty_timeout_s = 5
+[rtmp]
+listen = "127.0.0.1:0"
 [webrtc]
 udp_listen = "127.0.0.1:0"
 "#;

@@ -8,6 +8,7 @@
 //! WHIP, ingress stream keys. The surface is documented in `docs/protocol-whip-whep.md`.
 
 mod error;
+mod options;
 mod pages;
 mod resources;
 mod routes;
@@ -19,6 +20,7 @@ use junction_endpoint::Engine;
 use junction_webrtc::WebrtcTransport;
 use serde::{Deserialize, Serialize};
 
+pub use options::{ice_server_links, with_options_headers};
 pub use resources::Kind;
 
 /// The `[whip]` configuration section.

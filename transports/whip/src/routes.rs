@@ -1,5 +1,5 @@
 //! The WHIP and WHEP endpoints: `POST` an offer to the room's endpoint to start a session,
-//! `PATCH` its resource with ICE fragments, `DELETE` it to leave, `OPTIONS` for ICE servers.
+//! `PATCH` its resource with ICE fragments, `DELETE` it to leave.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::WhipState;
 use crate::error::{from_session, precondition_failed, unknown_session, unsupported_media_type};
+use crate::options::ice_server_links;
 use crate::resources::{Kind, Resource, new_etag};
 use crate::sdpfrag::{SdpFrag, ice_ufrag, restart_answer};
 
@@ -30,10 +31,10 @@ const LEAVE_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) fn routes() -> Router<WhipState> {
     Router::new()
-        .route("/whip/{room}", post(post_whip).options(options_endpoint))
-        .route("/whep/{room}", post(post_whep).options(options_endpoint))
-        .route("/whip/{room}/{id}", axum::routing::patch(patch_whip).delete(delete_whip).options(options_resource))
-        .route("/whep/{room}/{id}", axum::routing::patch(patch_whep).delete(delete_whep).options(options_resource))
+        .route("/whip/{room}", post(post_whip))
+        .route("/whep/{room}", post(post_whep))
+        .route("/whip/{room}/{id}", axum::routing::patch(patch_whip).delete(delete_whip))
+        .route("/whep/{room}/{id}", axum::routing::patch(patch_whep).delete(delete_whep))
 }
 
 fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
@@ -91,7 +92,7 @@ async fn post_whip(
         other => ApiError::from(other),
     })?;
     let answer = negotiated.answer_sdp().to_owned();
-    let handle = negotiated.start(joined, SessionSpec::new("whip", true, EgressPolicy::Nothing));
+    let handle = negotiated.start(joined.endpoint, SessionSpec::new("whip", true, EgressPolicy::Nothing));
     let resource = state.resources.insert(Kind::Whip, room, handle, answer, ice_ufrag(offer));
     info!(room = %resource.room, peer = %resource.handle.peer(), resource = %resource.id, "WHIP session created");
     Ok(created(&state, &resource))
@@ -139,7 +140,7 @@ async fn post_whep(
         }
     };
     let answer = negotiated.answer_sdp().to_owned();
-    let handle = negotiated.start(joined, SessionSpec::new("whep", false, EgressPolicy::viewer(watch)));
+    let handle = negotiated.start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::viewer(watch)));
     let resource = state.resources.insert(Kind::Whep, room, handle, answer, ice_ufrag(offer));
     info!(room = %resource.room, peer = %resource.handle.peer(), resource = %resource.id, "WHEP session created");
     Ok(created(&state, &resource))
@@ -170,44 +171,9 @@ fn created(state: &WhipState, resource: &Resource) -> Response {
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
-    add_ice_server_links(state, headers);
-    response
-}
-
-/// `Link: <stun:...>; rel="ice-server"` for every configured STUN/TURN URL (RFC 9725 §4.6).
-fn add_ice_server_links(state: &WhipState, headers: &mut HeaderMap) {
-    for server in state.transport.ice_servers() {
-        for url in &server.urls {
-            let mut link = format!("<{url}>; rel=\"ice-server\"");
-            if let (Some(username), Some(credential)) = (&server.username, &server.credential) {
-                link.push_str(&format!(
-                    "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
-                    username.replace('"', ""),
-                    credential.replace('"', "")
-                ));
-            }
-            if let Ok(value) = HeaderValue::from_str(&link) {
-                headers.append(header::LINK, value);
-            }
-        }
+    for link in ice_server_links(state.transport.ice_servers()) {
+        headers.append(header::LINK, link);
     }
-}
-
-async fn options_endpoint(State(state): State<WhipState>) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
-    headers.insert("accept-post", HeaderValue::from_static(SDP));
-    add_ice_server_links(&state, headers);
-    response
-}
-
-async fn options_resource(State(state): State<WhipState>) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, PATCH, DELETE"));
-    headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
-    add_ice_server_links(&state, headers);
     response
 }
 
@@ -219,12 +185,12 @@ fn authorized(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<std::sync::Arc<Resource>, ApiError> {
+    let resource = state.resources.get(kind, room, id).ok_or_else(|| unknown_session(kind.path(), room, id))?;
     let bearer = require_bearer(headers, "the token used to create the session")?;
     let credential = match kind {
         Kind::Whip => state.authority.resolve(&bearer, IngressKind::Whip)?,
         Kind::Whep => state.authority.resolve_token(&bearer)?,
     };
-    let resource = state.resources.get(kind, room, id).ok_or_else(|| unknown_session(kind.path(), room, id))?;
     credential.for_room(&resource.room)?;
     Ok(resource)
 }

@@ -5,7 +5,7 @@
 //! handle, and room events come back as its signals. Either way one task owns the endpoint.
 
 use junction_core::{CloseReason, ContractError, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc, Joined};
+use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
 use junction_webrtc::{SessionError, SessionHandle, SessionSignal, SessionSpec};
 use tokio::sync::mpsc;
 
@@ -78,7 +78,7 @@ impl RoomPeer {
     }
 
     /// Hands the endpoint to the media session `start` starts; `false` if one already has it.
-    pub fn start_media(&mut self, spec: SessionSpec, start: impl FnOnce(Joined, SessionSpec) -> SessionHandle) -> bool {
+    pub fn start_media(&mut self, spec: SessionSpec, start: impl FnOnce(Endpoint, SessionSpec) -> SessionHandle) -> bool {
         if !matches!(self.link, Link::Direct { .. }) {
             return false;
         }
@@ -86,14 +86,7 @@ impl RoomPeer {
             return false;
         };
         let (tx, signals) = mpsc::channel(junction_webrtc::SIGNAL_CAPACITY);
-        let joined = Joined {
-            endpoint: Endpoint { rpc, media },
-            room: self.info.clone(),
-            peers: Vec::new(),
-            tracks: Vec::new(),
-            replaced: None,
-        };
-        let handle = start(joined, spec.with_signals(tx));
+        let handle = start(Endpoint { rpc, media }, spec.with_signals(tx));
         self.link = Link::Media { handle, signals };
         true
     }

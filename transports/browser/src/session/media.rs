@@ -5,7 +5,7 @@
 //! room data messages (`junction-reliable`, `junction-unreliable`) besides the socket.
 
 use junction_core::{CloseReason, DataMessage, PeerId, RoomMode, TrackSource};
-use junction_webrtc::{EgressPolicy, SessionError, SessionSignal, SessionSpec, TrackLabel};
+use junction_webrtc::{EgressPolicy, SessionError, SessionEvent, SessionSignal, SessionSpec, TrackLabel};
 use serde::{Deserialize, Serialize};
 
 use super::room::{data_message, data_request};
@@ -102,7 +102,7 @@ impl Session {
         let peer = self.sfu_peer()?;
         let labels = labels(tracks);
         let answer = match peer.media_handle() {
-            Some(handle) => handle.remote_offer(&sdp, labels).await.map_err(sdp_error)?,
+            Some(handle) => handle.accept_labelled_offer(&sdp, labels).await.map_err(sdp_error)?,
             None => {
                 let transport = self.ctx.webrtc.clone().ok_or_else(|| {
                     WireError::new(
@@ -112,7 +112,7 @@ impl Session {
                 })?;
                 let negotiated = transport.negotiate_room(&sdp).map_err(sdp_error)?;
                 let answer = negotiated.answer_sdp().to_owned();
-                let spec = SessionSpec::new("webrtc", true, EgressPolicy::Subscriptions).with_labels(labels);
+                let spec = SessionSpec::new("webrtc", true, EgressPolicy::Room).with_labels(labels);
                 if let Some(peer) = self.room.as_mut() {
                     peer.start_media(spec, |joined, spec| negotiated.start(joined, spec));
                 }
@@ -133,7 +133,7 @@ impl Session {
     pub(super) async fn on_answer(&mut self, sdp: String) -> Result<Reply, WireError> {
         let peer = self.sfu_peer()?;
         let handle = peer.media_handle().ok_or_else(|| WireError::new("no_offer", "the server has made no offer"))?;
-        handle.remote_answer(&sdp).await.map_err(sdp_error)?;
+        handle.accept_answer(&sdp).await.map_err(sdp_error)?;
         Ok(Reply::Ok)
     }
 
@@ -180,7 +180,8 @@ impl Session {
                 }
             }
             SessionSignal::ChannelData { label, data, .. } => self.on_channel_data(&label, &data).await,
-            SessionSignal::Ended { reason } => self.media_ended(reason),
+            SessionSignal::Event(SessionEvent::Closed { reason }) => self.media_ended(reason),
+            SessionSignal::Event(event) => tracing::debug!(?event, "media session"),
         }
     }
 

@@ -15,7 +15,6 @@ use tracing::{debug, info, warn};
 use super::h264_fixup::ParameterSets;
 use super::signals::TrackLabel;
 use crate::codec;
-use crate::negotiate::MediaLine;
 
 /// Least time between two keyframe requests this server itself sends for one layer (after loss).
 const LOSS_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
@@ -88,28 +87,27 @@ impl Ingest {
         }
     }
 
-    /// The peer renegotiated: m-lines it now sends on become receiving lines; a line it no
-    /// longer sends on stops, and its track is unpublished.
-    pub(crate) fn sync_lines(&mut self, lines: &[(Mid, MediaLine)], rpc: &EndpointRpc) {
-        let sending = |mid: Mid| lines.iter().any(|(m, l)| *m == mid && l.peer_sends && !l.codecs.is_empty());
-        self.lines.retain(|line| {
-            let keep = sending(line.mid);
-            if !keep && let Some(published) = &line.published {
-                info!(mid = %line.mid, track = %published.publisher.id(), "the peer stopped sending; unpublishing");
-                let _ = rpc.unpublish(published.publisher.id());
-            }
-            keep
-        });
-        for (mid, line) in lines {
-            if sending(*mid) && !self.lines.iter().any(|l| l.mid == *mid) {
-                self.lines.push(IngestLine::new(*mid, super::wire_kind(line.kind), line.layers.clone()));
-            }
-        }
-    }
-
     /// Tracks published since the last call, with the m-line each comes from.
     pub(crate) fn take_published(&mut self) -> Vec<(Mid, TrackInfo)> {
         std::mem::take(&mut self.fresh)
+    }
+
+    pub(crate) fn has(&self, mid: Mid) -> bool {
+        self.lines.iter().any(|l| l.mid == mid)
+    }
+
+    pub(crate) fn add(&mut self, line: IngestLine) {
+        self.lines.push(line);
+    }
+
+    /// The peer stopped sending on `mid` (renegotiated it away): its track is unpublished.
+    pub(crate) fn stop(&mut self, mid: Mid, rpc: &EndpointRpc) {
+        if let Some(at) = self.lines.iter().position(|l| l.mid == mid) {
+            let line = self.lines.remove(at);
+            if let Some(published) = line.published {
+                let _ = rpc.unpublish(published.publisher.id());
+            }
+        }
     }
 
     /// One depacketised frame from the peer.

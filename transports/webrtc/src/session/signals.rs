@@ -1,46 +1,32 @@
-//! What a session tells a signalling surface that renegotiates and shares the peer's room with
-//! it (the browser WebSocket): the offers the session makes as subscriptions come and go, the
-//! tracks the peer now publishes, the room's events (the session owns the endpoint, so it reads
-//! them and passes them on), data channel traffic, and how the session ended. Plus the labels
-//! such a surface gives the m-lines a peer sends on.
+//! What a session tells a signalling surface that shares the peer's room with it and
+//! renegotiates (the browser WebSocket), beyond [`SessionEvent`]s: the room's events (the
+//! session owns the endpoint, so it reads them and passes them on), the tracks the peer now
+//! publishes, data channel traffic, and offers with the room track each new m-line carries.
+//! Plus the labels such a surface gives the m-lines a peer sends on.
 
-use junction_core::{CloseReason, EndpointEvent, MediaKind, PeerId, TrackId, TrackInfo, TrackSource};
+use junction_core::{EndpointEvent, MediaKind, PeerId, TrackId, TrackInfo, TrackSource};
 use tokio::sync::mpsc;
 
-/// A message from a session to its signalling surface.
+use super::SessionEvent;
+
+/// A message from a session to its signalling surface, in the order things happened.
 #[derive(Debug, Clone)]
 pub enum SessionSignal {
+    /// A [`SessionEvent`] (never `Offer`: offers come as [`SessionSignal::Offer`]).
+    Event(SessionEvent),
     /// A renegotiation offer for the peer: send it, and pass the answer to
-    /// [`SessionHandle::remote_answer`](super::SessionHandle::remote_answer). `tracks` names the
-    /// room track each sending m-line carries once the offer is answered.
-    Offer {
-        sdp: String,
-        tracks: Vec<OfferedTrack>,
-    },
+    /// [`SessionHandle::accept_answer`](super::SessionHandle::accept_answer). `tracks` names the
+    /// room track each new sending m-line carries once the offer is answered.
+    Offer { sdp: String, tracks: Vec<OfferedTrack> },
     /// Media arrived on one of the peer's m-lines and is published as `track`.
-    Published {
-        mid: String,
-        track: TrackInfo,
-    },
+    Published { mid: String, track: TrackInfo },
     /// An event of the peer's room, after the session handled it.
     Room(EndpointEvent),
     /// The peer opened a data channel.
-    ChannelOpen {
-        label: String,
-    },
+    ChannelOpen { label: String },
     /// A message on a data channel.
-    ChannelData {
-        label: String,
-        binary: bool,
-        data: Vec<u8>,
-    },
-    ChannelClosed {
-        label: String,
-    },
-    /// The session is over and the peer has left its room.
-    Ended {
-        reason: CloseReason,
-    },
+    ChannelData { label: String, binary: bool, data: Vec<u8> },
+    ChannelClosed { label: String },
 }
 
 /// One sending m-line of an offer and the room track it carries.
@@ -61,7 +47,7 @@ pub struct TrackLabel {
     pub source: TrackSource,
 }
 
-/// Messages queued for the surface before the session gives up on it.
+/// Signals queued for the surface before the session gives up on it.
 pub const SIGNAL_CAPACITY: usize = 4096;
 
 /// The session's end of the signal channel; absent for surfaces that do not listen.
