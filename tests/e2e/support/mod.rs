@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
-pub mod browser;
 pub mod audio;
+pub mod browser;
 pub mod chromium;
 pub mod rtmp_client;
 pub mod server;

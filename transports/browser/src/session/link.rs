@@ -78,7 +78,11 @@ impl RoomPeer {
     }
 
     /// Hands the endpoint to the media session `start` starts; `false` if one already has it.
-    pub fn start_media(&mut self, spec: SessionSpec, start: impl FnOnce(Endpoint, SessionSpec) -> SessionHandle) -> bool {
+    pub fn start_media(
+        &mut self,
+        spec: SessionSpec,
+        start: impl FnOnce(Endpoint, SessionSpec) -> SessionHandle,
+    ) -> bool {
         if !matches!(self.link, Link::Direct { .. }) {
             return false;
         }

@@ -27,11 +27,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
+use self::signals::{SessionSignal, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
 use crate::negotiate::MediaLine;
 use crate::udp_mux::SessionKey;
-use self::signals::{SessionSignal, TrackLabel};
 
 pub(crate) use self::egress::INITIAL_ESTIMATE_BPS;
 

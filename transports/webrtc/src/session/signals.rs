@@ -17,16 +17,30 @@ pub enum SessionSignal {
     /// A renegotiation offer for the peer: send it, and pass the answer to
     /// [`SessionHandle::accept_answer`](super::SessionHandle::accept_answer). `tracks` names the
     /// room track each new sending m-line carries once the offer is answered.
-    Offer { sdp: String, tracks: Vec<OfferedTrack> },
+    Offer {
+        sdp: String,
+        tracks: Vec<OfferedTrack>,
+    },
     /// Media arrived on one of the peer's m-lines and is published as `track`.
-    Published { mid: String, track: TrackInfo },
+    Published {
+        mid: String,
+        track: TrackInfo,
+    },
     /// An event of the peer's room, after the session handled it.
     Room(EndpointEvent),
     /// The peer opened a data channel.
-    ChannelOpen { label: String },
+    ChannelOpen {
+        label: String,
+    },
     /// A message on a data channel.
-    ChannelData { label: String, binary: bool, data: Vec<u8> },
-    ChannelClosed { label: String },
+    ChannelData {
+        label: String,
+        binary: bool,
+        data: Vec<u8>,
+    },
+    ChannelClosed {
+        label: String,
+    },
 }
 
 /// One sending m-line of an offer and the room track it carries.
