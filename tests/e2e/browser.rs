@@ -166,6 +166,35 @@ async fn bad_input_gets_a_clear_error_and_the_session_carries_on() {
     server.wait_for_no_peers().await;
 }
 
+#[tokio::test]
+async fn bad_sdp_and_out_of_turn_signalling_get_clear_errors_and_the_session_carries_on() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = WsClient::join(&server, &token(&server, "sdp", "alice").await).await;
+
+    alice.send(json!({"type": "offer", "sdp": "this is not SDP", "id": "o1"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("bad_sdp"), Some("o1")));
+    assert!(!error["message"].as_str().unwrap().is_empty(), "{error}");
+
+    // Nothing was offered by the server, and no media session exists for candidates yet.
+    alice.send(json!({"type": "answer", "sdp": "v=0", "id": "a1"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("no_offer"), Some("a1")));
+    alice.send(json!({"type": "candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "id": "c1"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("no_media"), Some("c1")));
+
+    // Still in the room and answering; the peer is still there.
+    alice.send(json!({"type": "ping", "id": 1})).await;
+    alice.expect("pong").await;
+    let (_, peers) = server.call(Method::GET, "/v1/rooms/sdp/peers", None).await;
+    assert_eq!(peers["peers"][0]["identity"], "alice");
+    alice.send(json!({"type": "leave"})).await;
+    assert_eq!(alice.closed().await, Some(1000));
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
 /// A token signed with the server's key that expired a minute ago.
 fn expired_token(api_key: &str, room: &str, identity: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
