@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::support::browser::{WsClient, metric, metrics};
 use crate::support::chromium::run as chromium;
+use crate::support::webrtc_client::{ClientCodec, ClientOptions, WhepViewer};
 use crate::support::{TestServer, eventually};
 
 /// A short reconnect grace period, so reaping can be observed quickly.
@@ -341,6 +342,54 @@ async fn sfu_room_tabs_see_and_hear_each_other_through_the_server() {
     let text = metrics(&server).await;
     let forwarded = metric(&text, "junction_frames_forwarded_total").unwrap_or(0.0);
     assert!(forwarded > 0.0, "no frame went through the server:\n{text}");
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn a_browser_room_peer_is_watched_over_whep_by_an_independent_webrtc_stack() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let ann = token(&server, "mixed", "ann").await;
+    let args = json!({"base": server.base, "room": "mixed", "token": ann, "hold_ms": 8000});
+    let (result, frames) = tokio::join!(chromium("publish.mjs", args), async {
+        eventually("ann's camera and microphone published", Duration::from_secs(30), || async {
+            let (_, peers) = server.call(Method::GET, "/v1/rooms/mixed/peers", None).await;
+            let peers = peers["peers"].as_array().cloned().unwrap_or_default();
+            let ann = peers.iter().find(|p| p["identity"] == "ann")?;
+            ann["tracks"].as_array().is_some_and(|t| t.len() == 2).then_some(())
+        })
+        .await;
+        let viewer_token = server.token("mixed", "viewer", json!({"subscribe": true, "publish": false})).await;
+        let options = ClientOptions::new(&[ClientCodec::Vp8, ClientCodec::Opus]);
+        let mut viewer = WhepViewer::connect(&server.base, "mixed", &viewer_token, "?identity=ann", options)
+            .await
+            .expect("WHEP view");
+        let mut video = Vec::new();
+        let mut audio = 0;
+        while video.len() < 30 || audio < 20 {
+            let Some(frame) = viewer.next_frame(Duration::from_secs(10)).await else { break };
+            match frame.codec {
+                ClientCodec::Vp8 => video.push(frame),
+                ClientCodec::Opus => audio += 1,
+                ClientCodec::H264 => panic!("H.264 from a VP8 publisher"),
+            }
+        }
+        viewer.close().await;
+        (video, audio)
+    });
+    let (video, audio) = frames;
+    assert!(audio >= 20, "{audio} Opus packets from the browser's microphone");
+    assert!(video.len() >= 30, "{} VP8 frames from the browser's camera", video.len());
+    // The first frame shown is a keyframe (the server asked the browser for one), and every
+    // frame is a real VP8 frame: a keyframe carries the start code 9d 01 2a and its size.
+    assert!(video[0].keyframe, "the first VP8 frame is not a keyframe");
+    for frame in video.iter().filter(|f| f.keyframe) {
+        assert_eq!(frame.payload.get(3..6), Some(&[0x9d, 0x01, 0x2a][..]), "not a VP8 keyframe");
+    }
+    // Timestamps move forward on the 90 kHz clock.
+    let span = video.last().unwrap().rtp_timestamp.wrapping_sub(video[0].rtp_timestamp);
+    assert!(span > 0 && span < 90_000 * 30, "RTP timestamps span {span} ticks over {} frames", video.len());
+    assert_eq!(result["error"], Value::Null);
     server.wait_for_no_peers().await;
     wait_for_no_sessions(&server).await;
 }
