@@ -395,6 +395,25 @@ async fn a_browser_room_peer_is_watched_over_whep_by_an_independent_webrtc_stack
 }
 
 #[tokio::test]
+async fn a_subscriber_forced_to_each_simulcast_layer_decodes_that_layer() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens = [token(&server, "sim", "ann").await, token(&server, "sim", "ben").await];
+    let result = chromium("simulcast.mjs", json!({"base": server.base, "room": "sim", "tokens": tokens})).await;
+    let layers = result["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{result}");
+    let widths: Vec<u64> = layers.iter().map(|l| l["width"].as_u64().unwrap()).collect();
+    assert!(widths[0] < widths[1] && widths[1] < widths[2], "layer sizes {widths:?}: {result}");
+    for layer in layers {
+        // The forced layer holds (the bandwidth estimate does not move it) and keeps decoding.
+        assert_eq!(layer["stillWidth"], layer["width"], "{layer}");
+        assert!(layer["after"].as_u64() > layer["before"].as_u64(), "stopped decoding: {layer}");
+    }
+    assert_eq!(result["errors"], json!([null, null]));
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
 async fn direct_call_connects_two_sessions_without_a_room() {
     let server = TestServer::start_with(QUICK_GRACE, &[]).await;
     let tokens = [token(&server, "home-a", "caller").await, token(&server, "home-b", "callee").await];
