@@ -28,6 +28,7 @@ pub struct Config {
     pub rtmp: junction_rtmp::RtmpConfig,
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
+    pub browser: junction_browser::BrowserConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +274,7 @@ impl Config {
         if self.rooms.empty_timeout_s == 0 {
             return Err(invalid("rooms.empty_timeout_s", "must be at least 1 second"));
         }
+        self.browser.validate().map_err(|(key, message)| invalid(key, message))?;
         if self.rooms.subscriber_queue < 8 {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }

@@ -113,6 +113,10 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   sip.pin_attempts        wrong PINs before hanging up         [3]
   sip.mix_speakers        loudest speakers a phone hears       [3]
   sip.trunks, sip.dispatch_rules   see docs/protocol-sip.md    [[]]
+  browser.enabled         /ws, /sdk/junction.js, /room/{room}  [true]
+  browser.allow_anonymous sockets without a token (insecure)   [false]
+  browser.allow_direct_call  1:1 calls by session id           [true]
+  browser.reconnect_grace_s  seconds a dropped socket's session is kept [20]
 Unknown keys and bad values stop start-up with a message naming the key.";
 
 impl ServeArgs {

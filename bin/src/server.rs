@@ -122,9 +122,11 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     }
 
     // WebRTC media plane, and WHIP/WHEP on top of it.
+    let mut webrtc = None;
     let mut whip_options = None;
     if config.webrtc.enabled {
         let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
+        webrtc = Some(transport.clone());
         wiring.services.push(Service {
             name: "webrtc",
             url: format!("udp://{}", transport.advertised_addr()),
@@ -156,6 +158,25 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
             wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
             whip_options = Some(config.webrtc.ice_servers.clone());
         }
+    }
+
+    if config.browser.enabled {
+        let browser = junction_browser::start(
+            engine.clone(),
+            authority.clone(),
+            config.browser.clone(),
+            webrtc,
+            dev_mode,
+            shutdown.clone(),
+        );
+        wiring.public = wiring.public.merge(browser.router);
+        let ws_url = format!("{}/ws", public_url.replacen("http", "ws", 1));
+        wiring.services.push(Service { name: "ws", url: ws_url, about: "browser signalling (WebSocket)" });
+        wiring.pages.push(Link {
+            title: "Room demo",
+            href: junction_browser::DEMO_PAGE.to_owned(),
+            about: "join a room from this browser: camera, microphone, screen, chat (/room/{room}?token=...)",
+        });
     }
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod browser;
 pub mod chromium;
 pub mod moq;
 pub mod rtmp_client;

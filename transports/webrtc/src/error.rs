@@ -18,6 +18,12 @@ pub enum SessionError {
     /// A trickled ICE candidate line that does not parse.
     #[error("bad ICE candidate {candidate:?}: {reason}")]
     BadCandidate { candidate: String, reason: String },
+    /// An answer arrived, but the session has no offer out.
+    #[error("there is no offer to answer")]
+    NoOfferPending,
+    /// An answer to the session's offer that cannot be applied.
+    #[error("the answer cannot be applied: {0}")]
+    AnswerRefused(String),
     /// The session is over.
     #[error("the session has ended")]
     Closed,

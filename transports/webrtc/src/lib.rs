@@ -37,6 +37,7 @@ use std::sync::Arc;
 pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
 pub use negotiate::{MediaLine, Negotiated};
+pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
 pub use session::{EgressPolicy, IceCredentials, SessionEvent, SessionHandle, SessionSpec};
 
 use tokio::net::UdpSocket;
@@ -96,5 +97,11 @@ impl WebrtcTransport {
     /// [`Negotiated::start`]; dropping the result abandons the session.
     pub fn negotiate(&self, offer_sdp: &str) -> Result<Negotiated, SessionError> {
         negotiate::negotiate(self.inner.mux.clone(), &self.inner.config, self.inner.shutdown.clone(), offer_sdp)
+    }
+
+    /// Like [`WebrtcTransport::negotiate`], for a peer that will renegotiate: an offer with no
+    /// usable media yet (only data channels) is answered too.
+    pub fn negotiate_room(&self, offer_sdp: &str) -> Result<Negotiated, SessionError> {
+        negotiate::negotiate_any(self.inner.mux.clone(), &self.inner.config, self.inner.shutdown.clone(), offer_sdp)
     }
 }

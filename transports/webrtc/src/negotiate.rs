@@ -52,6 +52,21 @@ pub(crate) fn negotiate(
     shutdown: CancellationToken,
     offer_sdp: &str,
 ) -> Result<Negotiated, SessionError> {
+    let negotiated = negotiate_any(mux, config, shutdown, offer_sdp)?;
+    if !negotiated.lines.iter().any(|(_, line)| !line.codecs.is_empty()) {
+        return Err(SessionError::NoCodec { offered: offered_codecs(offer_sdp) });
+    }
+    Ok(negotiated)
+}
+
+/// Like [`negotiate`], but an offer without usable media (only data channels, say) is fine:
+/// a room session adds media by renegotiating.
+pub(crate) fn negotiate_any(
+    mux: MuxHandle,
+    config: &WebrtcConfig,
+    shutdown: CancellationToken,
+    offer_sdp: &str,
+) -> Result<Negotiated, SessionError> {
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
     let creds = IceCreds::new();
     let mut rtc = codec::rtc_builder()
@@ -72,9 +87,6 @@ pub(crate) fn negotiate(
             rtc.media(mid).map(|media| (mid, describe(&rtc, media, &section)))
         })
         .collect();
-    if !lines.iter().any(|(_, line)| !line.codecs.is_empty()) {
-        return Err(SessionError::NoCodec { offered: offered_codecs(offer_sdp) });
-    }
     Ok(Negotiated {
         rtc,
         answer: answer.to_sdp_string(),

@@ -43,6 +43,8 @@ struct Source {
     layers: Vec<LayerInfo>,
     /// The simulcast layer asked for.
     layer: Option<u8>,
+    /// A layer the peer chose itself, which the bandwidth estimate does not change.
+    forced: Option<u8>,
     /// Payload type and clock rate chosen for `codec`.
     payload: Option<(Codec, Pt, u32)>,
 }
@@ -141,6 +143,7 @@ impl Egress {
             fmtp: subscribed.params.fmtp.clone(),
             layers,
             layer,
+            forced: None,
             payload: None,
         });
         self.changes.push(LineChange::Sending { mid: line.mid, track: track.clone() });
@@ -208,6 +211,19 @@ impl Egress {
         self.latency.record(Instant::now().saturating_duration_since(frame.arrival).as_secs_f64());
     }
 
+    /// The peer chose a simulcast layer (`None`: back to the bandwidth estimate's choice).
+    pub(crate) fn force_layer(&mut self, track: &TrackId, forced: Option<u8>, rpc: &EndpointRpc) {
+        let budget = self.video_budget();
+        for line in &mut self.lines {
+            let Some(source) = line.source.as_mut().filter(|s| s.track == *track) else { continue };
+            source.forced = forced;
+            let layer = forced.unwrap_or_else(|| choose_layer(budget, &source.layers, None));
+            source.layer = Some(layer);
+            info!(mid = %line.mid, %track, layer, forced = forced.is_some(), "simulcast layer chosen");
+            let _ = rpc.set_layer(track, LayerPreference::AtMost(layer));
+        }
+    }
+
     /// The peer asked for a keyframe on one of its receiving m-lines.
     pub(crate) fn on_keyframe_request(&mut self, mid: Mid, media: &EndpointMedia) {
         if let Some(source) = self.lines.iter().find(|l| l.mid == mid).and_then(|l| l.source.as_ref()) {
@@ -225,7 +241,7 @@ impl Egress {
                 continue;
             }
             let _ = media.report_bitrate(&source.track, budget);
-            if source.layers.len() > 1 {
+            if source.layers.len() > 1 && source.forced.is_none() {
                 let layer = choose_layer(budget, &source.layers, source.layer);
                 if Some(layer) != source.layer {
                     debug!(mid = %line.mid, track = %source.track, layer, budget, "switching simulcast layer");

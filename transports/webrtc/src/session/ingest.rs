@@ -6,13 +6,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use junction_core::{Codec, LayerInfo, MediaFrame, MediaTime, PublishRequest, TrackId, TrackSource};
+use junction_core::{Codec, LayerInfo, MediaFrame, MediaTime, PublishRequest, TrackId, TrackInfo, TrackSource};
 use junction_endpoint::{EndpointRpc, TrackPublisher};
 use str0m::Rtc;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as WireKind, Mid, Rid};
 use tracing::{debug, info, warn};
 
 use super::h264_fixup::ParameterSets;
+use super::signals::TrackLabel;
 use crate::codec;
 
 /// Least time between two keyframe requests this server itself sends for one layer (after loss).
@@ -67,11 +68,28 @@ pub(crate) struct Ingest {
     lines: Vec<IngestLine>,
     /// Whether this session may publish at all (WHEP viewers may not).
     enabled: bool,
+    /// The peer's names and sources for its m-lines, when its signalling gives them.
+    labels: Vec<TrackLabel>,
+    /// Tracks published since the last [`Ingest::take_published`].
+    fresh: Vec<(Mid, TrackInfo)>,
 }
 
 impl Ingest {
     pub(crate) fn new(lines: Vec<IngestLine>, enabled: bool) -> Self {
-        Self { lines, enabled }
+        Self { lines, enabled, labels: Vec::new(), fresh: Vec::new() }
+    }
+
+    /// Names and sources for the tracks of the peer's m-lines (newer labels win).
+    pub(crate) fn label(&mut self, labels: Vec<TrackLabel>) {
+        for label in labels {
+            self.labels.retain(|l| l.mid != label.mid);
+            self.labels.push(label);
+        }
+    }
+
+    /// Tracks published since the last call, with the m-line each comes from.
+    pub(crate) fn take_published(&mut self) -> Vec<(Mid, TrackInfo)> {
+        std::mem::take(&mut self.fresh)
     }
 
     pub(crate) fn has(&self, mid: Mid) -> bool {
@@ -110,7 +128,11 @@ impl Ingest {
             return;
         };
         if line.published.as_ref().is_none_or(|p| p.codec != codec) {
-            publish(line, rpc, codec, &data);
+            let label = self.labels.iter().find(|l| l.mid == line.mid.to_string());
+            publish(line, rpc, codec, &data, label);
+            if let Some(published) = &line.published {
+                self.fresh.push((line.mid, published.publisher.info()));
+            }
         }
         let Some(published) = &line.published else { return };
 
@@ -165,16 +187,18 @@ impl Ingest {
     }
 }
 
-fn publish(line: &mut IngestLine, rpc: &EndpointRpc, codec: Codec, data: &MediaData) {
+fn publish(line: &mut IngestLine, rpc: &EndpointRpc, codec: Codec, data: &MediaData, label: Option<&TrackLabel>) {
     if let Some(old) = line.published.take() {
         info!(mid = %line.mid, from = %old.codec, to = %codec, "publisher changed codec; republishing the track");
         let _ = rpc.unpublish(old.publisher.id());
     }
-    let source = match line.kind {
-        WireKind::Audio => TrackSource::Microphone,
-        WireKind::Video => TrackSource::Camera,
+    let source = match (label, line.kind) {
+        (Some(label), _) => label.source,
+        (None, WireKind::Audio) => TrackSource::Microphone,
+        (None, WireKind::Video) => TrackSource::Camera,
     };
-    let request = PublishRequest::new(line.mid.to_string(), codec)
+    let name = label.map_or_else(|| line.mid.to_string(), |l| l.name.clone());
+    let request = PublishRequest::new(name, codec)
         .with_source(source)
         .with_params(codec::params_of(&data.params))
         .with_layers(line.layers.clone());

@@ -10,6 +10,7 @@ mod egress;
 mod h264_fixup;
 mod ingest;
 mod room;
+pub(crate) mod signals;
 pub(crate) mod simulcast;
 mod task;
 mod timeline;
@@ -18,7 +19,7 @@ mod viewer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use junction_core::{CloseReason, EndpointEvent, MediaKind, PeerId, RoomId, SessionId, TrackId};
+use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaKind, PeerId, RoomId, SessionId, TrackId};
 use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
 use str0m::media::{MediaKind as WireKind, Mid};
 use str0m::{Candidate, IceCreds, Rtc};
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
+use self::signals::{SessionSignal, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
 use crate::negotiate::MediaLine;
@@ -43,15 +45,32 @@ pub struct SessionSpec {
     pub egress: EgressPolicy,
     /// Where [`SessionEvent`]s go, if anyone listens.
     pub events: Option<mpsc::UnboundedSender<SessionEvent>>,
+    /// Where [`SessionSignal`]s go (events included, instead of `events`), for a surface that
+    /// shares the room with the session.
+    pub signals: Option<mpsc::Sender<SessionSignal>>,
+    /// The peer's names and sources for the m-lines it sends on.
+    pub labels: Vec<TrackLabel>,
 }
 
 impl SessionSpec {
     pub fn new(label: &'static str, publish: bool, egress: EgressPolicy) -> Self {
-        Self { label, publish, egress, events: None }
+        Self { label, publish, egress, events: None, signals: None, labels: Vec::new() }
     }
 
     pub fn with_events(mut self, events: mpsc::UnboundedSender<SessionEvent>) -> Self {
         self.events = Some(events);
+        self
+    }
+
+    /// Sends [`SessionSignal`]s (and the events among them) to `signals`; a surface that stops
+    /// reading them (the queue fills up) ends the session.
+    pub fn with_signals(mut self, signals: mpsc::Sender<SessionSignal>) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
+    pub fn with_labels(mut self, labels: Vec<TrackLabel>) -> Self {
+        self.labels = labels;
         self
     }
 }
@@ -103,11 +122,18 @@ pub struct IceCredentials {
 enum Command {
     Candidate(Candidate),
     RestartIce { remote: IceCreds, candidates: Vec<Candidate>, reply: oneshot::Sender<IceCredentials> },
-    AcceptOffer { sdp: String, reply: oneshot::Sender<Result<String, SessionError>> },
+    AcceptOffer { sdp: String, labels: Vec<TrackLabel>, reply: oneshot::Sender<Result<String, SessionError>> },
     AcceptAnswer { sdp: String, reply: oneshot::Sender<Result<(), SessionError>> },
     RoomEvent(EndpointEvent),
     Close,
+    Leave(CloseReason),
+    Rpc(RpcCall),
+    SetLayer { track: TrackId, layer: LayerPreference },
+    ChannelSend { label: String, binary: bool, data: Vec<u8> },
 }
+
+/// Code run with the session's endpoint, in the session task.
+type RpcCall = Box<dyn FnOnce(&EndpointRpc) + Send>;
 
 /// Steers a running session. Cheap to clone; dropping it does not end the session.
 #[derive(Clone)]
@@ -160,8 +186,51 @@ impl SessionHandle {
     /// New sending m-lines publish, new receiving ones carry subscriptions.
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, SessionError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::AcceptOffer { sdp: sdp.to_owned(), reply }).await?;
+        self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels: Vec::new(), reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// [`SessionHandle::accept_offer`], with the peer's `labels` for the m-lines it sends on.
+    pub async fn accept_labelled_offer(&self, sdp: &str, labels: Vec<TrackLabel>) -> Result<String, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels, reply }).await?;
+        answer.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// Ends the session; an owned endpoint leaves its room for `reason`.
+    pub fn leave(&self, reason: CloseReason) {
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Leave(reason)) {
+            // Never lost: a peer nobody holds any more must still leave its room.
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
+    }
+
+    /// Runs `call` with the session's endpoint and returns its result.
+    pub async fn with_rpc<R, F>(&self, call: F) -> Result<R, SessionError>
+    where
+        F: FnOnce(&EndpointRpc) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let call: RpcCall = Box::new(move |rpc| {
+            let _ = reply.send(call(rpc));
+        });
+        self.send(Command::Rpc(call)).await?;
+        result.await.map_err(|_| SessionError::Closed)
+    }
+
+    /// The peer's simulcast layer choice for a track it receives: a layer index holds that
+    /// layer whatever the bandwidth estimate; `Highest` returns to the estimate's choice.
+    pub async fn set_layer(&self, track: &TrackId, layer: LayerPreference) -> Result<(), SessionError> {
+        self.send(Command::SetLayer { track: track.clone(), layer }).await
+    }
+
+    /// Writes a message on the peer's data channel `label` (dropped if it is not open).
+    pub async fn send_on_channel(&self, label: &str, binary: bool, data: Vec<u8>) -> Result<(), SessionError> {
+        self.send(Command::ChannelSend { label: label.to_owned(), binary, data }).await
     }
 
     /// Applies the peer's answer to the session's last [`SessionEvent::Offer`].

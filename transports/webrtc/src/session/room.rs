@@ -13,6 +13,7 @@ use str0m::media::{Direction, MediaKind as WireKind, Mid};
 use tracing::{debug, info};
 
 use super::egress::{Egress, EgressLine};
+use super::signals::OfferedTrack;
 use crate::codec;
 use crate::error::SessionError;
 
@@ -131,6 +132,22 @@ impl RoomEgress {
             egress.attach(index, &subscribed, rpc, media);
         }
         Ok(())
+    }
+
+    /// The m-lines of the outstanding offer and the room tracks they carry.
+    pub(crate) fn offered(&self) -> Vec<OfferedTrack> {
+        let Some(negotiation) = &self.negotiating else { return Vec::new() };
+        negotiation
+            .added
+            .iter()
+            .map(|(mid, s)| OfferedTrack {
+                mid: mid.to_string(),
+                track: s.track.id.clone(),
+                peer: s.track.peer.clone(),
+                kind: s.track.kind,
+                source: s.track.source,
+            })
+            .collect()
     }
 
     /// A remote offer replaced ours: its subscriptions wait for the next one.

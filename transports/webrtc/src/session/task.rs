@@ -7,14 +7,16 @@
 //! disconnected for the ICE timeout, is kicked or replaced, or the server shuts down. An owned
 //! endpoint leaves its room on every way out.
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, SubscribeOptions};
+use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaOut, PeerId, SubscribeOptions};
 use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
 use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
 use str0m::media::Mid;
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc};
@@ -26,6 +28,7 @@ use super::assign::{Assignment, RoomTrack};
 use super::egress::{Egress, EgressLine, LineChange};
 use super::ingest::{Ingest, IngestLine};
 use super::room::RoomEgress;
+use super::signals::{SessionSignal, Signals};
 use super::viewer::Viewer;
 use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
 use crate::driver::{Datagram, MuxHandle};
@@ -92,6 +95,11 @@ pub(crate) struct Session {
     egress: Egress,
     policy: Policy,
     events: Option<mpsc::UnboundedSender<SessionEvent>>,
+    signals: Signals,
+    /// The surface stopped reading its signals: the session ends.
+    signals_lost: bool,
+    /// Open data channels by id, with their labels.
+    channels: HashMap<ChannelId, String>,
     ice_timeout: Duration,
     /// When the last datagram arrived from the peer.
     last_heard: Instant,
@@ -123,6 +131,8 @@ impl Session {
             EgressPolicy::Viewer { identity } => Policy::Viewer(Viewer::new(room_tracks(&rpc, identity.clone()))),
             EgressPolicy::Room => Policy::Room(RoomEgress::new(current_subscriptions(&rpc))),
         };
+        let mut ingest = Ingest::new(ingest_lines, spec.publish);
+        ingest.label(spec.labels.clone());
         Session {
             rtc,
             key,
@@ -131,10 +141,13 @@ impl Session {
             commands,
             rpc,
             media,
-            ingest: Ingest::new(ingest_lines, spec.publish),
+            ingest,
             egress: Egress::new(egress_lines),
             policy,
             events: spec.events,
+            signals: Signals::new(spec.signals),
+            signals_lost: false,
+            channels: HashMap::new(),
             ice_timeout,
             last_heard: Instant::now(),
             disconnected_since: None,
@@ -170,6 +183,10 @@ impl Session {
             if !self.rtc.is_alive() {
                 return CloseReason::Left;
             }
+            if self.signals_lost {
+                info!("the signalling surface stopped reading the session's signals");
+                return CloseReason::Overloaded;
+            }
             let now = Instant::now();
             if timeout <= now {
                 // Time moves on even while datagrams and frames keep every branch below busy.
@@ -196,7 +213,10 @@ impl Session {
                 event = self.rpc.next_event() => match event {
                     None => return CloseReason::Left,
                     Some(EndpointEvent::Closed { reason }) => return reason,
-                    Some(event) => self.on_room_event(event),
+                    Some(event) => {
+                        self.signal(SessionSignal::Room(event.clone()));
+                        self.on_room_event(event);
+                    }
                 },
                 item = self.media.recv() => match item {
                     Some(item) => self.on_media(item),
@@ -228,9 +248,18 @@ impl Session {
         self.rtc.handle_input(input).map_err(|err| CloseReason::Error { message: format!("WebRTC: {err}") })
     }
 
-    fn emit(&self, event: SessionEvent) {
-        if let Some(events) = &self.events {
+    fn emit(&mut self, event: SessionEvent) {
+        if self.signals.enabled() {
+            self.signal(SessionSignal::Event(event));
+        } else if let Some(events) = &self.events {
             let _ = events.send(event);
+        }
+    }
+
+    /// Tells a surface that listens for signals (see [`SessionSignal`]).
+    fn signal(&mut self, signal: SessionSignal) {
+        if !self.signals.send(signal) {
+            self.signals_lost = true;
         }
     }
 
@@ -250,7 +279,12 @@ impl Session {
             Policy::Viewer(viewer) => viewer.reassign(&mut self.egress, &mut self.rtc, &self.rpc, &self.media),
             Policy::Room(room) => {
                 if let Some(sdp) = room.place(&mut self.egress, &mut self.rtc, &self.rpc, &self.media) {
-                    self.emit(SessionEvent::Offer { sdp });
+                    if self.signals.enabled() {
+                        let tracks = room.offered();
+                        self.signal(SessionSignal::Offer { sdp, tracks });
+                    } else {
+                        self.emit(SessionEvent::Offer { sdp });
+                    }
                 }
             }
         }
@@ -284,7 +318,27 @@ impl Session {
                     _ => {}
                 }
             }
-            Event::MediaData(data) => self.ingest.on_media(&mut self.rtc, &self.rpc, data),
+            Event::MediaData(data) => {
+                self.ingest.on_media(&mut self.rtc, &self.rpc, data);
+                for (mid, track) in self.ingest.take_published() {
+                    self.signal(SessionSignal::Published { mid: mid.to_string(), track });
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                debug!(%label, "data channel open");
+                self.channels.insert(id, label.clone());
+                self.signal(SessionSignal::ChannelOpen { label });
+            }
+            Event::ChannelData(data) => {
+                if let Some(label) = self.channels.get(&data.id).cloned() {
+                    self.signal(SessionSignal::ChannelData { label, binary: data.binary, data: data.data });
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(label) = self.channels.remove(&id) {
+                    self.signal(SessionSignal::ChannelClosed { label });
+                }
+            }
             Event::KeyframeRequest(request) => self.egress.on_keyframe_request(request.mid, &self.media),
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.egress.on_estimate(estimate.as_u64(), &self.rpc, &self.media);
@@ -313,7 +367,8 @@ impl Session {
                 info!("ICE restarted");
                 let _ = reply.send(IceCredentials { ufrag: local.ufrag, pwd: local.pass });
             }
-            Command::AcceptOffer { sdp, reply } => {
+            Command::AcceptOffer { sdp, labels, reply } => {
+                self.ingest.label(labels);
                 let answer = self.accept_offer(&sdp);
                 let _ = reply.send(answer);
                 if let Err(reason) = self.drain().await {
@@ -336,6 +391,23 @@ impl Session {
             Command::RoomEvent(EndpointEvent::Closed { reason }) => return Some(reason),
             Command::RoomEvent(event) => self.on_room_event(event),
             Command::Close => return Some(CloseReason::Left),
+            Command::Leave(reason) => return Some(reason),
+            Command::Rpc(call) => call(&self.rpc),
+            Command::SetLayer { track, layer } => {
+                let forced = match layer {
+                    LayerPreference::Highest => None,
+                    LayerPreference::AtMost(layer) => Some(layer),
+                };
+                self.egress.force_layer(&track, forced, &self.rpc);
+            }
+            Command::ChannelSend { label, binary, data } => {
+                let id = self.channels.iter().find(|(_, l)| **l == label).map(|(id, _)| *id);
+                if let Some(mut channel) = id.and_then(|id| self.rtc.channel(id))
+                    && let Err(err) = channel.write(binary, &data)
+                {
+                    debug!(%label, "data channel write failed: {err}");
+                }
+            }
         }
         None
     }

@@ -1,0 +1,448 @@
+//! The browser transport end to end: the WebSocket signalling protocol over a real socket (join,
+//! room events, data, errors for bad input, reconnect and reaping), and real Chromium tabs —
+//! peer to peer in mesh rooms and direct calls, where the server relays only signalling.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::browser::{WsClient, metric, metrics};
+use crate::support::chromium::run as chromium;
+use crate::support::webrtc_client::{ClientCodec, ClientOptions, WhepViewer};
+use crate::support::{TestServer, eventually};
+
+/// A short reconnect grace period, so reaping can be observed quickly.
+const QUICK_GRACE: &str = "[browser]\nreconnect_grace_s = 2\n";
+
+async fn token(server: &TestServer, room: &str, identity: &str) -> String {
+    server.token(room, identity, json!({})).await
+}
+
+/// Live signalling sessions and direct calls, from `/metrics`.
+async fn live_sessions(server: &TestServer) -> (f64, f64) {
+    let text = metrics(server).await;
+    let sessions = metric(&text, "junction_browser_sessions").expect("junction_browser_sessions in /metrics");
+    let calls = metric(&text, "junction_browser_calls").expect("junction_browser_calls in /metrics");
+    (sessions, calls)
+}
+
+async fn wait_for_no_sessions(server: &TestServer) {
+    eventually("browser sessions and calls back to zero", Duration::from_secs(20), || async {
+        (live_sessions(server).await == (0.0, 0.0)).then_some(())
+    })
+    .await;
+}
+
+/// No media frame entered or left the server's engine.
+async fn assert_no_media_through_server(server: &TestServer) {
+    let text = metrics(server).await;
+    for name in ["junction_frames_in_total", "junction_frames_forwarded_total"] {
+        assert_eq!(metric(&text, name), Some(0.0), "{name} moved (or is missing):\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn peers_join_see_each_other_exchange_data_and_leave() {
+    let server = TestServer::start().await;
+    let (mut alice, joined) = WsClient::join(&server, &token(&server, "standup", "alice").await).await;
+    assert_eq!(alice.welcome["identity"], "alice");
+    assert_eq!(alice.welcome["room"], "standup");
+    assert!(alice.session().starts_with("PS_"));
+    assert_eq!(joined["session"], alice.session());
+    assert_eq!(joined["room"]["name"], "standup");
+    assert_eq!(joined["room"]["mode"], "sfu");
+    assert_eq!(joined["you"]["identity"], "alice");
+    assert_eq!(joined["you"]["transport"], "webrtc");
+
+    let bob_token = server
+        .call(
+            Method::POST,
+            "/v1/rooms/standup/tokens",
+            Some(json!({"identity": "bob", "name": "Bob", "metadata": {"role": "host"}})),
+        )
+        .await
+        .1["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut bob, joined) = WsClient::join(&server, &bob_token).await;
+    assert_eq!(joined["peers"][0]["identity"], "alice");
+    assert_eq!(joined["peers"][0]["session"], alice.session());
+    let seen = alice.expect("peer_joined").await;
+    assert_eq!(seen["peer"]["identity"], "bob");
+    assert_eq!(seen["peer"]["name"], "Bob");
+    assert_eq!(seen["peer"]["metadata"]["role"], "host");
+    assert_eq!(seen["peer"]["session"], bob.session());
+    let (_, room) = server.call(Method::GET, "/v1/rooms/standup", None).await;
+    assert_eq!(room["room"]["num_peers"], 2);
+
+    bob.send(json!({"type": "data", "payload": "héllo", "topic": "chat", "id": 1})).await;
+    assert_eq!(bob.expect("ok").await, json!({"type": "ok", "id": 1, "request": "data", "delivered": 1}));
+    let data = alice.expect("data").await;
+    assert_eq!(data, json!({"type": "data", "from": "bob", "topic": "chat", "payload": "héllo", "reliable": true}));
+    alice.send(json!({"type": "data", "payload_base64": "AAEC/w==", "to": ["bob"], "reliable": false})).await;
+    let data = bob.expect("data").await;
+    assert_eq!((data["payload_base64"].as_str(), data["reliable"].as_bool()), (Some("AAEC/w=="), Some(false)));
+
+    bob.send(json!({"type": "update", "name": "Robert"})).await;
+    assert_eq!(alice.expect("peer_updated").await["peer"]["name"], "Robert");
+    bob.send(json!({"type": "ping", "id": "p", "data": 42})).await;
+    assert_eq!(bob.expect("pong").await, json!({"type": "pong", "id": "p", "data": 42}));
+
+    bob.send(json!({"type": "leave"})).await;
+    assert_eq!(bob.expect("closed").await["reason"], "left");
+    assert_eq!(bob.closed().await, Some(1000));
+    let left = alice.expect("peer_left").await;
+    assert_eq!((left["identity"].as_str(), left["reason"].as_str()), (Some("bob"), Some("left")));
+    alice.send(json!({"type": "leave"})).await;
+    assert_eq!(alice.closed().await, Some(1000));
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_the_session_carries_on() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = WsClient::join(&server, &token(&server, "r1", "alice").await).await;
+
+    alice.send_text("{\"type\": \"join\",").await;
+    let error = alice.expect("error").await;
+    assert_eq!(error["code"], "invalid_json");
+    assert!(error["message"].as_str().unwrap().starts_with("malformed JSON"), "{error}");
+
+    alice.send(json!({"type": "teleport", "id": 7})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_i64()), (Some("unknown_type"), Some(7)));
+    assert!(error["message"].as_str().unwrap().contains("\"teleport\""), "{error}");
+
+    alice.send(json!({"type": "mute", "track": "TR_x", "muted": "yes"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["request"].as_str()), (Some("invalid_field"), Some("mute")));
+    assert!(error["message"].as_str().unwrap().starts_with("mute.muted:"), "{error}");
+
+    alice.send(json!({"type": "join", "id": "twice"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("already_joined"), Some("twice")));
+    assert_eq!(error["message"], "this session has already joined room r1; leave first");
+
+    alice.send_binary(&[1, 2, 3]).await;
+    assert_eq!(alice.expect("error").await["code"], "binary_not_supported");
+
+    alice.send(json!({"type": "subscribe", "track": "TR_doesnotexist"})).await;
+    assert_eq!(alice.expect("error").await["code"], "track_not_found");
+
+    // Still in the room, still answering.
+    alice.send(json!({"type": "ping", "id": 1})).await;
+    alice.expect("pong").await;
+    let (_, peers) = server.call(Method::GET, "/v1/rooms/r1/peers", None).await;
+    assert_eq!(peers["peers"][0]["identity"], "alice");
+
+    // Credentials are refused on the socket itself, then it closes with 4001.
+    let expired = expired_token(&server.api_key, "r1", "mallory");
+    let mut refused = WsClient::connect_raw(&server, &format!("token={expired}")).await;
+    let error = refused.expect("error").await;
+    assert_eq!(error["code"], "token_expired");
+    assert!(error["message"].as_str().unwrap().starts_with("the token expired at"), "{error}");
+    assert_eq!(refused.closed().await, Some(4001));
+    let mut refused = WsClient::connect_raw(&server, "").await;
+    let error = refused.expect("error").await;
+    assert_eq!(error["code"], "unauthorized");
+    assert!(error["message"].as_str().unwrap().contains("anonymous sessions are disabled"), "{error}");
+    assert_eq!(refused.closed().await, Some(4001));
+    let mut refused = WsClient::connect_raw(&server, "token=eyJhbGciOiJIUzI1NiJ9.e30.forged").await;
+    assert_eq!(refused.expect("error").await["code"], "unauthorized");
+
+    // A plain GET is told to upgrade; the dev token endpoint does not exist outside dev mode.
+    let response = reqwest::get(server.url("/ws")).await.unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "websocket_required");
+    let response =
+        reqwest::Client::new().post(server.url("/dev/token")).json(&json!({"room": "r1"})).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+
+    alice.send(json!({"type": "ping", "id": 2})).await;
+    alice.expect("pong").await;
+    alice.send(json!({"type": "leave"})).await;
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn bad_sdp_and_out_of_turn_signalling_get_clear_errors_and_the_session_carries_on() {
+    let server = TestServer::start().await;
+    let (mut alice, _) = WsClient::join(&server, &token(&server, "sdp", "alice").await).await;
+
+    alice.send(json!({"type": "offer", "sdp": "this is not SDP", "id": "o1"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("bad_sdp"), Some("o1")));
+    assert!(!error["message"].as_str().unwrap().is_empty(), "{error}");
+
+    // Nothing was offered by the server, and no media session exists for candidates yet.
+    alice.send(json!({"type": "answer", "sdp": "v=0", "id": "a1"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("no_offer"), Some("a1")));
+    alice.send(json!({"type": "candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "id": "c1"})).await;
+    let error = alice.expect("error").await;
+    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("no_media"), Some("c1")));
+
+    // Still in the room and answering; the peer is still there.
+    alice.send(json!({"type": "ping", "id": 1})).await;
+    alice.expect("pong").await;
+    let (_, peers) = server.call(Method::GET, "/v1/rooms/sdp/peers", None).await;
+    assert_eq!(peers["peers"][0]["identity"], "alice");
+    alice.send(json!({"type": "leave"})).await;
+    assert_eq!(alice.closed().await, Some(1000));
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+/// A token signed with the server's key that expired a minute ago.
+fn expired_token(api_key: &str, room: &str, identity: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims =
+        json!({"iss": "junction", "sub": identity, "room": room, "iat": now - 120, "nbf": now - 120, "exp": now - 60});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(api_key.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_dropped_socket_resumes_within_the_grace_period_and_is_reaped_after_it() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let alice_token = token(&server, "lobby", "alice").await;
+    let (alice, _) = WsClient::join(&server, &alice_token).await;
+    let (mut bob, _) = WsClient::join(&server, &token(&server, "lobby", "bob").await).await;
+    let session = alice.session().to_owned();
+    let key = alice.welcome["resume_key"].as_str().unwrap().to_owned();
+
+    // Alice's network fails; Bob writes to her while she is away.
+    alice.drop_connection().await;
+    bob.send(json!({"type": "data", "payload": "are you there?", "id": 1})).await;
+    assert_eq!(bob.expect("ok").await["delivered"], 1);
+
+    // Resuming needs the key; a wrong one starts a fresh session and says why.
+    let mut wrong = WsClient::connect(&server, &format!("token={alice_token}&resume={session}&key=nope")).await;
+    assert_eq!(wrong.welcome["resumed"], false);
+    assert_ne!(wrong.session(), session);
+    let error = wrong.expect("error").await;
+    assert_eq!(error["code"], "resume_failed");
+    assert!(error["message"].as_str().unwrap().contains("resume key"), "{error}");
+    wrong.send(json!({"type": "leave"})).await;
+
+    let mut alice = WsClient::connect(&server, &format!("token={alice_token}&resume={session}&key={key}")).await;
+    assert_eq!(alice.welcome["resumed"], true);
+    assert_eq!(alice.session(), session);
+    let missed = alice.expect("data").await;
+    assert_eq!((missed["from"].as_str(), missed["payload"].as_str()), (Some("bob"), Some("are you there?")));
+    // Still the same peer: a second join is refused, and Bob never saw her leave.
+    alice.send(json!({"type": "join"})).await;
+    assert_eq!(alice.expect("error").await["code"], "already_joined");
+    bob.assert_silent("peer_left", Duration::from_millis(200)).await;
+
+    // Gone for good: reaped after the grace period, and Bob is told.
+    alice.drop_connection().await;
+    let left = bob.expect("peer_left").await;
+    assert_eq!((left["identity"].as_str(), left["reason"].as_str()), (Some("alice"), Some("transport_timeout")));
+    let gone = WsClient::connect(&server, &format!("token={alice_token}&resume={session}&key={key}")).await;
+    assert_eq!(gone.welcome["resumed"], false);
+    gone.close(1000).await;
+
+    bob.send(json!({"type": "leave"})).await;
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn anonymous_sessions_only_when_allowed_and_name_their_room() {
+    let server = TestServer::start_with("[browser]\nallow_anonymous = true\nallow_direct_call = false\n", &[]).await;
+    assert!(server.logs().contains("allow_anonymous = true"), "no insecurity warning:\n{}", server.logs());
+    let mut anon = WsClient::connect(&server, "").await;
+    assert_eq!(anon.welcome["anonymous"], true);
+    assert_eq!(anon.welcome["direct_call"], false);
+    assert!(anon.welcome["identity"].as_str().unwrap().starts_with("anon-"));
+    anon.send(json!({"type": "join"})).await;
+    assert!(anon.expect("error").await["message"].as_str().unwrap().contains("must name a room"));
+    anon.send(json!({"type": "join", "room": "open-house", "name": "Visitor"})).await;
+    let joined = anon.expect("joined").await;
+    assert_eq!(
+        (joined["room"]["name"].as_str(), joined["you"]["name"].as_str()),
+        (Some("open-house"), Some("Visitor"))
+    );
+    anon.send(json!({"type": "call", "to": "PS_1", "payload": {}})).await;
+    assert_eq!(anon.expect("error").await["code"], "direct_call_disabled");
+    anon.send(json!({"type": "leave"})).await;
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn kicked_and_replaced_peers_are_told_and_disconnected() {
+    let server = TestServer::start().await;
+    let alice_token = token(&server, "hall", "alice").await;
+    let (mut first, _) = WsClient::join(&server, &alice_token).await;
+    let (mut second, _) = WsClient::join(&server, &alice_token).await;
+    assert_eq!(first.expect("closed").await["reason"], "replaced");
+    assert_eq!(first.closed().await, Some(4009));
+
+    let (status, _) = server.call(Method::DELETE, "/v1/rooms/hall/peers/alice", None).await;
+    assert_eq!(status, 204);
+    assert_eq!(second.expect("closed").await["reason"], "kicked");
+    assert_eq!(second.closed().await, Some(4010));
+
+    let (mut carol, _) = WsClient::join(&server, &token(&server, "hall", "carol").await).await;
+    server.call(Method::DELETE, "/v1/rooms/hall", None).await;
+    assert_eq!(carol.expect("closed").await["reason"], "room_deleted");
+    assert_eq!(carol.closed().await, Some(4011));
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn mesh_room_tabs_connect_peer_to_peer_with_only_signalling_through_the_server() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let (status, _) = server.call(Method::POST, "/v1/rooms", Some(json!({"name": "mesh", "mode": "mesh"}))).await;
+    assert_eq!(status, 201);
+    let tokens = [token(&server, "mesh", "ann").await, token(&server, "mesh", "ben").await];
+    let result = chromium("room.mjs", json!({"base": server.base, "room": "mesh", "tokens": tokens})).await;
+    assert_decoding_grows(&result);
+    for (tab, other) in [(0, "ben"), (1, "ann")] {
+        let tiles = result["tiles"][tab].as_array().unwrap();
+        assert!(
+            tiles.iter().any(|t| t["peer"] == other && t["kind"] == "video" && t["source"] == "camera"),
+            "{tiles:?}"
+        );
+        assert!(tiles.iter().any(|t| t["peer"] == other && t["kind"] == "audio"), "{tiles:?}");
+        assert_eq!(result["errors"][tab], Value::Null);
+    }
+    assert_no_media_through_server(&server).await;
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn sfu_room_tabs_see_and_hear_each_other_through_the_server() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens = [token(&server, "sfu", "ann").await, token(&server, "sfu", "ben").await];
+    let result = chromium("room.mjs", json!({"base": server.base, "room": "sfu", "tokens": tokens})).await;
+    assert_decoding_grows(&result);
+    for (tab, other) in [(0, "ben"), (1, "ann")] {
+        let tiles = result["tiles"][tab].as_array().unwrap();
+        assert!(
+            tiles.iter().any(|t| t["peer"] == other && t["kind"] == "video" && t["source"] == "camera"),
+            "{tiles:?}"
+        );
+        assert!(
+            tiles.iter().any(|t| t["peer"] == other && t["kind"] == "audio" && t["source"] == "microphone"),
+            "{tiles:?}"
+        );
+        assert_eq!(result["errors"][tab], Value::Null);
+    }
+    let text = metrics(&server).await;
+    let forwarded = metric(&text, "junction_frames_forwarded_total").unwrap_or(0.0);
+    assert!(forwarded > 0.0, "no frame went through the server:\n{text}");
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn a_browser_room_peer_is_watched_over_whep_by_an_independent_webrtc_stack() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let ann = token(&server, "mixed", "ann").await;
+    let args = json!({"base": server.base, "room": "mixed", "token": ann, "hold_ms": 8000});
+    let (result, frames) = tokio::join!(chromium("publish.mjs", args), async {
+        eventually("ann's camera and microphone published", Duration::from_secs(30), || async {
+            let (_, peers) = server.call(Method::GET, "/v1/rooms/mixed/peers", None).await;
+            let peers = peers["peers"].as_array().cloned().unwrap_or_default();
+            let ann = peers.iter().find(|p| p["identity"] == "ann")?;
+            ann["tracks"].as_array().is_some_and(|t| t.len() == 2).then_some(())
+        })
+        .await;
+        let viewer_token = server.token("mixed", "viewer", json!({"subscribe": true, "publish": false})).await;
+        let options = ClientOptions::new(&[ClientCodec::Vp8, ClientCodec::Opus]);
+        let mut viewer = WhepViewer::connect(&server.base, "mixed", &viewer_token, "?identity=ann", options)
+            .await
+            .expect("WHEP view");
+        let mut video = Vec::new();
+        let mut audio = 0;
+        while video.len() < 30 || audio < 20 {
+            let Some(frame) = viewer.next_frame(Duration::from_secs(10)).await else { break };
+            match frame.codec {
+                ClientCodec::Vp8 => video.push(frame),
+                ClientCodec::Opus => audio += 1,
+                ClientCodec::H264 => panic!("H.264 from a VP8 publisher"),
+            }
+        }
+        viewer.close().await;
+        (video, audio)
+    });
+    let (video, audio) = frames;
+    assert!(audio >= 20, "{audio} Opus packets from the browser's microphone");
+    assert!(video.len() >= 30, "{} VP8 frames from the browser's camera", video.len());
+    // The first frame shown is a keyframe (the server asked the browser for one), and every
+    // frame is a real VP8 frame: a keyframe carries the start code 9d 01 2a and its size.
+    assert!(video[0].keyframe, "the first VP8 frame is not a keyframe");
+    for frame in video.iter().filter(|f| f.keyframe) {
+        assert_eq!(frame.payload.get(3..6), Some(&[0x9d, 0x01, 0x2a][..]), "not a VP8 keyframe");
+    }
+    // Timestamps move forward on the 90 kHz clock.
+    let span = video.last().unwrap().rtp_timestamp.wrapping_sub(video[0].rtp_timestamp);
+    assert!(span > 0 && span < 90_000 * 30, "RTP timestamps span {span} ticks over {} frames", video.len());
+    assert_eq!(result["error"], Value::Null);
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn a_subscriber_forced_to_each_simulcast_layer_decodes_that_layer() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens = [token(&server, "sim", "ann").await, token(&server, "sim", "ben").await];
+    let result = chromium("simulcast.mjs", json!({"base": server.base, "room": "sim", "tokens": tokens})).await;
+    let layers = result["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{result}");
+    let widths: Vec<u64> = layers.iter().map(|l| l["width"].as_u64().unwrap()).collect();
+    assert!(widths[0] < widths[1] && widths[1] < widths[2], "layer sizes {widths:?}: {result}");
+    for layer in layers {
+        // The forced layer holds (the bandwidth estimate does not move it) and keeps decoding.
+        assert_eq!(layer["stillWidth"], layer["width"], "{layer}");
+        assert!(layer["after"].as_u64() > layer["before"].as_u64(), "stopped decoding: {layer}");
+    }
+    assert_eq!(result["errors"], json!([null, null]));
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn direct_call_connects_two_sessions_without_a_room() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens = [token(&server, "home-a", "caller").await, token(&server, "home-b", "callee").await];
+    let result = chromium("call.mjs", json!({"base": server.base, "tokens": tokens})).await;
+    assert_eq!(result["incoming"]["identity"], "caller");
+    assert_eq!(result["incoming"]["from"], result["callerId"]);
+    assert!(result["callId"].as_str().unwrap().starts_with("CA_"));
+    assert_decoding_grows(&result);
+    assert_eq!(result["ended"], "hangup");
+    assert_no_media_through_server(&server).await;
+    // Nobody joined a room.
+    assert_eq!(server.health().await["peers"], 0);
+    wait_for_no_sessions(&server).await;
+}
+
+/// Each tab decoded video from the other, more in the second sample than in the first.
+fn assert_decoding_grows(result: &Value) {
+    for tab in 0..2 {
+        let decoded = |sample: &str| -> u64 {
+            result[sample][tab]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["framesDecoded"].as_u64().unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        };
+        let (first, second) = (decoded("first"), decoded("second"));
+        assert!(first > 0, "tab {tab} decoded nothing: {result}");
+        assert!(second > first, "tab {tab} stopped decoding ({first} then {second}): {result}");
+    }
+}

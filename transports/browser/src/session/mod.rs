@@ -1,0 +1,238 @@
+//! One signalling session: the state machine behind a browser's WebSocket. It takes client
+//! messages, room events and messages relayed from other sessions, and turns them into engine
+//! calls and messages for the client, queued in its outbox. It owns no socket and no timer —
+//! [`driver`] does the I/O — so it can be driven synchronously in tests.
+//!
+//! A session outlives its socket: when the socket drops without `leave`, the driver keeps the
+//! session (and its room membership, subscriptions and calls) for the reconnect grace period,
+//! the outbox collecting what the client misses, and a socket that resumes it gets it all.
+
+pub mod driver;
+mod link;
+mod media;
+mod room;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use junction_auth::Authority;
+use junction_core::{CloseReason, SessionId};
+use junction_endpoint::Engine;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::BrowserConfig;
+use crate::error::WireError;
+use crate::principal::Principal;
+use crate::protocol::{self, ClientMessage, Request, ServerMessage};
+use crate::registry::{INBOX_CAPACITY, Inbound, Registry};
+
+pub use link::{RoomInput, RoomPeer};
+
+/// What every session shares.
+pub struct Context {
+    pub engine: Engine,
+    pub authority: Authority,
+    pub registry: Registry,
+    pub config: BrowserConfig,
+    /// The WebRTC media plane, for SFU rooms (`None` when it is disabled).
+    pub webrtc: Option<junction_webrtc::WebrtcTransport>,
+}
+
+/// How a session ends: what the client is told, the WebSocket close code, and the reason the
+/// room hears.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ending {
+    pub reason: &'static str,
+    pub close_code: u16,
+    /// Why the peer leaves its room (if it is still in one).
+    pub leave: CloseReason,
+}
+
+impl Ending {
+    /// The ending for a room session the engine closed.
+    fn from_close(reason: &CloseReason) -> Ending {
+        let close_code = match reason {
+            CloseReason::Left => 1000,
+            CloseReason::ServerShutdown => 1001,
+            CloseReason::Overloaded => 4008,
+            CloseReason::Replaced => 4009,
+            CloseReason::Kicked => 4010,
+            CloseReason::RoomDeleted | CloseReason::RoomExpired => 4011,
+            CloseReason::TransportTimeout => 4012,
+            CloseReason::Error { .. } => 4013,
+        };
+        Ending { reason: reason.as_str(), close_code, leave: reason.clone() }
+    }
+}
+
+/// What a request produced, besides messages it queued itself.
+enum Reply {
+    /// Nothing more; an `ok` goes out if the request carried an `id`.
+    Ok,
+    /// An `ok` with the number of peers a message reached.
+    Delivered(usize),
+    /// Its own reply message.
+    Message(Box<ServerMessage>),
+    /// Its replies are queued already.
+    Done,
+}
+
+pub struct Session {
+    pub id: SessionId,
+    resume_key: String,
+    principal: Principal,
+    ctx: Arc<Context>,
+    room: Option<RoomPeer>,
+    outbox: VecDeque<ServerMessage>,
+    ending: Option<Ending>,
+    /// Why the session ended, for its room, once it has.
+    exit: Option<CloseReason>,
+}
+
+impl Session {
+    /// Registers a new session; the receiver is its inbox (resumed sockets, relayed messages).
+    pub fn new(ctx: Arc<Context>, principal: Principal) -> (Session, mpsc::Receiver<Inbound>) {
+        let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
+        let (id, resume_key) = ctx.registry.register(principal.clone(), tx);
+        let session =
+            Session { id, resume_key, principal, ctx, room: None, outbox: VecDeque::new(), ending: None, exit: None };
+        (session, rx)
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The `welcome` a (re)attached socket gets first, ahead of anything queued for it.
+    pub fn welcome(&mut self, resumed: bool) {
+        let welcome = ServerMessage::Welcome {
+            session: self.id,
+            resume_key: self.resume_key.clone(),
+            resumed,
+            identity: self.principal.identity.clone(),
+            room: self.principal.room.clone(),
+            anonymous: self.principal.anonymous,
+            direct_call: self.ctx.config.allow_direct_call,
+            reconnect_grace_s: self.ctx.config.reconnect_grace_s,
+            ice_servers: self.ctx.webrtc.as_ref().map(|w| w.ice_servers().to_vec()).unwrap_or_default(),
+        };
+        self.outbox.push_front(welcome);
+    }
+
+    pub fn push(&mut self, message: ServerMessage) {
+        self.outbox.push_back(message);
+    }
+
+    /// Puts a message that could not be sent back at the head of the outbox.
+    pub fn unsend(&mut self, message: ServerMessage) {
+        self.outbox.push_front(message);
+    }
+
+    pub fn next_outgoing(&mut self) -> Option<ServerMessage> {
+        self.outbox.pop_front()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub fn ending(&self) -> Option<&Ending> {
+        self.ending.as_ref()
+    }
+
+    fn end(&mut self, ending: Ending, message: Option<String>) {
+        if self.ending.is_none() {
+            self.outbox.push_back(ServerMessage::Closed { reason: ending.reason, message });
+            self.ending = Some(ending);
+        }
+    }
+
+    /// The server is shutting down.
+    pub fn end_for_shutdown(&mut self) {
+        self.end(Ending::from_close(&CloseReason::ServerShutdown), None);
+    }
+
+    /// Handles one text frame from the client.
+    pub async fn on_text(&mut self, text: &str) {
+        match protocol::parse(text) {
+            Ok(request) => self.on_request(request).await,
+            Err(err) => self.push(ServerMessage::error(err.id, err.kind, err.error)),
+        }
+    }
+
+    /// A binary frame: not part of the protocol.
+    pub fn on_binary(&mut self) {
+        let error = WireError::new("binary_not_supported", "messages are JSON text frames; binary frames are ignored");
+        self.push(ServerMessage::error(None, None, error));
+    }
+
+    async fn on_request(&mut self, request: Request) {
+        let Request { id, kind, message } = request;
+        if self.ending.is_some() {
+            return;
+        }
+        let result = match message {
+            ClientMessage::Join { room, name, metadata } => self.join(id.clone(), room, name, metadata),
+            ClientMessage::Leave {} => {
+                self.end(Ending::from_close(&CloseReason::Left), None);
+                Ok(Reply::Ok)
+            }
+            ClientMessage::Ping { data } => Ok(Reply::Message(Box::new(ServerMessage::Pong { id: id.clone(), data }))),
+            ClientMessage::Call { to, payload } => self.call(id.clone(), to, payload),
+            ClientMessage::CallSignal { call, payload } => {
+                self.ctx.registry.relay_call(&call, self.id, payload).map(|()| Reply::Ok)
+            }
+            ClientMessage::Hangup { call } => self.ctx.registry.hangup(&call, self.id).map(|()| Reply::Ok),
+            ClientMessage::Offer { sdp, tracks } => self.on_offer(id.clone(), sdp, tracks).await,
+            room_request => self.room_request(room_request).await,
+        };
+        match result {
+            Ok(Reply::Ok) => self.ack(id, kind, None),
+            Ok(Reply::Delivered(n)) => self.ack(id, kind, Some(n)),
+            Ok(Reply::Message(message)) => self.push(*message),
+            Ok(Reply::Done) => {}
+            Err(error) => self.push(ServerMessage::error(id, Some(kind), error)),
+        }
+    }
+
+    fn ack(&mut self, id: Option<Value>, request: String, delivered: Option<usize>) {
+        // A `leave` is answered by `closed`.
+        if let Some(id) = id
+            && request != "leave"
+        {
+            self.push(ServerMessage::Ok { id, request, delivered });
+        }
+    }
+
+    fn call(&mut self, id: Option<Value>, to: SessionId, payload: Value) -> Result<Reply, WireError> {
+        if !self.ctx.config.allow_direct_call {
+            return Err(WireError::new("direct_call_disabled", "direct calls are disabled on this server"));
+        }
+        let call = self.ctx.registry.start_call(self.id, to, payload)?;
+        tracing::info!(call = %call, to = %to, "direct call started");
+        Ok(Reply::Message(Box::new(ServerMessage::CallStarted { id, call, to })))
+    }
+
+    /// Releases everything the session holds: leaves its room for `reason` (unless already out),
+    /// hangs up its calls, and leaves the registry.
+    pub fn finish(mut self, reason: CloseReason) {
+        tracing::info!(reason = reason.as_str(), "session ended");
+        self.exit = Some(reason);
+    }
+}
+
+impl Drop for Session {
+    /// However the session ends — `finish`, or its task failing — its peer leaves the room and
+    /// the registry forgets it.
+    fn drop(&mut self) {
+        let reason = self.exit.take().unwrap_or_else(|| CloseReason::Error { message: "session task ended".into() });
+        if let Some(peer) = self.room.take() {
+            peer.leave(reason);
+        }
+        self.ctx.registry.remove(self.id, "gone");
+    }
+}
+
+#[cfg(test)]
+mod tests;
