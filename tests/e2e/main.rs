@@ -17,3 +17,4 @@ mod whep_rtmp;
 mod whip;
 mod whip_browser;
 mod whip_http;
+mod whip_room;
