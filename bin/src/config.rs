@@ -24,6 +24,8 @@ pub struct Config {
     pub log: LogConfig,
     pub webhook: WebhookConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
+    pub webrtc: junction_webrtc::WebrtcConfig,
+    pub whip: junction_whip::WhipConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +275,7 @@ impl Config {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())

@@ -102,6 +102,13 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   rtmp.listen             RTMP address                         [127.0.0.1:1935]
   rtmp.on_duplicate       a live key publishing again: replace | reject [replace]
   rtmp.idle_timeout_s     silent publishers are closed after   [10]
+  webrtc.enabled          WebRTC media plane (and WHIP/WHEP)   [true]
+  webrtc.udp_listen       the one UDP socket of all sessions   [127.0.0.1:7882]
+  webrtc.public_addr      IP[:port] put in ICE candidates      [the bound address]
+  webrtc.ice_timeout_s    silence before a session is reaped   [15] (1-30)
+  webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
+  whip.enabled            /whip and /whep endpoints            [true]
+  whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
 Unknown keys and bad values stop start-up with a message naming the key.";
 
 impl ServeArgs {

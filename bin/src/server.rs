@@ -83,6 +83,43 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         wiring.ingress_urls.rtmp = Some(rtmp.url());
     }
 
+    // WebRTC media plane, and WHIP/WHEP on top of it.
+    let mut whip_options = None;
+    if config.webrtc.enabled {
+        let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "webrtc",
+            url: format!("udp://{}", transport.advertised_addr()),
+            about: "WebRTC media (ICE-lite, one UDP port for every session)",
+        });
+        if config.whip.enabled {
+            let whip = junction_whip::WhipState::new(engine.clone(), authority.clone(), transport, config.whip.clone());
+            wiring.public = wiring.public.merge(junction_whip::router(whip));
+            wiring.services.push(Service {
+                name: "whip",
+                url: format!("{public_url}/whip"),
+                about: "WHIP ingest: POST /whip/{room}",
+            });
+            wiring.services.push(Service {
+                name: "whep",
+                url: format!("{public_url}/whep"),
+                about: "WHEP egress: POST /whep/{room}",
+            });
+            wiring.pages.push(Link {
+                title: "WHIP publisher",
+                href: "/whip.html".into(),
+                about: "publish this browser's camera into a room",
+            });
+            wiring.pages.push(Link {
+                title: "WHEP player",
+                href: "/whep.html?room=demo".into(),
+                about: "watch a room's publisher",
+            });
+            wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
+            whip_options = Some(config.webrtc.ice_servers.clone());
+        }
+    }
+
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;
 
@@ -97,6 +134,10 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         services: Arc::new(wiring.services.clone()),
     };
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins);
+    let app = match &whip_options {
+        Some(ice_servers) => junction_whip::with_options_headers(app, ice_servers),
+        None => app,
+    };
 
     print_banner(&wiring.services, &public_url, &api_key, dev_mode);
     tokio::spawn(wait_for_signal(shutdown.clone()));

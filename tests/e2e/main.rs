@@ -9,3 +9,6 @@ mod cli;
 mod rest;
 mod rtmp;
 mod webhooks;
+mod whip;
+mod whip_browser;
+mod whip_http;

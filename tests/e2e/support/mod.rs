@@ -4,7 +4,9 @@
 
 pub mod rtmp_client;
 pub mod audio;
+pub mod chromium;
 pub mod server;
+pub mod webrtc_client;
 
 pub use server::TestServer;
 

@@ -1,0 +1,70 @@
+// WHIP and WHEP from a real browser: tab 1 publishes its fake camera and microphone through
+// /whip.html, tab 2 plays the room through /whep.html. Returns tab 2's inbound RTP statistics
+// twice, 2 s apart, and tab 1's outbound ones. Args: {base, room, publishToken, viewToken,
+// simulcast}.
+import { run, open, until, sleep } from './runner.mjs';
+
+/** RTP statistics of the page's `window[name].pc`, of `type` (inbound-rtp/outbound-rtp). */
+function rtpStats(page, name, type) {
+  return page.evaluate(async ({ name, type }) => {
+    const pc = window[name]?.pc;
+    if (!pc) return [];
+    const reports = await pc.getStats();
+    const codecs = {};
+    reports.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
+    const out = [];
+    reports.forEach((r) => {
+      if (r.type !== type) return;
+      out.push({
+        kind: r.kind,
+        rid: r.rid ?? null,
+        codec: codecs[r.codecId] ?? null,
+        framesDecoded: r.framesDecoded ?? 0,
+        framesEncoded: r.framesEncoded ?? 0,
+        frameWidth: r.frameWidth ?? 0,
+        frameHeight: r.frameHeight ?? 0,
+        packets: r.packetsReceived ?? r.packetsSent ?? 0,
+        bytes: r.bytesReceived ?? r.bytesSent ?? 0,
+      });
+    });
+    return out;
+  }, { name, type });
+}
+
+/** Waits for `window[name].state` to be `wanted`; fails at once when the page failed. */
+function state(page, name, wanted, ms) {
+  return until(`${name} ${wanted}`, ms, async () => {
+    const { state, error } = await page.evaluate((name) => window[name], name);
+    if (state === 'failed') throw new Error(`${name} page failed: ${error}`);
+    return state === wanted;
+  });
+}
+
+run(async (browser, { base, room, publishToken, viewToken, simulcast }, logs) => {
+  const q = (v) => encodeURIComponent(v);
+  const publisher = await open(
+    browser,
+    `${base}/whip.html?room=${q(room)}&token=${q(publishToken)}&autostart=1${simulcast ? '&simulcast=1' : ''}`,
+    logs,
+    'whip',
+  );
+  await state(publisher, 'whip', 'connected', 30_000);
+  const viewer = await open(browser, `${base}/whep.html?room=${q(room)}&token=${q(viewToken)}&autostart=1`, logs, 'whep');
+  await state(viewer, 'whep', 'connected', 30_000);
+  await until('the WHEP tab decoding video', 30_000, async () => {
+    const stats = await rtpStats(viewer, 'whep', 'inbound-rtp');
+    return stats.some((s) => s.kind === 'video' && s.framesDecoded > 0);
+  });
+  const first = await rtpStats(viewer, 'whep', 'inbound-rtp');
+  await sleep(2000);
+  const second = await rtpStats(viewer, 'whep', 'inbound-rtp');
+  const sent = await rtpStats(publisher, 'whip', 'outbound-rtp');
+  const whipResource = await publisher.evaluate(() => window.whip.resource);
+  const whepResource = await viewer.evaluate(() => window.whep.resource);
+  // Leave the way the pages' Stop buttons do: DELETE, then close.
+  await viewer.click('#stop');
+  await publisher.click('#stop');
+  await state(viewer, 'whep', 'stopped', 10_000);
+  await state(publisher, 'whip', 'stopped', 10_000);
+  return { first, second, sent, whipResource, whepResource, logs };
+});

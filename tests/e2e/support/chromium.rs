@@ -1,0 +1,41 @@
+//! Runs the Chromium scenarios of `tests/browser/`: node drives the system Chromium through
+//! playwright-core (`runner.mjs` launches it headless with a fake camera and microphone); a
+//! scenario takes its arguments as one JSON argument and prints its result as one JSON line,
+//! `{"ok": true, ...}` or `{"ok": false, "error": ..., "logs": [...]}`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Longest a scenario may run.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Runs `tests/browser/<script>` with `args` and returns its result, failing the test (with the
+/// scenario's error, browser console logs and stderr) unless it reports `"ok": true`.
+pub async fn run(script: &str, args: Value) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: run `npm ci` in tests/browser (scripts/test does)"
+    );
+    let child = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(args.to_string())
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(SCENARIO_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within {SCENARIO_TIMEOUT:?}"))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("{script} printed no JSON result\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    assert_eq!(result["ok"], true, "{script} failed: {}\nlogs: {}\nstderr:\n{stderr}", result["error"], result["logs"]);
+    result
+}

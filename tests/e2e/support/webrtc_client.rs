@@ -1,0 +1,870 @@
+//! An independent WebRTC client for the end-to-end tests, built on the `webrtc` crate
+//! (webrtc-rs 0.21, a different stack from the server's str0m): a WHIP publisher that sends
+//! synthetic H.264, VP8 and Opus frames with known payloads, and a WHEP viewer that hands back
+//! every frame it receives, reassembled from RTP.
+//!
+//! ```ignore
+//! let publisher = WhipPublisher::connect(&server.base, "stage", &token, ClientOptions::h264_opus()).await?;
+//! let mut viewer = WhepViewer::connect(&server.base, "stage", &viewer_token, "", ClientOptions::h264_opus()).await?;
+//! publisher.send_video(synthetic::h264_keyframe(0), FRAME_33MS).await?;
+//! let frame = viewer.next_frame_of(MediaKind::Video, Duration::from_secs(5)).await.expect("a frame");
+//! assert_eq!(synthetic::nal_units(&frame.payload), synthetic::nal_units(&synthetic::h264_keyframe(0)));
+//! ```
+//!
+//! Any transport's tests can use the viewer to receive what an RTMP, SIP or MoQ publisher sent:
+//! frames carry their codec, payload, RTP timestamp, keyframe flag and arrival time.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use tokio::net::UdpSocket;
+use tokio::sync::{Mutex, mpsc, watch};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    CipherSuiteId, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState, SettingEngineBuilder,
+};
+use webrtc::runtime::TokioRuntime;
+
+/// Codecs the test clients send and receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientCodec {
+    H264,
+    Vp8,
+    Opus,
+}
+
+impl ClientCodec {
+    pub fn kind(self) -> MediaKind {
+        match self {
+            ClientCodec::Opus => MediaKind::Audio,
+            ClientCodec::H264 | ClientCodec::Vp8 => MediaKind::Video,
+        }
+    }
+
+    fn default_payload_type(self) -> u8 {
+        match self {
+            ClientCodec::H264 => 102,
+            ClientCodec::Vp8 => 96,
+            ClientCodec::Opus => 111,
+        }
+    }
+
+    fn rtp_codec(self) -> RTCRtpCodec {
+        let (mime, clock_rate, channels, fmtp) = match self {
+            ClientCodec::H264 => {
+                (MIME_TYPE_H264, 90_000, 0, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
+            }
+            ClientCodec::Vp8 => (MIME_TYPE_VP8, 90_000, 0, ""),
+            ClientCodec::Opus => (MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1"),
+        };
+        RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        }
+    }
+
+    fn from_mime(mime: &str) -> Option<ClientCodec> {
+        match mime.to_ascii_lowercase().as_str() {
+            "video/h264" => Some(ClientCodec::H264),
+            "video/vp8" => Some(ClientCodec::Vp8),
+            "audio/opus" => Some(ClientCodec::Opus),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// How a test client negotiates.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Codecs to send (publisher) or accept (viewer), at most one per kind for a publisher.
+    pub codecs: Vec<ClientCodec>,
+    /// Payload type per codec, where the default should not be used (e.g. Opus on 96).
+    pub payload_types: Vec<(ClientCodec, u8)>,
+    /// Offer only ECDSA DTLS cipher suites.
+    pub ecdsa_only: bool,
+    /// Send all media through a [`UdpRelay`] the test can cut, to make the client vanish.
+    pub via_relay: bool,
+}
+
+impl ClientOptions {
+    pub fn new(codecs: &[ClientCodec]) -> Self {
+        Self { codecs: codecs.to_vec(), payload_types: Vec::new(), ecdsa_only: false, via_relay: false }
+    }
+
+    /// H.264 video and Opus audio, the usual WHIP pair.
+    pub fn h264_opus() -> Self {
+        Self::new(&[ClientCodec::H264, ClientCodec::Opus])
+    }
+
+    pub fn with_payload_type(mut self, codec: ClientCodec, pt: u8) -> Self {
+        self.payload_types.push((codec, pt));
+        self
+    }
+
+    pub fn ecdsa_only(mut self) -> Self {
+        self.ecdsa_only = true;
+        self
+    }
+
+    pub fn via_relay(mut self) -> Self {
+        self.via_relay = true;
+        self
+    }
+
+    fn payload_type(&self, codec: ClientCodec) -> u8 {
+        self.payload_types.iter().find(|(c, _)| *c == codec).map_or(codec.default_payload_type(), |(_, pt)| *pt)
+    }
+}
+
+/// Why a client could not do what it was asked.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The server answered the HTTP request with something else than expected.
+    Http {
+        status: u16,
+        body: String,
+    },
+    WebRtc(String),
+    Timeout(&'static str),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Http { status, body } => write!(f, "HTTP {status}: {body}"),
+            ClientError::WebRtc(err) => write!(f, "WebRTC: {err}"),
+            ClientError::Timeout(what) => write!(f, "timed out waiting for {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+fn rtc_err(err: impl std::fmt::Display) -> ClientError {
+    ClientError::WebRtc(err.to_string())
+}
+
+/// One frame as a viewer received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedFrame {
+    pub codec: ClientCodec,
+    /// H.264: Annex B access unit; VP8: the frame; Opus: the packet.
+    pub payload: Bytes,
+    pub rtp_timestamp: u32,
+    /// The frame starts a decodable sequence (H.264 IDR, VP8 key frame; every audio packet).
+    pub keyframe: bool,
+    pub received_at: Instant,
+}
+
+impl ReceivedFrame {
+    pub fn kind(&self) -> MediaKind {
+        self.codec.kind()
+    }
+}
+
+/// Connection state and incoming tracks, as the webrtc crate reports them.
+struct Events {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: watch::Sender<bool>,
+    frames: mpsc::UnboundedSender<ReceivedFrame>,
+    /// Remote tracks, for sending PLI.
+    remote: Mutex<Vec<Arc<dyn TrackRemote>>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        self.remote.lock().await.push(track.clone());
+        let frames = self.frames.clone();
+        tokio::spawn(async move {
+            let mut assembler = None;
+            while let Some(event) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+                if assembler.is_none() {
+                    let ssrc = packet.header.ssrc;
+                    let Some(codec) = track.codec(ssrc).await.and_then(|c| ClientCodec::from_mime(&c.mime_type)) else {
+                        continue;
+                    };
+                    assembler = Some(FrameAssembler::new(codec));
+                }
+                if let Some(frame) = assembler.as_mut().and_then(|a| a.push(packet)) {
+                    let _ = frames.send(frame);
+                }
+            }
+        });
+    }
+}
+
+/// Reassembles frames from RTP packets: everything up to the marker bit; a sequence gap
+/// inside a frame discards it.
+struct FrameAssembler {
+    codec: ClientCodec,
+    h264: rtc::rtp::codec::h264::H264Packet,
+    vp8: rtc::rtp::codec::vp8::Vp8Packet,
+    buffer: BytesMut,
+    next_seq: Option<u16>,
+    broken: bool,
+}
+
+impl FrameAssembler {
+    fn new(codec: ClientCodec) -> Self {
+        Self {
+            codec,
+            h264: Default::default(),
+            vp8: Default::default(),
+            buffer: BytesMut::new(),
+            next_seq: None,
+            broken: false,
+        }
+    }
+
+    fn push(&mut self, packet: rtc::rtp::Packet) -> Option<ReceivedFrame> {
+        let header = &packet.header;
+        if self.next_seq.is_some_and(|seq| seq != header.sequence_number) {
+            self.broken = true;
+        }
+        self.next_seq = Some(header.sequence_number.wrapping_add(1));
+        let part = match self.codec {
+            ClientCodec::Opus => Ok(packet.payload.clone()),
+            ClientCodec::H264 => self.h264.depacketize(&packet.payload),
+            ClientCodec::Vp8 => self.vp8.depacketize(&packet.payload),
+        };
+        match part {
+            Ok(part) => self.buffer.extend_from_slice(&part),
+            Err(_) => self.broken = true,
+        }
+        if !header.marker && self.codec != ClientCodec::Opus {
+            return None;
+        }
+        let payload = std::mem::take(&mut self.buffer).freeze();
+        let broken = std::mem::replace(&mut self.broken, false);
+        if broken || payload.is_empty() {
+            return None;
+        }
+        let keyframe = match self.codec {
+            ClientCodec::Opus => true,
+            ClientCodec::H264 => {
+                synthetic::nal_units(&payload).iter().any(|nal| nal.first().is_some_and(|b| b & 0x1f == 5))
+            }
+            ClientCodec::Vp8 => payload.first().is_some_and(|b| b & 0x01 == 0),
+        };
+        Some(ReceivedFrame {
+            codec: self.codec,
+            payload,
+            rtp_timestamp: header.timestamp,
+            keyframe,
+            received_at: Instant::now(),
+        })
+    }
+}
+
+/// Counts PLI and FIR packets arriving for the tracks a publisher sends.
+struct KeyframeRequestCounter {
+    count: Arc<AtomicU64>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestCounter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests = packets
+                .iter()
+                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+                .count();
+            self.count.fetch_add(requests as u64, Ordering::SeqCst);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestCounter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// A peer connection and what it needs to talk WHIP/WHEP.
+struct Client {
+    pc: Arc<dyn PeerConnection>,
+    events: Arc<Events>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    gathered: watch::Receiver<bool>,
+    keyframe_requests: Arc<AtomicU64>,
+    http: reqwest::Client,
+    bearer: String,
+    /// Absolute URL of the WHIP/WHEP resource.
+    resource: String,
+    etag: Option<String>,
+    relay: Option<UdpRelay>,
+}
+
+impl Client {
+    async fn build(
+        options: &ClientOptions,
+        bearer: &str,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<ReceivedFrame>), ClientError> {
+        let mut media_engine = MediaEngine::default();
+        for codec in &options.codecs {
+            let parameters = RTCRtpCodecParameters {
+                rtp_codec: codec.rtp_codec(),
+                payload_type: options.payload_type(*codec),
+                ..Default::default()
+            };
+            let kind = match codec.kind() {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            media_engine.register_codec(parameters, kind).map_err(rtc_err)?;
+        }
+        let keyframe_requests = Arc::new(AtomicU64::new(0));
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine).map_err(rtc_err)?;
+        let registry = registry.with(
+            Slot::from(14_000usize),
+            KeyframeRequestCounter { count: keyframe_requests.clone(), read: VecDeque::new(), write: VecDeque::new() },
+        );
+        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        if options.ecdsa_only {
+            settings = settings.with_dtls_cipher_suites(vec![
+                CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256,
+                CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_256_Cbc_Sha,
+            ]);
+        }
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (gathered_tx, gathered) = watch::channel(false);
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let events = Arc::new(Events {
+            state: state_tx,
+            gathered: gathered_tx,
+            frames: frames_tx,
+            remote: Mutex::new(Vec::new()),
+        });
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_setting_engine(settings.build())
+            .with_interceptor_registry(registry)
+            .with_handler(events.clone())
+            .with_runtime(Arc::new(TokioRuntime))
+            .with_udp_addrs(vec!["127.0.0.1:0"])
+            .build()
+            .await
+            .map_err(rtc_err)?;
+        let client = Client {
+            pc: Arc::new(pc),
+            events,
+            state,
+            gathered,
+            keyframe_requests,
+            http: reqwest::Client::new(),
+            bearer: bearer.to_owned(),
+            resource: String::new(),
+            etag: None,
+            relay: None,
+        };
+        Ok((client, frames))
+    }
+
+    /// Offers, POSTs the offer to `endpoint`, applies the answer and waits for the connection.
+    async fn negotiate(&mut self, base: &str, endpoint: &str, via_relay: bool) -> Result<(), ClientError> {
+        let offer = self.pc.create_offer(None).await.map_err(rtc_err)?;
+        self.pc.set_local_description(offer).await.map_err(rtc_err)?;
+        let mut gathered = self.gathered.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(3), gathered.wait_for(|done| *done)).await;
+        let local = self.pc.local_description().await.ok_or(ClientError::WebRtc("no local description".into()))?;
+
+        let response = self
+            .http
+            .post(format!("{base}{endpoint}"))
+            .header("content-type", "application/sdp")
+            .bearer_auth(&self.bearer)
+            .body(local.sdp)
+            .send()
+            .await
+            .map_err(rtc_err)?;
+        let status = response.status().as_u16();
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        self.etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut answer = response.text().await.map_err(rtc_err)?;
+        if status != 201 {
+            return Err(ClientError::Http { status, body: answer });
+        }
+        let location = location.ok_or(ClientError::Http { status, body: "201 without Location".into() })?;
+        self.resource = if location.starts_with("http") { location } else { format!("{base}{location}") };
+        if via_relay {
+            let server = candidate_addr(&answer).ok_or(ClientError::WebRtc("answer without a candidate".into()))?;
+            let relay = UdpRelay::start(server).await;
+            answer = answer.replace(
+                &format!(" {} {} typ", server.ip(), server.port()),
+                &format!(" {} {} typ", relay.addr.ip(), relay.addr.port()),
+            );
+            self.relay = Some(relay);
+        }
+        let answer = RTCSessionDescription::answer(answer).map_err(rtc_err)?;
+        self.pc.set_remote_description(answer).await.map_err(rtc_err)?;
+        self.wait_for_state(RTCPeerConnectionState::Connected, Duration::from_secs(10)).await
+    }
+
+    async fn wait_for_state(&self, wanted: RTCPeerConnectionState, timeout: Duration) -> Result<(), ClientError> {
+        let mut state = self.state.clone();
+        tokio::time::timeout(timeout, state.wait_for(|s| *s == wanted))
+            .await
+            .map_err(|_| ClientError::Timeout("the peer connection state"))?
+            .map(|_| ())
+            .map_err(rtc_err)
+    }
+
+    async fn delete(&self) -> Result<u16, ClientError> {
+        let response = self.http.delete(&self.resource).bearer_auth(&self.bearer).send().await.map_err(rtc_err)?;
+        Ok(response.status().as_u16())
+    }
+}
+
+/// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP or fragment.
+fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let find = |prefix: &str| sdp.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(|v| v.trim().to_owned());
+    Some((find("a=ice-ufrag:")?, find("a=ice-pwd:")?))
+}
+
+/// The address of the first `a=candidate` of an SDP.
+fn candidate_addr(sdp: &str) -> Option<SocketAddr> {
+    let line = sdp.lines().find(|l| l.starts_with("a=candidate:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    format!("{}:{}", words.get(4)?, words.get(5)?).parse().ok()
+}
+
+/// A WHIP client publishing synthetic media.
+pub struct WhipPublisher {
+    client: Client,
+    tracks: Vec<(ClientCodec, Arc<TrackLocalStaticSample>, u32, u8)>,
+}
+
+impl WhipPublisher {
+    /// Publishes into `room` of the server at `base` (`http://127.0.0.1:port`) with `bearer`
+    /// (a client token or a WHIP stream key); returns once ICE and DTLS are up.
+    pub async fn connect(
+        base: &str,
+        room: &str,
+        bearer: &str,
+        options: ClientOptions,
+    ) -> Result<WhipPublisher, ClientError> {
+        let (mut client, _) = Client::build(&options, bearer).await?;
+        let mut tracks = Vec::new();
+        for codec in &options.codecs {
+            let ssrc = rand::random::<u32>();
+            let kind = match codec.kind() {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            let track = MediaStreamTrack::new(
+                "junction-test".to_owned(),
+                format!("{kind}-track"),
+                format!("{kind}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec: codec.rtp_codec(),
+                    ..Default::default()
+                }],
+            );
+            let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?);
+            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
+            client
+                .pc
+                .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
+                .await
+                .map_err(rtc_err)?;
+            tracks.push((*codec, track, ssrc, options.payload_type(*codec)));
+        }
+        client.negotiate(base, &format!("/whip/{room}"), options.via_relay).await?;
+        Ok(WhipPublisher { client, tracks })
+    }
+
+    async fn send(&self, kind: MediaKind, data: Bytes, duration: Duration) -> Result<(), ClientError> {
+        let (_, track, ssrc, pt) = self
+            .tracks
+            .iter()
+            .find(|(codec, ..)| codec.kind() == kind)
+            .ok_or(ClientError::WebRtc(format!("no {kind:?} track")))?;
+        let sample = Sample { data, duration, ..Sample::new(Instant::now()) };
+        track.sample_writer(*ssrc, *pt).write_sample(&sample).await.map_err(rtc_err)
+    }
+
+    /// Sends one video frame (H.264 Annex B access unit, or a VP8 frame) lasting `duration`.
+    pub async fn send_video(&self, frame: Bytes, duration: Duration) -> Result<(), ClientError> {
+        self.send(MediaKind::Video, frame, duration).await
+    }
+
+    /// Sends one Opus packet lasting `duration`.
+    pub async fn send_audio(&self, packet: Bytes, duration: Duration) -> Result<(), ClientError> {
+        self.send(MediaKind::Audio, packet, duration).await
+    }
+
+    /// PLI and FIR packets received so far: how many keyframes the server asked for.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.client.keyframe_requests.load(Ordering::SeqCst)
+    }
+
+    /// The absolute URL of the WHIP resource.
+    pub fn resource(&self) -> &str {
+        &self.client.resource
+    }
+
+    pub fn etag(&self) -> Option<&str> {
+        self.client.etag.as_deref()
+    }
+
+    /// `DELETE`s the resource; returns the status.
+    pub async fn delete(&self) -> Result<u16, ClientError> {
+        self.client.delete().await
+    }
+
+    /// Restarts ICE the WHIP way (RFC 9725 §4.3.2): PATCHes the resource with new local ICE
+    /// credentials (`If-Match` the current ETag) and applies the credentials of the server's
+    /// 200 answer. Media keeps flowing on the restarted ICE session.
+    pub async fn restart_ice(&mut self) -> Result<(), ClientError> {
+        let pc = self.client.pc.clone();
+        let remote = pc.remote_description().await.ok_or(ClientError::WebRtc("no remote description".into()))?.sdp;
+        pc.restart_ice().await.map_err(rtc_err)?;
+        let offer = pc.create_offer(None).await.map_err(rtc_err)?;
+        pc.set_local_description(offer).await.map_err(rtc_err)?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let local = pc.local_description().await.ok_or(ClientError::WebRtc("no local description".into()))?.sdp;
+        let (ufrag, pwd) =
+            ice_credentials(&local).ok_or(ClientError::WebRtc("offer without ICE credentials".into()))?;
+        let mut frag =
+            format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n");
+        for candidate in local.lines().filter(|l| l.starts_with("a=candidate:")) {
+            frag.push_str(candidate);
+            frag.push_str("\r\n");
+        }
+        frag.push_str("a=end-of-candidates\r\n");
+        let mut request = self
+            .client
+            .http
+            .patch(&self.client.resource)
+            .bearer_auth(&self.client.bearer)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body(frag);
+        if let Some(etag) = &self.client.etag {
+            request = request.header("if-match", etag);
+        }
+        let response = request.send().await.map_err(rtc_err)?;
+        let status = response.status().as_u16();
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.text().await.map_err(rtc_err)?;
+        if status != 200 {
+            return Err(ClientError::Http { status, body });
+        }
+        self.client.etag = etag;
+        let (server_ufrag, server_pwd) =
+            ice_credentials(&body).ok_or(ClientError::Http { status, body: format!("no credentials in {body:?}") })?;
+        let (old_ufrag, old_pwd) =
+            ice_credentials(&remote).ok_or(ClientError::WebRtc("answer without credentials".into()))?;
+        let answer = remote.replace(&old_ufrag, &server_ufrag).replace(&old_pwd, &server_pwd);
+        pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?).await.map_err(rtc_err)
+    }
+
+    /// Closes the peer connection (DTLS close_notify) without telling the WHIP endpoint.
+    pub async fn close(&self) {
+        let _ = self.client.pc.close().await;
+    }
+
+    /// Stops all traffic between client and server (needs [`ClientOptions::via_relay`]), as if
+    /// the client's network vanished.
+    pub fn vanish(&mut self) {
+        self.client.relay.take();
+    }
+}
+
+/// A WHEP client collecting what it receives.
+pub struct WhepViewer {
+    client: Client,
+    frames: mpsc::UnboundedReceiver<ReceivedFrame>,
+}
+
+impl WhepViewer {
+    /// Watches `room` (`query` is appended to the URL, e.g. `?identity=alice`); returns once
+    /// ICE and DTLS are up. Offers one recvonly m-line per kind among `options.codecs`.
+    pub async fn connect(
+        base: &str,
+        room: &str,
+        bearer: &str,
+        query: &str,
+        options: ClientOptions,
+    ) -> Result<WhepViewer, ClientError> {
+        let (mut client, frames) = Client::build(&options, bearer).await?;
+        let mut kinds: Vec<MediaKind> = options.codecs.iter().map(|c| c.kind()).collect();
+        kinds.dedup();
+        for kind in [MediaKind::Audio, MediaKind::Video].into_iter().filter(|k| kinds.contains(k)) {
+            let rtp_kind = match kind {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+            client.pc.add_transceiver_from_kind(rtp_kind, Some(init)).await.map_err(rtc_err)?;
+        }
+        client.negotiate(base, &format!("/whep/{room}{query}"), options.via_relay).await?;
+        Ok(WhepViewer { client, frames })
+    }
+
+    /// The next frame received, of any kind.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Option<ReceivedFrame> {
+        tokio::time::timeout(timeout, self.frames.recv()).await.ok().flatten()
+    }
+
+    /// The next frame of `kind`, skipping others.
+    pub async fn next_frame_of(&mut self, kind: MediaKind, timeout: Duration) -> Option<ReceivedFrame> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.frames.recv()).await.ok().flatten()?;
+            if frame.kind() == kind {
+                return Some(frame);
+            }
+        }
+    }
+
+    /// Throws away what was received so far.
+    pub fn discard_received(&mut self) {
+        while self.frames.try_recv().is_ok() {}
+    }
+
+    /// Sends a PLI for the video track received.
+    pub async fn request_keyframe(&self) -> Result<(), ClientError> {
+        for track in self.client.events.remote.lock().await.iter() {
+            if track.kind().await != RtpCodecKind::Video {
+                continue;
+            }
+            let Some(ssrc) = track.ssrcs().await.first().copied() else { continue };
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+            return track.write_rtcp(vec![Box::new(pli)]).await.map_err(rtc_err);
+        }
+        Err(ClientError::WebRtc("no video track received yet".into()))
+    }
+
+    pub fn resource(&self) -> &str {
+        &self.client.resource
+    }
+
+    pub async fn delete(&self) -> Result<u16, ClientError> {
+        self.client.delete().await
+    }
+
+    pub async fn close(&self) {
+        let _ = self.client.pc.close().await;
+    }
+
+    /// Waits until the server ends the connection (it closed DTLS, or went silent).
+    pub async fn wait_disconnected(&self, timeout: Duration) -> Result<(), ClientError> {
+        let mut state = self.client.state.clone();
+        tokio::time::timeout(
+            timeout,
+            state.wait_for(|s| {
+                matches!(
+                    s,
+                    RTCPeerConnectionState::Closed
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Disconnected
+                )
+            }),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("the connection to end"))?
+        .map(|_| ())
+        .map_err(rtc_err)
+    }
+
+    pub fn vanish(&mut self) {
+        self.client.relay.take();
+    }
+}
+
+/// A UDP relay between a client and the server; dropping it cuts the path both ways.
+pub struct UdpRelay {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpRelay {
+    pub async fn start(server: SocketAddr) -> UdpRelay {
+        let front = UdpSocket::bind("127.0.0.1:0").await.expect("relay socket");
+        let back = UdpSocket::bind("127.0.0.1:0").await.expect("relay socket");
+        back.connect(server).await.expect("relay connect");
+        let addr = front.local_addr().expect("relay address");
+        let task = tokio::spawn(async move {
+            let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
+            let mut client: Option<SocketAddr> = None;
+            loop {
+                tokio::select! {
+                    Ok((len, from)) = front.recv_from(&mut up) => {
+                        client = Some(from);
+                        let _ = back.send(&up[..len]).await;
+                    }
+                    Ok(len) = back.recv(&mut down) => {
+                        if let Some(client) = client {
+                            let _ = front.send_to(&down[..len], client).await;
+                        }
+                    }
+                }
+            }
+        });
+        UdpRelay { addr, task }
+    }
+}
+
+impl Drop for UdpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Synthetic media with known payloads: frames carry their index, so a receiver can tell which
+/// frame it got and compare bytes.
+pub mod synthetic {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    /// A 33 ms video frame at 30 fps.
+    pub const VIDEO_FRAME: std::time::Duration = std::time::Duration::from_micros(33_333);
+    /// A 20 ms Opus packet.
+    pub const AUDIO_FRAME: std::time::Duration = std::time::Duration::from_millis(20);
+
+    const SPS: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
+    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
+
+    /// NAL unit bytes that never contain a start code: the index, then a repeating pattern.
+    fn nal(header: u8, index: u32, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        out.push(header);
+        out.extend_from_slice(&(index | 0x8080_8080).to_be_bytes());
+        while out.len() < len {
+            out.push(0x11 + (out.len() % 200) as u8);
+        }
+        out
+    }
+
+    fn annexb(nals: &[&[u8]]) -> Bytes {
+        let mut out = BytesMut::new();
+        for nal in nals {
+            out.put_slice(&[0, 0, 0, 1]);
+            out.put_slice(nal);
+        }
+        out.freeze()
+    }
+
+    /// SPS, PPS and an IDR slice large enough to be fragmented (FU-A).
+    pub fn h264_keyframe(index: u32) -> Bytes {
+        annexb(&[SPS, PPS, &nal(0x65, index, 3_000)])
+    }
+
+    /// A non-IDR slice.
+    pub fn h264_delta(index: u32) -> Bytes {
+        annexb(&[&nal(0x41, index, 800)])
+    }
+
+    /// The frame index written by [`h264_keyframe`]/[`h264_delta`], from a received access unit.
+    pub fn h264_index(annexb: &Bytes) -> Option<u32> {
+        let slice = nal_units(annexb).into_iter().find(|n| matches!(n.first().map(|b| b & 0x1f), Some(1 | 5)))?;
+        let bytes: [u8; 4] = slice.get(1..5)?.try_into().ok()?;
+        Some(u32::from_be_bytes(bytes) & !0x8080_8080)
+    }
+
+    /// An Opus packet (TOC byte of a 20 ms CELT frame, then the index and a pattern).
+    pub fn opus_packet(index: u32) -> Bytes {
+        let mut out = vec![0xfc];
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend(std::iter::repeat_n(0x5a, 60));
+        Bytes::from(out)
+    }
+
+    pub fn opus_index(packet: &Bytes) -> Option<u32> {
+        Some(u32::from_be_bytes(packet.get(1..5)?.try_into().ok()?))
+    }
+
+    /// The NAL units of an Annex B access unit, without start codes.
+    pub fn nal_units(data: &[u8]) -> Vec<Vec<u8>> {
+        let mut units = Vec::new();
+        let mut current: Option<usize> = None;
+        let mut i = 0;
+        while i + 3 <= data.len() {
+            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+                if let Some(start) = current {
+                    let mut end = i;
+                    while end > start && data[end - 1] == 0 {
+                        end -= 1;
+                    }
+                    units.push(data[start..end].to_vec());
+                }
+                current = Some(i + 3);
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(start) = current {
+            units.push(data[start..].to_vec());
+        }
+        units
+    }
+}

@@ -1,0 +1,154 @@
+//! The `[webrtc]` configuration section: the UDP socket every session shares, the address
+//! advertised to clients, ICE servers handed to clients, and how long a silent peer is kept.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest ICE timeout accepted: a vanished client must be reaped within this.
+pub const MAX_ICE_TIMEOUT_S: u64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebrtcConfig {
+    /// Whether the WebRTC media plane (and WHIP/WHEP on top of it) runs at all.
+    pub enabled: bool,
+    /// The one UDP socket all WebRTC sessions share.
+    pub udp_listen: SocketAddr,
+    /// The address clients should send media to (`203.0.113.7` or `203.0.113.7:7882`), when it
+    /// differs from `udp_listen` (NAT, or a wildcard listen address). Without a port, the bound
+    /// port is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_addr: Option<String>,
+    /// Seconds without a single datagram from a peer before its session is reaped (1..=30).
+    pub ice_timeout_s: u64,
+    /// STUN/TURN servers handed to clients (WHIP `Link` headers, the browser SDK).
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for WebrtcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_listen: ([127, 0, 0, 1], 7882).into(),
+            public_addr: None,
+            ice_timeout_s: 15,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// A STUN or TURN server clients may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp`, `turns:...`.
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// A configuration value that cannot work, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `webrtc.{key}`: {message}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl WebrtcConfig {
+    pub fn ice_timeout(&self) -> Duration {
+        Duration::from_secs(self.ice_timeout_s)
+    }
+
+    /// Checks the values that serde alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_ICE_TIMEOUT_S).contains(&self.ice_timeout_s) {
+            return Err(ConfigError {
+                key: "ice_timeout_s",
+                message: format!("must be between 1 and {MAX_ICE_TIMEOUT_S} seconds, not {}", self.ice_timeout_s),
+            });
+        }
+        if let Some(raw) = &self.public_addr {
+            parse_public_addr(raw, self.udp_listen.port())?;
+        } else if self.udp_listen.ip().is_unspecified() {
+            return Err(ConfigError {
+                key: "public_addr",
+                message: format!(
+                    "udp_listen is {} (any interface): set public_addr to the IP clients reach this host at",
+                    self.udp_listen
+                ),
+            });
+        }
+        for (i, server) in self.ice_servers.iter().enumerate() {
+            if server.urls.is_empty() {
+                return Err(ConfigError { key: "ice_servers", message: format!("entry {i} has no urls") });
+            }
+            if let Some(bad) =
+                server.urls.iter().find(|u| !["stun:", "stuns:", "turn:", "turns:"].iter().any(|s| u.starts_with(s)))
+            {
+                return Err(ConfigError {
+                    key: "ice_servers",
+                    message: format!("{bad:?} is not a stun:, stuns:, turn: or turns: URL"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The address put in ICE candidates, given the port the socket actually bound.
+    pub fn advertised_addr(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        match &self.public_addr {
+            Some(raw) => parse_public_addr(raw, bound.port()),
+            None if bound.ip().is_unspecified() => Err(ConfigError {
+                key: "public_addr",
+                message: "required when udp_listen is a wildcard address".into(),
+            }),
+            None => Ok(bound),
+        }
+    }
+}
+
+fn parse_public_addr(raw: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let raw = raw.trim();
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = raw.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    Err(ConfigError { key: "public_addr", message: format!("{raw:?} is not an IP address or IP:port") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_address_takes_an_ip_or_ip_and_port() {
+        let mut config = WebrtcConfig { public_addr: Some("203.0.113.7".into()), ..WebrtcConfig::default() };
+        let bound: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        assert_eq!(config.advertised_addr(bound).unwrap(), "203.0.113.7:40000".parse().unwrap());
+        config.public_addr = Some("[2001:db8::1]:9".into());
+        assert_eq!(config.advertised_addr(bound).unwrap(), "[2001:db8::1]:9".parse().unwrap());
+        config.public_addr = Some("example.com".into());
+        assert_eq!(config.validate().unwrap_err().key, "public_addr");
+    }
+
+    #[test]
+    fn wildcard_listen_needs_a_public_address_and_timeouts_are_bounded() {
+        let config = WebrtcConfig { udp_listen: "0.0.0.0:7882".parse().unwrap(), ..WebrtcConfig::default() };
+        assert_eq!(config.validate().unwrap_err().key, "public_addr");
+        let config = WebrtcConfig { ice_timeout_s: 31, ..WebrtcConfig::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("between 1 and 30"));
+        assert!(WebrtcConfig::default().validate().is_ok());
+        let config = WebrtcConfig {
+            ice_servers: vec![IceServer { urls: vec!["http://x".into()], username: None, credential: None }],
+            ..WebrtcConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().key, "ice_servers");
+    }
+}

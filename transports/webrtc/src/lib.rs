@@ -1,0 +1,100 @@
+//! junction-webrtc: the WebRTC media plane, on str0m (sans-I/O, driven by tokio here).
+//!
+//! One UDP socket serves every session: a single driver task reads it and routes each datagram
+//! by ICE ufrag, then by remote address ([`udp_mux`]); each session is a task that owns its
+//! str0m `Rtc` and its engine [`Endpoint`](junction_endpoint::Endpoint), and bridges the two:
+//! what the peer sends is published as tracks, what the peer receives comes from its
+//! subscriptions, keyframe requests and bandwidth estimates flow both ways. The server is
+//! ICE-lite; DTLS-SRTP, RTX/NACK, TWCC and bandwidth estimation come from str0m.
+//!
+//! Signalling surfaces (WHIP/WHEP, the browser WebSocket) use it in three steps:
+//!
+//! ```no_run
+//! # async fn demo(transport: junction_webrtc::WebrtcTransport, engine: junction_endpoint::Engine,
+//! #   join: junction_endpoint::JoinRequest, offer_sdp: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! use junction_webrtc::{EgressPolicy, SessionSpec};
+//! // 1. Negotiate: parse the offer, answer it (nothing is joined or registered yet).
+//! let negotiated = transport.negotiate(offer_sdp)?;
+//! // 2. Join the engine, telling it the codecs this peer can receive.
+//! let joined = engine.join(junction_endpoint::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
+//! // 3. Start the session task; it runs by itself until the peer leaves, times out or is kicked.
+//! let answer = negotiated.answer_sdp().to_owned();
+//! let handle = negotiated.start(joined, SessionSpec::new("whep", false, EgressPolicy::viewer(None)));
+//! # let _ = (answer, handle); Ok(()) }
+//! ```
+
+mod codec;
+pub mod config;
+mod driver;
+pub mod error;
+mod negotiate;
+mod session;
+mod udp_mux;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{IceServer, WebrtcConfig};
+pub use error::{SessionError, StartError};
+pub use negotiate::{MediaLine, Negotiated};
+pub use session::{EgressPolicy, IceCredentials, SessionHandle, SessionSpec};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::driver::MuxHandle;
+
+/// The running media plane. Cheap to clone.
+#[derive(Clone)]
+pub struct WebrtcTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    mux: MuxHandle,
+    local: SocketAddr,
+    config: WebrtcConfig,
+    shutdown: CancellationToken,
+}
+
+/// Binds the shared UDP socket and starts its driver task. Everything stops when `shutdown`
+/// is cancelled.
+pub async fn start(config: &WebrtcConfig, shutdown: CancellationToken) -> Result<WebrtcTransport, StartError> {
+    config.validate()?;
+    let socket = UdpSocket::bind(config.udp_listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
+    let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
+    let advertised = config.advertised_addr(local)?;
+    info!(%local, %advertised, "WebRTC media plane listening");
+    let mux = driver::spawn(socket, advertised, shutdown.clone());
+    Ok(WebrtcTransport { inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown }) })
+}
+
+impl WebrtcTransport {
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local
+    }
+
+    /// The address put in ICE candidates.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.inner.mux.advertised
+    }
+
+    pub fn config(&self) -> &WebrtcConfig {
+        &self.inner.config
+    }
+
+    /// STUN/TURN servers clients should be told about.
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.inner.config.ice_servers
+    }
+
+    /// Parses and answers a remote offer. Nothing is registered or joined until
+    /// [`Negotiated::start`]; dropping the result abandons the session.
+    pub fn negotiate(&self, offer_sdp: &str) -> Result<Negotiated, SessionError> {
+        negotiate::negotiate(self.inner.mux.clone(), &self.inner.config, self.inner.shutdown.clone(), offer_sdp)
+    }
+}

@@ -1,0 +1,248 @@
+//! Media the peer receives: each sending m-line carries at most one room track at a time. Frames
+//! of that track are written with the payload type negotiated for their codec and a timestamp
+//! kept continuous across source changes; the peer's PLI/FIR go to the engine as keyframe
+//! requests; its bandwidth estimate picks simulcast layers and is reported to the publishers.
+
+use std::time::Instant;
+
+use junction_core::{Codec, LayerInfo, LayerPreference, MediaFrame, MediaKind, SubscribeOptions, TrackId};
+use junction_endpoint::{EndpointMedia, EndpointRpc};
+use str0m::Rtc;
+use str0m::bwe::Bitrate;
+use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};
+use tracing::{debug, info};
+
+use super::assign::Assignment;
+use super::simulcast::choose_layer;
+use super::timeline::Timeline;
+use crate::codec;
+
+/// Bitrate set aside for each audio m-line when sharing the estimate between video m-lines.
+const AUDIO_BPS: u64 = 64_000;
+/// The estimate used before the first one arrives.
+pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
+
+/// A sending m-line.
+pub(crate) struct EgressLine {
+    pub(crate) mid: Mid,
+    pub(crate) kind: MediaKind,
+    /// Codecs negotiated on this m-line, the peer's preference first.
+    pub(crate) codecs: Vec<Codec>,
+    source: Option<Source>,
+    timeline: Timeline,
+}
+
+struct Source {
+    track: TrackId,
+    /// The codec frames arrive in (the engine may transcode for this peer).
+    codec: Codec,
+    fmtp: Option<String>,
+    layers: Vec<LayerInfo>,
+    /// The simulcast layer asked for.
+    layer: Option<u8>,
+    /// Payload type and clock rate chosen for `codec`.
+    payload: Option<(Codec, Pt, u32)>,
+}
+
+impl EgressLine {
+    pub(crate) fn new(mid: Mid, kind: MediaKind, codecs: Vec<Codec>) -> Self {
+        Self { mid, kind, codecs, source: None, timeline: Timeline::default() }
+    }
+}
+
+pub(crate) struct Egress {
+    lines: Vec<EgressLine>,
+    assignment: Assignment,
+    estimate_bps: u64,
+    connected: bool,
+    latency: metrics::Histogram,
+}
+
+impl Egress {
+    pub(crate) fn new(lines: Vec<EgressLine>, assignment: Assignment) -> Self {
+        Self {
+            lines,
+            assignment,
+            estimate_bps: INITIAL_ESTIMATE_BPS,
+            connected: false,
+            latency: metrics::histogram!("junction_webrtc_forward_latency_seconds"),
+        }
+    }
+
+    pub(crate) fn assignment(&mut self) -> &mut Assignment {
+        &mut self.assignment
+    }
+
+    /// Subscribes and unsubscribes until every m-line carries what the assignment chooses.
+    pub(crate) fn reassign(&mut self, rtc: &mut Rtc, rpc: &EndpointRpc, media: &EndpointMedia) {
+        let kinds: Vec<MediaKind> = self.lines.iter().map(|l| l.kind).collect();
+        // Each refusal removes one (line, track) pair, so this ends; the bound is a backstop.
+        for _ in 0..=kinds.len() * 8 {
+            let choice = self.assignment.choose(&kinds);
+            let changed: Vec<(usize, Option<TrackId>)> = choice
+                .into_iter()
+                .enumerate()
+                .filter(|(index, wanted)| self.lines[*index].source.as_ref().map(|s| &s.track) != wanted.as_ref())
+                .collect();
+            let settled = changed.is_empty();
+            // Stop first, then start: a track moving between m-lines must not be unsubscribed
+            // after its new m-line subscribed to it.
+            for (index, _) in &changed {
+                if let Some(old) = self.lines[*index].source.take() {
+                    let _ = rpc.unsubscribe(&old.track);
+                }
+            }
+            for (index, wanted) in changed {
+                if let Some(track) = wanted
+                    && !self.subscribe(index, &track, rpc, media)
+                {
+                    self.assignment.refuse(index, &track);
+                }
+            }
+            if settled {
+                break;
+            }
+        }
+        self.update_bwe_target(rtc);
+    }
+
+    fn subscribe(&mut self, index: usize, track: &TrackId, rpc: &EndpointRpc, media: &EndpointMedia) -> bool {
+        let budget = self.video_budget();
+        let line = &mut self.lines[index];
+        let options = SubscribeOptions { codecs: line.codecs.clone(), layer: LayerPreference::Highest };
+        let subscribed = match rpc.subscribe(track, options) {
+            Ok(subscribed) => subscribed,
+            Err(err) => {
+                info!(mid = %line.mid, %track, "m-line cannot carry track: {err}");
+                return false;
+            }
+        };
+        let layers = subscribed.track.layers.clone();
+        let layer = (layers.len() > 1).then(|| choose_layer(budget, &layers, None));
+        if let Some(layer) = layer {
+            let _ = rpc.set_layer(track, LayerPreference::AtMost(layer));
+        }
+        info!(mid = %line.mid, %track, codec = %subscribed.codec, publisher = %subscribed.track.peer, ?layer, "sending track");
+        line.source = Some(Source {
+            track: track.clone(),
+            codec: subscribed.codec,
+            fmtp: subscribed.params.fmtp.clone(),
+            layers,
+            layer,
+            payload: None,
+        });
+        if self.connected {
+            let _ = media.request_keyframe(track);
+        }
+        true
+    }
+
+    /// The subscription went away on the engine's side (track unpublished, room closing).
+    pub(crate) fn on_unsubscribed(&mut self, track: &TrackId) {
+        for line in &mut self.lines {
+            if line.source.as_ref().is_some_and(|s| s.track == *track) {
+                line.source = None;
+            }
+        }
+    }
+
+    /// ICE and DTLS are up: frames written from now on reach the peer, so every video source
+    /// starts again from a keyframe.
+    pub(crate) fn on_connected(&mut self, media: &EndpointMedia) {
+        self.connected = true;
+        for line in &self.lines {
+            if let Some(source) = &line.source
+                && line.kind == MediaKind::Video
+            {
+                let _ = media.request_keyframe(&source.track);
+            }
+        }
+    }
+
+    /// One frame of a subscription.
+    pub(crate) fn write(&mut self, rtc: &mut Rtc, track: &TrackId, frame: MediaFrame) {
+        let Some(line) = self.lines.iter_mut().find(|l| l.source.as_ref().is_some_and(|s| s.track == *track)) else {
+            // A frame of a track this session just stopped sending.
+            return;
+        };
+        let Some(source) = line.source.as_mut() else { return };
+        let Some(writer) = rtc.writer(line.mid) else { return };
+        let (pt, rate) = match source.payload {
+            Some((codec, pt, rate)) if codec == frame.codec => (pt, rate),
+            _ => {
+                let fmtp = if frame.codec == source.codec { source.fmtp.as_deref() } else { None };
+                let Some(pt) = codec::pick_pt(writer.payload_params(), frame.codec, fmtp) else {
+                    debug!(mid = %line.mid, codec = %frame.codec, "no payload type for this codec on the m-line");
+                    return;
+                };
+                let rate = writer
+                    .payload_params()
+                    .find(|p| p.pt() == pt)
+                    .map_or(frame.time.rate, |p| p.spec().clock_rate.get());
+                source.payload = Some((frame.codec, pt, rate));
+                (pt, rate)
+            }
+        };
+        let ticks = line.timeline.map(track, frame.time, frame.arrival, rate);
+        let Some(frequency) = Frequency::new(rate) else { return };
+        if let Err(err) = writer.write(pt, frame.arrival, WireTime::new(ticks, frequency), &frame.payload[..]) {
+            debug!(mid = %line.mid, "frame not written: {err}");
+            return;
+        }
+        self.latency.record(Instant::now().saturating_duration_since(frame.arrival).as_secs_f64());
+    }
+
+    /// The peer asked for a keyframe on one of its receiving m-lines.
+    pub(crate) fn on_keyframe_request(&mut self, mid: Mid, media: &EndpointMedia) {
+        if let Some(source) = self.lines.iter().find(|l| l.mid == mid).and_then(|l| l.source.as_ref()) {
+            let _ = media.request_keyframe(&source.track);
+        }
+    }
+
+    /// A new bandwidth estimate towards the peer: re-pick simulcast layers and tell publishers.
+    pub(crate) fn on_estimate(&mut self, bps: u64, rpc: &EndpointRpc, media: &EndpointMedia) {
+        self.estimate_bps = bps;
+        let budget = self.video_budget();
+        for line in &mut self.lines {
+            let Some(source) = line.source.as_mut() else { continue };
+            if line.kind != MediaKind::Video {
+                continue;
+            }
+            let _ = media.report_bitrate(&source.track, budget);
+            if source.layers.len() > 1 {
+                let layer = choose_layer(budget, &source.layers, source.layer);
+                if Some(layer) != source.layer {
+                    debug!(mid = %line.mid, track = %source.track, layer, budget, "switching simulcast layer");
+                    source.layer = Some(layer);
+                    let _ = rpc.set_layer(&source.track, LayerPreference::AtMost(layer));
+                }
+            }
+        }
+    }
+
+    /// The estimate shared between the video m-lines that carry something.
+    fn video_budget(&self) -> u64 {
+        let audio = self.lines.iter().filter(|l| l.kind == MediaKind::Audio && l.source.is_some()).count() as u64;
+        let video =
+            self.lines.iter().filter(|l| l.kind == MediaKind::Video && l.source.is_some()).count().max(1) as u64;
+        self.estimate_bps.saturating_sub(audio * AUDIO_BPS) / video
+    }
+
+    /// Tells the bandwidth estimator what to probe for: enough for the best layer everywhere.
+    fn update_bwe_target(&self, rtc: &mut Rtc) {
+        let desired: u64 = self
+            .lines
+            .iter()
+            .filter_map(|l| l.source.as_ref().map(|s| (l.kind, s)))
+            .map(|(kind, source)| match kind {
+                MediaKind::Audio => AUDIO_BPS,
+                MediaKind::Video => {
+                    source.layers.iter().filter_map(|l| l.max_bitrate).max().unwrap_or(INITIAL_ESTIMATE_BPS)
+                }
+            })
+            .sum();
+        if desired > 0 {
+            rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Media the peer sends: each receiving m-line becomes a published track the first time media
+//! arrives on it (the codec is whatever payload type the peer actually uses), simulcast rids
+//! become the track's layers, and every depacketised frame becomes a [`MediaFrame`]. Keyframe
+//! requests for these tracks go back to the peer as PLI (or FIR), per rid.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use junction_core::{Codec, LayerInfo, MediaFrame, MediaTime, PublishRequest, TrackId, TrackSource};
+use junction_endpoint::{EndpointRpc, TrackPublisher};
+use str0m::Rtc;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as WireKind, Mid, Rid};
+use tracing::{debug, info, warn};
+
+use super::h264_fixup::ParameterSets;
+use crate::codec;
+
+/// Least time between two keyframe requests this server itself sends for one layer (after loss).
+const LOSS_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A receiving m-line.
+pub(crate) struct IngestLine {
+    pub(crate) mid: Mid,
+    pub(crate) kind: WireKind,
+    /// Simulcast layers, lowest first; empty without simulcast.
+    pub(crate) layers: Vec<LayerInfo>,
+    published: Option<Published>,
+    /// Publishing was refused (no grant, limits): media on this line is dropped.
+    refused: bool,
+    /// Per layer: H.264 parameter sets and the last keyframe request sent after a loss.
+    streams: Vec<StreamState>,
+}
+
+#[derive(Default)]
+struct StreamState {
+    parameter_sets: ParameterSets,
+    asked_at: Option<Instant>,
+}
+
+struct Published {
+    publisher: TrackPublisher,
+    codec: Codec,
+}
+
+impl IngestLine {
+    pub(crate) fn new(mid: Mid, kind: WireKind, layers: Vec<LayerInfo>) -> Self {
+        let streams = (0..layers.len().max(1)).map(|_| StreamState::default()).collect();
+        Self { mid, kind, layers, published: None, refused: false, streams }
+    }
+
+    fn layer_of(&self, rid: Option<Rid>) -> Option<usize> {
+        match rid {
+            _ if self.layers.is_empty() => Some(0),
+            Some(rid) => self.layers.iter().position(|l| l.rid == rid.to_string()),
+            None => None,
+        }
+    }
+
+    fn rid_of(&self, layer: u8) -> Option<Rid> {
+        self.layers.get(layer as usize).map(|l| Rid::from(l.rid.as_str()))
+    }
+}
+
+/// Every receiving m-line of a session.
+#[derive(Default)]
+pub(crate) struct Ingest {
+    lines: Vec<IngestLine>,
+    /// Whether this session may publish at all (WHEP viewers may not).
+    enabled: bool,
+}
+
+impl Ingest {
+    pub(crate) fn new(lines: Vec<IngestLine>, enabled: bool) -> Self {
+        Self { lines, enabled }
+    }
+
+    /// One depacketised frame from the peer.
+    pub(crate) fn on_media(&mut self, rtc: &mut Rtc, rpc: &EndpointRpc, data: MediaData) {
+        if !self.enabled {
+            return;
+        }
+        let Some(line) = self.lines.iter_mut().find(|l| l.mid == data.mid) else { return };
+        if line.refused {
+            return;
+        }
+        let Some(codec) = codec::from_wire(data.params.spec().codec) else {
+            debug!(mid = %data.mid, codec = ?data.params.spec().codec, "media in a codec the engine does not carry");
+            return;
+        };
+        let Some(layer) = line.layer_of(data.rid) else {
+            debug!(mid = %data.mid, rid = ?data.rid, "media on an rid that was not announced");
+            return;
+        };
+        if line.published.as_ref().is_none_or(|p| p.codec != codec) {
+            publish(line, rpc, codec, &data);
+        }
+        let Some(published) = &line.published else { return };
+
+        let payload = Bytes::copy_from_slice(&data.data);
+        let stream = &mut line.streams[layer];
+        let (payload, keyframe) = match codec {
+            Codec::H264 => {
+                let fixed = stream.parameter_sets.fix(payload);
+                (fixed.payload, fixed.keyframe)
+            }
+            _ if codec.kind() == junction_core::MediaKind::Audio => (payload, true),
+            _ => (payload, data.is_keyframe()),
+        };
+        let time = MediaTime::new(data.time.numer(), data.time.denom());
+        let frame = MediaFrame { codec, time, keyframe, layer: layer as u8, arrival: data.network_time, payload };
+        if published.publisher.send(frame).is_err() {
+            // Unpublished under us (the room is closing): the session ends with it shortly.
+            return;
+        }
+        if !data.contiguous && line.kind == WireKind::Video {
+            let now = data.network_time;
+            if stream.asked_at.is_none_or(|at| now.saturating_duration_since(at) >= LOSS_KEYFRAME_INTERVAL) {
+                stream.asked_at = Some(now);
+                let rid = line.rid_of(layer as u8);
+                request_keyframe(rtc, line.mid, rid);
+            }
+        }
+    }
+
+    /// A subscriber needs a keyframe of one of this peer's tracks.
+    pub(crate) fn on_keyframe_request(&mut self, rtc: &mut Rtc, track: &TrackId, layer: u8) {
+        let Some(line) = self.lines.iter().find(|l| l.published.as_ref().is_some_and(|p| p.publisher.id() == track))
+        else {
+            return;
+        };
+        request_keyframe(rtc, line.mid, line.rid_of(layer));
+    }
+
+    /// The most the subscribers of `track` can take: told to the peer as REMB, which encoders
+    /// that negotiated it use as a ceiling (simulcast layers are chosen per subscriber instead).
+    pub(crate) fn on_bitrate_hint(&mut self, rtc: &mut Rtc, track: &TrackId, bps: u64) {
+        let Some(line) = self.lines.iter().find(|l| l.published.as_ref().is_some_and(|p| p.publisher.id() == track))
+        else {
+            return;
+        };
+        if !line.layers.is_empty() {
+            return;
+        }
+        if let Some(stream) = rtc.direct_api().stream_rx_by_mid(line.mid, None) {
+            stream.request_remb(str0m::bwe::Bitrate::bps(bps));
+        }
+    }
+}
+
+fn publish(line: &mut IngestLine, rpc: &EndpointRpc, codec: Codec, data: &MediaData) {
+    if let Some(old) = line.published.take() {
+        info!(mid = %line.mid, from = %old.codec, to = %codec, "publisher changed codec; republishing the track");
+        let _ = rpc.unpublish(old.publisher.id());
+    }
+    let source = match line.kind {
+        WireKind::Audio => TrackSource::Microphone,
+        WireKind::Video => TrackSource::Camera,
+    };
+    let request = PublishRequest::new(line.mid.to_string(), codec)
+        .with_source(source)
+        .with_params(codec::params_of(&data.params))
+        .with_layers(line.layers.clone());
+    match rpc.publish(request) {
+        Ok(publisher) => {
+            info!(mid = %line.mid, track = %publisher.id(), %codec, layers = line.layers.len(), "publishing");
+            line.published = Some(Published { publisher, codec });
+        }
+        Err(err) => {
+            warn!(mid = %line.mid, %codec, "cannot publish: {err}");
+            line.refused = true;
+        }
+    }
+}
+
+/// Asks the peer for a keyframe: PLI where negotiated, else FIR.
+fn request_keyframe(rtc: &mut Rtc, mid: Mid, rid: Option<Rid>) {
+    let Some(mut writer) = rtc.writer(mid) else { return };
+    let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+        KeyframeRequestKind::Pli
+    } else if writer.is_request_keyframe_possible(KeyframeRequestKind::Fir) {
+        KeyframeRequestKind::Fir
+    } else {
+        return;
+    };
+    if let Err(err) = writer.request_keyframe(rid, kind) {
+        // Before the first packet of that stream there is nothing to ask yet.
+        debug!(%mid, ?rid, "keyframe request not sent: {err}");
+    }
+}

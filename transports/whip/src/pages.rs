@@ -1,0 +1,14 @@
+//! The demo pages: `/whip.html` publishes the browser's camera and microphone over WHIP,
+//! `/whep.html?room=` plays a room over WHEP. Plain HTML and JavaScript, no build step.
+
+use axum::Router;
+use axum::response::Html;
+use axum::routing::get;
+
+use crate::WhipState;
+
+pub(crate) fn routes() -> Router<WhipState> {
+    Router::new()
+        .route("/whip.html", get(|| async { Html(include_str!("pages/whip.html")) }))
+        .route("/whep.html", get(|| async { Html(include_str!("pages/whep.html")) }))
+}
