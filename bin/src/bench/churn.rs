@@ -88,6 +88,7 @@ pub async fn run(target: &Target, args: ChurnArgs) -> anyhow::Result<Report> {
 
     let mut streams = Vec::new();
     let mut outcomes = Vec::new();
+    cycle.traffic.set_measuring(true);
     let progress = Progress::counter(args.cycles as u64, "cycles");
     for index in 0..args.cycles {
         let (mut logs, mut results) = cycle.run(index, args.concurrency, args.hold).await?;

@@ -65,7 +65,7 @@ impl Stamp {
 
     /// Finds a stamp near the start of a frame.
     pub fn find(payload: &[u8]) -> Option<Stamp> {
-        let window = payload.get(..payload.len().min(64))?;
+        let window = payload.get(..payload.len().min(128))?;
         let at = window.windows(MAGIC.len()).position(|w| w == MAGIC)? + MAGIC.len();
         let body = payload.get(at..at + Stamp::LEN - MAGIC.len())?;
         let stream = u32::try_from(get_groups(body.get(..5)?)?).ok()?;
@@ -140,21 +140,21 @@ impl VideoPattern {
         Duration::from_secs_f64(1.0 / f64::from(self.fps))
     }
 
-    pub fn is_keyframe(&self, seq: u64) -> bool {
-        seq % self.gop == 0
+    /// The keyframe schedule of an encoder of this pattern.
+    pub fn keyframes(&self) -> Keyframes {
+        Keyframes { gop: self.gop, since: None, requested: false }
     }
 
     /// The size of frame `seq`: ±15 % around the pattern's mean.
-    pub fn frame_bytes(&self, seq: u64) -> usize {
-        let mean = if self.is_keyframe(seq) { self.delta_bytes * KEYFRAME_RATIO } else { self.delta_bytes };
+    pub fn frame_bytes(&self, seq: u64, keyframe: bool) -> usize {
+        let mean = if keyframe { self.delta_bytes * KEYFRAME_RATIO } else { self.delta_bytes };
         let jitter = (mix(seq) % 301) as f64 / 1000.0 - 0.15;
         ((mean * (1.0 + jitter)) as usize).max(Stamp::LEN + 16)
     }
 
     /// A VP8 frame: the frame tag (and, for a keyframe, start code and dimensions), then a stamp.
-    pub fn vp8(&self, stamp: Stamp) -> Bytes {
-        let size = self.frame_bytes(stamp.seq);
-        let keyframe = self.is_keyframe(stamp.seq);
+    pub fn vp8(&self, stamp: Stamp, keyframe: bool) -> Bytes {
+        let size = self.frame_bytes(stamp.seq, keyframe);
         let mut out = BytesMut::with_capacity(size);
         // Frame tag: bit 0 = 0 for a keyframe, version 0, show_frame, first partition size.
         let first_part = (size as u32 / 4).min(0x7ffff);
@@ -172,9 +172,8 @@ impl VideoPattern {
     }
 
     /// An H.264 access unit's NAL units (SPS, PPS and IDR for a keyframe; one slice otherwise).
-    pub fn h264_nals(&self, stamp: Stamp) -> Vec<Bytes> {
-        let size = self.frame_bytes(stamp.seq);
-        let keyframe = self.is_keyframe(stamp.seq);
+    pub fn h264_nals(&self, stamp: Stamp, keyframe: bool) -> Vec<Bytes> {
+        let size = self.frame_bytes(stamp.seq, keyframe);
         let mut nals = Vec::with_capacity(3);
         if keyframe {
             let (sps, pps) = parameter_sets(self.height);
@@ -192,9 +191,9 @@ impl VideoPattern {
     }
 
     /// The same access unit in Annex B (for RTP packetisers).
-    pub fn h264_annexb(&self, stamp: Stamp) -> Bytes {
+    pub fn h264_annexb(&self, stamp: Stamp, keyframe: bool) -> Bytes {
         let mut out = BytesMut::new();
-        for nal in self.h264_nals(stamp) {
+        for nal in self.h264_nals(stamp, keyframe) {
             out.put_slice(&[0, 0, 0, 1]);
             out.put_slice(&nal);
         }
@@ -212,6 +211,30 @@ impl VideoPattern {
         out.put_u16(pps.len() as u16);
         out.put_slice(pps);
         out.freeze()
+    }
+}
+
+/// Which frames an encoder makes keyframes: one every `gop` frames, and the next one after a
+/// receiver asked (PLI/FIR), as real-time encoders do.
+#[derive(Debug, Clone)]
+pub struct Keyframes {
+    gop: u64,
+    /// Frames since the last keyframe; `None` before the first frame.
+    since: Option<u64>,
+    requested: bool,
+}
+
+impl Keyframes {
+    pub fn request(&mut self) {
+        self.requested = true;
+    }
+
+    /// Whether the next frame is a keyframe.
+    pub fn next(&mut self) -> bool {
+        let key = self.requested || self.since.is_none_or(|since| since >= self.gop);
+        self.requested = false;
+        self.since = Some(if key { 1 } else { self.since.unwrap_or(0) + 1 });
+        key
     }
 }
 
@@ -366,10 +389,17 @@ mod tests {
     fn video_frames_average_the_bitrate_with_keyframes_on_schedule() {
         let pattern = VideoPattern::new(VideoSize::P720, 30, Duration::from_secs(2));
         assert_eq!(pattern.gop, 60);
-        let total: usize = (0..600).map(|seq| pattern.frame_bytes(seq)).sum();
+        let mut keyframes = pattern.keyframes();
+        let flags: Vec<bool> = (0..600).map(|_| keyframes.next()).collect();
+        assert_eq!(flags.iter().filter(|k| **k).count(), 10);
+        assert!(flags[0] && flags[60] && !flags[59]);
+        let total: usize = flags.iter().enumerate().map(|(seq, key)| pattern.frame_bytes(seq as u64, *key)).sum();
         let bps = total as f64 * 8.0 / 20.0;
         assert!((bps - 2_500_000.0).abs() < 100_000.0, "{bps}");
-        assert!(pattern.frame_bytes(0) > 4 * pattern.frame_bytes(1));
+        assert!(pattern.frame_bytes(0, true) > 4 * pattern.frame_bytes(1, false));
+        keyframes.request();
+        assert!(keyframes.next(), "a requested keyframe comes next");
+        assert!(!keyframes.next());
     }
 
     #[test]
@@ -377,20 +407,20 @@ mod tests {
         let pattern = VideoPattern::new(VideoSize::P360, 30, Duration::from_secs(1));
         let key = Stamp { stream: 1, seq: 0, sent_us: 5 };
         let delta = Stamp { seq: 1, ..key };
-        let vp8 = pattern.vp8(key);
+        let vp8 = pattern.vp8(key, true);
         assert_eq!(vp8[0] & 1, 0, "keyframe bit");
         assert_eq!(&vp8[3..6], &[0x9d, 0x01, 0x2a]);
         assert_eq!(u16::from_le_bytes([vp8[6], vp8[7]]), 640);
-        assert_eq!(vp8.len(), pattern.frame_bytes(0));
+        assert_eq!(vp8.len(), pattern.frame_bytes(0, true));
         assert_eq!(Stamp::find(&vp8), Some(key));
-        assert_eq!(pattern.vp8(delta)[0] & 1, 1);
+        assert_eq!(pattern.vp8(delta, false)[0] & 1, 1);
 
-        let annexb = pattern.h264_annexb(key);
+        let annexb = pattern.h264_annexb(key, true);
         assert!(h264::is_keyframe(&annexb));
         let nals: Vec<&[u8]> = h264::annexb_nals(&annexb).collect();
         assert_eq!(nals.iter().map(|n| h264::nal_type(n)).collect::<Vec<_>>(), vec![7, 8, 5]);
         assert_eq!(Stamp::find(nals[2]), Some(key));
-        let delta_frame = pattern.h264_annexb(delta);
+        let delta_frame = pattern.h264_annexb(delta, false);
         let delta_nals: Vec<&[u8]> = h264::annexb_nals(&delta_frame).collect();
         assert_eq!(delta_nals.len(), 1, "the filler never emulates a start code");
         assert_eq!(Stamp::find(delta_nals[0]), Some(delta));

@@ -4,12 +4,13 @@
 //! receiver counts what arrived, and the server's CPU and memory are read from the outside
 //! (`/proc/<pid>` on this machine, else the server's `/metrics`).
 //!
-//! Modes: `floor` (the kernel's cost of one UDP datagram on loopback), `rtmp` (RTMP ingest with
-//! viewers), `churn` (join/leave cycles, leaked peers). Each prints a [`report::Report`], or one
+//! Modes: `floor` (the kernel's cost of one UDP datagram on loopback), `fanout` (WHIP publishers,
+//! WHEP subscribers), `rtmp` (RTMP ingest with viewers), `churn` (join/leave cycles, leaked peers). Each prints a [`report::Report`], or one
 //! JSON object with `--json`.
 
 mod api;
 mod churn;
+mod fanout;
 mod floor;
 mod media;
 mod probe;
@@ -17,6 +18,7 @@ mod progress;
 mod report;
 mod rtmp;
 mod stats;
+mod webrtc;
 mod window;
 
 use std::time::Duration;
@@ -47,6 +49,9 @@ pub enum BenchCommand {
     /// Measure the floor: the CPU time the kernel spends sending one 1200-byte UDP datagram to
     /// a receiver on loopback, with send() and with sendmmsg().
     Floor(floor::FloorArgs),
+    /// Fan-out: WHIP publishers of synthetic video and Opus, WHEP subscribers ramped up, then a
+    /// measured window (loss, latency, server CPU per forwarded packet vs the floor, memory).
+    Fanout(fanout::FanoutArgs),
     /// RTMP ingest load: N publishers of synthetic H.264 + AAC, each watched by a viewer.
     Rtmp(rtmp::RtmpArgs),
     /// Join/leave cycles: publishers and viewers connect, stream briefly and leave; reports
@@ -99,6 +104,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
     let report: report::Report = match command {
         BenchCommand::Floor(args) => floor::run(args).await?,
+        BenchCommand::Fanout(args) => fanout::run(target, args).await?,
         BenchCommand::Rtmp(args) => rtmp::run(target, args).await?,
         BenchCommand::Churn(args) => churn::run(target, args).await?,
     };

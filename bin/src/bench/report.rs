@@ -33,8 +33,12 @@ pub struct Report {
     pub bytes_received: u64,
     /// `frames.lost / frames.sent`, in percent.
     pub loss_percent: f64,
-    /// Send time (in the payload) to arrival at a receiver, through the server.
+    /// Send time (in the payload) to arrival at a receiver, through the server, for frames that
+    /// arrived during the measured window.
     pub latency_ms: Percentiles,
+    /// The same, video frames only (a frame counts when its last packet arrived).
+    pub video_latency_ms: Percentiles,
+    pub audio_latency_ms: Percentiles,
     /// `proc:<pid>` or `metrics`: where server CPU and memory were read.
     pub server_cpu_source: String,
     /// Server CPU during the window, in percent of one core.
@@ -102,6 +106,8 @@ impl Report {
             bytes_received: 0,
             loss_percent: 0.0,
             latency_ms: Percentiles::default(),
+            video_latency_ms: Percentiles::default(),
+            audio_latency_ms: Percentiles::default(),
             server_cpu_source: "none".to_owned(),
             server_cpu_percent: None,
             server_cpu_us_per_packet: None,
@@ -203,6 +209,8 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "  packets received     {}  ({:.1} MB)", self.packets_received, self.bytes_received as f64 / 1e6)?;
         writeln!(f, "  latency              {}", percentiles(&self.latency_ms))?;
+        writeln!(f, "    video              {}", percentiles(&self.video_latency_ms))?;
+        writeln!(f, "    audio              {}", percentiles(&self.audio_latency_ms))?;
         writeln!(
             f,
             "  server CPU           {} of a core ({})  {} per packet  = {} x floor",

@@ -3,7 +3,7 @@
 //! sent, received and lost are computed against what the publisher actually sent.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -174,11 +174,14 @@ impl FrameCounts {
     }
 }
 
-/// Every stream one receiver got, keyed by the publisher's stream id.
+/// Every stream one receiver got, keyed by the publisher's stream id. By convention a
+/// publisher's video is stream `2p` and its audio `2p + 1`.
 #[derive(Debug, Default)]
 pub struct ReceiverLog {
     pub streams: HashMap<u32, SeqSet>,
     pub latency: Micros,
+    pub video_latency: Micros,
+    pub audio_latency: Micros,
     pub frames: u64,
     pub packets: u64,
     pub bytes: u64,
@@ -191,6 +194,7 @@ impl ReceiverLog {
         let fresh = self.streams.entry(stream).or_default().insert(seq);
         if fresh && let Some(latency) = latency_us {
             self.latency.record(latency);
+            if stream % 2 == 0 { &mut self.video_latency } else { &mut self.audio_latency }.record(latency);
         }
         fresh
     }
@@ -202,6 +206,8 @@ pub struct Traffic {
     packets: AtomicU64,
     bytes: AtomicU64,
     joined: AtomicU64,
+    failed: AtomicU64,
+    measuring: AtomicBool,
 }
 
 impl Traffic {
@@ -213,6 +219,25 @@ impl Traffic {
     /// Receivers that got their first frame so far.
     pub fn joined(&self) -> u64 {
         self.joined.load(Ordering::Relaxed)
+    }
+
+    /// Whether the measured window is on: latency counts only inside it (steady state, not the
+    /// ramp-up).
+    pub fn measuring(&self) -> bool {
+        self.measuring.load(Ordering::Relaxed)
+    }
+
+    pub fn set_measuring(&self, on: bool) {
+        self.measuring.store(on, Ordering::Relaxed);
+    }
+
+    /// A receiver gave up before its first frame.
+    pub fn mark_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     pub fn add(&self, packets: u64, bytes: u64) {

@@ -10,15 +10,15 @@ use super::progress::Progress;
 use super::report::Report;
 use super::stats::{FrameCounts, Micros, Outcome, Traffic};
 
-/// Waits until `expected` receivers joined (got a first frame), `failed()` says the rest never
-/// will, or `timeout`; shows progress.
-pub async fn wait_for_joins(traffic: &Traffic, expected: u64, timeout: Duration, failed: impl Fn() -> u64) {
+/// Waits until `expected` receivers joined (got a first frame) or failed, or `timeout`; shows
+/// progress.
+pub async fn wait_for_joins(traffic: &Traffic, expected: u64, timeout: Duration) {
     let progress = Progress::counter(expected, "joined");
     let deadline = Instant::now() + timeout;
     loop {
         let joined = traffic.joined();
         progress.set(joined);
-        if joined + failed() >= expected || Instant::now() >= deadline {
+        if joined + traffic.failed() >= expected || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -41,6 +41,7 @@ pub async fn measure(probe: &ServerProbe, traffic: &Traffic, duration: Duration)
     let server_start = probe.sample().await?;
     let own_start = (Instant::now(), probe::own_cpu_seconds());
     let (packets_start, bytes_start) = traffic.totals();
+    traffic.set_measuring(true);
     let progress = Progress::timer(duration, "measuring");
     let started = Instant::now();
     while started.elapsed() < duration {
@@ -48,6 +49,7 @@ pub async fn measure(probe: &ServerProbe, traffic: &Traffic, duration: Duration)
         progress.set(started.elapsed().as_secs());
     }
     progress.finish();
+    traffic.set_measuring(false);
     let (packets_end, bytes_end) = traffic.totals();
     let own_end = (Instant::now(), probe::own_cpu_seconds());
     let server_end = probe.sample().await?;
@@ -82,7 +84,7 @@ pub fn fill(
 
     let published: Vec<u64> = streams.iter().map(|s| s.len()).collect();
     let mut frames = FrameCounts { published: published.iter().sum(), ..FrameCounts::default() };
-    let mut latency = Micros::new();
+    let (mut latency, mut video, mut audio) = (Micros::new(), Micros::new(), Micros::new());
     let mut joins = Micros::new();
     let mut errors: Vec<String> = Vec::new();
     for outcome in outcomes {
@@ -91,6 +93,8 @@ pub fn fill(
             frames.add_stream(seen, sent);
         }
         latency.add(&outcome.log.latency);
+        video.add(&outcome.log.video_latency);
+        audio.add(&outcome.log.audio_latency);
         match outcome.join_us {
             Some(join) => joins.record(join),
             None => errors.push(outcome.error.clone().unwrap_or_else(|| "no media arrived".to_owned())),
@@ -98,6 +102,8 @@ pub fn fill(
     }
     report.frames = frames;
     report.latency_ms = latency.percentiles_ms();
+    report.video_latency_ms = video.percentiles_ms();
+    report.audio_latency_ms = audio.percentiles_ms();
     report.join_ms = joins.percentiles_ms();
     report.subscribers_connected = outcomes.iter().filter(|o| o.join_us.is_some()).count();
     report.subscribers_failed = outcomes.len() - report.subscribers_connected;

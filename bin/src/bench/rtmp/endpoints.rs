@@ -80,6 +80,7 @@ impl Publisher {
         video.set_missed_tick_behavior(MissedTickBehavior::Burst);
         audio.set_missed_tick_behavior(MissedTickBehavior::Burst);
         let fps = u64::from(self.pattern.fps);
+        let mut keyframes = self.pattern.keyframes();
         loop {
             tokio::select! {
                 biased;
@@ -87,9 +88,10 @@ impl Publisher {
                 _ = video.tick() => {
                     let sent_us = self.clock.now_us();
                     let seq = self.video.log.push(sent_us);
-                    let nals = self.pattern.h264_nals(Stamp { stream: self.video.id, seq, sent_us });
+                    let keyframe = keyframes.next();
+                    let nals = self.pattern.h264_nals(Stamp { stream: self.video.id, seq, sent_us }, keyframe);
                     let timestamp = (seq * 1000 / fps) as u32;
-                    connection.send_video(timestamp, video_tag(self.pattern.is_keyframe(seq), &nals)).await?;
+                    connection.send_video(timestamp, video_tag(keyframe, &nals)).await?;
                 }
                 _ = audio.tick() => {
                     let seq = self.audio.log.push(self.clock.now_us());
@@ -123,6 +125,9 @@ impl Player {
         };
         if let Err(err) = result {
             outcome.error = Some(format!("{err:#}"));
+            if outcome.join_us.is_none() {
+                self.traffic.mark_failed();
+            }
         }
         outcome
     }
@@ -169,7 +174,8 @@ impl Player {
                     outcome.join_us = Some(now.saturating_duration_since(started).as_micros() as u64);
                     self.traffic.mark_joined();
                 }
-                outcome.log.frame(stream, seq, Some(now_us.saturating_sub(sent_us)));
+                let latency = now_us.saturating_sub(sent_us);
+                outcome.log.frame(stream, seq, self.traffic.measuring().then_some(latency));
             }
         }
     }
@@ -190,7 +196,7 @@ mod tests {
     fn video_tags_carry_avcc_nal_units_with_the_stamp() {
         let pattern = VideoPattern::new(VideoSize::P360, 30, Duration::from_secs(2));
         let stamp = Stamp { stream: 3, seq: 0, sent_us: 42 };
-        let tag = video_tag(true, &pattern.h264_nals(stamp));
+        let tag = video_tag(true, &pattern.h264_nals(stamp, true));
         assert_eq!(&tag[..2], &[0x17, 1]);
         assert_eq!(video_stamp(&tag[5..], 4), Some(stamp));
         assert_eq!(video_stamp(&tag[5..9], 4), None, "truncated");

@@ -166,7 +166,7 @@ async fn load(
     report.settings["rtmp_host"] = serde_json::json!(host);
 
     let expected = viewers.len() as u64;
-    window::wait_for_joins(&traffic, expected, Duration::from_secs(15), || 0).await;
+    window::wait_for_joins(&traffic, expected, Duration::from_secs(15)).await;
     let measured = window::measure(probe, &traffic, args.duration).await;
 
     stop_publishers.cancel();
