@@ -64,6 +64,10 @@ pub struct FanoutArgs {
     /// Skip measuring the UDP floor.
     #[arg(long)]
     pub no_floor: bool,
+    /// Subscribers to a room where nothing is published: they count as joined once connected,
+    /// and the report gives the memory an idle subscriber costs.
+    #[arg(long, conflicts_with = "publishers")]
+    pub idle: bool,
 }
 
 /// Where sessions go and with which credentials.
@@ -117,8 +121,11 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
         "publishers": args.publishers, "subscribers": args.subscribers, "duration_s": args.duration.as_secs_f64(),
         "video": format!("{:?}", args.video), "video_bps": args.video.format().2,
         "codec": format!("{:?}", args.codec).to_lowercase(), "audio": "Opus 20 ms, 48 kb/s",
-        "keyframe_interval_s": args.keyframe_interval.as_secs_f64(), "ramp_per_s": args.ramp,
+        "keyframe_interval_s": args.keyframe_interval.as_secs_f64(), "ramp_per_s": args.ramp, "idle": args.idle,
     });
+    if args.idle {
+        report.publishers = 0;
+    }
     if !args.no_floor {
         report.floor = Some(tokio::task::spawn_blocking(|| floor::measure(50_000, 32)).await??);
     }
@@ -155,7 +162,8 @@ async fn load(
     let mut publishers = JoinSet::new();
     let mut streams = Vec::new();
 
-    for (p, token) in endpoints.publisher_tokens.iter().enumerate() {
+    let publisher_tokens = if args.idle { &[][..] } else { &endpoints.publisher_tokens[..] };
+    for (p, token) in publisher_tokens.iter().enumerate() {
         let (video, audio) = (Stream::new(2 * p as u32), Stream::new(2 * p as u32 + 1));
         streams.push(video.log.clone());
         streams.push(audio.log.clone());
@@ -188,6 +196,7 @@ async fn load(
             kit: kit.clone(),
             clock,
             traffic: traffic.clone(),
+            idle: args.idle,
         };
         let stop = stop_viewers.clone();
         viewers.spawn(async move { viewer.run(stop).await });

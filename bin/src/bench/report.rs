@@ -207,6 +207,9 @@ impl fmt::Display for Report {
             "  frames               published {}  sent {}  received {}  lost {} ({:.3} %)  duplicated {}",
             fr.published, fr.sent, fr.received, fr.lost, self.loss_percent, fr.duplicated
         )?;
+        if fr.unstamped > 0 {
+            writeln!(f, "  server-made frames   {} (transcoded, not in the counts above)", fr.unstamped)?;
+        }
         writeln!(f, "  packets received     {}  ({:.1} MB)", self.packets_received, self.bytes_received as f64 / 1e6)?;
         writeln!(f, "  latency              {}", percentiles(&self.latency_ms))?;
         writeln!(f, "    video              {}", percentiles(&self.video_latency_ms))?;

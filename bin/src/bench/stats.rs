@@ -154,6 +154,9 @@ pub struct FrameCounts {
     pub duplicated: u64,
     /// Frames that arrived with a sequence number the publisher never sent (a bug if not 0).
     pub unexpected: u64,
+    /// Frames that carried no stamp and so are outside the counts above: media the server made
+    /// itself, such as AAC transcoded to Opus.
+    pub unstamped: u64,
 }
 
 impl FrameCounts {
@@ -183,6 +186,8 @@ pub struct ReceiverLog {
     pub video_latency: Micros,
     pub audio_latency: Micros,
     pub frames: u64,
+    /// Frames that arrived without a stamp (made by the server, e.g. transcoded audio).
+    pub unstamped: u64,
     pub packets: u64,
     pub bytes: u64,
 }

@@ -92,6 +92,7 @@ pub fn fill(
             let sent = published.get(*stream as usize).copied().unwrap_or(0);
             frames.add_stream(seen, sent);
         }
+        frames.unstamped += outcome.log.unstamped;
         latency.add(&outcome.log.latency);
         video.add(&outcome.log.video_latency);
         audio.add(&outcome.log.audio_latency);

@@ -1,6 +1,8 @@
 //! `junction bench rtmp --streams N`: N RTMP publishers of synthetic H.264 + AAC (one room and
-//! ingress key each), each watched by a player, measured for a window: what the server spends per
-//! ingested stream, and what reaches the players.
+//! ingress key each), each watched by a viewer, measured for a window: what the server spends per
+//! ingested stream, and what reaches the viewers. The default viewer is a WHEP player, which
+//! takes Opus only: the server runs its AAC->Opus transcoder for every stream, as it would for
+//! browsers watching an OBS stream.
 
 mod client;
 mod endpoints;
@@ -19,6 +21,7 @@ use super::media::{AacSource, RunClock, VideoPattern};
 use super::probe::ServerProbe;
 use super::report::Report;
 use super::stats::{Outcome, Traffic};
+use super::webrtc::{PeerKit, VideoCodec, WhepViewer};
 use super::{Target, VideoSize, parse_duration, window};
 pub use client::host_of;
 pub use endpoints::{Player, Publisher, Stream};
@@ -26,6 +29,8 @@ pub use endpoints::{Player, Publisher, Stream};
 /// Who watches each RTMP stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Viewer {
+    /// A WHEP player: H.264 as sent, audio transcoded from AAC to Opus by the server.
+    Whep,
     /// An RTMP player (H.264 + AAC as sent).
     Rtmp,
     /// Nobody: ingest only.
@@ -43,7 +48,7 @@ pub struct RtmpArgs {
     #[arg(long, value_enum, default_value = "720p")]
     pub video: VideoSize,
     /// Who watches each stream.
-    #[arg(long, value_enum, default_value = "rtmp")]
+    #[arg(long, value_enum, default_value = "whep")]
     pub viewer: Viewer,
     /// Publishers started per second while ramping up.
     #[arg(long, default_value_t = 20.0)]
@@ -78,6 +83,7 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "rtmp",
         match args.viewer {
+            Viewer::Whep => "rtmp+whep",
             Viewer::Rtmp => "rtmp",
             Viewer::None => "rtmp-ingest",
         },
@@ -105,6 +111,11 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
         "RTMP has no keyframe request: join time includes waiting for the publisher's next keyframe (every 2 s)"
             .to_owned(),
     );
+    if args.viewer == Viewer::Whep {
+        report.notes.push(
+            "WHEP viewers hear Opus transcoded from AAC: those frames carry no stamp and are counted apart".to_owned(),
+        );
+    }
     if args.streams > 0 && report.subscribers_connected == 0 && args.viewer == Viewer::None {
         report.bytes_per_subscriber =
             report.server_rss_bytes.map(|rss| (rss as f64 - baseline.rss_bytes as f64) / args.streams as f64);
@@ -131,6 +142,9 @@ async fn load(
     let mut viewers = JoinSet::new();
     let mut streams = Vec::new();
     let mut host = None;
+    let http = reqwest::Client::new();
+    let http_host = reqwest::Url::parse(api.base()).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let kit = PeerKit::new(VideoCodec::H264, http_host.as_deref().unwrap_or("127.0.0.1"))?;
 
     for i in 0..args.streams {
         let room = format!("bench-{run_id}-{i}");
@@ -148,18 +162,33 @@ async fn load(
         let connection = publisher.start().await.with_context(|| format!("publisher {i} could not start"))?;
         let stop = stop_publishers.clone();
         publishers.spawn(async move { publisher.run(connection, stop).await });
-        if args.viewer == Viewer::Rtmp {
-            let token = api.token(&room, "viewer", false, true).await?;
-            let player = Player {
-                host: rtmp_host,
-                play_path: format!("{room}/publisher?token={token}"),
-                clock,
-                aac: aac.clone(),
-                audio,
-                traffic: traffic.clone(),
-            };
-            let stop = stop_viewers.clone();
-            viewers.spawn(async move { player.run(stop).await });
+        let stop = stop_viewers.clone();
+        match args.viewer {
+            Viewer::Whep => {
+                let viewer = WhepViewer {
+                    http: http.clone(),
+                    endpoint: format!("{}/whep/{room}?identity=publisher", api.base()),
+                    token: api.token(&room, "viewer", false, true).await?,
+                    kit: kit.clone(),
+                    clock,
+                    traffic: traffic.clone(),
+                    idle: false,
+                };
+                viewers.spawn(async move { viewer.run(stop).await });
+            }
+            Viewer::Rtmp => {
+                let token = api.token(&room, "viewer", false, true).await?;
+                let player = Player {
+                    host: rtmp_host,
+                    play_path: format!("{room}/publisher?token={token}"),
+                    clock,
+                    aac: aac.clone(),
+                    audio,
+                    traffic: traffic.clone(),
+                };
+                viewers.spawn(async move { player.run(stop).await });
+            }
+            Viewer::None => {}
         }
         tokio::time::sleep(Duration::from_secs_f64(1.0 / args.ramp.max(0.1))).await;
     }

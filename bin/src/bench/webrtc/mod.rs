@@ -139,6 +139,9 @@ pub struct WhepViewer {
     pub kit: PeerKit,
     pub clock: RunClock,
     pub traffic: std::sync::Arc<Traffic>,
+    /// The viewer counts as joined once ICE and DTLS are up, not at its first frame (a room
+    /// with nothing published: idle subscribers).
+    pub idle: bool,
 }
 
 impl WhepViewer {
@@ -179,9 +182,19 @@ impl WhepViewer {
             let next = peer.flush(&mut events).await?;
             for event in events.drain(..) {
                 match event {
-                    Event::Connected => connected = true,
+                    Event::Connected => {
+                        connected = true;
+                        if self.idle {
+                            outcome.join_us = Some(started.elapsed().as_micros() as u64);
+                            self.traffic.mark_joined();
+                        }
+                    }
                     Event::MediaData(data) => {
-                        let Some(stamp) = Stamp::find(&data.data) else { continue };
+                        let Some(stamp) = Stamp::find(&data.data) else {
+                            // Media the server made (transcoded audio) carries no stamp.
+                            outcome.log.unstamped += 1;
+                            continue;
+                        };
                         let now = Instant::now();
                         if outcome.join_us.is_none() {
                             outcome.join_us = Some(now.saturating_duration_since(started).as_micros() as u64);
