@@ -23,6 +23,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub log: LogConfig,
     pub webhook: WebhookConfig,
+    pub moq: junction_moq::MoqConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
@@ -274,6 +275,7 @@ impl Config {
         if self.rooms.subscriber_queue < 8 {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }
+        self.moq.validate().map_err(|(key, message)| invalid(key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
         self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)

@@ -83,6 +83,28 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         wiring.ingress_urls.rtmp = Some(rtmp.url());
     }
 
+    if config.moq.enabled {
+        let moq = junction_moq::start(&config.moq, engine.clone(), authority.clone(), shutdown.clone())
+            .context("starting Media over QUIC ([moq])")?;
+        wiring.services.push(Service {
+            name: "moq",
+            url: moq.url.clone(),
+            about: "Media over QUIC draft-18: WebTransport, or raw QUIC (moqt://, ALPN moqt-18)",
+        });
+        if let Some(ca) = &moq.dev_ca_file {
+            wiring.services.push(Service {
+                name: "moq-ca",
+                url: ca.display().to_string(),
+                about: "generated development CA (PEM) for MoQ clients to trust",
+            });
+            wiring.services.push(Service {
+                name: "moq-hash",
+                url: format!("sha256:{}", moq.fingerprint),
+                about: "MoQ certificate hash for WebTransport serverCertificateHashes",
+            });
+        }
+    }
+
     // WebRTC media plane, and WHIP/WHEP on top of it.
     let mut whip_options = None;
     if config.webrtc.enabled {

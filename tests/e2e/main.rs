@@ -7,9 +7,11 @@ mod support;
 
 mod bench;
 mod cli;
+mod moq;
 mod rest;
 mod rtmp;
 mod webhooks;
+mod whep_rtmp;
 mod whip;
 mod whip_browser;
 mod whip_http;

@@ -23,8 +23,11 @@ async fn send_media(publisher: &WhipPublisher, first: u32, count: u32, gop: u32)
     let started = Instant::now();
     for index in first..first + count {
         ticker.tick().await;
-        let frame =
-            if (index - first) % gop == 0 { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
+        let frame = if (index - first).is_multiple_of(gop) {
+            synthetic::h264_keyframe(index)
+        } else {
+            synthetic::h264_delta(index)
+        };
         sent.insert(index, Instant::now());
         publisher.send_video(frame, VIDEO_FRAME).await.expect("send video");
         // Audio keeps pace: 20 ms packets against 33 ms frames.
@@ -62,6 +65,12 @@ fn assert_monotonic(frames: &[&ReceivedFrame], what: &str) {
     }
 }
 
+/// CPU seconds the server process used so far (`process_cpu_seconds` on `/metrics`).
+async fn server_cpu_seconds(server: &TestServer) -> f64 {
+    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix("process_cpu_seconds ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
 async fn live_peers(server: &TestServer) -> u64 {
     server.health().await["peers"].as_u64().unwrap_or(0)
 }
@@ -87,8 +96,11 @@ async fn whip_frames_reach_a_whep_viewer_unchanged_and_keyframe_requests_travel_
     assert_eq!(transports.len(), 2, "{room}");
     assert!(transports.contains(&"whip") && transports.contains(&"whep"), "{room}");
 
+    let cpu_before = server_cpu_seconds(&server).await;
     let sent = send_media(&publisher, 0, 90, 30).await;
+    let cpu_used = server_cpu_seconds(&server).await - cpu_before;
     let frames = collect(&mut viewer, Duration::from_secs(2)).await;
+    println!("server CPU while forwarding 3 s of H.264 (30 fps) + Opus to one viewer: {:.0} ms", cpu_used * 1000.0);
 
     let video = of_kind(&frames, MediaKind::Video);
     assert!(video.len() >= 45, "only {} of 90 video frames arrived", video.len());
@@ -97,13 +109,14 @@ async fn whip_frames_reach_a_whep_viewer_unchanged_and_keyframe_requests_travel_
     for frame in &video {
         assert_eq!(frame.codec, ClientCodec::H264);
         let index = synthetic::h264_index(&frame.payload).expect("a frame index");
-        let expected = if index % 30 == 0 { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
+        let expected =
+            if index.is_multiple_of(30) { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
         assert_eq!(
             synthetic::nal_units(&frame.payload),
             synthetic::nal_units(&expected),
             "frame {index} changed on the way"
         );
-        assert_eq!(frame.keyframe, index % 30 == 0);
+        assert_eq!(frame.keyframe, index.is_multiple_of(30));
         latencies.push(frame.received_at.saturating_duration_since(sent[&index]));
     }
     assert_monotonic(&video, "video");
@@ -226,4 +239,49 @@ async fn the_ice_timeout_reaps_clients_that_vanish() {
     println!("vanished clients reaped after {:?} (ice_timeout_s = 2)", vanished.elapsed());
     assert!(server.logs().contains("transport_timeout"), "peers left for transport_timeout");
     assert_eq!(publisher.delete().await.unwrap(), 404, "the resource went with the session");
+}
+
+#[tokio::test]
+async fn a_viewer_can_watch_one_identity_among_several_publishers() {
+    let server = TestServer::start().await;
+    let alice_token = server.token("panel", "alice", json!({"publish": true})).await;
+    let bob_token = server.token("panel", "bob", json!({"publish": true})).await;
+    let viewer_token = server.token("panel", "viewer", json!({"subscribe": true})).await;
+    let alice =
+        WhipPublisher::connect(&server.base, "panel", &alice_token, ClientOptions::h264_opus()).await.expect("alice");
+    let mut watching_alice =
+        WhepViewer::connect(&server.base, "panel", &viewer_token, "?identity=alice", ClientOptions::h264_opus())
+            .await
+            .expect("viewer of alice");
+    // Same token again: the second viewer gets an identity of its own instead of a conflict.
+    let mut newest = WhepViewer::connect(&server.base, "panel", &viewer_token, "", ClientOptions::h264_opus())
+        .await
+        .expect("second viewer");
+    send_media(&alice, 0, 20, 10).await;
+    // Bob publishes later: the default viewer moves to him, alice's viewer stays with her.
+    let bob = WhipPublisher::connect(&server.base, "panel", &bob_token, ClientOptions::h264_opus()).await.expect("bob");
+    watching_alice.discard_received();
+    newest.discard_received();
+    let (_, _) = tokio::join!(send_media(&alice, 100, 45, 15), send_media(&bob, 20_000, 45, 15));
+
+    let of_alice = of_kind(&collect(&mut watching_alice, Duration::from_millis(800)).await, MediaKind::Video)
+        .iter()
+        .map(|f| synthetic::h264_index(&f.payload).unwrap())
+        .collect::<Vec<_>>();
+    assert!(of_alice.len() >= 20 && of_alice.iter().all(|i| *i < 20_000), "alice's viewer got {of_alice:?}");
+    let of_newest = of_kind(&collect(&mut newest, Duration::from_millis(800)).await, MediaKind::Video)
+        .iter()
+        .map(|f| synthetic::h264_index(&f.payload).unwrap())
+        .collect::<Vec<_>>();
+    assert!(of_newest.iter().filter(|i| **i >= 20_000).count() >= 20, "the default viewer follows bob: {of_newest:?}");
+
+    let (_, room) = server.call(reqwest::Method::GET, "/v1/rooms/panel", None).await;
+    let identities: Vec<&str> =
+        room["room"]["peers"].as_array().unwrap().iter().map(|p| p["identity"].as_str().unwrap()).collect();
+    assert!(identities.contains(&"viewer") && identities.iter().any(|i| i.starts_with("viewer~")), "{identities:?}");
+
+    for status in [alice.delete().await, bob.delete().await, watching_alice.delete().await, newest.delete().await] {
+        assert_eq!(status.unwrap(), 200);
+    }
+    server.wait_for_no_peers().await;
 }

@@ -239,7 +239,8 @@ ice_servers = [
 
     // Media published after the restart reaches the viewer.
     for index in 0..60u32 {
-        let frame = if index % 15 == 0 { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
+        let frame =
+            if index.is_multiple_of(15) { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
         publisher.send_video(frame, VIDEO_FRAME).await.expect("send");
         publisher.send_audio(synthetic::opus_packet(index), AUDIO_FRAME).await.expect("send");
         tokio::time::sleep(VIDEO_FRAME).await;

@@ -2,9 +2,10 @@
 
 #![allow(dead_code)]
 
-pub mod rtmp_client;
 pub mod audio;
 pub mod chromium;
+pub mod moq;
+pub mod rtmp_client;
 pub mod server;
 pub mod webrtc_client;
 

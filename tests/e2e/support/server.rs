@@ -23,6 +23,8 @@ listen = "127.0.0.1:0"
 empty_timeout_s = 5
 [rtmp]
 listen = "127.0.0.1:0"
+[moq]
+listen = "127.0.0.1:0"
 [webrtc]
 udp_listen = "127.0.0.1:0"
 "#;
@@ -49,7 +51,10 @@ impl TestServer {
     pub async fn start_with(extra_toml: &str, args: &[&str]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("junction.toml");
-        std::fs::write(&config, merge_toml(BASE_CONFIG, extra_toml)).expect("write config");
+        // The generated MoQ development CA goes in the test's own directory.
+        let moq_ca = format!("[moq]\ndev_ca_file = {:?}\n", dir.path().join("moq-ca.pem"));
+        let base = merge_toml(BASE_CONFIG, &moq_ca);
+        std::fs::write(&config, merge_toml(&base, extra_toml)).expect("write config");
         let stderr = dir.path().join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
             .arg("serve")

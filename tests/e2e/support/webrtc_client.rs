@@ -14,29 +14,24 @@
 //! Any transport's tests can use the viewer to receive what an RTMP, SIP or MoQ publisher sent:
 //! frames carry their codec, payload, RTP timestamp, keyframe flag and arrival time.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use bytes::Bytes;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
-use tokio::net::UdpSocket;
 use tokio::sync::{Mutex, mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -236,116 +231,6 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
-/// Reassembles frames from RTP packets: everything up to the marker bit; a sequence gap
-/// inside a frame discards it.
-struct FrameAssembler {
-    codec: ClientCodec,
-    h264: rtc::rtp::codec::h264::H264Packet,
-    vp8: rtc::rtp::codec::vp8::Vp8Packet,
-    buffer: BytesMut,
-    next_seq: Option<u16>,
-    broken: bool,
-}
-
-impl FrameAssembler {
-    fn new(codec: ClientCodec) -> Self {
-        Self {
-            codec,
-            h264: Default::default(),
-            vp8: Default::default(),
-            buffer: BytesMut::new(),
-            next_seq: None,
-            broken: false,
-        }
-    }
-
-    fn push(&mut self, packet: rtc::rtp::Packet) -> Option<ReceivedFrame> {
-        let header = &packet.header;
-        if self.next_seq.is_some_and(|seq| seq != header.sequence_number) {
-            self.broken = true;
-        }
-        self.next_seq = Some(header.sequence_number.wrapping_add(1));
-        let part = match self.codec {
-            ClientCodec::Opus => Ok(packet.payload.clone()),
-            ClientCodec::H264 => self.h264.depacketize(&packet.payload),
-            ClientCodec::Vp8 => self.vp8.depacketize(&packet.payload),
-        };
-        match part {
-            Ok(part) => self.buffer.extend_from_slice(&part),
-            Err(_) => self.broken = true,
-        }
-        if !header.marker && self.codec != ClientCodec::Opus {
-            return None;
-        }
-        let payload = std::mem::take(&mut self.buffer).freeze();
-        let broken = std::mem::replace(&mut self.broken, false);
-        if broken || payload.is_empty() {
-            return None;
-        }
-        let keyframe = match self.codec {
-            ClientCodec::Opus => true,
-            ClientCodec::H264 => {
-                synthetic::nal_units(&payload).iter().any(|nal| nal.first().is_some_and(|b| b & 0x1f == 5))
-            }
-            ClientCodec::Vp8 => payload.first().is_some_and(|b| b & 0x01 == 0),
-        };
-        Some(ReceivedFrame {
-            codec: self.codec,
-            payload,
-            rtp_timestamp: header.timestamp,
-            keyframe,
-            received_at: Instant::now(),
-        })
-    }
-}
-
-/// Counts PLI and FIR packets arriving for the tracks a publisher sends.
-struct KeyframeRequestCounter {
-    count: Arc<AtomicU64>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestCounter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests = packets
-                .iter()
-                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
-                .count();
-            self.count.fetch_add(requests as u64, Ordering::SeqCst);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestCounter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
 /// A peer connection and what it needs to talk WHIP/WHEP.
 struct Client {
     pc: Arc<dyn PeerConnection>,
@@ -368,11 +253,8 @@ impl Client {
     ) -> Result<(Client, mpsc::UnboundedReceiver<ReceivedFrame>), ClientError> {
         let mut media_engine = MediaEngine::default();
         for codec in &options.codecs {
-            let parameters = RTCRtpCodecParameters {
-                rtp_codec: codec.rtp_codec(),
-                payload_type: options.payload_type(*codec),
-                ..Default::default()
-            };
+            let parameters =
+                RTCRtpCodecParameters { rtp_codec: codec.rtp_codec(), payload_type: options.payload_type(*codec) };
             let kind = match codec.kind() {
                 MediaKind::Audio => RtpCodecKind::Audio,
                 MediaKind::Video => RtpCodecKind::Video,
@@ -381,10 +263,7 @@ impl Client {
         }
         let keyframe_requests = Arc::new(AtomicU64::new(0));
         let registry = register_default_interceptors(Registry::new(), &mut media_engine).map_err(rtc_err)?;
-        let registry = registry.with(
-            Slot::from(14_000usize),
-            KeyframeRequestCounter { count: keyframe_requests.clone(), read: VecDeque::new(), write: VecDeque::new() },
-        );
+        let registry = registry.with(Slot::from(14_000usize), KeyframeRequestCounter::new(keyframe_requests.clone()));
         let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
         if options.ecdsa_only {
             settings = settings.with_dtls_cipher_suites(vec![
@@ -741,130 +620,9 @@ impl WhepViewer {
     }
 }
 
-/// A UDP relay between a client and the server; dropping it cuts the path both ways.
-pub struct UdpRelay {
-    pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
+mod relay;
+mod rtp;
+pub mod synthetic;
 
-impl UdpRelay {
-    pub async fn start(server: SocketAddr) -> UdpRelay {
-        let front = UdpSocket::bind("127.0.0.1:0").await.expect("relay socket");
-        let back = UdpSocket::bind("127.0.0.1:0").await.expect("relay socket");
-        back.connect(server).await.expect("relay connect");
-        let addr = front.local_addr().expect("relay address");
-        let task = tokio::spawn(async move {
-            let (mut up, mut down) = (vec![0u8; 2048], vec![0u8; 2048]);
-            let mut client: Option<SocketAddr> = None;
-            loop {
-                tokio::select! {
-                    Ok((len, from)) = front.recv_from(&mut up) => {
-                        client = Some(from);
-                        let _ = back.send(&up[..len]).await;
-                    }
-                    Ok(len) = back.recv(&mut down) => {
-                        if let Some(client) = client {
-                            let _ = front.send_to(&down[..len], client).await;
-                        }
-                    }
-                }
-            }
-        });
-        UdpRelay { addr, task }
-    }
-}
-
-impl Drop for UdpRelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Synthetic media with known payloads: frames carry their index, so a receiver can tell which
-/// frame it got and compare bytes.
-pub mod synthetic {
-    use bytes::{BufMut, Bytes, BytesMut};
-
-    /// A 33 ms video frame at 30 fps.
-    pub const VIDEO_FRAME: std::time::Duration = std::time::Duration::from_micros(33_333);
-    /// A 20 ms Opus packet.
-    pub const AUDIO_FRAME: std::time::Duration = std::time::Duration::from_millis(20);
-
-    const SPS: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0x8c, 0x8d, 0x40, 0x50, 0x1e, 0xd0];
-    const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
-
-    /// NAL unit bytes that never contain a start code: the index, then a repeating pattern.
-    fn nal(header: u8, index: u32, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len);
-        out.push(header);
-        out.extend_from_slice(&(index | 0x8080_8080).to_be_bytes());
-        while out.len() < len {
-            out.push(0x11 + (out.len() % 200) as u8);
-        }
-        out
-    }
-
-    fn annexb(nals: &[&[u8]]) -> Bytes {
-        let mut out = BytesMut::new();
-        for nal in nals {
-            out.put_slice(&[0, 0, 0, 1]);
-            out.put_slice(nal);
-        }
-        out.freeze()
-    }
-
-    /// SPS, PPS and an IDR slice large enough to be fragmented (FU-A).
-    pub fn h264_keyframe(index: u32) -> Bytes {
-        annexb(&[SPS, PPS, &nal(0x65, index, 3_000)])
-    }
-
-    /// A non-IDR slice.
-    pub fn h264_delta(index: u32) -> Bytes {
-        annexb(&[&nal(0x41, index, 800)])
-    }
-
-    /// The frame index written by [`h264_keyframe`]/[`h264_delta`], from a received access unit.
-    pub fn h264_index(annexb: &Bytes) -> Option<u32> {
-        let slice = nal_units(annexb).into_iter().find(|n| matches!(n.first().map(|b| b & 0x1f), Some(1 | 5)))?;
-        let bytes: [u8; 4] = slice.get(1..5)?.try_into().ok()?;
-        Some(u32::from_be_bytes(bytes) & !0x8080_8080)
-    }
-
-    /// An Opus packet (TOC byte of a 20 ms CELT frame, then the index and a pattern).
-    pub fn opus_packet(index: u32) -> Bytes {
-        let mut out = vec![0xfc];
-        out.extend_from_slice(&index.to_be_bytes());
-        out.extend(std::iter::repeat_n(0x5a, 60));
-        Bytes::from(out)
-    }
-
-    pub fn opus_index(packet: &Bytes) -> Option<u32> {
-        Some(u32::from_be_bytes(packet.get(1..5)?.try_into().ok()?))
-    }
-
-    /// The NAL units of an Annex B access unit, without start codes.
-    pub fn nal_units(data: &[u8]) -> Vec<Vec<u8>> {
-        let mut units = Vec::new();
-        let mut current: Option<usize> = None;
-        let mut i = 0;
-        while i + 3 <= data.len() {
-            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-                if let Some(start) = current {
-                    let mut end = i;
-                    while end > start && data[end - 1] == 0 {
-                        end -= 1;
-                    }
-                    units.push(data[start..end].to_vec());
-                }
-                current = Some(i + 3);
-                i += 3;
-            } else {
-                i += 1;
-            }
-        }
-        if let Some(start) = current {
-            units.push(data[start..].to_vec());
-        }
-        units
-    }
-}
+pub use relay::UdpRelay;
+use rtp::{FrameAssembler, KeyframeRequestCounter};

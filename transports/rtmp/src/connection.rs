@@ -267,7 +267,7 @@ impl Connection {
                     let kind = frame.codec.kind();
                     let publisher = if kind == MediaKind::Video { video } else { audio };
                     if let Some(publisher) = publisher {
-                        meter.frame(kind, frame.payload.len(), frame.arrival);
+                        meter.frame(kind, frame.payload.len());
                         if let Err(err) = publisher.send(frame) {
                             debug!("frame not forwarded: {err}");
                         }
@@ -322,7 +322,7 @@ impl Connection {
             other => Status::failed(other.to_string()),
         })?;
         let (rpc, media) = joined.endpoint.split();
-        let meter = IngestMeter::new(rpc.room().as_str(), rpc.peer().as_str(), Instant::now());
+        let meter = IngestMeter::new();
         self.joined(rpc, media);
         self.link = Link::Publisher { video: None, audio: None, meter };
         self.gauge = ConnectionGauge::new("publish");

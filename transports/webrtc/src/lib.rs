@@ -19,7 +19,7 @@
 //! let joined = engine.join(junction_endpoint::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
 //! // 3. Start the session task; it runs by itself until the peer leaves, times out or is kicked.
 //! let answer = negotiated.answer_sdp().to_owned();
-//! let handle = negotiated.start(joined, SessionSpec::new("whep", false, EgressPolicy::viewer(None)));
+//! let handle = negotiated.start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::viewer(None)));
 //! # let _ = (answer, handle); Ok(()) }
 //! ```
 
@@ -37,7 +37,7 @@ use std::sync::Arc;
 pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
 pub use negotiate::{MediaLine, Negotiated};
-pub use session::{EgressPolicy, IceCredentials, SessionHandle, SessionSpec};
+pub use session::{EgressPolicy, IceCredentials, SessionEvent, SessionHandle, SessionSpec};
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;

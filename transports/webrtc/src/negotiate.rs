@@ -3,10 +3,11 @@
 //! agreed to are read back so the caller knows what the peer sends, what it can receive, and
 //! in which codecs, before joining the engine.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use junction_core::{Codec, LayerInfo, MediaKind};
-use junction_endpoint::Joined;
+use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
 use str0m::change::SdpOffer;
 use str0m::media::{Media, MediaKind as WireKind, Mid, Rids, SimulcastLayer};
 use str0m::{Candidate, IceCreds, Rtc};
@@ -16,7 +17,7 @@ use crate::codec;
 use crate::config::WebrtcConfig;
 use crate::driver::MuxHandle;
 use crate::error::{SessionError, offered_codecs};
-use crate::session::{self, SessionHandle, SessionSpec, simulcast};
+use crate::session::{self, Link, SessionHandle, SessionSpec, simulcast};
 
 /// One m-line as negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,7 @@ pub(crate) fn negotiate(
     })
 }
 
-fn describe(rtc: &Rtc, media: &Media, section: &OfferSection) -> MediaLine {
+pub(crate) fn describe(rtc: &Rtc, media: &Media, section: &OfferSection) -> MediaLine {
     let remote_pts = media.remote_pts();
     let payloads = rtc.codec_config().params().iter().filter(|p| remote_pts.contains(&p.pt()));
     let kind = match media.kind() {
@@ -121,8 +122,8 @@ fn describe(rtc: &Rtc, media: &Media, section: &OfferSection) -> MediaLine {
 
 /// What str0m does not expose about an offer's m-section: its mid and its `a=rid` restrictions.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct OfferSection {
-    mid: String,
+pub(crate) struct OfferSection {
+    pub(crate) mid: String,
     /// (rid, restrictions such as `max-width=1280`).
     rids: Vec<(String, Vec<(String, String)>)>,
 }
@@ -134,7 +135,7 @@ impl OfferSection {
 }
 
 /// The audio/video m-sections of an SDP, with their mids and rid restrictions.
-fn offer_sections(sdp: &str) -> Vec<OfferSection> {
+pub(crate) fn offer_sections(sdp: &str) -> Vec<OfferSection> {
     let mut sections: Vec<OfferSection> = Vec::new();
     let mut in_media = false;
     for line in sdp.lines().map(str::trim) {
@@ -204,9 +205,20 @@ impl Negotiated {
         (&self.ufrag, &self.pwd)
     }
 
-    /// Starts the session task for a peer that has joined the engine. The task owns the
+    /// Starts the session task for a peer that has joined the engine; the task owns the
     /// endpoint: when it ends, however it ends, the peer leaves the room.
-    pub fn start(self, joined: Joined, spec: SessionSpec) -> SessionHandle {
+    pub fn start(self, endpoint: Endpoint, spec: SessionSpec) -> SessionHandle {
+        self.spawn(Link::Owned(endpoint), spec)
+    }
+
+    /// Starts the session task for an endpoint whose RPC half the signalling layer keeps (it
+    /// reads the room events and forwards them with [`SessionHandle::room_event`]); the task
+    /// takes the media half. The peer stays in the room when the session ends.
+    pub fn start_shared(self, rpc: Arc<EndpointRpc>, media: EndpointMedia, spec: SessionSpec) -> SessionHandle {
+        self.spawn(Link::Shared(rpc, media), spec)
+    }
+
+    fn spawn(self, link: Link, spec: SessionSpec) -> SessionHandle {
         session::spawn(session::Parts {
             rtc: self.rtc,
             lines: self.lines,
@@ -214,7 +226,7 @@ impl Negotiated {
             mux: self.mux,
             ice_timeout: self.config.ice_timeout(),
             shutdown: self.shutdown,
-            joined,
+            link,
             spec,
         })
     }

@@ -44,16 +44,16 @@ impl Demux {
 
     /// Decides which session `datagram`, received from `source`, belongs to.
     pub fn route(&mut self, source: SocketAddr, datagram: &[u8]) -> Route {
-        if is_stun(datagram) {
-            if let Some(ufrag) = stun_local_ufrag(datagram) {
-                let Some(key) = self.by_ufrag.get(ufrag).copied() else {
-                    return Route::UnknownUfrag;
-                };
-                // The session verifies the message integrity; a forged check can at worst make
-                // the forger's own address route to a session that will drop its packets.
-                self.by_addr.insert(source, key);
-                return Route::To(key);
-            }
+        if is_stun(datagram)
+            && let Some(ufrag) = stun_local_ufrag(datagram)
+        {
+            let Some(key) = self.by_ufrag.get(ufrag).copied() else {
+                return Route::UnknownUfrag;
+            };
+            // The session verifies the message integrity; a forged check can at worst make the
+            // forger's own address route to a session that will drop its packets.
+            self.by_addr.insert(source, key);
+            return Route::To(key);
         }
         match self.by_addr.get(&source) {
             Some(key) => Route::To(*key),

@@ -92,7 +92,7 @@ async fn post_whip(
         other => ApiError::from(other),
     })?;
     let answer = negotiated.answer_sdp().to_owned();
-    let handle = negotiated.start(joined, SessionSpec::new("whip", true, EgressPolicy::Nothing));
+    let handle = negotiated.start(joined.endpoint, SessionSpec::new("whip", true, EgressPolicy::Nothing));
     let resource = state.resources.insert(Kind::Whip, room, handle, answer, ice_ufrag(offer));
     info!(room = %resource.room, peer = %resource.handle.peer(), resource = %resource.id, "WHIP session created");
     Ok(created(&state, &resource))
@@ -140,7 +140,7 @@ async fn post_whep(
         }
     };
     let answer = negotiated.answer_sdp().to_owned();
-    let handle = negotiated.start(joined, SessionSpec::new("whep", false, EgressPolicy::viewer(watch)));
+    let handle = negotiated.start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::viewer(watch)));
     let resource = state.resources.insert(Kind::Whep, room, handle, answer, ice_ufrag(offer));
     info!(room = %resource.room, peer = %resource.handle.peer(), resource = %resource.id, "WHEP session created");
     Ok(created(&state, &resource))

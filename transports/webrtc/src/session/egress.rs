@@ -1,24 +1,27 @@
-//! Media the peer receives: each sending m-line carries at most one room track at a time. Frames
-//! of that track are written with the payload type negotiated for their codec and a timestamp
-//! kept continuous across source changes; the peer's PLI/FIR go to the engine as keyframe
-//! requests; its bandwidth estimate picks simulcast layers and is reported to the publishers.
+//! Media the peer receives: each sending m-line carries at most one subscribed track at a time
+//! (which one is the policy's choice: `viewer.rs`, `room.rs`). Frames of that track are written
+//! with the payload type negotiated for their codec and a timestamp kept continuous across
+//! source changes; the peer's PLI/FIR go to the engine as keyframe requests; its bandwidth
+//! estimate picks simulcast layers and is reported to the publishers.
 
 use std::time::Instant;
 
-use junction_core::{Codec, LayerInfo, LayerPreference, MediaFrame, MediaKind, SubscribeOptions, TrackId};
-use junction_endpoint::{EndpointMedia, EndpointRpc};
+use junction_core::{Codec, LayerInfo, LayerPreference, MediaFrame, MediaKind, TrackId};
+use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
 use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};
 use tracing::{debug, info};
 
-use super::assign::Assignment;
 use super::simulcast::choose_layer;
 use super::timeline::Timeline;
 use crate::codec;
 
 /// Bitrate set aside for each audio m-line when sharing the estimate between video m-lines.
 const AUDIO_BPS: u64 = 64_000;
+/// What a single-layer video track may need: the estimator probes up to it, since such a track
+/// cannot be scaled down to fit and would queue behind a lower estimate.
+const UNLAYERED_VIDEO_BPS: u64 = 6_000_000;
 /// The estimate used before the first one arrives.
 pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
@@ -50,79 +53,88 @@ impl EgressLine {
     }
 }
 
+/// A change of what an m-line carries, for the signalling layer ([`crate::SessionEvent`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LineChange {
+    Sending { mid: Mid, track: TrackId },
+    Stopped { mid: Mid, track: TrackId },
+}
+
 pub(crate) struct Egress {
     lines: Vec<EgressLine>,
-    assignment: Assignment,
+    changes: Vec<LineChange>,
     estimate_bps: u64,
     connected: bool,
     latency: metrics::Histogram,
 }
 
 impl Egress {
-    pub(crate) fn new(lines: Vec<EgressLine>, assignment: Assignment) -> Self {
+    pub(crate) fn new(lines: Vec<EgressLine>) -> Self {
         Self {
             lines,
-            assignment,
+            changes: Vec::new(),
             estimate_bps: INITIAL_ESTIMATE_BPS,
             connected: false,
             latency: metrics::histogram!("junction_webrtc_forward_latency_seconds"),
         }
     }
 
-    pub(crate) fn assignment(&mut self) -> &mut Assignment {
-        &mut self.assignment
+    pub(crate) fn kinds(&self) -> Vec<MediaKind> {
+        self.lines.iter().map(|l| l.kind).collect()
     }
 
-    /// Subscribes and unsubscribes until every m-line carries what the assignment chooses.
-    pub(crate) fn reassign(&mut self, rtc: &mut Rtc, rpc: &EndpointRpc, media: &EndpointMedia) {
-        let kinds: Vec<MediaKind> = self.lines.iter().map(|l| l.kind).collect();
-        // Each refusal removes one (line, track) pair, so this ends; the bound is a backstop.
-        for _ in 0..=kinds.len() * 8 {
-            let choice = self.assignment.choose(&kinds);
-            let changed: Vec<(usize, Option<TrackId>)> = choice
-                .into_iter()
-                .enumerate()
-                .filter(|(index, wanted)| self.lines[*index].source.as_ref().map(|s| &s.track) != wanted.as_ref())
-                .collect();
-            let settled = changed.is_empty();
-            // Stop first, then start: a track moving between m-lines must not be unsubscribed
-            // after its new m-line subscribed to it.
-            for (index, _) in &changed {
-                if let Some(old) = self.lines[*index].source.take() {
-                    let _ = rpc.unsubscribe(&old.track);
-                }
-            }
-            for (index, wanted) in changed {
-                if let Some(track) = wanted
-                    && !self.subscribe(index, &track, rpc, media)
-                {
-                    self.assignment.refuse(index, &track);
-                }
-            }
-            if settled {
-                break;
-            }
-        }
-        self.update_bwe_target(rtc);
+    pub(crate) fn codecs(&self, index: usize) -> &[Codec] {
+        self.lines.get(index).map_or(&[], |l| &l.codecs)
     }
 
-    fn subscribe(&mut self, index: usize, track: &TrackId, rpc: &EndpointRpc, media: &EndpointMedia) -> bool {
-        let budget = self.video_budget();
-        let line = &mut self.lines[index];
-        let options = SubscribeOptions { codecs: line.codecs.clone(), layer: LayerPreference::Highest };
-        let subscribed = match rpc.subscribe(track, options) {
-            Ok(subscribed) => subscribed,
-            Err(err) => {
-                info!(mid = %line.mid, %track, "m-line cannot carry track: {err}");
-                return false;
-            }
-        };
+    pub(crate) fn source_of(&self, index: usize) -> Option<&TrackId> {
+        self.lines.get(index).and_then(|l| l.source.as_ref()).map(|s| &s.track)
+    }
+
+    pub(crate) fn has_mid(&self, mid: Mid) -> bool {
+        self.lines.iter().any(|l| l.mid == mid)
+    }
+
+    pub(crate) fn add_line(&mut self, line: EgressLine) -> usize {
+        self.lines.push(line);
+        self.lines.len() - 1
+    }
+
+    pub(crate) fn line_of(&self, mid: Mid) -> Option<usize> {
+        self.lines.iter().position(|l| l.mid == mid)
+    }
+
+    /// The m-line carrying `track`.
+    pub(crate) fn line_carrying(&self, track: &TrackId) -> Option<usize> {
+        self.lines.iter().position(|l| l.source.as_ref().is_some_and(|s| s.track == *track))
+    }
+
+    /// An idle m-line of `kind` that negotiated `codec`.
+    pub(crate) fn idle_line(&self, kind: MediaKind, codec: Codec) -> Option<usize> {
+        self.lines.iter().position(|l| l.kind == kind && l.source.is_none() && l.codecs.contains(&codec))
+    }
+
+    /// Starts sending a subscribed track on m-line `index`: picks its simulcast layer from the
+    /// estimate and, once connected, asks for a keyframe to start from.
+    pub(crate) fn attach(
+        &mut self,
+        index: usize,
+        subscribed: &SubscribedTrack,
+        rpc: &EndpointRpc,
+        media: &EndpointMedia,
+    ) {
+        let budget = self.video_budget_with(index);
+        let Some(line) = self.lines.get_mut(index) else { return };
+        let track = &subscribed.track.id;
         let layers = subscribed.track.layers.clone();
         let layer = (layers.len() > 1).then(|| choose_layer(budget, &layers, None));
         if let Some(layer) = layer {
             let _ = rpc.set_layer(track, LayerPreference::AtMost(layer));
         }
         info!(mid = %line.mid, %track, codec = %subscribed.codec, publisher = %subscribed.track.peer, ?layer, "sending track");
+        if let Some(old) = line.source.take() {
+            self.changes.push(LineChange::Stopped { mid: line.mid, track: old.track });
+        }
         line.source = Some(Source {
             track: track.clone(),
             codec: subscribed.codec,
@@ -131,19 +143,23 @@ impl Egress {
             layer,
             payload: None,
         });
+        self.changes.push(LineChange::Sending { mid: line.mid, track: track.clone() });
         if self.connected {
             let _ = media.request_keyframe(track);
         }
-        true
     }
 
-    /// The subscription went away on the engine's side (track unpublished, room closing).
-    pub(crate) fn on_unsubscribed(&mut self, track: &TrackId) {
-        for line in &mut self.lines {
-            if line.source.as_ref().is_some_and(|s| s.track == *track) {
-                line.source = None;
-            }
-        }
+    /// Stops sending on m-line `index`; returns the track it carried.
+    pub(crate) fn detach(&mut self, index: usize) -> Option<TrackId> {
+        let line = self.lines.get_mut(index)?;
+        let old = line.source.take()?;
+        self.changes.push(LineChange::Stopped { mid: line.mid, track: old.track.clone() });
+        Some(old.track)
+    }
+
+    /// What changed since the last call.
+    pub(crate) fn take_changes(&mut self) -> Vec<LineChange> {
+        std::mem::take(&mut self.changes)
     }
 
     /// ICE and DTLS are up: frames written from now on reach the peer, so every video source
@@ -222,14 +238,18 @@ impl Egress {
 
     /// The estimate shared between the video m-lines that carry something.
     fn video_budget(&self) -> u64 {
-        let audio = self.lines.iter().filter(|l| l.kind == MediaKind::Audio && l.source.is_some()).count() as u64;
-        let video =
-            self.lines.iter().filter(|l| l.kind == MediaKind::Video && l.source.is_some()).count().max(1) as u64;
-        self.estimate_bps.saturating_sub(audio * AUDIO_BPS) / video
+        self.video_budget_with(usize::MAX)
+    }
+
+    /// The same, counting m-line `extra` as carrying something too.
+    fn video_budget_with(&self, extra: usize) -> u64 {
+        let busy = |(i, l): &(usize, &EgressLine)| l.source.is_some() || *i == extra;
+        let count = |kind| self.lines.iter().enumerate().filter(|e| e.1.kind == kind && busy(e)).count() as u64;
+        self.estimate_bps.saturating_sub(count(MediaKind::Audio) * AUDIO_BPS) / count(MediaKind::Video).max(1)
     }
 
     /// Tells the bandwidth estimator what to probe for: enough for the best layer everywhere.
-    fn update_bwe_target(&self, rtc: &mut Rtc) {
+    pub(crate) fn update_bwe_target(&self, rtc: &mut Rtc) {
         let desired: u64 = self
             .lines
             .iter()
@@ -237,7 +257,7 @@ impl Egress {
             .map(|(kind, source)| match kind {
                 MediaKind::Audio => AUDIO_BPS,
                 MediaKind::Video => {
-                    source.layers.iter().filter_map(|l| l.max_bitrate).max().unwrap_or(INITIAL_ESTIMATE_BPS)
+                    source.layers.iter().filter_map(|l| l.max_bitrate).max().unwrap_or(UNLAYERED_VIDEO_BPS)
                 }
             })
             .sum();

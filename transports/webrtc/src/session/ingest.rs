@@ -74,6 +74,24 @@ impl Ingest {
         Self { lines, enabled }
     }
 
+    pub(crate) fn has(&self, mid: Mid) -> bool {
+        self.lines.iter().any(|l| l.mid == mid)
+    }
+
+    pub(crate) fn add(&mut self, line: IngestLine) {
+        self.lines.push(line);
+    }
+
+    /// The peer stopped sending on `mid` (renegotiated it away): its track is unpublished.
+    pub(crate) fn stop(&mut self, mid: Mid, rpc: &EndpointRpc) {
+        if let Some(at) = self.lines.iter().position(|l| l.mid == mid) {
+            let line = self.lines.remove(at);
+            if let Some(published) = line.published {
+                let _ = rpc.unpublish(published.publisher.id());
+            }
+        }
+    }
+
     /// One depacketised frame from the peer.
     pub(crate) fn on_media(&mut self, rtc: &mut Rtc, rpc: &EndpointRpc, data: MediaData) {
         if !self.enabled {

@@ -1,36 +1,32 @@
-//! One WebRTC session: the task that owns a str0m `Rtc` and the peer's engine endpoint, and the
-//! handle signalling code keeps to steer it.
+//! One WebRTC session: the task that bridges a str0m `Rtc` and the peer's engine endpoint
+//! (`task.rs`), and the handle signalling code keeps to steer it.
 //!
-//! The task is the canonical sans-I/O loop: drain `poll_output` (sending datagrams, handling
-//! events) until str0m names its next timeout; then wait for exactly one thing — a datagram
-//! from the UDP driver, a frame or feedback from the engine, a room event, a command from the
-//! handle, or the timeout — and feed it in. It ends when the peer leaves (DTLS close, DELETE),
-//! goes silent for the ICE timeout, is kicked or replaced, or the server shuts down; every way
-//! out drops the endpoint, which takes the peer out of its room.
+//! What the peer's receiving m-lines carry is a policy: nothing (ingest only), a viewer's fixed
+//! m-lines following the room's newest tracks (`viewer.rs`, WHEP), or every subscription on an
+//! m-line of its own, renegotiating for more (`room.rs`, browsers in a call).
 
 pub(crate) mod assign;
 mod egress;
 mod h264_fixup;
 mod ingest;
+mod room;
 pub(crate) mod simulcast;
+mod task;
 mod timeline;
+mod viewer;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use junction_core::{CloseReason, EndpointEvent, MediaKind, MediaOut, PeerId, RoomId, SessionId};
-use junction_endpoint::{EndpointMedia, EndpointRpc, Joined};
-use str0m::bwe::BweKind;
+use junction_core::{CloseReason, EndpointEvent, MediaKind, PeerId, RoomId, SessionId, TrackId};
+use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
 use str0m::media::{MediaKind as WireKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use str0m::{Candidate, IceCreds, Rtc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, trace};
+use tracing::{Instrument, info_span};
 
-use self::assign::{Assignment, RoomTrack};
-use self::egress::{Egress, EgressLine};
-use self::ingest::{Ingest, IngestLine};
-use crate::driver::{Datagram, MuxHandle};
+use crate::driver::MuxHandle;
 use crate::error::SessionError;
 use crate::negotiate::MediaLine;
 use crate::udp_mux::SessionKey;
@@ -45,11 +41,18 @@ pub struct SessionSpec {
     /// Publish what the peer sends as tracks of its room.
     pub publish: bool,
     pub egress: EgressPolicy,
+    /// Where [`SessionEvent`]s go, if anyone listens.
+    pub events: Option<mpsc::UnboundedSender<SessionEvent>>,
 }
 
 impl SessionSpec {
     pub fn new(label: &'static str, publish: bool, egress: EgressPolicy) -> Self {
-        Self { label, publish, egress }
+        Self { label, publish, egress, events: None }
+    }
+
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<SessionEvent>) -> Self {
+        self.events = Some(events);
+        self
     }
 }
 
@@ -62,12 +65,32 @@ pub enum EgressPolicy {
     /// (only `identity`'s, when set), following publishers as they come, go and reconnect.
     /// The session subscribes by itself: join with `auto_subscribe: false`.
     Viewer { identity: Option<PeerId> },
+    /// Every track the peer is subscribed to (auto-subscribe, or its signalling layer's
+    /// `subscribe`) gets an m-line; when none is idle the session sends
+    /// [`SessionEvent::Offer`] and waits for [`SessionHandle::accept_answer`].
+    Room,
 }
 
 impl EgressPolicy {
     pub fn viewer(identity: Option<PeerId>) -> Self {
         EgressPolicy::Viewer { identity }
     }
+}
+
+/// What a session tells its signalling layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// ICE and DTLS are up.
+    Connected,
+    /// The session needs new m-lines: deliver this SDP offer to the peer and hand its answer
+    /// to [`SessionHandle::accept_answer`] (room policy only).
+    Offer { sdp: String },
+    /// m-line `mid` now carries `track` (the peer can label its remote track).
+    Sending { mid: String, track: TrackId },
+    /// m-line `mid` stopped carrying `track`.
+    Stopped { mid: String, track: TrackId },
+    /// The session ended.
+    Closed { reason: CloseReason },
 }
 
 /// A session's ICE username fragment and password.
@@ -80,10 +103,13 @@ pub struct IceCredentials {
 enum Command {
     Candidate(Candidate),
     RestartIce { remote: IceCreds, candidates: Vec<Candidate>, reply: oneshot::Sender<IceCredentials> },
+    AcceptOffer { sdp: String, reply: oneshot::Sender<Result<String, SessionError>> },
+    AcceptAnswer { sdp: String, reply: oneshot::Sender<Result<(), SessionError>> },
+    RoomEvent(EndpointEvent),
     Close,
 }
 
-/// Steers a running session. Dropping it does not end the session.
+/// Steers a running session. Cheap to clone; dropping it does not end the session.
 #[derive(Clone)]
 pub struct SessionHandle {
     commands: mpsc::Sender<Command>,
@@ -107,10 +133,13 @@ impl SessionHandle {
         self.session
     }
 
+    async fn send(&self, command: Command) -> Result<(), SessionError> {
+        self.commands.send(command).await.map_err(|_| SessionError::Closed)
+    }
+
     /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
     pub async fn add_remote_candidate(&self, line: &str) -> Result<(), SessionError> {
-        let candidate = parse_candidate(line)?;
-        self.commands.send(Command::Candidate(candidate)).await.map_err(|_| SessionError::Closed)
+        self.send(Command::Candidate(parse_candidate(line)?)).await
     }
 
     /// Restarts ICE with the peer's new credentials (and candidates); returns ours.
@@ -123,14 +152,32 @@ impl SessionHandle {
         let candidates = candidates.iter().map(|c| parse_candidate(c)).collect::<Result<Vec<_>, _>>()?;
         let (reply, answer) = oneshot::channel();
         let remote = IceCreds { ufrag: ufrag.to_owned(), pass: pwd.to_owned() };
-        self.commands
-            .send(Command::RestartIce { remote, candidates, reply })
-            .await
-            .map_err(|_| SessionError::Closed)?;
+        self.send(Command::RestartIce { remote, candidates, reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)
     }
 
-    /// Ends the session: the peer leaves its room.
+    /// Answers a new offer from the peer (it added or removed tracks); returns the answer.
+    /// New sending m-lines publish, new receiving ones carry subscriptions.
+    pub async fn accept_offer(&self, sdp: &str) -> Result<String, SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AcceptOffer { sdp: sdp.to_owned(), reply }).await?;
+        answer.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// Applies the peer's answer to the session's last [`SessionEvent::Offer`].
+    pub async fn accept_answer(&self, sdp: &str) -> Result<(), SessionError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AcceptAnswer { sdp: sdp.to_owned(), reply }).await?;
+        answer.await.map_err(|_| SessionError::Closed)?
+    }
+
+    /// Hands the session a room event, when the signalling layer owns the endpoint's RPC half
+    /// ([`crate::Negotiated::start_shared`]): subscriptions, unsubscriptions, publications.
+    pub async fn room_event(&self, event: EndpointEvent) -> Result<(), SessionError> {
+        self.send(Command::RoomEvent(event)).await
+    }
+
+    /// Ends the session; an owned endpoint leaves its room.
     pub fn close(&self) {
         let _ = self.commands.try_send(Command::Close);
     }
@@ -139,7 +186,7 @@ impl SessionHandle {
         self.done.is_cancelled()
     }
 
-    /// Completes when the session has ended and its peer has left.
+    /// Completes when the session has ended (and an owned endpoint has left its room).
     pub async fn closed(&self) {
         self.done.cancelled().await
     }
@@ -153,6 +200,15 @@ fn parse_candidate(line: &str) -> Result<Candidate, SessionError> {
     })
 }
 
+/// How the session holds the peer's engine endpoint.
+pub(crate) enum Link {
+    /// The session owns it: reads its room events, leaves when the session ends.
+    Owned(Endpoint),
+    /// The signalling layer owns the RPC half and forwards room events; the session takes the
+    /// media half.
+    Shared(Arc<EndpointRpc>, EndpointMedia),
+}
+
 /// Everything a session starts from.
 pub(crate) struct Parts {
     pub(crate) rtc: Rtc,
@@ -161,59 +217,37 @@ pub(crate) struct Parts {
     pub(crate) mux: MuxHandle,
     pub(crate) ice_timeout: Duration,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) joined: Joined,
+    pub(crate) link: Link,
     pub(crate) spec: SessionSpec,
 }
 
 pub(crate) fn spawn(parts: Parts) -> SessionHandle {
-    let Parts { rtc, lines, ufrag, mux, ice_timeout, shutdown, joined, spec } = parts;
-    let Joined { endpoint, peers, mut tracks, .. } = joined;
-    let (rpc, media) = endpoint.split();
-    let (room, peer, session) = (rpc.room().clone(), rpc.peer().clone(), rpc.session());
-
-    let ingest_lines = lines
-        .iter()
-        .filter(|(_, l)| l.peer_sends && !l.codecs.is_empty())
-        .map(|(mid, l)| IngestLine::new(*mid, wire_kind(l.kind), l.layers.clone()))
-        .collect();
-    let (egress_lines, mut assignment) = match &spec.egress {
-        EgressPolicy::Nothing => (Vec::new(), Assignment::new(None)),
-        EgressPolicy::Viewer { identity } => (
-            lines
-                .iter()
-                .filter(|(_, l)| l.peer_receives && !l.codecs.is_empty())
-                .map(|(mid, l)| EgressLine::new(*mid, l.kind, l.codecs.clone()))
-                .collect(),
-            Assignment::new(identity.clone()),
-        ),
+    let (rpc, media) = match parts.link {
+        Link::Owned(endpoint) => {
+            let (rpc, media) = endpoint.split();
+            (task::Rpc::Owned(rpc), media)
+        }
+        Link::Shared(rpc, media) => (task::Rpc::Shared(rpc), media),
     };
-    // Tracks already in the room, oldest publisher first, so the newest wins.
-    let joined_at = |p: &PeerId| peers.iter().find(|info| info.identity == *p).map_or(0, |info| info.joined_at_ms);
-    tracks.sort_by_key(|t| joined_at(&t.peer));
-    for track in tracks {
-        assignment.add(RoomTrack { id: track.id, peer: track.peer, kind: track.kind });
-    }
-
-    let (key, inbox) = mux.register(&ufrag);
+    let (room, peer, session) = (rpc.room().clone(), rpc.peer().clone(), rpc.session());
+    let (key, inbox) = parts.mux.register(&parts.ufrag);
     let (commands_tx, commands) = mpsc::channel(64);
     let done = CancellationToken::new();
-    let span = info_span!("session", %room, %peer, %session, transport = spec.label);
-    let task = Session {
-        rtc,
+    let span = info_span!("session", %room, %peer, %session, transport = parts.spec.label);
+    let task = task::Session::new(task::Setup {
+        rtc: parts.rtc,
+        lines: parts.lines,
         key,
-        mux: mux.clone(),
+        mux: parts.mux.clone(),
         inbox,
         commands,
         rpc,
         media,
-        ingest: Ingest::new(ingest_lines, spec.publish),
-        egress: Egress::new(egress_lines, assignment),
-        ice_timeout,
-        last_heard: Instant::now(),
-        disconnected_since: None,
-        shutdown,
-    };
-    let guard = Guard { done: done.clone(), mux, key };
+        ice_timeout: parts.ice_timeout,
+        shutdown: parts.shutdown,
+        spec: parts.spec,
+    });
+    let guard = Guard { done: done.clone(), mux: parts.mux, key };
     tokio::spawn(
         async move {
             let _guard = guard;
@@ -224,7 +258,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
     SessionHandle { commands: commands_tx, done, room, peer, session }
 }
 
-fn wire_kind(kind: MediaKind) -> WireKind {
+pub(crate) fn wire_kind(kind: MediaKind) -> WireKind {
     match kind {
         MediaKind::Audio => WireKind::Audio,
         MediaKind::Video => WireKind::Video,
@@ -244,205 +278,5 @@ impl Drop for Guard {
         self.mux.unregister(self.key);
         self.done.cancel();
         metrics::gauge!("junction_webrtc_sessions").decrement(1.0);
-    }
-}
-
-struct Session {
-    rtc: Rtc,
-    key: SessionKey,
-    mux: MuxHandle,
-    inbox: mpsc::Receiver<Datagram>,
-    commands: mpsc::Receiver<Command>,
-    rpc: EndpointRpc,
-    media: EndpointMedia,
-    ingest: Ingest,
-    egress: Egress,
-    ice_timeout: Duration,
-    /// When the last datagram arrived from the peer.
-    last_heard: Instant,
-    disconnected_since: Option<Instant>,
-    shutdown: CancellationToken,
-}
-
-impl Session {
-    async fn run(mut self) {
-        metrics::gauge!("junction_webrtc_sessions").increment(1.0);
-        info!("session started");
-        self.egress.reassign(&mut self.rtc, &self.rpc, &self.media);
-        let reason = self.run_until_closed().await;
-        info!(reason = reason.as_str(), "session ended");
-        if self.rtc.is_alive() && reason != CloseReason::TransportTimeout {
-            // Best effort: DTLS close_notify and RTCP BYE tell the peer at once.
-            if self.rtc.close().is_ok() {
-                let _ = self.drain().await;
-            }
-        }
-        self.rpc.leave(reason);
-    }
-
-    async fn run_until_closed(&mut self) -> CloseReason {
-        loop {
-            let timeout = match self.drain().await {
-                Ok(timeout) => timeout,
-                Err(reason) => return reason,
-            };
-            if !self.rtc.is_alive() {
-                return CloseReason::Left;
-            }
-            let now = Instant::now();
-            if timeout <= now {
-                // Time moves on even while datagrams and frames keep every branch below busy.
-                if let Err(reason) = self.feed(Input::Timeout(now)) {
-                    return reason;
-                }
-                continue;
-            }
-            let mut deadline = self.last_heard + self.ice_timeout;
-            if let Some(since) = self.disconnected_since {
-                deadline = deadline.min(since + self.ice_timeout);
-            }
-            if now >= deadline {
-                info!(timeout_s = self.ice_timeout.as_secs(), "peer silent or disconnected for the ICE timeout");
-                return CloseReason::TransportTimeout;
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return CloseReason::ServerShutdown,
-                Some(command) = self.commands.recv() => {
-                    if let Some(reason) = self.on_command(command).await {
-                        return reason;
-                    }
-                }
-                event = self.rpc.next_event() => match event {
-                    None => return CloseReason::Left,
-                    Some(EndpointEvent::Closed { reason }) => return reason,
-                    Some(event) => self.on_room_event(event),
-                },
-                item = self.media.recv() => match item {
-                    Some(item) => self.on_media(item),
-                    None => return self.closed_reason(),
-                },
-                Some(datagram) = self.inbox.recv() => {
-                    if let Err(reason) = self.on_datagram(datagram) {
-                        return reason;
-                    }
-                }
-                _ = tokio::time::sleep_until(timeout.min(deadline).into()) => {}
-            }
-        }
-    }
-
-    /// Drains str0m's output until it names its next timeout.
-    async fn drain(&mut self) -> Result<Instant, CloseReason> {
-        loop {
-            match self.rtc.poll_output() {
-                Ok(Output::Timeout(at)) => return Ok(at),
-                Ok(Output::Transmit(transmit)) => self.mux.send(transmit.destination, &transmit.contents).await,
-                Ok(Output::Event(event)) => self.on_rtc_event(event)?,
-                Err(err) => return Err(CloseReason::Error { message: format!("WebRTC: {err}") }),
-            }
-        }
-    }
-
-    fn feed(&mut self, input: Input) -> Result<(), CloseReason> {
-        self.rtc.handle_input(input).map_err(|err| CloseReason::Error { message: format!("WebRTC: {err}") })
-    }
-
-    fn on_datagram(&mut self, datagram: Datagram) -> Result<(), CloseReason> {
-        self.last_heard = self.last_heard.max(datagram.at);
-        let Ok(contents) = datagram.payload[..].try_into() else {
-            trace!(source = %datagram.source, "datagram that is not STUN, DTLS, RTP or RTCP");
-            return Ok(());
-        };
-        let receive =
-            Receive { proto: Protocol::Udp, source: datagram.source, destination: self.mux.advertised, contents };
-        self.feed(Input::Receive(datagram.at, receive))
-    }
-
-    fn on_rtc_event(&mut self, event: Event) -> Result<(), CloseReason> {
-        match event {
-            Event::Connected => {
-                info!("connected");
-                self.egress.on_connected(&self.media);
-            }
-            Event::IceConnectionStateChange(state) => {
-                debug!(?state, "ICE state");
-                match state {
-                    IceConnectionState::Disconnected => {
-                        self.disconnected_since.get_or_insert_with(Instant::now);
-                    }
-                    IceConnectionState::Connected | IceConnectionState::Completed => self.disconnected_since = None,
-                    _ => {}
-                }
-            }
-            Event::MediaData(data) => self.ingest.on_media(&mut self.rtc, &self.rpc, data),
-            Event::KeyframeRequest(request) => self.egress.on_keyframe_request(request.mid, &self.media),
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                self.egress.on_estimate(estimate.as_u64(), &self.rpc, &self.media);
-            }
-            Event::Closed => return Err(CloseReason::Left),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    async fn on_command(&mut self, command: Command) -> Option<CloseReason> {
-        match command {
-            Command::Candidate(candidate) => self.rtc.add_remote_candidate(candidate),
-            Command::RestartIce { remote, candidates, reply } => {
-                let local = IceCreds::new();
-                let mut api = self.rtc.direct_api();
-                api.set_local_ice_credentials(local.clone());
-                api.set_remote_ice_credentials(remote);
-                self.mux.add_ufrag(self.key, &local.ufrag);
-                for candidate in candidates {
-                    if let Err(reason) = self.drain().await {
-                        return Some(reason);
-                    }
-                    self.rtc.add_remote_candidate(candidate);
-                }
-                info!("ICE restarted");
-                let _ = reply.send(IceCredentials { ufrag: local.ufrag, pwd: local.pass });
-            }
-            Command::Close => return Some(CloseReason::Left),
-        }
-        None
-    }
-
-    fn on_room_event(&mut self, event: EndpointEvent) {
-        match event {
-            EndpointEvent::TrackPublished(track) => {
-                self.egress.assignment().add(RoomTrack { id: track.id, peer: track.peer, kind: track.kind });
-                self.egress.reassign(&mut self.rtc, &self.rpc, &self.media);
-            }
-            EndpointEvent::TrackUnpublished { track, .. } => {
-                self.egress.assignment().remove(&track);
-                self.egress.on_unsubscribed(&track);
-                self.egress.reassign(&mut self.rtc, &self.rpc, &self.media);
-            }
-            EndpointEvent::Unsubscribed { track } => {
-                self.egress.on_unsubscribed(&track);
-                self.egress.reassign(&mut self.rtc, &self.rpc, &self.media);
-            }
-            EndpointEvent::SubscriptionFailed { track, reason } => debug!(%track, "subscription failed: {reason}"),
-            _ => {}
-        }
-    }
-
-    fn on_media(&mut self, item: MediaOut) {
-        match item {
-            MediaOut::Frame { track, frame } => self.egress.write(&mut self.rtc, &track, frame),
-            MediaOut::KeyframeRequest { track, layer } => self.ingest.on_keyframe_request(&mut self.rtc, &track, layer),
-            MediaOut::BitrateHint { track, bps } => self.ingest.on_bitrate_hint(&mut self.rtc, &track, bps),
-        }
-    }
-
-    /// Why the engine closed the session, once its media half has ended.
-    fn closed_reason(&mut self) -> CloseReason {
-        while let Some(event) = self.rpc.try_next_event() {
-            if let EndpointEvent::Closed { reason } = event {
-                return reason;
-            }
-        }
-        CloseReason::Left
     }
 }

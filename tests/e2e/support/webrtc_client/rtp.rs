@@ -1,0 +1,132 @@
+//! The RTP side of the test clients: frames reassembled from received packets, and a counter
+//! of the keyframe requests (PLI, FIR) a publisher receives.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::sansio::Protocol;
+
+use super::{ClientCodec, ReceivedFrame, synthetic};
+
+/// Reassembles frames from RTP packets: everything up to the marker bit; a sequence gap
+/// inside a frame discards it.
+pub(super) struct FrameAssembler {
+    codec: ClientCodec,
+    h264: rtc::rtp::codec::h264::H264Packet,
+    vp8: rtc::rtp::codec::vp8::Vp8Packet,
+    buffer: BytesMut,
+    next_seq: Option<u16>,
+    broken: bool,
+}
+
+impl FrameAssembler {
+    pub(super) fn new(codec: ClientCodec) -> Self {
+        Self {
+            codec,
+            h264: Default::default(),
+            vp8: Default::default(),
+            buffer: BytesMut::new(),
+            next_seq: None,
+            broken: false,
+        }
+    }
+
+    pub(super) fn push(&mut self, packet: rtc::rtp::Packet) -> Option<ReceivedFrame> {
+        let header = &packet.header;
+        if self.next_seq.is_some_and(|seq| seq != header.sequence_number) {
+            self.broken = true;
+        }
+        self.next_seq = Some(header.sequence_number.wrapping_add(1));
+        let part = match self.codec {
+            ClientCodec::Opus => Ok(packet.payload.clone()),
+            ClientCodec::H264 => self.h264.depacketize(&packet.payload),
+            ClientCodec::Vp8 => self.vp8.depacketize(&packet.payload),
+        };
+        match part {
+            Ok(part) => self.buffer.extend_from_slice(&part),
+            Err(_) => self.broken = true,
+        }
+        if !header.marker && self.codec != ClientCodec::Opus {
+            return None;
+        }
+        let payload = std::mem::take(&mut self.buffer).freeze();
+        let broken = std::mem::replace(&mut self.broken, false);
+        if broken || payload.is_empty() {
+            return None;
+        }
+        let keyframe = match self.codec {
+            ClientCodec::Opus => true,
+            ClientCodec::H264 => {
+                synthetic::nal_units(&payload).iter().any(|nal| nal.first().is_some_and(|b| b & 0x1f == 5))
+            }
+            ClientCodec::Vp8 => payload.first().is_some_and(|b| b & 0x01 == 0),
+        };
+        Some(ReceivedFrame {
+            codec: self.codec,
+            payload,
+            rtp_timestamp: header.timestamp,
+            keyframe,
+            received_at: Instant::now(),
+        })
+    }
+}
+
+/// Counts PLI and FIR packets arriving for the tracks a publisher sends.
+pub(super) struct KeyframeRequestCounter {
+    count: Arc<AtomicU64>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl KeyframeRequestCounter {
+    pub(super) fn new(count: Arc<AtomicU64>) -> Self {
+        Self { count, read: VecDeque::new(), write: VecDeque::new() }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestCounter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests = packets
+                .iter()
+                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+                .count();
+            self.count.fetch_add(requests as u64, Ordering::SeqCst);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestCounter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

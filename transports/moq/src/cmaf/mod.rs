@@ -1,0 +1,30 @@
+//! CMAF packaging, the media format `moq-pub` and `moq-sub` put in MoQ objects: an init segment
+//! (ftyp + moov, one trak per track) and fragments (one moof + mdat per object). Building and
+//! parsing both, with the mp4-atom crate doing the box encoding; what is here is the mapping
+//! between boxes and Junction's codecs, timestamps and keyframes.
+
+mod fragment;
+mod init;
+
+pub use fragment::{FragmentSample, fragment_header, parse_fragment};
+pub use init::{InitTrack, ParsedTrack, SampleDefaults, TrackCodec, build_init, parse_init};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CmafError {
+    #[error("malformed MP4 box: {0}")]
+    Atom(String),
+    #[error("the {0} box is missing")]
+    Missing(&'static str),
+    #[error("{what} ({value}) is out of range")]
+    OutOfRange { what: &'static str, value: u64 },
+    #[error("sample {index} ({size} bytes at offset {offset}) overruns the {total}-byte object")]
+    SampleOverrun { index: usize, offset: u64, size: u64, total: usize },
+    #[error("the fragment is for track {found}, expected {expected}")]
+    WrongTrack { expected: u32, found: u32 },
+}
+
+impl From<mp4_atom::Error> for CmafError {
+    fn from(err: mp4_atom::Error) -> Self {
+        CmafError::Atom(err.to_string())
+    }
+}

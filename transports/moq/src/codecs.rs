@@ -1,0 +1,175 @@
+//! Junction's codec parameters on one side, CMAF decoder configurations and catalog codec
+//! strings on the other: which codecs MoQ carries (H.264, Opus, AAC), the AudioSpecificConfig of
+//! an AAC track that came without one, picture sizes from an SPS (via h264-reader), and the
+//! parameters a track published from MoQ gets.
+
+use bytes::Bytes;
+use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
+use junction_core::h264::AvcConfig;
+use junction_core::{Codec, CodecParams, TrackInfo};
+
+use crate::cmaf::{InitTrack, TrackCodec};
+
+/// Codecs Junction puts in CMAF for MoQ subscribers; others are transcoded by the engine when it
+/// can, and left out otherwise.
+pub const CARRIED: [Codec; 3] = [Codec::H264, Codec::Opus, Codec::Aac];
+
+/// Opus pre-skip for 48 kHz streams whose real value is unknown (libopus's usual encoder delay).
+const OPUS_PRE_SKIP: u16 = 312;
+
+/// The picture size an H.264 SPS (with its NAL header byte) describes.
+pub fn h264_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+    if sps.is_empty() {
+        return None;
+    }
+    let nal = RefNal::new(sps, &[], true);
+    SeqParameterSet::from_bits(nal.rbsp_bits()).ok()?.pixel_dimensions().ok()
+}
+
+const AAC_RATES: [u32; 13] =
+    [96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000, 7_350];
+
+/// A two-byte AAC-LC AudioSpecificConfig for `sample_rate` and `channels`.
+pub fn aac_lc_config(sample_rate: u32, channels: u8) -> Bytes {
+    let index = AAC_RATES.iter().position(|rate| *rate == sample_rate).unwrap_or(3) as u8;
+    let object_type = 2u8;
+    Bytes::from(vec![(object_type << 3) | (index >> 1), ((index & 1) << 7) | ((channels & 0x0f) << 3)])
+}
+
+/// The decoder configuration of an audio track, from its parameters alone; `None` for video,
+/// which needs an SPS/PPS from the stream.
+pub fn audio_config(codec: Codec, params: &CodecParams) -> Option<TrackCodec> {
+    match codec {
+        Codec::Opus => Some(TrackCodec::Opus {
+            channels: u16::from(params.channels.max(1)),
+            pre_skip: OPUS_PRE_SKIP,
+            input_sample_rate: 48_000,
+        }),
+        Codec::Aac => {
+            let sample_rate = if params.clock_rate > 0 { params.clock_rate } else { 48_000 };
+            let channels = params.channels.max(1);
+            let config = params.config.clone().unwrap_or_else(|| aac_lc_config(sample_rate, channels));
+            Some(TrackCodec::Aac { config, sample_rate, channels: u16::from(channels) })
+        }
+        _ => None,
+    }
+}
+
+/// The decoder configuration of an H.264 track from an SPS and a PPS seen in its stream.
+pub fn h264_config(sps: &[u8], pps: &[u8], params: &CodecParams) -> Option<TrackCodec> {
+    let avc = AvcConfig::from_parameter_sets(sps, pps)?;
+    let (width, height) = h264_dimensions(sps).or_else(|| params.width.zip(params.height)).unwrap_or((0, 0));
+    Some(TrackCodec::H264 {
+        avc,
+        width: width.min(u32::from(u16::MAX)) as u16,
+        height: height.min(u32::from(u16::MAX)) as u16,
+    })
+}
+
+/// The timescale a carried codec's CMAF track uses.
+pub fn timescale(codec: Codec, params: &CodecParams) -> u32 {
+    match codec {
+        Codec::Aac if params.clock_rate > 0 => params.clock_rate,
+        Codec::Opus => 48_000,
+        other => other.default_clock_rate(),
+    }
+}
+
+/// The codec string a room catalog lists for a track, when MoQ carries its codec.
+pub fn catalog_codec(track: &TrackInfo) -> Option<String> {
+    match track.codec {
+        Codec::H264 => {
+            let from_config = track.params.config.as_ref().and_then(|c| AvcConfig::parse(c).ok());
+            let profile_level = track
+                .params
+                .fmtp
+                .as_deref()
+                .and_then(|fmtp| fmtp.split(';').find_map(|kv| kv.trim().strip_prefix("profile-level-id=")));
+            Some(match (from_config, profile_level) {
+                (Some(avc), _) => avc.codec_string(),
+                (None, Some(plid)) if plid.len() == 6 => format!("avc1.{}", plid.to_ascii_lowercase()),
+                _ => "avc1".to_owned(),
+            })
+        }
+        Codec::Opus => Some("opus".to_owned()),
+        Codec::Aac => audio_config(Codec::Aac, &track.params).map(|config| config.codec_string()),
+        _ => None,
+    }
+}
+
+/// What a track ingested from a CMAF init segment is published into the room with.
+pub fn publish_params(track: &InitTrack) -> CodecParams {
+    let codec = track.codec.codec();
+    let mut params = CodecParams::for_codec(codec);
+    match &track.codec {
+        TrackCodec::H264 { avc, width, height } => {
+            params.clock_rate = 90_000;
+            params.config = Some(avc.to_bytes());
+            params.fmtp = Some(format!(
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}",
+                avc.profile_level_id()
+            ));
+            params.width = (*width > 0).then_some(u32::from(*width));
+            params.height = (*height > 0).then_some(u32::from(*height));
+        }
+        TrackCodec::Aac { config, sample_rate, channels } => {
+            params.clock_rate = *sample_rate;
+            params.channels = (*channels).min(8) as u8;
+            params.config = Some(config.clone());
+        }
+        TrackCodec::Opus { channels, .. } => {
+            params.clock_rate = 48_000;
+            params.channels = (*channels).clamp(1, 2) as u8;
+            params.fmtp = Some("minptime=10;useinbandfec=1".into());
+        }
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A 320x240 SPS as x264 writes it (High 4:4:4 Predictive, level 1.3).
+    const SPS: &[u8] = &[
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
+        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
+    ];
+
+    #[test]
+    fn sps_gives_the_picture_size() {
+        assert_eq!(h264_dimensions(SPS), Some((320, 240)));
+        assert_eq!(h264_dimensions(&[0x67]), None);
+        assert_eq!(h264_dimensions(&[]), None);
+    }
+
+    #[test]
+    fn aac_configs_are_synthesised_from_rate_and_channels() {
+        assert_eq!(aac_lc_config(44_100, 2).as_ref(), &[0x12, 0x10]);
+        assert_eq!(aac_lc_config(48_000, 1).as_ref(), &[0x11, 0x88]);
+        let mut params = CodecParams::for_codec(Codec::Aac);
+        params.clock_rate = 44_100;
+        assert_eq!(audio_config(Codec::Aac, &params).unwrap().codec_string(), "mp4a.40.2");
+        assert!(audio_config(Codec::H264, &params).is_none());
+    }
+
+    #[test]
+    fn catalog_codec_strings_come_from_config_or_fmtp() {
+        let mut params = CodecParams::for_codec(Codec::H264);
+        params.fmtp = Some("packetization-mode=1;profile-level-id=42E01F".into());
+        let track = TrackInfo {
+            id: junction_core::TrackId::generate(),
+            peer: junction_core::PeerId::new("a").unwrap(),
+            name: "camera".into(),
+            kind: junction_core::MediaKind::Video,
+            source: junction_core::TrackSource::Camera,
+            codec: Codec::H264,
+            params,
+            layers: Vec::new(),
+            muted: false,
+        };
+        assert_eq!(catalog_codec(&track).as_deref(), Some("avc1.42e01f"));
+        let vp8 = TrackInfo { codec: Codec::Vp8, ..track };
+        assert_eq!(catalog_codec(&vp8), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! The publish side of a session: a namespace a MoQ publisher announced under the room, read as
+//! `moq-pub` writes it — `.catalog`, the init segment it names, and one CMAF track per media
+//! track — and published into the room as tracks of the session's peer. Each fragment becomes
+//! engine frames: H.264 in Annex B with SPS/PPS before every IDR, AAC as raw access units with
+//! the AudioSpecificConfig in the track parameters, Opus packets as they are.
+//!
+//! A namespace without a CMAF catalog (a clock, application data) is not media: it is only
+//! relayed to MoQ subscribers (see `hub`).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use junction_core::h264::{self, AvcConfig};
+use junction_core::{ContractError, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackId, TrackSource};
+use junction_endpoint::TrackPublisher;
+use moq_transport::coding::TrackNamespace;
+use moq_transport::serve::{ServeError, TrackReader, TrackReaderMode, TracksReader};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::cmaf::{CmafError, InitTrack, ParsedTrack, TrackCodec, parse_fragment, parse_init};
+use crate::codecs;
+use crate::naming::{CATALOG_TRACK, INIT_TRACK, PeerTrack};
+
+/// How long the init segment may take once the catalog named it.
+const INIT_WAIT: Duration = Duration::from_secs(10);
+
+/// What an ingest task asks of the session that owns the peer's endpoint.
+pub enum IngestRequest {
+    Publish { request: PublishRequest, reply: oneshot::Sender<Result<TrackPublisher, ContractError>> },
+    Unpublish { track: TrackId },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the namespace has no {track} track: {source}")]
+    NoTrack { track: &'static str, source: ServeError },
+    #[error("the catalog is not a CMAF catalog: {0}")]
+    NotCatalog(String),
+    #[error("the init segment {name} cannot be read: {source}")]
+    Init { name: String, source: CmafError },
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    #[error("the session is gone")]
+    SessionGone,
+    #[error("the room refused the track: {0}")]
+    Refused(ContractError),
+    #[error("track read failed: {0}")]
+    Serve(#[from] ServeError),
+}
+
+/// Reads the first object of the first group `track` delivers.
+async fn first_object(track: TrackReader) -> Result<Bytes, ServeError> {
+    let TrackReaderMode::Subgroups(mut groups) = track.mode().await? else {
+        return Err(ServeError::Mode);
+    };
+    let mut group = groups.next().await?.ok_or(ServeError::Done)?;
+    group.read_next().await?.ok_or(ServeError::Done)
+}
+
+/// Ingests one announced namespace until it ends.
+pub async fn run(
+    namespace: TrackNamespace,
+    label: String,
+    mut tracks: TracksReader,
+    requests: mpsc::Sender<IngestRequest>,
+) -> Result<(), IngestError> {
+    let catalog_track = tracks.subscribe(namespace.clone(), CATALOG_TRACK).ok_or(IngestError::SessionGone)?;
+    let catalog =
+        first_object(catalog_track).await.map_err(|source| IngestError::NoTrack { track: CATALOG_TRACK, source })?;
+    let catalog: moq_catalog::Root =
+        serde_json::from_slice(&catalog).map_err(|err| IngestError::NotCatalog(err.to_string()))?;
+    // moq-sub's rule: the init segment is the one the first track names; catalog track i is the
+    // init segment's trak i (unless the name says `<trak id>.m4s`).
+    let first = catalog.tracks.first().ok_or_else(|| IngestError::NotCatalog("it lists no tracks".into()))?;
+    let init_name = first.init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
+    let init_track = tracks.subscribe(namespace.clone(), init_name.as_str()).ok_or(IngestError::SessionGone)?;
+    let init = tokio::time::timeout(INIT_WAIT, first_object(init_track))
+        .await
+        .map_err(|_| IngestError::Timeout(init_name.clone()))?
+        .map_err(|source| IngestError::NoTrack { track: INIT_TRACK, source })?;
+    let parsed = parse_init(&init).map_err(|source| IngestError::Init { name: init_name.clone(), source })?;
+
+    let mut pumps = tokio::task::JoinSet::new();
+    let mut published = Vec::new();
+    for (index, entry) in catalog.tracks.iter().enumerate() {
+        let by_name = match PeerTrack::parse(&entry.name) {
+            Some(PeerTrack::Media(id)) => parsed.iter().find(|t| t.id() == id),
+            _ => None,
+        };
+        let Some(found) = by_name.or_else(|| parsed.get(index)) else {
+            warn!(namespace = %namespace, track = %entry.name, "catalog track has no trak in the init segment");
+            continue;
+        };
+        let init_track = match found {
+            ParsedTrack::Supported(track) => track.clone(),
+            ParsedTrack::Unsupported { sample_entry, .. } => {
+                info!(namespace = %namespace, track = %entry.name, %sample_entry, "codec not supported: not ingested");
+                continue;
+            }
+        };
+        let codec = init_track.codec.codec();
+        let source = if codec.kind() == MediaKind::Video { TrackSource::Camera } else { TrackSource::Microphone };
+        let request = PublishRequest::new(format!("{label}/{}", entry.name), codec)
+            .with_source(source)
+            .with_params(codecs::publish_params(&init_track));
+        let (reply, answer) = oneshot::channel();
+        requests.send(IngestRequest::Publish { request, reply }).await.map_err(|_| IngestError::SessionGone)?;
+        let publisher = answer.await.map_err(|_| IngestError::SessionGone)?.map_err(IngestError::Refused)?;
+        info!(namespace = %namespace, track = %entry.name, engine = %publisher.id(), %codec, "ingesting MoQ track");
+        published.push(Unpublisher { track: publisher.id().clone(), requests: requests.clone() });
+        let media = tracks.subscribe(namespace.clone(), entry.name.as_str()).ok_or(IngestError::SessionGone)?;
+        pumps.spawn(pump(media, init_track, publisher));
+    }
+    while let Some(result) = pumps.join_next().await {
+        match result {
+            Ok(Err(err)) => debug!(namespace = %namespace, "ingested track ended: {err}"),
+            Err(err) => warn!(namespace = %namespace, "ingest task failed: {err}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    drop(published);
+    Ok(())
+}
+
+/// Unpublishes an ingested track when the ingest ends, however it ends.
+struct Unpublisher {
+    track: TrackId,
+    requests: mpsc::Sender<IngestRequest>,
+}
+
+impl Drop for Unpublisher {
+    fn drop(&mut self) {
+        let _ = self.requests.try_send(IngestRequest::Unpublish { track: self.track.clone() });
+    }
+}
+
+/// Reads one media track's fragments into engine frames, starting at the newest group.
+async fn pump(track: TrackReader, init: InitTrack, publisher: TrackPublisher) -> Result<(), IngestError> {
+    let TrackReaderMode::Subgroups(mut groups) = track.mode().await? else {
+        return Err(IngestError::Serve(ServeError::Mode));
+    };
+    let avc = match &init.codec {
+        TrackCodec::H264 { avc, .. } => Some(avc.clone()),
+        _ => None,
+    };
+    let mut started = false;
+    let mut warned = false;
+    while let Some(mut group) = groups.next().await? {
+        // A new subscription replays the publisher's recent groups; live media starts at the
+        // newest one.
+        if !started {
+            if groups.latest().is_some_and(|(newest, _)| group.group_id < newest) {
+                continue;
+            }
+            started = true;
+        }
+        while let Some(object) = group.read_next().await? {
+            let samples = match parse_fragment(&object, &init) {
+                Ok(samples) => samples,
+                Err(err) => {
+                    if !warned {
+                        warn!(track = init.id, "unreadable CMAF fragment skipped: {err}");
+                        warned = true;
+                    }
+                    continue;
+                }
+            };
+            for sample in samples {
+                let pts = sample.decode_time.saturating_add_signed(sample.composition_offset);
+                let Some(frame) = to_frame(&init, avc.as_ref(), pts, sample.keyframe, sample.data) else { continue };
+                if publisher.send(frame).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One CMAF sample as an engine frame.
+fn to_frame(init: &InitTrack, avc: Option<&AvcConfig>, pts: u64, keyframe: bool, data: Bytes) -> Option<MediaFrame> {
+    let codec = init.codec.codec();
+    let time = MediaTime::new(pts, init.timescale);
+    let arrival = Instant::now();
+    match avc {
+        Some(avc) => {
+            let annexb = h264::avcc_to_annexb_frame(&data, avc).ok()?;
+            let keyframe = keyframe || h264::is_keyframe(&annexb);
+            Some(MediaFrame::video(codec, time.rebase(90_000), keyframe, arrival, annexb))
+        }
+        None => {
+            let rate = match &init.codec {
+                TrackCodec::Aac { sample_rate, .. } if *sample_rate > 0 => *sample_rate,
+                _ => 48_000,
+            };
+            Some(MediaFrame::audio(codec, time.rebase(rate), arrival, data))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmaf::SampleDefaults;
+
+    #[test]
+    fn avcc_samples_become_annexb_keyframes_with_parameter_sets() {
+        let sps: &[u8] = &[0x67, 0x42, 0xc0, 0x1e, 0xda];
+        let pps: &[u8] = &[0x68, 0xce, 0x0f, 0xc8];
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x21];
+        let avc = AvcConfig::from_parameter_sets(sps, pps).unwrap();
+        let init = InitTrack {
+            id: 1,
+            timescale: 12_800,
+            codec: TrackCodec::H264 { avc: avc.clone(), width: 320, height: 240 },
+            defaults: SampleDefaults::default(),
+        };
+        let frame = to_frame(&init, Some(&avc), 12_800, false, h264::to_avcc([idr])).unwrap();
+        assert!(frame.keyframe, "an IDR is a keyframe whatever the sample flags say");
+        assert_eq!(frame.time, MediaTime::new(90_000, 90_000));
+        let nals: Vec<&[u8]> = h264::annexb_nals(&frame.payload).collect();
+        assert_eq!(nals, vec![sps, pps, idr]);
+        // A sample whose length prefix lies is dropped, not a panic.
+        assert!(to_frame(&init, Some(&avc), 0, true, Bytes::from_static(&[0, 0, 0, 99, 1])).is_none());
+    }
+}

@@ -1,0 +1,142 @@
+//! The room policy (browsers in a call): every track the peer is subscribed to — by the
+//! engine's auto-subscribe or by its signalling layer — goes out on an m-line of its own. An
+//! idle m-line of the right kind and codec is reused; otherwise the session renegotiates: it
+//! adds sendonly m-lines in a local offer for the signalling layer to deliver, and starts
+//! sending once the answer comes back. One offer is outstanding at a time; a remote offer in
+//! the meantime rolls ours back, and its tracks wait for the next one.
+
+use junction_core::{EndpointEvent, TrackId};
+use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
+use str0m::Rtc;
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::media::{Direction, MediaKind as WireKind, Mid};
+use tracing::{debug, info};
+
+use super::egress::{Egress, EgressLine};
+use crate::codec;
+use crate::error::SessionError;
+
+#[derive(Default)]
+pub(crate) struct RoomEgress {
+    /// Subscriptions without an m-line yet, in arrival order.
+    waiting: Vec<SubscribedTrack>,
+    negotiating: Option<Negotiation>,
+}
+
+struct Negotiation {
+    pending: SdpPendingOffer,
+    /// The m-lines the offer adds, and the subscriptions they are for.
+    added: Vec<(Mid, SubscribedTrack)>,
+}
+
+impl RoomEgress {
+    /// Starts from the subscriptions the peer already has.
+    pub(crate) fn new(existing: Vec<SubscribedTrack>) -> Self {
+        Self { waiting: existing, negotiating: None }
+    }
+
+    pub(crate) fn on_room_event(&mut self, event: &EndpointEvent, egress: &mut Egress) {
+        match event {
+            EndpointEvent::Subscribed { track, codec, params } => {
+                if egress.line_carrying(&track.id).is_some() {
+                    return;
+                }
+                let subscribed = SubscribedTrack { track: track.clone(), codec: *codec, params: params.clone() };
+                self.waiting.retain(|s| s.track.id != track.id);
+                self.waiting.push(subscribed);
+            }
+            EndpointEvent::Unsubscribed { track } | EndpointEvent::TrackUnpublished { track, .. } => {
+                self.forget(track, egress);
+            }
+            _ => {}
+        }
+    }
+
+    fn forget(&mut self, track: &TrackId, egress: &mut Egress) {
+        self.waiting.retain(|s| s.track.id != *track);
+        if let Some(index) = egress.line_carrying(track) {
+            egress.detach(index);
+        }
+        if let Some(negotiation) = &mut self.negotiating {
+            negotiation.added.retain(|(_, s)| s.track.id != *track);
+        }
+    }
+
+    /// Puts waiting subscriptions on idle m-lines; returns a local offer when some still need
+    /// one and no offer is outstanding.
+    pub(crate) fn place(
+        &mut self,
+        egress: &mut Egress,
+        rtc: &mut Rtc,
+        rpc: &EndpointRpc,
+        media: &EndpointMedia,
+    ) -> Option<String> {
+        let mut still_waiting = Vec::new();
+        for subscribed in std::mem::take(&mut self.waiting) {
+            match egress.idle_line(subscribed.track.kind, subscribed.codec) {
+                Some(index) => egress.attach(index, &subscribed, rpc, media),
+                None => still_waiting.push(subscribed),
+            }
+        }
+        self.waiting = still_waiting;
+        egress.update_bwe_target(rtc);
+        if self.waiting.is_empty() || self.negotiating.is_some() {
+            return None;
+        }
+        let mut api = rtc.sdp_api();
+        let mut added = Vec::new();
+        for subscribed in std::mem::take(&mut self.waiting) {
+            let kind = match subscribed.track.kind {
+                junction_core::MediaKind::Audio => WireKind::Audio,
+                junction_core::MediaKind::Video => WireKind::Video,
+            };
+            let stream = subscribed.track.peer.to_string();
+            let mid =
+                api.add_media(kind, Direction::SendOnly, Some(stream), Some(subscribed.track.id.to_string()), None);
+            added.push((mid, subscribed));
+        }
+        let (offer, pending) = api.apply()?;
+        info!(m_lines = added.len(), "renegotiating: offering new m-lines");
+        self.negotiating = Some(Negotiation { pending, added });
+        Some(offer.to_sdp_string())
+    }
+
+    /// The peer's answer to our offer: the new m-lines start sending.
+    pub(crate) fn on_answer(
+        &mut self,
+        sdp: &str,
+        egress: &mut Egress,
+        rtc: &mut Rtc,
+        rpc: &EndpointRpc,
+        media: &EndpointMedia,
+    ) -> Result<(), SessionError> {
+        let Some(negotiation) = self.negotiating.take() else {
+            return Err(SessionError::OfferRefused("no offer of ours is waiting for an answer".into()));
+        };
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
+        if let Err(err) = rtc.sdp_api().accept_answer(negotiation.pending, answer) {
+            // The m-lines were not added; their subscriptions wait for the next offer.
+            self.waiting.extend(negotiation.added.into_iter().map(|(_, s)| s));
+            return Err(SessionError::OfferRefused(err.to_string()));
+        }
+        for (mid, subscribed) in negotiation.added {
+            let Some(m) = rtc.media(mid).filter(|m| !m.disabled()) else {
+                debug!(%mid, "the peer rejected the m-line");
+                continue;
+            };
+            let remote_pts = m.remote_pts().to_vec();
+            let payloads = rtc.codec_config().params().iter().filter(|p| remote_pts.contains(&p.pt()));
+            let codecs = codec::codecs_of(payloads);
+            let index = egress.add_line(EgressLine::new(mid, subscribed.track.kind, codecs));
+            egress.attach(index, &subscribed, rpc, media);
+        }
+        Ok(())
+    }
+
+    /// A remote offer replaced ours: its subscriptions wait for the next one.
+    pub(crate) fn abandon_offer(&mut self) {
+        if let Some(negotiation) = self.negotiating.take() {
+            self.waiting.extend(negotiation.added.into_iter().map(|(_, s)| s));
+        }
+    }
+}

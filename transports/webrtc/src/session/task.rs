@@ -1,0 +1,431 @@
+//! The session task: the canonical sans-I/O loop around one str0m `Rtc`. Drain `poll_output`
+//! (sending datagrams, handling events) until str0m names its next timeout; then wait for
+//! exactly one thing — a datagram from the UDP driver, a frame or feedback from the engine, a
+//! room event, a command from the handle, or the timeout — and feed it in.
+//!
+//! It ends when the peer leaves (DTLS close, the handle's `close`), goes silent or stays
+//! disconnected for the ICE timeout, is kicked or replaced, or the server shuts down. An owned
+//! endpoint leaves its room on every way out.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, SubscribeOptions};
+use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
+use str0m::bwe::BweKind;
+use str0m::change::SdpOffer;
+use str0m::media::Mid;
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, trace};
+
+use super::assign::{Assignment, RoomTrack};
+use super::egress::{Egress, EgressLine, LineChange};
+use super::ingest::{Ingest, IngestLine};
+use super::room::RoomEgress;
+use super::viewer::Viewer;
+use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
+use crate::driver::{Datagram, MuxHandle};
+use crate::error::SessionError;
+use crate::negotiate::{self, MediaLine};
+use crate::udp_mux::SessionKey;
+
+/// The RPC half of the peer's endpoint, owned or shared with the signalling layer.
+pub(crate) enum Rpc {
+    Owned(EndpointRpc),
+    Shared(Arc<EndpointRpc>),
+}
+
+impl Deref for Rpc {
+    type Target = EndpointRpc;
+
+    fn deref(&self) -> &EndpointRpc {
+        match self {
+            Rpc::Owned(rpc) => rpc,
+            Rpc::Shared(rpc) => rpc,
+        }
+    }
+}
+
+impl Rpc {
+    /// The next room event of an owned endpoint; a shared one's arrive as commands.
+    async fn next_event(&mut self) -> Option<EndpointEvent> {
+        match self {
+            Rpc::Owned(rpc) => rpc.next_event().await,
+            Rpc::Shared(_) => std::future::pending().await,
+        }
+    }
+}
+
+enum Policy {
+    Nothing,
+    Viewer(Viewer),
+    Room(RoomEgress),
+}
+
+pub(crate) struct Setup {
+    pub(crate) rtc: Rtc,
+    pub(crate) lines: Vec<(Mid, MediaLine)>,
+    pub(crate) key: SessionKey,
+    pub(crate) mux: MuxHandle,
+    pub(crate) inbox: mpsc::Receiver<Datagram>,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) rpc: Rpc,
+    pub(crate) media: EndpointMedia,
+    pub(crate) ice_timeout: Duration,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) spec: SessionSpec,
+}
+
+pub(crate) struct Session {
+    rtc: Rtc,
+    key: SessionKey,
+    mux: MuxHandle,
+    inbox: mpsc::Receiver<Datagram>,
+    commands: mpsc::Receiver<Command>,
+    rpc: Rpc,
+    media: EndpointMedia,
+    ingest: Ingest,
+    egress: Egress,
+    policy: Policy,
+    events: Option<mpsc::UnboundedSender<SessionEvent>>,
+    ice_timeout: Duration,
+    /// When the last datagram arrived from the peer.
+    last_heard: Instant,
+    disconnected_since: Option<Instant>,
+    shutdown: CancellationToken,
+}
+
+impl Session {
+    pub(crate) fn new(setup: Setup) -> Session {
+        let Setup { rtc, lines, key, mux, inbox, commands, rpc, media, ice_timeout, shutdown, spec } = setup;
+        let usable = |l: &&(Mid, MediaLine)| !l.1.codecs.is_empty();
+        let ingest_lines = lines
+            .iter()
+            .filter(usable)
+            .filter(|(_, l)| l.peer_sends)
+            .map(|(mid, l)| IngestLine::new(*mid, wire_kind(l.kind), l.layers.clone()))
+            .collect();
+        let egress_lines = match spec.egress {
+            EgressPolicy::Nothing => Vec::new(),
+            _ => lines
+                .iter()
+                .filter(usable)
+                .filter(|(_, l)| l.peer_receives)
+                .map(|(mid, l)| EgressLine::new(*mid, l.kind, l.codecs.clone()))
+                .collect(),
+        };
+        let policy = match &spec.egress {
+            EgressPolicy::Nothing => Policy::Nothing,
+            EgressPolicy::Viewer { identity } => Policy::Viewer(Viewer::new(room_tracks(&rpc, identity.clone()))),
+            EgressPolicy::Room => Policy::Room(RoomEgress::new(current_subscriptions(&rpc))),
+        };
+        Session {
+            rtc,
+            key,
+            mux,
+            inbox,
+            commands,
+            rpc,
+            media,
+            ingest: Ingest::new(ingest_lines, spec.publish),
+            egress: Egress::new(egress_lines),
+            policy,
+            events: spec.events,
+            ice_timeout,
+            last_heard: Instant::now(),
+            disconnected_since: None,
+            shutdown,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        metrics::gauge!("junction_webrtc_sessions").increment(1.0);
+        info!("session started");
+        self.apply_policy();
+        let reason = self.run_until_closed().await;
+        info!(reason = reason.as_str(), "session ended");
+        if self.rtc.is_alive() && reason != CloseReason::TransportTimeout {
+            // Best effort: DTLS close_notify and RTCP BYE tell the peer at once.
+            if self.rtc.close().is_ok() {
+                let _ = self.drain().await;
+            }
+        }
+        self.emit(SessionEvent::Closed { reason: reason.clone() });
+        if let Rpc::Owned(rpc) = self.rpc {
+            rpc.leave(reason);
+        }
+    }
+
+    async fn run_until_closed(&mut self) -> CloseReason {
+        loop {
+            let timeout = match self.drain().await {
+                Ok(timeout) => timeout,
+                Err(reason) => return reason,
+            };
+            self.report_line_changes();
+            if !self.rtc.is_alive() {
+                return CloseReason::Left;
+            }
+            let now = Instant::now();
+            if timeout <= now {
+                // Time moves on even while datagrams and frames keep every branch below busy.
+                if let Err(reason) = self.feed(Input::Timeout(now)) {
+                    return reason;
+                }
+                continue;
+            }
+            let mut deadline = self.last_heard + self.ice_timeout;
+            if let Some(since) = self.disconnected_since {
+                deadline = deadline.min(since + self.ice_timeout);
+            }
+            if now >= deadline {
+                info!(timeout_s = self.ice_timeout.as_secs(), "peer silent or disconnected for the ICE timeout");
+                return CloseReason::TransportTimeout;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return CloseReason::ServerShutdown,
+                Some(command) = self.commands.recv() => {
+                    if let Some(reason) = self.on_command(command).await {
+                        return reason;
+                    }
+                }
+                event = self.rpc.next_event() => match event {
+                    None => return CloseReason::Left,
+                    Some(EndpointEvent::Closed { reason }) => return reason,
+                    Some(event) => self.on_room_event(event),
+                },
+                item = self.media.recv() => match item {
+                    Some(item) => self.on_media(item),
+                    None => return self.closed_reason(),
+                },
+                Some(datagram) = self.inbox.recv() => {
+                    if let Err(reason) = self.on_datagram(datagram) {
+                        return reason;
+                    }
+                }
+                _ = tokio::time::sleep_until(timeout.min(deadline).into()) => {}
+            }
+        }
+    }
+
+    /// Drains str0m's output until it names its next timeout.
+    async fn drain(&mut self) -> Result<Instant, CloseReason> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => return Ok(at),
+                Ok(Output::Transmit(transmit)) => self.mux.send(transmit.destination, &transmit.contents).await,
+                Ok(Output::Event(event)) => self.on_rtc_event(event)?,
+                Err(err) => return Err(CloseReason::Error { message: format!("WebRTC: {err}") }),
+            }
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Result<(), CloseReason> {
+        self.rtc.handle_input(input).map_err(|err| CloseReason::Error { message: format!("WebRTC: {err}") })
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    fn report_line_changes(&mut self) {
+        for change in self.egress.take_changes() {
+            self.emit(match change {
+                LineChange::Sending { mid, track } => SessionEvent::Sending { mid: mid.to_string(), track },
+                LineChange::Stopped { mid, track } => SessionEvent::Stopped { mid: mid.to_string(), track },
+            });
+        }
+    }
+
+    /// Makes the sending m-lines match the policy; a room session may need to renegotiate.
+    fn apply_policy(&mut self) {
+        match &mut self.policy {
+            Policy::Nothing => {}
+            Policy::Viewer(viewer) => viewer.reassign(&mut self.egress, &mut self.rtc, &self.rpc, &self.media),
+            Policy::Room(room) => {
+                if let Some(sdp) = room.place(&mut self.egress, &mut self.rtc, &self.rpc, &self.media) {
+                    self.emit(SessionEvent::Offer { sdp });
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, datagram: Datagram) -> Result<(), CloseReason> {
+        self.last_heard = self.last_heard.max(datagram.at);
+        let Ok(contents) = datagram.payload[..].try_into() else {
+            trace!(source = %datagram.source, "datagram that is not STUN, DTLS, RTP or RTCP");
+            return Ok(());
+        };
+        let receive =
+            Receive { proto: Protocol::Udp, source: datagram.source, destination: self.mux.advertised, contents };
+        self.feed(Input::Receive(datagram.at, receive))
+    }
+
+    fn on_rtc_event(&mut self, event: Event) -> Result<(), CloseReason> {
+        match event {
+            Event::Connected => {
+                info!("connected");
+                self.egress.on_connected(&self.media);
+                self.emit(SessionEvent::Connected);
+            }
+            Event::IceConnectionStateChange(state) => {
+                debug!(?state, "ICE state");
+                match state {
+                    IceConnectionState::Disconnected => {
+                        self.disconnected_since.get_or_insert_with(Instant::now);
+                    }
+                    IceConnectionState::Connected | IceConnectionState::Completed => self.disconnected_since = None,
+                    _ => {}
+                }
+            }
+            Event::MediaData(data) => self.ingest.on_media(&mut self.rtc, &self.rpc, data),
+            Event::KeyframeRequest(request) => self.egress.on_keyframe_request(request.mid, &self.media),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.egress.on_estimate(estimate.as_u64(), &self.rpc, &self.media);
+            }
+            Event::Closed => return Err(CloseReason::Left),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_command(&mut self, command: Command) -> Option<CloseReason> {
+        match command {
+            Command::Candidate(candidate) => self.rtc.add_remote_candidate(candidate),
+            Command::RestartIce { remote, candidates, reply } => {
+                let local = IceCreds::new();
+                let mut api = self.rtc.direct_api();
+                api.set_local_ice_credentials(local.clone());
+                api.set_remote_ice_credentials(remote);
+                self.mux.add_ufrag(self.key, &local.ufrag);
+                for candidate in candidates {
+                    if let Err(reason) = self.drain().await {
+                        return Some(reason);
+                    }
+                    self.rtc.add_remote_candidate(candidate);
+                }
+                info!("ICE restarted");
+                let _ = reply.send(IceCredentials { ufrag: local.ufrag, pwd: local.pass });
+            }
+            Command::AcceptOffer { sdp, reply } => {
+                let answer = self.accept_offer(&sdp);
+                let _ = reply.send(answer);
+                if let Err(reason) = self.drain().await {
+                    return Some(reason);
+                }
+                self.apply_policy();
+            }
+            Command::AcceptAnswer { sdp, reply } => {
+                let result = match &mut self.policy {
+                    Policy::Room(room) => room.on_answer(&sdp, &mut self.egress, &mut self.rtc, &self.rpc, &self.media),
+                    _ => Err(SessionError::OfferRefused("this session never sends offers".into())),
+                };
+                let _ = reply.send(result);
+                if let Err(reason) = self.drain().await {
+                    return Some(reason);
+                }
+                // More subscriptions may have arrived while the offer was out.
+                self.apply_policy();
+            }
+            Command::RoomEvent(EndpointEvent::Closed { reason }) => return Some(reason),
+            Command::RoomEvent(event) => self.on_room_event(event),
+            Command::Close => return Some(CloseReason::Left),
+        }
+        None
+    }
+
+    /// A new offer from the peer: new receiving m-lines publish, new sending ones become
+    /// available to the policy, m-lines the peer stopped are let go.
+    fn accept_offer(&mut self, sdp: &str) -> Result<String, SessionError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
+        if let Policy::Room(room) = &mut self.policy {
+            room.abandon_offer();
+        }
+        let answer =
+            self.rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
+        for section in negotiate::offer_sections(sdp) {
+            let mid = Mid::from(section.mid.as_str());
+            let Some(media) = self.rtc.media(mid) else { continue };
+            if media.disabled() {
+                self.ingest.stop(mid, &self.rpc);
+                if let Some(index) = self.egress.line_of(mid) {
+                    self.egress.detach(index);
+                }
+                continue;
+            }
+            let line = negotiate::describe(&self.rtc, media, &section);
+            if line.peer_sends && !self.ingest.has(mid) {
+                self.ingest.add(IngestLine::new(mid, wire_kind(line.kind), line.layers.clone()));
+            }
+            if line.peer_receives && !self.egress.has_mid(mid) && !matches!(self.policy, Policy::Nothing) {
+                self.egress.add_line(EgressLine::new(mid, line.kind, line.codecs.clone()));
+            }
+        }
+        Ok(answer.to_sdp_string())
+    }
+
+    fn on_room_event(&mut self, event: EndpointEvent) {
+        match &mut self.policy {
+            Policy::Nothing => {}
+            Policy::Viewer(viewer) => {
+                viewer.on_room_event(&event, &mut self.egress, &mut self.rtc, &self.rpc, &self.media)
+            }
+            Policy::Room(room) => {
+                room.on_room_event(&event, &mut self.egress);
+                self.apply_policy();
+            }
+        }
+        if let EndpointEvent::SubscriptionFailed { track, reason } = event {
+            debug!(%track, "subscription failed: {reason}");
+        }
+    }
+
+    fn on_media(&mut self, item: MediaOut) {
+        match item {
+            MediaOut::Frame { track, frame } => self.egress.write(&mut self.rtc, &track, frame),
+            MediaOut::KeyframeRequest { track, layer } => self.ingest.on_keyframe_request(&mut self.rtc, &track, layer),
+            MediaOut::BitrateHint { track, bps } => self.ingest.on_bitrate_hint(&mut self.rtc, &track, bps),
+        }
+    }
+
+    /// Why the engine closed the session, once its media half has ended.
+    fn closed_reason(&mut self) -> CloseReason {
+        if let Rpc::Owned(rpc) = &mut self.rpc {
+            while let Some(event) = rpc.try_next_event() {
+                if let EndpointEvent::Closed { reason } = event {
+                    return reason;
+                }
+            }
+        }
+        CloseReason::Left
+    }
+}
+
+/// The room's tracks a viewer may be shown, oldest publisher first so the newest wins.
+fn room_tracks(rpc: &EndpointRpc, identity: Option<PeerId>) -> Assignment {
+    let mut assignment = Assignment::new(identity);
+    let mut peers = rpc.snapshot().peers;
+    peers.retain(|p| p.info.identity != *rpc.peer());
+    peers.sort_by_key(|p| p.info.joined_at_ms);
+    for peer in peers {
+        for track in peer.tracks {
+            assignment.add(RoomTrack { id: track.id, peer: track.peer, kind: track.kind });
+        }
+    }
+    assignment
+}
+
+/// The peer's subscriptions when the session starts (a room session of a peer that joined
+/// before it negotiated media).
+fn current_subscriptions(rpc: &EndpointRpc) -> Vec<SubscribedTrack> {
+    let snapshot = rpc.snapshot();
+    let Some(me) = snapshot.peers.iter().find(|p| p.info.identity == *rpc.peer()) else { return Vec::new() };
+    // Subscribing again to a subscribed track only reports how it is delivered.
+    me.subscriptions.iter().filter_map(|track| rpc.subscribe(track, SubscribeOptions::default()).ok()).collect()
+}
