@@ -70,7 +70,19 @@ async fn fanout_over_whip_and_whep_reports_consistent_counts() {
     let server = TestServer::start().await;
     let report = bench(
         &server,
-        &["fanout", "--subscribers", "3", "--duration", "3s", "--ramp", "20", "--video", "360p", "--keyframe-interval", "1s"],
+        &[
+            "fanout",
+            "--subscribers",
+            "3",
+            "--duration",
+            "3s",
+            "--ramp",
+            "20",
+            "--video",
+            "360p",
+            "--keyframe-interval",
+            "1s",
+        ],
     )
     .await;
     assert_eq!(report["mode"], "fanout");
@@ -94,8 +106,20 @@ async fn fanout_over_whip_and_whep_reports_consistent_counts() {
     let report = bench(
         &server,
         &[
-            "fanout", "--subscribers", "2", "--duration", "2s", "--video", "360p", "--no-floor", "--whip-url", &whip,
-            "--whep-url", &whep, "--token", &token,
+            "fanout",
+            "--subscribers",
+            "2",
+            "--duration",
+            "2s",
+            "--video",
+            "360p",
+            "--no-floor",
+            "--whip-url",
+            &whip,
+            "--whep-url",
+            &whep,
+            "--token",
+            &token,
         ],
     )
     .await;
