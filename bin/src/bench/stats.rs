@@ -199,7 +199,7 @@ impl ReceiverLog {
         let fresh = self.streams.entry(stream).or_default().insert(seq);
         if fresh && let Some(latency) = latency_us {
             self.latency.record(latency);
-            if stream % 2 == 0 { &mut self.video_latency } else { &mut self.audio_latency }.record(latency);
+            if stream.is_multiple_of(2) { &mut self.video_latency } else { &mut self.audio_latency }.record(latency);
         }
         fresh
     }
