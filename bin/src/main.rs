@@ -2,6 +2,7 @@
 //! one through its REST API.
 
 mod api;
+mod bench;
 mod cli;
 mod config;
 mod metrics;
@@ -49,6 +50,14 @@ enum Command {
         client: cli::ClientArgs,
         #[command(subcommand)]
         command: cli::TokenCommand,
+    },
+    /// Load-test a running server over its public protocols and report what it carries.
+    #[command(subcommand_required = true)]
+    Bench {
+        #[command(flatten)]
+        target: bench::Target,
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
 }
 
@@ -173,6 +182,7 @@ fn main() -> ExitCode {
         }
         Command::Room { client, command } => runtime.block_on(cli::room(&client, command)),
         Command::Token { client, command } => runtime.block_on(cli::token(&client, command)),
+        Command::Bench { target, command } => runtime.block_on(bench::run(&target, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

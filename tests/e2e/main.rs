@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bench;
 mod browser;
 mod cli;
 mod moq;

@@ -1,0 +1,148 @@
+//! One WebRTC peer of the load tool: a str0m `Rtc` (sans-I/O) on its own UDP socket, driven the
+//! str0m way — feed a datagram or a timeout, drain outputs until the next timeout, sending what
+//! it transmits. The client is ICE-controlling, sends no stats events, and shares one DTLS
+//! certificate among all peers of a run, so thousands of sessions stay cheap on the client side.
+//!
+//! str0m is the same library the server is built on, but only as a client here: signalling is
+//! plain WHIP/WHEP HTTP, and nothing of Junction's own WebRTC code is used.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::format::Codec as WireCodec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+/// The video codec the synthetic publishers send (and viewers offer to receive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VideoCodec {
+    Vp8,
+    H264,
+}
+
+/// What every peer of a run shares: the crypto provider and one DTLS certificate.
+#[derive(Clone)]
+pub struct PeerKit {
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    pub codec: VideoCodec,
+    /// The local address peers bind, one that reaches the server.
+    pub local_ip: IpAddr,
+}
+
+impl PeerKit {
+    /// `server_host` is the host of the WHIP/WHEP URL: peers bind an address that reaches it.
+    pub fn new(codec: VideoCodec, server_host: &str) -> anyhow::Result<PeerKit> {
+        let crypto = str0m::crypto::from_feature_flags();
+        let cert = crypto.dtls_provider.generate_certificate().context("cannot make a DTLS certificate")?;
+        Ok(PeerKit { crypto: Arc::new(crypto), cert, codec, local_ip: local_ip_towards(server_host) })
+    }
+
+    fn config(&self) -> RtcConfig {
+        let config = RtcConfig::new()
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .clear_codecs()
+            .enable_opus(true, false);
+        match self.codec {
+            VideoCodec::Vp8 => config.enable_vp8(true),
+            VideoCodec::H264 => config.enable_h264(true),
+        }
+    }
+}
+
+/// The local address the kernel would use to reach `host` (loopback for a local server).
+fn local_ip_towards(host: &str) -> IpAddr {
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0") else { return loopback };
+    if socket.connect((host, 9)).is_err() {
+        return loopback;
+    }
+    socket.local_addr().map_or(loopback, |a| a.ip())
+}
+
+pub struct Peer {
+    pub rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    buffer: Vec<u8>,
+    pub audio: Mid,
+    pub video: Mid,
+}
+
+/// What one datagram was, for counting.
+pub struct Datagram {
+    pub len: usize,
+    /// An RTP packet (not RTCP, STUN or DTLS), by RFC 7983 / RFC 5761 demultiplexing.
+    pub rtp: bool,
+}
+
+impl Peer {
+    /// A peer with an audio and a video m-line in `direction`; returns it with its SDP offer.
+    pub async fn offer(kit: &PeerKit, direction: Direction) -> anyhow::Result<(Peer, String, SdpPendingOffer)> {
+        let socket = UdpSocket::bind(SocketAddr::new(kit.local_ip, 0)).await.context("cannot bind a UDP socket")?;
+        let local = socket.local_addr()?;
+        let mut rtc = kit.config().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        let mut changes = rtc.sdp_api();
+        let audio = changes.add_media(MediaKind::Audio, direction, None, None, None);
+        let video = changes.add_media(MediaKind::Video, direction, None, None, None);
+        let (offer, pending) = changes.apply().context("str0m made no offer")?;
+        let peer = Peer { rtc, socket, local, buffer: vec![0; 2048], audio, video };
+        Ok((peer, offer.to_sdp_string(), pending))
+    }
+
+    pub fn accept(&mut self, pending: SdpPendingOffer, answer: &str) -> anyhow::Result<()> {
+        let answer = SdpAnswer::from_sdp_string(answer).context("the answer is not SDP str0m can read")?;
+        self.rtc.sdp_api().accept_answer(pending, answer).context("str0m refused the answer")?;
+        Ok(())
+    }
+
+    /// Drains str0m's output: sends what it transmits, collects events; returns the next timeout.
+    pub async fn flush(&mut self, events: &mut Vec<Event>) -> anyhow::Result<Instant> {
+        loop {
+            match self.rtc.poll_output()? {
+                Output::Timeout(at) => return Ok(at),
+                Output::Transmit(transmit) => {
+                    // A full socket buffer drops the datagram, as the network would.
+                    let _ = self.socket.send_to(&transmit.contents, transmit.destination).await;
+                }
+                Output::Event(event) => events.push(event),
+            }
+        }
+    }
+
+    /// Waits for the next datagram (cancel-safe) and hands it to str0m; one it cannot parse is
+    /// dropped, as a browser would.
+    pub async fn receive(&mut self) -> anyhow::Result<Datagram> {
+        let (len, source) = self.socket.recv_from(&mut self.buffer).await?;
+        let now = Instant::now();
+        let contents = self.buffer.get(..len).unwrap_or_default();
+        let rtp = matches!(contents.first(), Some(128..=191)) && !matches!(contents.get(1), Some(192..=223));
+        if let Ok(input) = Receive::new(Protocol::Udp, source, self.local, contents) {
+            self.rtc.handle_input(Input::Receive(now, input))?;
+        }
+        Ok(Datagram { len, rtp })
+    }
+
+    pub fn timeout(&mut self, now: Instant) -> anyhow::Result<()> {
+        self.rtc.handle_input(Input::Timeout(now))?;
+        Ok(())
+    }
+
+    /// The payload type negotiated for `codec` on `mid`.
+    pub fn payload_type(&mut self, mid: Mid, codec: WireCodec) -> anyhow::Result<Pt> {
+        let writer = self.rtc.writer(mid).context("no such m-line")?;
+        let found = writer.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
+        match found {
+            Some(pt) => Ok(pt),
+            None => bail!("the server did not accept {codec:?}"),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Smoke runs of `junction bench` with tiny numbers against a real server: every mode's report
+//! is complete (the fields the issue names are numbers, not nulls) and its counts are
+//! consistent — frames sent = received + lost, nothing received that was never sent, the
+//! server's CPU read from its own /proc entry — and the server is left with no peers. These
+//! check the tool, not the server's speed: no figure is compared with a target here.
+
+use serde_json::Value;
+
+use crate::support::TestServer;
+
+/// Runs `junction bench <args> --json` against `server`; returns the report.
+async fn bench(server: &TestServer, args: &[&str]) -> Value {
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_junction"))
+            .arg("bench")
+            .args(["--url", &server.base, "--api-key", &server.api_key, "--json"])
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("bench finished in time")
+    .expect("bench ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench {args:?} failed:\n{stdout}\n{stderr}\nserver:\n{}", server.logs());
+    serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("bench {args:?} printed no JSON ({err}):\n{stdout}"))
+}
+
+fn number(report: &Value, pointer: &str) -> f64 {
+    report.pointer(pointer).and_then(Value::as_f64).unwrap_or_else(|| panic!("{pointer} is not a number: {report:#}"))
+}
+
+/// The checks every load report passes.
+fn assert_consistent(report: &Value, server: &TestServer, receivers: u64) {
+    assert_eq!(report["subscribers_connected"], receivers, "{report:#}");
+    assert_eq!(report["subscribers_failed"], 0, "{report:#}");
+    let frames = &report["frames"];
+    let (sent, received, lost) = (number(frames, "/sent"), number(frames, "/received"), number(frames, "/lost"));
+    assert!(received > 0.0, "{report:#}");
+    assert_eq!(sent, received + lost, "frames sent = received + lost: {frames}");
+    assert_eq!(frames["unexpected"], 0, "nothing arrived that was never sent: {frames}");
+    assert!(number(frames, "/published") >= received / receivers as f64, "{frames}");
+    let loss = number(report, "/loss_percent");
+    assert!((loss - lost * 100.0 / sent).abs() < 1e-9, "{report:#}");
+    for pointer in ["/latency_ms/p50", "/latency_ms/p99", "/join_ms/p50", "/join_ms/p99"] {
+        assert!(number(report, pointer) >= 0.0);
+    }
+    assert!(number(report, "/latency_ms/p50") <= number(report, "/latency_ms/p99"));
+    assert_eq!(report["server_cpu_source"], format!("proc:{}", server.pid()), "found the server's own process");
+    assert!(number(report, "/server_cpu_percent") >= 0.0);
+    assert!(number(report, "/server_rss_bytes") > 1e6);
+    assert!(number(report, "/packets_received") > 0.0);
+    assert!(number(report, "/server_cpu_us_per_packet") >= 0.0);
+}
+
+#[tokio::test]
+async fn floor_is_measured_with_send_and_sendmmsg() {
+    let server = TestServer::start().await;
+    let report = bench(&server, &["floor", "--packets", "2000"]).await;
+    assert_eq!(report["mode"], "floor");
+    assert!(number(&report, "/floor/send_us") > 0.0, "{report:#}");
+    assert!(number(&report, "/floor/sendmmsg_us") > 0.0, "{report:#}");
+    assert_eq!(report["floor"]["batch"], 32);
+}
+
+#[tokio::test]
+async fn fanout_over_whip_and_whep_reports_consistent_counts() {
+    let server = TestServer::start().await;
+    let report = bench(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "3",
+            "--duration",
+            "3s",
+            "--ramp",
+            "20",
+            "--video",
+            "360p",
+            "--keyframe-interval",
+            "1s",
+        ],
+    )
+    .await;
+    assert_eq!(report["mode"], "fanout");
+    assert_eq!(report["protocol"], "whep");
+    assert_consistent(&report, &server, 3);
+    // Both kinds of media arrived, each with its own latency figures.
+    assert!(number(&report, "/video_latency_ms/samples") > 0.0 && number(&report, "/audio_latency_ms/samples") > 0.0);
+    assert!(number(&report, "/floor/send_us") > 0.0);
+    let multiple = number(&report, "/cpu_per_packet_floor_multiple");
+    let expected = number(&report, "/server_cpu_us_per_packet") / number(&report, "/floor/send_us");
+    assert!((multiple - expected).abs() < 1e-6, "{report:#}");
+    // bytes_per_subscriber is a difference of two RSS readings: present, whatever its sign.
+    number(&report, "/bytes_per_subscriber");
+    server.wait_for_no_peers().await;
+
+    // The same load pointed at explicit WHIP/WHEP endpoints with one bearer token, as it would
+    // be at another server.
+    let token = server.token("elsewhere", "load", serde_json::json!({"publish": true, "subscribe": true})).await;
+    let whip = server.url("/whip/elsewhere");
+    let whep = server.url("/whep/elsewhere");
+    let report = bench(
+        &server,
+        &[
+            "fanout",
+            "--subscribers",
+            "2",
+            "--duration",
+            "2s",
+            "--video",
+            "360p",
+            "--no-floor",
+            "--whip-url",
+            &whip,
+            "--whep-url",
+            &whep,
+            "--token",
+            &token,
+        ],
+    )
+    .await;
+    assert_consistent(&report, &server, 2);
+    assert!(report["floor"].is_null());
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn rtmp_ingest_load_reports_consistent_counts() {
+    let server = TestServer::start().await;
+    let report = bench(&server, &["rtmp", "--streams", "2", "--duration", "3s", "--video", "360p"]).await;
+    assert_eq!(report["mode"], "rtmp");
+    assert_eq!(report["publishers"], 2);
+    assert_consistent(&report, &server, 2);
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn churn_leaves_no_peers_behind() {
+    let server = TestServer::start().await;
+    let report = bench(&server, &["churn", "--cycles", "2", "--concurrency", "2", "--hold", "2s"]).await;
+    assert_eq!(report["mode"], "churn");
+    assert_consistent(&report, &server, 4);
+    let churn = &report["churn"];
+    assert_eq!(churn["sessions"], 8, "{churn}");
+    assert_eq!(churn["leaked_peers"], 0, "{churn}");
+    assert_eq!(churn["leaked_tracks"], 0, "{churn}");
+    assert_eq!(churn["leaked_rooms"], 0, "{churn}");
+    assert!(number(churn, "/rss_before_bytes") > 0.0 && number(churn, "/rss_after_bytes") > 0.0);
+    server.wait_for_no_peers().await;
+}
