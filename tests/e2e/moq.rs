@@ -504,41 +504,7 @@ async fn an_rtmp_publisher_is_read_by_stock_moq_sub_as_h264_with_b_frames_and_an
 /// Encodes `seconds` of a 320x240 Baseline test pattern with a keyframe a second and returns
 /// (its H.264 access units in Annex B, the MD5 of each decoded frame).
 async fn baseline_h264(dir: &Path, seconds: u32) -> (Vec<bytes::Bytes>, Vec<String>) {
-    let file = dir.join("source.h264");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=320x240:rate=25",
-        "-t",
-        &seconds.to_string(),
-        "-c:v",
-        "libx264",
-        "-profile:v",
-        "baseline",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "25",
-        "-tune",
-        "zerolatency",
-        "-x264-params",
-        "aud=1",
-        "-f",
-        "h264",
-        file.to_str().unwrap(),
-    ])
-    .await;
-    let stream = bytes::Bytes::from(std::fs::read(&file).unwrap());
-    // Access units begin with an access unit delimiter (x264's aud=1).
-    let mut starts: Vec<usize> = Vec::new();
-    for i in 0..stream.len().saturating_sub(4) {
-        if stream[i..i + 4] == [0, 0, 0, 1] && stream[i + 4] & 0x1f == 9 {
-            starts.push(i);
-        }
-    }
-    starts.push(stream.len());
-    let units = starts.windows(2).map(|w| stream.slice(w[0]..w[1])).collect();
+    let (file, units) = crate::support::x264::baseline_access_units(dir, "source", seconds, 25).await;
     let reference = frame_md5s(&file).await;
     (units, reference)
 }

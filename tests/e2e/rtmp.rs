@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use crate::support::audio::decode_file_audio;
 use crate::support::rtmp_client::{RtmpClient, host_of};
 use crate::support::{TestServer, eventually};
 
@@ -80,7 +81,7 @@ pub(crate) async fn finish(child: Child, timeout: Duration) -> (bool, String) {
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-pub(crate) async fn run(program: &str, args: &[&str]) -> std::process::Output {
+async fn run(program: &str, args: &[&str]) -> std::process::Output {
     let run = Command::new(program).args(args).kill_on_drop(true).output();
     tokio::time::timeout(Duration::from_secs(60), run).await.expect("in time").expect(program)
 }
@@ -175,13 +176,7 @@ async fn ffmpeg_ingest_plays_back_over_rtmp_as_h264_and_aac() {
     assert_eq!(frames as usize, video_dts.len(), "every video packet decodes to a picture");
 
     // The audio is the tone.
-    let pcm = run(
-        "ffmpeg",
-        &["-v", "error", "-i", out.to_str().unwrap(), "-vn", "-ac", "1", "-ar", "16000", "-f", "s16le", "-"],
-    )
-    .await;
-    assert!(pcm.status.success(), "decoding audio: {}", String::from_utf8_lossy(&pcm.stderr));
-    let samples: Vec<i16> = pcm.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let samples = decode_file_audio(&out, 16_000).await;
     assert!(samples.len() >= 16_000 * (PLAY_SECONDS as usize - 1), "{} samples", samples.len());
     let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
     assert!((found - TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");

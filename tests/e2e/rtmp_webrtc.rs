@@ -4,7 +4,6 @@
 //! ffmpeg RTMP ingest through the `/whep.html` page. (RTMP into a WHEP viewer of the `webrtc`
 //! crate is `whep_rtmp`.)
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,59 +12,13 @@ use junction_endpoint::codec::tone;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress, numbers, run};
-use crate::support::webrtc_client::{ClientOptions, WhipPublisher, synthetic};
-use crate::support::{TestServer, chromium, eventually};
+use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress, numbers};
+use crate::support::audio::decode_file_audio;
+use crate::support::webrtc_client::{ClientOptions, WhipPublisher};
+use crate::support::{TestServer, chromium, eventually, x264};
 
 const TONE_HZ: f64 = 880.0;
 const FPS: u32 = 30;
-
-/// H.264 access units (Annex B, each opened by an access unit delimiter) of `seconds` of
-/// libx264's test pattern, as a browser sends it: constrained baseline, no B-frames.
-async fn x264_access_units(dir: &Path, seconds: u32) -> Vec<Bytes> {
-    let file = dir.join("pattern.h264");
-    let encoded = run(
-        "ffmpeg",
-        &[
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc=size=320x240:rate={FPS}"),
-            "-t",
-            &seconds.to_string(),
-            "-c:v",
-            "libx264",
-            "-profile:v",
-            "baseline",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            &FPS.to_string(),
-            "-x264-params",
-            "aud=1",
-            "-f",
-            "h264",
-            "-y",
-            file.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(encoded.status.success(), "encoding H.264: {}", String::from_utf8_lossy(&encoded.stderr));
-    let stream = std::fs::read(&file).expect("the encoded file");
-    let mut units: Vec<Vec<u8>> = Vec::new();
-    for nal in synthetic::nal_units(&stream) {
-        let Some(header) = nal.first() else { continue };
-        if header & 0x1f == 9 || units.is_empty() {
-            units.push(Vec::new());
-        }
-        let unit = units.last_mut().expect("an access unit");
-        unit.extend_from_slice(&[0, 0, 0, 1]);
-        unit.extend_from_slice(&nal);
-    }
-    units.into_iter().map(Bytes::from).collect()
-}
 
 /// Publishes `video` at 30 fps and a libopus `TONE_HZ` tone in 20 ms packets, in real time.
 async fn publish(publisher: &WhipPublisher, video: &[Bytes]) {
@@ -103,7 +56,7 @@ async fn ffmpeg_plays_a_whip_publisher_over_rtmp_as_h264_and_aac() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let server = TestServer::start().await;
     let rtmp = server.service("rtmp").to_owned();
-    let video = x264_access_units(server.dir(), 6).await;
+    let (_, video) = x264::baseline_access_units(server.dir(), "pattern", 6, FPS).await;
     assert_eq!(video.len(), 6 * FPS as usize);
 
     let viewer_token = server.token("bridge", "rtmp-player", json!({"publish": false, "subscribe": true})).await;
@@ -148,13 +101,7 @@ async fn ffmpeg_plays_a_whip_publisher_over_rtmp_as_h264_and_aac() {
     assert!(decoded >= (PLAY_SECONDS - 1) * FPS, "{decoded} pictures decoded");
     assert_eq!(decoded as usize, video_dts.len(), "every video packet decodes to a picture");
 
-    let pcm = run(
-        "ffmpeg",
-        &["-v", "error", "-i", out.to_str().unwrap(), "-vn", "-ac", "1", "-ar", "16000", "-f", "s16le", "-"],
-    )
-    .await;
-    assert!(pcm.status.success(), "decoding the AAC: {}", String::from_utf8_lossy(&pcm.stderr));
-    let samples: Vec<i16> = pcm.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let samples = decode_file_audio(&out, 16_000).await;
     let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
     assert!((found - TONE_HZ).abs() <= 3.0, "the WHIP publisher's tone, found {found} Hz");
     println!("WHIP -> RTMP: {decoded} pictures, {:.2} s, tone {found:.1} Hz", duration);

@@ -1,5 +1,5 @@
 //! Audio checks for end-to-end tests: decode what a client received (Opus packets via libopus,
-//! G.711 payloads) to 16-bit PCM and find the tone in it.
+//! G.711 payloads, media files via ffmpeg) to 16-bit PCM and find the tone in it.
 //!
 //! The G.711 decoder here is written independently of the server's (`junction_endpoint::codec::
 //! g711`), so a test does not check the server's codec with itself; the frequency finder is the
@@ -99,6 +99,20 @@ fn alaw_sample(byte: u8) -> i16 {
         value <<= segment - 1;
     }
     (if code & 0x80 != 0 { value } else { -value }) as i16
+}
+
+/// The audio of a media file, decoded by ffmpeg to mono at `rate`.
+pub async fn decode_file_audio(path: &std::path::Path, rate: u32) -> Vec<i16> {
+    let output = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vn", "-ac", "1", "-ar", &rate.to_string(), "-f", "s16le", "-"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("ffmpeg runs");
+    assert!(output.status.success(), "decoding audio: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
 }
 
 #[cfg(test)]
