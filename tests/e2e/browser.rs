@@ -302,7 +302,10 @@ async fn kicked_and_replaced_peers_are_told_and_disconnected() {
 #[tokio::test]
 async fn mesh_room_tabs_connect_peer_to_peer_with_only_signalling_through_the_server() {
     let server = TestServer::start_with(QUICK_GRACE, &[]).await;
-    let (status, _) = server.call(Method::POST, "/v1/rooms", Some(json!({"name": "mesh", "mode": "mesh"}))).await;
+    // The room must outlive Chromium's start-up (the test config empties rooms after 5 s), or the
+    // tabs would join an auto-created SFU room instead.
+    let body = json!({"name": "mesh", "mode": "mesh", "empty_timeout_s": 120});
+    let (status, _) = server.call(Method::POST, "/v1/rooms", Some(body)).await;
     assert_eq!(status, 201);
     let tokens = [token(&server, "mesh", "ann").await, token(&server, "mesh", "ben").await];
     let result = chromium("room.mjs", json!({"base": server.base, "room": "mesh", "tokens": tokens})).await;
