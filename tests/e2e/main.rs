@@ -6,6 +6,7 @@
 mod support;
 
 mod browser;
+mod browser_rust;
 mod cli;
 mod moq;
 mod rest;
