@@ -63,7 +63,12 @@ async fn publish(alice: Arc<RoomClient>, sent: Arc<Sent>, stop: Arc<AtomicBool>)
 
 /// Checks received frames of one kind against what was sent: payload bytes by index, indexes
 /// increasing, and RTP timestamps advancing by `ticks` per index, as the publisher stamped them.
-fn check_frames(frames: &[ReceivedFrame], ticks: u32, sent: &dyn Fn(u32) -> Option<Bytes>, index: fn(&Bytes) -> Option<u32>) {
+fn check_frames(
+    frames: &[ReceivedFrame],
+    ticks: u32,
+    sent: &dyn Fn(u32) -> Option<Bytes>,
+    index: fn(&Bytes) -> Option<u32>,
+) {
     let mut previous: Option<(u32, u32)> = None;
     for frame in frames {
         let i = index(&frame.payload).unwrap_or_else(|| panic!("no index in {:?}", frame.payload));
@@ -102,19 +107,20 @@ async fn webrtc_rs_peer_receives_vp8_and_opus_another_published_over_the_websock
     let server = TestServer::start().await;
     let codecs = ClientOptions::new(&[ClientCodec::Vp8, ClientCodec::Opus]);
     let alice_token = server.token("studio", "alice", json!({})).await;
-    let mut alice = RoomClient::publisher(&server.base, &alice_token, codecs.clone()).await.expect("alice joins");
-    let mut published = Vec::new();
-    for _ in 0..2 {
-        let message = alice.expect("published", Duration::from_secs(10)).await.expect("published");
-        published.push((message["track"]["id"].as_str().expect("track id").to_owned(), message["track"]["codec"].clone()));
-    }
-    published.sort_by_key(|(_, codec)| codec.to_string());
-    assert_eq!(published.iter().map(|(_, c)| c.as_str().unwrap_or_default()).collect::<Vec<_>>(), ["opus", "vp8"]);
-
+    let alice = RoomClient::publisher(&server.base, &alice_token, codecs.clone()).await.expect("alice joins");
     let alice = Arc::new(alice);
     let sent = Arc::new(Sent::default());
     let stop = Arc::new(AtomicBool::new(false));
     let sender = tokio::spawn(publish(alice.clone(), sent.clone(), stop.clone()));
+    // A track is published once its first packet arrived.
+    let mut published = Vec::new();
+    for _ in 0..2 {
+        let message = alice.expect("published", Duration::from_secs(10)).await.expect("published");
+        published
+            .push((message["track"]["id"].as_str().expect("track id").to_owned(), message["track"]["codec"].clone()));
+    }
+    published.sort_by_key(|(_, codec)| codec.to_string());
+    assert_eq!(published.iter().map(|(_, c)| c.as_str().unwrap_or_default()).collect::<Vec<_>>(), ["opus", "vp8"]);
 
     let bob_token = server.token("studio", "bob", json!({})).await;
     let mut bob = RoomClient::receiver(&server.base, &bob_token, codecs).await.expect("bob joins");

@@ -385,7 +385,10 @@ impl Client {
             );
             let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?);
             let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
-            self.pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init)).await.map_err(rtc_err)?;
+            self.pc
+                .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
+                .await
+                .map_err(rtc_err)?;
             tracks.push((*codec, track, ssrc, options.payload_type(*codec)));
         }
         Ok(tracks)

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use rtc::media::Sample;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use webrtc::peer_connection::{PeerConnection, RTCIceCandidateInit, RTCPeerConnectionState, RTCSessionDescription};
 
@@ -40,9 +40,8 @@ pub struct RoomClient {
     frames: mpsc::UnboundedReceiver<ReceivedFrame>,
     /// Messages to write on the socket.
     outgoing: mpsc::UnboundedSender<Value>,
-    /// Every server message the signalling task did not consume, in order.
-    messages: mpsc::UnboundedReceiver<Value>,
-    backlog: VecDeque<Value>,
+    /// Every server message, in order, as the signalling task handed them on.
+    inbox: Mutex<Inbox>,
     /// The `welcome` and `joined` the socket got.
     pub welcome: Value,
     pub joined: Value,
@@ -111,8 +110,7 @@ impl RoomClient {
             tracks,
             frames,
             outgoing,
-            messages,
-            backlog: VecDeque::new(),
+            inbox: Mutex::new(Inbox { messages, backlog: VecDeque::new() }),
             welcome,
             joined,
             signalling,
@@ -133,20 +131,22 @@ impl RoomClient {
 
     /// The next server message of `kind` (`offer`, `answer` and `candidate` are handled by the
     /// client itself); other messages are kept for later.
-    pub async fn expect(&mut self, kind: &str, timeout: Duration) -> Result<Value, ClientError> {
-        if let Some(at) = self.backlog.iter().position(|m| m["type"] == kind) {
-            return Ok(self.backlog.remove(at).unwrap_or_default());
+    pub async fn expect(&self, kind: &str, timeout: Duration) -> Result<Value, ClientError> {
+        let mut inbox = self.inbox.lock().await;
+        let Inbox { messages, backlog } = &mut *inbox;
+        if let Some(at) = backlog.iter().position(|m| m["type"] == kind) {
+            return Ok(backlog.remove(at).unwrap_or_default());
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let message = tokio::time::timeout_at(deadline, self.messages.recv())
+            let message = tokio::time::timeout_at(deadline, messages.recv())
                 .await
-                .map_err(|_| ClientError::WebRtc(format!("no {kind} in {timeout:?}; got {:?}", self.backlog)))?
+                .map_err(|_| ClientError::WebRtc(format!("no {kind} in {timeout:?}; got {backlog:?}")))?
                 .ok_or_else(|| ClientError::WebRtc(format!("socket closed while waiting for {kind}")))?;
             if message["type"] == kind {
                 return Ok(message);
             }
-            self.backlog.push_back(message);
+            backlog.push_back(message);
         }
     }
 
@@ -212,6 +212,12 @@ impl RoomClient {
         }
         Ok(())
     }
+}
+
+/// The server messages not yet looked at, and those passed over while looking for another.
+struct Inbox {
+    messages: mpsc::UnboundedReceiver<Value>,
+    backlog: VecDeque<Value>,
 }
 
 impl Drop for RoomClient {
@@ -311,7 +317,11 @@ async fn answer_offer(
 
 /// The `candidate:…` values of an SDP's `a=candidate` lines.
 fn candidates(sdp: &str) -> Vec<String> {
-    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=")).filter(|l| l.starts_with("candidate:")).map(str::to_owned).collect()
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The SDP without its `a=candidate` and `a=end-of-candidates` lines.
