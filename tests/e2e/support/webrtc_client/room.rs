@@ -202,6 +202,8 @@ impl RoomClient {
     }
 
     /// Sends `leave`, waits for the server to close the socket, and closes the connection.
+    /// Fails if the session went wrong on the way: an `error` from the server, or a server
+    /// answer, candidate or offer this client could not apply.
     pub async fn leave(mut self) -> Result<(), ClientError> {
         self.send(json!({"type": "leave"}))?;
         let closed = self.expect("closed", Duration::from_secs(10)).await?;
@@ -209,6 +211,14 @@ impl RoomClient {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.signalling).await;
         if closed["reason"] != "left" {
             return Err(ClientError::WebRtc(format!("left with {closed}")));
+        }
+        let mut inbox = self.inbox.lock().await;
+        let Inbox { messages, backlog } = &mut *inbox;
+        backlog.extend(std::iter::from_fn(|| messages.try_recv().ok()));
+        let failures: Vec<&Value> =
+            backlog.iter().filter(|m| m["type"] == "error" || m["type"] == "client_error").collect();
+        if !failures.is_empty() {
+            return Err(ClientError::WebRtc(format!("the session had errors: {failures:?}")));
         }
         Ok(())
     }
