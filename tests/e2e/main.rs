@@ -7,6 +7,7 @@ mod support;
 
 mod bench;
 mod browser;
+mod browser_rust;
 mod cli;
 mod moq;
 mod rest;

@@ -363,6 +363,50 @@ impl Client {
             .map_err(rtc_err)
     }
 
+    /// Adds a sendonly transceiver per codec of `options`, each with a track of its own SSRC.
+    async fn add_send_tracks(&self, options: &ClientOptions) -> Result<Vec<SendTrack>, ClientError> {
+        let mut tracks = Vec::new();
+        for codec in &options.codecs {
+            let ssrc = rand::random::<u32>();
+            let kind = match codec.kind() {
+                MediaKind::Audio => RtpCodecKind::Audio,
+                MediaKind::Video => RtpCodecKind::Video,
+            };
+            let track = MediaStreamTrack::new(
+                "junction-test".to_owned(),
+                format!("{kind}-track"),
+                format!("{kind}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec: codec.rtp_codec(),
+                    ..Default::default()
+                }],
+            );
+            let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?);
+            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
+            self.pc
+                .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
+                .await
+                .map_err(rtc_err)?;
+            tracks.push((*codec, track, ssrc, options.payload_type(*codec)));
+        }
+        Ok(tracks)
+    }
+
+    /// Sends a PLI for the first video track received.
+    async fn request_keyframe(&self) -> Result<(), ClientError> {
+        for track in self.events.remote.lock().await.iter() {
+            if track.kind().await != RtpCodecKind::Video {
+                continue;
+            }
+            let Some(ssrc) = track.ssrcs().await.first().copied() else { continue };
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+            return track.write_rtcp(vec![Box::new(pli)]).await.map_err(rtc_err);
+        }
+        Err(ClientError::WebRtc("no video track received yet".into()))
+    }
+
     async fn delete(&self) -> Result<u16, ClientError> {
         let response = self.http.delete(&self.resource).bearer_auth(&self.bearer).send().await.map_err(rtc_err)?;
         Ok(response.status().as_u16())
@@ -385,8 +429,11 @@ fn candidate_addr(sdp: &str) -> Option<SocketAddr> {
 /// A WHIP client publishing synthetic media.
 pub struct WhipPublisher {
     client: Client,
-    tracks: Vec<(ClientCodec, Arc<TrackLocalStaticSample>, u32, u8)>,
+    tracks: Vec<SendTrack>,
 }
+
+/// A track a client sends on: its codec, the track, its SSRC and payload type.
+type SendTrack = (ClientCodec, Arc<TrackLocalStaticSample>, u32, u8);
 
 impl WhipPublisher {
     /// Publishes into `room` of the server at `base` (`http://127.0.0.1:port`) with `bearer`
@@ -398,33 +445,7 @@ impl WhipPublisher {
         options: ClientOptions,
     ) -> Result<WhipPublisher, ClientError> {
         let (mut client, _) = Client::build(&options, bearer).await?;
-        let mut tracks = Vec::new();
-        for codec in &options.codecs {
-            let ssrc = rand::random::<u32>();
-            let kind = match codec.kind() {
-                MediaKind::Audio => RtpCodecKind::Audio,
-                MediaKind::Video => RtpCodecKind::Video,
-            };
-            let track = MediaStreamTrack::new(
-                "junction-test".to_owned(),
-                format!("{kind}-track"),
-                format!("{kind}"),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                    codec: codec.rtp_codec(),
-                    ..Default::default()
-                }],
-            );
-            let track = Arc::new(TrackLocalStaticSample::new(Instant::now(), track).map_err(rtc_err)?);
-            let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
-            client
-                .pc
-                .add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, Some(init))
-                .await
-                .map_err(rtc_err)?;
-            tracks.push((*codec, track, ssrc, options.payload_type(*codec)));
-        }
+        let tracks = client.add_send_tracks(&options).await?;
         client.negotiate(base, &format!("/whip/{room}"), options.via_relay).await?;
         Ok(WhipPublisher { client, tracks })
     }
@@ -580,15 +601,7 @@ impl WhepViewer {
 
     /// Sends a PLI for the video track received.
     pub async fn request_keyframe(&self) -> Result<(), ClientError> {
-        for track in self.client.events.remote.lock().await.iter() {
-            if track.kind().await != RtpCodecKind::Video {
-                continue;
-            }
-            let Some(ssrc) = track.ssrcs().await.first().copied() else { continue };
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
-            return track.write_rtcp(vec![Box::new(pli)]).await.map_err(rtc_err);
-        }
-        Err(ClientError::WebRtc("no video track received yet".into()))
+        self.client.request_keyframe().await
     }
 
     /// The RTCP sender reports received so far, oldest first.
@@ -634,9 +647,11 @@ impl WhepViewer {
 }
 
 mod relay;
+mod room;
 mod rtp;
 pub mod synthetic;
 
 pub use relay::UdpRelay;
+pub use room::RoomClient;
 pub use rtp::SenderReportSeen;
 use rtp::{FrameAssembler, KeyframeRequestCounter};

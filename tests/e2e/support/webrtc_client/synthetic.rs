@@ -94,3 +94,28 @@ pub fn nal_units(data: &[u8]) -> Vec<Vec<u8>> {
     }
     units
 }
+
+/// A VP8 frame: the 3-byte frame tag (key frames add the start code and a 320x240 size), then
+/// the index and a pattern. A key frame is large enough to span several RTP packets.
+pub fn vp8_frame(index: u32, keyframe: bool) -> Bytes {
+    let len: usize = if keyframe { 2_500 } else { 700 };
+    let header: &[u8] = if keyframe { &[0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00] } else { &[] };
+    // Frame tag (RFC 6386 §9.1): bit 0 clear for a key frame, version 0, show_frame, and the
+    // first partition's size (everything after the headers).
+    let partition = (len - 3 - header.len()) as u32;
+    let tag = u32::from(!keyframe) | (1 << 4) | (partition << 5);
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&tag.to_le_bytes()[..3]);
+    out.extend_from_slice(header);
+    out.extend_from_slice(&index.to_be_bytes());
+    while out.len() < len {
+        out.push(0x21 + (out.len() % 190) as u8);
+    }
+    Bytes::from(out)
+}
+
+/// The frame index written by [`vp8_frame`], from a received frame.
+pub fn vp8_index(frame: &Bytes) -> Option<u32> {
+    let at = if frame.first()? & 0x01 == 0 { 10 } else { 3 };
+    Some(u32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?))
+}

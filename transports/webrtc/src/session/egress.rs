@@ -47,6 +47,10 @@ struct Source {
     forced: Option<u8>,
     /// Payload type and clock rate chosen for `codec`.
     payload: Option<(Codec, Pt, u32)>,
+    /// Video frames are held back until a keyframe: the peer could decode nothing before it.
+    /// Set when the source starts and when the connection comes up (what was written before
+    /// never reached the peer).
+    keyframe_needed: bool,
 }
 
 impl EgressLine {
@@ -145,6 +149,7 @@ impl Egress {
             layer,
             forced: None,
             payload: None,
+            keyframe_needed: line.kind == MediaKind::Video,
         });
         self.changes.push(LineChange::Sending { mid: line.mid, track: track.clone() });
         if self.connected {
@@ -169,22 +174,33 @@ impl Egress {
     /// starts again from a keyframe.
     pub(crate) fn on_connected(&mut self, media: &EndpointMedia) {
         self.connected = true;
-        for line in &self.lines {
-            if let Some(source) = &line.source
+        for line in &mut self.lines {
+            if let Some(source) = &mut line.source
                 && line.kind == MediaKind::Video
             {
+                source.keyframe_needed = true;
                 let _ = media.request_keyframe(&source.track);
             }
         }
     }
 
-    /// One frame of a subscription.
-    pub(crate) fn write(&mut self, rtc: &mut Rtc, track: &TrackId, frame: MediaFrame) {
+    /// One frame of a subscription. A video source's frames before its first keyframe are
+    /// dropped, each asking the publisher for one again (the engine spaces the requests out):
+    /// the engine may have handed its keyframe over before this m-line carried the track, and
+    /// a request made then may have been merged into an earlier one.
+    pub(crate) fn write(&mut self, rtc: &mut Rtc, media: &EndpointMedia, track: &TrackId, frame: MediaFrame) {
         let Some(line) = self.lines.iter_mut().find(|l| l.source.as_ref().is_some_and(|s| s.track == *track)) else {
             // A frame of a track this session just stopped sending.
             return;
         };
         let Some(source) = line.source.as_mut() else { return };
+        if source.keyframe_needed {
+            if !frame.keyframe {
+                let _ = media.request_keyframe(track);
+                return;
+            }
+            source.keyframe_needed = false;
+        }
         let Some(writer) = rtc.writer(line.mid) else { return };
         let (pt, rate) = match source.payload {
             Some((codec, pt, rate)) if codec == frame.codec => (pt, rate),

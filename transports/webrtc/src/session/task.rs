@@ -460,7 +460,7 @@ impl Session {
 
     fn on_media(&mut self, item: MediaOut) {
         match item {
-            MediaOut::Frame { track, frame } => self.egress.write(&mut self.rtc, &track, frame),
+            MediaOut::Frame { track, frame } => self.egress.write(&mut self.rtc, &self.media, &track, frame),
             MediaOut::KeyframeRequest { track, layer } => self.ingest.on_keyframe_request(&mut self.rtc, &track, layer),
             MediaOut::BitrateHint { track, bps } => self.ingest.on_bitrate_hint(&mut self.rtc, &track, bps),
         }
