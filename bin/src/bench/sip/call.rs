@@ -58,13 +58,8 @@ impl Call {
         let sip = UdpSocket::bind(bind).await.context("binding a SIP socket")?;
         sip.connect(self.server).await.with_context(|| format!("cannot reach SIP at {}", self.server))?;
         let rtp_socket = UdpSocket::bind(SocketAddr::new(sip.local_addr()?.ip(), 0)).await.context("binding RTP")?;
-        let mut dialog = Dialog::new(
-            self.server,
-            sip.local_addr()?,
-            rtp_socket.local_addr()?.port(),
-            &self.room,
-            &self.caller,
-        );
+        let mut dialog =
+            Dialog::new(self.server, sip.local_addr()?, rtp_socket.local_addr()?.port(), &self.room, &self.caller);
 
         let started = Instant::now();
         let answer = invite(&sip, &dialog).await?;
@@ -100,7 +95,9 @@ impl Call {
         outcome: &mut CallOutcome,
     ) -> anyhow::Result<bool> {
         let tone = rtp::tone(self.tone_hz);
-        let ssrc = junction_core::ids::random_id("", 8).bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+        let ssrc = junction_core::ids::random_id("", 8)
+            .bytes()
+            .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
         let mut ticks = tokio::time::interval(Duration::from_millis(20));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut rtp_buffer = vec![0u8; 2048];

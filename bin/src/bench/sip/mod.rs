@@ -167,7 +167,9 @@ async fn load(
     stop.cancel();
     let mut outcomes = Vec::new();
     while let Some(done) = calls.join_next().await {
-        outcomes.push(done.unwrap_or_else(|err| CallOutcome { error: Some(format!("call task: {err}")), ..Default::default() }));
+        outcomes.push(
+            done.unwrap_or_else(|err| CallOutcome { error: Some(format!("call task: {err}")), ..Default::default() }),
+        );
     }
     Ok((measured?, outcomes))
 }
