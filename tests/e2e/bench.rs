@@ -152,3 +152,50 @@ async fn churn_leaves_no_peers_behind() {
     assert!(number(churn, "/rss_before_bytes") > 0.0 && number(churn, "/rss_after_bytes") > 0.0);
     server.wait_for_no_peers().await;
 }
+
+#[tokio::test]
+async fn sip_calls_into_a_mixed_room_report_consistent_counts() {
+    let server = TestServer::start().await;
+    let sip = server.service("sip").trim_start_matches("sip:").to_owned();
+    let args = ["sip", "--calls", "2", "--per-room", "2", "--duration", "3s", "--sip", &sip];
+    let report = bench(&server, &args).await;
+    assert_eq!(report["mode"], "sip");
+    assert_eq!(report["publishers"], 2);
+    assert_eq!(report["subscribers_connected"], 2, "{report:#}");
+    assert_eq!(report["subscribers_failed"], 0, "{report:#}");
+    // Counts: the mix each call heard, by RTP sequence number.
+    let frames = &report["frames"];
+    let (sent, received, lost) = (number(frames, "/sent"), number(frames, "/received"), number(frames, "/lost"));
+    assert!(received > 0.0, "{report:#}");
+    assert_eq!(sent, received + lost, "mix packets sent = received + lost: {frames}");
+    assert_eq!(frames["unexpected"], 0, "{frames}");
+    let loss = number(&report, "/loss_percent");
+    assert!((loss - lost * 100.0 / sent).abs() < 1e-9, "{report:#}");
+    // Call set-up time, INVITE to 200 OK, for both calls.
+    assert_eq!(report["join_ms"]["samples"], 2, "{report:#}");
+    assert!(number(&report, "/join_ms/p50") <= number(&report, "/join_ms/p99"));
+    // The server, read from its own /proc entry.
+    assert_eq!(report["server_cpu_source"], format!("proc:{}", server.pid()));
+    assert!(number(&report, "/server_cpu_percent") >= 0.0);
+    assert!(number(&report, "/server_rss_bytes") > 1e6);
+    assert!(number(&report, "/packets_received") > 0.0);
+    assert!(number(&report, "/server_cpu_us_per_packet") >= 0.0);
+    assert!(number(&report, "/bytes_per_subscriber").is_finite());
+    // The SIP figures: every packet the callers sent is in `published`; the mix comes one packet
+    // per 20 ms (not twice that: one mix per call) and carries the other caller's tone.
+    let figures = &report["sip"];
+    assert_eq!((figures["calls"].as_u64(), figures["rooms"].as_u64()), (Some(2), Some(1)), "{figures}");
+    assert_eq!(figures["packets_sent"], frames["published"], "{report:#}");
+    assert!(number(frames, "/published") > 0.0);
+    let rate = number(figures, "/mix_packets_per_call_per_s");
+    assert!(rate > 0.0 && rate <= 75.0, "one mix packet per 20 ms, not {rate}/s: {figures}");
+    assert!(number(figures, "/audible_percent") > 50.0, "each caller hears the other's tone: {figures}");
+    assert_eq!(figures["malformed_packets"], 0, "{figures}");
+    assert_eq!(figures["ended_by_server"], 0, "{figures}");
+    // The tool removed its trunk and dial-in rule, and every call hung up.
+    let (_, trunks) = server.call(reqwest::Method::GET, "/v1/sip/trunks", None).await;
+    let (_, rules) = server.call(reqwest::Method::GET, "/v1/sip/dispatch-rules", None).await;
+    assert!(!trunks.to_string().contains("bench-"), "{trunks}");
+    assert_eq!(rules["dispatch_rules"].as_array().map(Vec::len), Some(0), "{rules}");
+    server.wait_for_no_peers().await;
+}

@@ -1,5 +1,5 @@
 //! The few REST calls the load tool makes on the server under test: rooms, client tokens,
-//! ingress stream keys, and `/healthz` for live counts.
+//! ingress stream keys, SIP trunks and dial-in rules, and `/healthz` for live counts.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -75,6 +75,31 @@ impl Api {
 
     pub async fn delete_ingress(&self, id: &str) -> anyhow::Result<()> {
         self.call(reqwest::Method::DELETE, &format!("/v1/ingress/{id}"), None).await?;
+        Ok(())
+    }
+
+    /// A SIP trunk admitting calls from `network` (CIDR); returns its id.
+    pub async fn create_sip_trunk(&self, name: &str, network: &str) -> anyhow::Result<String> {
+        let body = json!({"name": name, "allowed_addresses": [network]});
+        let value = self.call(reqwest::Method::POST, "/v1/sip/trunks", Some(body)).await?;
+        value["id"].as_str().map(str::to_owned).context("the trunk response has no id")
+    }
+
+    pub async fn delete_sip_trunk(&self, id: &str) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/sip/trunks/{id}"), None).await?;
+        Ok(())
+    }
+
+    /// A dial-in rule sending calls to the dialled `rooms` (a `callee` rule limited to those
+    /// numbers, so it wins over any catch-all the server has); returns its id.
+    pub async fn create_sip_rule(&self, rooms: &[String]) -> anyhow::Result<String> {
+        let body = json!({"kind": "callee", "prefix": "", "numbers": rooms});
+        let value = self.call(reqwest::Method::POST, "/v1/sip/dispatch-rules", Some(body)).await?;
+        value["id"].as_str().map(str::to_owned).context("the dispatch rule response has no id")
+    }
+
+    pub async fn delete_sip_rule(&self, id: &str) -> anyhow::Result<()> {
+        self.call(reqwest::Method::DELETE, &format!("/v1/sip/dispatch-rules/{id}"), None).await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! (`/proc/<pid>` on this machine, else the server's `/metrics`).
 //!
 //! Modes: `floor` (the kernel's cost of one UDP datagram on loopback), `fanout` (WHIP publishers,
-//! WHEP subscribers), `rtmp` (RTMP ingest with viewers), `churn` (join/leave cycles, leaked peers). Each prints a [`report::Report`], or one
+//! WHEP subscribers), `rtmp` (RTMP ingest with viewers), `sip` (G.711 calls into mixed rooms), `churn` (join/leave cycles, leaked peers). Each prints a [`report::Report`], or one
 //! JSON object with `--json`.
 
 mod api;
@@ -17,6 +17,7 @@ mod probe;
 mod progress;
 mod report;
 mod rtmp;
+mod sip;
 mod stats;
 mod webrtc;
 mod window;
@@ -54,6 +55,9 @@ pub enum BenchCommand {
     Fanout(fanout::FanoutArgs),
     /// RTMP ingest load: N publishers of synthetic H.264 + AAC, each watched by a viewer.
     Rtmp(rtmp::RtmpArgs),
+    /// SIP load: N G.711 (PCMU) calls into mixed rooms; set-up time, the mix each call hears,
+    /// server CPU and memory per call.
+    Sip(sip::SipArgs),
     /// Join/leave cycles: publishers and viewers connect, stream briefly and leave; reports
     /// leaked peers and the server's memory before and after.
     Churn(churn::ChurnArgs),
@@ -106,6 +110,7 @@ pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Floor(args) => floor::run(args).await?,
         BenchCommand::Fanout(args) => fanout::run(target, args).await?,
         BenchCommand::Rtmp(args) => rtmp::run(target, args).await?,
+        BenchCommand::Sip(args) => sip::run(target, args).await?,
         BenchCommand::Churn(args) => churn::run(target, args).await?,
     };
     if target.json {

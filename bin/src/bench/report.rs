@@ -59,6 +59,8 @@ pub struct Report {
     pub bytes_per_subscriber: Option<f64>,
     /// Churn mode only.
     pub churn: Option<ChurnFigures>,
+    /// SIP mode only.
+    pub sip: Option<super::sip::SipFigures>,
     pub notes: Vec<String>,
 }
 
@@ -118,6 +120,7 @@ impl Report {
             server_rss_baseline_bytes: None,
             bytes_per_subscriber: None,
             churn: None,
+            sip: None,
             notes: Vec::new(),
         }
     }
@@ -241,6 +244,21 @@ impl fmt::Display for Report {
                 churn.leaked_rooms,
                 mib(churn.rss_before_bytes),
                 mib(churn.rss_after_bytes)
+            )?;
+        }
+        if let Some(sip) = &self.sip {
+            writeln!(
+                f,
+                "  sip                  {} calls in {} rooms of {}; {} RTP packets sent; mix {} packets/s per call ({} expected), {} audible; {} malformed; {} hung up by the server",
+                sip.calls,
+                sip.rooms,
+                sip.calls_per_room,
+                sip.packets_sent,
+                opt(sip.mix_packets_per_call_per_s, ""),
+                sip.mix_packets_per_call_per_s_expected,
+                opt(sip.audible_percent, " %"),
+                sip.malformed_packets,
+                sip.ended_by_server
             )?;
         }
         for note in &self.notes {
