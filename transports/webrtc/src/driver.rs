@@ -1,7 +1,8 @@
 //! The UDP driver: the one task that reads the shared socket. It routes each datagram through
 //! the [`Demux`] to the inbox of the session it belongs to, and takes registrations from
 //! sessions over a control channel, so the routing table has a single owner and no lock.
-//! Sessions send on the socket themselves (`send_to` needs no exclusive access).
+//! Sessions queue what they send to the batching sender ([`send_batch`](crate::send_batch)),
+//! which shares the socket and sends many datagrams per system call.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
+use crate::send_batch::{self, SendQueue};
 use crate::udp_mux::{Demux, Route, SessionKey};
 
 /// Datagrams queued per session before the driver drops them (as the network would).
@@ -36,10 +38,10 @@ enum Control {
     Unregister { key: SessionKey },
 }
 
-/// What sessions hold of the driver: the socket to send on and the control channel.
+/// What sessions hold of the driver: the queue to send on and the control channel.
 #[derive(Clone)]
 pub(crate) struct MuxHandle {
-    socket: Arc<UdpSocket>,
+    outgoing: SendQueue,
     control: mpsc::UnboundedSender<Control>,
     next_key: Arc<AtomicU64>,
     /// The address clients send to (what the ICE candidate says).
@@ -64,21 +66,24 @@ impl MuxHandle {
         let _ = self.control.send(Control::Unregister { key });
     }
 
-    pub(crate) async fn send(&self, destination: SocketAddr, payload: &[u8]) {
-        if let Err(err) = self.socket.send_to(payload, destination).await {
-            // Unreachable peers and full buffers lose the datagram, as UDP would.
-            trace!(%destination, "UDP send failed: {err}");
-            metrics::counter!("junction_webrtc_udp_send_errors_total").increment(1);
-        }
+    /// Queues a datagram for `destination`; waits only while the send queue is full.
+    pub(crate) async fn send(&self, destination: SocketAddr, payload: Vec<u8>) {
+        self.outgoing.send(destination, payload).await;
     }
 }
 
-/// Binds nothing: takes a bound socket, spawns the reader task, returns the handle.
-pub(crate) fn spawn(socket: UdpSocket, advertised: SocketAddr, shutdown: CancellationToken) -> MuxHandle {
+/// Binds nothing: takes a bound socket, spawns the reader and the sender tasks, returns the
+/// handle. Fails only when the socket refuses the options the sender sets up.
+pub(crate) fn spawn(
+    socket: UdpSocket,
+    advertised: SocketAddr,
+    shutdown: CancellationToken,
+) -> std::io::Result<MuxHandle> {
     let socket = Arc::new(socket);
+    let outgoing = send_batch::spawn(socket.clone(), shutdown.clone())?;
     let (control_tx, control_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(socket.clone(), control_rx, shutdown));
-    MuxHandle { socket, control: control_tx, next_key: Arc::new(AtomicU64::new(1)), advertised }
+    tokio::spawn(run(socket, control_rx, shutdown));
+    Ok(MuxHandle { outgoing, control: control_tx, next_key: Arc::new(AtomicU64::new(1)), advertised })
 }
 
 async fn run(socket: Arc<UdpSocket>, mut control: mpsc::UnboundedReceiver<Control>, shutdown: CancellationToken) {

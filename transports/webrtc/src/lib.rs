@@ -28,6 +28,7 @@ pub mod config;
 mod driver;
 pub mod error;
 mod negotiate;
+mod send_batch;
 mod session;
 mod udp_mux;
 
@@ -69,7 +70,8 @@ pub async fn start(config: &WebrtcConfig, shutdown: CancellationToken) -> Result
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let advertised = config.advertised_addr(local)?;
     info!(%local, %advertised, "WebRTC media plane listening");
-    let mux = driver::spawn(socket, advertised, shutdown.clone());
+    let mux = driver::spawn(socket, advertised, shutdown.clone())
+        .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     Ok(WebrtcTransport { inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown }) })
 }
 

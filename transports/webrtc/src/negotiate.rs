@@ -294,7 +294,7 @@ mod tests {
     async fn mux() -> MuxHandle {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        crate::driver::spawn(socket, addr, CancellationToken::new())
+        crate::driver::spawn(socket, addr, CancellationToken::new()).expect("the sender starts")
     }
 
     fn negotiate_text(mux: MuxHandle, sdp: &str) -> Result<Negotiated, SessionError> {

@@ -237,7 +237,7 @@ impl Session {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => return Ok(at),
-                Ok(Output::Transmit(transmit)) => self.mux.send(transmit.destination, &transmit.contents).await,
+                Ok(Output::Transmit(transmit)) => self.mux.send(transmit.destination, transmit.contents.into()).await,
                 Ok(Output::Event(event)) => self.on_rtc_event(event)?,
                 Err(err) => return Err(CloseReason::Error { message: format!("WebRTC: {err}") }),
             }
