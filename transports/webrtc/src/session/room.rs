@@ -22,6 +22,8 @@ pub(crate) struct RoomEgress {
     /// Subscriptions without an m-line yet, in arrival order.
     waiting: Vec<SubscribedTrack>,
     negotiating: Option<Negotiation>,
+    /// m-lines offered so far: numbers each one's msid track id (see `place`).
+    offered_lines: u64,
 }
 
 struct Negotiation {
@@ -33,13 +35,15 @@ struct Negotiation {
 impl RoomEgress {
     /// Starts from the subscriptions the peer already has.
     pub(crate) fn new(existing: Vec<SubscribedTrack>) -> Self {
-        Self { waiting: existing, negotiating: None }
+        Self { waiting: existing, negotiating: None, offered_lines: 0 }
     }
 
     pub(crate) fn on_room_event(&mut self, event: &EndpointEvent, egress: &mut Egress) {
         match event {
             EndpointEvent::Subscribed { track, codec, params } => {
-                if egress.line_carrying(&track.id).is_some() {
+                let offered =
+                    self.negotiating.as_ref().is_some_and(|n| n.added.iter().any(|(_, s)| s.track.id == track.id));
+                if egress.line_carrying(&track.id).is_some() || offered {
                     return;
                 }
                 let subscribed = SubscribedTrack { track: track.clone(), codec: *codec, params: params.clone() };
@@ -92,8 +96,13 @@ impl RoomEgress {
                 junction_core::MediaKind::Video => WireKind::Video,
             };
             let stream = subscribed.track.peer.to_string();
-            let mid =
-                api.add_media(kind, Direction::SendOnly, Some(stream), Some(subscribed.track.id.to_string()), None);
+            // An m-line keeps its msid after it stops carrying a track, and browsers refuse an
+            // SDP in which two m-lines share one (Chromium: "Duplicate a=msid lines"), so a track
+            // offered again after an unsubscribe gets a fresh msid track id. Clients map m-lines
+            // to room tracks by mid (the signalling layer's offer lists them), not by msid.
+            self.offered_lines += 1;
+            let msid_track = format!("{}.{}", subscribed.track.id, self.offered_lines);
+            let mid = api.add_media(kind, Direction::SendOnly, Some(stream), Some(msid_track), None);
             added.push((mid, subscribed));
         }
         let (offer, pending) = api.apply()?;
