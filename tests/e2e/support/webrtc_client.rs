@@ -435,6 +435,21 @@ pub struct WhipPublisher {
 /// A track a client sends on: its codec, the track, its SSRC and payload type.
 type SendTrack = (ClientCodec, Arc<TrackLocalStaticSample>, u32, u8);
 
+/// Writes one sample lasting `duration` on the track of `kind` among `tracks`.
+async fn send_sample(
+    tracks: &[SendTrack],
+    kind: MediaKind,
+    data: Bytes,
+    duration: Duration,
+) -> Result<(), ClientError> {
+    let (_, track, ssrc, pt) = tracks
+        .iter()
+        .find(|(codec, ..)| codec.kind() == kind)
+        .ok_or(ClientError::WebRtc(format!("no {kind:?} track")))?;
+    let sample = Sample { data, duration, ..Sample::new(Instant::now()) };
+    track.sample_writer(*ssrc, *pt).write_sample(&sample).await.map_err(rtc_err)
+}
+
 impl WhipPublisher {
     /// Publishes into `room` of the server at `base` (`http://127.0.0.1:port`) with `bearer`
     /// (a client token or a WHIP stream key); returns once ICE and DTLS are up.
@@ -451,13 +466,7 @@ impl WhipPublisher {
     }
 
     async fn send(&self, kind: MediaKind, data: Bytes, duration: Duration) -> Result<(), ClientError> {
-        let (_, track, ssrc, pt) = self
-            .tracks
-            .iter()
-            .find(|(codec, ..)| codec.kind() == kind)
-            .ok_or(ClientError::WebRtc(format!("no {kind:?} track")))?;
-        let sample = Sample { data, duration, ..Sample::new(Instant::now()) };
-        track.sample_writer(*ssrc, *pt).write_sample(&sample).await.map_err(rtc_err)
+        send_sample(&self.tracks, kind, data, duration).await
     }
 
     /// Sends one video frame (H.264 Annex B access unit, or a VP8 frame) lasting `duration`.

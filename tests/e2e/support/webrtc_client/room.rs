@@ -18,11 +18,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use rtc::media::Sample;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
@@ -151,13 +150,7 @@ impl RoomClient {
     }
 
     async fn send_sample(&self, kind: MediaKind, data: Bytes, duration: Duration) -> Result<(), ClientError> {
-        let (_, track, ssrc, pt) = self
-            .tracks
-            .iter()
-            .find(|(codec, ..)| codec.kind() == kind)
-            .ok_or(ClientError::WebRtc(format!("no {kind:?} track published")))?;
-        let sample = Sample { data, duration, ..Sample::new(Instant::now()) };
-        track.sample_writer(*ssrc, *pt).write_sample(&sample).await.map_err(rtc_err)
+        super::send_sample(&self.tracks, kind, data, duration).await
     }
 
     /// Sends one frame on the published video track, lasting `duration`.
