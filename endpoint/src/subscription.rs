@@ -7,7 +7,7 @@
 //! subscriber back to "waiting for a keyframe" (video) and asks the publisher for one.
 
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use junction_core::{LayerPreference, MediaFrame, MediaKind, MediaOut, TrackId};
 use parking_lot::Mutex;
@@ -47,14 +47,28 @@ struct SubState {
     /// Added to publisher timestamps (simulcast only).
     offset: i64,
     last_out: Option<(u64, Instant)>,
+    /// When the subscriber started waiting for a keyframe with nothing flowing.
+    waiting_since: Option<Instant>,
 }
+
+/// How long a simulcast subscriber with nothing flowing waits for its target layer's keyframe
+/// before it starts from a keyframe of another layer under its preference. A layer can count as
+/// active (a packet was seen) while its encoder produces nothing yet.
+const TARGET_KEYFRAME_PATIENCE: Duration = Duration::from_millis(1500);
 
 impl Subscription {
     pub(crate) fn new(track: TrackId, tx: mpsc::Sender<MediaOut>, preference: LayerPreference) -> Self {
         Self {
             track,
             tx,
-            state: Mutex::new(SubState { preference, current: None, last_layer: None, offset: 0, last_out: None }),
+            state: Mutex::new(SubState {
+                preference,
+                current: None,
+                last_layer: None,
+                offset: 0,
+                last_out: None,
+                waiting_since: None,
+            }),
             wanted_bps: AtomicU64::new(0),
         }
     }
@@ -80,11 +94,18 @@ impl Subscription {
                 want = Some(WantKeyframe(target));
             }
         } else {
-            if frame.layer != target {
+            let since = *st.waiting_since.get_or_insert(frame.arrival);
+            let patience_over = frame.arrival.saturating_duration_since(since) >= TARGET_KEYFRAME_PATIENCE;
+            let fallback = simulcast && patience_over && frame.layer <= st.preference.cap();
+            if frame.layer != target && !(fallback && frame.keyframe) {
                 return (Offer::Skipped, None);
             }
             if !frame.keyframe {
                 return (Offer::Skipped, Some(WantKeyframe(target)));
+            }
+            st.waiting_since = None;
+            if frame.layer != target {
+                want = Some(WantKeyframe(target));
             }
             if simulcast && st.last_layer != Some(frame.layer) {
                 st.offset = match st.last_out {
@@ -143,5 +164,39 @@ mod tests {
         assert_eq!(target_layer(LayerPreference::Highest, 3, 0b011), 1, "top layer paused");
         assert_eq!(target_layer(LayerPreference::AtMost(0), 3, 0b110), 1, "low layer paused");
         assert_eq!(target_layer(LayerPreference::AtMost(9), 2, 0), 1, "nothing seen yet");
+    }
+
+    #[test]
+    fn a_target_layer_that_never_sends_a_keyframe_does_not_freeze_the_subscriber() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sub = Subscription::new(TrackId::new("TR_cam").unwrap(), tx, LayerPreference::Highest);
+        let start = Instant::now();
+        let frame = |layer: u8, ms: u64, keyframe: bool| {
+            let at = start + Duration::from_millis(ms);
+            MediaFrame::video(
+                junction_core::Codec::Vp8,
+                junction_core::MediaTime::new(ms * 90, 90_000),
+                keyframe,
+                at,
+                bytes::Bytes::from_static(b"x"),
+            )
+            .with_layer(layer)
+        };
+        // Layer 2 counts as active but only layer 1 sends keyframes.
+        let (offer, want) = sub.offer(&frame(1, 0, true), 3, 0b111);
+        assert!(matches!(offer, Offer::Skipped) && want.is_none(), "the target is layer 2 at first");
+        let (offer, _) = sub.offer(&frame(1, 1000, true), 3, 0b111);
+        assert!(matches!(offer, Offer::Skipped), "still within the patience");
+        let (offer, want) = sub.offer(&frame(1, 1600, true), 3, 0b111);
+        assert!(matches!(offer, Offer::Forwarded), "after it, layer 1's keyframe starts the stream");
+        assert!(matches!(want, Some(WantKeyframe(2))), "and layer 2's keyframe is still asked for");
+        assert!(rx.try_recv().is_ok());
+        let (offer, _) = sub.offer(&frame(1, 1633, false), 3, 0b111);
+        assert!(matches!(offer, Offer::Forwarded), "layer 1 keeps flowing");
+        // Layer 2's keyframe moves the subscriber up.
+        let (offer, _) = sub.offer(&frame(2, 1666, true), 3, 0b111);
+        assert!(matches!(offer, Offer::Forwarded));
+        let (offer, _) = sub.offer(&frame(1, 1700, false), 3, 0b111);
+        assert!(matches!(offer, Offer::Skipped), "layer 1 stops after the switch");
     }
 }
