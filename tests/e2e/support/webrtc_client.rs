@@ -435,6 +435,26 @@ pub struct WhipPublisher {
 /// A track a client sends on: its codec, the track, its SSRC and payload type.
 type SendTrack = (ClientCodec, Arc<TrackLocalStaticSample>, u32, u8);
 
+/// The next frame a client's receiver yields within `timeout`.
+async fn next_frame(frames: &mut mpsc::UnboundedReceiver<ReceivedFrame>, timeout: Duration) -> Option<ReceivedFrame> {
+    tokio::time::timeout(timeout, frames.recv()).await.ok().flatten()
+}
+
+/// The next frame of `kind` within `timeout`, dropping frames of the other kind.
+async fn next_frame_of(
+    frames: &mut mpsc::UnboundedReceiver<ReceivedFrame>,
+    kind: MediaKind,
+    timeout: Duration,
+) -> Option<ReceivedFrame> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, frames.recv()).await.ok().flatten()?;
+        if frame.kind() == kind {
+            return Some(frame);
+        }
+    }
+}
+
 /// Writes one sample lasting `duration` on the track of `kind` among `tracks`.
 async fn send_sample(
     tracks: &[SendTrack],
@@ -589,18 +609,12 @@ impl WhepViewer {
 
     /// The next frame received, of any kind.
     pub async fn next_frame(&mut self, timeout: Duration) -> Option<ReceivedFrame> {
-        tokio::time::timeout(timeout, self.frames.recv()).await.ok().flatten()
+        next_frame(&mut self.frames, timeout).await
     }
 
     /// The next frame of `kind`, skipping others.
     pub async fn next_frame_of(&mut self, kind: MediaKind, timeout: Duration) -> Option<ReceivedFrame> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.frames.recv()).await.ok().flatten()?;
-            if frame.kind() == kind {
-                return Some(frame);
-            }
-        }
+        next_frame_of(&mut self.frames, kind, timeout).await
     }
 
     /// Throws away what was received so far.

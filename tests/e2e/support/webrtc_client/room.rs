@@ -170,18 +170,12 @@ impl RoomClient {
 
     /// The next frame received, of any kind.
     pub async fn next_frame(&mut self, timeout: Duration) -> Option<ReceivedFrame> {
-        tokio::time::timeout(timeout, self.frames.recv()).await.ok().flatten()
+        super::next_frame(&mut self.frames, timeout).await
     }
 
     /// The next frame received of `kind`, skipping others.
     pub async fn next_frame_of(&mut self, kind: MediaKind, timeout: Duration) -> Option<ReceivedFrame> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.frames.recv()).await.ok().flatten()?;
-            if frame.kind() == kind {
-                return Some(frame);
-            }
-        }
+        super::next_frame_of(&mut self.frames, kind, timeout).await
     }
 
     /// Every frame received so far and not yet taken.
