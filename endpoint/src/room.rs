@@ -27,7 +27,7 @@ use crate::adapt;
 use crate::endpoint::{Endpoint, PeerLink};
 use crate::engine::{DuplicatePolicy, JoinRequest, Shared};
 use crate::events::{RoomEndReason, RoomEvent};
-use crate::subscription::{Subscription, target_layer};
+use crate::subscription::Subscription;
 use crate::track::{Track, TrackPublisher};
 
 /// Whether a peer is the engine's own audio mixer (see [`crate::mixer`]).
@@ -444,10 +444,8 @@ impl Room {
                 .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
             let before = sub.sub.preference();
             sub.sub.set_preference(layer);
-            let info = sub.attached.info();
-            if before != layer && info.is_simulcast() {
-                let target = target_layer(layer, info.layers.len() as u8, 0);
-                sub.attached.ask_keyframe_now(target);
+            if before != layer && sub.attached.info().is_simulcast() {
+                sub.attached.ask_keyframe_now(sub.attached.target_now(layer));
             }
             Ok(())
         })
@@ -459,9 +457,9 @@ impl Room {
                 .subscriptions
                 .get(track)
                 .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
-            let info = sub.attached.info();
-            let target = target_layer(sub.sub.preference(), info.layers.len().max(1) as u8, 0);
-            sub.attached.ask_keyframe_now(target);
+            // The subscriber lost a frame of the layer it is on; while it waits, its target.
+            let layer = sub.sub.current_layer().unwrap_or_else(|| sub.attached.target_now(sub.sub.preference()));
+            sub.attached.ask_keyframe_now(layer);
             Ok(())
         })
     }
@@ -621,8 +619,7 @@ impl RoomState {
         attached.add_subscriber(sub.clone());
         shared.counters.subscriptions.add(1);
         if info.kind == MediaKind::Video {
-            let target = target_layer(options.layer, info.layers.len().max(1) as u8, 0);
-            attached.ask_keyframe_now(target);
+            attached.ask_keyframe_now(attached.target_now(options.layer));
         }
         debug!(room = %room, peer = %peer, track = %track_id, codec = %attached_info.codec, "subscribed");
         let result =

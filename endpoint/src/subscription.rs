@@ -49,6 +49,8 @@ struct SubState {
     last_out: Option<(u64, Instant)>,
     /// When the subscriber started waiting for a keyframe with nothing flowing.
     waiting_since: Option<Instant>,
+    /// The best layer under the preference seen flowing while waiting: the one to fall back to.
+    waiting_best: Option<u8>,
 }
 
 /// How long a simulcast subscriber with nothing flowing waits for its target layer's keyframe
@@ -68,6 +70,7 @@ impl Subscription {
                 offset: 0,
                 last_out: None,
                 waiting_since: None,
+                waiting_best: None,
             }),
             wanted_bps: AtomicU64::new(0),
         }
@@ -79,6 +82,11 @@ impl Subscription {
 
     pub(crate) fn preference(&self) -> LayerPreference {
         self.state.lock().preference
+    }
+
+    /// The layer being forwarded, if any.
+    pub(crate) fn current_layer(&self) -> Option<u8> {
+        self.state.lock().current
     }
 
     /// Offers one frame of a track with `layer_count` layers, of which `active` (a bit mask) are
@@ -94,16 +102,28 @@ impl Subscription {
                 want = Some(WantKeyframe(target));
             }
         } else {
-            let since = *st.waiting_since.get_or_insert(frame.arrival);
-            let patience_over = frame.arrival.saturating_duration_since(since) >= TARGET_KEYFRAME_PATIENCE;
-            let fallback = simulcast && patience_over && frame.layer <= st.preference.cap();
+            // Only a subscriber with nothing flowing falls back; one on another layer keeps it
+            // until the target's keyframe.
+            let mut fallback = false;
+            if st.current.is_none() && simulcast && frame.layer <= st.preference.cap() {
+                let since = *st.waiting_since.get_or_insert(frame.arrival);
+                fallback = frame.arrival.saturating_duration_since(since) >= TARGET_KEYFRAME_PATIENCE;
+                if st.waiting_best.is_none_or(|best| frame.layer > best || active & (1 << best) == 0) {
+                    st.waiting_best = Some(frame.layer);
+                }
+            }
             if frame.layer != target && !(fallback && frame.keyframe) {
-                return (Offer::Skipped, None);
+                // The target's keyframe may never come (an encoder the publisher paused); the
+                // best layer that does flow is asked for one too, or the fallback would wait on
+                // a keyframe nobody requested.
+                let ask_fallback = fallback && st.waiting_best == Some(frame.layer);
+                return (Offer::Skipped, ask_fallback.then_some(WantKeyframe(frame.layer)));
             }
             if !frame.keyframe {
                 return (Offer::Skipped, Some(WantKeyframe(target)));
             }
             st.waiting_since = None;
+            st.waiting_best = None;
             if frame.layer != target {
                 want = Some(WantKeyframe(target));
             }
@@ -187,6 +207,11 @@ mod tests {
         assert!(matches!(offer, Offer::Skipped) && want.is_none(), "the target is layer 2 at first");
         let (offer, _) = sub.offer(&frame(1, 1000, true), 3, 0b111);
         assert!(matches!(offer, Offer::Skipped), "still within the patience");
+        let (offer, want) = sub.offer(&frame(0, 1550, false), 3, 0b111);
+        assert!(matches!(offer, Offer::Skipped) && want.is_none(), "a lower layer than the best flowing one");
+        let (offer, want) = sub.offer(&frame(1, 1550, false), 3, 0b111);
+        assert!(matches!(offer, Offer::Skipped), "a delta cannot start the stream");
+        assert!(matches!(want, Some(WantKeyframe(1))), "the best flowing layer is asked for a keyframe");
         let (offer, want) = sub.offer(&frame(1, 1600, true), 3, 0b111);
         assert!(matches!(offer, Offer::Forwarded), "after it, layer 1's keyframe starts the stream");
         assert!(matches!(want, Some(WantKeyframe(2))), "and layer 2's keyframe is still asked for");
@@ -198,5 +223,7 @@ mod tests {
         assert!(matches!(offer, Offer::Forwarded));
         let (offer, _) = sub.offer(&frame(1, 1700, false), 3, 0b111);
         assert!(matches!(offer, Offer::Skipped), "layer 1 stops after the switch");
+        let (offer, want) = sub.offer(&frame(1, 4000, true), 3, 0b111);
+        assert!(matches!(offer, Offer::Skipped) && want.is_none(), "a flowing subscriber never falls back");
     }
 }

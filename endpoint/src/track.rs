@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use junction_core::{Codec, MediaFrame, MediaOut, TrackId, TrackInfo};
+use junction_core::{Codec, LayerPreference, MediaFrame, MediaOut, TrackId, TrackInfo};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::adapt::Variant;
 use crate::engine::Shared;
-use crate::subscription::{Offer, Subscription};
+use crate::subscription::{Offer, Subscription, target_layer};
 
 /// Most simulcast layers a track may have.
 pub const MAX_LAYERS: usize = 4;
@@ -194,6 +194,13 @@ impl Track {
     pub(crate) fn ask_keyframe_now(&self, layer: u8) {
         let now = self.ns_since_epoch(self.shared.clock.now());
         self.ask_keyframe(layer, now);
+    }
+
+    /// The layer a subscriber preferring `preference` should get among the layers being sent
+    /// now: a keyframe request for a layer the publisher does not send would go unanswered.
+    pub(crate) fn target_now(&self, preference: LayerPreference) -> u8 {
+        let now = self.ns_since_epoch(self.shared.clock.now());
+        target_layer(preference, self.layer_count, self.active_layers(now))
     }
 
     /// Tells the publisher the most any subscriber can take, when that moved by over 10 %.

@@ -40,7 +40,11 @@ export async function run(scenario) {
 /** Opens a tab at `url`, collecting its console errors into `logs`. */
 export async function open(browser, url, logs, label) {
   const page = await browser.newPage();
-  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') logs.push(`${label}: ${m.text()}`); });
+  page.on('console', (m) => {
+    if (m.type() !== 'error' && m.type() !== 'warning') return;
+    const where = m.location()?.url;
+    logs.push(`${label}: ${m.text()}${where ? ` (${where})` : ''}`);
+  });
   page.on('pageerror', (err) => logs.push(`${label}: ${err.message}`));
   await page.goto(url);
   return page;
