@@ -43,7 +43,7 @@ pub fn home(state: &AppState) -> String {
     };
     format!(
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Junction</title>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="/favicon.svg" type="image/svg+xml"><title>Junction</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}}
 table{{border-collapse:collapse}}td{{padding:.2rem .8rem .2rem 0;vertical-align:top}}code{{background:#f3f3f3;padding:0 .3rem}}</style>

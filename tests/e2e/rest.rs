@@ -21,6 +21,12 @@ async fn health_metrics_and_home_page_answer_without_credentials() {
     }
     let home = reqwest::get(server.url("/")).await.unwrap().text().await.unwrap();
     assert!(home.contains("<h1>Junction</h1>") && home.contains("/v1/openapi.json"));
+    // The icon pages link to, also where browsers look on their own.
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let icon = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(icon.headers()["content-type"], "image/svg+xml", "{path}");
+        assert!(icon.text().await.unwrap().starts_with("<svg"), "{path}");
+    }
     // The request counter saw the calls above, by status.
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("junction_http_requests_total{status=\"200\"}"), "{metrics}");

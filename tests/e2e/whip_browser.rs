@@ -43,6 +43,7 @@ fn assert_decoding(result: &Value) {
         (stat(&result["first"], "audio")["packets"].as_u64(), stat(&result["second"], "audio")["packets"].as_u64());
     assert!(matches!(audio, (Some(a), Some(b)) if b > a), "audio packets did not keep arriving: {result}");
     println!("WHEP tab: {} -> {} frames decoded in 2 s, {}", before, after, second);
+    assert_eq!(result["logs"], json!([]), "the tabs logged errors or warnings");
 }
 
 #[tokio::test]

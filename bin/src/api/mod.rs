@@ -58,6 +58,8 @@ pub fn app(state: AppState, transport_api: Router, transport_public: Router, cor
 
     Router::new()
         .route("/", get(home))
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -133,6 +135,12 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::metrics::refresh_process_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// The icon the home and demo pages link to; browsers ask for `/favicon.ico` on their own.
+async fn favicon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")], include_str!("favicon.svg"))
+        .into_response()
 }
 
 async fn home(State(state): State<AppState>) -> Html<String> {
