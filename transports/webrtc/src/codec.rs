@@ -17,9 +17,12 @@ const H264_PROFILES: &[(u8, u8, u32)] =
     &[(108, 109, 0x42e01f), (127, 121, 0x42001f), (123, 119, 0x4d001f), (112, 113, 0x640c1f), (114, 115, 0x64001f)];
 
 /// The codecs every session negotiates: Opus, G.711, VP8, VP9, H.264 and AV1, with RTX for
-/// video (NACK), PLI/FIR and transport-wide congestion control (str0m's defaults).
+/// video (NACK), PLI/FIR and transport-wide congestion control (str0m's defaults). Audio sender
+/// reports go out every second like video's (str0m's default is 5 s): a receiver needs two of
+/// each stream before it can line audio up with video.
 pub(crate) fn rtc_builder() -> RtcConfig {
     let mut config = Rtc::builder()
+        .set_rtcp_report_interval_audio(std::time::Duration::from_secs(1))
         .clear_codecs()
         .enable_opus(true, false)
         .enable_pcmu(true, false)

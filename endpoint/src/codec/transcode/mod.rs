@@ -14,6 +14,13 @@
 //! Input decoders add none: by RTP and container conventions a frame's decoded samples belong
 //! at its own timestamp (an AAC source's priming is already in its timestamps).
 //!
+//! Arrival. Receivers line audio up with video through the wall-clock instant each frame is sent
+//! with (RTCP sender reports map it to the RTP clock), so an output frame carries the instant its
+//! media time reached the server, not the instant it left the encoder: the arrival of the input
+//! frame that completed it, moved back by how far the output frame's time lags that input's.
+//! Without this, buffering in the resampler and re-framing (up to an input plus an output frame)
+//! would make transcoded audio look later than the video it was captured with.
+//!
 //! Gaps and bad input. Each input frame's time is checked against where the previous one
 //! ended (5 ms of jitter tolerated, as RTMP's millisecond timestamps need). A gap of up to one
 //! second (lost packets, a frame that failed to decode) is filled with the decoder's
@@ -30,7 +37,7 @@ mod routes;
 
 pub use routes::{build_transcoder, default_adapters};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use junction_core::{Codec, MediaFrame, MediaTime};
 use tracing::debug;
@@ -43,6 +50,8 @@ use crate::adapt::{FrameTranscoder, TranscodeError};
 const JITTER_MS: u64 = 5;
 /// The longest gap filled with concealment; longer ones start a new run.
 const MAX_FILL_MS: u64 = 1_000;
+/// The most an output frame's arrival is moved back from its input's.
+const MAX_LAG: Duration = Duration::from_secs(1);
 
 /// Decoder -> channel remix -> resampler -> fixed-size frames -> encoder, with timestamps.
 pub struct AudioTranscoder {
@@ -61,6 +70,11 @@ pub struct AudioTranscoder {
     /// Decoder-rate samples that may still be concealed (refilled by decoded audio, up to
     /// `MAX_FILL_MS`).
     conceal_budget: u64,
+    /// The input frame being transcoded: its time on the output's timeline and its arrival.
+    reference: Option<(u64, Instant)>,
+    /// Output time minus input time, in output ticks: the output carries on where it was when a
+    /// run starts at or an input re-anchors to an earlier time.
+    out_ahead: u64,
 }
 
 /// Where the input is expected to continue: the run's anchor plus what has been decoded since.
@@ -95,6 +109,8 @@ impl AudioTranscoder {
             next_out: 0,
             trim: 0,
             conceal_budget: 0,
+            reference: None,
+            out_ahead: 0,
         };
         transcoder.conceal_budget = transcoder.max_conceal();
         Ok(transcoder)
@@ -119,19 +135,16 @@ impl AudioTranscoder {
 
     fn start_run(&mut self, at: MediaTime) {
         self.input = Some(InputClock { anchor: at, decoded: 0, decoder_rate: self.decoder.sample_rate() });
-        self.next_out = self.next_out.max(at.rebase(self.output_rate()).ticks);
+        let at_out = at.rebase(self.output_rate()).ticks;
+        self.next_out = self.next_out.max(at_out);
+        self.out_ahead = self.next_out - at_out;
         self.trim = self.encoder.delay();
         self.fifo.clear();
     }
 
     /// Checks `at` against where the input should continue; fills short gaps, restarts the run
     /// after long ones.
-    fn follow_input_clock(
-        &mut self,
-        at: MediaTime,
-        arrival: Instant,
-        out: &mut Vec<MediaFrame>,
-    ) -> Result<(), TranscodeError> {
+    fn follow_input_clock(&mut self, at: MediaTime, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
         let Some(clock) = self.input else {
             self.start_run(at);
             return Ok(());
@@ -152,35 +165,37 @@ impl AudioTranscoder {
                 if let Some(clock) = self.input.as_mut() {
                     clock.decoded += fill as u64;
                 }
-                let result = self.push_pcm(&decoded, arrival, out);
+                let result = self.push_pcm(&decoded, out);
                 self.decoded = decoded;
                 result?;
             } else {
                 debug!(from = %self.input_codec(), to = %self.output_codec(), gap_ms = gap / rate.div_ceil(1000), "transcoder: input gap, new run");
-                self.flush(arrival, out)?;
+                self.flush(out)?;
                 self.start_run(at);
             }
         } else if at.ticks.saturating_add(jitter) < expected {
             debug!(from = %self.input_codec(), to = %self.output_codec(), "transcoder: input went back in time, re-anchored");
             self.input = Some(InputClock { anchor: at, decoded: 0, ..clock });
+            let buffered = (self.fifo.len() / usize::from(self.encoder.channels()).max(1)) as u64;
+            self.out_ahead = self.next_out.saturating_add(buffered).saturating_sub(at.rebase(self.output_rate()).ticks);
         }
         Ok(())
     }
 
     /// Pushes enough silence through to emit every buffered real sample, then drops the rest.
-    fn flush(&mut self, arrival: Instant, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+    fn flush(&mut self, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
         let (decoder_rate, output_rate) = (u64::from(self.decoder.sample_rate()), u64::from(self.output_rate()));
         let tail_out = (self.resampler.delay() + self.encoder.delay() + self.encoder.frame_samples()) as u64;
         let tail = (tail_out * decoder_rate).div_ceil(output_rate.max(1)) as usize + self.resampler.pending_frames();
         let silence = vec![0.0; tail * usize::from(self.decoder.channels())];
-        let result = self.push_pcm(&silence, arrival, out);
+        let result = self.push_pcm(&silence, out);
         self.fifo.clear();
         self.resampler.reset();
         result
     }
 
     /// Remixes, resamples, trims and encodes decoded PCM; emits every complete frame.
-    fn push_pcm(&mut self, pcm: &[f32], arrival: Instant, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+    fn push_pcm(&mut self, pcm: &[f32], out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
         let channels = self.encoder.channels();
         self.remixed.clear();
         remix(pcm, self.decoder.channels(), channels, &mut self.remixed);
@@ -194,8 +209,11 @@ impl AudioTranscoder {
         let frame_len = self.encoder.frame_samples() * channels;
         let (codec, rate) = (self.output_codec(), self.output_rate());
         let mut first_error = None;
+        let reference = self.reference;
+        let out_ahead = self.out_ahead;
         while let Some(samples) = self.fifo.pop(frame_len) {
             let time = MediaTime::new(self.next_out, rate);
+            let arrival = arrival_at(time, out_ahead, reference);
             self.next_out = self.next_out.saturating_add(self.encoder.frame_samples() as u64);
             match self.encoder.encode(samples) {
                 Ok(payload) if !payload.is_empty() => out.push(MediaFrame::audio(codec, time, arrival, payload)),
@@ -216,6 +234,16 @@ impl AudioTranscoder {
     }
 }
 
+/// When an output frame stamped `time` reached the server: the reference input frame's
+/// arrival, moved back by how far `time` (mapped to the input's timeline) lags the input's time.
+/// Never later than the input's arrival, so never in the future.
+fn arrival_at(time: MediaTime, out_ahead: u64, reference: Option<(u64, Instant)>) -> Instant {
+    let Some((input_ticks, input_arrival)) = reference else { return Instant::now() };
+    let lag_ticks = input_ticks.saturating_sub(time.ticks.saturating_sub(out_ahead));
+    let lag = Duration::from_secs_f64(lag_ticks as f64 / f64::from(time.rate.max(1))).min(MAX_LAG);
+    input_arrival.checked_sub(lag).unwrap_or(input_arrival)
+}
+
 impl FrameTranscoder for AudioTranscoder {
     fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
         if frame.codec != self.input_codec() {
@@ -226,7 +254,8 @@ impl FrameTranscoder for AudioTranscoder {
         }
         // `MediaTime::new` never makes a 0 Hz clock, but its fields are public.
         let time = MediaTime { ticks: frame.time.ticks, rate: frame.time.rate.max(1) };
-        self.follow_input_clock(time, frame.arrival, out)?;
+        self.reference = Some((time.rebase(self.output_rate()).ticks, frame.arrival));
+        self.follow_input_clock(time, out)?;
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
         let result = match self.decoder.decode(&frame.payload, &mut decoded) {
@@ -235,7 +264,7 @@ impl FrameTranscoder for AudioTranscoder {
                     clock.decoded += samples as u64;
                 }
                 self.conceal_budget = (self.conceal_budget + samples as u64).min(self.max_conceal());
-                self.push_pcm(&decoded, frame.arrival, out)
+                self.push_pcm(&decoded, out)
             }
             Err(e) => Err(TranscodeError::Decode { codec: frame.codec, reason: e.to_string() }),
         };

@@ -1,7 +1,7 @@
 //! Every route of [`default_adapters`] fed a tone encoded by the toolkit's own encoders, frame by
 //! frame, and the output decoded again: the tone, the timestamps and the sync are checked.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, MediaTime, PeerId, TrackId, TrackInfo, TrackSource};
@@ -75,7 +75,9 @@ fn source(codec: Codec, seconds: f64, start_ticks: u64) -> Source {
         .enumerate()
         .map(|(i, chunk)| {
             let time = MediaTime::new(start_ticks + (i * frame) as u64, rate);
-            MediaFrame::audio(codec, time, now, encoder.encode(chunk).unwrap())
+            // Arriving live: each frame when its media time comes.
+            let arrival = now + Duration::from_secs_f64((i * frame) as f64 / f64::from(rate));
+            MediaFrame::audio(codec, time, arrival, encoder.encode(chunk).unwrap())
         })
         .filter(|f| !f.payload.is_empty())
         .collect();
@@ -151,6 +153,27 @@ fn every_route_keeps_the_tone_the_timeline_and_the_sync() {
             out.len()
         );
         assert!(offset_ms.abs() < 1.0, "{from}->{to}: audio shifted by {offset_ms:.2} ms");
+
+        // Each output frame carries the instant its media time arrived (what lip sync is built
+        // on), not the instant the buffering let it out: never later than that, and earlier by
+        // at most one input frame (an output frame inside the input frame that completed it).
+        let seconds = |t: MediaTime| t.as_micros() as f64 / 1e6;
+        let (first_in_s, first_arrival) = (seconds(first_in), src.frames[0].arrival);
+        let input_frame_ms = frame_samples(from) as f64 * 1000.0 / f64::from(src.params.clock_rate);
+        for frame in &out {
+            let since_first = seconds(frame.time) - first_in_s;
+            let due = if since_first >= 0.0 {
+                first_arrival + Duration::from_secs_f64(since_first)
+            } else {
+                first_arrival - Duration::from_secs_f64(-since_first)
+            };
+            let early_ms = due.saturating_duration_since(frame.arrival).as_secs_f64() * 1000.0;
+            let late_ms = frame.arrival.saturating_duration_since(due).as_secs_f64() * 1000.0;
+            assert!(
+                late_ms < 0.5 && early_ms < input_frame_ms + 0.5,
+                "{from}->{to}: arrival {early_ms:.2} ms early, {late_ms:.2} ms late"
+            );
+        }
     }
 }
 

@@ -88,6 +88,8 @@ pub struct SenderReportSeen {
     /// NTP timestamp: seconds since 1900 in the upper 32 bits, the fraction in the lower.
     pub ntp_time: u64,
     pub rtp_time: u32,
+    /// RTP packets sent on the stream when the report was made.
+    pub packet_count: u32,
     pub received_at: Instant,
 }
 
@@ -131,6 +133,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestCounter {
                     ssrc: sr.ssrc,
                     ntp_time: sr.ntp_time,
                     rtp_time: sr.rtp_time,
+                    packet_count: sr.packet_count,
                     received_at: Instant::now(),
                 });
             if let Ok(mut seen) = self.sender_reports.lock() {
