@@ -9,6 +9,14 @@ run(async (browser, { base, room, tokens }, logs) => {
   for (const [i, token] of tokens.entries()) {
     const page = await open(browser, `${base}/room/${room}?token=${token}&autopublish=1`, logs, `tab${i}`);
     await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
+    // What the session reported, for a failing assertion to show.
+    await page.evaluate(() => {
+      window.trace = [];
+      const names = ['track', 'track_ended', 'peer_joined', 'peer_left', 'reconnecting', 'reconnected', 'session_lost', 'closed'];
+      for (const name of names) {
+        window.junction.session.on(name, (e) => window.trace.push([name, e?.peer?.identity ?? e?.peer ?? e?.identity, e?.track?.kind, e?.track?.id, e?.mid].filter((v) => v !== undefined).join(' ')));
+      }
+    });
     pages.push(page);
   }
   for (const [i, page] of pages.entries()) {
@@ -20,7 +28,14 @@ run(async (browser, { base, room, tokens }, logs) => {
   const first = await Promise.all(pages.map((p) => inboundVideo(p)));
   await sleep(2000);
   const second = await Promise.all(pages.map((p) => inboundVideo(p)));
-  const tiles = await Promise.all(pages.map((p) => p.evaluate(() => [...window.junction.tiles.values()].map((t) => ({ peer: t.peer, kind: t.track.kind, source: t.source, kbps: t.kbps })))));
+  // Each tab shows the other's audio and video; a renegotiation may replace a tile for a moment,
+  // so the tiles are read once both are there (or after 10 s, for the test to report).
+  const readTiles = () => Promise.all(pages.map((p) => p.evaluate(() => [...window.junction.tiles.values()].map((t) => ({ peer: t.peer, kind: t.track.kind, source: t.source, kbps: t.kbps })))));
+  let tiles = await readTiles();
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline && !tiles.every((t) => t.some((x) => x.kind === 'video') && t.some((x) => x.kind === 'audio')); await sleep(250)) {
+    tiles = await readTiles();
+  }
   const errors = await Promise.all(pages.map((p) => p.evaluate(() => window.junction.error)));
-  return { first, second, tiles, errors, logs };
+  const trace = await Promise.all(pages.map((p) => p.evaluate(() => window.trace)));
+  return { first, second, tiles, errors, trace, logs };
 });
