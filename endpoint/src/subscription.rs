@@ -47,10 +47,14 @@ struct SubState {
     /// Added to publisher timestamps (simulcast only).
     offset: i64,
     last_out: Option<(u64, Instant)>,
-    /// When the subscriber started waiting for a keyframe with nothing flowing.
-    waiting_since: Option<Instant>,
-    /// The best layer under the preference seen flowing while waiting: the one to fall back to.
-    waiting_best: Option<u8>,
+    /// Set while a simulcast subscriber with nothing flowing waits for a keyframe.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    since: Instant,
+    /// The best layer under the preference seen flowing meanwhile: the one to fall back to.
+    best: u8,
 }
 
 /// How long a simulcast subscriber with nothing flowing waits for its target layer's keyframe
@@ -69,8 +73,7 @@ impl Subscription {
                 last_layer: None,
                 offset: 0,
                 last_out: None,
-                waiting_since: None,
-                waiting_best: None,
+                waiting: None,
             }),
             wanted_bps: AtomicU64::new(0),
         }
@@ -106,24 +109,23 @@ impl Subscription {
             // until the target's keyframe.
             let mut fallback = false;
             if st.current.is_none() && simulcast && frame.layer <= st.preference.cap() {
-                let since = *st.waiting_since.get_or_insert(frame.arrival);
-                fallback = frame.arrival.saturating_duration_since(since) >= TARGET_KEYFRAME_PATIENCE;
-                if st.waiting_best.is_none_or(|best| frame.layer > best || active & (1 << best) == 0) {
-                    st.waiting_best = Some(frame.layer);
+                let waiting = st.waiting.get_or_insert(Waiting { since: frame.arrival, best: frame.layer });
+                fallback = frame.arrival.saturating_duration_since(waiting.since) >= TARGET_KEYFRAME_PATIENCE;
+                if frame.layer > waiting.best || active & (1 << waiting.best) == 0 {
+                    waiting.best = frame.layer;
                 }
             }
             if frame.layer != target && !(fallback && frame.keyframe) {
                 // The target's keyframe may never come (an encoder the publisher paused); the
                 // best layer that does flow is asked for one too, or the fallback would wait on
                 // a keyframe nobody requested.
-                let ask_fallback = fallback && st.waiting_best == Some(frame.layer);
+                let ask_fallback = fallback && st.waiting.as_ref().is_some_and(|w| w.best == frame.layer);
                 return (Offer::Skipped, ask_fallback.then_some(WantKeyframe(frame.layer)));
             }
             if !frame.keyframe {
                 return (Offer::Skipped, Some(WantKeyframe(target)));
             }
-            st.waiting_since = None;
-            st.waiting_best = None;
+            st.waiting = None;
             if frame.layer != target {
                 want = Some(WantKeyframe(target));
             }

@@ -1,7 +1,7 @@
 // A direct call between two sessions that joined no room: tab A calls tab B's session id,
 // B accepts, and each must decode the other's camera peer to peer. Then A hangs up and B
 // must hear `call_ended`. Args: {base, tokens: [a, b]}.
-import { run, open, until, inboundVideo, sleep } from './runner.mjs';
+import { run, open, until, decodingSamples } from './runner.mjs';
 
 run(async (browser, { base, tokens }, logs) => {
   const pages = [];
@@ -25,15 +25,7 @@ run(async (browser, { base, tokens }, logs) => {
   await a.evaluate(async (to) => {
     window.junction.call = await window.junction.session.call(to, { camera: true, microphone: true });
   }, calleeId);
-  for (const [i, page] of pages.entries()) {
-    await until(`tab${i} decoding video`, 30_000, async () => {
-      const stats = await inboundVideo(page);
-      return stats.some((s) => s.framesDecoded > 0);
-    });
-  }
-  const first = await Promise.all(pages.map((p) => inboundVideo(p)));
-  await sleep(2000);
-  const second = await Promise.all(pages.map((p) => inboundVideo(p)));
+  const { first, second } = await decodingSamples(pages);
   const incoming = await b.evaluate(() => window.junction.incoming);
   const callId = await a.evaluate(() => window.junction.call.id);
   await a.evaluate(() => window.junction.call.hangup());

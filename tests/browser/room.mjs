@@ -2,7 +2,7 @@
 // through Junction in an SFU room, peer to peer in a mesh room. Prints, per tab, two samples of
 // its inbound video statistics taken two seconds apart, its tiles, and what it logged.
 // Args: {base, room, tokens: [a, b]}.
-import { run, open, until, inboundVideo, sleep } from './runner.mjs';
+import { run, open, sleep, decodingSamples } from './runner.mjs';
 
 run(async (browser, { base, room, tokens }, logs) => {
   const pages = [];
@@ -19,15 +19,7 @@ run(async (browser, { base, room, tokens }, logs) => {
     });
     pages.push(page);
   }
-  for (const [i, page] of pages.entries()) {
-    await until(`tab${i} decoding video`, 30_000, async () => {
-      const stats = await inboundVideo(page);
-      return stats.some((s) => s.framesDecoded > 0);
-    });
-  }
-  const first = await Promise.all(pages.map((p) => inboundVideo(p)));
-  await sleep(2000);
-  const second = await Promise.all(pages.map((p) => inboundVideo(p)));
+  const { first, second } = await decodingSamples(pages);
   // Each tab shows the other's audio and video; a renegotiation may replace a tile for a moment,
   // so the tiles are read once both are there (or after 10 s, for the test to report).
   const readTiles = () => Promise.all(pages.map((p) => p.evaluate(() => [...window.junction.tiles.values()].map((t) => ({ peer: t.peer, kind: t.track.kind, source: t.source, kbps: t.kbps })))));

@@ -2,7 +2,7 @@
 // opens the demo room page without publishing and must show the WHIP peer like any other —
 // in its peer list, with tiles, decoding its video. Prints tab 2's inbound video statistics
 // twice, 2 s apart, its tiles and peer list. Args: {base, room, publishToken, roomToken}.
-import { run, open, until, inboundVideo, sleep } from './runner.mjs';
+import { run, open, until, decodingSamples } from './runner.mjs';
 
 run(async (browser, { base, room, publishToken, roomToken }, logs) => {
   const q = (v) => encodeURIComponent(v);
@@ -14,13 +14,7 @@ run(async (browser, { base, room, publishToken, roomToken }, logs) => {
   });
   const page = await open(browser, `${base}/room/${q(room)}?token=${q(roomToken)}`, logs, 'room');
   await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
-  await until('the room tab decoding the WHIP video', 30_000, async () => {
-    const stats = await inboundVideo(page);
-    return stats.some((s) => s.framesDecoded > 0);
-  });
-  const first = await inboundVideo(page);
-  await sleep(2000);
-  const second = await inboundVideo(page);
+  const { first: [first], second: [second] } = await decodingSamples([page]);
   const tiles = await page.evaluate(() => [...window.junction.tiles.values()].map((t) => ({ peer: t.peer, kind: t.track.kind, source: t.source })));
   const peers = await page.evaluate(() => [...window.junction.session.peers.values()].map((p) => ({ identity: p.identity, transport: p.transport })));
   const error = await page.evaluate(() => window.junction.error);

@@ -71,3 +71,17 @@ export function inboundVideo(page, global = 'junction.session') {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits (30 s at most) until every page decodes video, then samples `stats(page)` of each twice,
+ * two seconds apart: a test compares the two to see decoding go on.
+ */
+export async function decodingSamples(pages, stats = inboundVideo) {
+  for (const [i, page] of pages.entries()) {
+    await until(`tab${i} decoding video`, 30_000, async () => (await stats(page)).some((s) => s.framesDecoded > 0));
+  }
+  const first = await Promise.all(pages.map((p) => stats(p)));
+  await sleep(2000);
+  const second = await Promise.all(pages.map((p) => stats(p)));
+  return { first, second };
+}

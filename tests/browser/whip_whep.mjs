@@ -3,7 +3,7 @@
 // twice, 2 s apart, and tab 1's outbound ones. Args: {base, room, publishToken, viewToken,
 // simulcast}. Without `publishToken` there is no publishing tab: the player watches whoever
 // publishes into the room by other means (RTMP, SIP, MoQ).
-import { run, open, until, sleep } from './runner.mjs';
+import { run, open, until, decodingSamples } from './runner.mjs';
 
 /** RTP statistics of the page's `window[name].pc`, of `type` (inbound-rtp/outbound-rtp). */
 function rtpStats(page, name, type) {
@@ -55,13 +55,8 @@ run(async (browser, { base, room, publishToken, viewToken, simulcast }, logs) =>
   }
   const viewer = await open(browser, `${base}/whep.html?room=${q(room)}&token=${q(viewToken)}&autostart=1`, logs, 'whep');
   await state(viewer, 'whep', 'connected', 30_000);
-  await until('the WHEP tab decoding video', 30_000, async () => {
-    const stats = await rtpStats(viewer, 'whep', 'inbound-rtp');
-    return stats.some((s) => s.kind === 'video' && s.framesDecoded > 0);
-  });
-  const first = await rtpStats(viewer, 'whep', 'inbound-rtp');
-  await sleep(2000);
-  const second = await rtpStats(viewer, 'whep', 'inbound-rtp');
+  const samples = await decodingSamples([viewer], (page) => rtpStats(page, 'whep', 'inbound-rtp'));
+  const [first, second] = [samples.first[0], samples.second[0]];
   const sent = publisher ? await rtpStats(publisher, 'whip', 'outbound-rtp') : [];
   const whipResource = publisher ? await publisher.evaluate(() => window.whip.resource) : null;
   const whepResource = await viewer.evaluate(() => window.whep.resource);

@@ -38,6 +38,28 @@ kind = "callee"
 const PCMU_AND_DTMF: (&str, &str) =
     ("0 101", "      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-15");
 
+/// A server whose loopback trunk sends every call to `room`, behind `pin`.
+async fn pin_room_server(room: &str, pin: &str) -> TestServer {
+    let rule = format!("kind = \"direct\"\nroom = \"{room}\"\npin = \"{pin}\"");
+    TestServer::start_with(&OPEN_DIAL_IN.replace(r#"kind = "callee""#, &rule), &[]).await
+}
+
+/// The scenario of a PCMU phone (RFC 4733 digits offered too) that calls, plays `media` with its
+/// RTP going to `rtp_port`, and hangs up after `talk_ms`.
+fn pcmu_call(caller: &str, rtp_port: u16, media: String, talk_ms: u32) -> String {
+    scenario(
+        "uac_call.xml",
+        &[
+            ("caller", caller.into()),
+            ("rtp_port", rtp_port.to_string()),
+            ("formats", PCMU_AND_DTMF.0.into()),
+            ("rtpmaps", PCMU_AND_DTMF.1.into()),
+            ("media", media),
+            ("talk_ms", talk_ms.to_string()),
+        ],
+    )
+}
+
 fn sip_addr(server: &TestServer) -> String {
     server.service("sip").trim_start_matches("sip:").to_owned()
 }
@@ -159,17 +181,7 @@ async fn phones_hear_each_other_and_the_room_through_the_mixer_and_never_themsel
     let mut phones = Vec::new();
     for (caller, freq) in voices {
         let recorder = RtpRecorder::start().await;
-        let xml = scenario(
-            "uac_call.xml",
-            &[
-                ("caller", caller.into()),
-                ("rtp_port", recorder.port.to_string()),
-                ("formats", PCMU_AND_DTMF.0.into()),
-                ("rtpmaps", PCMU_AND_DTMF.1.into()),
-                ("media", play(&[tone(&dir, freq, 4.0)], 0)),
-                ("talk_ms", "4500".into()),
-            ],
-        );
+        let xml = pcmu_call(caller, recorder.port, play(&[tone(&dir, freq, 4.0)], 0), 4500);
         phones.push((caller, freq, Sipp::start(&dir, caller, &xml, &uac_args(&server, "standup", &[])), recorder));
     }
 
@@ -239,17 +251,7 @@ async fn a_whep_viewer_hears_the_phone_and_the_phone_hears_a_whip_publisher() {
 
     // The phone: 440 Hz from sipp, and what it hears in the recorder.
     let ears = RtpRecorder::start().await;
-    let xml = scenario(
-        "uac_call.xml",
-        &[
-            ("caller", "alice".into()),
-            ("rtp_port", ears.port.to_string()),
-            ("formats", PCMU_AND_DTMF.0.into()),
-            ("rtpmaps", PCMU_AND_DTMF.1.into()),
-            ("media", play(&[tone(&dir, 440, 5.0)], 0)),
-            ("talk_ms", "5500".into()),
-        ],
-    );
+    let xml = pcmu_call("alice", ears.port, play(&[tone(&dir, 440, 5.0)], 0), 5500);
     let phone = Sipp::start(&dir, "alice", &xml, &uac_args(&server, "standup", &[]));
 
     // A WHEP viewer of the phone alone decodes its Opus track and finds the phone's tone.
@@ -303,19 +305,7 @@ async fn a_whep_viewer_hears_the_phone_and_the_phone_hears_a_whip_publisher() {
 
 #[tokio::test]
 async fn pcma_pcmu_and_opus_phones_hear_each_other_and_a_missing_room_is_404() {
-    let config = r#"
-[rooms]
-auto_create = false
-[sip]
-rtp_port_min = 30000
-rtp_port_max = 39999
-[[sip.trunks]]
-name = "loopback"
-allowed_addresses = ["127.0.0.0/8"]
-[[sip.dispatch_rules]]
-kind = "callee"
-"#;
-    let server = TestServer::start_with(config, &[]).await;
+    let server = TestServer::start_with(&format!("[rooms]\nauto_create = false\n{OPEN_DIAL_IN}"), &[]).await;
     let dir = server.dir().to_path_buf();
 
     // 404: the rule routes `sip:nowhere@...` to room `nowhere`, which does not exist.
@@ -409,17 +399,7 @@ async fn dial_out_rings_answers_carries_audio_both_ways_and_hangs_up() {
 
     // Alice dials in and plays 440 Hz; the room then calls Bob, who plays 1000 Hz.
     let alice_ears = RtpRecorder::start().await;
-    let alice = scenario(
-        "uac_call.xml",
-        &[
-            ("caller", "alice".into()),
-            ("rtp_port", alice_ears.port.to_string()),
-            ("formats", PCMU_AND_DTMF.0.into()),
-            ("rtpmaps", PCMU_AND_DTMF.1.into()),
-            ("media", play(&[tone(&dir, 440, 6.0)], 0)),
-            ("talk_ms", "6500".into()),
-        ],
-    );
+    let alice = pcmu_call("alice", alice_ears.port, play(&[tone(&dir, 440, 6.0)], 0), 6500);
     let alice = Sipp::start(&dir, "alice", &alice, &uac_args(&server, "standup", &[]));
     opus_publishers(&server, "standup", 1).await;
 
@@ -596,32 +576,12 @@ async fn dial_out_requests_are_checked() {
 
 #[tokio::test]
 async fn pin_rooms_prompt_and_admit_on_rfc4733_digits() {
-    let rules = r#"
-[[sip.trunks]]
-name = "loopback"
-allowed_addresses = ["127.0.0.0/8"]
-[[sip.dispatch_rules]]
-kind = "direct"
-room = "board"
-pin = "1234"
-"#;
-    let server =
-        TestServer::start_with(&format!("[sip]\nrtp_port_min = 30000\nrtp_port_max = 39999\n{rules}"), &[]).await;
+    let server = pin_room_server("board", "1234").await;
     let dir = server.dir().to_path_buf();
     let ears = RtpRecorder::start().await;
     let keys: Vec<PathBuf> = ["1", "2", "3", "4", "pound"].iter().map(|k| dtmf(k)).collect();
     let media = format!("<pause milliseconds=\"1500\"/>\n{}", play(&keys, 400));
-    let xml = scenario(
-        "uac_call.xml",
-        &[
-            ("caller", "frank".into()),
-            ("rtp_port", ears.port.to_string()),
-            ("formats", PCMU_AND_DTMF.0.into()),
-            ("rtpmaps", PCMU_AND_DTMF.1.into()),
-            ("media", media),
-            ("talk_ms", "2000".into()),
-        ],
-    );
+    let xml = pcmu_call("frank", ears.port, media, 2000);
     let phone = Sipp::start(&dir, "frank", &xml, &uac_args(&server, "anything", &[]));
     let pin = eventually("a call waiting for its PIN", Duration::from_secs(10), || async {
         calls(&server, "board").await.into_iter().find(|c| c["state"] == "pin")
@@ -645,17 +605,7 @@ pin = "1234"
 
 #[tokio::test]
 async fn three_wrong_pins_hang_up_and_info_digits_work_too() {
-    let rules = r#"
-[[sip.trunks]]
-name = "loopback"
-allowed_addresses = ["127.0.0.0/8"]
-[[sip.dispatch_rules]]
-kind = "direct"
-room = "vault"
-pin = "2580"
-"#;
-    let server =
-        TestServer::start_with(&format!("[sip]\nrtp_port_min = 30000\nrtp_port_max = 39999\n{rules}"), &[]).await;
+    let server = pin_room_server("vault", "2580").await;
     let dir = server.dir().to_path_buf();
 
     let ears = RtpRecorder::start().await;

@@ -139,6 +139,33 @@ fn transient(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN))
 }
 
+/// A send call's return value: how many datagrams (sendmmsg) or bytes (sendmsg) went out, or
+/// `None` after a transient failure, for the caller to retry.
+fn sent_or_retry(done: isize) -> io::Result<Option<usize>> {
+    if done >= 0 {
+        return Ok(Some(done as usize));
+    }
+    let err = io::Error::last_os_error();
+    if transient(&err) {
+        std::thread::yield_now();
+        return Ok(None);
+    }
+    Err(err)
+}
+
+/// One message header per iovec, each carrying that one buffer.
+fn message_headers(iov: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .map(|iov| {
+            // SAFETY: an all-zero mmsghdr is valid (null name, no control data).
+            let mut message: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            message.msg_hdr.msg_iov = iov;
+            message.msg_hdr.msg_iovlen = 1;
+            message
+        })
+        .collect()
+}
+
 fn send_each(socket: &UdpSocket, payload: &[u8], count: usize) -> io::Result<u64> {
     let mut sent = 0;
     while sent < count {
@@ -154,26 +181,13 @@ fn send_each(socket: &UdpSocket, payload: &[u8], count: usize) -> io::Result<u64
 fn send_batches(socket: &UdpSocket, payload: &[u8], count: usize, batch: usize) -> io::Result<u64> {
     let mut iov: Vec<libc::iovec> =
         (0..batch).map(|_| libc::iovec { iov_base: payload.as_ptr() as *mut _, iov_len: payload.len() }).collect();
-    // SAFETY: an all-zero mmsghdr is valid (null name, no control data).
-    let mut messages: Vec<libc::mmsghdr> = (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (message, iov) in messages.iter_mut().zip(iov.iter_mut()) {
-        message.msg_hdr.msg_iov = iov;
-        message.msg_hdr.msg_iovlen = 1;
-    }
+    let mut messages = message_headers(&mut iov);
     let mut sent = 0usize;
     while sent < count {
         let n = batch.min(count - sent);
         // SAFETY: `messages` holds `n` initialised headers pointing at live iovecs and payload.
         let done = unsafe { libc::sendmmsg(socket.as_raw_fd(), messages.as_mut_ptr(), n as u32, 0) };
-        if done < 0 {
-            let err = io::Error::last_os_error();
-            if transient(&err) {
-                std::thread::yield_now();
-                continue;
-            }
-            return Err(err);
-        }
-        sent += done as usize;
+        sent += sent_or_retry(done as isize)?.unwrap_or(0);
     }
     Ok(sent as u64)
 }
@@ -204,15 +218,9 @@ fn send_gso(socket: &UdpSocket, payload: &[u8], count: usize, batch: usize) -> i
         }
         // SAFETY: msg points at live buffers for the duration of the call.
         let done = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, 0) };
-        if done < 0 {
-            let err = io::Error::last_os_error();
-            if transient(&err) {
-                std::thread::yield_now();
-                continue;
-            }
-            return Err(err);
+        if sent_or_retry(done)?.is_some() {
+            sent += n;
         }
-        sent += n;
     }
     Ok(sent as u64)
 }
@@ -222,12 +230,7 @@ fn drain_until(socket: &UdpSocket, stop: &AtomicBool, received: &AtomicU64) {
     let mut buffers = vec![[0u8; 2048]; BATCH];
     let mut iov: Vec<libc::iovec> =
         buffers.iter_mut().map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }).collect();
-    // SAFETY: an all-zero mmsghdr is valid.
-    let mut messages: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-    for (message, iov) in messages.iter_mut().zip(iov.iter_mut()) {
-        message.msg_hdr.msg_iov = iov;
-        message.msg_hdr.msg_iovlen = 1;
-    }
+    let mut messages = message_headers(&mut iov);
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: every header points at a live 2048-byte buffer; the socket has a read timeout.
         let n =

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
 use super::media::SendLog;
 use super::probe::{self, Sample, ServerProbe};
 use super::progress::Progress;
@@ -65,6 +68,45 @@ pub async fn measure(probe: &ServerProbe, traffic: &Traffic, duration: Duration)
     })
 }
 
+/// Stops the publishers (their errors become report notes), lets frames in flight arrive for
+/// `drain`, then stops the receivers and returns their outcomes.
+pub async fn wind_down(
+    report: &mut Report,
+    (mut publishers, stop_publishers): (JoinSet<anyhow::Result<()>>, CancellationToken),
+    (mut receivers, stop_receivers): (JoinSet<Outcome>, CancellationToken),
+    drain: Duration,
+) -> Vec<Outcome> {
+    stop_publishers.cancel();
+    let mut publisher_errors = Vec::new();
+    while let Some(done) = publishers.join_next().await {
+        if let Ok(Err(err)) = done {
+            publisher_errors.push(format!("{err:#}"));
+        }
+    }
+    tokio::time::sleep(drain).await;
+    stop_receivers.cancel();
+    let mut outcomes = Vec::with_capacity(receivers.len());
+    while let Some(done) = receivers.join_next().await {
+        outcomes.push(done.unwrap_or_default());
+    }
+    publisher_errors.dedup();
+    for error in publisher_errors.into_iter().take(5) {
+        report.notes.push(format!("publisher failed: {error}"));
+    }
+    outcomes
+}
+
+/// The report's figures every mode measures the same way: the window's CPU, traffic and memory.
+pub fn fill_window(report: &mut Report, window: &Window, baseline: Option<Sample>) {
+    report.duration_s = window.seconds;
+    report.server_cpu_percent = window.server_cpu_percent;
+    report.conditions.client_cpu_percent = Some(window.client_cpu_percent);
+    report.packets_received = window.packets;
+    report.bytes_received = window.bytes;
+    report.server_rss_bytes = window.end.map(|s| s.rss_bytes);
+    report.server_rss_baseline_bytes = baseline.map(|s| s.rss_bytes);
+}
+
 /// Fills a report from the window, the baseline memory sample, every published stream (its id is
 /// its index) and every receiver's outcome.
 pub fn fill(
@@ -74,13 +116,7 @@ pub fn fill(
     streams: &[Arc<SendLog>],
     outcomes: &[Outcome],
 ) {
-    report.duration_s = window.seconds;
-    report.server_cpu_percent = window.server_cpu_percent;
-    report.conditions.client_cpu_percent = Some(window.client_cpu_percent);
-    report.packets_received = window.packets;
-    report.bytes_received = window.bytes;
-    report.server_rss_bytes = window.end.map(|s| s.rss_bytes);
-    report.server_rss_baseline_bytes = baseline.map(|s| s.rss_bytes);
+    fill_window(report, window, baseline);
 
     let published: Vec<u64> = streams.iter().map(|s| s.len()).collect();
     let mut frames = FrameCounts { published: published.iter().sum(), ..FrameCounts::default() };

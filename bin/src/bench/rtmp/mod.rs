@@ -198,23 +198,8 @@ async fn load(
     window::wait_for_joins(&traffic, expected, Duration::from_secs(15)).await;
     let measured = window::measure(probe, &traffic, args.duration).await;
 
-    stop_publishers.cancel();
-    let mut publisher_errors = Vec::new();
-    while let Some(done) = publishers.join_next().await {
-        if let Ok(Err(err)) = done {
-            publisher_errors.push(format!("{err:#}"));
-        }
-    }
     // Frames in flight reach the viewers before they stop counting.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop_viewers.cancel();
-    let mut outcomes = Vec::new();
-    while let Some(done) = viewers.join_next().await {
-        outcomes.push(done.unwrap_or_default());
-    }
-    publisher_errors.dedup();
-    for error in publisher_errors.into_iter().take(5) {
-        report.notes.push(format!("publisher failed: {error}"));
-    }
+    let drain = Duration::from_millis(1500);
+    let outcomes = window::wind_down(report, (publishers, stop_publishers), (viewers, stop_viewers), drain).await;
     Ok((measured?, streams, outcomes))
 }

@@ -182,13 +182,7 @@ fn fill(
     rooms: usize,
     per_room: usize,
 ) {
-    report.duration_s = window.seconds;
-    report.server_cpu_percent = window.server_cpu_percent;
-    report.conditions.client_cpu_percent = Some(window.client_cpu_percent);
-    report.packets_received = window.packets;
-    report.bytes_received = window.bytes;
-    report.server_rss_bytes = window.end.map(|s| s.rss_bytes);
-    report.server_rss_baseline_bytes = Some(baseline.rss_bytes);
+    window::fill_window(report, window, Some(baseline));
 
     let mut frames = FrameCounts::default();
     let mut setup = Micros::new();

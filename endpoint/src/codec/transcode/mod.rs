@@ -70,11 +70,17 @@ pub struct AudioTranscoder {
     /// Decoder-rate samples that may still be concealed (refilled by decoded audio, up to
     /// `MAX_FILL_MS`).
     conceal_budget: u64,
-    /// The input frame being transcoded: its time on the output's timeline and its arrival.
-    reference: Option<(u64, Instant)>,
     /// Output time minus input time, in output ticks: the output carries on where it was when a
     /// run starts at or an input re-anchors to an earlier time.
     out_ahead: u64,
+}
+
+/// The input frame being transcoded, which output frames take their arrival from.
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    /// Its time, on the output's clock.
+    ticks: u64,
+    at: Instant,
 }
 
 /// Where the input is expected to continue: the run's anchor plus what has been decoded since.
@@ -109,7 +115,6 @@ impl AudioTranscoder {
             next_out: 0,
             trim: 0,
             conceal_budget: 0,
-            reference: None,
             out_ahead: 0,
         };
         transcoder.conceal_budget = transcoder.max_conceal();
@@ -144,7 +149,12 @@ impl AudioTranscoder {
 
     /// Checks `at` against where the input should continue; fills short gaps, restarts the run
     /// after long ones.
-    fn follow_input_clock(&mut self, at: MediaTime, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+    fn follow_input_clock(
+        &mut self,
+        at: MediaTime,
+        arrived: Arrived,
+        out: &mut Vec<MediaFrame>,
+    ) -> Result<(), TranscodeError> {
         let Some(clock) = self.input else {
             self.start_run(at);
             return Ok(());
@@ -165,12 +175,12 @@ impl AudioTranscoder {
                 if let Some(clock) = self.input.as_mut() {
                     clock.decoded += fill as u64;
                 }
-                let result = self.push_pcm(&decoded, out);
+                let result = self.push_pcm(&decoded, arrived, out);
                 self.decoded = decoded;
                 result?;
             } else {
                 debug!(from = %self.input_codec(), to = %self.output_codec(), gap_ms = gap / rate.div_ceil(1000), "transcoder: input gap, new run");
-                self.flush(out)?;
+                self.flush(arrived, out)?;
                 self.start_run(at);
             }
         } else if at.ticks.saturating_add(jitter) < expected {
@@ -183,19 +193,19 @@ impl AudioTranscoder {
     }
 
     /// Pushes enough silence through to emit every buffered real sample, then drops the rest.
-    fn flush(&mut self, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+    fn flush(&mut self, arrived: Arrived, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
         let (decoder_rate, output_rate) = (u64::from(self.decoder.sample_rate()), u64::from(self.output_rate()));
         let tail_out = (self.resampler.delay() + self.encoder.delay() + self.encoder.frame_samples()) as u64;
         let tail = (tail_out * decoder_rate).div_ceil(output_rate.max(1)) as usize + self.resampler.pending_frames();
         let silence = vec![0.0; tail * usize::from(self.decoder.channels())];
-        let result = self.push_pcm(&silence, out);
+        let result = self.push_pcm(&silence, arrived, out);
         self.fifo.clear();
         self.resampler.reset();
         result
     }
 
     /// Remixes, resamples, trims and encodes decoded PCM; emits every complete frame.
-    fn push_pcm(&mut self, pcm: &[f32], out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+    fn push_pcm(&mut self, pcm: &[f32], arrived: Arrived, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
         let channels = self.encoder.channels();
         self.remixed.clear();
         remix(pcm, self.decoder.channels(), channels, &mut self.remixed);
@@ -209,11 +219,10 @@ impl AudioTranscoder {
         let frame_len = self.encoder.frame_samples() * channels;
         let (codec, rate) = (self.output_codec(), self.output_rate());
         let mut first_error = None;
-        let reference = self.reference;
         let out_ahead = self.out_ahead;
         while let Some(samples) = self.fifo.pop(frame_len) {
             let time = MediaTime::new(self.next_out, rate);
-            let arrival = arrival_at(time, out_ahead, reference);
+            let arrival = arrival_at(time, out_ahead, arrived);
             self.next_out = self.next_out.saturating_add(self.encoder.frame_samples() as u64);
             match self.encoder.encode(samples) {
                 Ok(payload) if !payload.is_empty() => out.push(MediaFrame::audio(codec, time, arrival, payload)),
@@ -234,14 +243,13 @@ impl AudioTranscoder {
     }
 }
 
-/// When an output frame stamped `time` reached the server: the reference input frame's
-/// arrival, moved back by how far `time` (mapped to the input's timeline) lags the input's time.
-/// Never later than the input's arrival, so never in the future.
-fn arrival_at(time: MediaTime, out_ahead: u64, reference: Option<(u64, Instant)>) -> Instant {
-    let Some((input_ticks, input_arrival)) = reference else { return Instant::now() };
-    let lag_ticks = input_ticks.saturating_sub(time.ticks.saturating_sub(out_ahead));
+/// When an output frame stamped `time` reached the server: the input frame's arrival, moved
+/// back by how far `time` (mapped to the input's timeline) lags the input's time. Never later
+/// than the input's arrival, so never in the future.
+fn arrival_at(time: MediaTime, out_ahead: u64, input: Arrived) -> Instant {
+    let lag_ticks = input.ticks.saturating_sub(time.ticks.saturating_sub(out_ahead));
     let lag = Duration::from_secs_f64(lag_ticks as f64 / f64::from(time.rate.max(1))).min(MAX_LAG);
-    input_arrival.checked_sub(lag).unwrap_or(input_arrival)
+    input.at.checked_sub(lag).unwrap_or(input.at)
 }
 
 impl FrameTranscoder for AudioTranscoder {
@@ -254,8 +262,8 @@ impl FrameTranscoder for AudioTranscoder {
         }
         // `MediaTime::new` never makes a 0 Hz clock, but its fields are public.
         let time = MediaTime { ticks: frame.time.ticks, rate: frame.time.rate.max(1) };
-        self.reference = Some((time.rebase(self.output_rate()).ticks, frame.arrival));
-        self.follow_input_clock(time, out)?;
+        let arrived = Arrived { ticks: time.rebase(self.output_rate()).ticks, at: frame.arrival };
+        self.follow_input_clock(time, arrived, out)?;
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
         let result = match self.decoder.decode(&frame.payload, &mut decoded) {
@@ -264,7 +272,7 @@ impl FrameTranscoder for AudioTranscoder {
                     clock.decoded += samples as u64;
                 }
                 self.conceal_budget = (self.conceal_budget + samples as u64).min(self.max_conceal());
-                self.push_pcm(&decoded, out)
+                self.push_pcm(&decoded, arrived, out)
             }
             Err(e) => Err(TranscodeError::Decode { codec: frame.codec, reason: e.to_string() }),
         };
