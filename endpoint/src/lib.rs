@@ -17,6 +17,7 @@ pub mod mixer;
 pub mod room;
 pub mod stats;
 mod subscription;
+pub mod supervise;
 pub mod track;
 
 pub use adapt::{AdapterRegistry, FrameTranscoder, TranscodeError, TranscoderFactory};
