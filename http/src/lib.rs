@@ -226,3 +226,20 @@ mod tests {
         let _ = RoomId::new("x");
     }
 }
+
+/// Who is calling a `/v1` route. The server's credential check puts it in the request's
+/// extensions (`axum::Extension<Principal>`), so a route that needs more than the check gave
+/// (placing phone calls, minting tokens) can tell an operator from a room's client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// The holder of one of the server's API keys, named by its id.
+    Operator { key_id: String },
+    /// A client token (it carries the admin grant for its room to get this far).
+    Client(junction_auth::ClientClaims),
+}
+
+impl Principal {
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Principal::Operator { .. })
+    }
+}

@@ -17,7 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use junction_auth::Authority;
 use junction_endpoint::Engine;
-use junction_http::{ApiError, MAX_JSON_BODY, bearer};
+use junction_http::{ApiError, MAX_JSON_BODY, Principal, bearer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -94,12 +94,15 @@ async fn count_requests(request: Request, next: Next) -> Response {
 /// routes under `/v1/rooms/{its room}/`.
 async fn require_credentials(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented =
-        bearer(request.headers()).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
+    let presented = bearer(request.headers())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?
+        .to_owned();
+    let presented = presented.as_str();
     if state.authority.is_api_key(presented) {
+        request.extensions_mut().insert(Principal::Operator { key_id: "default".to_owned() });
         return Ok(next.run(request).await);
     }
     let claims = state
@@ -117,6 +120,7 @@ async fn require_credentials(
             claims.room, claims.room
         )));
     }
+    request.extensions_mut().insert(Principal::Client(claims));
     Ok(next.run(request).await)
 }
 
