@@ -117,7 +117,7 @@ mod tests {
             identity: PeerId::new("alice").unwrap(),
             name: Some("Alice".into()),
             metadata: serde_json::json!({"seat": 4}),
-            grants: Grants { publish: false, subscribe: true, admin: false },
+            grants: Grants { subscribe: true, ..Grants::SUBSCRIBE_ONLY },
             ttl: Duration::from_secs(ttl),
         }
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{PeerId, SessionId};
 
 /// What a peer may do in its room. Omitted fields in a token or API request default to
-/// publish + subscribe, no admin.
+/// publish + subscribe, no admin, no phone calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     #[serde(default = "yes")]
@@ -15,6 +15,10 @@ pub struct Grants {
     pub subscribe: bool,
     #[serde(default)]
     pub admin: bool,
+    /// May place phone calls from the room (`POST /v1/rooms/{room}/sip/calls`) through the
+    /// outbound trunks the operator configured. Never implied by `admin`.
+    #[serde(default)]
+    pub sip_call: bool,
 }
 
 fn yes() -> bool {
@@ -23,13 +27,13 @@ fn yes() -> bool {
 
 impl Default for Grants {
     fn default() -> Self {
-        Self { publish: true, subscribe: true, admin: false }
+        Self { publish: true, subscribe: true, admin: false, sip_call: false }
     }
 }
 
 impl Grants {
-    pub const PUBLISH_ONLY: Grants = Grants { publish: true, subscribe: false, admin: false };
-    pub const SUBSCRIBE_ONLY: Grants = Grants { publish: false, subscribe: true, admin: false };
+    pub const PUBLISH_ONLY: Grants = Grants { publish: true, subscribe: false, admin: false, sip_call: false };
+    pub const SUBSCRIBE_ONLY: Grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
 }
 
 /// Which protocol a peer arrived over.

@@ -129,7 +129,7 @@ async fn post_whep(
     let mut identity = credential.identity.clone();
     let joined = loop {
         let mut join = join_request(&room, &credential, identity.clone(), TransportKind::Whep);
-        join.grants = Grants { publish: false, subscribe: true, admin: credential.grants.admin };
+        join.grants = Grants { admin: credential.grants.admin, ..Grants::SUBSCRIBE_ONLY };
         join.accept_codecs = negotiated.accept_codecs();
         join.on_duplicate = DuplicatePolicy::Reject;
         match state.engine.join(join) {
