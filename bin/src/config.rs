@@ -440,6 +440,7 @@ mod tests {
             ("JUNCTION_HTTP_LISTEN", "127.0.0.1:2000"),
             ("JUNCTION_ROOMS_MAX_PEERS", "7"),
             ("JUNCTION_WEBHOOK_URLS", "[\"http://hooks.local/a\"]"),
+            ("JUNCTION_WEBHOOK_SECRET", "whsec-0123456789abcdef"),
             ("JUNCTION_URL", "http://ignored-client-variable"),
             ("PATH", "/bin"),
         ]);
@@ -448,7 +449,7 @@ mod tests {
         assert_eq!(config.http.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(config.rooms.max_peers, 7);
         assert_eq!(config.webhook.urls, ["http://hooks.local/a"]);
-        assert_eq!(sources.env.len(), 3);
+        assert_eq!(sources.env.len(), 4);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -470,6 +471,34 @@ mod tests {
         let err = load(None, Vec::new(), &["webhook.urls=[\"nope\"]".into()]).unwrap_err();
         assert!(err.to_string().starts_with("config key `webhook.urls[0]`"), "{err}");
         assert!(matches!(load(None, Vec::new(), &["novalue".into()]), Err(ConfigError::BadOverride { .. })));
+    }
+
+    #[test]
+    fn api_keys_rotate_and_the_webhook_secret_is_separate() {
+        let set = |pairs: &[&str]| load(None, Vec::new(), &pairs.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let (config, _) = set(&["api_key=\"old-secret-0123456789\""]).unwrap();
+        assert!(!config.dev_mode());
+        assert_eq!(config.signing_key(), "default");
+        let keys = "auth.keys=[{id = \"2025\", secret = \"new-secret-0123456789\"}]";
+        let (config, _) = set(&["api_key=\"old-secret-0123456789\"", keys]).unwrap();
+        assert_eq!(config.api_keys().iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["default", "2025"]);
+        assert_eq!(config.signing_key(), "default");
+        let (config, _) = set(&[keys]).unwrap();
+        assert_eq!(config.signing_key(), "2025", "the first key signs when there is no api_key");
+        let err = set(&[keys, "auth.signing_key=\"2026\""]).unwrap_err();
+        assert!(err.to_string().contains("signing key \"2026\""), "{err}");
+        let err = set(&["api_key=\"old-secret-0123456789\"", "auth.keys=[{id = \"default\", secret = \"x-secret-0123456789\"}]"])
+            .unwrap_err();
+        assert!(err.to_string().contains("configured twice"), "{err}");
+        assert!(set(&["auth.signing_key=\"k\""]).is_err(), "dev mode has only the default key");
+
+        let hooks = "webhook.urls=[\"http://hooks.local/a\"]";
+        let err = set(&[keys, hooks]).unwrap_err();
+        assert!(err.to_string().starts_with("config key `webhook.secret`: is required"), "{err}");
+        let err = set(&[keys, hooks, "webhook.secret=\"new-secret-0123456789\""]).unwrap_err();
+        assert!(err.to_string().contains("must not be one of the API keys"), "{err}");
+        assert!(set(&[keys, hooks, "webhook.secret=\"whsec-0123456789abcdef\""]).is_ok());
+        assert!(set(&[hooks]).is_ok(), "development mode generates one");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The HTTP accept loop, with the limits a public port needs: a cap on open connections (one more
-//! is closed as soon as it is accepted; an upgraded WebSocket keeps its place until it closes),
-//! the size of a request head (431 past it), a deadline for reading one (slowloris; it also
-//! bounds how long a kept-alive connection may sit idle), and a graceful drain on shutdown.
-//! `axum::serve` offers none of these knobs, so the loop is hyper-util's, written out here.
+//! The HTTP/1.1 accept loop, with the limits a public port needs: a cap on open connections (one
+//! more is closed as soon as it is accepted; an upgraded WebSocket keeps its place until it
+//! closes), the size of a request head (431 past it), a deadline for reading one (slowloris; it
+//! also bounds how long a kept-alive connection may sit idle), and a graceful drain on shutdown.
+//! `axum::serve` offers none of these knobs, so the loop is written out here on hyper's own
+//! connection builder.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,13 +11,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 /// The limits of the HTTP port (`[http]` in the configuration).
@@ -36,17 +38,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    // Connections still in their HTTP phase (an upgraded one has left it), and their stop signal.
+    let connections = TaskTracker::new();
+    let stop = CancellationToken::new();
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let mut last_refusal_logged: Option<Instant> = None;
     let mut refused = 0u64;
@@ -77,17 +76,26 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(Counted { stream, _permit: permit });
-        let connection = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
+        let connection = builder.serve_connection(io, TowerToHyperService::new(app.clone())).with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
             // Errors here are the client's (reset, bad request line, head timeout): nothing to do.
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.cancelled() => {}
+            }
+            // Shutting down: finish the request in progress, take no other.
+            connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => info!("HTTP connections drained"),
-        _ = tokio::time::sleep(drain) => warn!("HTTP connections still open after {drain:?}; exiting anyway"),
+    stop.cancel();
+    connections.close();
+    match tokio::time::timeout(drain, connections.wait()).await {
+        Ok(()) => info!("HTTP connections drained"),
+        Err(_) => warn!("HTTP connections still open after {drain:?}; exiting anyway"),
     }
 }
 

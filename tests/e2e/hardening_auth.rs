@@ -292,3 +292,69 @@ async fn one_token_holds_at_most_the_configured_sessions() {
     let (_third, ()) = tokio::join!(checks, publish_video(&publisher, 0, 90));
     assert!(server.logs().contains("join refused"), "the refusal is logged");
 }
+
+/// Reads what the server sends until it closes the connection or `wait` passes; `None` when it
+/// was still open then.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn raw(server: &TestServer, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr = server.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    stream
+}
+
+#[tokio::test]
+async fn the_http_port_bounds_connections_request_heads_and_slow_requests() {
+    let config = "[http]\nmax_connections = 3\nmax_header_bytes = 8192\nheader_read_timeout_s = 2\nrequest_timeout_s = 1\n";
+    let server = TestServer::start_with(config, &[]).await;
+    let healthy = || async { reqwest::get(server.url("/healthz")).await.map(|r| r.status().as_u16()).ok() };
+
+    // A request head larger than the limit: 431, and the server goes on.
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(10_000));
+    let mut stream = raw(&server, big.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await.expect("closed after the answer");
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // Slowloris: half a request head, then nothing. The connection is dropped after the
+    // head-read timeout; another client is served meanwhile.
+    let started = Instant::now();
+    let mut slow = raw(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    assert_eq!(healthy().await, Some(200));
+    assert!(read_until_closed(&mut slow, Duration::from_secs(6)).await.is_some(), "the slow client is cut off");
+    let cut_after = started.elapsed();
+    assert!(cut_after >= Duration::from_millis(1_500), "not before the timeout ({cut_after:?})");
+
+    // A body that never finishes: 408 JSON after the request timeout.
+    let head = format!(
+        "POST /v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"na",
+        server.api_key
+    );
+    let mut stalled = raw(&server, head.as_bytes()).await;
+    let answer = read_until_closed(&mut stalled, Duration::from_secs(5)).await.unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+
+    // Connections past the cap are closed at once; a freed place is taken again.
+    let held: Vec<_> = futures::future::join_all((0..3).map(|_| raw(&server, b""))).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = raw(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let answer = read_until_closed(&mut fourth, Duration::from_secs(1)).await.expect("closed at once");
+    assert!(answer.is_empty(), "no answer past the cap: {answer}");
+    drop(held);
+    let served = eventually("a place is free again", Duration::from_secs(5), || async { healthy().await }).await;
+    assert_eq!(served, 200);
+    assert!(server.logs().contains("http.max_connections"), "the refusal is logged");
+}
