@@ -212,48 +212,38 @@ mod tests {
         assert_eq!(verify(&both, &forged, 1_001), Err(AuthError::BadSignature));
     }
 
+    /// Claims as an older or foreign minter would write them: no `jti`, no `kid` in the header.
+    #[derive(Serialize)]
+    struct Raw<'a> {
+        iss: &'a str,
+        sub: &'a str,
+        room: &'a str,
+        iat: u64,
+        nbf: u64,
+        exp: u64,
+    }
+
+    fn sign_raw(sub: &str, secret: &str) -> String {
+        let raw = Raw { iss: ISSUER, sub, room: "lobby", iat: 0, nbf: 0, exp: 9_999 };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &raw, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap()
+    }
+
     #[test]
     fn a_token_without_kid_is_tried_against_the_default_key_only() {
-        #[derive(Serialize)]
-        struct Raw<'a> {
-            iss: &'a str,
-            sub: &'a str,
-            room: &'a str,
-            iat: u64,
-            nbf: u64,
-            exp: u64,
-        }
-        let raw = Raw { iss: ISSUER, sub: "alice", room: "lobby", iat: 0, nbf: 0, exp: 9_999 };
-        let sign = |secret: &str| {
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &raw, &EncodingKey::from_secret(secret.as_bytes()))
-                .unwrap()
-        };
         let keys = ring(&[("k2", "new-secret-0123456789"), ("default", "old-secret-0123456789")]);
-        let claims = verify(&keys, &sign("old-secret-0123456789"), 10).unwrap();
+        let claims = verify(&keys, &sign_raw("alice", "old-secret-0123456789"), 10).unwrap();
         assert_eq!(claims.jti, None);
         let digest_id = claims.session_credential("a.b.c").token_id.unwrap();
         assert!(digest_id.starts_with("sha256:") && digest_id.len() == 7 + 32, "{digest_id}");
-        assert_eq!(verify(&keys, &sign("new-secret-0123456789"), 10), Err(AuthError::BadSignature));
+        assert_eq!(verify(&keys, &sign_raw("alice", "new-secret-0123456789"), 10), Err(AuthError::BadSignature));
     }
 
     #[test]
     fn tokens_with_bad_ids_inside_are_malformed() {
-        #[derive(Serialize)]
-        struct Raw<'a> {
-            iss: &'a str,
-            sub: &'a str,
-            room: &'a str,
-            iat: u64,
-            nbf: u64,
-            exp: u64,
-        }
-        let raw = Raw { iss: ISSUER, sub: "a/b", room: "lobby", iat: 0, nbf: 0, exp: 9_999 };
         let secret = "secret-0123456789ab";
-        let jwt =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &raw, &EncodingKey::from_secret(secret.as_bytes()))
-                .unwrap();
-        assert!(
-            matches!(verify(&ring(&[("default", secret)]), &jwt, 10), Err(AuthError::Malformed(m)) if m.contains("contains '/'"))
-        );
+        let jwt = sign_raw("a/b", secret);
+        let verdict = verify(&ring(&[("default", secret)]), &jwt, 10);
+        assert!(matches!(verdict, Err(AuthError::Malformed(m)) if m.contains("contains '/'")));
     }
 }

@@ -487,8 +487,11 @@ mod tests {
         assert_eq!(config.signing_key(), "2025", "the first key signs when there is no api_key");
         let err = set(&[keys, "auth.signing_key=\"2026\""]).unwrap_err();
         assert!(err.to_string().contains("signing key \"2026\""), "{err}");
-        let err = set(&["api_key=\"old-secret-0123456789\"", "auth.keys=[{id = \"default\", secret = \"x-secret-0123456789\"}]"])
-            .unwrap_err();
+        let err = set(&[
+            "api_key=\"old-secret-0123456789\"",
+            "auth.keys=[{id = \"default\", secret = \"x-secret-0123456789\"}]",
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("configured twice"), "{err}");
         assert!(set(&["auth.signing_key=\"k\""]).is_err(), "dev mode has only the default key");
 

@@ -319,7 +319,8 @@ async fn raw(server: &TestServer, bytes: &[u8]) -> tokio::net::TcpStream {
 
 #[tokio::test]
 async fn the_http_port_bounds_connections_request_heads_and_slow_requests() {
-    let config = "[http]\nmax_connections = 3\nmax_header_bytes = 8192\nheader_read_timeout_s = 2\nrequest_timeout_s = 1\n";
+    let config =
+        "[http]\nmax_connections = 3\nmax_header_bytes = 8192\nheader_read_timeout_s = 2\nrequest_timeout_s = 1\n";
     let server = TestServer::start_with(config, &[]).await;
     let healthy = || async { reqwest::get(server.url("/healthz")).await.map(|r| r.status().as_u16()).ok() };
 
