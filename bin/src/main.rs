@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod cli;
 mod config;
+mod listener;
 mod metrics;
 mod pages;
 mod server;
@@ -85,10 +86,18 @@ struct ServeArgs {
 
 const CONFIG_HELP: &str = "\
 Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=value):
-  api_key                 REST bearer key and token-signing secret (generated if absent: dev mode)
+  api_key                 REST bearer key and token-signing secret, id `default` (generated if no key at all: dev mode)
+  auth.keys               more API keys: [{id, secret}], the id named in the tokens they sign [[]]
+  auth.signing_key        id of the key new tokens are signed with [default, else the first of auth.keys]
+  auth.max_sessions_per_token  live sessions one token may hold, 0 = any [4]
+  auth.end_sessions_at_expiry  sessions end when their token expires [true]
   http.listen             HTTP address                         [127.0.0.1:7880]
   http.public_url         URL handed to clients                [http://<http.listen>]
   http.cors_origins       browser origins allowed              [[\"*\"]]
+  http.max_connections    open HTTP connections, more are closed [4096]
+  http.max_header_bytes   largest request head, more gets 431  [32768]
+  http.header_read_timeout_s  seconds to send a request head (also keep-alive idle) [10]
+  http.request_timeout_s  seconds a request may take, more gets 408 [30]
   rooms.auto_create       joining a missing room creates it    [true]
   rooms.empty_timeout_s   seconds an empty room stays open     [300]
   rooms.max_peers         peers per auto-created room, 0 = any [0]
@@ -96,8 +105,10 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   log.format              text | json                          [text]
   log.level               tracing filter; RUST_LOG wins        [info]
   webhook.urls            URLs that receive room events        [[]]
+  webhook.secret          HMAC key of X-Junction-Signature, required with urls (generated in dev mode)
   webhook.max_attempts    deliveries tried per event and URL   [6]
   webhook.timeout_ms      per-delivery timeout                 [5000]
+  webhook.shutdown_grace_s  seconds queued deliveries get at shutdown [10]
   rtmp.enabled            RTMP ingest and playback             [true]
   rtmp.listen             RTMP address                         [127.0.0.1:1935]
   rtmp.on_duplicate       a live key publishing again: replace | reject [replace]

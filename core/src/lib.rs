@@ -19,6 +19,6 @@ pub use contract::{
 pub use error::{ContractError, IdError};
 pub use frame::{MediaFrame, MediaTime};
 pub use ids::{PeerId, RoomId, SessionId, TrackId};
-pub use peer::{Grants, PeerInfo, TransportKind};
+pub use peer::{Grants, PeerInfo, SessionCredential, TransportKind};
 pub use room::{RoomInfo, RoomMode, RoomOptions};
 pub use track::{CodecParams, LayerInfo, TrackInfo, TrackSource};

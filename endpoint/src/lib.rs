@@ -10,6 +10,7 @@
 pub mod adapt;
 pub mod clock;
 pub mod codec;
+mod credential;
 pub mod endpoint;
 pub mod engine;
 pub mod events;

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::adapt;
+use crate::credential::TokenSeat;
 use crate::endpoint::{Endpoint, PeerLink};
 use crate::engine::{DuplicatePolicy, JoinRequest, Shared};
 use crate::events::{RoomEndReason, RoomEvent};
@@ -105,6 +106,10 @@ struct PeerSlot {
     accept: Vec<Codec>,
     published: Vec<TrackId>,
     subscriptions: HashMap<TrackId, SubLink>,
+    /// The session's place among its token's live sessions, given back when the slot goes.
+    seat: Option<TokenSeat>,
+    /// When the session's credential expires (unix ms).
+    expires_at_ms: Option<u64>,
 }
 
 pub(crate) struct Room {
@@ -217,11 +222,28 @@ impl Room {
         self.shared.emit(RoomEvent::RoomFinished { room: self.id.clone(), reason });
     }
 
+    /// Ends every session whose credential expired by `now_ms` (unix ms).
+    pub(crate) fn end_expired_sessions(&self, now_ms: u64) {
+        let mut st = self.state.lock();
+        let expired: Vec<(PeerId, SessionId)> = st
+            .peers
+            .values()
+            .filter(|s| s.expires_at_ms.is_some_and(|at| at <= now_ms))
+            .map(|s| (s.info.identity.clone(), s.info.session))
+            .collect();
+        for (peer, session) in expired {
+            info!(room = %self.id, peer = %peer, session = %session, "the session's credential expired, ending it");
+            st.remove_peer(&self.id, &self.shared, &peer, session, CloseReason::CredentialExpired, true);
+        }
+        st.reap_overloaded(&self.id, &self.shared);
+    }
+
     pub(crate) fn join(self: &Arc<Self>, req: JoinRequest) -> Result<Joined, ContractError> {
         let mut st = self.state.lock();
         if self.is_closed() {
             return Err(ContractError::RoomClosing { room: self.id.clone() });
         }
+        let seat = st.seat_for(&self.shared, &req)?;
         let mut replaced = None;
         if let Some(existing) = st.peers.get(&req.identity) {
             let old = existing.info.session;
@@ -277,6 +299,8 @@ impl Room {
                 accept: req.accept_codecs,
                 published: Vec::new(),
                 subscriptions: HashMap::new(),
+                seat,
+                expires_at_ms: req.credential.expires_at_ms,
             },
         );
         st.empty_since = None;
@@ -527,6 +551,22 @@ impl Room {
 }
 
 impl RoomState {
+    /// A seat among the live sessions of the request's token: the seat of the session it
+    /// replaces when that one was opened with the same token, else a new one (refused past the
+    /// limit before anything else changes).
+    fn seat_for(&mut self, shared: &Shared, req: &JoinRequest) -> Result<Option<TokenSeat>, ContractError> {
+        let Some(token_id) = &req.credential.token_id else { return Ok(None) };
+        if req.on_duplicate == DuplicatePolicy::Replace
+            && let Some(existing) = self.peers.get_mut(&req.identity)
+            && existing.seat.as_ref().is_some_and(|seat| seat.token_id() == token_id)
+        {
+            return Ok(existing.seat.take());
+        }
+        shared.token_sessions.acquire(token_id, shared.config.max_sessions_per_token).map(Some).inspect_err(|err| {
+            info!(room = %req.room, peer = %req.identity, transport = req.transport.as_str(), "join refused: {err}");
+        })
+    }
+
     fn info(&self, id: &RoomId) -> RoomInfo {
         RoomInfo {
             name: id.clone(),

@@ -265,8 +265,11 @@ async fn dial_out_needs_the_sip_call_grant_and_goes_only_where_the_trunk_allows(
     let (status, body) = dial_with(&server, &admin, "standup", json!({"to": "+15551234"})).await;
     assert_eq!((status, code(&body)), (403, "sip_call_not_granted"), "{body}");
 
-    // With the grant: still only numbers the trunk may call, as a caller id it may present.
-    let caller = server.token("standup", "dialler", json!({"admin": true, "sip_call": true})).await;
+    // With the grant (a grant of its own: no admin needed), still only numbers the trunk may
+    // call, as a caller id it may present; and it opens nothing else of the room's API.
+    let caller = server.token("standup", "dialler", json!({"sip_call": true})).await;
+    let peers = reqwest::Client::new().get(server.url("/v1/rooms/standup/peers")).bearer_auth(&caller).send();
+    assert_eq!(peers.await.unwrap().status().as_u16(), 403, "a sip_call token lists no peers");
     let refused = [
         (attack, 403, "direct_dial_disabled"),
         (json!({"to": "+15551234", "from": "sip:ceo@bank.example"}), 403, "caller_id_not_allowed"),

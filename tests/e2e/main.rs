@@ -9,6 +9,7 @@ mod bench;
 mod browser;
 mod browser_rust;
 mod cli;
+mod hardening_auth;
 mod hardening_sip;
 mod moq;
 mod rest;

@@ -121,6 +121,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
     request.grants = credential.grants;
     request.auto_subscribe = false;
     request.accept_codecs = codecs::CARRIED.to_vec();
+    request.credential = credential.session.clone();
     let joined = match context.engine.join(request) {
         Ok(joined) => joined,
         Err(err) => return refuse(&transport_session, AdmissionError::from_join(err)).await,

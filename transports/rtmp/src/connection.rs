@@ -315,6 +315,7 @@ impl Connection {
             grants: credential.grants,
             auto_subscribe: false,
             on_duplicate: self.shared.config.on_duplicate.into(),
+            credential: credential.session,
             ..JoinRequest::new(credential.room, credential.identity, TransportKind::Rtmp)
         };
         let joined = self.shared.engine.join(request).map_err(|err| match err {
@@ -353,6 +354,7 @@ impl Connection {
             auto_subscribe: false,
             accept_codecs: vec![Codec::H264, Codec::Aac],
             on_duplicate: DuplicatePolicy::Replace,
+            credential: credential.session,
             ..JoinRequest::new(credential.room, credential.identity, TransportKind::Rtmp)
         };
         let joined = self.shared.engine.join(request).map_err(|err| match err {

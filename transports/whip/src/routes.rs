@@ -147,7 +147,7 @@ async fn post_whep(
 }
 
 fn join_request(room: &RoomId, credential: &Credential, identity: PeerId, transport: TransportKind) -> JoinRequest {
-    let mut join = JoinRequest::new(room.clone(), identity, transport);
+    let mut join = JoinRequest::new(room.clone(), identity, transport).with_credential(credential.session.clone());
     join.name = credential.name.clone();
     join.metadata = credential.metadata.clone();
     join.auto_subscribe = false;

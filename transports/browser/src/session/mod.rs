@@ -61,6 +61,7 @@ impl Ending {
             CloseReason::RoomDeleted | CloseReason::RoomExpired => 4011,
             CloseReason::TransportTimeout => 4012,
             CloseReason::Error { .. } => 4013,
+            CloseReason::CredentialExpired => 4014,
         };
         Ending { reason: reason.as_str(), close_code, leave: reason.clone() }
     }

@@ -84,6 +84,7 @@ impl Session {
             auto_subscribe: mode == RoomMode::Sfu,
             accept_codecs: BROWSER_CODECS.to_vec(),
             on_duplicate: DuplicatePolicy::Replace,
+            credential: self.principal.session.clone(),
         };
         // Indexed before joining, so peers told of the join can already see the session id.
         self.ctx.registry.bind_peer(self.id, &room, &self.principal.identity);

@@ -34,6 +34,7 @@ fn principal(room: &str, identity: &str) -> Principal {
         metadata: json!({"seat": identity.len()}),
         grants: Grants::default(),
         anonymous: false,
+        session: Default::default(),
     }
 }
 
