@@ -13,6 +13,7 @@ pub mod codec;
 pub mod endpoint;
 pub mod engine;
 pub mod events;
+pub mod gate;
 pub mod mixer;
 pub mod room;
 pub mod stats;
