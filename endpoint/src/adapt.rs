@@ -6,13 +6,26 @@
 //!
 //! Transcoders themselves are plug-ins ([`FrameTranscoder`]) registered per (from, to) pair in an
 //! [`AdapterRegistry`]; the codec implementations live in [`crate::codec`].
+//!
+//! Each variant's transcoder runs on a thread of its own, never on the async runtime's workers:
+//! decoding, resampling and encoding take tens to hundreds of microseconds per frame, and a
+//! track whose frames are expensive must not hold up signalling and media for everyone else
+//! (the OS scheduler shares the cores between transcoder threads and the runtime). Frames reach
+//! the thread through the variant's bounded subscription queue, so a transcoder that falls
+//! behind loses frames, never memory. A transcoder that panics, or fails on
+//! [`MAX_CONSECUTIVE_FAILURES`] frames in a row, ends its variant: the variant is closed, the
+//! failure is remembered on the track (a later subscriber needing that codec gets
+//! `NoCodecPath` instead of a transcoder that fails again), and the room detaches the
+//! variant's subscribers and tells them (`Unsubscribed`, then `SubscriptionFailed` with the
+//! reason). Nothing else is affected.
 
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use junction_core::{Codec, CodecParams, LayerPreference, MediaFrame, MediaOut, TrackInfo};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
 use crate::engine::Shared;
@@ -27,9 +40,13 @@ pub enum TranscodeError {
     Decode { codec: Codec, reason: String },
     #[error("encoding {codec}: {reason}")]
     Encode { codec: Codec, reason: String },
+    #[error("the {from}->{to} transcoder of this track failed earlier: {reason}")]
+    Failed { from: Codec, to: Codec, reason: String },
 }
 
-/// Turns frames of one codec into frames of another. Runs on the variant's own task.
+/// Turns frames of one codec into frames of another. Runs on the variant's own thread; the
+/// work it does per input frame must be bounded (the audio transcoders cap what one frame may
+/// decode to, and their rates come from validated codec parameters).
 pub trait FrameTranscoder: Send + 'static {
     /// Feeds one input frame; pushes zero or more output frames onto `out`.
     fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError>;
@@ -69,45 +86,74 @@ impl std::fmt::Debug for AdapterRegistry {
     }
 }
 
+/// Input frames in a row that may fail before a transcoder counts as broken.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 100;
+
+/// What the room does when a variant fails for good: detach its subscribers and tell them.
+/// Called on the transcoder's thread with the variant's track and the reason.
+pub(crate) type OnVariantFailure = Box<dyn FnOnce(&Arc<Track>, String) + Send>;
+
 /// A running variant: the transcoded track subscribers attach to, the transcoder's own
-/// subscription on the original, and the task between them.
+/// subscription on the original, and the flag that stops its thread.
 pub(crate) struct Variant {
     pub(crate) track: Arc<Track>,
     source: Arc<Subscription>,
-    task: AbortHandle,
+    stop: Arc<AtomicBool>,
 }
 
 impl Variant {
     pub(crate) fn stop(self, shared: &Shared) {
-        self.task.abort();
+        // The thread also ends when its queue closes (this subscription dropped) or when it
+        // next sends to the closed track.
+        self.stop.store(true, Ordering::Release);
         self.track.close();
         shared.counters.variants.add(-1);
     }
 }
 
-/// The variant of `origin` in `codec`, started if it is not running yet.
+/// The variant of `origin` in `codec`, started if it is not running yet. `on_failure` is called
+/// if its transcoder fails for good.
 pub(crate) fn variant_for(
     origin: &Arc<Track>,
     codec: Codec,
     factory: &TranscoderFactory,
     shared: &Arc<Shared>,
+    on_failure: OnVariantFailure,
 ) -> Result<Arc<Track>, TranscodeError> {
     let mut variants = origin.variants.lock();
     if let Some(existing) = variants.get(&codec) {
         return Ok(existing.track.clone());
     }
     let info = origin.info();
+    if let Some(reason) = origin.failed_variants.lock().get(&codec) {
+        return Err(TranscodeError::Failed { from: info.codec, to: codec, reason: reason.clone() });
+    }
     let (transcoder, params) = factory(&info)?;
     let variant_info = TrackInfo { codec, params, ..TrackInfo::clone(&info) };
     let track = Arc::new(Track::new(variant_info, origin.feedback_sender(), shared.clone()));
 
     let (tx, rx) = mpsc::channel(shared.config.subscriber_queue);
     let source = Arc::new(Subscription::new(origin.id.clone(), tx, LayerPreference::Highest));
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = Worker {
+        input: rx,
+        transcoder,
+        output: track.clone(),
+        origin: Arc::downgrade(origin),
+        from: info.codec,
+        to: codec,
+        stop: stop.clone(),
+        shared: shared.clone(),
+        on_failure,
+    };
+    std::thread::Builder::new()
+        .name(format!("transcode-{}-{codec}", info.codec))
+        .spawn(move || worker.run())
+        .map_err(|err| TranscodeError::Setup { from: info.codec, to: codec, reason: format!("no thread: {err}") })?;
     origin.add_subscriber(source.clone());
-    let task = tokio::spawn(run_transcoder(rx, transcoder, track.clone(), info.codec)).abort_handle();
     debug!(track = %origin.id, from = %info.codec, to = %codec, "started transcoded variant");
     shared.counters.variants.add(1);
-    variants.insert(codec, Variant { track: track.clone(), source, task });
+    variants.insert(codec, Variant { track: track.clone(), source, stop });
     Ok(track)
 }
 
@@ -122,30 +168,74 @@ pub(crate) fn release_if_unused(origin: &Arc<Track>, codec: Codec, shared: &Shar
     }
 }
 
-async fn run_transcoder(
-    mut input: mpsc::Receiver<MediaOut>,
-    mut transcoder: Box<dyn FrameTranscoder>,
+/// One variant's transcoder and everything its thread needs.
+struct Worker {
+    input: mpsc::Receiver<MediaOut>,
+    transcoder: Box<dyn FrameTranscoder>,
     output: Arc<Track>,
+    origin: Weak<Track>,
     from: Codec,
-) {
-    let cpu = metrics::counter!("junction_transcode_cpu_microseconds_total", "from" => from.as_str());
-    let mut out = Vec::new();
-    let mut failures = 0u64;
-    while let Some(item) = input.recv().await {
-        let MediaOut::Frame { frame, .. } = item else { continue };
-        let started = Instant::now();
-        let result = transcoder.transcode(&frame, &mut out);
-        cpu.increment(started.elapsed().as_micros() as u64);
-        if let Err(err) = result {
-            failures += 1;
-            if failures.is_power_of_two() {
-                warn!(track = %output.id, failures, "transcoder: {err}");
-            }
-        }
-        for frame in out.drain(..) {
-            if output.send(frame).is_err() {
+    to: Codec,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    on_failure: OnVariantFailure,
+}
+
+impl Worker {
+    /// Transcodes frames until the variant stops or the transcoder fails for good.
+    fn run(mut self) {
+        let cpu = metrics::counter!("junction_transcode_cpu_microseconds_total", "from" => self.from.as_str());
+        let mut out = Vec::new();
+        let (mut failures, mut in_a_row) = (0u64, 0u32);
+        while let Some(item) = self.input.blocking_recv() {
+            if self.stop.load(Ordering::Acquire) {
                 return;
             }
+            let MediaOut::Frame { frame, .. } = item else { continue };
+            let started = Instant::now();
+            let result = catch_unwind(AssertUnwindSafe(|| self.transcoder.transcode(&frame, &mut out)));
+            cpu.increment(started.elapsed().as_micros() as u64);
+            match result {
+                Ok(Ok(())) => in_a_row = 0,
+                Ok(Err(err)) => {
+                    failures += 1;
+                    in_a_row += 1;
+                    if in_a_row >= MAX_CONSECUTIVE_FAILURES {
+                        return self.fail(format!("{in_a_row} frames in a row failed, the last with: {err}"));
+                    }
+                    if failures.is_power_of_two() {
+                        warn!(track = %self.output.id, failures, "transcoder: {err}");
+                    }
+                }
+                Err(panic) => {
+                    let message = crate::supervise::panic_message(panic.as_ref());
+                    return self.fail(format!("the transcoder panicked: {message}"));
+                }
+            }
+            for frame in out.drain(..) {
+                if self.output.send(frame).is_err() {
+                    return;
+                }
+            }
         }
+    }
+
+    /// Ends the variant: out of its track's variants, remembered as failed, closed, and the
+    /// room told.
+    fn fail(self, reason: String) {
+        metrics::counter!("junction_transcoders_failed_total", "from" => self.from.as_str(), "to" => self.to.as_str())
+            .increment(1);
+        warn!(track = %self.output.id, from = %self.from, to = %self.to, "transcoded variant ended: {reason}");
+        let Some(origin) = self.origin.upgrade() else { return };
+        let removed = {
+            let mut variants = origin.variants.lock();
+            let ours = variants.get(&self.to).is_some_and(|v| Arc::ptr_eq(&v.track, &self.output));
+            origin.failed_variants.lock().insert(self.to, reason.clone());
+            if ours { variants.remove(&self.to) } else { None }
+        };
+        let Some(variant) = removed else { return };
+        origin.remove_subscriber(&variant.source);
+        variant.stop(&self.shared);
+        (self.on_failure)(&self.output, reason);
     }
 }
