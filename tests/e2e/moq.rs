@@ -18,6 +18,7 @@ use crate::support::moq::{
     MoqTarget, auth_token_arg, catalog_where, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
     watch_catalog, webtransport_close, webtransport_session,
 };
+use crate::support::x264::frame_md5s;
 
 fn spawn(program: &Path, args: &[&str], stdin: Stdio, stdout: Stdio, log: &Path) -> Child {
     Command::new(program)
@@ -124,22 +125,6 @@ async fn ffmpeg(args: &[&str]) -> Vec<u8> {
     let output = Command::new("ffmpeg").args(["-v", "error"]).args(args).output().await.expect("ffmpeg");
     assert!(output.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
-}
-
-/// The MD5 of every decoded frame of `file`, in order.
-async fn frame_md5s(file: &Path) -> Vec<String> {
-    let output = Command::new("ffmpeg")
-        .args(["-v", "quiet", "-i"])
-        .arg(file)
-        .args(["-f", "framemd5", "-"])
-        .output()
-        .await
-        .expect("ffmpeg framemd5");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(',').next().map(|md5| md5.trim().to_owned()))
-        .collect()
 }
 
 #[tokio::test]
