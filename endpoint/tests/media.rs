@@ -107,19 +107,27 @@ impl FrameTranscoder for FakeAacToOpus {
     }
 }
 
-#[tokio::test]
-async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
+/// A registry whose AAC->Opus route builds `make()`; with the count of transcoders built.
+fn aac_to_opus(
+    make: impl Fn() -> Box<dyn FrameTranscoder> + Send + Sync + 'static,
+) -> (AdapterRegistry, Arc<AtomicUsize>) {
     let created = Arc::new(AtomicUsize::new(0));
-    let mut adapters = AdapterRegistry::default();
     let counter = created.clone();
+    let mut adapters = AdapterRegistry::default();
     adapters.register(
         Codec::Aac,
         Codec::Opus,
         Arc::new(move |_info| {
             counter.fetch_add(1, Ordering::SeqCst);
-            Ok((Box::new(FakeAacToOpus { frames: 0 }) as Box<dyn FrameTranscoder>, CodecParams::for_codec(Codec::Opus)))
+            Ok((make(), CodecParams::for_codec(Codec::Opus)))
         }),
     );
+    (adapters, created)
+}
+
+#[tokio::test]
+async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
+    let (adapters, created) = aac_to_opus(|| Box::new(FakeAacToOpus { frames: 0 }));
     let (engine, clock) = engine_with(EngineConfig::default(), adapters);
     let publisher = join(&engine, "r", "rtmp").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
@@ -179,18 +187,7 @@ impl FrameTranscoder for PanickingTranscoder {
 
 #[tokio::test]
 async fn a_transcoder_that_panics_ends_its_variant_and_its_subscribers_are_told() {
-    let created = Arc::new(AtomicUsize::new(0));
-    let mut adapters = AdapterRegistry::default();
-    let counter = created.clone();
-    adapters.register(
-        Codec::Aac,
-        Codec::Opus,
-        Arc::new(move |_info| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let transcoder = PanickingTranscoder(FakeAacToOpus { frames: 0 });
-            Ok((Box::new(transcoder) as Box<dyn FrameTranscoder>, CodecParams::for_codec(Codec::Opus)))
-        }),
-    );
+    let (adapters, created) = aac_to_opus(|| Box::new(PanickingTranscoder(FakeAacToOpus { frames: 0 })));
     let (engine, clock) = engine_with(EngineConfig::default(), adapters);
     let publisher = join(&engine, "r", "rtmp").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();

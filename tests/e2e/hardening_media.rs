@@ -1,5 +1,5 @@
 //! Hardening of the media ingest (issue 12, attacks 1 and 4), against the real binary: while real
-//! ffmpeg publishes H.264 and a 440 Hz AAC tone over RTMP and an independent WebRTC client (the
+//! ffmpeg publishes H.264 and an AAC tone over RTMP and an independent WebRTC client (the
 //! `webrtc` crate) watches that room over WHEP, two attackers strike on other connections:
 //! - the AMF0 bomb: one RTMP command message of strict arrays nested 20 000 deep (the AMF0
 //!   decoder under rml_rtmp recurses once per level; this used to overflow a worker's stack and
@@ -11,34 +11,24 @@
 //! Meanwhile the viewer keeps decoding: ffmpeg decodes the H.264 it received during the attacks,
 //! and the tone is found in its Opus.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 
+use crate::rtmp::{TONE_HZ, ffmpeg_push, ingress};
 use crate::support::audio::{assert_tone, opus_to_pcm};
 use crate::support::rtmp_client::{RtmpClient, host_of};
 use crate::support::webrtc_client::{ClientOptions, MediaKind, WhepViewer};
 use crate::support::x264::frame_md5s;
 use crate::support::{TestServer, eventually};
 
-const TONE_HZ: f64 = 440.0;
-
 /// Tracks the peers of `room` publish, as the REST API lists them.
 async fn track_count(server: &TestServer, room: &str) -> usize {
     let (_, body) = server.call(reqwest::Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
     body["peers"].as_array().into_iter().flatten().map(|p| p["tracks"].as_array().map_or(0, Vec::len)).sum()
-}
-
-async fn rtmp_ingress(server: &TestServer, room: &str, identity: &str) -> (String, String) {
-    let body = json!({"kind": "rtmp", "room": room, "identity": identity});
-    let (status, ingress) = server.call(reqwest::Method::POST, "/v1/ingress", Some(body)).await;
-    assert_eq!(status, 201, "{ingress}");
-    (ingress["url"].as_str().unwrap().to_owned(), ingress["stream_key"].as_str().unwrap().to_owned())
 }
 
 /// The issue's attack 1, byte for byte: the handshake (C0 `03`, C1 of 1536 zero bytes, C2 = S1),
@@ -105,21 +95,10 @@ async fn land_one_hz_aac(rtmp_url: &str, key: &str) -> (Vec<String>, bool) {
 #[tokio::test]
 async fn rtmp_attacks_end_only_their_connection_while_a_whep_viewer_keeps_watching() {
     let server = TestServer::start().await;
-    let (url, stage_key) = rtmp_ingress(&server, "stage", "obs").await;
-    let (_, attacker_key) = rtmp_ingress(&server, "lobby", "mallory").await;
+    let (stage_key, url) = ingress(&server, "stage", "obs").await;
+    let (attacker_key, _) = ingress(&server, "lobby", "mallory").await;
 
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", &format!("sine=frequency={TONE_HZ}:sample_rate=48000")])
-        .args(["-t", "14", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
-        .args(["-g", "30", "-c:a", "aac", "-f", "flv", &format!("{url}/{stage_key}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg");
+    let mut ffmpeg = ffmpeg_push(&format!("{url}/{stage_key}"), 14);
     eventually("ffmpeg's two tracks in the room", Duration::from_secs(15), || async {
         (track_count(&server, "stage").await == 2).then_some(())
     })

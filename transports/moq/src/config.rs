@@ -47,28 +47,17 @@ pub struct MoqConfig {
     pub max_samples_per_fragment: usize,
 }
 
-/// What one MoQ session may hold and send (the `[moq]` keys of the same names); past a limit
-/// the request is refused with a MoQ error code, or an object too large is skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionLimits {
-    /// Namespaces one session announces at once (PUBLISH_NAMESPACE beyond: EXCESSIVE_LOAD).
-    pub max_namespaces_per_session: usize,
-    /// Subscriptions one session holds at once (SUBSCRIBE beyond: EXCESSIVE_LOAD).
-    pub max_subscriptions_per_session: usize,
-    /// Tracks read from one announced namespace: catalog entries ingested and upstream
-    /// subscriptions made for relayed tracks.
-    pub max_tracks_per_namespace: usize,
-    /// Bytes of a catalog or an init segment object.
-    pub max_init_bytes: usize,
-    /// Bytes of one CMAF fragment object (one or more samples).
-    pub max_fragment_bytes: usize,
-    /// Samples in one CMAF fragment.
-    pub max_samples_per_fragment: usize,
-}
-
-impl Default for SessionLimits {
+impl Default for MoqConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
+            listen: ([127, 0, 0, 1], 4443).into(),
+            cert: None,
+            key: None,
+            dev_ca_file: None,
+            handshake_timeout_s: 10,
+            max_connections: 1000,
+            max_connections_per_ip: 20,
             max_namespaces_per_session: 16,
             max_subscriptions_per_session: 256,
             max_tracks_per_namespace: 32,
@@ -79,42 +68,9 @@ impl Default for SessionLimits {
     }
 }
 
-impl Default for MoqConfig {
-    fn default() -> Self {
-        let limits = SessionLimits::default();
-        Self {
-            enabled: true,
-            listen: ([127, 0, 0, 1], 4443).into(),
-            cert: None,
-            key: None,
-            dev_ca_file: None,
-            handshake_timeout_s: 10,
-            max_connections: 1000,
-            max_connections_per_ip: 20,
-            max_namespaces_per_session: limits.max_namespaces_per_session,
-            max_subscriptions_per_session: limits.max_subscriptions_per_session,
-            max_tracks_per_namespace: limits.max_tracks_per_namespace,
-            max_init_bytes: limits.max_init_bytes,
-            max_fragment_bytes: limits.max_fragment_bytes,
-            max_samples_per_fragment: limits.max_samples_per_fragment,
-        }
-    }
-}
-
 impl MoqConfig {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_s)
-    }
-
-    pub fn session_limits(&self) -> SessionLimits {
-        SessionLimits {
-            max_namespaces_per_session: self.max_namespaces_per_session,
-            max_subscriptions_per_session: self.max_subscriptions_per_session,
-            max_tracks_per_namespace: self.max_tracks_per_namespace,
-            max_init_bytes: self.max_init_bytes,
-            max_fragment_bytes: self.max_fragment_bytes,
-            max_samples_per_fragment: self.max_samples_per_fragment,
-        }
     }
 
     /// Checks the values that cannot be checked by their types; returns (key, message).
@@ -124,7 +80,7 @@ impl MoqConfig {
             (None, Some(_)) => return Err(("moq.cert", "must be set when moq.key is".into())),
             _ => {}
         }
-        let limits = self.session_limits();
+        let limits = self;
         let at_least_one = [
             ("moq.handshake_timeout_s", self.handshake_timeout_s as usize),
             ("moq.max_namespaces_per_session", limits.max_namespaces_per_session),

@@ -24,7 +24,7 @@ use url::Url;
 
 use crate::admission;
 use crate::codecs;
-use crate::config::SessionLimits;
+use crate::config::MoqConfig;
 use crate::congestion::ScheduledSession;
 use crate::error::{AdmissionError, Termination};
 use crate::hub::Hub;
@@ -41,7 +41,7 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// QUIC handshake + WebTransport CONNECT + SETUP, together.
     pub handshake_timeout: Duration,
-    pub limits: SessionLimits,
+    pub limits: Arc<MoqConfig>,
 }
 
 /// Serves one incoming connection until its session ends; `permit` is its place under the
@@ -146,7 +146,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
         joined,
         hub: context.hub.clone(),
         shutdown: context.shutdown.clone(),
-        limits: context.limits,
+        limits: context.limits.clone(),
     };
     // A panic is logged (with room and peer) and counted by `contain`; the endpoint was owned by
     // the session future, so the peer has left the room. The peer is told with a session error.

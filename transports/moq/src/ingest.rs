@@ -7,12 +7,13 @@
 //! A namespace without a CMAF catalog (a clock, application data) is not media: it is only
 //! relayed to MoQ subscribers (see `hub`).
 //!
-//! What a publisher sends is bounded before it is parsed ([`SessionLimits`]): the catalog and
+//! What a publisher sends is bounded before it is parsed (the `[moq]` limits): the catalog and
 //! the init segment in bytes, the tracks read from a catalog, each fragment in bytes and in
 //! samples (a larger fragment is skipped). Each track's codec parameters are validated
 //! ([`CodecParams::validate`](junction_core::CodecParams::validate)) before it is published: a
 //! bad one ends the publisher's session with PROTOCOL_VIOLATION.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use tracing::{debug, info, warn};
 
 use crate::cmaf::{CmafError, InitTrack, ParsedTrack, TrackCodec, parse_fragment, parse_init};
 use crate::codecs;
-use crate::config::SessionLimits;
+use crate::config::MoqConfig;
 use crate::naming::{CATALOG_TRACK, INIT_TRACK, PeerTrack};
 
 /// How long the init segment may take once the catalog named it.
@@ -119,7 +120,7 @@ pub async fn run(
     label: String,
     mut tracks: TracksReader,
     requests: mpsc::Sender<IngestRequest>,
-    limits: SessionLimits,
+    limits: Arc<MoqConfig>,
 ) -> Result<(), IngestError> {
     let no_track = |track| {
         move |err| match err {
@@ -176,7 +177,7 @@ pub async fn run(
         info!(namespace = %namespace, track = %entry.name, engine = %publisher.id(), %codec, "ingesting MoQ track");
         published.push(Unpublisher { track: publisher.id().clone(), requests: requests.clone() });
         let media = tracks.subscribe(namespace.clone(), entry.name.as_str()).ok_or(IngestError::SessionGone)?;
-        pumps.spawn(pump(media, init_track, publisher, limits));
+        pumps.spawn(pump(media, init_track, publisher, limits.clone()));
     }
     while let Some(result) = pumps.join_next().await {
         match result {
@@ -206,7 +207,7 @@ async fn pump(
     track: TrackReader,
     init: InitTrack,
     publisher: TrackPublisher,
-    limits: SessionLimits,
+    limits: Arc<MoqConfig>,
 ) -> Result<(), IngestError> {
     let TrackReaderMode::Subgroups(mut groups) = track.mode().await? else {
         return Err(IngestError::Serve(ServeError::Mode));

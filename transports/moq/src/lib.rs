@@ -36,7 +36,7 @@ use moq_transport::session::transport::quinn::quinn;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use config::{MoqConfig, SessionLimits};
+pub use config::MoqConfig;
 pub use error::Termination;
 pub use tls::{ServerIdentity, TlsError};
 
@@ -110,7 +110,7 @@ pub fn start(
         hub: hub::Hub::default(),
         shutdown: shutdown.clone(),
         handshake_timeout: config.handshake_timeout(),
-        limits: config.session_limits(),
+        limits: Arc::new(config.clone()),
     });
     let gate = ConnectionGate::new("moq", config.max_connections, config.max_connections_per_ip);
     tokio::spawn(accept_loop(endpoint, gate, context, shutdown));

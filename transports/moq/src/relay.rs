@@ -2,6 +2,8 @@
 //! room's [`Hub`](crate::hub::Hub), each track a subscriber (or the ingest) asks for becomes one
 //! upstream SUBSCRIBE to the publisher, and the media in it is ingested into the engine.
 
+use std::sync::Arc;
+
 use junction_core::RoomId;
 use moq_transport::coding::TrackNamespace;
 use moq_transport::serve::{Tracks, TracksRequest};
@@ -10,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::config::SessionLimits;
+use crate::config::MoqConfig;
 use crate::hub::{Hub, Registration};
 use crate::ingest::{self, IngestRequest};
 
@@ -38,12 +40,12 @@ pub async fn run(
     subscriber: Subscriber,
     label: String,
     ingest_requests: mpsc::Sender<IngestRequest>,
-    limits: SessionLimits,
+    limits: Arc<MoqConfig>,
 ) {
     let namespace = announce.namespace.clone();
     let mut upstream = JoinSet::new();
     let violations = ingest_requests.clone();
-    let ingest = ingest::run(namespace.clone(), label, tracks, ingest_requests, limits);
+    let ingest = ingest::run(namespace.clone(), label, tracks, ingest_requests, limits.clone());
     tokio::pin!(ingest);
     let mut ingesting = true;
     loop {

@@ -4,9 +4,10 @@
 //! top to bottom. Every way the session can end — the peer closes, the engine closes the peer
 //! (kicked, replaced, room deleted), the server shuts down, the publisher sends a codec
 //! configuration the server refuses — ends here, and dropping the endpoint releases everything
-//! the peer held. What one session may hold is capped ([`SessionLimits`]): namespaces it
+//! the peer held. What one session may hold is capped (the `[moq]` limits): namespaces it
 //! announces and subscriptions it makes beyond the caps are refused with EXCESSIVE_LOAD.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, EndpointEvent, Grants, MediaOut, PeerId, RoomId};
@@ -22,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::SessionLimits;
+use crate::config::MoqConfig;
 use crate::egress::Egress;
 use crate::error::{RequestRefusal, Termination, reason_phrase};
 use crate::hub::Hub;
@@ -41,7 +42,7 @@ pub struct SessionParts {
     pub joined: Joined,
     pub hub: Hub,
     pub shutdown: CancellationToken,
-    pub limits: SessionLimits,
+    pub limits: Arc<MoqConfig>,
 }
 
 /// Runs an admitted session until it ends; returns how it was closed.
@@ -173,7 +174,7 @@ struct Driver {
     hub: Hub,
     subscriber: Subscriber,
     ingest_tx: mpsc::Sender<IngestRequest>,
-    limits: SessionLimits,
+    limits: Arc<MoqConfig>,
     /// One task per SUBSCRIBE being served.
     subscriptions: JoinSet<()>,
     /// One task per namespace the peer announced.
@@ -288,7 +289,7 @@ impl Driver {
             self.subscriber.clone(),
             label,
             self.ingest_tx.clone(),
-            self.limits,
+            self.limits.clone(),
         ));
     }
 
