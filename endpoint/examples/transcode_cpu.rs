@@ -2,10 +2,10 @@
 //! ten seconds of a tone, pre-encoded in the source codec, pushed through frame by frame on
 //! one thread, timed with the thread's CPU clock (not wall time: the machine may be busy).
 //!
-//! Then the same AAC->Opus route as the engine runs it — a variant on its own thread, fed
-//! through its subscription queue — paced like a live publisher (one frame every 23.2 ms),
-//! timed with the whole process's CPU clock: the difference to the one-thread figure is what
-//! running transcoders off the async workers costs (a wake-up per frame).
+//! Then the AAC->Opus route paced like a live publisher (one frame every 23.2 ms), timed with
+//! the whole process's CPU clock: transcoded on the pacing thread itself, and as the engine runs
+//! it — a variant on the transcoding runtime, fed through its subscription queue. The
+//! difference is what running transcoders off the async workers costs (a wake-up per frame).
 //!
 //! `cargo run --release -p junction-endpoint --example transcode_cpu`
 
@@ -40,8 +40,8 @@ fn process_cpu_time() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// AAC->Opus through an engine variant, paced in real time; returns process CPU per second of
-/// audio and the Opus frames the subscriber received.
+/// AAC->Opus through an engine variant (on the transcoding runtime), paced in real time;
+/// returns process CPU per second of audio and the Opus frames the subscriber received.
 fn through_a_variant(frames: &[MediaFrame], params: &CodecParams) -> (f64, usize) {
     let engine = Engine::with_parts(EngineConfig::default(), Arc::new(SystemClock), default_adapters());
     let room = RoomId::new("bench").unwrap();
@@ -139,7 +139,7 @@ fn main() {
     );
     let (per_second, opus) = through_a_variant(&frames, &params);
     println!(
-        "  through an engine variant (its own thread): {per_second:6.2} ms ({:.2}% of a core), {opus} frames out",
+        "  through an engine variant (transcoding runtime): {per_second:6.2} ms ({:.2}% of a core), {opus} frames out",
         per_second / 10.0
     );
 }
