@@ -128,7 +128,6 @@ fn message(serializer: &mut ChunkSerializer, type_id: u8, timestamp: u32, data: 
 }
 
 fn guard(c: &mut Criterion) {
-    let record = AvcConfig::from_parameter_sets(SPS, PPS).unwrap().to_bytes();
     let mut group = c.benchmark_group("rtmp_guard");
     group.throughput(Throughput::Elements(1));
     for (name, type_id, tag) in [
@@ -203,7 +202,7 @@ fn publishing_session() -> (Session, ClientSession) {
         }
     }
     let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let mut exchange = |server: &mut Session, client: &mut ClientSession, results: Vec<ClientSessionResult>| {
+    let exchange = |server: &mut Session, client: &mut ClientSession, results: Vec<ClientSessionResult>| {
         let mut pending = results;
         while !pending.is_empty() {
             for result in std::mem::take(&mut pending) {
