@@ -14,6 +14,7 @@ mod credential;
 pub mod endpoint;
 pub mod engine;
 pub mod events;
+pub mod gate;
 pub mod mixer;
 pub mod room;
 pub mod stats;

@@ -7,8 +7,8 @@
 //! closed as `Overloaded` once the current change is done.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use junction_core::codec::codec_list;
@@ -120,6 +120,8 @@ pub(crate) struct Room {
 }
 
 struct RoomState {
+    /// The room itself, for what runs outside its lock and reports back (a failed transcoder).
+    me: Weak<Room>,
     options: RoomOptions,
     created_at: Instant,
     created_at_ms: u64,
@@ -133,10 +135,11 @@ struct RoomState {
 impl Room {
     pub(crate) fn new(id: RoomId, options: RoomOptions, shared: Arc<Shared>) -> Arc<Room> {
         let now = shared.clock.now();
-        let room = Arc::new(Room {
+        let room = Arc::new_cyclic(|me| Room {
             id,
             closed: AtomicBool::new(false),
             state: Mutex::new(RoomState {
+                me: me.clone(),
                 options,
                 created_at: now,
                 created_at_ms: shared.clock.unix_ms(),
@@ -361,6 +364,29 @@ impl Room {
         Ok(())
     }
 
+    /// `variant`, the transcoded copy of `origin` some subscribers are attached to, failed for
+    /// good: those subscriptions end, and their peers are told why.
+    pub(crate) fn variant_failed(&self, origin: &TrackId, variant: &Arc<Track>, reason: &str) {
+        let mut st = self.state.lock();
+        let shared = &self.shared;
+        let attached: Vec<PeerId> = st
+            .peers
+            .iter_mut()
+            .filter_map(|(peer, slot)| {
+                let on_variant = slot.subscriptions.get(origin).is_some_and(|l| Arc::ptr_eq(&l.attached, variant));
+                let link = if on_variant { slot.subscriptions.remove(origin) } else { None }?;
+                link.detach(shared);
+                Some(peer.clone())
+            })
+            .collect();
+        for peer in &attached {
+            st.deliver(peer, EndpointEvent::Unsubscribed { track: origin.clone() });
+            let event = EndpointEvent::SubscriptionFailed { track: origin.clone(), reason: reason.to_owned() };
+            st.deliver(peer, event);
+        }
+        st.reap_overloaded(&self.id, shared);
+    }
+
     pub(crate) fn publish(&self, link: &PeerLink, req: PublishRequest) -> Result<TrackPublisher, ContractError> {
         let room = self.id.clone();
         self.with_session(link, |st, shared| {
@@ -383,6 +409,8 @@ impl Room {
             if req.layers.len() > crate::track::MAX_LAYERS {
                 return Err(ContractError::LimitExceeded { what: "simulcast layers", limit: crate::track::MAX_LAYERS });
             }
+            // Transports validate where the parameters enter; this catches any that did not.
+            req.params.validate(req.codec).map_err(|err| ContractError::Invalid(err.to_string()))?;
             let info = TrackInfo {
                 id: TrackId::generate(),
                 peer: link.peer.clone(),
@@ -649,7 +677,13 @@ impl RoomState {
                 accepted: codec_list(&options.codecs),
             };
             let (codec, factory) = shared.adapters.route(info.codec, &options.codecs).ok_or_else(no_path)?;
-            adapt::variant_for(&origin, codec, &factory, &shared.clone()).map_err(|err| {
+            let (me, origin_id) = (self.me.clone(), track_id.clone());
+            let on_failure: adapt::OnVariantFailure = Box::new(move |variant, reason| {
+                if let Some(room) = me.upgrade() {
+                    room.variant_failed(&origin_id, variant, &reason);
+                }
+            });
+            adapt::variant_for(&origin, codec, &factory, &shared.clone(), on_failure).map_err(|err| {
                 tracing::warn!(room = %room, track = %track_id, "{err}");
                 no_path()
             })?
