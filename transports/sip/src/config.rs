@@ -40,6 +40,13 @@ pub struct SipConfig {
     pub tcp_idle_timeout_s: u64,
     /// An answered INVITE whose ACK does not come within this is hung up (BYE), its slot freed.
     pub ack_timeout_s: u64,
+    /// RFC 4028 session timers: the interval we ask for (dial-out) and grant to callers that
+    /// support timers but name none; the refresher refreshes half-way, and a session nobody
+    /// refreshed is ended with BYE.
+    pub session_expires_s: u32,
+    /// The smallest interval we accept (our `Min-SE`): shorter requests get 422. RFC 4028 says
+    /// 90 s; lower values are for tests.
+    pub min_session_expires_s: u32,
     /// Digest nonces outstanding at once (each is good for one request); past this the oldest
     /// is forgotten and its caller challenged again.
     pub max_nonces: usize,
@@ -79,6 +86,8 @@ impl Default for SipConfig {
             max_tcp_connections_per_source: 32,
             tcp_idle_timeout_s: 60,
             ack_timeout_s: 32,
+            session_expires_s: 1800,
+            min_session_expires_s: 90,
             max_nonces: 8192,
             allow_direct_dial: false,
             direct_dial_hosts: Vec::new(),
@@ -123,6 +132,12 @@ impl SipConfig {
         if !(1..=64).contains(&self.ack_timeout_s) {
             return bad("ack_timeout_s", "must be 1 to 64 seconds");
         }
+        if self.min_session_expires_s == 0 {
+            return bad("min_session_expires_s", "must be at least 1 second (RFC 4028: 90)");
+        }
+        if self.session_expires_s < self.min_session_expires_s {
+            return bad("session_expires_s", "must be at least sip.min_session_expires_s");
+        }
         if let Err(message) = self.direct_dial() {
             return bad("direct_dial_hosts", &message);
         }
@@ -151,6 +166,10 @@ impl SipConfig {
                 per_source: self.max_transactions_per_source,
             },
             ack_timeout: std::time::Duration::from_secs(self.ack_timeout_s),
+            session_timers: crate::ua::TimerPolicy {
+                expires: self.session_expires_s,
+                min: self.min_session_expires_s,
+            },
         }
     }
 

@@ -68,6 +68,8 @@ pub enum CallEnd {
     RtpTimeout,
     Unreachable,
     NoAck,
+    /// RFC 4028: the session timer ran out without a refresh.
+    SessionExpired,
     RoomClosed(String),
     Failed(String),
     Shutdown,
@@ -88,6 +90,7 @@ impl CallEnd {
             CallEnd::RtpTimeout => "rtp_timeout".into(),
             CallEnd::Unreachable => "unreachable".into(),
             CallEnd::NoAck => "no_ack".into(),
+            CallEnd::SessionExpired => "session_expired".into(),
             CallEnd::RoomClosed(why) => format!("room_closed: {why}"),
             CallEnd::Failed(why) => format!("error: {why}"),
             CallEnd::Shutdown => "server_shutdown".into(),

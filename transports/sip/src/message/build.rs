@@ -10,7 +10,11 @@ use rsip::{Header, Headers, Method, Request, Response, StatusCode, Version};
 pub const AGENT: &str = "Junction";
 
 /// Methods this user agent handles, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
+
+/// Option tags this user agent supports (RFC 3262 reliable provisional responses, RFC 4028
+/// session timers), for Supported headers; a Require naming anything else gets 420.
+pub const SUPPORTED: &[&str] = &["100rel", "timer"];
 
 /// The standard reason phrase of a status code.
 pub fn reason_phrase(code: u16) -> &'static str {
@@ -20,6 +24,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         181 => "Call Is Being Forwarded",
         183 => "Session Progress",
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -29,6 +34,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
         420 => "Bad Extension",
+        422 => "Session Interval Too Small",
+        423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
@@ -36,6 +43,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         486 => "Busy Here",
         487 => "Request Terminated",
         488 => "Not Acceptable Here",
+        489 => "Bad Event",
         491 => "Request Pending",
         500 => "Server Internal Error",
         501 => "Not Implemented",

@@ -14,12 +14,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::{Live, Stack};
+use super::{Live, Pending, Stack};
 use crate::admission::{Caller, DispatchError, TrunkDecision, trunks};
 use crate::call::{self, CallSetup, Entry, ToCall};
 use crate::calls::{CallRecord, CallState, Direction};
 use crate::message::{Head, Peer, build, header_value};
-use crate::sdp::{self, SdpOrigin};
+use crate::sdp::{self, Negotiated, SdpOrigin};
 use crate::ua::CallKey;
 
 /// A refusal: the status and the headers that explain it.
@@ -98,8 +98,14 @@ impl Stack {
             return Err(refuse(404, format!("room {room} does not exist")));
         }
 
-        let remote = sdp::parse(&request.body).map_err(|err| refuse(488, err))?;
-        let media = sdp::negotiate(&remote).map_err(|err| refuse(488, err))?;
+        // Without a body the INVITE is a late offer: our 2xx offers, the ACK answers, and the
+        // codec is known only then.
+        let media = if request.body.is_empty() {
+            None
+        } else {
+            let remote = sdp::parse(&request.body).map_err(|err| refuse(488, err))?;
+            Some(sdp::negotiate(&remote).map_err(|err| refuse(488, err))?)
+        };
         let sockets = self.ports.allocate().map_err(|err| {
             let mut refusal = refuse(503, err);
             refusal.headers.push(build::other("Retry-After", "30"));
@@ -139,33 +145,42 @@ impl Stack {
         );
         record.trunk = Some(trunk);
         record.rule = Some(destination.rule.clone());
-        record.codec = Some(media.codec.as_str().to_owned());
+        record.codec = media.as_ref().map(|m| m.codec.as_str().to_owned());
         let id = record.id.clone();
 
         let origin = SdpOrigin::new();
         let local_rtp = sockets.local_addr();
-        let answer = sdp::answer(local_rtp, origin, &media);
-        let (task, inbox) = mpsc::channel(32);
-        call::spawn(CallSetup {
-            id: id.clone(),
-            key: call,
-            room: room.clone(),
-            identity: identity.clone(),
-            name,
-            metadata,
-            sockets,
-            media: media.clone(),
-            entry,
-            engine: self.engine.clone(),
-            mixer: self.mixer.clone(),
-            book: self.book.clone(),
-            settings: self.settings,
-            to_stack: self.commands_tx.clone(),
-            inbox,
-        })
-        .map_err(|why| refuse(500, why))?;
+        let (body, task, pending) = match &media {
+            Some(media) => {
+                let (task, inbox) = mpsc::channel(32);
+                call::spawn(CallSetup {
+                    id: id.clone(),
+                    key: call,
+                    room: room.clone(),
+                    identity: identity.clone(),
+                    name,
+                    metadata,
+                    sockets,
+                    media: media.clone(),
+                    entry,
+                    engine: self.engine.clone(),
+                    mixer: self.mixer.clone(),
+                    book: self.book.clone(),
+                    settings: self.settings,
+                    to_stack: self.commands_tx.clone(),
+                    inbox,
+                })
+                .map_err(|why| refuse(500, why))?;
+                (sdp::answer(local_rtp, origin, media), Some(task), None)
+            }
+            None => {
+                let pending = Pending { sockets, entry: Some(entry), name, metadata };
+                (sdp::offer(local_rtp, origin), None, Some(pending))
+            }
+        };
 
-        info!(room = %room, peer = %identity, call = %id, from = %from, codec = %media.codec, pin = destination.pin.is_some(), "call answered");
+        let codec = media.as_ref().map_or("late offer", |m| m.codec.as_str());
+        info!(room = %room, peer = %identity, call = %id, from = %from, codec, pin = destination.pin.is_some(), "call answered");
         metrics::counter!("junction_sip_calls_total", "direction" => "inbound").increment(1);
         self.book.insert(record);
         self.by_id.insert(id.clone(), call);
@@ -177,14 +192,14 @@ impl Stack {
                 identity,
                 signalling: from,
                 inbound: true,
-                task: Some(task),
-                pending: None,
+                task,
+                pending,
                 local_rtp,
                 origin,
-                media: Some(media),
+                media,
             },
         );
-        self.ua.answer(Instant::now(), call, answer);
+        self.ua.answer(Instant::now(), call, body);
         Ok(())
     }
 
@@ -199,10 +214,17 @@ impl Stack {
             self.ua.reject_offer(now, call, 491, "the call is not set up yet");
             return;
         };
-        let updated = if body.is_empty() {
-            // An offerless re-INVITE: our 2xx carries the current media as the offer.
-            current.clone()
-        } else {
+        if body.is_empty() {
+            // An offerless re-INVITE: our 2xx offers the call's codec, sending and receiving;
+            // the ACK's answer says what the far end wants (see `settle.rs`).
+            live.origin.version += 1;
+            let offer = Negotiated { direction: sdp::Direction::SendRecv, ..current };
+            let offer = sdp::answer(live.local_rtp, live.origin, &offer);
+            info!(call = %live.id, "offerless re-INVITE: offering in the 2xx");
+            self.ua.answer_offer(now, call, offer);
+            return;
+        }
+        let updated = {
             let offered = sdp::parse(body).and_then(|remote| sdp::negotiate(&remote));
             match offered {
                 Ok(media) if media.codec == current.codec => media,

@@ -11,6 +11,7 @@ mod inbound;
 pub(crate) use inbound::identity_for;
 mod outbound;
 mod recover;
+mod settle;
 pub(crate) mod tcp;
 
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::admission::{Directory, Trunk};
-use crate::call::{CallEnd, CallSettings, ToCall};
+use crate::call::{CallEnd, CallSettings, Entry, ToCall};
 use crate::calls::{CallBook, CallRecord, CallState};
 use crate::config::SipConfig;
 use crate::digest::Nonces;
@@ -36,7 +37,7 @@ use crate::media::ports::{PortError, PortRange, RtpSockets};
 use crate::message::{Peer, Transport};
 use crate::sdp::{Negotiated, SdpOrigin};
 use crate::transaction::{TimerConfig, Transmit};
-use crate::ua::{CallKey, EndReason, UaEvent, UserAgent};
+use crate::ua::{CallKey, EndReason, Locals, UaEvent, UserAgent};
 
 /// A call to place.
 #[derive(Debug, Clone)]
@@ -101,12 +102,23 @@ struct Live {
     inbound: bool,
     /// The call task's inbox, once it runs.
     task: Option<mpsc::Sender<ToCall>>,
-    /// RTP sockets of a call we placed, until it is answered.
-    pending: Option<RtpSockets>,
+    /// What a call's task starts with, until the media is settled: a call we placed until it
+    /// is answered (or gets an early answer), a late-offer call until the ACK's answer.
+    pending: Option<Pending>,
     /// Our RTP address, for the SDP of re-INVITE answers.
     local_rtp: SocketAddr,
     origin: SdpOrigin,
     media: Option<Negotiated>,
+}
+
+/// A call whose task waits for the far end's SDP answer.
+struct Pending {
+    sockets: RtpSockets,
+    /// Where the call stands with the room: already joined (or waiting for its PIN) for a call
+    /// we admitted; `None` for a call we placed, which joins when answered.
+    entry: Option<Entry>,
+    name: Option<String>,
+    metadata: serde_json::Value,
 }
 
 /// What the stack shares with its start function.
@@ -163,7 +175,7 @@ impl Stack {
             pin_timeout: std::time::Duration::from_secs(parts.config.pin_timeout_s),
         };
         Self {
-            ua: UserAgent::with_limits(parts.timers, parts.config.ua_limits(), parts.advertised, parts.advertised),
+            ua: UserAgent::with_limits(parts.timers, parts.config.ua_limits(), Locals::plain(parts.advertised)),
             timers: parts.timers,
             udp: parts.udp,
             tcp: tcp::Connections::new(parts.tcp_gate, parts.tcp_events, shutdown),
@@ -314,19 +326,24 @@ impl Stack {
     fn on_ua_event(&mut self, event: UaEvent) {
         match event {
             UaEvent::Incoming { call, request, head, from } => self.incoming(call, &request, &head, from),
-            UaEvent::Confirmed { call } => self.tell(call, ToCall::Confirmed),
+            UaEvent::Confirmed { call, initial, sdp } => self.confirmed(call, initial, &sdp),
             UaEvent::Progress { call, code } => {
                 if let Some(live) = self.live.get(&call) {
                     debug!(call = %live.id, code, "far end progress");
                     self.book.transition(&live.id, CallState::Ringing, Some(code), None);
                 }
             }
+            UaEvent::EarlyMedia { call, sdp } => self.early_media(call, &sdp),
             UaEvent::Answered { call, sdp } => self.answered(call, &sdp),
             UaEvent::Failed { call, code, reason } => {
                 if let Some(live) = self.live.remove(&call) {
                     info!(room = %live.room, call = %live.id, code, %reason, "call failed");
                     self.by_id.remove(&live.id);
                     self.book.transition(&live.id, CallState::Failed, Some(code), Some(reason));
+                    // A call that had early media has a task (and a place in the room) to end.
+                    if let Some(task) = live.task {
+                        let _ = task.try_send(ToCall::Stop(CallEnd::Failed(format!("far end answered {code}"))));
+                    }
                 }
             }
             UaEvent::Offer { call, sdp } => self.reoffer(call, &sdp),
@@ -342,6 +359,7 @@ impl Stack {
                     EndReason::Cancelled => CallEnd::Cancelled,
                     EndReason::NoAck => CallEnd::NoAck,
                     EndReason::Unreachable => CallEnd::Unreachable,
+                    EndReason::SessionExpired => CallEnd::SessionExpired,
                 };
                 self.finish(call, end);
             }

@@ -1,20 +1,14 @@
 //! Placing calls (`POST /v1/rooms/{room}/sip/calls`): the INVITE with our SDP offer and the
-//! trunk's credentials, then — once answered — the codec from the far end's answer, the phone's
-//! place in the room and its call task.
+//! trunk's credentials; the answer settles the call in `settle.rs`.
 
 use std::time::Instant;
 
-use junction_core::TransportKind;
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
-use serde_json::json;
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::{DialError, DialRequest, Live, Stack};
-use crate::call::{self, CallEnd, CallSetup, Entry};
+use super::{DialError, DialRequest, Live, Pending, Stack};
 use crate::calls::{CallRecord, CallState, Direction};
 use crate::sdp::{self, SdpOrigin};
-use crate::ua::{CallKey, Invitation};
+use crate::ua::Invitation;
 
 impl Stack {
     pub(super) fn dial(&mut self, request: DialRequest) -> Result<CallRecord, DialError> {
@@ -61,59 +55,12 @@ impl Stack {
                 signalling,
                 inbound: false,
                 task: None,
-                pending: Some(sockets),
+                pending: Some(Pending { sockets, entry: None, name: None, metadata: serde_json::Value::Null }),
                 local_rtp,
                 origin,
                 media: None,
             },
         );
         Ok(record)
-    }
-
-    /// The far end answered: settle the codec, join the room, start the call.
-    pub(super) fn answered(&mut self, call: CallKey, body: &[u8]) {
-        if let Err(end) = self.connect(call, body) {
-            warn!(call = ?self.live.get(&call).map(|l| l.id.clone()), reason = %end.describe(), "answered call cannot go on");
-            self.ua.hangup(Instant::now(), call);
-            self.finish(call, end);
-        }
-    }
-
-    fn connect(&mut self, call: CallKey, body: &[u8]) -> Result<(), CallEnd> {
-        let Some(live) = self.live.get_mut(&call) else { return Ok(()) };
-        let sockets = live.pending.take().ok_or_else(|| CallEnd::Failed("answered twice".into()))?;
-        let media = sdp::parse(body)
-            .and_then(|answer| sdp::negotiate(&answer))
-            .map_err(|err| CallEnd::Failed(format!("the far end's SDP answer: {err}")))?;
-        let mut join = JoinRequest::new(live.room.clone(), live.identity.clone(), TransportKind::Sip);
-        join.metadata = json!({"sip": {"call": live.id, "direction": "outbound"}});
-        join.auto_subscribe = false;
-        join.on_duplicate = DuplicatePolicy::Reject;
-        let joined = self.engine.join(join).map_err(|err| CallEnd::Failed(err.to_string()))?;
-        let (task, inbox) = mpsc::channel(32);
-        call::spawn(CallSetup {
-            id: live.id.clone(),
-            key: call,
-            room: live.room.clone(),
-            identity: live.identity.clone(),
-            name: None,
-            metadata: serde_json::Value::Null,
-            sockets,
-            media: media.clone(),
-            entry: Entry::Joined(joined.endpoint),
-            engine: self.engine.clone(),
-            mixer: self.mixer.clone(),
-            book: self.book.clone(),
-            settings: self.settings,
-            to_stack: self.commands_tx.clone(),
-            inbox,
-        })
-        .map_err(CallEnd::Failed)?;
-        live.task = Some(task);
-        live.media = Some(media.clone());
-        info!(room = %live.room, peer = %live.identity, call = %live.id, codec = %media.codec, "call answered by the far end");
-        self.book.set_codec(&live.id, media.codec.as_str());
-        self.book.transition(&live.id, CallState::Answered, Some(200), None);
-        Ok(())
     }
 }

@@ -66,7 +66,7 @@ impl Stack {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.ua.hangup(now, key)));
             self.finish(key, CallEnd::StackReset);
         }
-        let fresh = UserAgent::with_limits(self.timers, self.config.ua_limits(), self.advertised, self.advertised);
+        let fresh = UserAgent::with_limits(self.timers, self.config.ua_limits(), crate::ua::Locals::plain(self.advertised));
         let mut old = std::mem::replace(&mut self.ua, fresh);
         let outbox = &mut self.outbox;
         let drained = std::panic::catch_unwind(AssertUnwindSafe(|| {

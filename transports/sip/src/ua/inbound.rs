@@ -1,6 +1,7 @@
-//! Requests the user agent receives: new INVITEs (handed to the stack), requests inside a
-//! dialog (BYE, re-INVITE, INFO, OPTIONS, ACK), CANCEL, and everything it refuses on its own
-//! with the status RFC 3261 prescribes (400, 405, 415, 420, 481, 482, 491, 500, 501).
+//! Requests the user agent receives outside a dialog: new INVITEs (handed to the stack — with
+//! an offer, or without one for a late offer), CANCEL, the ACK of our 2xx, and everything it
+//! refuses on its own with the status RFC 3261 and RFC 4028 prescribe (400, 405, 415, 420,
+//! 422, 481, 482, 501). Requests inside a dialog are in [`super::in_dialog`].
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -8,8 +9,9 @@ use std::time::Instant;
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Method, Request, headers};
 
-use super::{Call, CallKey, EndReason, PendingOk, Phase, Retransmit, UaEvent, UserAgent, dialog};
-use crate::message::build::{self, ALLOW};
+use super::session_timer::{self, UasDecision};
+use super::{Call, CallKey, EndReason, Phase, UaEvent, UserAgent, dialog};
+use crate::message::build::{self, ALLOW, SUPPORTED};
 use crate::message::{Head, Peer, RawMessage, content_type, header_value};
 use crate::transaction::{ServerKey, Transmit, encode};
 
@@ -64,7 +66,7 @@ impl UserAgent {
         from: Peer,
     ) {
         if request.method == Method::Ack {
-            self.on_ack(&head);
+            self.on_ack(&head, request.body);
             return;
         }
         let Some(key) = key else { return };
@@ -78,7 +80,7 @@ impl UserAgent {
     }
 
     /// Sends a response without any dialog bookkeeping.
-    fn reply(&mut self, now: Instant, key: &ServerKey, request: &Request, code: u16, extra: Vec<Header>) {
+    pub(super) fn reply(&mut self, now: Instant, key: &ServerKey, request: &Request, code: u16, extra: Vec<Header>) {
         let mut response = build::response(request, code, Some(&build::new_tag()));
         for header in extra {
             build::add_header(&mut response, header);
@@ -86,15 +88,19 @@ impl UserAgent {
         self.txns.respond(now, key, response);
     }
 
-    fn allow() -> Header {
+    pub(super) fn allow() -> Header {
         Header::Allow(headers::Allow::new(ALLOW))
+    }
+
+    pub(super) fn supported() -> Header {
+        Header::Supported(headers::Supported::new(SUPPORTED.join(", ")))
     }
 
     fn out_of_dialog(&mut self, now: Instant, key: ServerKey, request: Request, head: Head, from: Peer) {
         match request.method {
             Method::Invite => self.on_invite(now, key, request, head, from),
             Method::Options => {
-                let extra = vec![Self::allow(), Header::Accept(headers::Accept::new("application/sdp"))];
+                let extra = vec![Self::allow(), Self::supported(), Header::Accept(headers::Accept::new("application/sdp"))];
                 self.reply(now, &key, &request, 200, extra);
             }
             Method::Bye | Method::Info | Method::Update | Method::PRack => {
@@ -102,6 +108,15 @@ impl UserAgent {
             }
             _ => self.reply(now, &key, &request, 405, vec![Self::allow()]),
         }
+    }
+
+    /// Option tags of a `Require` header we do not support (RFC 3261 §8.2.2.3).
+    fn unsupported(request: &Request) -> Vec<String> {
+        crate::message::header_values(request, "Require")
+            .iter()
+            .flat_map(|v| v.split(',').map(|t| t.trim().to_owned()).collect::<Vec<_>>())
+            .filter(|tag| !tag.is_empty() && !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(tag)))
+            .collect()
     }
 
     /// A new INVITE: checked for what no stack decision can fix, then handed to the stack.
@@ -117,23 +132,22 @@ impl UserAgent {
             self.reply(now, &key, &request, 482, vec![warning("this INVITE already arrived by another path")]);
             return;
         }
-        if let Some(required) = header_value(&request, "Require") {
-            let unsupported = Header::Unsupported(headers::Unsupported::new(required.clone()));
-            self.reply(now, &key, &request, 420, vec![unsupported]);
+        let unsupported = Self::unsupported(&request);
+        if !unsupported.is_empty() {
+            let header = Header::Unsupported(headers::Unsupported::new(unsupported.join(", ")));
+            self.reply(now, &key, &request, 420, vec![header]);
             return;
         }
-        match content_type(&request) {
-            _ if request.body.is_empty() => {
-                let why = warning("Junction needs an SDP offer in the INVITE");
-                self.reply(now, &key, &request, 488, vec![why]);
-                return;
-            }
-            Some(ct) if ct == "application/sdp" => {}
-            _ => {
-                let accept = Header::Accept(headers::Accept::new("application/sdp"));
-                self.reply(now, &key, &request, 415, vec![accept]);
-                return;
-            }
+        // An INVITE without a body is a late offer: our 2xx will carry the offer.
+        let is_sdp = content_type(&request).is_some_and(|ct| ct == "application/sdp");
+        if !request.body.is_empty() && !is_sdp {
+            let accept = Header::Accept(headers::Accept::new("application/sdp"));
+            self.reply(now, &key, &request, 415, vec![accept]);
+            return;
+        }
+        if let UasDecision::TooSmall { min } = session_timer::decide_as_uas(&request, self.timer_policy) {
+            self.reply(now, &key, &request, 422, vec![build::other("Min-SE", min.to_string())]);
+            return;
         }
 
         let call = self.new_key();
@@ -156,87 +170,15 @@ impl UserAgent {
         };
         self.dialogs.insert((dialog.call_id.clone(), dialog.local_tag.clone()), call);
         self.invites.insert(key.clone(), call);
-        self.calls.insert(
-            call,
-            Call {
-                dialog,
-                phase: Phase::Offered { txn: key, request: request.clone() },
-                pending_ok: None,
-                pending_offer: None,
-                credentials: None,
-                auth_tries: 0,
-                ack: None,
-            },
-        );
+        let mut entry = Call::new(dialog, Phase::Offered { txn: key, request: request.clone() });
+        entry.remote_update = allows_update(&request);
+        self.calls.insert(call, entry);
         self.events.push_back(UaEvent::Incoming { call, request: Box::new(request), head: Box::new(head), from });
     }
 
-    fn find_dialog(&self, head: &Head) -> Option<CallKey> {
+    pub(super) fn find_dialog(&self, head: &Head) -> Option<CallKey> {
         let tag = head.to.tag.clone()?;
         self.dialogs.get(&(head.call_id.clone(), tag)).copied()
-    }
-
-    fn in_dialog(&mut self, now: Instant, key: ServerKey, request: Request, head: Head) {
-        let Some(call_key) = self.find_dialog(&head) else {
-            self.reply(now, &key, &request, 481, vec![warning("no such call")]);
-            return;
-        };
-        let Some(call) = self.calls.get_mut(&call_key) else { return };
-        // §12.2.2: requests must come in CSeq order.
-        if call.dialog.remote_cseq.is_some_and(|last| head.cseq <= last) {
-            self.reply(now, &key, &request, 500, vec![warning("CSeq out of order")]);
-            return;
-        }
-        call.dialog.remote_cseq = Some(head.cseq);
-        let local_tag = call.dialog.local_tag.clone();
-        match request.method {
-            Method::Bye => {
-                let ending = matches!(call.phase, Phase::Ending);
-                let response = build::response(&request, 200, Some(&local_tag));
-                self.txns.respond(now, &key, response);
-                self.remove(call_key);
-                if !ending {
-                    self.events.push_back(UaEvent::Ended { call: call_key, reason: EndReason::RemoteBye });
-                }
-            }
-            Method::Invite => {
-                let busy = call.pending_offer.is_some()
-                    || call.pending_ok.is_some()
-                    || !matches!(call.phase, Phase::Established);
-                if busy {
-                    self.reply(now, &key, &request, 491, vec![]);
-                    return;
-                }
-                let is_sdp = content_type(&request).is_none_or(|ct| ct == "application/sdp");
-                if !is_sdp {
-                    let accept = Header::Accept(headers::Accept::new("application/sdp"));
-                    self.reply(now, &key, &request, 415, vec![accept]);
-                    return;
-                }
-                call.pending_offer = Some((key.clone(), request.clone()));
-                self.invites.insert(key, call_key);
-                self.events.push_back(UaEvent::Offer { call: call_key, sdp: request.body.clone() });
-            }
-            Method::Info => {
-                let response = build::response(&request, 200, Some(&local_tag));
-                self.txns.respond(now, &key, response);
-                self.events.push_back(UaEvent::Info {
-                    call: call_key,
-                    content_type: content_type(&request),
-                    body: request.body.clone(),
-                });
-            }
-            Method::Options => {
-                let mut response = build::response(&request, 200, Some(&local_tag));
-                build::add_header(&mut response, Self::allow());
-                self.txns.respond(now, &key, response);
-            }
-            _ => {
-                let mut response = build::response(&request, 405, Some(&local_tag));
-                build::add_header(&mut response, Self::allow());
-                self.txns.respond(now, &key, response);
-            }
-        }
     }
 
     /// §9.2: a CANCEL ends an INVITE we have not answered (487), and is answered 200 either
@@ -259,89 +201,22 @@ impl UserAgent {
         }
     }
 
-    /// An ACK outside any transaction: the ACK of a 2xx we sent.
-    fn on_ack(&mut self, head: &Head) {
+    /// An ACK outside any transaction: the ACK of a 2xx we sent. When that 2xx carried our
+    /// offer (a late offer), the ACK's body is the answer.
+    fn on_ack(&mut self, head: &Head, body: Vec<u8>) {
         let Some(call_key) = self.find_dialog(head) else { return };
         let Some(call) = self.calls.get_mut(&call_key) else { return };
         let Some(pending) = call.pending_ok.take() else { return };
-        // The initial INVITE's ACK confirms the call; a re-INVITE's only stops the 2xx.
-        if pending.initial {
-            self.events.push_back(UaEvent::Confirmed { call: call_key });
-        }
+        self.events.push_back(UaEvent::Confirmed { call: call_key, initial: pending.initial, sdp: body });
     }
+}
 
-    /// Answers an INVITE we were offered with 200 and our SDP.
-    pub fn answer(&mut self, now: Instant, call_key: CallKey, sdp: String) {
-        let Some(call) = self.calls.get_mut(&call_key) else { return };
-        let Phase::Offered { txn, request } = &call.phase else { return };
-        let (txn, request) = (txn.clone(), request.clone());
-        call.phase = Phase::Established;
-        let pending = self.send_ok(now, call_key, txn, &request, sdp, true);
-        if let Some(call) = self.calls.get_mut(&call_key) {
-            call.pending_ok = pending;
-        }
-    }
-
-    /// Answers a re-INVITE with 200 and our SDP.
-    pub fn answer_offer(&mut self, now: Instant, call_key: CallKey, sdp: String) {
-        let Some(call) = self.calls.get_mut(&call_key) else { return };
-        let Some((txn, request)) = call.pending_offer.take() else { return };
-        let pending = self.send_ok(now, call_key, txn, &request, sdp, false);
-        if let Some(call) = self.calls.get_mut(&call_key) {
-            call.pending_ok = pending;
-        }
-    }
-
-    /// Refuses a re-INVITE (488 for an offer we cannot take); the call goes on as it was.
-    pub fn reject_offer(&mut self, now: Instant, call_key: CallKey, code: u16, reason: &str) {
-        let Some(call) = self.calls.get_mut(&call_key) else { return };
-        let Some((txn, request)) = call.pending_offer.take() else { return };
-        let tag = call.dialog.local_tag.clone();
-        let mut response = build::response(&request, code, Some(&tag));
-        build::add_header(&mut response, warning(reason));
-        self.txns.respond(now, &txn, response);
-    }
-
-    fn send_ok(
-        &mut self,
-        now: Instant,
-        call_key: CallKey,
-        txn: ServerKey,
-        request: &Request,
-        sdp: String,
-        initial: bool,
-    ) -> Option<PendingOk> {
-        let call = self.calls.get(&call_key)?;
-        let contact = dialog::Dialog::contact(call.dialog.local, call.dialog.peer.transport);
-        let mut response = build::response(request, 200, Some(&call.dialog.local_tag));
-        build::add_header(&mut response, Header::Contact(headers::Contact::new(contact)));
-        build::add_header(&mut response, Self::allow());
-        let response = build::response_with_body(response, "application/sdp", sdp.into_bytes());
-        let bytes = encode(&response);
-        let to = call.dialog.peer;
-        self.txns.respond(now, &txn, response);
-        let timers = self.txns.timers();
-        Some(PendingOk {
-            initial,
-            bytes,
-            to,
-            retransmit: Retransmit { next: now + timers.t1, interval: timers.t1, give_up: now + self.ack_timeout },
-        })
-    }
-
-    /// Refuses an INVITE we were offered with `code` (and extra headers: a challenge, a
-    /// Warning saying why); the call is forgotten.
-    pub fn reject(&mut self, now: Instant, call_key: CallKey, code: u16, extra: Vec<Header>) {
-        let Some(call) = self.calls.get(&call_key) else { return };
-        let Phase::Offered { txn, request } = &call.phase else { return };
-        let mut response = build::response(request, code, Some(&call.dialog.local_tag));
-        for header in extra {
-            build::add_header(&mut response, header);
-        }
-        let txn = txn.clone();
-        self.txns.respond(now, &txn, response);
-        self.remove(call_key);
-    }
+/// Whether a request or response's Allow header lists UPDATE.
+pub(super) fn allows_update(message: &impl rsip::message::HasHeaders) -> bool {
+    crate::message::header_values(message, "Allow")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
 }
 
 /// A From/To value without its tag parameter.

@@ -5,14 +5,25 @@
 //! digest challenges with the call's credentials, and reports everything else as a [`UaEvent`]
 //! for the stack to decide (who may call, which codec, which room).
 //!
+//! The carrier extensions live beside the core: offers in our 2xx and answers in the ACK
+//! (late offer, [`answer`]), reliable provisional responses and PRACK ([`early`], RFC 3262),
+//! and session timers ([`session_timer`], [`refresh`], RFC 4028, with UPDATE of RFC 3311).
+//!
 //! Like the transaction layer it is driven from outside: [`UserAgent::receive`] and
 //! [`UserAgent::handle_timeout`] take `now`; bytes leave through [`UserAgent::poll_transmit`].
 
+mod answer;
 mod dialog;
+mod early;
+mod in_dialog;
 mod inbound;
 mod outbound;
+mod refresh;
+pub mod session_timer;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_carrier;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -20,26 +31,55 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rsip::{Request, Response, SipMessage};
+use rsip::{Method, Request, Response, SipMessage};
 
 pub use dialog::{Dialog, addr_spec, uri_addr};
 pub(crate) use inbound::warning;
+pub use session_timer::TimerPolicy;
 
-use crate::message::{Head, Peer, Unparsed};
+use crate::message::{Head, Peer, Transport, Unparsed};
 use crate::transaction::{ClientKey, ServerKey, TimerConfig, Transactions, Transmit, TxnEvent, TxnLimits};
+use session_timer::SessionTimer;
 
-/// What the user agent keeps bounded: its transaction table, and how long an answered INVITE
-/// may wait for its ACK before the call is hung up (its slot and ports freed).
+/// What the user agent keeps bounded, and its session-timer policy: its transaction table,
+/// how long an answered INVITE may wait for its ACK before the call is hung up (its slot and
+/// ports freed), and the session-timer intervals it asks for and accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UaLimits {
     pub transactions: TxnLimits,
     /// RFC 3261 §13.3.1.4 gives up after 64·T1 (32 s).
     pub ack_timeout: Duration,
+    pub session_timers: TimerPolicy,
 }
 
 impl Default for UaLimits {
     fn default() -> Self {
-        Self { transactions: TxnLimits::default(), ack_timeout: TimerConfig::default().timeout() }
+        Self {
+            transactions: TxnLimits::default(),
+            ack_timeout: TimerConfig::default().timeout(),
+            session_timers: TimerPolicy::default(),
+        }
+    }
+}
+
+/// Our own addresses, per transport, for Via and Contact headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Locals {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+impl Locals {
+    /// UDP and TCP on one address.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self { udp: addr, tcp: addr }
+    }
+
+    fn for_transport(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+        }
     }
 }
 
@@ -64,6 +104,8 @@ pub enum EndReason {
     NoAck,
     /// An in-dialog request got no answer, or a 408/481: the far end is gone.
     Unreachable,
+    /// The session timer ran out without a refresh (RFC 4028 §10); we sent BYE.
+    SessionExpired,
 }
 
 impl EndReason {
@@ -73,6 +115,7 @@ impl EndReason {
             EndReason::Cancelled => "cancelled",
             EndReason::NoAck => "no_ack",
             EndReason::Unreachable => "unreachable",
+            EndReason::SessionExpired => "session_expired",
         }
     }
 }
@@ -81,16 +124,22 @@ impl EndReason {
 #[derive(Debug, Clone)]
 pub enum UaEvent {
     /// A new INVITE: answer it ([`UserAgent::answer`]) or refuse it ([`UserAgent::reject`]).
+    /// An empty body is a late offer: our answer then carries the offer, the ACK the answer.
     Incoming { call: CallKey, request: Box<Request>, head: Box<Head>, from: Peer },
-    /// The ACK of our 2xx arrived (calls we answered).
-    Confirmed { call: CallKey },
+    /// The ACK of our 2xx arrived: of the first INVITE (`initial`) or of a re-INVITE. Its body
+    /// is the far end's answer when our 2xx carried the offer, empty otherwise.
+    Confirmed { call: CallKey, initial: bool, sdp: Vec<u8> },
     /// A call we placed got a provisional response (180, 183).
     Progress { call: CallKey, code: u16 },
-    /// A call we placed was answered; the body is the far end's SDP answer.
+    /// A call we placed got its SDP answer in a provisional response: early media flows.
+    EarlyMedia { call: CallKey, sdp: Vec<u8> },
+    /// A call we placed was answered; the body is the far end's SDP answer (empty when it
+    /// came earlier, with early media).
     Answered { call: CallKey, sdp: Vec<u8> },
     /// A call we placed failed with a final response (or 408 for no answer at all).
     Failed { call: CallKey, code: u16, reason: String },
-    /// A re-INVITE: answer with [`UserAgent::answer_offer`] or [`UserAgent::reject_offer`].
+    /// A re-INVITE or UPDATE: answer with [`UserAgent::answer_offer`] or
+    /// [`UserAgent::reject_offer`]. An empty body (a re-INVITE without SDP) asks for our offer.
     Offer { call: CallKey, sdp: Vec<u8> },
     /// The far end answered an in-dialog OPTIONS ([`UserAgent::ping`]): it is alive.
     Alive { call: CallKey },
@@ -135,16 +184,53 @@ struct Credentials {
     password: String,
 }
 
+/// A re-INVITE or UPDATE waiting for the stack's answer.
+#[derive(Debug, Clone)]
+struct PendingOffer {
+    txn: ServerKey,
+    request: Request,
+}
+
 struct Call {
     dialog: Dialog,
     phase: Phase,
     pending_ok: Option<PendingOk>,
-    /// A re-INVITE waiting for the stack's answer.
-    pending_offer: Option<(ServerKey, Request)>,
+    pending_offer: Option<PendingOffer>,
     credentials: Option<Credentials>,
     auth_tries: u8,
     /// The ACK of a call we placed, resent for each 2xx retransmission.
     ack: Option<(Bytes, Peer)>,
+    /// Our SDP as last sent, offered again by re-INVITE refreshes (RFC 4028 §7.4).
+    local_sdp: Option<String>,
+    timer: Option<SessionTimer>,
+    /// Whether the far end's Allow lists UPDATE (our refreshes then use it).
+    remote_update: bool,
+    /// A 422 retry of our INVITE was made already.
+    min_se_retried: bool,
+    /// The RSeq of the last reliable provisional response acknowledged with PRACK.
+    last_rseq: Option<u32>,
+    /// Whether an early answer (SDP in a provisional response) was passed up already.
+    early_answer: bool,
+}
+
+impl Call {
+    fn new(dialog: Dialog, phase: Phase) -> Call {
+        Call {
+            dialog,
+            phase,
+            pending_ok: None,
+            pending_offer: None,
+            credentials: None,
+            auth_tries: 0,
+            ack: None,
+            local_sdp: None,
+            timer: None,
+            remote_update: false,
+            min_se_retried: false,
+            last_rseq: None,
+            early_answer: false,
+        }
+    }
 }
 
 /// What one of our client transactions is for.
@@ -154,6 +240,10 @@ enum Purpose {
     Bye,
     Cancel,
     Ping,
+    Prack,
+    /// A session refresh: a re-INVITE (`invite`) or an UPDATE.
+    Refresh { invite: bool },
+    Info,
 }
 
 /// How to place a call.
@@ -173,8 +263,8 @@ pub struct Invitation {
 pub struct UserAgent {
     txns: Transactions,
     ack_timeout: Duration,
-    local_udp: SocketAddr,
-    local_tcp: SocketAddr,
+    timer_policy: TimerPolicy,
+    locals: Locals,
     calls: HashMap<CallKey, Call>,
     /// (Call-ID, our tag) -> call.
     dialogs: HashMap<(String, String), CallKey>,
@@ -187,22 +277,17 @@ pub struct UserAgent {
 }
 
 impl UserAgent {
-    /// A user agent that advertises `local_udp` / `local_tcp` in its Via and Contact headers.
-    pub fn new(timers: TimerConfig, local_udp: SocketAddr, local_tcp: SocketAddr) -> Self {
-        Self::with_limits(
-            timers,
-            UaLimits { ack_timeout: timers.timeout(), ..UaLimits::default() },
-            local_udp,
-            local_tcp,
-        )
+    /// A user agent that advertises `locals` in its Via and Contact headers.
+    pub fn new(timers: TimerConfig, locals: Locals) -> Self {
+        Self::with_limits(timers, UaLimits { ack_timeout: timers.timeout(), ..UaLimits::default() }, locals)
     }
 
-    pub fn with_limits(timers: TimerConfig, limits: UaLimits, local_udp: SocketAddr, local_tcp: SocketAddr) -> Self {
+    pub fn with_limits(timers: TimerConfig, limits: UaLimits, locals: Locals) -> Self {
         Self {
             txns: Transactions::with_limits(timers, limits.transactions),
             ack_timeout: limits.ack_timeout,
-            local_udp,
-            local_tcp,
+            timer_policy: limits.session_timers,
+            locals,
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             invites: HashMap::new(),
@@ -214,7 +299,7 @@ impl UserAgent {
     }
 
     fn local_for(&self, peer: Peer) -> SocketAddr {
-        if peer.transport.is_reliable() { self.local_tcp } else { self.local_udp }
+        self.locals.for_transport(peer.transport)
     }
 
     fn new_key(&mut self) -> CallKey {
@@ -297,7 +382,8 @@ impl UserAgent {
             .values()
             .filter_map(|c| c.pending_ok.as_ref())
             .map(|p| p.retransmit.next.min(p.retransmit.give_up));
-        self.txns.poll_timeout().into_iter().chain(oks).min()
+        let timers = self.calls.values().filter_map(|c| c.timer.as_ref()).map(SessionTimer::deadline);
+        self.txns.poll_timeout().into_iter().chain(oks).chain(timers).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -313,6 +399,7 @@ impl UserAgent {
         let keys: Vec<CallKey> = self.calls.keys().copied().collect();
         for key in keys {
             self.retransmit_ok(now, key);
+            self.session_timer_due(now, key);
         }
         // Forget finished INVITE transactions that no call refers to any more.
         let txns = &self.txns;
@@ -339,6 +426,30 @@ impl UserAgent {
         }
     }
 
+    /// Starts an in-dialog client transaction for `request`, remembering what it is for.
+    fn send_in_dialog(&mut self, now: Instant, call_key: CallKey, request: Request, purpose: Purpose) -> bool {
+        let Some(call) = self.calls.get(&call_key) else { return false };
+        let to = call.dialog.next_hop();
+        match self.txns.send(now, request, to) {
+            Some(txn) => {
+                self.clients.insert(txn, (call_key, purpose));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends INFO in a call (DTMF as `application/dtmf-relay`, for a far end without RFC 4733).
+    pub fn info(&mut self, now: Instant, call_key: CallKey, content_type: &str, body: Vec<u8>) {
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        if !matches!(call.phase, Phase::Established) {
+            return;
+        }
+        let request = call.dialog.request(Method::Info, Vec::new());
+        let request = crate::message::build::request_with_body(request, content_type, body);
+        self.send_in_dialog(now, call_key, request, Purpose::Info);
+    }
+
     /// Forgets a call and its indexes.
     fn remove(&mut self, key: CallKey) {
         if let Some(call) = self.calls.remove(&key) {
@@ -350,5 +461,10 @@ impl UserAgent {
     /// The dialog of a call, for tests and the stack's logs.
     pub fn dialog(&self, key: CallKey) -> Option<&Dialog> {
         self.calls.get(&key).map(|c| &c.dialog)
+    }
+
+    /// A call's session timer: its interval and whether we refresh (for tests and records).
+    pub fn session_timer(&self, key: CallKey) -> Option<(Duration, bool)> {
+        self.calls.get(&key)?.timer.map(|t| (t.interval, t.we_refresh))
     }
 }

@@ -1,14 +1,17 @@
-//! Requests the user agent sends and the responses they get: placing a call (INVITE, with
-//! digest answers to 401/407), acknowledging its 2xx, cancelling it before it is answered,
-//! hanging up with BYE, and in-dialog OPTIONS to check the far end is still there.
+//! Requests the user agent sends and the responses they get: placing a call (INVITE offering
+//! 100rel and session timers, with digest answers to 401/407 and a retry after 422),
+//! acknowledging its 2xx, cancelling it before it is answered, hanging up with BYE, and
+//! in-dialog OPTIONS to check the far end is still there. Provisional responses are in
+//! [`super::early`]; session refreshes in [`super::refresh`].
 
 use std::time::Instant;
 
 use rsip::headers::UntypedHeader;
-use rsip::{Header, Method, Response, headers};
+use rsip::{Header, Method, Request, Response, headers};
 
+use super::session_timer::{self, SessionExpires, SessionTimer};
 use super::{Call, CallKey, Credentials, EndReason, Invitation, Phase, Purpose, UaEvent, UserAgent, dialog};
-use crate::message::build::{self, ALLOW, RequestSpec};
+use crate::message::build::{self, ALLOW, RequestSpec, SUPPORTED};
 use crate::message::{Head, header_value};
 use crate::transaction::{ClientKey, Transmit, encode};
 
@@ -36,6 +39,12 @@ impl UserAgent {
             peer: invitation.to,
             local,
         };
+        let policy = self.timer_policy;
+        let mut extra = vec![
+            Header::Allow(headers::Allow::new(ALLOW)),
+            Header::Supported(headers::Supported::new(SUPPORTED.join(", "))),
+        ];
+        extra.extend(session_timer::uac_headers(policy.expires, policy.min, None));
         let request = build::request(RequestSpec {
             method: Method::Invite,
             uri: invitation.target.clone(),
@@ -46,11 +55,10 @@ impl UserAgent {
             cseq: 1,
             contact: Some(dialog::Dialog::contact(local, invitation.to.transport)),
             route: Vec::new(),
-            extra: vec![Header::Allow(headers::Allow::new(ALLOW))],
+            extra,
         });
-        let request = build::request_with_body(request, "application/sdp", invitation.sdp.into_bytes());
+        let request = build::request_with_body(request, "application/sdp", invitation.sdp.clone().into_bytes());
         self.dialogs.insert((dialog.call_id.clone(), local_tag), call);
-        let credentials = invitation.credentials.map(|(username, password)| Credentials { username, password });
         let phase = match self.txns.send(now, request.clone(), invitation.to) {
             Some(txn) => {
                 self.clients.insert(txn.clone(), (call, Purpose::Invite));
@@ -58,10 +66,10 @@ impl UserAgent {
             }
             None => Phase::Ending,
         };
-        self.calls.insert(
-            call,
-            Call { dialog, phase, pending_ok: None, pending_offer: None, credentials, auth_tries: 0, ack: None },
-        );
+        let mut entry = Call::new(dialog, phase);
+        entry.credentials = invitation.credentials.map(|(username, password)| Credentials { username, password });
+        entry.local_sdp = Some(invitation.sdp);
+        self.calls.insert(call, entry);
         call
     }
 
@@ -86,19 +94,16 @@ impl UserAgent {
             }
             Phase::Established => {
                 call.pending_ok = None;
+                call.timer = None;
                 let pending_offer = call.pending_offer.take();
                 let bye = call.dialog.request(Method::Bye, Vec::new());
-                let to = call.dialog.next_hop();
                 let local_tag = call.dialog.local_tag.clone();
                 call.phase = Phase::Ending;
-                if let Some((txn, request)) = pending_offer {
-                    self.txns.respond(now, &txn, build::response(&request, 487, Some(&local_tag)));
+                if let Some(offer) = pending_offer {
+                    self.txns.respond(now, &offer.txn, build::response(&offer.request, 487, Some(&local_tag)));
                 }
-                match self.txns.send(now, bye, to) {
-                    Some(txn) => {
-                        self.clients.insert(txn, (call_key, Purpose::Bye));
-                    }
-                    None => self.remove(call_key),
+                if !self.send_in_dialog(now, call_key, bye, Purpose::Bye) {
+                    self.remove(call_key);
                 }
             }
             Phase::Ending => {}
@@ -112,10 +117,7 @@ impl UserAgent {
             return;
         }
         let options = call.dialog.request(Method::Options, Vec::new());
-        let to = call.dialog.next_hop();
-        if let Some(txn) = self.txns.send(now, options, to) {
-            self.clients.insert(txn, (call_key, Purpose::Ping));
-        }
+        self.send_in_dialog(now, call_key, options, Purpose::Ping);
     }
 
     pub(super) fn handle_response(&mut self, now: Instant, key: Option<ClientKey>, response: Response, head: Head) {
@@ -131,6 +133,7 @@ impl UserAgent {
             Purpose::Ping if code == 408 || code == 481 => self.unreachable(now, call_key),
             // Any other final answer (even 405 or 501) proves the far end is there.
             Purpose::Ping if code >= 200 => self.events.push_back(UaEvent::Alive { call: call_key }),
+            Purpose::Refresh { invite } => self.on_refresh_response(now, call_key, invite, &response, &head),
             _ => {}
         }
     }
@@ -150,17 +153,23 @@ impl UserAgent {
                 }
             }
             Purpose::Bye => self.remove(call_key),
-            Purpose::Ping => self.unreachable(now, call_key),
-            Purpose::Cancel => {}
+            // RFC 4028 §10: a refresh that gets no answer ends the session.
+            Purpose::Ping | Purpose::Refresh { .. } => self.unreachable(now, call_key),
+            Purpose::Cancel | Purpose::Prack | Purpose::Info => {}
         }
     }
 
-    fn unreachable(&mut self, now: Instant, call_key: CallKey) {
-        if !self.calls.contains_key(&call_key) {
+    pub(super) fn unreachable(&mut self, now: Instant, call_key: CallKey) {
+        self.end_with(now, call_key, EndReason::Unreachable);
+    }
+
+    /// Hangs up a live call ourselves and tells the stack why.
+    pub(super) fn end_with(&mut self, now: Instant, call_key: CallKey, reason: EndReason) {
+        if !self.calls.get(&call_key).is_some_and(|c| matches!(c.phase, Phase::Established)) {
             return;
         }
         self.hangup(now, call_key);
-        self.events.push_back(UaEvent::Ended { call: call_key, reason: EndReason::Unreachable });
+        self.events.push_back(UaEvent::Ended { call: call_key, reason });
     }
 
     /// A 2xx retransmission for a call we placed: send its ACK again (§13.2.2.4).
@@ -172,44 +181,41 @@ impl UserAgent {
         }
     }
 
+    /// ACKs a 2xx of ours in a dialog (the INVITE's, or a re-INVITE refresh's), and keeps the
+    /// ACK for retransmissions of that 2xx.
+    pub(super) fn acknowledge(&mut self, call_key: CallKey, cseq: u32) {
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
+        let ack = call.dialog.request_with_cseq(Method::Ack, cseq, Vec::new());
+        let to = call.dialog.next_hop();
+        let bytes = encode(&ack);
+        self.transmits.push_back(Transmit { to, bytes: bytes.clone() });
+        call.ack = Some((bytes, to));
+    }
+
     fn on_invite_response(&mut self, now: Instant, call_key: CallKey, response: Response, head: Head) {
         let code = response.status_code.code();
         let Some(call) = self.calls.get_mut(&call_key) else { return };
-        let Phase::Calling { invite, provisional, cancel, .. } = &mut call.phase else {
+        let Phase::Calling { cancel, .. } = &mut call.phase else {
             if (200..300).contains(&code) {
                 self.reacknowledge(&head);
             }
             return;
         };
+        let cancelled = *cancel;
         match code {
             100 => {}
-            101..=199 => {
-                let first = !*provisional;
-                *provisional = true;
-                if *cancel && first {
-                    let request = build::cancel_for(invite);
-                    let to = call.dialog.peer;
-                    if let Some(txn) = self.txns.send(now, request, to) {
-                        self.clients.insert(txn, (call_key, Purpose::Cancel));
-                    }
-                } else if !*cancel {
-                    self.events.push_back(UaEvent::Progress { call: call_key, code });
-                }
-            }
+            101..=199 => self.on_provisional(now, call_key, &response, &head),
             200..=299 => {
-                let cancelled = *cancel;
-                let cseq = head.cseq;
                 call.dialog.remote_tag = head.to.tag.clone();
                 if let Some(target) = header_value(&response, "Contact").and_then(|c| dialog::addr_spec(&c)) {
                     call.dialog.remote_target = target;
                 }
                 call.dialog.route_set = dialog::record_routes(&response).into_iter().rev().collect();
                 call.phase = Phase::Established;
-                let ack = call.dialog.request_with_cseq(Method::Ack, cseq, Vec::new());
-                let to = call.dialog.next_hop();
-                let bytes = encode(&ack);
-                self.transmits.push_back(Transmit { to, bytes: bytes.clone() });
-                call.ack = Some((bytes, to));
+                call.remote_update = super::inbound::allows_update(&response);
+                // RFC 4028 §7.2: a 2xx without Session-Expires means no session timer.
+                call.timer = SessionExpires::of(&response).map(|se| SessionTimer::new(now, se, true));
+                self.acknowledge(call_key, head.cseq);
                 if cancelled {
                     // The answer crossed our CANCEL: acknowledge it, then hang up.
                     self.hangup(now, call_key);
@@ -217,24 +223,24 @@ impl UserAgent {
                     self.events.push_back(UaEvent::Answered { call: call_key, sdp: response.body.clone() });
                 }
             }
-            401 | 407 if !*cancel && call.auth_tries < MAX_AUTH_TRIES && call.credentials.is_some() => {
+            401 | 407 if !cancelled && call.auth_tries < MAX_AUTH_TRIES && call.credentials.is_some() => {
                 call.auth_tries += 1;
-                let retried = retry_with_credentials(call, &response, code);
-                match retried.and_then(|request| {
-                    let to = call.dialog.peer;
-                    self.txns.send(now, request.clone(), to).map(|txn| (txn, request))
-                }) {
-                    Some((txn, request)) => {
-                        self.clients.insert(txn.clone(), (call_key, Purpose::Invite));
-                        if let Some(call) = self.calls.get_mut(&call_key) {
-                            call.phase = Phase::Calling { invite: request, provisional: false, cancel: false };
-                        }
-                    }
-                    None => self.fail(call_key, code, &response),
-                }
+                let answer = authorization(call, &response, code);
+                let retried = answer.and_then(|(name, value)| reissue(call, &[(name, value)]));
+                self.send_reissued(now, call_key, retried, code, &response);
+            }
+            // RFC 4028 §7.4: our interval is under the far end's Min-SE; once, with theirs.
+            422 if !cancelled && !call.min_se_retried => {
+                call.min_se_retried = true;
+                let min = session_timer::min_se(&response).unwrap_or(0).max(self.timer_policy.min);
+                let retried = reissue(
+                    call,
+                    &[("Session-Expires", SessionExpires { seconds: min, refresher: None }.render()), ("Min-SE", min.to_string())],
+                );
+                self.send_reissued(now, call_key, retried, code, &response);
             }
             _ => {
-                if *cancel {
+                if cancelled {
                     self.remove(call_key);
                 } else {
                     self.fail(call_key, code, &response);
@@ -243,7 +249,21 @@ impl UserAgent {
         }
     }
 
-    fn fail(&mut self, call_key: CallKey, code: u16, response: &Response) {
+    /// Sends an INVITE rewritten after a 401/407/422, or fails the call with that response.
+    fn send_reissued(&mut self, now: Instant, call_key: CallKey, request: Option<Request>, code: u16, response: &Response) {
+        let Some(to) = self.calls.get(&call_key).map(|c| c.dialog.peer) else { return };
+        match request.and_then(|request| self.txns.send(now, request.clone(), to).map(|txn| (txn, request))) {
+            Some((txn, request)) => {
+                self.clients.insert(txn, (call_key, Purpose::Invite));
+                if let Some(call) = self.calls.get_mut(&call_key) {
+                    call.phase = Phase::Calling { invite: request, provisional: false, cancel: false };
+                }
+            }
+            None => self.fail(call_key, code, response),
+        }
+    }
+
+    pub(super) fn fail(&mut self, call_key: CallKey, code: u16, response: &Response) {
         self.remove(call_key);
         let reason = match &response.status_code {
             rsip::StatusCode::Other(_, reason) => reason.clone(),
@@ -253,16 +273,29 @@ impl UserAgent {
     }
 }
 
-/// The INVITE again, with a fresh branch, the next CSeq and the digest answer (§22.2).
-fn retry_with_credentials(call: &mut Call, response: &Response, code: u16) -> Option<rsip::Request> {
-    let credentials = call.credentials.clone()?;
+/// The digest answer to a 401 (`Authorization`) or 407 (`Proxy-Authorization`) for the call's
+/// INVITE (§22.2).
+fn authorization(call: &Call, response: &Response, code: u16) -> Option<(&'static str, String)> {
+    let credentials = call.credentials.as_ref()?;
     let Phase::Calling { invite, .. } = &call.phase else { return None };
     let (challenge_name, answer_name) =
         if code == 407 { ("Proxy-Authenticate", "Proxy-Authorization") } else { ("WWW-Authenticate", "Authorization") };
     let challenge = header_value(response, challenge_name)?;
     let uri = invite.uri.to_string();
     let answer = crate::digest::authorize(&challenge, "INVITE", &uri, &credentials.username, &credentials.password)?;
+    Some((answer_name, answer))
+}
+
+/// The call's INVITE again, with a fresh branch, the next CSeq, and `replace` headers set
+/// (added, or replacing those of the same name).
+fn reissue(call: &mut Call, replace: &[(&str, String)]) -> Option<Request> {
+    let Phase::Calling { invite, .. } = &call.phase else { return None };
     call.dialog.local_cseq += 1;
+    let replaced = |header: &Header| {
+        let name = header.to_string();
+        let name = name.split(':').next().unwrap_or_default().trim().to_owned();
+        replace.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name))
+    };
     let mut headers = rsip::Headers::default();
     for header in invite.headers.iter() {
         match header {
@@ -274,13 +307,15 @@ fn retry_with_credentials(call: &mut Call, response: &Response, code: u16) -> Op
             Header::CSeq(_) => {
                 headers.push(Header::CSeq(headers::CSeq::new(format!("{} INVITE", call.dialog.local_cseq))))
             }
-            Header::Authorization(_) | Header::ProxyAuthorization(_) => {}
             Header::ContentLength(_) => {
-                headers.push(build::other(answer_name, answer.clone()));
+                for (name, value) in replace {
+                    headers.push(build::other(name, value.clone()));
+                }
                 headers.push(header.clone());
             }
+            other if replaced(other) => {}
             other => headers.push(other.clone()),
         }
     }
-    Some(rsip::Request { headers, ..invite.clone() })
+    Some(Request { headers, ..invite.clone() })
 }
