@@ -17,6 +17,7 @@ mod rest;
 mod rtmp;
 mod rtmp_webrtc;
 mod sip;
+mod sip_carrier;
 mod webhooks;
 mod whep_rtmp;
 mod whip;

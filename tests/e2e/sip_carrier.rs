@@ -1,0 +1,199 @@
+//! What carriers and desk phones send (issue 21), against sipp scenarios written for each
+//! behaviour: late offers (an INVITE without SDP, offerless re-INVITEs for hold and resume),
+//! RFC 4028 session timers (422, Junction refreshing as the refresher, the phone's refresh
+//! accepted, the BYE when it stops), and early media with PRACK on dial-out.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::sip::{OPEN_DIAL_IN, calls, heard, opus_publishers, pcmu_call, states, tone, uac_args, wait_state};
+use crate::support::TestServer;
+use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario};
+
+/// The open loopback server with short session timers (RFC 4028 says 90 s at least; these
+/// keep the tests to seconds).
+fn short_timers(session_expires_s: u32, min_session_expires_s: u32) -> String {
+    OPEN_DIAL_IN.replace(
+        "rtp_port_max = 39999",
+        &format!(
+            "rtp_port_max = 39999\nsession_expires_s = {session_expires_s}\nmin_session_expires_s = {min_session_expires_s}"
+        ),
+    )
+}
+
+/// Milliseconds between the first time a call record entered `from` and `to`.
+fn ms_between(call: &Value, from: &str, to: &str) -> u64 {
+    let at = |state: &str| {
+        call["events"]
+            .as_array()
+            .and_then(|events| events.iter().find(|e| e["state"] == state))
+            .and_then(|e| e["at_ms"].as_u64())
+            .unwrap_or_else(|| panic!("no {state} in {call}"))
+    };
+    at(to) - at(from)
+}
+
+#[tokio::test]
+async fn a_late_offer_call_gets_our_offer_in_the_200_and_its_answer_from_the_ack() {
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    // Carol calls the Cisco way (no SDP in the INVITE) and plays 440 Hz; Dave calls with an
+    // offer and plays 1000 Hz. Each must hear the other through the room.
+    let carol_ears = RtpRecorder::start().await;
+    let carol = scenario(
+        "uac_late_offer.xml",
+        &[
+            ("caller", "carol".into()),
+            ("rtp_port", carol_ears.port.to_string()),
+            ("media", play(&[tone(&dir, 440, 4.0)], 0)),
+            ("talk_ms", "4500".into()),
+        ],
+    );
+    let carol = Sipp::start(&dir, "carol", &carol, &uac_args(&server, "late", &[]));
+    let dave_ears = RtpRecorder::start().await;
+    let dave = pcmu_call("dave", dave_ears.port, play(&[tone(&dir, 1000, 4.0)], 0), 4500);
+    let dave = Sipp::start(&dir, "dave", &dave, &uac_args(&server, "late", &[]));
+    let mut publishers = opus_publishers(&server, "late", 2).await;
+    publishers.sort();
+    assert_eq!(publishers, ["sip:carol", "sip:dave"]);
+    carol.finish().await.assert_ok("carol (late offer)");
+    dave.finish().await.assert_ok("dave");
+
+    let carol_heard: Vec<i16> = heard(&carol_ears).chunks(1600).filter(|c| rms(c) > 0.05).flatten().copied().collect();
+    assert!(carol_heard.len() >= 8000, "carol hears dave for a second at least ({} samples)", carol_heard.len());
+    assert!((dominant_hz(&carol_heard) - 1000.0).abs() <= 5.0, "carol hears dave's 1000 Hz");
+    let dave_heard: Vec<i16> = heard(&dave_ears).chunks(1600).filter(|c| rms(c) > 0.05).flatten().copied().collect();
+    assert!(dave_heard.len() >= 8000, "dave hears carol for a second at least ({} samples)", dave_heard.len());
+    assert!((dominant_hz(&dave_heard) - 440.0).abs() <= 5.0, "dave hears carol's 440 Hz");
+
+    server.wait_for_no_peers().await;
+    let calls = calls(&server, "late").await;
+    let carol = calls.iter().find(|c| c["identity"] == "sip:carol").expect("carol's call");
+    assert_eq!(carol["codec"], "pcmu", "the codec comes from the ACK's answer: {carol}");
+    assert_eq!(carol["reason"], "remote_hangup");
+    assert_eq!(states(carol), ["answered", "ended"]);
+}
+
+#[tokio::test]
+async fn hold_and_resume_by_offerless_reinvites_are_answered_in_the_ack() {
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let xml = scenario(
+        "uac_hold_late.xml",
+        &[("caller", "erin".into()), ("rtp_port", ears.port.to_string()), ("hold_ms", "2000".into())],
+    );
+    Sipp::start(&dir, "erin", &xml, &uac_args(&server, "hold", &[])).finish().await.assert_ok("erin");
+    // The ACK's a=sendonly stops Junction's audio for the hold; a=sendrecv brings it back. The
+    // RTP clock runs on, so the hold shows as one long timestamp step between 20 ms steps.
+    let packets = ears.packets();
+    assert!(packets.len() > 100, "{}", packets.len());
+    let mut gaps: Vec<u32> = packets.windows(2).map(|w| w[1].timestamp.wrapping_sub(w[0].timestamp)).collect();
+    gaps.sort_unstable();
+    let longest = *gaps.last().unwrap();
+    assert!(longest >= 8000 * 3 / 2, "a hold of about 2 s shows in the timestamps, longest step {longest}");
+    assert_eq!(gaps[gaps.len() / 2], 160, "otherwise one packet per 20 ms");
+    let last = packets.last().unwrap().at;
+    let resumed = packets.iter().filter(|p| last.duration_since(p.at) < Duration::from_millis(1200)).count();
+    assert!(resumed >= 40, "audio flows again after the resume ({resumed} packets in its last second)");
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn session_timers_are_negotiated_and_refreshed_by_junction() {
+    let server = TestServer::start_with(&short_timers(4, 2), &[]).await;
+    let dir = server.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let xml = scenario(
+        "uac_timer_refresh.xml",
+        &[
+            ("caller", "fay".into()),
+            ("rtp_port", ears.port.to_string()),
+            ("interval", "4".into()),
+            ("min_se", "2".into()),
+        ],
+    );
+    // 422 for 1 s; then 4 s with Junction refreshing: two re-INVITEs, at about 2 s and 4 s.
+    Sipp::start(&dir, "fay", &xml, &uac_args(&server, "timers", &[])).finish().await.assert_ok("fay");
+    server.wait_for_no_peers().await;
+    let calls = calls(&server, "timers").await;
+    assert_eq!(calls.len(), 1, "the 422 made no call: {calls:?}");
+    assert_eq!(calls[0]["reason"], "remote_hangup", "{}", calls[0]);
+    let lasted = ms_between(&calls[0], "answered", "ended");
+    assert!(lasted >= 3_500, "the call outlived its first interval half-way mark twice ({lasted} ms)");
+}
+
+#[tokio::test]
+async fn a_refresh_that_stops_coming_ends_the_call_with_bye_and_says_why() {
+    let server = TestServer::start_with(&short_timers(4, 2), &[]).await;
+    let dir = server.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let xml = scenario(
+        "uac_timer_expiry.xml",
+        &[
+            ("caller", "gus".into()),
+            ("rtp_port", ears.port.to_string()),
+            ("interval", "3".into()),
+            ("refresh_ms", "1500".into()),
+            ("bye_within_ms", "4000".into()),
+        ],
+    );
+    Sipp::start(&dir, "gus", &xml, &uac_args(&server, "expiry", &[])).finish().await.assert_ok("gus");
+    server.wait_for_no_peers().await;
+    let calls = calls(&server, "expiry").await;
+    let call = &calls[0];
+    assert_eq!(call["reason"], "session_expired", "{call}");
+    // Without the UPDATE the session would have ended 2 s after the answer (3 s minus a
+    // third); the refresh at 1.5 s moved that to 3.5 s.
+    let lasted = ms_between(call, "answered", "ended");
+    assert!((3_000..5_500).contains(&lasted), "ended {lasted} ms after the answer");
+}
+
+#[tokio::test]
+async fn dial_out_hears_early_media_after_prack_while_the_far_end_rings() {
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    // The far end sends a reliable 183 with SDP and plays a 425 Hz ringback for 2 s before
+    // it answers; a phone in the room hears it while the call is still ringing.
+    let listener_ears = RtpRecorder::start().await;
+    let listener = pcmu_call("hank", listener_ears.port, String::new(), 6000);
+    let listener = Sipp::start(&dir, "hank", &listener, &uac_args(&server, "early", &[]));
+    opus_publishers(&server, "early", 1).await;
+
+    let far_ears = RtpRecorder::start().await;
+    let far_port = free_port();
+    let far = scenario(
+        "uas_early_media.xml",
+        &[("rtp_port", far_ears.port.to_string()), ("ringback", play(&[tone(&dir, 425, 2.0)], 0))],
+    );
+    let far_args: Vec<String> =
+        ["-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", &free_port_pair().to_string(), "-p", &far_port.to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let far = Sipp::start(&dir, "ivy", &far, &far_args);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, call) = server
+        .call(Method::POST, "/v1/rooms/early/sip/calls", Some(json!({"to": format!("sip:ivy@127.0.0.1:{far_port}")})))
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let id = call["id"].as_str().unwrap().to_owned();
+    // While it rings, the far end is already a publisher of the room.
+    let ringing = wait_state(&server, "early", &id, "ringing").await;
+    assert_eq!(ringing["codec"], "pcmu", "the early answer settled the codec: {ringing}");
+    let answered = wait_state(&server, "early", &id, "answered").await;
+    assert_eq!(states(&answered), ["dialing", "ringing", "answered"]);
+    assert!(ms_between(&answered, "ringing", "answered") >= 1_500, "{answered}");
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/early/sip/calls/{id}"), None).await;
+    assert_eq!(status, 204);
+    far.finish().await.assert_ok("ivy (dial-out with early media)");
+    listener.finish().await.assert_ok("hank");
+
+    let hank_heard: Vec<i16> =
+        heard(&listener_ears).chunks(1600).filter(|c| rms(c) > 0.05).flatten().copied().collect();
+    assert!(hank_heard.len() >= 8000, "hank hears the ringback ({} samples)", hank_heard.len());
+    assert!((dominant_hz(&hank_heard) - 425.0).abs() <= 5.0, "hank hears the far end's 425 Hz ringback");
+    server.wait_for_no_peers().await;
+}
