@@ -8,6 +8,7 @@
 //! driver. See `docs/protocol-websocket.md`.
 
 mod error;
+pub mod fuzz;
 mod pages;
 mod principal;
 pub mod protocol;

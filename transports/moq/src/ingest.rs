@@ -68,12 +68,7 @@ pub async fn run(
     let catalog_track = tracks.subscribe(namespace.clone(), CATALOG_TRACK).ok_or(IngestError::SessionGone)?;
     let catalog =
         first_object(catalog_track).await.map_err(|source| IngestError::NoTrack { track: CATALOG_TRACK, source })?;
-    let catalog: moq_catalog::Root =
-        serde_json::from_slice(&catalog).map_err(|err| IngestError::NotCatalog(err.to_string()))?;
-    // moq-sub's rule: the init segment is the one the first track names; catalog track i is the
-    // init segment's trak i (unless the name says `<trak id>.m4s`).
-    let first = catalog.tracks.first().ok_or_else(|| IngestError::NotCatalog("it lists no tracks".into()))?;
-    let init_name = first.init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
+    let (catalog, init_name) = read_catalog(&catalog)?;
     let init_track = tracks.subscribe(namespace.clone(), init_name.as_str()).ok_or(IngestError::SessionGone)?;
     let init = tokio::time::timeout(INIT_WAIT, first_object(init_track))
         .await
@@ -84,11 +79,7 @@ pub async fn run(
     let mut pumps = tokio::task::JoinSet::new();
     let mut published = Vec::new();
     for (index, entry) in catalog.tracks.iter().enumerate() {
-        let by_name = match PeerTrack::parse(&entry.name) {
-            Some(PeerTrack::Media(id)) => parsed.iter().find(|t| t.id() == id),
-            _ => None,
-        };
-        let Some(found) = by_name.or_else(|| parsed.get(index)) else {
+        let Some(found) = trak_for(index, &entry.name, &parsed) else {
             warn!(namespace = %namespace, track = %entry.name, "catalog track has no trak in the init segment");
             continue;
         };
@@ -121,6 +112,26 @@ pub async fn run(
     }
     drop(published);
     Ok(())
+}
+
+/// The catalog a publisher's `.catalog` track carries, and the name of its init segment track.
+pub(crate) fn read_catalog(object: &[u8]) -> Result<(moq_catalog::Root, String), IngestError> {
+    let catalog: moq_catalog::Root =
+        serde_json::from_slice(object).map_err(|err| IngestError::NotCatalog(err.to_string()))?;
+    // moq-sub's rule: the init segment is the one the first track names; catalog track i is the
+    // init segment's trak i (unless the name says `<trak id>.m4s`).
+    let first = catalog.tracks.first().ok_or_else(|| IngestError::NotCatalog("it lists no tracks".into()))?;
+    let init_name = first.init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
+    Ok((catalog, init_name))
+}
+
+/// The init segment's trak for catalog track `index`, named `name`.
+pub(crate) fn trak_for<'a>(index: usize, name: &str, parsed: &'a [ParsedTrack]) -> Option<&'a ParsedTrack> {
+    let by_name = match PeerTrack::parse(name) {
+        Some(PeerTrack::Media(id)) => parsed.iter().find(|t| t.id() == id),
+        _ => None,
+    };
+    by_name.or_else(|| parsed.get(index))
 }
 
 /// Unpublishes an ingested track when the ingest ends, however it ends.
@@ -156,8 +167,8 @@ async fn pump(track: TrackReader, init: InitTrack, publisher: TrackPublisher) ->
             started = true;
         }
         while let Some(object) = group.read_next().await? {
-            let samples = match parse_fragment(&object, &init) {
-                Ok(samples) => samples,
+            let frames = match fragment_frames(&object, &init, avc.as_ref()) {
+                Ok(frames) => frames,
                 Err(err) => {
                     if !warned {
                         warn!(track = init.id, "unreadable CMAF fragment skipped: {err}");
@@ -166,9 +177,7 @@ async fn pump(track: TrackReader, init: InitTrack, publisher: TrackPublisher) ->
                     continue;
                 }
             };
-            for sample in samples {
-                let pts = sample.decode_time.saturating_add_signed(sample.composition_offset);
-                let Some(frame) = to_frame(&init, avc.as_ref(), pts, sample.keyframe, sample.data) else { continue };
+            for frame in frames {
                 if publisher.send(frame).is_err() {
                     return Ok(());
                 }
@@ -176,6 +185,22 @@ async fn pump(track: TrackReader, init: InitTrack, publisher: TrackPublisher) ->
         }
     }
     Ok(())
+}
+
+/// The engine frames of one CMAF fragment (samples whose data cannot be read are dropped).
+pub(crate) fn fragment_frames(
+    object: &Bytes,
+    init: &InitTrack,
+    avc: Option<&AvcConfig>,
+) -> Result<Vec<MediaFrame>, CmafError> {
+    let samples = parse_fragment(object, init)?;
+    Ok(samples
+        .into_iter()
+        .filter_map(|sample| {
+            let pts = sample.decode_time.saturating_add_signed(sample.composition_offset);
+            to_frame(init, avc, pts, sample.keyframe, sample.data)
+        })
+        .collect())
 }
 
 /// One CMAF sample as an engine frame.

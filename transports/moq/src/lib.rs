@@ -16,6 +16,7 @@ mod congestion;
 mod connection;
 mod egress;
 mod error;
+pub mod fuzz;
 mod hub;
 mod ingest;
 mod naming;
