@@ -36,6 +36,9 @@ pub(super) fn bad_raw_request(out: &mut VecDeque<Transmit>, raw: &RawMessage, fr
         .headers
         .iter()
         .filter(|(n, _)| ["Via", "From", "To", "Call-ID", "CSeq"].iter().any(|k| n.eq_ignore_ascii_case(k)))
+        // A value holding a line break (or any control byte) would write header lines of the
+        // sender's choosing into our response: such a header is not echoed (found by fuzzing).
+        .filter(|(_, v)| !v.chars().any(|c| c.is_control() && c != '\t'))
         .collect();
     if !copied.iter().any(|(n, _)| n.eq_ignore_ascii_case("Via")) {
         return;
