@@ -210,6 +210,8 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
             engine.shutdown();
         }
     };
+    // The peer address reaches handlers that limit per source (WHIP/WHEP sessions per address).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(drained);
     tokio::select! {
         result = server => result.context("HTTP server failed")?,

@@ -105,6 +105,8 @@ pub(crate) struct Session {
     /// Open data channels by id, with their labels.
     channels: HashMap<ChannelId, String>,
     ice_timeout: Duration,
+    /// The surface's name (`whip`, `whep`, `webrtc`), for the panic count.
+    label: &'static str,
     /// ICE and DTLS must be up by then (`None` once they are).
     connect_by: Option<Instant>,
     connect_timeout: Duration,
@@ -162,6 +164,7 @@ impl Session {
             signals_lost: false,
             channels: HashMap::new(),
             ice_timeout,
+            label: spec.label,
             connect_by: Some(Instant::now() + connect_timeout),
             connect_timeout,
             last_heard: Instant::now(),
@@ -173,7 +176,7 @@ impl Session {
     pub(crate) async fn run(mut self) {
         metrics::gauge!("junction_webrtc_sessions").increment(1.0);
         info!("session started");
-        let looped = supervise::contain("webrtc", async {
+        let looped = supervise::contain(self.label, async {
             self.apply_policy();
             self.run_until_closed().await
         })
