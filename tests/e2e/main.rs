@@ -9,6 +9,7 @@ mod bench;
 mod browser;
 mod browser_rust;
 mod cli;
+mod hardening_webrtc;
 mod moq;
 mod rest;
 mod rtmp;

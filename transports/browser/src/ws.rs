@@ -233,7 +233,7 @@ pub(crate) mod tests {
         bystander.send(WsMessage::text(json!({"type": "join", "room": "hall"}).to_string())).await.unwrap();
         assert_eq!(next(&mut bystander).await.unwrap()["type"], "joined");
         let mut attacker = connect(&url).await;
-        let huge = json!({"type": "ping", "data": "x".repeat(10_000)}).to_string();
+        let huge = json!({"type": "ping", "data": "x".repeat(300_000)}).to_string();
         attacker.send(WsMessage::text(huge)).await.unwrap();
         let (messages, code) = until_closed(&mut attacker).await;
         assert_eq!(code, Some(1009), "{messages:?}");

@@ -54,8 +54,13 @@ impl SdpLimits {
         }
     }
 
-    /// Refuses an SDP over a cap; returns how many candidates it carries.
+    /// Refuses an SDP over a cap (logged at info in the caller's span); returns how many
+    /// candidates it carries.
     pub(crate) fn check(&self, sdp: &str) -> Result<usize, SessionError> {
+        self.measure(sdp).inspect_err(|err| tracing::info!("SDP refused: {err}"))
+    }
+
+    fn measure(&self, sdp: &str) -> Result<usize, SessionError> {
         if sdp.len() > self.max_bytes {
             return Err(SessionError::SdpTooLarge { bytes: sdp.len(), limit: self.max_bytes });
         }

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|err| {
         if std::error::Error::source(&err).is_some_and(|source| source.is::<LengthLimitError>()) {
+            tracing::info!(limit, "WHIP/WHEP body refused: larger than webrtc.max_sdp_bytes");
             too_large(limit)
         } else {
             ApiError::bad_request("bad_body", format!("the request body could not be read: {err}"))

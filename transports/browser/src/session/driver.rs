@@ -54,6 +54,8 @@ pub async fn run(
     let join_by = (config.join_timeout_s > 0).then(|| Instant::now() + Duration::from_secs(config.join_timeout_s));
     let mut last_heard = Instant::now();
     let mut detached_at: Option<Instant> = None;
+    // The client sent a frame too large to read: the socket cannot be read any more.
+    let mut unreadable = false;
     let mut ping = interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
@@ -67,7 +69,7 @@ pub async fn run(
         }
         if let Some(ending) = session.ending().cloned() {
             if let Some(ws) = socket.take() {
-                close(ws, ending.close_code, ending.reason).await;
+                close_socket(ws, ending.close_code, ending.reason, unreadable).await;
             }
             session.finish(ending.leave);
             return;
@@ -93,7 +95,10 @@ pub async fn run(
                     session.on_binary();
                 }
                 Frame::Message(Message::Ping(_) | Message::Pong(_)) => last_heard = Instant::now(),
-                Frame::TooLarge => session.end_for_oversized_frame(config.max_message_bytes),
+                Frame::TooLarge => {
+                    unreadable = true;
+                    session.end_for_oversized_frame(config.max_message_bytes);
+                }
                 Frame::Message(Message::Close(_)) | Frame::Gone => {
                     info!("socket closed without leave; keeping the session for {}s", grace.as_secs());
                     *socket = None;
@@ -192,16 +197,27 @@ async fn flush(ws: &mut WebSocket, session: &mut Session) -> bool {
 /// Closes the socket with `code`, then waits (briefly) for the client's close frame: dropping
 /// the connection while the client's reply is in flight would reset it, and the client could
 /// lose the close frame (and the messages before it) to the reset.
-pub async fn close(mut ws: WebSocket, code: u16, reason: &'static str) {
+pub async fn close(ws: WebSocket, code: u16, reason: &'static str) {
+    close_socket(ws, code, reason, false).await;
+}
+
+/// [`close`]; with `unreadable` (the rest of an oversized frame is still arriving and the socket
+/// cannot be read past it) the socket is just held open for the wait.
+async fn close_socket(mut ws: WebSocket, code: u16, reason: &'static str, unreadable: bool) {
     let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-    if let Ok(Ok(())) = timeout(SEND_TIMEOUT, ws.send(Message::Close(Some(frame)))).await {
-        let _ = timeout(CLOSE_WAIT, async {
-            while let Some(Ok(message)) = ws.recv().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+    if !matches!(timeout(SEND_TIMEOUT, ws.send(Message::Close(Some(frame)))).await, Ok(Ok(()))) {
+        return;
     }
+    if unreadable {
+        tokio::time::sleep(CLOSE_WAIT).await;
+        return;
+    }
+    let reply = async {
+        while let Some(Ok(message)) = ws.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = timeout(CLOSE_WAIT, reply).await;
 }
