@@ -1,5 +1,7 @@
 //! Ingresses: stream keys that bind an RTMP or WHIP publisher (OBS, ffmpeg) to a room and an
 //! identity, so encoders need no JWT. Kept in memory; the REST API creates and deletes them.
+//! Keys are looked up by their SHA-256 digest and then compared in constant time, so how long a
+//! lookup takes says nothing about how much of a guessed key was right.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,8 +10,9 @@ use junction_core::ids::random_id;
 use junction_core::{PeerId, RoomId};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::unix_now;
+use crate::{secrets_equal, unix_now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,7 +51,12 @@ pub struct IngressStore {
 #[derive(Default)]
 struct Inner {
     by_id: HashMap<String, Ingress>,
-    id_by_key: HashMap<String, String>,
+    /// SHA-256 of the stream key -> ingress id.
+    id_by_key: HashMap<[u8; 32], String>,
+}
+
+fn key_digest(stream_key: &str) -> [u8; 32] {
+    Sha256::digest(stream_key.as_bytes()).into()
 }
 
 impl IngressStore {
@@ -63,7 +71,7 @@ impl IngressStore {
             created_at: unix_now(),
         };
         let mut inner = self.inner.write();
-        inner.id_by_key.insert(ingress.stream_key.clone(), ingress.id.clone());
+        inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
         inner.by_id.insert(ingress.id.clone(), ingress.clone());
         ingress
     }
@@ -74,7 +82,8 @@ impl IngressStore {
 
     pub fn find_by_key(&self, stream_key: &str) -> Option<Ingress> {
         let inner = self.inner.read();
-        inner.id_by_key.get(stream_key).and_then(|id| inner.by_id.get(id)).cloned()
+        let ingress = inner.id_by_key.get(&key_digest(stream_key)).and_then(|id| inner.by_id.get(id))?;
+        secrets_equal(stream_key.as_bytes(), ingress.stream_key.as_bytes()).then(|| ingress.clone())
     }
 
     /// Every ingress, oldest first.
@@ -87,7 +96,7 @@ impl IngressStore {
     pub fn delete(&self, id: &str) -> Option<Ingress> {
         let mut inner = self.inner.write();
         let ingress = inner.by_id.remove(id)?;
-        inner.id_by_key.remove(&ingress.stream_key);
+        inner.id_by_key.remove(&key_digest(&ingress.stream_key));
         Some(ingress)
     }
 
@@ -113,6 +122,8 @@ mod tests {
         let credential = authority.resolve(&ingress.stream_key, IngressKind::Rtmp).unwrap();
         assert_eq!(credential.identity.as_str(), "obs");
         assert!(credential.grants.publish && !credential.grants.subscribe);
+        assert_eq!(credential.session.token_id, Some(format!("ingress:{}", ingress.id)));
+        assert_eq!(credential.session.expires_at_ms, None);
         assert!(credential.clone().for_room(&room).is_ok());
         assert!(matches!(credential.for_room(&RoomId::new("other").unwrap()), Err(AuthError::WrongRoom { .. })));
         assert!(matches!(

@@ -1,18 +1,24 @@
-//! junction-auth: who may do what. Client JWTs (HS256, signed with the server's API key) name a
-//! room, an identity and grants; ingress stream keys bind an RTMP or WHIP publisher to a room and
-//! identity. Every transport resolves the bearer credential its client presents through
-//! [`Authority::resolve`], so all protocols accept the same tokens.
+//! junction-auth: who may do what. Client JWTs (HS256, signed with one of the server's API keys,
+//! named in the JWT header) name a room, an identity and grants; ingress stream keys bind an RTMP
+//! or WHIP publisher to a room and identity. Every transport resolves the bearer credential its
+//! client presents through [`Authority::resolve`], so all protocols accept the same tokens.
 
+mod delegate;
 mod ingress;
+mod keys;
 mod token;
 
+pub use delegate::{Escalation, check_delegation};
 pub use ingress::{Ingress, IngressKind, IngressStore};
+pub use keys::{ApiKey, DEFAULT_KEY_ID, KeyError, MIN_SECRET_LEN, is_strong_secret, secrets_equal};
 pub use token::{ClientClaims, TokenRequest};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use junction_core::{Grants, PeerId, RoomId};
+use junction_core::{Grants, PeerId, RoomId, SessionCredential};
+
+use crate::keys::KeyRing;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -22,6 +28,8 @@ pub enum AuthError {
     Malformed(String),
     #[error("the token's signature does not match this server's key")]
     BadSignature,
+    #[error("the token was signed with key {kid:?}, which this server does not hold (rotated out?)")]
+    UnknownKey { kid: String },
     #[error("the token expired at {expired_at} (unix seconds)")]
     Expired { expired_at: u64 },
     #[error("the token is not valid before {not_before} (unix seconds)")]
@@ -48,6 +56,8 @@ pub struct Credential {
     pub grants: Grants,
     /// Set when the credential was an ingress stream key.
     pub ingress: Option<Ingress>,
+    /// Which token this was and when it expires, for the engine (`JoinRequest::credential`).
+    pub session: SessionCredential,
 }
 
 impl Credential {
@@ -77,34 +87,52 @@ impl Credential {
 /// The server's credentials authority. Cheap to clone.
 #[derive(Clone)]
 pub struct Authority {
-    api_key: Arc<str>,
+    keys: Arc<KeyRing>,
     ingress: IngressStore,
 }
 
 impl Authority {
-    /// An authority whose REST key — and client-token signing secret — is `api_key`.
+    /// An authority with one API key, id `default`: the REST key and the client-token signing
+    /// secret. The key is not checked for strength (the server's configuration does that).
     pub fn new(api_key: &str) -> Self {
-        Self { api_key: Arc::from(api_key), ingress: IngressStore::default() }
+        let key = ApiKey::new(DEFAULT_KEY_ID, api_key);
+        let keys = KeyRing::unchecked(key);
+        Self { keys: Arc::new(keys), ingress: IngressStore::default() }
     }
 
-    /// Whether `presented` is the server's API key (constant-time comparison).
+    /// An authority with several API keys; `signing` names the one new tokens are signed with.
+    pub fn with_keys(keys: Vec<ApiKey>, signing: &str) -> Result<Self, KeyError> {
+        Ok(Self { keys: Arc::new(KeyRing::new(keys, signing)?), ingress: IngressStore::default() })
+    }
+
+    /// The id of the API key `presented` is, if it is one (every key compared in constant time).
+    pub fn api_key_id(&self, presented: &str) -> Option<&str> {
+        self.keys.identify(presented)
+    }
+
+    /// Whether `presented` is one of the server's API keys.
     pub fn is_api_key(&self, presented: &str) -> bool {
-        let (a, b) = (presented.as_bytes(), self.api_key.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        self.api_key_id(presented).is_some()
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub fn signing_key_id(&self) -> &str {
+        &self.keys.signing().id
     }
 
     pub fn ingress(&self) -> &IngressStore {
         &self.ingress
     }
 
-    /// Mints a client JWT.
+    /// Mints a client JWT, signed with the signing key and naming it in its header.
     pub fn mint(&self, request: &TokenRequest) -> Result<String, AuthError> {
-        token::mint(self.api_key.as_bytes(), request, unix_now())
+        token::mint(self.keys.signing(), request, unix_now())
     }
 
-    /// Verifies a client JWT: signature, expiry, and the shape of its claims.
+    /// Verifies a client JWT: the key its header names (or `default`), its signature, expiry,
+    /// and the shape of its claims.
     pub fn verify(&self, jwt: &str) -> Result<ClientClaims, AuthError> {
-        token::verify(self.api_key.as_bytes(), jwt, unix_now())
+        token::verify(&self.keys, jwt, unix_now())
     }
 
     /// Resolves a bearer credential: a client JWT, or else an ingress stream key of `kind`.
@@ -114,7 +142,7 @@ impl Authority {
             return Err(AuthError::Missing);
         }
         if token::looks_like_jwt(bearer) {
-            return self.verify(bearer).map(ClientClaims::into_credential);
+            return self.verify(bearer).map(|claims| claims.into_credential(bearer));
         }
         let ingress = self.ingress.find_by_key(bearer).ok_or(AuthError::UnknownStreamKey)?;
         if ingress.kind != kind {
@@ -126,6 +154,7 @@ impl Authority {
             name: ingress.name.clone(),
             metadata: serde_json::Value::Null,
             grants: Grants::PUBLISH_ONLY,
+            session: SessionCredential { token_id: Some(format!("ingress:{}", ingress.id)), expires_at_ms: None },
             ingress: Some(ingress),
         })
     }
@@ -136,13 +165,18 @@ impl Authority {
         if bearer.is_empty() {
             return Err(AuthError::Missing);
         }
-        self.verify(bearer).map(ClientClaims::into_credential)
+        self.verify(bearer).map(|claims| claims.into_credential(bearer))
     }
 }
 
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authority").field("ingresses", &self.ingress.len()).finish_non_exhaustive()
+        let keys: Vec<&str> = self.keys.ids().collect();
+        f.debug_struct("Authority")
+            .field("keys", &keys)
+            .field("signing", &self.signing_key_id())
+            .field("ingresses", &self.ingress.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,6 +185,7 @@ pub fn token_max_ttl() -> Duration {
     token::MAX_TTL
 }
 
-pub(crate) fn unix_now() -> u64 {
+/// The current time in unix seconds, the clock tokens are minted and checked against.
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
 }

@@ -15,10 +15,12 @@ const CLIENT_ENV: &[&str] = &["JUNCTION_URL"];
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The REST API's bearer key; client JWTs are signed with it. Generated (development mode)
-    /// when absent.
+    /// The REST API's bearer key, id `default`; client JWTs are signed with it unless
+    /// `auth.signing_key` names another. Generated (development mode) when neither it nor
+    /// `auth.keys` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    pub auth: AuthConfig,
     pub http: HttpConfig,
     pub rooms: RoomsConfig,
     pub log: LogConfig,
@@ -41,11 +43,64 @@ pub struct HttpConfig {
     pub public_url: Option<String>,
     /// Origins allowed to call the HTTP endpoints from a browser (`*` for any).
     pub cors_origins: Vec<String>,
+    /// Open connections at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a complete request head (slowloris), also the idle time
+    /// allowed between requests on a kept-alive connection.
+    pub header_read_timeout_s: u64,
+    /// Seconds a request may take, body read included, before it is answered 408.
+    pub request_timeout_s: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: ([127, 0, 0, 1], 7880).into(), public_url: None, cors_origins: vec!["*".into()] }
+        Self {
+            listen: ([127, 0, 0, 1], 7880).into(),
+            public_url: None,
+            cors_origins: vec!["*".into()],
+            max_connections: 4096,
+            max_header_bytes: 32 * 1024,
+            header_read_timeout_s: 10,
+            request_timeout_s: 30,
+        }
+    }
+}
+
+/// Credentials beyond the single `api_key`: more keys for rotation, which key signs new tokens,
+/// and how sessions are bound to the token they were opened with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// API keys, each an id (named in the JWT header of the tokens it signs) and a secret.
+    pub keys: Vec<KeyConfig>,
+    /// The id of the key new client tokens are signed with: `default` when `api_key` is set,
+    /// else the first of `keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// Live sessions one client token (or stream key) may hold at once; 0: no limit.
+    pub max_sessions_per_token: usize,
+    /// Whether live sessions end when the token they were opened with expires.
+    pub end_sessions_at_expiry: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { keys: Vec::new(), signing_key: None, max_sessions_per_token: 4, end_sessions_at_expiry: true }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for KeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyConfig").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -94,14 +149,20 @@ impl Default for LogConfig {
 pub struct WebhookConfig {
     /// Where room events are POSTed.
     pub urls: Vec<String>,
+    /// The HMAC key of the `X-Junction-Signature` header, separate from the API keys. Required
+    /// when `urls` is set, except in development mode, where one is generated and printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Delivery attempts per event and URL before it is given up.
     pub max_attempts: u32,
     pub timeout_ms: u64,
+    /// Seconds the deliveries in flight and queued get to finish after a shutdown signal.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        Self { urls: Vec::new(), max_attempts: 6, timeout_ms: 5_000 }
+        Self { urls: Vec::new(), secret: None, max_attempts: 6, timeout_ms: 5_000, shutdown_grace_s: 10 }
     }
 }
 
@@ -255,9 +316,42 @@ fn check_http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
 impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(key) = &self.api_key
-            && (key.len() < 16 || key.chars().any(|c| c.is_whitespace() || c.is_control()))
+            && !junction_auth::is_strong_secret(key)
         {
             return Err(invalid("api_key", "must be at least 16 characters, without spaces"));
+        }
+        if !self.dev_mode() {
+            junction_auth::Authority::with_keys(self.api_keys(), &self.signing_key())
+                .map_err(|err| invalid("auth.keys", err.to_string()))?;
+        } else if self.auth.signing_key.as_deref().is_some_and(|id| id != junction_auth::DEFAULT_KEY_ID) {
+            return Err(invalid("auth.signing_key", "names a key, but no API key is configured"));
+        }
+        if let Some(secret) = &self.webhook.secret {
+            if !junction_auth::is_strong_secret(secret) {
+                return Err(invalid("webhook.secret", "must be at least 16 characters, without spaces"));
+            }
+            if self.api_keys().iter().any(|k| junction_auth::secrets_equal(secret.as_bytes(), k.secret.as_bytes())) {
+                return Err(invalid("webhook.secret", "must not be one of the API keys"));
+            }
+        } else if !self.webhook.urls.is_empty() && !self.dev_mode() {
+            return Err(invalid(
+                "webhook.secret",
+                "is required when webhook.urls is set: receivers verify signatures with it",
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if self.http.max_header_bytes < 8 * 1024 {
+            return Err(invalid("http.max_header_bytes", "must be at least 8192"));
+        }
+        if self.http.header_read_timeout_s == 0 || self.http.request_timeout_s == 0 {
+            let key = if self.http.header_read_timeout_s == 0 {
+                "http.header_read_timeout_s"
+            } else {
+                "http.request_timeout_s"
+            };
+            return Err(invalid(key, "must be at least 1 second"));
         }
         if let Some(url) = &self.http.public_url {
             let parsed = check_http_url("http.public_url", url)?;
@@ -285,6 +379,27 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())
+    }
+
+    /// Development mode: no API key configured at all (one is generated at start-up).
+    pub fn dev_mode(&self) -> bool {
+        self.api_key.is_none() && self.auth.keys.is_empty()
+    }
+
+    /// Every configured API key: `api_key` as `default`, then `auth.keys`.
+    pub fn api_keys(&self) -> Vec<junction_auth::ApiKey> {
+        let single =
+            self.api_key.iter().map(|secret| junction_auth::ApiKey::new(junction_auth::DEFAULT_KEY_ID, secret));
+        single.chain(self.auth.keys.iter().map(|k| junction_auth::ApiKey::new(&k.id, &k.secret))).collect()
+    }
+
+    /// The id of the key new tokens are signed with.
+    pub fn signing_key(&self) -> String {
+        match (&self.auth.signing_key, &self.api_key, self.auth.keys.first()) {
+            (Some(id), _, _) => id.clone(),
+            (None, Some(_), _) | (None, None, None) => junction_auth::DEFAULT_KEY_ID.to_owned(),
+            (None, None, Some(first)) => first.id.clone(),
+        }
     }
 
     /// The public base URL, without a trailing slash.
@@ -325,6 +440,7 @@ mod tests {
             ("JUNCTION_HTTP_LISTEN", "127.0.0.1:2000"),
             ("JUNCTION_ROOMS_MAX_PEERS", "7"),
             ("JUNCTION_WEBHOOK_URLS", "[\"http://hooks.local/a\"]"),
+            ("JUNCTION_WEBHOOK_SECRET", "whsec-0123456789abcdef"),
             ("JUNCTION_URL", "http://ignored-client-variable"),
             ("PATH", "/bin"),
         ]);
@@ -333,7 +449,7 @@ mod tests {
         assert_eq!(config.http.listen.to_string(), "127.0.0.1:3000");
         assert_eq!(config.rooms.max_peers, 7);
         assert_eq!(config.webhook.urls, ["http://hooks.local/a"]);
-        assert_eq!(sources.env.len(), 3);
+        assert_eq!(sources.env.len(), 4);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -355,6 +471,37 @@ mod tests {
         let err = load(None, Vec::new(), &["webhook.urls=[\"nope\"]".into()]).unwrap_err();
         assert!(err.to_string().starts_with("config key `webhook.urls[0]`"), "{err}");
         assert!(matches!(load(None, Vec::new(), &["novalue".into()]), Err(ConfigError::BadOverride { .. })));
+    }
+
+    #[test]
+    fn api_keys_rotate_and_the_webhook_secret_is_separate() {
+        let set = |pairs: &[&str]| load(None, Vec::new(), &pairs.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let (config, _) = set(&["api_key=\"old-secret-0123456789\""]).unwrap();
+        assert!(!config.dev_mode());
+        assert_eq!(config.signing_key(), "default");
+        let keys = "auth.keys=[{id = \"2025\", secret = \"new-secret-0123456789\"}]";
+        let (config, _) = set(&["api_key=\"old-secret-0123456789\"", keys]).unwrap();
+        assert_eq!(config.api_keys().iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["default", "2025"]);
+        assert_eq!(config.signing_key(), "default");
+        let (config, _) = set(&[keys]).unwrap();
+        assert_eq!(config.signing_key(), "2025", "the first key signs when there is no api_key");
+        let err = set(&[keys, "auth.signing_key=\"2026\""]).unwrap_err();
+        assert!(err.to_string().contains("signing key \"2026\""), "{err}");
+        let err = set(&[
+            "api_key=\"old-secret-0123456789\"",
+            "auth.keys=[{id = \"default\", secret = \"x-secret-0123456789\"}]",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("configured twice"), "{err}");
+        assert!(set(&["auth.signing_key=\"k\""]).is_err(), "dev mode has only the default key");
+
+        let hooks = "webhook.urls=[\"http://hooks.local/a\"]";
+        let err = set(&[keys, hooks]).unwrap_err();
+        assert!(err.to_string().starts_with("config key `webhook.secret`: is required"), "{err}");
+        let err = set(&[keys, hooks, "webhook.secret=\"new-secret-0123456789\""]).unwrap_err();
+        assert!(err.to_string().contains("must not be one of the API keys"), "{err}");
+        assert!(set(&[keys, hooks, "webhook.secret=\"whsec-0123456789abcdef\""]).is_ok());
+        assert!(set(&[hooks]).is_ok(), "development mode generates one");
     }
 
     #[test]

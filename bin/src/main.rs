@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod cli;
 mod config;
+mod listener;
 mod metrics;
 mod pages;
 mod server;
@@ -85,10 +86,18 @@ struct ServeArgs {
 
 const CONFIG_HELP: &str = "\
 Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=value):
-  api_key                 REST bearer key and token-signing secret (generated if absent: dev mode)
+  api_key                 REST bearer key and token-signing secret, id `default` (generated if no key at all: dev mode)
+  auth.keys               more API keys: [{id, secret}], the id named in the tokens they sign [[]]
+  auth.signing_key        id of the key new tokens are signed with [default, else the first of auth.keys]
+  auth.max_sessions_per_token  live sessions one token may hold, 0 = any [4]
+  auth.end_sessions_at_expiry  sessions end when their token expires [true]
   http.listen             HTTP address                         [127.0.0.1:7880]
   http.public_url         URL handed to clients                [http://<http.listen>]
   http.cors_origins       browser origins allowed              [[\"*\"]]
+  http.max_connections    open HTTP connections, more are closed [4096]
+  http.max_header_bytes   largest request head, more gets 431  [32768]
+  http.header_read_timeout_s  seconds to send a request head (also keep-alive idle) [10]
+  http.request_timeout_s  seconds a request may take, more gets 408 [30]
   rooms.auto_create       joining a missing room creates it    [true]
   rooms.empty_timeout_s   seconds an empty room stays open     [300]
   rooms.max_peers         peers per auto-created room, 0 = any [0]
@@ -96,16 +105,26 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   log.format              text | json                          [text]
   log.level               tracing filter; RUST_LOG wins        [info]
   webhook.urls            URLs that receive room events        [[]]
+  webhook.secret          HMAC key of X-Junction-Signature, required with urls (generated in dev mode)
   webhook.max_attempts    deliveries tried per event and URL   [6]
   webhook.timeout_ms      per-delivery timeout                 [5000]
+  webhook.shutdown_grace_s  seconds queued deliveries get at shutdown [10]
   rtmp.enabled            RTMP ingest and playback             [true]
   rtmp.listen             RTMP address                         [127.0.0.1:1935]
   rtmp.on_duplicate       a live key publishing again: replace | reject [replace]
   rtmp.idle_timeout_s     silent publishers are closed after   [10]
+  rtmp.handshake_timeout_s  accept to an accepted publish/play within [10]
+  rtmp.max_connections, rtmp.max_connections_per_ip  closed at accept past [1000, 20]
+  rtmp.amf_max_depth, rtmp.amf_max_values, rtmp.amf_max_message_bytes  AMF limits [32, 4096, 65536]
   moq.enabled             Media over QUIC listener             [true]
   moq.listen              UDP address (WebTransport and moqt-18) [127.0.0.1:4443]
   moq.cert, moq.key       PEM certificate chain and key        [a generated development CA + leaf]
   moq.dev_ca_file         where the generated CA is written    [the system temp directory]
+  moq.handshake_timeout_s QUIC + WebTransport CONNECT + SETUP within [10]
+  moq.max_connections, moq.max_connections_per_ip  refused at accept past [1000, 20]
+  moq.max_namespaces_per_session, moq.max_subscriptions_per_session, moq.max_tracks_per_namespace [16, 256, 32]
+  moq.max_init_bytes, moq.max_fragment_bytes, moq.max_samples_per_fragment [1 MiB, 16 MiB, 1024]
+    (limits: see docs/security.md)
   webrtc.enabled          WebRTC media plane (and WHIP/WHEP)   [true]
   webrtc.udp_listen       the one UDP socket of all sessions   [127.0.0.1:7882]
   webrtc.public_addr      IP[:port] put in ICE candidates      [the bound address]

@@ -1,12 +1,14 @@
 //! `junction serve`: builds the engine, starts every transport, serves HTTP, prints where
-//! everything listens, and shuts down gracefully on SIGINT/SIGTERM (peers are told, HTTP drains).
+//! everything listens, and shuts down gracefully on SIGINT/SIGTERM, in this order: rooms are
+//! closed (peers are told), HTTP drains, the webhooks of everything that happened are delivered
+//! (within `webhook.shutdown_grace_s`), the process exits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use junction_auth::Authority;
+use junction_auth::{ApiKey, Authority, DEFAULT_KEY_ID};
 use junction_core::RoomOptions;
 use junction_core::ids::random_id;
 use junction_endpoint::mixer::{MixConfig, Mixer};
@@ -17,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState, IngressUrls};
 use crate::config::{Config, Sources};
+use crate::listener::HttpLimits;
 use crate::pages::{Link, Service};
 use crate::{metrics, webhook};
 
@@ -44,19 +47,28 @@ pub fn engine_config(config: &Config) -> EngineConfig {
             empty_timeout: Duration::from_secs(config.rooms.empty_timeout_s),
             ..RoomOptions::default()
         },
+        max_sessions_per_token: config.auth.max_sessions_per_token,
+        end_sessions_at_expiry: config.auth.end_sessions_at_expiry,
         ..EngineConfig::default()
     }
 }
 
 pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (api_key, dev_mode) = match &config.api_key {
-        Some(key) => (key.clone(), false),
-        None => (random_id("dev_", 32), true),
+    let dev_mode = config.dev_mode();
+    // Development mode: one generated key, printed in the banner; likewise the webhook secret.
+    let dev_key = dev_mode.then(|| random_id("dev_", 32));
+    let keys = match &dev_key {
+        Some(key) => vec![ApiKey::new(DEFAULT_KEY_ID, key)],
+        None => config.api_keys(),
     };
+    let authority = Authority::with_keys(keys, &config.signing_key()).context("API keys ([auth] keys, api_key)")?;
+    let dev_webhook_secret =
+        (config.webhook.secret.is_none() && !config.webhook.urls.is_empty()).then(|| random_id("whsec_", 32));
+    let webhook_secret = config.webhook.secret.clone().or_else(|| dev_webhook_secret.clone()).unwrap_or_default();
     info!(file = ?sources.file, env = ?sources.env, flags = ?sources.flags, "configuration loaded");
+    info!(keys = ?authority, "API keys");
     let metrics = metrics::install().context("installing the metrics recorder")?;
-    let authority = Authority::new(&api_key);
     // The engine transcodes audio (AAC, Opus, G.711) for subscribers that cannot take a track's codec.
     let engine =
         Engine::with_parts(engine_config(&config), Arc::new(SystemClock), junction_endpoint::codec::default_adapters());
@@ -180,7 +192,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     }
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
-    webhook::start(&engine, &config.webhook, &api_key, shutdown.clone())?;
+    let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret)?;
 
     let state = AppState {
         engine: engine.clone(),
@@ -192,16 +204,22 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         pages: Arc::new(wiring.pages),
         services: Arc::new(wiring.services.clone()),
     };
-    let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins);
+    let request_timeout = Duration::from_secs(config.http.request_timeout_s);
+    let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);
     let app = match &whip_options {
         Some(ice_servers) => junction_whip::with_options_headers(app, ice_servers),
         None => app,
     };
 
-    print_banner(&wiring.services, &public_url, &api_key, dev_mode);
+    print_banner(&wiring.services, &public_url, dev_key.as_deref(), dev_webhook_secret.as_deref());
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
-    let drained = {
+    let limits = HttpLimits {
+        max_connections: config.http.max_connections,
+        max_header_bytes: config.http.max_header_bytes,
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_s),
+    };
+    let rooms_closed = {
         let shutdown = shutdown.clone();
         let engine = engine.clone();
         async move {
@@ -210,28 +228,30 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
             engine.shutdown();
         }
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(drained);
-    tokio::select! {
-        result = server => result.context("HTTP server failed")?,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-            warn!("HTTP connections still open after {DRAIN_TIMEOUT:?}; exiting anyway");
-        }
+    crate::listener::serve(listener, app, limits, rooms_closed, DRAIN_TIMEOUT).await;
+    // Every room is closed by now, so their last events are in the stream.
+    if let Some(webhooks) = webhooks {
+        webhooks.drain().await;
     }
     info!("stopped");
     Ok(())
 }
 
-fn print_banner(services: &[Service], public_url: &str, api_key: &str, dev_mode: bool) {
+fn print_banner(services: &[Service], public_url: &str, dev_key: Option<&str>, dev_webhook_secret: Option<&str>) {
     println!("Junction {}", env!("CARGO_PKG_VERSION"));
     for service in services {
         println!("  {:<8} {}", service.name, service.url);
     }
     println!("  home     {public_url}/");
-    if dev_mode {
-        println!("  api_key  {api_key}");
+    if let Some(key) = dev_key {
+        println!("  api_key  {key}");
         println!(
             "Development mode: the API key above was generated for this run; set api_key (or JUNCTION_API_KEY) to keep one."
         );
+    }
+    if let Some(secret) = dev_webhook_secret {
+        println!("  webhook_secret  {secret}");
+        println!("Webhooks are signed with the secret above, generated for this run; set webhook.secret to keep one.");
     }
     println!("Junction is ready.");
 }

@@ -113,6 +113,8 @@ pub enum CloseReason {
     TransportTimeout,
     /// The peer fell too far behind reading its events.
     Overloaded,
+    /// The token (or other credential) the session was opened with expired.
+    CredentialExpired,
     /// The transport closed the session because of an error.
     Error { message: String },
 }
@@ -128,6 +130,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::TransportTimeout => "transport_timeout",
             CloseReason::Overloaded => "overloaded",
+            CloseReason::CredentialExpired => "credential_expired",
             CloseReason::Error { .. } => "error",
         }
     }

@@ -46,6 +46,8 @@ pub enum ContractError {
     NoCodecPath { track: TrackId, codec: String, accepted: String },
     #[error("{what} exceeds the limit of {limit}")]
     LimitExceeded { what: &'static str, limit: usize },
+    #[error("the credential already holds {limit} live sessions, the most one token may hold at once")]
+    TooManySessions { limit: usize },
     #[error("invalid request: {0}")]
     Invalid(String),
 }

@@ -2,6 +2,7 @@
 //! peer and room descriptions, and the transport contract (what flows over a peer's RPC half and
 //! media half). Pure data and pure functions: no sockets, no tasks, no clocks of its own.
 
+pub mod aac;
 pub mod codec;
 pub mod contract;
 pub mod error;
@@ -12,13 +13,13 @@ pub mod peer;
 pub mod room;
 pub mod track;
 
-pub use codec::{Codec, MediaKind};
+pub use codec::{Codec, CodecConfigError, MediaKind};
 pub use contract::{
     CloseReason, DataMessage, EndpointEvent, LayerPreference, MediaOut, PublishRequest, SubscribeOptions,
 };
 pub use error::{ContractError, IdError};
 pub use frame::{MediaFrame, MediaTime};
 pub use ids::{PeerId, RoomId, SessionId, TrackId};
-pub use peer::{Grants, PeerInfo, TransportKind};
+pub use peer::{Grants, PeerInfo, SessionCredential, TransportKind};
 pub use room::{RoomInfo, RoomMode, RoomOptions};
 pub use track::{CodecParams, LayerInfo, TrackInfo, TrackSource};

@@ -36,6 +36,18 @@ impl Grants {
     pub const SUBSCRIBE_ONLY: Grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
 }
 
+/// What the engine needs to know of the credential a session was opened with: which token it
+/// was (sessions per token are counted by it) and when it stops being valid (the session ends
+/// then, unless the operator turned that off). Empty for peers without a client credential
+/// (phones dialling in through a trunk, the engine's own peers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionCredential {
+    /// A stable id of the token or stream key: the JWT's `jti`, or a digest of the token.
+    pub token_id: Option<String>,
+    /// When the credential expires, in unix milliseconds.
+    pub expires_at_ms: Option<u64>,
+}
+
 /// Which protocol a peer arrived over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

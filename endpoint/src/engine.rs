@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::ids::random_id;
-use junction_core::{CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, TransportKind};
+use junction_core::{
+    CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, SessionCredential, TransportKind,
+};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +18,7 @@ use tracing::debug;
 
 use crate::adapt::AdapterRegistry;
 use crate::clock::{Clock, SystemClock};
+use crate::credential::TokenSessions;
 use crate::events::{EngineEvent, RoomEndReason, RoomEvent};
 use crate::room::{Joined, Room, RoomSnapshot};
 use crate::stats::{Counters, EngineStats};
@@ -38,6 +41,10 @@ pub struct EngineConfig {
     pub max_data_message_bytes: usize,
     /// Capacity of the engine-wide event stream; a consumer that falls further behind loses events.
     pub event_stream_capacity: usize,
+    /// Live sessions one token (by [`SessionCredential::token_id`]) may hold at once; 0: no limit.
+    pub max_sessions_per_token: usize,
+    /// Whether a session ends ([`CloseReason::CredentialExpired`]) when its credential expires.
+    pub end_sessions_at_expiry: bool,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +59,8 @@ impl Default for EngineConfig {
             max_tracks_per_peer: 32,
             max_data_message_bytes: 64 * 1024,
             event_stream_capacity: 4096,
+            max_sessions_per_token: 4,
+            end_sessions_at_expiry: true,
         }
     }
 }
@@ -81,6 +90,9 @@ pub struct JoinRequest {
     /// automatic subscriptions; tracks in other codecs are transcoded when the engine can.
     pub accept_codecs: Vec<Codec>,
     pub on_duplicate: DuplicatePolicy,
+    /// The credential the peer presented: counted against its token's sessions, and the
+    /// session ends when it expires. Empty (the default) for peers without one.
+    pub credential: SessionCredential,
 }
 
 impl JoinRequest {
@@ -95,7 +107,13 @@ impl JoinRequest {
             auto_subscribe: true,
             accept_codecs: Vec::new(),
             on_duplicate: DuplicatePolicy::Replace,
+            credential: SessionCredential::default(),
         }
+    }
+
+    /// The same request, bound to the credential the peer presented.
+    pub fn with_credential(self, credential: SessionCredential) -> Self {
+        Self { credential, ..self }
     }
 }
 
@@ -117,6 +135,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) epoch: Instant,
     pub(crate) adapters: AdapterRegistry,
+    pub(crate) token_sessions: TokenSessions,
     events: broadcast::Sender<EngineEvent>,
 }
 
@@ -145,7 +164,15 @@ impl Engine {
         let (events, _) = broadcast::channel(config.event_stream_capacity.max(1));
         let epoch = clock.now();
         Self {
-            shared: Arc::new(Shared { config, clock, counters: Counters::new(), epoch, adapters, events }),
+            shared: Arc::new(Shared {
+                config,
+                clock,
+                counters: Counters::new(),
+                epoch,
+                adapters,
+                token_sessions: TokenSessions::default(),
+                events,
+            }),
             rooms: Arc::default(),
         }
     }
@@ -250,11 +277,16 @@ impl Engine {
         room
     }
 
-    /// Ends rooms that were empty for their timeout or reached their maximum duration.
+    /// Ends rooms that were empty for their timeout or reached their maximum duration, and
+    /// sessions whose credential expired.
     pub fn tick(&self) {
         let now = self.shared.clock.now();
+        let now_ms = self.shared.clock.unix_ms();
         let rooms: Vec<Arc<Room>> = self.rooms.read().values().cloned().collect();
         for room in rooms {
+            if self.shared.config.end_sessions_at_expiry {
+                room.end_expired_sessions(now_ms);
+            }
             let Some(reason) = room.expiry(now) else { continue };
             let removed = {
                 let mut map = self.rooms.write();

@@ -10,9 +10,11 @@
 pub mod adapt;
 pub mod clock;
 pub mod codec;
+mod credential;
 pub mod endpoint;
 pub mod engine;
 pub mod events;
+pub mod gate;
 pub mod mixer;
 pub mod room;
 pub mod stats;

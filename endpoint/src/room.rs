@@ -7,8 +7,8 @@
 //! closed as `Overloaded` once the current change is done.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use junction_core::codec::codec_list;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::adapt;
+use crate::credential::TokenSeat;
 use crate::endpoint::{Endpoint, PeerLink};
 use crate::engine::{DuplicatePolicy, JoinRequest, Shared};
 use crate::events::{RoomEndReason, RoomEvent};
@@ -105,6 +106,10 @@ struct PeerSlot {
     accept: Vec<Codec>,
     published: Vec<TrackId>,
     subscriptions: HashMap<TrackId, SubLink>,
+    /// The session's place among its token's live sessions, given back when the slot goes.
+    seat: Option<TokenSeat>,
+    /// When the session's credential expires (unix ms).
+    expires_at_ms: Option<u64>,
 }
 
 pub(crate) struct Room {
@@ -115,6 +120,8 @@ pub(crate) struct Room {
 }
 
 struct RoomState {
+    /// The room itself, for what runs outside its lock and reports back (a failed transcoder).
+    me: Weak<Room>,
     options: RoomOptions,
     created_at: Instant,
     created_at_ms: u64,
@@ -128,10 +135,11 @@ struct RoomState {
 impl Room {
     pub(crate) fn new(id: RoomId, options: RoomOptions, shared: Arc<Shared>) -> Arc<Room> {
         let now = shared.clock.now();
-        let room = Arc::new(Room {
+        let room = Arc::new_cyclic(|me| Room {
             id,
             closed: AtomicBool::new(false),
             state: Mutex::new(RoomState {
+                me: me.clone(),
                 options,
                 created_at: now,
                 created_at_ms: shared.clock.unix_ms(),
@@ -217,11 +225,28 @@ impl Room {
         self.shared.emit(RoomEvent::RoomFinished { room: self.id.clone(), reason });
     }
 
+    /// Ends every session whose credential expired by `now_ms` (unix ms).
+    pub(crate) fn end_expired_sessions(&self, now_ms: u64) {
+        let mut st = self.state.lock();
+        let expired: Vec<(PeerId, SessionId)> = st
+            .peers
+            .values()
+            .filter(|s| s.expires_at_ms.is_some_and(|at| at <= now_ms))
+            .map(|s| (s.info.identity.clone(), s.info.session))
+            .collect();
+        for (peer, session) in expired {
+            info!(room = %self.id, peer = %peer, session = %session, "the session's credential expired, ending it");
+            st.remove_peer(&self.id, &self.shared, &peer, session, CloseReason::CredentialExpired, true);
+        }
+        st.reap_overloaded(&self.id, &self.shared);
+    }
+
     pub(crate) fn join(self: &Arc<Self>, req: JoinRequest) -> Result<Joined, ContractError> {
         let mut st = self.state.lock();
         if self.is_closed() {
             return Err(ContractError::RoomClosing { room: self.id.clone() });
         }
+        let seat = st.seat_for(&self.shared, &req)?;
         let mut replaced = None;
         if let Some(existing) = st.peers.get(&req.identity) {
             let old = existing.info.session;
@@ -277,6 +302,8 @@ impl Room {
                 accept: req.accept_codecs,
                 published: Vec::new(),
                 subscriptions: HashMap::new(),
+                seat,
+                expires_at_ms: req.credential.expires_at_ms,
             },
         );
         st.empty_since = None;
@@ -337,6 +364,29 @@ impl Room {
         Ok(())
     }
 
+    /// `variant`, the transcoded copy of `origin` some subscribers are attached to, failed for
+    /// good: those subscriptions end, and their peers are told why.
+    pub(crate) fn variant_failed(&self, origin: &TrackId, variant: &Arc<Track>, reason: &str) {
+        let mut st = self.state.lock();
+        let shared = &self.shared;
+        let attached: Vec<PeerId> = st
+            .peers
+            .iter_mut()
+            .filter_map(|(peer, slot)| {
+                let on_variant = slot.subscriptions.get(origin).is_some_and(|l| Arc::ptr_eq(&l.attached, variant));
+                let link = if on_variant { slot.subscriptions.remove(origin) } else { None }?;
+                link.detach(shared);
+                Some(peer.clone())
+            })
+            .collect();
+        for peer in &attached {
+            st.deliver(peer, EndpointEvent::Unsubscribed { track: origin.clone() });
+            let event = EndpointEvent::SubscriptionFailed { track: origin.clone(), reason: reason.to_owned() };
+            st.deliver(peer, event);
+        }
+        st.reap_overloaded(&self.id, shared);
+    }
+
     pub(crate) fn publish(&self, link: &PeerLink, req: PublishRequest) -> Result<TrackPublisher, ContractError> {
         let room = self.id.clone();
         self.with_session(link, |st, shared| {
@@ -359,6 +409,8 @@ impl Room {
             if req.layers.len() > crate::track::MAX_LAYERS {
                 return Err(ContractError::LimitExceeded { what: "simulcast layers", limit: crate::track::MAX_LAYERS });
             }
+            // Transports validate where the parameters enter; this catches any that did not.
+            req.params.validate(req.codec).map_err(|err| ContractError::Invalid(err.to_string()))?;
             let info = TrackInfo {
                 id: TrackId::generate(),
                 peer: link.peer.clone(),
@@ -527,6 +579,22 @@ impl Room {
 }
 
 impl RoomState {
+    /// A seat among the live sessions of the request's token: the seat of the session it
+    /// replaces when that one was opened with the same token, else a new one (refused past the
+    /// limit before anything else changes).
+    fn seat_for(&mut self, shared: &Shared, req: &JoinRequest) -> Result<Option<TokenSeat>, ContractError> {
+        let Some(token_id) = &req.credential.token_id else { return Ok(None) };
+        if req.on_duplicate == DuplicatePolicy::Replace
+            && let Some(existing) = self.peers.get_mut(&req.identity)
+            && existing.seat.as_ref().is_some_and(|seat| seat.token_id() == token_id)
+        {
+            return Ok(existing.seat.take());
+        }
+        shared.token_sessions.acquire(token_id, shared.config.max_sessions_per_token).map(Some).inspect_err(|err| {
+            info!(room = %req.room, peer = %req.identity, transport = req.transport.as_str(), "join refused: {err}");
+        })
+    }
+
     fn info(&self, id: &RoomId) -> RoomInfo {
         RoomInfo {
             name: id.clone(),
@@ -609,7 +677,13 @@ impl RoomState {
                 accepted: codec_list(&options.codecs),
             };
             let (codec, factory) = shared.adapters.route(info.codec, &options.codecs).ok_or_else(no_path)?;
-            adapt::variant_for(&origin, codec, &factory, &shared.clone()).map_err(|err| {
+            let (me, origin_id) = (self.me.clone(), track_id.clone());
+            let on_failure: adapt::OnVariantFailure = Box::new(move |variant, reason| {
+                if let Some(room) = me.upgrade() {
+                    room.variant_failed(&origin_id, variant, &reason);
+                }
+            });
+            adapt::variant_for(&origin, codec, &factory, &shared.clone(), on_failure).map_err(|err| {
                 tracing::warn!(room = %room, track = %track_id, "{err}");
                 no_path()
             })?

@@ -50,6 +50,8 @@ pub(crate) struct Track {
     last_hint_bps: AtomicU64,
     closed: AtomicBool,
     pub(crate) variants: Mutex<HashMap<Codec, Variant>>,
+    /// Target codecs whose transcoder failed for good, with why: not started again.
+    pub(crate) failed_variants: Mutex<HashMap<Codec, String>>,
 }
 
 impl Track {
@@ -69,6 +71,7 @@ impl Track {
             last_hint_bps: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             variants: Mutex::new(HashMap::new()),
+            failed_variants: Mutex::new(HashMap::new()),
         }
     }
 

@@ -107,19 +107,27 @@ impl FrameTranscoder for FakeAacToOpus {
     }
 }
 
-#[tokio::test]
-async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
+/// A registry whose AAC->Opus route builds `make()`; with the count of transcoders built.
+fn aac_to_opus(
+    make: impl Fn() -> Box<dyn FrameTranscoder> + Send + Sync + 'static,
+) -> (AdapterRegistry, Arc<AtomicUsize>) {
     let created = Arc::new(AtomicUsize::new(0));
-    let mut adapters = AdapterRegistry::default();
     let counter = created.clone();
+    let mut adapters = AdapterRegistry::default();
     adapters.register(
         Codec::Aac,
         Codec::Opus,
         Arc::new(move |_info| {
             counter.fetch_add(1, Ordering::SeqCst);
-            Ok((Box::new(FakeAacToOpus { frames: 0 }) as Box<dyn FrameTranscoder>, CodecParams::for_codec(Codec::Opus)))
+            Ok((make(), CodecParams::for_codec(Codec::Opus)))
         }),
     );
+    (adapters, created)
+}
+
+#[tokio::test]
+async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
+    let (adapters, created) = aac_to_opus(|| Box::new(FakeAacToOpus { frames: 0 }));
     let (engine, clock) = engine_with(EngineConfig::default(), adapters);
     let publisher = join(&engine, "r", "rtmp").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
@@ -164,4 +172,69 @@ async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
     publisher.rpc.unpublish(track.id()).unwrap();
     assert_eq!(engine.stats().variants, 0);
     assert_eq!(engine.stats().subscriptions, 0);
+}
+
+/// Transcodes like [`FakeAacToOpus`] until it meets a frame saying `boom`, where it panics (a
+/// codec library's bug on a crafted frame).
+struct PanickingTranscoder(FakeAacToOpus);
+
+impl FrameTranscoder for PanickingTranscoder {
+    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+        assert!(frame.payload != "boom", "a codec library bug");
+        self.0.transcode(frame, out)
+    }
+}
+
+#[tokio::test]
+async fn a_transcoder_that_panics_ends_its_variant_and_its_subscribers_are_told() {
+    let (adapters, created) = aac_to_opus(|| Box::new(PanickingTranscoder(FakeAacToOpus { frames: 0 })));
+    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let publisher = join(&engine, "r", "rtmp").endpoint;
+    let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
+    let browser =
+        |name: &str| join_with(&engine, "r", name, |r| r.accept_codecs = vec![Codec::Opus, Codec::Vp8]).endpoint;
+    let mut a = browser("a");
+    let mut native = join(&engine, "r", "player").endpoint;
+    let send = |payload: &str, seq: u64| {
+        let frame = MediaFrame::audio(
+            Codec::Aac,
+            MediaTime::new(seq * 1024, 44_100),
+            clock.now(),
+            Bytes::from(payload.to_owned()),
+        );
+        track.send(frame).unwrap();
+    };
+    send("aac0", 0);
+    send("boom", 1);
+    send("aac2", 2);
+    let told = async {
+        loop {
+            let failed = events(&mut a).into_iter().find_map(|e| match e {
+                junction_core::EndpointEvent::SubscriptionFailed { track, reason } => Some((track, reason)),
+                _ => None,
+            });
+            if let Some(failed) = failed {
+                return failed;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (failed_track, reason) = tokio::time::timeout(Duration::from_secs(5), told).await.expect("told in time");
+    assert_eq!(&failed_track, track.id());
+    assert!(reason.contains("panicked") && reason.contains("a codec library bug"), "{reason}");
+    assert_eq!(engine.stats().variants, 0);
+    assert_eq!(engine.stats().subscriptions, 1, "only the native player's is left");
+    let before = frames_of(&media(&mut a), track.id());
+    assert_eq!(before.len(), 1, "the frame before the panic was delivered");
+
+    // The engine goes on: the native player still gets every frame, and a later browser is
+    // told at once instead of starting a transcoder that fails again.
+    send("aac3", 3);
+    assert_eq!(frames_of(&media(&mut native), track.id()).len(), 4);
+    let mut c = browser("c");
+    let refused = events(&mut c).into_iter().any(|e| {
+        matches!(e, junction_core::EndpointEvent::SubscriptionFailed { reason, .. } if reason.contains("no codec accepted"))
+    });
+    assert!(refused, "the failed route is not retried");
+    assert_eq!(created.load(Ordering::SeqCst), 1);
 }

@@ -1,4 +1,4 @@
-//! AAC (endpoint/src/codec/aac, transports/rtmp/src/flv.rs): the AudioSpecificConfig as the
+//! AAC (endpoint/src/codec/aac, core/src/aac.rs): the AudioSpecificConfig as the
 //! engine and the RTMP ingest read it, ADTS framing, and raw AAC frames through the decoder
 //! the transcoder uses (symphonia, behind Junction's `catch_unwind`).
 //!
@@ -18,7 +18,7 @@ const MAX_FRAME: usize = 0x1FFF - 9;
 pub fn run(data: &[u8]) {
     let mut records = crate::records(data);
     let asc = records.next().unwrap_or_default();
-    let _ = junction_rtmp::flv::AacConfig::parse(asc);
+    let _ = junction_core::aac::AacConfig::parse(asc);
     if let Ok(config) = AacConfig::parse(asc) {
         if config.object_type <= 30 {
             assert_eq!(

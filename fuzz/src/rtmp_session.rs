@@ -28,7 +28,8 @@ pub fn run(data: &[u8]) {
 
 fn drive(data: &[u8]) {
     let mut now = Instant::now();
-    let mut session = Session::new(now, SessionConfig { idle_timeout: Duration::from_secs(5) });
+    let mut session =
+        Session::new(now, SessionConfig { idle_timeout: Duration::from_secs(5), ..SessionConfig::default() });
     session.handle_input(now, &handshake_c0_c1());
     drain(&mut session);
     session.handle_input(now, &[0u8; 1536]);

@@ -7,9 +7,9 @@
 //! `$response` for the correct response hash of that header's own fields for the password
 //! `secret`, so the checks past the hash are reached.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
-use junction_sip::digest::{self, Nonces, Verdict};
+use junction_sip::digest::{self, Challenged, Nonces, Verdict};
 
 const REALM: &str = "junction";
 const PASSWORD: &str = "secret";
@@ -19,18 +19,23 @@ pub fn run(data: &[u8]) {
     let authorization = records.next().unwrap_or_default();
     let challenge = String::from_utf8_lossy(records.next().unwrap_or_default()).into_owned();
 
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let nonces = Nonces::new();
+    let now = Instant::now();
+    let mut nonces = Nonces::new(16);
     let authorization = crate::substitute(authorization, b"$nonce", nonces.issue(now).as_bytes());
     let mut authorization = String::from_utf8_lossy(&authorization).into_owned();
     if authorization.contains("$response") {
         authorization = with_response(&authorization);
     }
-    let _ = digest::parse_params(&authorization);
+    let (_, params) = digest::parse_params(&authorization);
     let _ = digest::username(&authorization);
+    // The answer is checked against the Request-URI it names, so the checks past it are reached.
+    let uri = params.iter().find(|(n, _)| n == "uri").map(|(_, v)| v.clone()).unwrap_or_default();
     for method in ["INVITE", "REGISTER"] {
-        let verdict = nonces.verify(&authorization, method, REALM, PASSWORD, now);
-        let later = nonces.verify(&authorization, method, REALM, PASSWORD, now + Duration::from_secs(3600));
+        let request = Challenged { method, uri: &uri, realm: REALM };
+        let verdict = nonces.verify(&authorization, request, PASSWORD, now);
+        let again = nonces.verify(&authorization, request, PASSWORD, now);
+        let later = nonces.verify(&authorization, request, PASSWORD, now + Duration::from_secs(3600));
+        assert!(again != Verdict::Valid || verdict != Verdict::Valid, "a nonce was accepted twice: {authorization}");
         assert!(
             !(later == Verdict::Valid && verdict != Verdict::Valid),
             "an answer became valid with time: {authorization}"

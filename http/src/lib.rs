@@ -106,6 +106,9 @@ impl From<ContractError> for ApiError {
             ContractError::SessionClosed { .. } => ApiError::not_found("session_not_found", message),
             ContractError::NoCodecPath { .. } => ApiError::unprocessable("no_codec", message),
             ContractError::LimitExceeded { .. } => ApiError::unprocessable("limit_exceeded", message),
+            ContractError::TooManySessions { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", message)
+            }
             ContractError::Invalid(_) => ApiError::bad_request("invalid_request", message),
         }
     }

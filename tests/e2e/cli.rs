@@ -41,7 +41,10 @@ async fn rooms_and_tokens_from_the_command_line() {
     .await;
     assert!(ok);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(json["grants"], serde_json::json!({"publish": false, "subscribe": true, "admin": false}));
+    assert_eq!(
+        json["grants"],
+        serde_json::json!({"publish": false, "subscribe": true, "admin": false, "sip_call": false})
+    );
     assert_eq!(json["expires_in_s"], 60);
 
     let (ok, _, err) = junction(&server, &["room", "create", "--name", "cli-room"]).await;

@@ -18,6 +18,7 @@ use crate::support::moq::{
     MoqTarget, auth_token_arg, catalog_where, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
     watch_catalog, webtransport_close, webtransport_session,
 };
+use crate::support::x264::frame_md5s;
 
 fn spawn(program: &Path, args: &[&str], stdin: Stdio, stdout: Stdio, log: &Path) -> Child {
     Command::new(program)
@@ -124,22 +125,6 @@ async fn ffmpeg(args: &[&str]) -> Vec<u8> {
     let output = Command::new("ffmpeg").args(["-v", "error"]).args(args).output().await.expect("ffmpeg");
     assert!(output.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     output.stdout
-}
-
-/// The MD5 of every decoded frame of `file`, in order.
-async fn frame_md5s(file: &Path) -> Vec<String> {
-    let output = Command::new("ffmpeg")
-        .args(["-v", "quiet", "-i"])
-        .arg(file)
-        .args(["-f", "framemd5", "-"])
-        .output()
-        .await
-        .expect("ffmpeg framemd5");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(',').next().map(|md5| md5.trim().to_owned()))
-        .collect()
 }
 
 #[tokio::test]
@@ -274,10 +259,18 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
 
 #[tokio::test]
 async fn bad_input_is_refused_with_draft_codes_and_the_server_carries_on() {
-    let server = TestServer::start_with("[rooms]\nauto_create = false\n", &[]).await;
+    let server = TestServer::start_with("[rooms]\nauto_create = false\n[moq]\nhandshake_timeout_s = 2\n", &[]).await;
     let target = MoqTarget::of(&server);
     let (status, _) = server.call(reqwest::Method::POST, "/v1/rooms", Some(serde_json::json!({"name": "lobby"}))).await;
     assert_eq!(status, 201);
+
+    // A connection that never sends SETUP is closed at the handshake deadline.
+    let connection = quic(&target, b"moqt-18").await.unwrap();
+    let silent_since = tokio::time::Instant::now();
+    let (code, reason) = raw_close(&connection).await;
+    assert_eq!(code, 0x11, "CONTROL_MESSAGE_TIMEOUT: {reason}");
+    let waited = silent_since.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "closed after {waited:?}");
 
     // Wrong ALPN: the TLS handshake fails with no_application_protocol (alert 120 = 0x178).
     let err = quic(&target, b"moqt-99").await.expect_err("a foreign ALPN is refused");
@@ -361,7 +354,7 @@ async fn bad_input_is_refused_with_draft_codes_and_the_server_carries_on() {
 
 #[tokio::test]
 async fn requests_outside_the_grants_or_the_room_are_refused_and_the_session_carries_on() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with("[moq]\nmax_namespaces_per_session = 1\n", &[]).await;
     let target = MoqTarget::of(&server);
 
     // Subscribe-only: PUBLISH_NAMESPACE is refused with UNAUTHORIZED.
@@ -389,11 +382,27 @@ async fn requests_outside_the_grants_or_the_room_are_refused_and_the_session_car
     // Publish-only: SUBSCRIBE is refused with UNAUTHORIZED.
     let camera = token(&server, "lobby", "camera", true, false).await;
     let (_camera_connection, setup) = raw_session(&target, &format!("/lobby?jwt={camera}"), Vec::new()).await;
-    let (camera_session, _camera_publisher, mut camera_subscriber) = setup.expect("SETUP");
+    let (camera_session, camera_publisher, mut camera_subscriber) = setup.expect("SETUP");
     let camera_driver = tokio::spawn(camera_session.run());
     let (writer, _reader) = Track::new(TrackNamespace::from_utf8_path("lobby"), ".catalog").produce();
     let result = tokio::time::timeout(Duration::from_secs(5), camera_subscriber.subscribe(writer)).await.unwrap();
     assert!(matches!(result, Err(ServeError::Closed(0x1))), "{result:?}");
+
+    // One namespace per session here (`moq.max_namespaces_per_session = 1`): the second is
+    // refused with EXCESSIVE_LOAD while the first stays announced.
+    let (_first_writer, _first_request, first) = Tracks::new(TrackNamespace::from_utf8_path("lobby/one")).produce();
+    let mut announcer = camera_publisher.clone();
+    let first_announce = tokio::spawn(async move { announcer.publish_namespace(first).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!first_announce.is_finished(), "the first namespace is served: {first_announce:?}");
+    let (_second_writer, _second_request, second) = Tracks::new(TrackNamespace::from_utf8_path("lobby/two")).produce();
+    let mut announcer = camera_publisher.clone();
+    let refused = tokio::time::timeout(Duration::from_secs(5), announcer.publish_namespace(second)).await.unwrap();
+    assert!(
+        matches!(refused, Err(moq_transport::session::SessionError::Serve(ServeError::Closed(0x9)))),
+        "{refused:?}"
+    );
+    first_announce.abort();
 
     // The viewer's session is still up: the room catalog now lists... nobody's tracks, but is there.
     let (writer, reader) = Track::new(TrackNamespace::from_utf8_path("lobby"), ".catalog").produce();

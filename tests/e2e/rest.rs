@@ -193,7 +193,8 @@ async fn tokens_are_minted_verified_and_refused_when_expired_forged_or_misused()
     let payload = token.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(&base64_url_decode(payload)).unwrap();
     assert_eq!((claims["sub"].as_str(), claims["room"].as_str()), (Some("mayor"), Some("town-hall")));
-    assert_eq!(claims["grants"], json!({"publish": true, "subscribe": true, "admin": true}));
+    assert_eq!(claims["grants"], json!({"publish": true, "subscribe": true, "admin": true, "sip_call": false}));
+    assert!(claims["jti"].as_str().is_some_and(|j| j.starts_with("TK_")), "a token id: {claims}");
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 600);
 
     // An admin token opens its own room's routes, and only those.

@@ -23,7 +23,7 @@ use crate::support::{TestServer, eventually};
 /// How long ffmpeg publishes, and how much of it the player records.
 const PUSH_SECONDS: u32 = 8;
 const PLAY_SECONDS: u32 = 4;
-const TONE_HZ: f64 = 660.0;
+pub(crate) const TONE_HZ: f64 = 660.0;
 
 /// Creates an RTMP ingress; returns (stream key, encoder URL).
 pub(crate) async fn ingress(server: &TestServer, room: &str, identity: &str) -> (String, String) {
@@ -45,7 +45,7 @@ async fn peer(server: &TestServer, room: &str, identity: &str) -> Option<Value> 
 
 /// ffmpeg publishing the test pattern and tone (the TESTING.md command, with 4:2:0 pixels and two
 /// B-frames as OBS's x264 High profile sends them).
-fn ffmpeg_push(url: &str, seconds: u32) -> Child {
+pub(crate) fn ffmpeg_push(url: &str, seconds: u32) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])

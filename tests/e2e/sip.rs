@@ -23,11 +23,14 @@ use crate::support::sip::{
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
 
-/// A loopback trunk and one rule: dial `sip:<room>@junction` to join `<room>`.
-const OPEN_DIAL_IN: &str = r#"
+/// A loopback trunk and one rule: dial `sip:<room>@junction` to join `<room>`; dial-out may
+/// go straight to phones on loopback.
+pub(crate) const OPEN_DIAL_IN: &str = r#"
 [sip]
 rtp_port_min = 30000
 rtp_port_max = 39999
+allow_direct_dial = true
+direct_dial_hosts = ["127.0.0.1"]
 [[sip.trunks]]
 name = "loopback"
 allowed_addresses = ["127.0.0.0/8"]
@@ -35,7 +38,7 @@ allowed_addresses = ["127.0.0.0/8"]
 kind = "callee"
 "#;
 
-const PCMU_AND_DTMF: (&str, &str) =
+pub(crate) const PCMU_AND_DTMF: (&str, &str) =
     ("0 101", "      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000\n      a=fmtp:101 0-15");
 
 /// A server whose loopback trunk sends every call to `room`, behind `pin`.
@@ -46,7 +49,7 @@ async fn pin_room_server(room: &str, pin: &str) -> TestServer {
 
 /// The scenario of a PCMU phone (RFC 4733 digits offered too) that calls, plays `media` with its
 /// RTP going to `rtp_port`, and hangs up after `talk_ms`.
-fn pcmu_call(caller: &str, rtp_port: u16, media: String, talk_ms: u32) -> String {
+pub(crate) fn pcmu_call(caller: &str, rtp_port: u16, media: String, talk_ms: u32) -> String {
     scenario(
         "uac_call.xml",
         &[
@@ -60,16 +63,16 @@ fn pcmu_call(caller: &str, rtp_port: u16, media: String, talk_ms: u32) -> String
     )
 }
 
-fn sip_addr(server: &TestServer) -> String {
+pub(crate) fn sip_addr(server: &TestServer) -> String {
     server.service("sip").trim_start_matches("sip:").to_owned()
 }
 
-fn code(body: &Value) -> &str {
+pub(crate) fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
 }
 
 /// Common sipp arguments for a phone calling `service` on the server.
-fn uac_args(server: &TestServer, service: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn uac_args(server: &TestServer, service: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         sip_addr(server),
         "-s".into(),
@@ -88,7 +91,7 @@ fn uac_args(server: &TestServer, service: &str, extra: &[&str]) -> Vec<String> {
 }
 
 /// A tone pcap in the test's directory.
-fn tone(dir: &Path, freq: u32, seconds: f64) -> PathBuf {
+pub(crate) fn tone(dir: &Path, freq: u32, seconds: f64) -> PathBuf {
     let path = dir.join(format!("tone_{freq}.pcap"));
     if !path.exists() {
         write_tone_pcap(&path, f64::from(freq), seconds);
@@ -101,19 +104,19 @@ fn dtmf(key: &str) -> PathBuf {
 }
 
 /// The phone calls of a room, as the API reports them.
-async fn calls(server: &TestServer, room: &str) -> Vec<Value> {
+pub(crate) async fn calls(server: &TestServer, room: &str) -> Vec<Value> {
     let (status, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/sip/calls"), None).await;
     assert_eq!(status, 200, "{body}");
     body["calls"].as_array().cloned().unwrap_or_default()
 }
 
-async fn call_state(server: &TestServer, room: &str, id: &str) -> Value {
+pub(crate) async fn call_state(server: &TestServer, room: &str, id: &str) -> Value {
     let (status, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/sip/calls/{id}"), None).await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
-async fn wait_state(server: &TestServer, room: &str, id: &str, state: &str) -> Value {
+pub(crate) async fn wait_state(server: &TestServer, room: &str, id: &str, state: &str) -> Value {
     eventually(&format!("call {id} {state}"), Duration::from_secs(20), || async {
         let call = call_state(server, room, id).await;
         (call["state"] == state).then_some(call)
@@ -121,12 +124,12 @@ async fn wait_state(server: &TestServer, room: &str, id: &str, state: &str) -> V
     .await
 }
 
-fn states(call: &Value) -> Vec<String> {
+pub(crate) fn states(call: &Value) -> Vec<String> {
     call["events"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap().to_owned()).collect()
 }
 
 /// The identities in a room with an Opus track, once `count` of them publish.
-async fn opus_publishers(server: &TestServer, room: &str, count: usize) -> Vec<String> {
+pub(crate) async fn opus_publishers(server: &TestServer, room: &str, count: usize) -> Vec<String> {
     eventually(&format!("{count} phones publishing Opus in {room}"), Duration::from_secs(15), || async {
         let (status, body) = server.call(Method::GET, &format!("/v1/rooms/{room}"), None).await;
         if status != 200 {
@@ -146,7 +149,7 @@ async fn opus_publishers(server: &TestServer, room: &str, count: usize) -> Vec<S
 }
 
 /// The audio a phone heard between its 60th and 180th packet (1.2 s to 3.6 s into the call).
-fn heard(recorder: &RtpRecorder) -> Vec<i16> {
+pub(crate) fn heard(recorder: &RtpRecorder) -> Vec<i16> {
     let pcm = recorder.pcm(60);
     pcm[..pcm.len().min(120 * 160)].to_vec()
 }
@@ -454,21 +457,27 @@ async fn dial_out_rings_answers_carries_audio_both_ways_and_hangs_up() {
 
 #[tokio::test]
 async fn dial_out_answers_the_far_ends_digest_challenge() {
-    let trunk = r#"
+    // The far end is the provider of an outbound trunk that challenges every INVITE.
+    let port = free_port();
+    let trunk = format!(
+        r#"
 [[sip.trunks]]
 id = "carrier"
 name = "carrier"
-allowed_addresses = ["127.0.0.0/8"]
+[sip.trunks.outbound]
+address = "127.0.0.1:{port}"
 username = "junction"
 password = "s3cret-pw"
-"#;
+destinations = ["+1555"]
+caller_ids = ["board"]
+"#
+    );
     let server = TestServer::start_with(&format!("{OPEN_DIAL_IN}{trunk}"), &[]).await;
     let dir = server.dir().to_path_buf();
     let (status, _) = server.call(Method::POST, "/v1/rooms", Some(json!({"name": "board"}))).await;
     assert_eq!(status, 201);
 
     let ears = RtpRecorder::start().await;
-    let port = free_port();
     let xml = scenario(
         "uas_auth.xml",
         &[("rtp_port", ears.port.to_string()), ("password", "s3cret-pw".into()), ("nonce", "4f2e8b0c5a1d".into())],
@@ -480,11 +489,11 @@ password = "s3cret-pw"
             .collect();
     let phone = Sipp::start(&dir, "carrier", &xml, &args);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let body =
-        json!({"to": format!("sip:+15550100@127.0.0.1:{port}"), "trunk": "carrier", "from": "sip:board@junction"});
+    let body = json!({"to": "+15550100", "trunk": "carrier", "from": "sip:board@junction"});
     let (status, call) = server.call(Method::POST, "/v1/rooms/board/sip/calls", Some(body)).await;
     assert_eq!(status, 201, "{call}");
     assert_eq!(call["trunk"], "carrier");
+    assert_eq!(call["to"], format!("sip:+15550100@127.0.0.1:{port}"));
     let id = call["id"].as_str().unwrap().to_owned();
     let answered = wait_state(&server, "board", &id, "answered").await;
     assert_eq!(answered["identity"], "sip:+15550100");
@@ -563,7 +572,9 @@ async fn dial_out_requests_are_checked() {
         (json!({"to": "mailto:bob@example.com"}), 400, "invalid_field"),
         (json!({"to": "not a uri"}), 400, "invalid_field"),
         (json!({"to": "sip:bob@127.0.0.1", "trunk": "ST_missing"}), 404, "trunk_not_found"),
-        (json!({"to": "sip:bob@no-such-host.invalid"}), 422, "sip_target_unresolvable"),
+        (json!({"to": "sip:bob@no-such-host.invalid"}), 403, "direct_dial_host_not_allowed"),
+        (json!({"to": "+15550100"}), 422, "no_outbound_trunk"),
+        (json!({"to": "sip:bob@127.0.0.1", "from": "a\r\nX-Evil: 1"}), 400, "invalid_field"),
         (json!({"from": "x"}), 400, "invalid_field"),
     ];
     for (body, status_, code_) in cases {
@@ -755,7 +766,9 @@ kind = "callee"
         "uac_auth.xml",
         &[("caller", "oscar".into()), ("rtp_port", ears.port.to_string()), ("talk_ms", "1500".into())],
     );
-    let args = uac_args(&server, "support", &["-t", "t1", "-au", "acme", "-ap", "acme-pw-42"]);
+    // The digest uri must be the Request-URI (RFC 3261 §22.4); sipp (which adds the `sip:`) leaves the user out by default.
+    let auth_uri = format!("support@{}", sip_addr(&server));
+    let args = uac_args(&server, "support", &["-t", "t1", "-au", "acme", "-ap", "acme-pw-42", "-auth_uri", &auth_uri]);
     let phone = Sipp::start(&dir, "oscar", &xml, &args);
     assert_eq!(opus_publishers(&server, "support", 1).await, ["sip:oscar"]);
     let result = phone.finish().await;
@@ -767,7 +780,7 @@ kind = "callee"
 }
 
 /// Collects what arrives on `socket` for `window`: (first line, To tag) of each message.
-async fn collect(socket: &tokio::net::UdpSocket, window: Duration) -> Vec<(String, String)> {
+pub(crate) async fn collect(socket: &tokio::net::UdpSocket, window: Duration) -> Vec<(String, String)> {
     let mut got = Vec::new();
     let mut buf = vec![0u8; 4096];
     while let Ok(Ok((len, _))) = tokio::time::timeout(window, socket.recv_from(&mut buf)).await {

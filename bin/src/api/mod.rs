@@ -1,13 +1,13 @@
 //! The HTTP server's routes: health and metrics, the operator REST API under `/v1` (rooms,
 //! tokens, peers, ingress, OpenAPI), the web pages, and whatever routes the transports bring.
-//! `/v1` takes the server's API key, or a client token with the admin grant for routes under its
-//! own room.
+//! `/v1` takes any of the server's API keys, or a client token with the admin grant for routes
+//! under its own room; every route is answered within `http.request_timeout_s` (408 past it).
 
 mod ingress;
 mod rooms;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -46,7 +46,13 @@ pub struct AppState {
 
 /// Builds the whole HTTP application: core routes, `/v1` (with `transport_api` merged in), the
 /// transports' public routes, CORS, and request metrics.
-pub fn app(state: AppState, transport_api: Router, transport_public: Router, cors_origins: &[String]) -> Router {
+pub fn app(
+    state: AppState,
+    transport_api: Router,
+    transport_public: Router,
+    cors_origins: &[String],
+    request_timeout: Duration,
+) -> Router {
     let v1 = Router::new()
         .merge(rooms::routes())
         .merge(ingress::routes())
@@ -68,7 +74,26 @@ pub fn app(state: AppState, transport_api: Router, transport_public: Router, cor
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(cors(cors_origins))
+        .layer(middleware::from_fn_with_state(request_timeout, deadline))
         .layer(middleware::from_fn(count_requests))
+}
+
+/// Answers 408 when a request (its body read included) takes longer than the timeout. An
+/// upgraded WebSocket is past this once its 101 is sent.
+async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::info!(%method, path, "request timed out after {timeout:?} (http.request_timeout_s)");
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request took longer than {} s", timeout.as_secs()),
+            )
+            .into_response()
+        }
+    }
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
@@ -101,8 +126,8 @@ async fn require_credentials(
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?
         .to_owned();
     let presented = presented.as_str();
-    if state.authority.is_api_key(presented) {
-        request.extensions_mut().insert(Principal::Operator { key_id: "default".to_owned() });
+    if let Some(key_id) = state.authority.api_key_id(presented) {
+        request.extensions_mut().insert(Principal::Operator { key_id: key_id.to_owned() });
         return Ok(next.run(request).await);
     }
     let claims = state
@@ -111,8 +136,14 @@ async fn require_credentials(
         .map_err(|_| ApiError::unauthorized("the bearer credential is not this server's API key or a valid token"))?;
     let room_prefix = format!("/v1/rooms/{}/", claims.room);
     let path = request.uri().path();
-    if !claims.grants.admin {
-        return Err(ApiError::forbidden("client tokens need the admin grant to use the server API"));
+    // `sip_call` is a grant of its own: it opens the room's dial-out route (whose handler checks
+    // it again) without the rest of the room's API.
+    let dial_out = request.method() == axum::http::Method::POST && path == format!("{room_prefix}sip/calls");
+    let allowed = claims.grants.admin || (dial_out && claims.grants.sip_call);
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "client tokens need the admin grant (or sip_call, for dial-out) to use the server API",
+        ));
     }
     if !path.starts_with(&room_prefix) && path != room_prefix.trim_end_matches('/') {
         return Err(ApiError::forbidden(format!(

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,7 +11,7 @@ use axum::routing::{delete, get, post};
 use junction_auth::TokenRequest;
 use junction_core::{Grants, PeerId, RoomId, RoomMode, RoomOptions};
 use junction_endpoint::RoomAdminError;
-use junction_http::{ApiError, ApiJson, path_id};
+use junction_http::{ApiError, ApiJson, Principal, path_id};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -125,8 +126,11 @@ struct CreateToken {
     ttl_s: Option<u64>,
 }
 
+/// Mints a client token. The operator mints anything within the maximum lifetime; a client
+/// token (a room admin) only tokens within its own rights and lifetime.
 async fn create_token(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(room): Path<String>,
     ApiJson(body): ApiJson<CreateToken>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -136,7 +140,13 @@ async fn create_token(
         return Err(room_missing(&room));
     }
     let max_ttl = junction_auth::token_max_ttl().as_secs();
-    let ttl = seconds("ttl_s", body.ttl_s, 1, max_ttl)?.unwrap_or(DEFAULT_TOKEN_TTL);
+    let now = junction_auth::unix_now();
+    let default_ttl = match &principal {
+        // A client's token by default lives no longer than the one minting it.
+        Principal::Client(claims) => DEFAULT_TOKEN_TTL.min(Duration::from_secs(claims.exp.saturating_sub(now).max(1))),
+        Principal::Operator { .. } => DEFAULT_TOKEN_TTL,
+    };
+    let ttl = seconds("ttl_s", body.ttl_s, 1, max_ttl)?.unwrap_or(default_ttl);
     if body.name.as_ref().is_some_and(|n| n.len() > 256) {
         return Err(ApiError::invalid_field("name", "longer than 256 bytes"));
     }
@@ -148,6 +158,12 @@ async fn create_token(
         grants: body.grants,
         ttl,
     };
+    if let Principal::Client(claims) = &principal {
+        junction_auth::check_delegation(claims, &request, now).map_err(|err| {
+            tracing::info!(room = %room, minter = %claims.sub, "token minting refused: {err}");
+            ApiError::new(StatusCode::FORBIDDEN, "token_escalation", err.to_string())
+        })?;
+    }
     let token = state.authority.mint(&request)?;
     let base = &*state.public_url;
     let ws_base = base.replacen("http", "ws", 1);

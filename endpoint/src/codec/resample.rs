@@ -8,6 +8,11 @@ use rubato::{Fft, FixedSync, Resampler as _};
 
 use super::CodecError;
 
+/// The lowest rate resampled (AAC's lowest standard rate).
+pub const MIN_RATE: u32 = 7_350;
+/// The highest rate resampled (AAC's highest standard rate).
+pub const MAX_RATE: u32 = 96_000;
+
 /// Converts interleaved `f32` PCM from one rate to another; a plain copy when they are equal.
 pub struct Resampler {
     from: u32,
@@ -24,6 +29,9 @@ impl Resampler {
     pub fn new(from: u32, to: u32, channels: u8) -> Result<Self, CodecError> {
         let channels = usize::from(channels.max(1));
         let error = |e: &dyn std::fmt::Display| CodecError::Resample { from, to, reason: e.to_string() };
+        if ![from, to].iter().all(|rate| (MIN_RATE..=MAX_RATE).contains(rate)) {
+            return Err(error(&format!("rates must be within {MIN_RATE}..={MAX_RATE} Hz")));
+        }
         let inner = if from == to {
             None
         } else {
@@ -135,6 +143,14 @@ mod tests {
             let expected = tone::onset(&input, 1, 0.2).unwrap() as f64 / f64::from(from);
             assert!((onset - expected).abs() < 0.0005, "{from}->{to}: onset {onset} s, input {expected} s");
         }
+    }
+
+    #[test]
+    fn rates_outside_the_aac_range_are_refused() {
+        for (from, to) in [(1, 48_000), (48_000, 1), (0, 8_000), (8_000, 192_000)] {
+            assert!(Resampler::new(from, to, 1).is_err(), "{from}->{to}");
+        }
+        assert!(Resampler::new(7_350, 96_000, 2).is_ok());
     }
 
     #[test]

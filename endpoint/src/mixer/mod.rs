@@ -8,6 +8,11 @@
 //! audio track, so each track is decoded once per room however many listeners there are;
 //! tracks in codecs it does not decode arrive through the engine's shared transcoded variants.
 //! It leaves the room when its last listener goes.
+//!
+//! The task runs under [`supervise::restart`](crate::supervise::restart): if it panics, its
+//! endpoint is dropped (the mixer leaves the room), and a new task joins again and carries on
+//! for the same listeners, which hear a short gap. If the room is gone by then, the listeners
+//! are told the mix has ended.
 
 pub mod core;
 mod room;
@@ -22,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{DuplicatePolicy, Engine, JoinRequest};
+use crate::supervise;
 
 pub use self::core::{FRAME_SAMPLES, MIX_RATE, MixConfig, MixCore, MixFrame};
 
@@ -76,9 +82,8 @@ impl Mixer {
             Some(mix) => mix.clone(),
             None => {
                 let mix = Arc::new(RoomMix { listeners: Mutex::new(Vec::new()), stop: CancellationToken::new() });
-                let joined = self.join(room)?;
-                let task = room::RoomTask::new(joined, mix.clone(), self.config, self.rooms.clone(), room.clone());
-                tokio::spawn(task.run());
+                let joined = self.join(room, DuplicatePolicy::Reject)?;
+                tokio::spawn(self.clone().supervise(room.clone(), mix.clone(), joined));
                 rooms.insert(room.clone(), mix.clone());
                 mix
             }
@@ -89,14 +94,34 @@ impl Mixer {
         Ok(MixListener { id, frames: rx, mix })
     }
 
-    fn join(&self, room: &RoomId) -> Result<crate::room::Joined, MixError> {
+    /// Runs a room's mix task, and a new one (joining again) each time it panics, until it ends.
+    async fn supervise(self, room: RoomId, mix: Arc<RoomMix>, joined: crate::room::Joined) {
+        let mut first = Some(joined);
+        supervise::restart("mixer", || {
+            // A restart replaces the mixer's endpoint in the room, should the old one linger.
+            let joined = first.take().map_or_else(|| self.join(&room, DuplicatePolicy::Replace), Ok);
+            let (config, rooms, mix, room) = (self.config, self.rooms.clone(), mix.clone(), room.clone());
+            async move {
+                match joined {
+                    Ok(joined) => room::RoomTask::new(joined, mix, config, rooms, room).run().await,
+                    Err(err) => {
+                        tracing::warn!(room = %room, "room mix not restarted: {err}");
+                        room::end_mix(&rooms, &room, &mix);
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    fn join(&self, room: &RoomId, on_duplicate: DuplicatePolicy) -> Result<crate::room::Joined, MixError> {
         let identity = PeerId::new(MIXER_IDENTITY)
             .map_err(|e| MixError::Join { room: room.clone(), source: ContractError::Invalid(e.to_string()) })?;
         let mut request = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
         request.name = Some("Audio mixer".into());
         request.grants = Grants::SUBSCRIBE_ONLY;
         request.auto_subscribe = false;
-        request.on_duplicate = DuplicatePolicy::Reject;
+        request.on_duplicate = on_duplicate;
         self.engine.join(request).map_err(|source| MixError::Join { room: room.clone(), source })
     }
 }

@@ -115,6 +115,11 @@ impl RoomTask {
     }
 
     fn on_frame(&mut self, track: &TrackId, payload: &[u8]) {
+        // Lets the tests stand in for a bug in the mix: see `a_panicking_mix_is_restarted`.
+        #[cfg(test)]
+        if payload == super::tests::PANIC_PAYLOAD {
+            panic!("test-injected panic in the room mix");
+        }
         let Some(decoder) = self.decoders.get_mut(track) else { return };
         match decoder.decode(payload) {
             Ok(samples) => self.core.push(track, samples),
@@ -150,10 +155,7 @@ impl RoomTask {
     }
 
     fn unregister(&self, rooms: &mut HashMap<RoomId, Arc<RoomMix>>) {
-        self.mix.stop.cancel();
-        if rooms.get(&self.room).is_some_and(|m| Arc::ptr_eq(m, &self.mix)) {
-            rooms.remove(&self.room);
-        }
+        unregister(rooms, &self.room, &self.mix);
     }
 
     pub(super) async fn run(mut self) {
@@ -198,10 +200,21 @@ impl RoomTask {
                 }
             }
         }
-        let mut rooms = self.rooms.lock();
-        self.unregister(&mut rooms);
-        // Listeners' senders go with the slots: a listener still attached sees the end.
-        self.mix.listeners.lock().clear();
+        end_mix(&self.rooms, &self.room, &self.mix);
         info!(room = %self.room, "room mix stopped");
     }
+}
+
+fn unregister(rooms: &mut HashMap<RoomId, Arc<RoomMix>>, room: &RoomId, mix: &Arc<RoomMix>) {
+    mix.stop.cancel();
+    if rooms.get(room).is_some_and(|m| Arc::ptr_eq(m, mix)) {
+        rooms.remove(room);
+    }
+}
+
+/// Ends a room's mix for good: a new listener starts a new one, and the listeners still
+/// attached see the end (their senders go with the slots).
+pub(super) fn end_mix(rooms: &Mutex<HashMap<RoomId, Arc<RoomMix>>>, room: &RoomId, mix: &Arc<RoomMix>) {
+    unregister(&mut rooms.lock(), room, mix);
+    mix.listeners.lock().clear();
 }

@@ -98,3 +98,43 @@ async fn the_mixer_takes_no_seat_in_a_full_room() {
     let late = engine.join(JoinRequest::new(room.clone(), PeerId::new("late").unwrap(), TransportKind::Webrtc));
     assert!(matches!(late, Err(junction_core::ContractError::RoomFull { .. })), "the seat is still the phone's");
 }
+
+/// A frame payload that makes the room mix task panic (tests only).
+pub(super) const PANIC_PAYLOAD: &[u8] = b"junction-test: panic in the mix";
+
+/// Alice speaks `frames` 20 ms frames of 440 Hz from frame `from`; returns what `listener` heard.
+async fn speak(mic: &TrackPublisher, listener: &mut MixListener, from: u64, frames: u64) -> Vec<f32> {
+    let mut encoder = G711Encoder::new(G711Law::MuLaw);
+    let mut heard = Vec::new();
+    for n in from..from + frames {
+        mic.send(tone_frame(&mut encoder, 440.0, 0.3, n)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Some(frame) = listener.try_recv() {
+            heard.extend(frame);
+        }
+    }
+    heard
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_mix_is_restarted_for_the_same_listeners() {
+    let engine = Engine::new(EngineConfig::default());
+    let mixer = Mixer::new(engine.clone(), MixConfig::default());
+    let room = RoomId::new("phoenix").unwrap();
+    let (_alice, alice_mic) = join_and_publish(&engine, &room, "alice");
+    let mut bob_hears = mixer.listen(&room, &PeerId::new("bob").unwrap()).unwrap();
+    let before = speak(&alice_mic, &mut bob_hears, 0, 50).await;
+    assert!((dominant_frequency(&before[before.len() / 2..], 1, MIX_RATE).unwrap() - 440.0).abs() < 5.0);
+
+    let poison = MediaFrame::audio(Codec::Pcmu, MediaTime::new(50 * 160, 8000), Instant::now(), PANIC_PAYLOAD.into());
+    alice_mic.send(poison).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    while bob_hears.try_recv().is_some() {}
+    let after = speak(&alice_mic, &mut bob_hears, 60, 50).await;
+    assert!(after.len() >= 960 * 40, "the listener is fed again: {} samples", after.len());
+    let found = dominant_frequency(&after[after.len() / 2..], 1, MIX_RATE).unwrap();
+    assert!((found - 440.0).abs() < 5.0, "and hears alice again: {found} Hz");
+    assert_eq!(mixer.active_rooms(), 1);
+    let mixer_peer = PeerId::new(MIXER_IDENTITY).unwrap();
+    assert_eq!(engine.room(&room).unwrap().peers.iter().filter(|p| p.info.identity == mixer_peer).count(), 1);
+}

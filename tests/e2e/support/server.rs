@@ -51,11 +51,24 @@ impl TestServer {
     /// Starts a server with `extra_toml` appended to the base configuration and `args` added to
     /// `junction serve`.
     pub async fn start_with(extra_toml: &str, args: &[&str]) -> TestServer {
+        Self::launch(BASE_CONFIG, extra_toml, args, API_KEY).await
+    }
+
+    /// Starts a server whose API keys are only those `keys_toml` configures (`[auth] keys`,
+    /// `signing_key`): the base `api_key` is left out. `api_key` is the secret [`TestServer::api`]
+    /// calls with.
+    pub async fn start_with_keys(keys_toml: &str, api_key: &str) -> TestServer {
+        let mut base: toml::Table = BASE_CONFIG.parse().expect("base config");
+        base.remove("api_key");
+        Self::launch(&toml::to_string(&base).expect("base config"), keys_toml, &[], api_key).await
+    }
+
+    async fn launch(base: &str, extra_toml: &str, args: &[&str], api_key: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("junction.toml");
         // The generated MoQ development CA goes in the test's own directory.
         let moq_ca = format!("[moq]\ndev_ca_file = {:?}\n", dir.path().join("moq-ca.pem"));
-        let base = merge_toml(BASE_CONFIG, &moq_ca);
+        let base = merge_toml(base, &moq_ca);
         std::fs::write(&config, merge_toml(&base, extra_toml)).expect("write config");
         let stderr = dir.path().join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
@@ -102,7 +115,7 @@ impl TestServer {
             child: Some(child),
             base,
             services,
-            api_key: API_KEY.to_owned(),
+            api_key: api_key.to_owned(),
             stderr,
             dir,
             http: reqwest::Client::new(),

@@ -1,6 +1,6 @@
 //! Real H.264 for tests that publish it themselves: libx264 (through ffmpeg) encodes the test
 //! pattern as a browser would send it — constrained baseline, no B-frames — and the stream is cut
-//! into access units.
+//! into access units; and what ffmpeg decodes from a received stream.
 
 use std::path::{Path, PathBuf};
 
@@ -27,4 +27,20 @@ pub async fn baseline_access_units(dir: &Path, name: &str, seconds: u32, fps: u3
     starts.push(stream.len());
     let units = starts.windows(2).map(|w| stream.slice(w[0]..w[1])).collect();
     (file, units)
+}
+
+/// The MD5 of every decoded frame of `file`, in order.
+pub async fn frame_md5s(file: &Path) -> Vec<String> {
+    let output = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "quiet", "-i"])
+        .arg(file)
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .await
+        .expect("ffmpeg framemd5");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|md5| md5.trim().to_owned()))
+        .collect()
 }

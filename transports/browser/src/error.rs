@@ -41,9 +41,11 @@ impl From<AuthError> for WireError {
                 "not_allowed"
             }
             AuthError::Mint(_) => "invalid_token_request",
-            AuthError::Missing | AuthError::Malformed(_) | AuthError::BadSignature | AuthError::UnknownStreamKey => {
-                "unauthorized"
-            }
+            AuthError::Missing
+            | AuthError::Malformed(_)
+            | AuthError::BadSignature
+            | AuthError::UnknownKey { .. }
+            | AuthError::UnknownStreamKey => "unauthorized",
         };
         WireError::new(code, err.to_string())
     }

@@ -16,7 +16,8 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use junction_auth::Authority;
 use junction_core::{
-    Codec, Grants, LayerInfo, PeerId, PublishRequest, RoomId, RoomMode, RoomOptions, TrackSource, TransportKind,
+    Codec, Grants, LayerInfo, PeerId, PublishRequest, RoomId, RoomMode, RoomOptions, SessionCredential, TrackSource,
+    TransportKind,
 };
 use junction_endpoint::{Engine, EngineConfig, JoinRequest, Joined, TrackPublisher};
 use serde_json::Value;
@@ -42,6 +43,7 @@ fn principal(identity: &str, room: Option<&str>, grants: Grants) -> Principal {
         metadata: Value::Null,
         grants,
         anonymous: room.is_none(),
+        session: SessionCredential::default(),
     }
 }
 
@@ -157,7 +159,7 @@ impl Browsers {
                 }
             }
             while let Some(message) = session.next_outgoing() {
-                out.push((index, message.to_json()));
+                out.push((index, message));
             }
             if let Some(ending) = session.ending().cloned()
                 && let Some((session, _)) = slot.take()

@@ -4,7 +4,7 @@
 
 use junction_auth::Authority;
 use junction_core::ids::random_id;
-use junction_core::{Grants, PeerId, RoomId};
+use junction_core::{Grants, PeerId, RoomId, SessionCredential};
 
 use crate::error::WireError;
 
@@ -17,6 +17,8 @@ pub struct Principal {
     pub metadata: serde_json::Value,
     pub grants: Grants,
     pub anonymous: bool,
+    /// The token's id and expiry, for the engine.
+    pub session: SessionCredential,
 }
 
 impl Principal {
@@ -33,6 +35,7 @@ impl Principal {
                     metadata: credential.metadata,
                     grants: credential.grants,
                     anonymous: false,
+                    session: credential.session,
                 })
             }
             None if allow_anonymous => Ok(Principal::anonymous()),
@@ -53,6 +56,7 @@ impl Principal {
             metadata: serde_json::Value::Null,
             grants: Grants::default(),
             anonymous: true,
+            session: SessionCredential::default(),
         }
     }
 

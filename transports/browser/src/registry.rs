@@ -195,7 +195,7 @@ impl Registry {
     ) -> Result<mpsc::Sender<Inbound>, ResumeError> {
         let st = self.state.lock();
         let entry = st.sessions.get(&id).ok_or(ResumeError::Gone(id))?;
-        if !constant_time_eq(entry.resume_key.as_bytes(), key.as_bytes()) {
+        if !junction_auth::secrets_equal(key.as_bytes(), entry.resume_key.as_bytes()) {
             return Err(ResumeError::BadKey(id));
         }
         if !principal.may_resume(&entry.principal) {
@@ -238,10 +238,6 @@ impl Registry {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +252,7 @@ mod tests {
             metadata: Value::Null,
             grants: Grants::default(),
             anonymous: false,
+            session: Default::default(),
         }
     }
 

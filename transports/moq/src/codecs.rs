@@ -1,9 +1,8 @@
 //! Junction's codec parameters on one side, CMAF decoder configurations and catalog codec
-//! strings on the other: which codecs MoQ carries (H.264, Opus, AAC), the AudioSpecificConfig of
-//! an AAC track that came without one, picture sizes from an SPS (via h264-reader), and the
+//! strings on the other: which codecs MoQ carries (H.264, Opus, AAC), picture sizes from an SPS
+//! (via h264-reader), and the
 //! parameters a track published from MoQ gets.
 
-use bytes::Bytes;
 use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
 use junction_core::h264::AvcConfig;
 use junction_core::{Codec, CodecParams, TrackInfo};
@@ -26,16 +25,6 @@ pub fn h264_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
     SeqParameterSet::from_bits(nal.rbsp_bits()).ok()?.pixel_dimensions().ok()
 }
 
-const AAC_RATES: [u32; 13] =
-    [96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000, 7_350];
-
-/// A two-byte AAC-LC AudioSpecificConfig for `sample_rate` and `channels`.
-pub fn aac_lc_config(sample_rate: u32, channels: u8) -> Bytes {
-    let index = AAC_RATES.iter().position(|rate| *rate == sample_rate).unwrap_or(3) as u8;
-    let object_type = 2u8;
-    Bytes::from(vec![(object_type << 3) | (index >> 1), ((index & 1) << 7) | ((channels & 0x0f) << 3)])
-}
-
 /// The decoder configuration of an audio track, from its parameters alone; `None` for video,
 /// which needs an SPS/PPS from the stream.
 pub fn audio_config(codec: Codec, params: &CodecParams) -> Option<TrackCodec> {
@@ -48,7 +37,7 @@ pub fn audio_config(codec: Codec, params: &CodecParams) -> Option<TrackCodec> {
         Codec::Aac => {
             let sample_rate = if params.clock_rate > 0 { params.clock_rate } else { 48_000 };
             let channels = params.channels.max(1);
-            let config = params.config.clone().unwrap_or_else(|| aac_lc_config(sample_rate, channels));
+            let config = params.config.clone().unwrap_or_else(|| junction_core::aac::lc_config(sample_rate, channels));
             Some(TrackCodec::Aac { config, sample_rate, channels: u16::from(channels) })
         }
         _ => None,
@@ -112,14 +101,16 @@ pub fn publish_params(track: &InitTrack) -> CodecParams {
             params.width = (*width > 0).then_some(u32::from(*width));
             params.height = (*height > 0).then_some(u32::from(*height));
         }
+        // Channel counts as the init segment states them (saturated, never wrapped), for
+        // validation to judge.
         TrackCodec::Aac { config, sample_rate, channels } => {
             params.clock_rate = *sample_rate;
-            params.channels = (*channels).min(8) as u8;
+            params.channels = (*channels).min(u16::from(u8::MAX)) as u8;
             params.config = Some(config.clone());
         }
         TrackCodec::Opus { channels, .. } => {
             params.clock_rate = 48_000;
-            params.channels = (*channels).clamp(1, 2) as u8;
+            params.channels = (*channels).min(u16::from(u8::MAX)) as u8;
             params.fmtp = Some("minptime=10;useinbandfec=1".into());
         }
     }
@@ -145,8 +136,6 @@ mod tests {
 
     #[test]
     fn aac_configs_are_synthesised_from_rate_and_channels() {
-        assert_eq!(aac_lc_config(44_100, 2).as_ref(), &[0x12, 0x10]);
-        assert_eq!(aac_lc_config(48_000, 1).as_ref(), &[0x11, 0x88]);
         let mut params = CodecParams::for_codec(Codec::Aac);
         params.clock_rate = 44_100;
         assert_eq!(audio_config(Codec::Aac, &params).unwrap().codec_string(), "mp4a.40.2");

@@ -1,32 +1,34 @@
 //! From an incoming QUIC connection to an admitted session: the TLS handshake (ALPN `h3` for
 //! WebTransport, `moqt-18` for raw QUIC; anything else fails the handshake with TLS
 //! `no_application_protocol`), the WebTransport CONNECT, the MoQT SETUP exchange, then admission
-//! (room from the path, token from the URL or SETUP) and the join. A failure at any step closes
-//! this connection with the draft's code and a reason; nothing else is affected.
+//! (room from the path, token from the URL or SETUP) and the join, all within one deadline
+//! (`moq.handshake_timeout_s`). A failure at any step closes this connection with the draft's
+//! code and a reason; nothing else is affected. The admitted session runs under
+//! [`supervise::contain`]: a panic in it ends that session with INTERNAL_ERROR.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use junction_auth::Authority;
 use junction_core::TransportKind;
-use junction_endpoint::{Engine, JoinRequest};
+use junction_endpoint::gate::ConnectionPermit;
+use junction_endpoint::{Engine, JoinRequest, supervise};
 use moq_transport::coding::Value;
 use moq_transport::session::transport::quinn as wtq;
 use moq_transport::session::{Session, Transport};
 use moq_transport::setup::{DraftVersion, ParameterType};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span};
 use url::Url;
 
 use crate::admission;
 use crate::codecs;
+use crate::config::MoqConfig;
 use crate::congestion::ScheduledSession;
 use crate::error::{AdmissionError, Termination};
 use crate::hub::Hub;
 use crate::session::{self, SessionParts, close};
-
-/// How long a client gets for the WebTransport CONNECT and for MoQT SETUP, each.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP/3 H3_NO_ERROR, for closing a connection whose WebTransport handshake did not complete.
 const H3_NO_ERROR: wtq::quinn::VarInt = wtq::quinn::VarInt::from_u32(0x100);
@@ -37,20 +39,31 @@ pub struct Context {
     pub authority: Authority,
     pub hub: Hub,
     pub shutdown: CancellationToken,
+    /// QUIC handshake + WebTransport CONNECT + SETUP, together.
+    pub handshake_timeout: Duration,
+    pub limits: Arc<MoqConfig>,
 }
 
-/// Serves one incoming connection until its session ends.
-pub async fn serve(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
+/// Serves one incoming connection until its session ends; `permit` is its place under the
+/// connection caps.
+pub async fn serve(incoming: wtq::quinn::Incoming, context: Arc<Context>, permit: ConnectionPermit) {
     let remote = incoming.remote_address();
     let span = info_span!("moq", %remote, room = tracing::field::Empty, peer = tracing::field::Empty);
-    serve_inner(incoming, context).instrument(span).await
+    serve_inner(incoming, context).instrument(span).await;
+    drop(permit);
 }
 
 async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(err) => {
+    let deadline = Instant::now() + context.handshake_timeout;
+    let connection = match tokio::time::timeout_at(deadline, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(err)) => {
             debug!("QUIC handshake failed: {err}");
+            return;
+        }
+        Err(_) => {
+            // Dropping the half-open connection abandons it; quinn closes it.
+            info!("QUIC handshake not done within {:?}", context.handshake_timeout);
             return;
         }
     };
@@ -59,7 +72,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
         .and_then(|data| data.downcast::<wtq::quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|data| data.protocol);
     let (transport_session, transport, url) = match alpn.as_deref() {
-        Some(alpn) if alpn == wtq::ALPN.as_bytes() => match accept_webtransport(connection).await {
+        Some(alpn) if alpn == wtq::ALPN.as_bytes() => match accept_webtransport(connection, deadline).await {
             Some(accepted) => accepted,
             None => return,
         },
@@ -75,7 +88,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
 
     let moq =
         moq_transport::session::transport::Session::new(ScheduledSession::new(transport_session.clone()), url.clone());
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, Session::accept(moq, None, transport)).await;
+    let accepted = tokio::time::timeout_at(deadline, Session::accept(moq, None, transport)).await;
     let (session, publisher, subscriber) = match accepted {
         Ok(Ok((session, Some(publisher), Some(subscriber)))) => (session, publisher, subscriber),
         Ok(Ok(_)) => {
@@ -90,7 +103,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
             return;
         }
         Err(_) => {
-            info!("no MoQT SETUP within {HANDSHAKE_TIMEOUT:?}");
+            info!("no MoQT SETUP within {:?} of connecting", context.handshake_timeout);
             close(&transport_session, Termination::ControlMessageTimeout, "no SETUP received in time");
             linger(&transport_session).await;
             return;
@@ -121,6 +134,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
     request.grants = credential.grants;
     request.auto_subscribe = false;
     request.accept_codecs = codecs::CARRIED.to_vec();
+    request.credential = credential.session.clone();
     let joined = match context.engine.join(request) {
         Ok(joined) => joined,
         Err(err) => return refuse(&transport_session, AdmissionError::from_join(err)).await,
@@ -133,8 +147,15 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
         joined,
         hub: context.hub.clone(),
         shutdown: context.shutdown.clone(),
+        limits: context.limits.clone(),
     };
-    session::run(session, publisher, subscriber, transport_session, parts).await;
+    // A panic is logged (with room and peer) and counted by `contain`; the endpoint was owned by
+    // the session future, so the peer has left the room. The peer is told with a session error.
+    let running = session::run(session, publisher, subscriber, transport_session.clone(), parts);
+    if supervise::contain("moq", running).await.is_err() {
+        close(&transport_session, Termination::InternalError, "internal error");
+        linger(&transport_session).await;
+    }
 }
 
 /// The raw-QUIC SETUP PATH option, path and query included.
@@ -160,8 +181,11 @@ async fn linger(transport: &wtq::Session) {
 
 /// Completes the WebTransport CONNECT, choosing moqt-18 from the offered protocols. A client that
 /// offers protocols but not ours is answered 406, as moq-transport's own server does.
-async fn accept_webtransport(connection: wtq::quinn::Connection) -> Option<(wtq::Session, Transport, Url)> {
-    let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, wtq::Request::accept(connection.clone())).await {
+async fn accept_webtransport(
+    connection: wtq::quinn::Connection,
+    deadline: Instant,
+) -> Option<(wtq::Session, Transport, Url)> {
+    let request = match tokio::time::timeout_at(deadline, wtq::Request::accept(connection.clone())).await {
         Ok(Ok(request)) => request,
         Ok(Err(err)) => {
             debug!("WebTransport CONNECT failed: {err}");

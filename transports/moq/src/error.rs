@@ -125,6 +125,9 @@ pub enum RequestRefusal {
     Unauthorized(String),
     #[error("{0}")]
     DoesNotExist(String),
+    /// A per-session limit is reached.
+    #[error("{0}")]
+    TooMany(String),
 }
 
 impl RequestRefusal {
@@ -132,6 +135,7 @@ impl RequestRefusal {
         match self {
             RequestRefusal::Unauthorized(_) => RequestErrorCode::Unauthorized as u64,
             RequestRefusal::DoesNotExist(_) => RequestErrorCode::DoesNotExist as u64,
+            RequestRefusal::TooMany(_) => RequestErrorCode::ExcessiveLoad as u64,
         }
     }
 
@@ -156,6 +160,7 @@ mod tests {
         assert_eq!(AdmissionError::BadPath { path: "/a/b".into() }.termination().code(), 0x9);
         assert_eq!(RequestRefusal::DoesNotExist("x".into()).code(), 0x10);
         assert_eq!(RequestRefusal::Unauthorized("x".into()).code(), 0x1);
+        assert_eq!(RequestRefusal::TooMany("x".into()).code(), 0x9);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::MoqConfig;
 use crate::cmaf::{ParsedTrack, TrackCodec, parse_init};
 use crate::codecs;
 use crate::ingest::{fragment_frames, read_catalog, trak_for};
@@ -34,7 +35,12 @@ pub fn cmaf_ingest(catalog: &[u8], init: &[u8], fragments: &[&[u8]]) -> usize {
             _ => None,
         };
         for fragment in fragments {
-            if let Ok(out) = fragment_frames(&Bytes::copy_from_slice(fragment), track, avc.as_ref()) {
+            if let Ok(out) = fragment_frames(
+                &Bytes::copy_from_slice(fragment),
+                track,
+                avc.as_ref(),
+                MoqConfig::default().max_samples_per_fragment,
+            ) {
                 frames += out.len();
             }
         }

@@ -6,20 +6,30 @@
 //!
 //! A namespace without a CMAF catalog (a clock, application data) is not media: it is only
 //! relayed to MoQ subscribers (see `hub`).
+//!
+//! What a publisher sends is bounded before it is parsed (the `[moq]` limits): the catalog and
+//! the init segment in bytes, the tracks read from a catalog, each fragment in bytes and in
+//! samples (a larger fragment is skipped). Each track's codec parameters are validated
+//! ([`CodecParams::validate`](junction_core::CodecParams::validate)) before it is published: a
+//! bad one ends the publisher's session with PROTOCOL_VIOLATION.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::h264::{self, AvcConfig};
-use junction_core::{ContractError, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackId, TrackSource};
+use junction_core::{
+    CodecConfigError, ContractError, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackId, TrackSource,
+};
 use junction_endpoint::TrackPublisher;
 use moq_transport::coding::TrackNamespace;
-use moq_transport::serve::{ServeError, TrackReader, TrackReaderMode, TracksReader};
+use moq_transport::serve::{ServeError, SubgroupReader, TrackReader, TrackReaderMode, TracksReader};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::cmaf::{CmafError, InitTrack, ParsedTrack, TrackCodec, parse_fragment, parse_init};
 use crate::codecs;
+use crate::config::MoqConfig;
 use crate::naming::{CATALOG_TRACK, INIT_TRACK, PeerTrack};
 
 /// How long the init segment may take once the catalog named it.
@@ -27,8 +37,15 @@ const INIT_WAIT: Duration = Duration::from_secs(10);
 
 /// What an ingest task asks of the session that owns the peer's endpoint.
 pub enum IngestRequest {
-    Publish { request: PublishRequest, reply: oneshot::Sender<Result<TrackPublisher, ContractError>> },
-    Unpublish { track: TrackId },
+    Publish {
+        request: PublishRequest,
+        reply: oneshot::Sender<Result<TrackPublisher, ContractError>>,
+    },
+    Unpublish {
+        track: TrackId,
+    },
+    /// The publisher sent what the server refuses to carry: end its session with this reason.
+    Violation(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,17 +62,56 @@ pub enum IngestError {
     SessionGone,
     #[error("the room refused the track: {0}")]
     Refused(ContractError),
+    #[error("track {track}: {source}")]
+    BadCodec { track: String, source: CodecConfigError },
+    #[error("the {track} object is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { track: String, size: usize, limit: usize },
     #[error("track read failed: {0}")]
     Serve(#[from] ServeError),
 }
 
-/// Reads the first object of the first group `track` delivers.
-async fn first_object(track: TrackReader) -> Result<Bytes, ServeError> {
+impl IngestError {
+    /// Whether the publisher broke the rules (rather than the namespace not being media): its
+    /// session is ended.
+    pub fn is_violation(&self) -> bool {
+        matches!(self, IngestError::BadCodec { .. })
+    }
+}
+
+/// An object of a track, or its declared size when that is over `max` bytes (then it is not
+/// read; the publisher's chunks of it are dropped with the group).
+enum Object {
+    Read(Bytes),
+    TooLarge(usize),
+}
+
+/// Reads the next object of `group`, if there is one, without concatenating more than `max`
+/// bytes of it.
+async fn next_object(group: &mut SubgroupReader, max: usize) -> Result<Option<Object>, ServeError> {
+    let Some(mut object) = group.next().await? else { return Ok(None) };
+    if object.info.size > max {
+        return Ok(Some(Object::TooLarge(object.info.size)));
+    }
+    let mut data = Vec::with_capacity(object.info.size);
+    while let Some(chunk) = object.read().await? {
+        if data.len() + chunk.len() > max {
+            return Ok(Some(Object::TooLarge(data.len() + chunk.len())));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(Some(Object::Read(Bytes::from(data))))
+}
+
+/// Reads the first object of the first group `track` delivers, refusing one over `max` bytes.
+async fn first_object(track: TrackReader, name: &str, max: usize) -> Result<Bytes, IngestError> {
     let TrackReaderMode::Subgroups(mut groups) = track.mode().await? else {
-        return Err(ServeError::Mode);
+        return Err(ServeError::Mode.into());
     };
     let mut group = groups.next().await?.ok_or(ServeError::Done)?;
-    group.read_next().await?.ok_or(ServeError::Done)
+    match next_object(&mut group, max).await?.ok_or(ServeError::Done)? {
+        Object::Read(bytes) => Ok(bytes),
+        Object::TooLarge(size) => Err(IngestError::TooLarge { track: name.to_owned(), size, limit: max }),
+    }
 }
 
 /// Ingests one announced namespace until it ends.
@@ -64,21 +120,31 @@ pub async fn run(
     label: String,
     mut tracks: TracksReader,
     requests: mpsc::Sender<IngestRequest>,
+    limits: Arc<MoqConfig>,
 ) -> Result<(), IngestError> {
+    let no_track = |track| {
+        move |err| match err {
+            IngestError::Serve(source) => IngestError::NoTrack { track, source },
+            other => other,
+        }
+    };
     let catalog_track = tracks.subscribe(namespace.clone(), CATALOG_TRACK).ok_or(IngestError::SessionGone)?;
     let catalog =
-        first_object(catalog_track).await.map_err(|source| IngestError::NoTrack { track: CATALOG_TRACK, source })?;
+        first_object(catalog_track, CATALOG_TRACK, limits.max_init_bytes).await.map_err(no_track(CATALOG_TRACK))?;
     let (catalog, init_name) = read_catalog(&catalog)?;
     let init_track = tracks.subscribe(namespace.clone(), init_name.as_str()).ok_or(IngestError::SessionGone)?;
-    let init = tokio::time::timeout(INIT_WAIT, first_object(init_track))
+    let init = tokio::time::timeout(INIT_WAIT, first_object(init_track, &init_name, limits.max_init_bytes))
         .await
         .map_err(|_| IngestError::Timeout(init_name.clone()))?
-        .map_err(|source| IngestError::NoTrack { track: INIT_TRACK, source })?;
+        .map_err(no_track(INIT_TRACK))?;
     let parsed = parse_init(&init).map_err(|source| IngestError::Init { name: init_name.clone(), source })?;
 
     let mut pumps = tokio::task::JoinSet::new();
     let mut published = Vec::new();
-    for (index, entry) in catalog.tracks.iter().enumerate() {
+    if catalog.tracks.len() > limits.max_tracks_per_namespace {
+        warn!(namespace = %namespace, tracks = catalog.tracks.len(), limit = limits.max_tracks_per_namespace, "catalog lists more tracks than the limit: the first ones are ingested");
+    }
+    for (index, entry) in catalog.tracks.iter().enumerate().take(limits.max_tracks_per_namespace) {
         let Some(found) = trak_for(index, &entry.name, &parsed) else {
             warn!(namespace = %namespace, track = %entry.name, "catalog track has no trak in the init segment");
             continue;
@@ -92,16 +158,17 @@ pub async fn run(
         };
         let codec = init_track.codec.codec();
         let source = if codec.kind() == MediaKind::Video { TrackSource::Camera } else { TrackSource::Microphone };
-        let request = PublishRequest::new(format!("{label}/{}", entry.name), codec)
-            .with_source(source)
-            .with_params(codecs::publish_params(&init_track));
+        let params = codecs::publish_params(&init_track);
+        params.validate(codec).map_err(|source| IngestError::BadCodec { track: entry.name.clone(), source })?;
+        let request =
+            PublishRequest::new(format!("{label}/{}", entry.name), codec).with_source(source).with_params(params);
         let (reply, answer) = oneshot::channel();
         requests.send(IngestRequest::Publish { request, reply }).await.map_err(|_| IngestError::SessionGone)?;
         let publisher = answer.await.map_err(|_| IngestError::SessionGone)?.map_err(IngestError::Refused)?;
         info!(namespace = %namespace, track = %entry.name, engine = %publisher.id(), %codec, "ingesting MoQ track");
         published.push(Unpublisher { track: publisher.id().clone(), requests: requests.clone() });
         let media = tracks.subscribe(namespace.clone(), entry.name.as_str()).ok_or(IngestError::SessionGone)?;
-        pumps.spawn(pump(media, init_track, publisher));
+        pumps.spawn(pump(media, init_track, publisher, limits.clone()));
     }
     while let Some(result) = pumps.join_next().await {
         match result {
@@ -147,7 +214,12 @@ impl Drop for Unpublisher {
 }
 
 /// Reads one media track's fragments into engine frames, starting at the newest group.
-async fn pump(track: TrackReader, init: InitTrack, publisher: TrackPublisher) -> Result<(), IngestError> {
+async fn pump(
+    track: TrackReader,
+    init: InitTrack,
+    publisher: TrackPublisher,
+    limits: Arc<MoqConfig>,
+) -> Result<(), IngestError> {
     let TrackReaderMode::Subgroups(mut groups) = track.mode().await? else {
         return Err(IngestError::Serve(ServeError::Mode));
     };
@@ -166,8 +238,23 @@ async fn pump(track: TrackReader, init: InitTrack, publisher: TrackPublisher) ->
             }
             started = true;
         }
-        while let Some(object) = group.read_next().await? {
-            let frames = match fragment_frames(&object, &init, avc.as_ref()) {
+        while let Some(object) = next_object(&mut group, limits.max_fragment_bytes).await? {
+            let object = match object {
+                Object::Read(object) => object,
+                Object::TooLarge(size) => {
+                    if !warned {
+                        warn!(
+                            track = init.id,
+                            size,
+                            limit = limits.max_fragment_bytes,
+                            "CMAF fragment over the size limit skipped"
+                        );
+                        warned = true;
+                    }
+                    continue;
+                }
+            };
+            let frames = match fragment_frames(&object, &init, avc.as_ref(), limits.max_samples_per_fragment) {
                 Ok(frames) => frames,
                 Err(err) => {
                     if !warned {
@@ -192,8 +279,9 @@ pub(crate) fn fragment_frames(
     object: &Bytes,
     init: &InitTrack,
     avc: Option<&AvcConfig>,
+    max_samples: usize,
 ) -> Result<Vec<MediaFrame>, CmafError> {
-    let samples = parse_fragment(object, init)?;
+    let samples = parse_fragment(object, init, max_samples)?;
     Ok(samples
         .into_iter()
         .filter_map(|sample| {

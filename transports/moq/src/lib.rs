@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use junction_auth::Authority;
 use junction_endpoint::Engine;
+use junction_endpoint::gate::ConnectionGate;
 use moq_transport::session::transport::quinn::quinn;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -104,9 +105,16 @@ pub fn start(
         .map_err(|source| StartError::Bind { addr: config.listen, source })?;
     let addr = endpoint.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
 
-    let context =
-        Arc::new(connection::Context { engine, authority, hub: hub::Hub::default(), shutdown: shutdown.clone() });
-    tokio::spawn(accept_loop(endpoint, context, shutdown));
+    let context = Arc::new(connection::Context {
+        engine,
+        authority,
+        hub: hub::Hub::default(),
+        shutdown: shutdown.clone(),
+        handshake_timeout: config.handshake_timeout(),
+        limits: Arc::new(config.clone()),
+    });
+    let gate = ConnectionGate::new("moq", config.max_connections, config.max_connections_per_ip);
+    tokio::spawn(accept_loop(endpoint, gate, context, shutdown));
     info!(%addr, fingerprint = %identity.fingerprint, "MoQ listening (WebTransport and raw QUIC moqt-18)");
     Ok(MoqServer { addr, url: format!("https://{addr}"), fingerprint: identity.fingerprint, dev_ca_file })
 }
@@ -121,13 +129,30 @@ fn dev_hosts(listen: SocketAddr) -> Vec<String> {
     hosts
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, context: Arc<connection::Context>, shutdown: CancellationToken) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    gate: ConnectionGate,
+    context: Arc<connection::Context>,
+    shutdown: CancellationToken,
+) {
+    let mut refused = 0u64;
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
-                Some(incoming) => {
-                    tokio::spawn(connection::serve(incoming, context.clone()));
-                }
+                Some(incoming) => match gate.admit(incoming.remote_address().ip()) {
+                    Ok(permit) => {
+                        tokio::spawn(connection::serve(incoming, context.clone(), permit));
+                    }
+                    Err(refusal) => {
+                        // QUIC's own answer: CONNECTION_REFUSED, before any TLS work. Logged at
+                        // the first refusal and then at powers of two.
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            warn!(remote = %incoming.remote_address(), refused, "QUIC connection refused: {refusal}");
+                        }
+                        incoming.refuse();
+                    }
+                },
                 None => {
                     warn!("the QUIC endpoint stopped accepting");
                     return;

@@ -2,14 +2,17 @@
 //! room's [`Hub`](crate::hub::Hub), each track a subscriber (or the ingest) asks for becomes one
 //! upstream SUBSCRIBE to the publisher, and the media in it is ingested into the engine.
 
+use std::sync::Arc;
+
 use junction_core::RoomId;
 use moq_transport::coding::TrackNamespace;
 use moq_transport::serve::{Tracks, TracksRequest};
 use moq_transport::session::{PublishedNamespace, Subscriber};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::config::MoqConfig;
 use crate::hub::{Hub, Registration};
 use crate::ingest::{self, IngestRequest};
 
@@ -25,7 +28,10 @@ pub fn register(
     Ok((registration, requests, reader))
 }
 
-/// Serves the namespace until the publisher withdraws it or the session ends.
+/// Serves the namespace until the publisher withdraws it or the session ends. At most
+/// `limits.max_tracks_per_namespace` tracks are subscribed upstream at once; a request for
+/// another is closed with EXCESSIVE_LOAD.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut announce: PublishedNamespace,
     registration: Registration,
@@ -34,10 +40,12 @@ pub async fn run(
     subscriber: Subscriber,
     label: String,
     ingest_requests: mpsc::Sender<IngestRequest>,
+    limits: Arc<MoqConfig>,
 ) {
     let namespace = announce.namespace.clone();
     let mut upstream = JoinSet::new();
-    let ingest = ingest::run(namespace.clone(), label, tracks, ingest_requests);
+    let violations = ingest_requests.clone();
+    let ingest = ingest::run(namespace.clone(), label, tracks, ingest_requests, limits.clone());
     tokio::pin!(ingest);
     let mut ingesting = true;
     loop {
@@ -47,6 +55,12 @@ pub async fn run(
                 break;
             }
             Some(track) = requests.next() => {
+                if upstream.len() >= limits.max_tracks_per_namespace {
+                    warn!(namespace = %namespace, track = %track.name, "upstream track limit reached; request refused");
+                    let code = moq_transport::message::RequestErrorCode::ExcessiveLoad as u64;
+                    let _ = track.close(moq_transport::serve::ServeError::Closed(code));
+                    continue;
+                }
                 let mut subscriber = subscriber.clone();
                 upstream.spawn(async move {
                     let name = track.name.clone();
@@ -60,6 +74,10 @@ pub async fn run(
                 ingesting = false;
                 match result {
                     Ok(()) => debug!(namespace = %namespace, "ingest finished"),
+                    // The publisher's session is ended with PROTOCOL_VIOLATION and the reason.
+                    Err(err) if err.is_violation() => {
+                        let _ = violations.send(IngestRequest::Violation(format!("namespace {namespace}: {err}"))).await;
+                    }
                     Err(err) => info!(namespace = %namespace, "not ingested as media (relayed only): {err}"),
                 }
             }

@@ -2,9 +2,12 @@
 //! requests in (SUBSCRIBE, PUBLISH_NAMESPACE, ...), room events and frames from the engine, and
 //! ingest requests from the session's announced namespaces, all handled in one loop that reads
 //! top to bottom. Every way the session can end — the peer closes, the engine closes the peer
-//! (kicked, replaced, room deleted), the server shuts down — ends here, and dropping the
-//! endpoint releases everything the peer held.
+//! (kicked, replaced, room deleted), the server shuts down, the publisher sends a codec
+//! configuration the server refuses — ends here, and dropping the endpoint releases everything
+//! the peer held. What one session may hold is capped (the `[moq]` limits): namespaces it
+//! announces and subscriptions it makes beyond the caps are refused with EXCESSIVE_LOAD.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, EndpointEvent, Grants, MediaOut, PeerId, RoomId};
@@ -20,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::MoqConfig;
 use crate::egress::Egress;
 use crate::error::{RequestRefusal, Termination, reason_phrase};
 use crate::hub::Hub;
@@ -38,6 +42,7 @@ pub struct SessionParts {
     pub joined: Joined,
     pub hub: Hub,
     pub shutdown: CancellationToken,
+    pub limits: Arc<MoqConfig>,
 }
 
 /// Runs an admitted session until it ends; returns how it was closed.
@@ -48,7 +53,7 @@ pub async fn run(
     transport: wtq::Session,
     parts: SessionParts,
 ) {
-    let SessionParts { room, identity, grants, joined, hub, shutdown } = parts;
+    let SessionParts { room, identity, grants, joined, hub, shutdown, limits } = parts;
     let (mut rpc, mut media) = joined.endpoint.split();
     let Some(egress) = Egress::new(room.clone(), identity.clone(), &joined.peers, &joined.tracks) else {
         close(&transport, Termination::InternalError, "cannot set up the room's tracks");
@@ -63,7 +68,9 @@ pub async fn run(
         hub,
         subscriber: subscriber.clone(),
         ingest_tx,
-        tasks: JoinSet::new(),
+        limits,
+        subscriptions: JoinSet::new(),
+        namespaces: JoinSet::new(),
     };
 
     // Each request queue gets its own handle (clones share the session's queues), so the loop
@@ -103,13 +110,18 @@ pub async fn run(
                 Some(MediaOut::BitrateHint { .. }) => {}
                 None => break Ending::Engine(CloseReason::Left),
             },
-            Some(request) = ingest_rx.recv() => driver.on_ingest(request, &rpc),
+            Some(request) = ingest_rx.recv() => {
+                if let Some(violation) = driver.on_ingest(request, &rpc) {
+                    break Ending::Violation(violation);
+                }
+            }
             _ = tick.tick() => {
                 for track in driver.egress.tick(Instant::now()) {
                     let _ = rpc.unsubscribe(&track);
                 }
             }
-            Some(_) = driver.tasks.join_next(), if !driver.tasks.is_empty() => {}
+            Some(_) = driver.subscriptions.join_next(), if !driver.subscriptions.is_empty() => {}
+            Some(_) = driver.namespaces.join_next(), if !driver.namespaces.is_empty() => {}
             _ = shutdown.cancelled() => break Ending::Engine(CloseReason::ServerShutdown),
         }
     };
@@ -120,6 +132,12 @@ pub async fn run(
             info!(room = %rpc.room(), peer = %rpc.peer(), "MoQ session ended: {why}");
             close(&transport, Termination::NoError, "");
             rpc.leave(CloseReason::Left);
+        }
+        Ending::Violation(why) => {
+            warn!(room = %rpc.room(), peer = %rpc.peer(), "closing MoQ session: {why}");
+            close(&transport, Termination::ProtocolViolation, &why);
+            rpc.leave(CloseReason::Error { message: why });
+            let _ = tokio::time::timeout(Duration::from_secs(2), transport.closed()).await;
         }
         Ending::Engine(reason) => {
             let (code, text) = match &reason {
@@ -139,6 +157,8 @@ enum Ending {
     Peer(String),
     /// Junction ends it (the engine closed the peer, or the server stops).
     Engine(CloseReason),
+    /// The peer sent what the server refuses to carry (a bad codec configuration).
+    Violation(String),
 }
 
 /// Closes a session with a draft-18 termination code and a reason phrase.
@@ -154,22 +174,29 @@ struct Driver {
     hub: Hub,
     subscriber: Subscriber,
     ingest_tx: mpsc::Sender<IngestRequest>,
-    tasks: JoinSet<()>,
+    limits: Arc<MoqConfig>,
+    /// One task per SUBSCRIBE being served.
+    subscriptions: JoinSet<()>,
+    /// One task per namespace the peer announced.
+    namespaces: JoinSet<()>,
 }
 
 impl Driver {
     fn on_subscribe(&mut self, subscribed: Subscribed, rpc: &EndpointRpc) {
         let namespace = subscribed.info.track_namespace.clone();
         let name = subscribed.info.track_name.clone();
+        let limit = self.limits.max_subscriptions_per_session;
         let refusal = if !self.grants.subscribe {
             Err(RequestRefusal::Unauthorized("the token does not grant subscribe".into()))
+        } else if self.subscriptions.len() >= limit {
+            Err(RequestRefusal::TooMany(format!("this session holds its limit of {limit} subscriptions")))
         } else {
             self.resolve(&namespace, &name, rpc)
         };
         match refusal {
             Ok((track, user)) => {
                 debug!(room = %self.room, peer = %self.identity, namespace = %namespace, track = %name, "serving SUBSCRIBE");
-                self.tasks.spawn(async move {
+                self.subscriptions.spawn(async move {
                     let _user = user;
                     if let Err(err) = subscribed.serve(track).await {
                         debug!(namespace = %namespace, track = %name, "subscription ended: {err}");
@@ -220,10 +247,13 @@ impl Driver {
 
     fn on_announce(&mut self, mut announce: PublishedNamespace) {
         let namespace = announce.namespace.clone();
+        let limit = self.limits.max_namespaces_per_session;
         let refusal = if !self.grants.publish {
             Some(RequestRefusal::Unauthorized("the token does not grant publish".into()))
         } else if !naming::is_under_room(&self.room, &namespace) || namespace.fields.len() < 2 {
             Some(RequestRefusal::Unauthorized(format!("announce namespaces under the room: {}/<name>", self.room)))
+        } else if self.namespaces.len() >= limit {
+            Some(RequestRefusal::TooMany(format!("this session holds its limit of {limit} announced namespaces")))
         } else {
             None
         };
@@ -251,7 +281,7 @@ impl Driver {
             .map(|field| String::from_utf8_lossy(&field.value).into_owned())
             .collect::<Vec<_>>()
             .join("/");
-        self.tasks.spawn(relay::run(
+        self.namespaces.spawn(relay::run(
             announce,
             registration,
             requests,
@@ -259,6 +289,7 @@ impl Driver {
             self.subscriber.clone(),
             label,
             self.ingest_tx.clone(),
+            self.limits.clone(),
         ));
     }
 
@@ -273,7 +304,8 @@ impl Driver {
         }
     }
 
-    fn on_ingest(&mut self, request: IngestRequest, rpc: &EndpointRpc) {
+    /// Carries out an ingest's request; returns why the session must end, if it must.
+    fn on_ingest(&mut self, request: IngestRequest, rpc: &EndpointRpc) -> Option<String> {
         match request {
             IngestRequest::Publish { request, reply } => {
                 let _ = reply.send(rpc.publish(request));
@@ -283,7 +315,9 @@ impl Driver {
                     debug!(track = %track, "unpublish: {err}");
                 }
             }
+            IngestRequest::Violation(why) => return Some(why),
         }
+        None
     }
 }
 

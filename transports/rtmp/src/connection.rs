@@ -2,7 +2,9 @@
 //! the [`Session`], writes what the session returns, and carries out what the session asks of
 //! the engine — a publisher joins its ingress's room and publishes tracks, a player joins as its
 //! token's identity and subscribes to one peer's H.264 and AAC tracks. One task per connection
-//! owns its `Endpoint`, so however the task ends, the peer leaves the room.
+//! owns its `Endpoint`, so however the task ends, the peer leaves the room; a panic inside it is
+//! contained ([`supervise::contain`]): the socket and the endpoint go with the task, which closes
+//! the connection and releases everything the peer held.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use junction_core::{
     CloseReason, Codec, ContractError, EndpointEvent, LayerPreference, MediaKind, MediaOut, PeerId, PeerInfo,
     PublishRequest, SubscribeOptions, TrackId, TrackInfo, TransportKind,
 };
-use junction_endpoint::{DuplicatePolicy, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
+use junction_endpoint::gate::ConnectionPermit;
+use junction_endpoint::{DuplicatePolicy, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher, supervise};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -23,7 +26,7 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 use crate::config::RtmpConfig;
 use crate::metrics::{self, ConnectionGauge, IngestMeter};
 use crate::path::PlayTarget;
-use crate::session::{Output, Session, SessionConfig, SessionError, SessionEvent, Status};
+use crate::session::{Output, Session, SessionError, SessionEvent, Status};
 
 /// A player that cannot take a write for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,10 +41,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
 }
 
-/// Runs one connection to its end.
-pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, remote: SocketAddr) {
+/// Runs one connection to its end; `permit` is its place under the connection caps.
+pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, remote: SocketAddr, permit: ConnectionPermit) {
     let span = info_span!("rtmp", %remote, room = tracing::field::Empty, peer = tracing::field::Empty);
-    let session = Session::new(Instant::now(), SessionConfig { idle_timeout: shared.config.idle_timeout() });
+    let session = Session::new(Instant::now(), shared.config.session());
     let connection = Connection {
         shared,
         span: span.clone(),
@@ -52,7 +55,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: TcpStream, remote: Socket
         gauge: ConnectionGauge::new("connecting"),
         out: Vec::new(),
     };
-    connection.run(socket).instrument(span).await;
+    // A panic is logged (with room and peer) and counted by `contain`; the socket and the
+    // endpoint were owned by the future, so the connection is closed and the peer has left.
+    let _ = supervise::contain("rtmp", connection.run(socket)).instrument(span).await;
+    drop(permit);
 }
 
 /// What a player finds when it joins: the tracks already published, and its target if present.
@@ -202,7 +208,7 @@ impl Connection {
                 info!(code, "closing after refusal: {description}");
                 CloseReason::Left
             }
-            End::Session(err @ SessionError::Idle(_)) => {
+            End::Session(err @ (SessionError::Idle(_) | SessionError::HandshakeTimeout(_))) => {
                 warn!("closing stalled connection: {err}");
                 CloseReason::TransportTimeout
             }
@@ -315,6 +321,7 @@ impl Connection {
             grants: credential.grants,
             auto_subscribe: false,
             on_duplicate: self.shared.config.on_duplicate.into(),
+            credential: credential.session,
             ..JoinRequest::new(credential.room, credential.identity, TransportKind::Rtmp)
         };
         let joined = self.shared.engine.join(request).map_err(|err| match err {
@@ -353,6 +360,7 @@ impl Connection {
             auto_subscribe: false,
             accept_codecs: vec![Codec::H264, Codec::Aac],
             on_duplicate: DuplicatePolicy::Replace,
+            credential: credential.session,
             ..JoinRequest::new(credential.room, credential.identity, TransportKind::Rtmp)
         };
         let joined = self.shared.engine.join(request).map_err(|err| match err {
@@ -451,6 +459,12 @@ impl Connection {
             }
             EndpointEvent::TrackPublished(track) => self.consider_track(&track),
             EndpointEvent::TrackUnpublished { track, .. } | EndpointEvent::Unsubscribed { track } => {
+                self.forget_track(&track)
+            }
+            // The engine could not keep serving it (its transcoder failed): another track of
+            // the target may take the slot.
+            EndpointEvent::SubscriptionFailed { track, reason } => {
+                warn!(track = %track, "played track lost: {reason}");
                 self.forget_track(&track)
             }
             _ => {}

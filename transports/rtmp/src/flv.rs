@@ -1,6 +1,7 @@
 //! FLV tag bodies as RTMP carries them in audio and video messages: parsing the headers of what a
 //! publisher sends (legacy AVC and AAC, and recognising Enhanced RTMP's FourCC headers so they can
-//! be refused by name), building the tags a player receives, and the AAC AudioSpecificConfig.
+//! be refused by name), and building the tags a player receives. (AudioSpecificConfigs are read
+//! by `junction_core::aac`.)
 //!
 //! Written by hand: these are a handful of fixed header bytes (FLV spec v10.1 annex E, Enhanced
 //! RTMP v1/v2) and a 2-byte bit field; the FLV crates on crates.io parse whole files, not tags.
@@ -24,8 +25,6 @@ pub enum FlvError {
     UnsupportedVideo(String),
     #[error("audio format {0} is not supported; publish AAC")]
     UnsupportedAudio(String),
-    #[error("AudioSpecificConfig: {0}")]
-    BadAudioConfig(&'static str),
 }
 
 /// The header of a video tag from a publisher.
@@ -188,76 +187,6 @@ pub fn aac_raw(frame: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// What a player and the engine need from an AudioSpecificConfig (ISO 14496-3 1.6.2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AacConfig {
-    pub object_type: u8,
-    pub sample_rate: u32,
-    pub channels: u8,
-    /// PCM samples per frame at `sample_rate`: 1024, or 960 when `frameLengthFlag` is set.
-    pub frame_samples: u32,
-}
-
-const SAMPLE_RATES: [u32; 13] =
-    [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
-
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl BitReader<'_> {
-    fn read(&mut self, bits: usize) -> Result<u32, FlvError> {
-        let mut value = 0u32;
-        for _ in 0..bits {
-            let byte = *self.data.get(self.pos / 8).ok_or(FlvError::BadAudioConfig("truncated"))?;
-            value = (value << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Ok(value)
-    }
-}
-
-impl AacConfig {
-    pub fn parse(asc: &[u8]) -> Result<AacConfig, FlvError> {
-        let mut bits = BitReader { data: asc, pos: 0 };
-        let mut object_type = bits.read(5)?;
-        if object_type == 31 {
-            object_type = 32 + bits.read(6)?;
-        }
-        let index = bits.read(4)?;
-        let sample_rate = if index == 0x0f {
-            bits.read(24)?
-        } else {
-            *SAMPLE_RATES.get(index as usize).ok_or(FlvError::BadAudioConfig("reserved sampling frequency index"))?
-        };
-        if sample_rate == 0 {
-            return Err(FlvError::BadAudioConfig("sample rate 0"));
-        }
-        let channels = bits.read(4)? as u8;
-        // GASpecificConfig's frameLengthFlag, for the object types that have one.
-        let frame_samples = match object_type {
-            1 | 2 | 3 | 4 | 6 | 7 | 17 | 19 | 20 | 21 | 22 | 23 if bits.read(1)? == 1 => 960,
-            _ => 1024,
-        };
-        let channels = match channels {
-            7 => 8,
-            0 => 2, // channels are in a program config element; stereo is the usual answer
-            n => n,
-        };
-        Ok(AacConfig { object_type: object_type as u8, sample_rate, channels, frame_samples })
-    }
-
-    /// A 2-byte AAC-LC AudioSpecificConfig for `sample_rate` and `channels` (a player needs one
-    /// when a track came without it).
-    pub fn lc_config(sample_rate: u32, channels: u8) -> Bytes {
-        let index = SAMPLE_RATES.iter().position(|r| *r == sample_rate).unwrap_or(3) as u16;
-        let channels = u16::from(channels.clamp(1, 7));
-        let value = (2u16 << 11) | (index << 7) | (channels << 3);
-        Bytes::copy_from_slice(&value.to_be_bytes())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,19 +241,5 @@ mod tests {
         let opus = Bytes::from_static(&[0x90, b'O', b'p', b'u', b's']);
         assert!(parse_audio(&opus).unwrap_err().to_string().contains("Opus"));
         assert!(matches!(parse_audio(&Bytes::from_static(&[0xaf])), Err(FlvError::Truncated { .. })));
-    }
-
-    #[test]
-    fn audio_specific_config_gives_rate_channels_and_frame_length() {
-        // AAC-LC, 44.1 kHz, stereo (what ffmpeg and OBS send).
-        let lc = AacConfig::parse(&[0x12, 0x10]).unwrap();
-        assert_eq!(lc, AacConfig { object_type: 2, sample_rate: 44100, channels: 2, frame_samples: 1024 });
-        // AAC-LC, 48 kHz, mono, 960-sample frames.
-        let short = AacConfig::parse(&[0x11, 0x8c]).unwrap();
-        assert_eq!((short.sample_rate, short.channels, short.frame_samples), (48000, 1, 960));
-        assert_eq!(AacConfig::parse(&AacConfig::lc_config(48000, 2)).unwrap().sample_rate, 48000);
-        assert!(AacConfig::parse(&[0x12]).is_err());
-        assert!(AacConfig::parse(&[0x16, 0x80]).is_err(), "reserved index 13");
-        assert!(AacConfig::parse(&[]).is_err());
     }
 }

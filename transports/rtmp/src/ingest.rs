@@ -12,10 +12,13 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use junction_core::aac::AacConfig;
 use junction_core::h264::{self, AvcConfig, H264Error};
-use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackSource};
+use junction_core::{
+    Codec, CodecConfigError, CodecParams, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackSource,
+};
 
-use crate::flv::{self, AacConfig, AudioTag, FlvError, VideoTag};
+use crate::flv::{self, AudioTag, FlvError, VideoTag};
 
 /// The video clock of H.264 tracks.
 const VIDEO_RATE: u32 = 90_000;
@@ -32,6 +35,8 @@ pub enum IngestError {
     NoParameterSets,
     #[error("malformed H.264 access unit: {0}")]
     BadAccessUnit(H264Error),
+    #[error("{kind} sequence header refused: {source}")]
+    BadCodecConfig { kind: MediaKind, source: CodecConfigError },
 }
 
 impl IngestError {
@@ -150,6 +155,9 @@ impl Ingest {
             height: self.height,
             ..CodecParams::default()
         };
+        params
+            .validate(Codec::H264)
+            .map_err(|source| IngestError::BadCodecConfig { kind: MediaKind::Video, source })?;
         tracing::debug!(codec = %parsed.codec_string(), "AVC sequence header");
         out.push(IngestEvent::Track(
             PublishRequest::new("video", Codec::H264).with_source(TrackSource::Camera).with_params(params),
@@ -171,14 +179,18 @@ impl Ingest {
                 if self.audio.as_ref().is_some_and(|a| a.raw_config == config) {
                     return Ok(());
                 }
-                let parsed = AacConfig::parse(&config)?;
+                let refused = |source| IngestError::BadCodecConfig { kind: MediaKind::Audio, source };
+                let parsed = AacConfig::parse(&config).map_err(|err| refused(err.into()))?;
+                let channels = parsed.channels().unwrap_or(0);
                 let params = CodecParams {
                     clock_rate: parsed.sample_rate,
-                    channels: parsed.channels,
+                    channels,
                     config: Some(config.clone()),
                     ..CodecParams::default()
                 };
-                tracing::debug!(rate = parsed.sample_rate, channels = parsed.channels, "AAC sequence header");
+                // A 1 Hz rate would have a transcoder make millions of samples of each frame.
+                params.validate(Codec::Aac).map_err(refused)?;
+                tracing::debug!(rate = parsed.sample_rate, channels, "AAC sequence header");
                 out.push(IngestEvent::Track(
                     PublishRequest::new("audio", Codec::Aac).with_source(TrackSource::Microphone).with_params(params),
                 ));
@@ -312,5 +324,29 @@ mod tests {
         ingest.on_video(0, &avc_sequence_header(&record()), now, &mut out).unwrap();
         let err = ingest.on_video(0, &avc_nalus(true, 0, &[0, 0, 0, 99, 1]), now, &mut out).unwrap_err();
         assert!(!err.is_fatal(), "{err}");
+    }
+
+    #[test]
+    fn codec_configs_are_validated_before_a_track_is_announced() {
+        let now = Instant::now();
+        let mut ingest = Ingest::default();
+        let mut out = Vec::new();
+        // The header, `AF 00 17 80 00 00 88`: AAC-LC with an explicit 1 Hz rate.
+        let tag = Bytes::from_static(&[0xaf, 0x00, 0x17, 0x80, 0x00, 0x00, 0x88]);
+        let err = ingest.on_audio(0, &tag, now, &mut out).unwrap_err();
+        assert!(err.is_fatal(), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "audio sequence header refused: AAC sample rate 1 Hz is not one of the 13 standard AAC rates"
+        );
+        // In-band channel layouts and truncated configs too; nothing was announced.
+        assert!(ingest.on_audio(0, &aac_sequence_header(&[0x12, 0x00]), now, &mut out).unwrap_err().is_fatal());
+        assert!(ingest.on_audio(0, &aac_sequence_header(&[0x12]), now, &mut out).unwrap_err().is_fatal());
+        // An avcC whose "SPS" is a PPS.
+        let swapped = AvcConfig::from_parameter_sets(PPS, SPS).unwrap().to_bytes();
+        let err = ingest.on_video(0, &avc_sequence_header(&swapped), now, &mut out).unwrap_err();
+        assert!(matches!(err, IngestError::BadCodecConfig { kind: MediaKind::Video, .. }), "{err}");
+        assert!(out.is_empty());
+        assert!(!ingest.has_media(MediaKind::Audio) && !ingest.has_media(MediaKind::Video));
     }
 }

@@ -9,12 +9,14 @@
 //!   Opus->AAC variant).
 //!
 //! A frame's path: socket -> [`connection`] (the task) -> [`session::Session`] (the protocol
-//! state machine: handshake, chunks, commands) -> [`ingest`] (FLV tags to frames) -> the engine;
-//! and back out: engine -> [`playback`] (frames to FLV tags) -> session -> socket.
+//! state machine: handshake, chunks, commands; each message checked by the [`guard`] before
+//! `rml_rtmp` decodes it) -> [`ingest`] (FLV tags to frames) -> the engine; and back out:
+//! engine -> [`playback`] (frames to FLV tags) -> session -> socket.
 
 mod config;
 mod connection;
 pub mod flv;
+pub mod guard;
 pub mod ingest;
 mod metrics;
 pub mod path;

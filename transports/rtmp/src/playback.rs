@@ -27,7 +27,9 @@ use bytes::Bytes;
 use junction_core::h264::{self, AvcConfig};
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind};
 
-use crate::flv::{self, AacConfig};
+use junction_core::aac::{self, AacConfig};
+
+use crate::flv;
 
 /// How long after its decode time a frame is presented, in ms: room for B-frame reordering.
 pub const PRESENTATION_DELAY_MS: i64 = 200;
@@ -102,7 +104,7 @@ impl Muxer {
     pub fn set_audio(&mut self, params: &CodecParams) {
         let config = match &params.config {
             Some(config) if AacConfig::parse(config).is_ok() => config.clone(),
-            _ => AacConfig::lc_config(params.clock_rate, params.channels),
+            _ => aac::lc_config(params.clock_rate, params.channels),
         };
         self.audio = Some(AudioOut { config, header_sent: false, anchor: None });
     }

@@ -1,4 +1,6 @@
-//! The RTMP listener: binds the TCP port and gives every accepted connection its own task.
+//! The RTMP listener: binds the TCP port, admits each accepted connection through the
+//! connection caps (`rtmp.max_connections`, `rtmp.max_connections_per_ip`) and gives it its own
+//! task, whose panic is contained to that connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,6 +8,7 @@ use std::time::Duration;
 
 use junction_auth::Authority;
 use junction_endpoint::Engine;
+use junction_endpoint::gate::ConnectionGate;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -45,21 +48,34 @@ pub async fn start(
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     crate::metrics::describe();
     info!(%local_addr, on_duplicate = ?config.on_duplicate, "RTMP listening");
+    let gate = ConnectionGate::new("rtmp", config.max_connections, config.max_connections_per_ip);
     let shared = Arc::new(Shared { engine, authority, config, shutdown });
-    tokio::spawn(accept_loop(listener, shared));
+    tokio::spawn(accept_loop(listener, gate, shared));
     Ok(RtmpListener { local_addr })
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, gate: ConnectionGate, shared: Arc<Shared>) {
+    let mut refused = 0u64;
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((socket, remote)) => {
-                    // Small control messages (handshake, status) should not wait for Nagle.
-                    let _ = socket.set_nodelay(true);
-                    tokio::spawn(connection::serve(shared.clone(), socket, remote));
-                }
+                Ok((socket, remote)) => match gate.admit(remote.ip()) {
+                    Ok(permit) => {
+                        // Small control messages (handshake, status) should not wait for Nagle.
+                        let _ = socket.set_nodelay(true);
+                        tokio::spawn(connection::serve(shared.clone(), socket, remote, permit));
+                    }
+                    Err(refusal) => {
+                        // Before the RTMP handshake there is no way to say why: the socket is
+                        // closed. Logged at the first refusal and then at powers of two.
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            warn!(%remote, refused, "RTMP connection refused: {refusal}");
+                        }
+                        drop(socket);
+                    }
+                },
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!("RTMP accept failed: {err}");

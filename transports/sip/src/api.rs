@@ -1,21 +1,25 @@
-//! The SIP routes of the server API (mounted under `/v1`, behind the API key):
+//! The SIP routes of the server API (mounted under `/v1`, behind the credential check):
 //! trunks (`/v1/sip/trunks`), dispatch rules (`/v1/sip/dispatch-rules`) and a room's phone
-//! calls (`/v1/rooms/{room}/sip/calls`: place one, list, inspect, hang up).
+//! calls (`/v1/rooms/{room}/sip/calls`: place one, list, inspect, hang up). Placing a call
+//! takes more than the check: the operator's API key, or a client token of the room with the
+//! `sip_call` grant — and then goes where [`crate::admission::outbound::route`] allows.
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use junction_core::{PeerId, RoomId};
 use junction_endpoint::Engine;
-use junction_http::{ApiError, ApiJson, path_id};
+use junction_http::{ApiError, ApiJson, Principal, path_id};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
+use tracing::info;
 
+use crate::admission::outbound::{self, DialAsk, DialRefusal, DirectDial, Route};
 use crate::admission::{Directory, DirectoryError, RuleSpec, TrunkSpec};
 use crate::calls::CallBook;
 use crate::message::Peer;
@@ -25,6 +29,7 @@ use crate::ua::uri_addr;
 #[derive(Clone)]
 pub(crate) struct ApiState {
     pub directory: Directory,
+    pub direct_dial: DirectDial,
     pub book: CallBook,
     pub commands: mpsc::Sender<Command>,
     pub engine: Engine,
@@ -110,11 +115,13 @@ async fn delete_rule(State(state): State<ApiState>, Path(id): Path<String>) -> R
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DialBody {
-    /// `sip:user@host[:port][;transport=tcp]`.
+    /// A number (`+15551234`, `tel:+15551234`) to call through an outbound trunk, or — when
+    /// `sip.allow_direct_dial` is on — a `sip:` URI at a listed host (`;transport=tcp` for TCP).
     to: String,
-    /// Our caller id: a user name or a SIP URI whose user part is used. Defaults to the room.
+    /// The caller id: one of the trunk's `caller_ids` (the first by default); for a direct
+    /// call a user name or SIP URI (the room's name by default).
     from: Option<String>,
-    /// A trunk whose credentials answer the far end's digest challenges.
+    /// The outbound trunk to call through; may be left out when there is only one.
     trunk: Option<String>,
     /// The phone's identity in the room; defaults to `sip:<user of to>`.
     identity: Option<PeerId>,
@@ -139,39 +146,49 @@ async fn resolve(target: &rsip::Uri) -> Result<Peer, ApiError> {
     Ok(if tcp { Peer::tcp(addr) } else { Peer::udp(addr) })
 }
 
-fn parse_target(to: &str) -> Result<rsip::Uri, ApiError> {
-    let uri = rsip::Uri::try_from(to.trim())
-        .map_err(|_| ApiError::invalid_field("to", format!("{to:?} is not a SIP URI")))?;
-    match &uri.scheme {
-        Some(rsip::Scheme::Sip) => Ok(uri),
-        _ => Err(ApiError::invalid_field("to", "must be a sip: URI (sips: and tel: are not supported)")),
+/// Who may place calls from `room`: the operator, or a client token of that room with the
+/// `sip_call` grant (`admin` alone is not enough). No principal at all is refused.
+fn may_dial(principal: Option<&Principal>, room: &RoomId) -> Result<(), ApiError> {
+    match principal {
+        Some(Principal::Operator { .. }) => Ok(()),
+        Some(Principal::Client(claims)) if claims.grants.sip_call && claims.room == *room => Ok(()),
+        Some(Principal::Client(claims)) => {
+            info!(room = %room, peer = %claims.sub, "dial-out refused: the token lacks the sip_call grant");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "sip_call_not_granted",
+                "placing phone calls needs the API key or a token of this room with the sip_call grant",
+            ))
+        }
+        None => Err(ApiError::forbidden("placing phone calls needs the API key or a token with the sip_call grant")),
     }
 }
 
-fn user_of(from: &str) -> String {
-    match rsip::Uri::try_from(from.trim()) {
-        Ok(uri) if uri.scheme.is_some() => uri.user().unwrap_or("junction").to_owned(),
-        _ => from.trim().to_owned(),
-    }
+fn refusal(room: &RoomId, err: DialRefusal) -> ApiError {
+    let (status, code) = err.status();
+    info!(room = %room, code, "dial-out refused: {err}");
+    ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), code, err.to_string())
 }
 
 async fn dial(
     State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
     Path(room): Path<String>,
     ApiJson(body): ApiJson<DialBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let room: RoomId = path_id("room", &room)?;
-    let target = parse_target(&body.to)?;
+    may_dial(principal.as_deref(), &room)?;
     if !state.engine.room_exists(&room) {
         return Err(ApiError::not_found("room_not_found", format!("room {room} does not exist")));
     }
-    let trunk = match &body.trunk {
-        Some(id) => Some(state.directory.trunk(id).ok_or_else(|| no_trunk(id))?),
-        None => None,
+    let ask = DialAsk { to: &body.to, from: body.from.as_deref(), trunk: body.trunk.as_deref() };
+    let route = outbound::route(&state.directory.trunks(), &state.direct_dial, ask).map_err(|e| refusal(&room, e))?;
+    let (target, trunk, from_user) = match route {
+        Route::Trunk { trunk, target, caller_id } => (target, Some(*trunk), caller_id),
+        Route::Direct { target, caller_id } => (target, None, caller_id.unwrap_or_else(|| room.to_string())),
     };
     let to = resolve(&target).await?;
     let identity = body.identity.unwrap_or_else(|| crate::stack::identity_for(target.user().unwrap_or("phone")));
-    let from_user = body.from.as_deref().map(user_of).filter(|u| !u.is_empty()).unwrap_or_else(|| room.to_string());
     let request = DialRequest { room, target, to, from_user, identity, trunk };
     let (reply, answer) = oneshot::channel();
     let stopped = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sip_stopped", "the SIP stack is not running");

@@ -23,6 +23,30 @@ pub struct SipConfig {
     pub rtp_timeout_s: u64,
     /// Calls at once; more are refused with 503.
     pub max_calls: usize,
+    /// Calls at once from one IP address (dial-in); more are refused with 503.
+    pub max_calls_per_source: usize,
+    /// Server transactions at once, in all and from one IP address; past either, requests get
+    /// a stateless 503 with Retry-After.
+    pub max_transactions: usize,
+    pub max_transactions_per_source: usize,
+    /// Largest SIP message, on UDP and TCP; larger datagrams are dropped, a TCP stream that
+    /// announces one is closed.
+    pub max_message_bytes: usize,
+    /// TCP connections at once, in all and from one IP address; past either, a new connection
+    /// is closed as soon as it is accepted.
+    pub max_tcp_connections: usize,
+    pub max_tcp_connections_per_source: usize,
+    /// A TCP connection that carries no call and has been silent this long is closed.
+    pub tcp_idle_timeout_s: u64,
+    /// An answered INVITE whose ACK does not come within this is hung up (BYE), its slot freed.
+    pub ack_timeout_s: u64,
+    /// Digest nonces outstanding at once (each is good for one request); past this the oldest
+    /// is forgotten and its caller challenged again.
+    pub max_nonces: usize,
+    /// Whether dial-out may go straight to a SIP URI instead of through an outbound trunk.
+    pub allow_direct_dial: bool,
+    /// The hosts direct dial may reach: `host`, `host:port`, an IP address or an IP network.
+    pub direct_dial_hosts: Vec<String>,
     /// The digest realm of our 401 challenges.
     pub realm: String,
     /// Wrong PINs before the call is hung up.
@@ -47,6 +71,17 @@ impl Default for SipConfig {
             rtp_port_max: 20_999,
             rtp_timeout_s: 20,
             max_calls: 200,
+            max_calls_per_source: 50,
+            max_transactions: 10_000,
+            max_transactions_per_source: 500,
+            max_message_bytes: 16 * 1024,
+            max_tcp_connections: 1024,
+            max_tcp_connections_per_source: 32,
+            tcp_idle_timeout_s: 60,
+            ack_timeout_s: 32,
+            max_nonces: 8192,
+            allow_direct_dial: false,
+            direct_dial_hosts: Vec::new(),
             realm: "junction".into(),
             pin_attempts: 3,
             pin_timeout_s: 60,
@@ -67,8 +102,29 @@ impl SipConfig {
         if self.rtp_timeout_s == 0 || self.rtp_timeout_s > 30 {
             return bad("rtp_timeout_s", "must be 1 to 30 seconds (a dead call is reaped within 30 s)");
         }
-        if self.max_calls == 0 {
-            return bad("max_calls", "must be at least 1");
+        let at_least_one = [
+            ("max_calls", self.max_calls),
+            ("max_calls_per_source", self.max_calls_per_source),
+            ("max_transactions", self.max_transactions),
+            ("max_transactions_per_source", self.max_transactions_per_source),
+            ("max_tcp_connections", self.max_tcp_connections),
+            ("max_tcp_connections_per_source", self.max_tcp_connections_per_source),
+            ("max_nonces", self.max_nonces),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return bad(key, "must be at least 1");
+        }
+        if !(1024..=crate::message::wire::MAX_MESSAGE).contains(&self.max_message_bytes) {
+            return bad("max_message_bytes", "must be 1024 to 65536");
+        }
+        if self.tcp_idle_timeout_s == 0 {
+            return bad("tcp_idle_timeout_s", "must be at least 1 second");
+        }
+        if !(1..=64).contains(&self.ack_timeout_s) {
+            return bad("ack_timeout_s", "must be 1 to 64 seconds");
+        }
+        if let Err(message) = self.direct_dial() {
+            return bad("direct_dial_hosts", &message);
         }
         if self.pin_attempts == 0 {
             return bad("pin_attempts", "must be at least 1");
@@ -80,6 +136,22 @@ impl SipConfig {
             return Err(("sip.trunks / sip.dispatch_rules".into(), err.to_string()));
         }
         Ok(())
+    }
+
+    /// The direct-dial policy these settings make.
+    pub fn direct_dial(&self) -> Result<crate::admission::DirectDial, String> {
+        crate::admission::DirectDial::from_config(self.allow_direct_dial, &self.direct_dial_hosts)
+    }
+
+    /// The caps the user agent applies.
+    pub fn ua_limits(&self) -> crate::ua::UaLimits {
+        crate::ua::UaLimits {
+            transactions: crate::transaction::TxnLimits {
+                total: self.max_transactions,
+                per_source: self.max_transactions_per_source,
+            },
+            ack_timeout: std::time::Duration::from_secs(self.ack_timeout_s),
+        }
     }
 
     /// The address other parties reach us at.

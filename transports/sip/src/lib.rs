@@ -38,7 +38,6 @@ use crate::admission::{Directory, DirectoryError};
 use crate::calls::CallBook;
 use crate::media::ports::PortRange;
 use crate::transaction::TimerConfig;
-use crate::ua::UserAgent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +45,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, transport: &'static str, source: std::io::Error },
     #[error("sip configuration: {0}")]
     Config(#[from] DirectoryError),
+    #[error("sip.direct_dial_hosts: {0}")]
+    DirectDial(String),
 }
 
 /// A running SIP service.
@@ -90,6 +91,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<SipServer, StartError> {
     let directory = Directory::from_config(&config.trunks, &config.dispatch_rules)?;
+    let direct_dial = config.direct_dial().map_err(StartError::DirectDial)?;
     let (udp, tcp) = bind(config.listen).await?;
     let udp_addr =
         udp.local_addr().map_err(|source| StartError::Bind { addr: config.listen, transport: "udp", source })?;
@@ -101,10 +103,17 @@ pub async fn start(
     let (commands_tx, commands) = mpsc::channel(256);
     let (tcp_tx, tcp_rx) = mpsc::channel(1024);
 
+    let tcp_gate = stack::tcp::TcpGate::new(stack::tcp::TcpLimits {
+        total: config.max_tcp_connections,
+        per_source: config.max_tcp_connections_per_source,
+        idle: std::time::Duration::from_secs(config.tcp_idle_timeout_s),
+        max_message: config.max_message_bytes,
+    });
     let stack = stack::Stack::new(
         stack::Parts {
-            ua: UserAgent::new(TimerConfig::default(), advertised, advertised),
+            timers: TimerConfig::default(),
             udp: Arc::new(udp),
+            tcp_gate: tcp_gate.clone(),
             tcp_events: tcp_tx.clone(),
             engine: engine.clone(),
             mixer,
@@ -117,10 +126,10 @@ pub async fn start(
         },
         shutdown.clone(),
     );
-    tokio::spawn(stack::tcp::accept(tcp, tcp_tx, shutdown.clone()));
+    tokio::spawn(stack::tcp::accept(tcp, tcp_gate, tcp_tx, shutdown.clone()));
     tokio::spawn(stack.run(tcp_rx, commands, shutdown));
     info!(udp = %udp_addr, tcp = %tcp_addr, rtp = %format!("{}-{}", config.rtp_port_min, config.rtp_port_max), "SIP listening");
 
-    let api = api::routes(api::ApiState { directory, book: book.clone(), commands: commands_tx, engine });
+    let api = api::routes(api::ApiState { directory, direct_dial, book: book.clone(), commands: commands_tx, engine });
     Ok(SipServer { udp: udp_addr, tcp: tcp_addr, uri: api::sip_uri(advertised), api, calls: book })
 }

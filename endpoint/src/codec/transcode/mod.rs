@@ -32,6 +32,11 @@
 //! new run, which costs at most a couple of frames). A frame earlier than expected (a publisher's
 //! clock reset) re-anchors the input clock while the output carries on, so output timestamps
 //! never go backwards. A frame that fails to decode is an error for that frame only.
+//!
+//! Bounded work. One input frame may decode to at most [`MAX_FRAME_MS`] of audio (at least
+//! [`MIN_FRAME_CAP`] samples per channel): a frame decoding to more is refused before it is
+//! resampled or encoded. With the resampler's rates bounded and the concealment budget above,
+//! the work one input frame causes is bounded whatever the publisher sends.
 
 mod routes;
 
@@ -52,6 +57,11 @@ const JITTER_MS: u64 = 5;
 const MAX_FILL_MS: u64 = 1_000;
 /// The most an output frame's arrival is moved back from its input's.
 const MAX_LAG: Duration = Duration::from_secs(1);
+/// The most audio one input frame may decode to, in milliseconds (Opus packets hold up to
+/// 120 ms; AAC frames 1024 samples, 139 ms at the lowest standard rate).
+pub const MAX_FRAME_MS: u64 = 200;
+/// The least cap on samples per channel one input frame may decode to, whatever the rate.
+pub const MIN_FRAME_CAP: usize = 2_048;
 
 /// Decoder -> channel remix -> resampler -> fixed-size frames -> encoder, with timestamps.
 pub struct AudioTranscoder {
@@ -119,6 +129,12 @@ impl AudioTranscoder {
         };
         transcoder.conceal_budget = transcoder.max_conceal();
         Ok(transcoder)
+    }
+
+    /// Samples per channel one input frame may decode to.
+    fn max_frame_samples(&self) -> usize {
+        let at_rate = u64::from(self.decoder.sample_rate()) * MAX_FRAME_MS / 1000;
+        (at_rate as usize).max(MIN_FRAME_CAP)
     }
 
     fn max_conceal(&self) -> u64 {
@@ -266,7 +282,12 @@ impl FrameTranscoder for AudioTranscoder {
         self.follow_input_clock(time, arrived, out)?;
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();
+        let cap = self.max_frame_samples();
         let result = match self.decoder.decode(&frame.payload, &mut decoded) {
+            Ok(samples) if samples > cap => Err(TranscodeError::Decode {
+                codec: frame.codec,
+                reason: format!("one frame decoded to {samples} samples per channel, more than the {cap} allowed"),
+            }),
             Ok(samples) => {
                 if let Some(clock) = self.input.as_mut() {
                     clock.decoded += samples as u64;

@@ -309,3 +309,30 @@ fn a_track_without_an_audio_specific_config_uses_its_declared_rate() {
     ));
     assert!(build_transcoder(Codec::H264, Codec::Opus, &track(Codec::H264, CodecParams::default())).is_err());
 }
+
+#[test]
+fn work_per_input_frame_is_bounded() {
+    // The AAC header (an explicit 1 Hz rate): no transcoder is built for it, so no
+    // 1024-sample frame can become 49 million samples.
+    let one_hz = CodecParams {
+        config: Some(Bytes::from_static(&[0x17, 0x80, 0x00, 0x00, 0x88])),
+        ..CodecParams::for_codec(Codec::Aac)
+    };
+    let refused = build_transcoder(Codec::Aac, Codec::Opus, &track(Codec::Aac, one_hz));
+    assert!(matches!(refused, Err(TranscodeError::Setup { .. })));
+
+    // A G.711 "frame" of 1.25 s is refused before it is resampled and encoded; normal ones pass.
+    let (mut transcoder, _) =
+        build_transcoder(Codec::Pcmu, Codec::Opus, &track(Codec::Pcmu, CodecParams::for_codec(Codec::Pcmu))).unwrap();
+    let mut out = Vec::new();
+    let now = Instant::now();
+    let huge = MediaFrame::audio(Codec::Pcmu, MediaTime::new(0, 8_000), now, Bytes::from(vec![0xff; 10_000]));
+    let err = transcoder.transcode(&huge, &mut out).unwrap_err();
+    assert!(err.to_string().contains("more than the 2048 allowed"), "{err}");
+    assert!(out.is_empty());
+    for i in 0..10u64 {
+        let frame = MediaFrame::audio(Codec::Pcmu, MediaTime::new(i * 160, 8_000), now, Bytes::from(vec![0xff; 160]));
+        transcoder.transcode(&frame, &mut out).unwrap();
+    }
+    assert!(!out.is_empty());
+}

@@ -84,6 +84,7 @@ impl Session {
             auto_subscribe: mode == RoomMode::Sfu,
             accept_codecs: BROWSER_CODECS.to_vec(),
             on_duplicate: DuplicatePolicy::Replace,
+            credential: self.principal.session.clone(),
         };
         // Indexed before joining, so peers told of the join can already see the session id.
         self.ctx.registry.bind_peer(self.id, &room, &self.principal.identity);
@@ -111,6 +112,7 @@ impl Session {
             tracks: joined.tracks,
         };
         self.room = Some(RoomPeer::new(joined.room, rpc, media));
+        self.engaged = true;
         Ok(Reply::Message(Box::new(reply)))
     }
 
@@ -171,6 +173,7 @@ impl Session {
                 Ok(Reply::Delivered(delivered))
             }
             ClientMessage::Signal { to, payload } => {
+                self.check_signal(&payload)?;
                 peer.call(move |rpc| rpc.signal(&to, payload)).await?;
                 Ok(Reply::Ok)
             }

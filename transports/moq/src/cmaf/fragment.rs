@@ -80,9 +80,10 @@ pub struct ParsedSample {
     pub data: Bytes,
 }
 
-/// Splits a fragment object (moof + mdat, possibly with other boxes around them) into samples.
-/// Sample data is sliced out of `object` without copying.
-pub fn parse_fragment(object: &Bytes, track: &InitTrack) -> Result<Vec<ParsedSample>, CmafError> {
+/// Splits a fragment object (moof + mdat, possibly with other boxes around them) into at most
+/// `max_samples` samples (a fragment with more is an error: a `trun` may claim four billion
+/// samples of zero bytes). Sample data is sliced out of `object` without copying.
+pub fn parse_fragment(object: &Bytes, track: &InitTrack, max_samples: usize) -> Result<Vec<ParsedSample>, CmafError> {
     let mut cursor = std::io::Cursor::new(object.as_ref());
     let mut moof_at = None;
     let mut mdat_payload_at = None;
@@ -114,6 +115,10 @@ pub fn parse_fragment(object: &Bytes, track: &InitTrack) -> Result<Vec<ParsedSam
     let traf = moof.traf.first().ok_or(CmafError::Missing("traf"))?;
     if traf.tfhd.track_id != track.id {
         return Err(CmafError::WrongTrack { expected: track.id, found: traf.tfhd.track_id });
+    }
+    let sample_count = traf.trun.iter().fold(0usize, |sum, trun| sum.saturating_add(trun.samples.len()));
+    if sample_count > max_samples {
+        return Err(CmafError::OutOfRange { what: "samples in one fragment", value: sample_count as u64 });
     }
     let mut decode_time = traf.tfdt.as_ref().map_or(0, |tfdt| tfdt.base_media_decode_time);
     let mut samples = Vec::new();
@@ -153,6 +158,8 @@ mod tests {
     use super::super::{SampleDefaults, TrackCodec};
     use super::*;
 
+    const MAX: usize = 1024;
+
     fn opus_track() -> InitTrack {
         InitTrack {
             id: 2,
@@ -168,7 +175,7 @@ mod tests {
         let sample = FragmentSample { decode_time: 96_000, duration: 960, composition_offset: 0, keyframe: true };
         let header = fragment_header(2, 7, sample, payload.len()).unwrap();
         let object = Bytes::from([header.as_ref(), payload.as_ref()].concat());
-        let parsed = parse_fragment(&object, &opus_track()).unwrap();
+        let parsed = parse_fragment(&object, &opus_track(), MAX).unwrap();
         assert_eq!(
             parsed,
             vec![ParsedSample {
@@ -183,7 +190,7 @@ mod tests {
         let delta = FragmentSample { decode_time: 3_000, duration: 3_000, composition_offset: -1_500, keyframe: false };
         let header = fragment_header(2, 8, delta, 3).unwrap();
         let object = Bytes::from([header.as_ref(), b"abc"].concat());
-        let parsed = parse_fragment(&object, &opus_track()).unwrap();
+        let parsed = parse_fragment(&object, &opus_track(), MAX).unwrap();
         assert_eq!(parsed[0].composition_offset, -1_500);
         assert!(!parsed[0].keyframe);
     }
@@ -193,13 +200,30 @@ mod tests {
         let sample = FragmentSample { decode_time: 0, duration: 960, composition_offset: 0, keyframe: true };
         let header = fragment_header(2, 1, sample, 100).unwrap();
         let short = Bytes::from([header.as_ref(), &[0u8; 10][..]].concat());
-        assert!(parse_fragment(&short, &opus_track()).is_err());
+        assert!(parse_fragment(&short, &opus_track(), MAX).is_err());
         let other = InitTrack { id: 9, ..opus_track() };
         let full = Bytes::from([header.as_ref(), &[0u8; 100][..]].concat());
-        assert_eq!(parse_fragment(&full, &other), Err(CmafError::WrongTrack { expected: 9, found: 2 }));
+        assert_eq!(parse_fragment(&full, &other, MAX), Err(CmafError::WrongTrack { expected: 9, found: 2 }));
         for garbage in [&b""[..], b"\x00\x00\x00\x01moof", b"\xff\xff\xff\xffmoofxxxx", b"\x00\x00\x00\x10moofxxxxxxxx"]
         {
-            assert!(parse_fragment(&Bytes::copy_from_slice(garbage), &opus_track()).is_err(), "{garbage:?}");
+            assert!(parse_fragment(&Bytes::copy_from_slice(garbage), &opus_track(), MAX).is_err(), "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn a_trun_claiming_billions_of_samples_is_refused_before_any_is_made() {
+        let sample = FragmentSample { decode_time: 0, duration: 960, composition_offset: 0, keyframe: true };
+        let header = fragment_header(2, 1, sample, 0).unwrap();
+        let mut moof = match Any::decode(&mut std::io::Cursor::new(header.as_ref())).unwrap() {
+            Any::Moof(moof) => moof,
+            other => panic!("{other:?}"),
+        };
+        // Samples with no per-sample fields inherit a size of 0 from the track: each one fits.
+        moof.traf[0].trun[0].samples = mp4_atom::TrunSamples::Inherited { count: u32::MAX, first_flags: None };
+        let mut object = Vec::new();
+        moof.encode(&mut object).unwrap();
+        object.extend_from_slice(&[0, 0, 0, 8, b'm', b'd', b'a', b't']);
+        let err = parse_fragment(&Bytes::from(object), &opus_track(), MAX).unwrap_err();
+        assert_eq!(err, CmafError::OutOfRange { what: "samples in one fragment", value: u64::from(u32::MAX) });
     }
 }

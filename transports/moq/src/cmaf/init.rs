@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use junction_core::Codec;
+use junction_core::aac::AacConfig;
 use junction_core::h264::AvcConfig;
 use mp4_atom::{
     Any, Audio, Avc1, Avcc, Codec as SampleEntry, Decode, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdhd, Mdia, Minf, Moov,
@@ -273,10 +274,13 @@ pub fn parse_init(bytes: &[u8]) -> Result<Vec<ParsedTrack>, CmafError> {
                     } else {
                         Bytes::copy_from_slice(&specific.raw)
                     };
+                    // The AudioSpecificConfig is what decoders go by, and it can state rates the
+                    // sample entry's 16.16 field cannot (88.2 and 96 kHz).
+                    let asc = AacConfig::parse(&config).ok();
                     TrackCodec::Aac {
+                        sample_rate: asc.map_or(u32::from(mp4a.audio.sample_rate.integer()), |asc| asc.sample_rate),
+                        channels: asc.and_then(|asc| asc.channels()).map_or(mp4a.audio.channel_count, u16::from),
                         config,
-                        sample_rate: u32::from(mp4a.audio.sample_rate.integer()),
-                        channels: mp4a.audio.channel_count,
                     }
                 }),
                 SampleEntry::Opus(opus) => Some(TrackCodec::Opus {

@@ -452,7 +452,7 @@ mod tests {
         let samples: Vec<_> = video_groups
             .iter()
             .flat_map(|(_, objects)| objects.iter())
-            .map(|object| parse_fragment(object, video_track).unwrap().remove(0))
+            .map(|object| parse_fragment(object, video_track, 1024).unwrap().remove(0))
             .collect();
         assert_eq!(samples.iter().map(|s| s.keyframe).collect::<Vec<_>>(), vec![true, false, false, true]);
         let dts: Vec<u64> = samples.iter().map(|s| s.decode_time).collect();

@@ -9,9 +9,12 @@
 //! through [`Session::play_track`] and [`Session::play_frame`].
 //!
 //! Bad input ends the session with a [`SessionError`] naming the reason, never the process:
-//! handshake and chunk errors, a stall longer than the idle timeout, megabytes without a complete
-//! message, and panics inside `rml_rtmp` itself (its AMF data handling indexes unchecked vectors,
-//! so a crafted `@setDataFrame` would otherwise take the task down) are all caught here.
+//! handshake and chunk errors, a stall longer than the idle timeout, a client that has not
+//! published or played within the handshake deadline, megabytes without a complete message, an
+//! AMF message the [`MessageGuard`] refuses (checked before `rml_rtmp` decodes it: its AMF0
+//! decoder recurses without a bound, and a stack overflow cannot be caught), and panics inside
+//! `rml_rtmp` itself (its AMF data handling indexes unchecked vectors, so a crafted
+//! `@setDataFrame` would otherwise take the task down) are all caught here.
 
 mod status;
 #[cfg(test)]
@@ -29,6 +32,7 @@ use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent,
 use rml_rtmp::time::RtmpTimestamp;
 use tracing::{debug, trace, warn};
 
+use crate::guard::{AmfLimits, GuardError, MessageGuard};
 use crate::ingest::{Ingest, IngestError, IngestEvent};
 use crate::path::{self, PlayTarget};
 use crate::playback::{FlvTag, Muxer};
@@ -45,6 +49,21 @@ const FIRST_STREAM_ID: u32 = 1;
 pub struct SessionConfig {
     /// A connection that is not playing and sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection must have completed the handshake, `connect` and an accepted `publish` or
+    /// `play` this long after it was opened, or it is closed.
+    pub handshake_timeout: Duration,
+    /// What one AMF command or data message may hold.
+    pub amf_limits: AmfLimits,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            amf_limits: AmfLimits::default(),
+        }
+    }
 }
 
 /// Why a session ended on its own.
@@ -60,6 +79,10 @@ pub enum SessionError {
     NoProgress(usize),
     #[error("nothing received for {0:?}")]
     Idle(Duration),
+    #[error("no publish or play accepted within {0:?} of connecting")]
+    HandshakeTimeout(Duration),
+    #[error("refused RTMP message: {0}")]
+    Guard(GuardError),
     #[error(transparent)]
     Ingest(IngestError),
     #[error("refused with {code}: {description}")]
@@ -115,6 +138,10 @@ pub struct Session {
     config: SessionConfig,
     phase: Phase,
     role: Role,
+    /// Checks each message before the `ServerSession` decodes it.
+    guard: MessageGuard,
+    /// Until a publish or play is accepted: when the connection must be closed.
+    handshake_deadline: Option<Instant>,
     last_input: Instant,
     bytes_without_progress: usize,
     /// Access units lost to malformed payloads (logged at powers of two).
@@ -125,9 +152,11 @@ pub struct Session {
 impl Session {
     pub fn new(now: Instant, config: SessionConfig) -> Session {
         Session {
-            config,
             phase: Phase::Handshake(Box::new(Handshake::new(PeerType::Server))),
             role: Role::Idle,
+            guard: MessageGuard::new(config.amf_limits),
+            handshake_deadline: Some(now + config.handshake_timeout),
+            config,
             last_input: now,
             bytes_without_progress: 0,
             bad_frames: 0,
@@ -143,17 +172,28 @@ impl Session {
         matches!(self.phase, Phase::Closed)
     }
 
-    /// When [`Session::handle_timeout`] must be called next: the idle deadline, except while
-    /// playing (a player only listens).
+    /// When [`Session::handle_timeout`] must be called next: the handshake deadline until a
+    /// publish or play is accepted, and the idle deadline except while playing (a player only
+    /// listens).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (&self.phase, &self.role) {
-            (Phase::Closed, _) | (_, Role::Playing { .. } | Role::PlayPending { .. }) => None,
+        let idle = match (&self.phase, &self.role) {
+            (Phase::Closed, _) => return None,
+            (_, Role::Playing { .. } | Role::PlayPending { .. }) => None,
             _ => Some(self.last_input + self.config.idle_timeout),
+        };
+        match (idle, self.handshake_deadline) {
+            (Some(idle), Some(handshake)) => Some(idle.min(handshake)),
+            (idle, handshake) => idle.or(handshake),
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.poll_timeout().is_some_and(|deadline| now >= deadline) {
+        if self.handshake_deadline.is_some_and(|deadline| now >= deadline) {
+            return self.fail(SessionError::HandshakeTimeout(self.config.handshake_timeout));
+        }
+        let idle = !matches!(self.role, Role::Playing { .. } | Role::PlayPending { .. })
+            && now >= self.last_input + self.config.idle_timeout;
+        if idle {
             self.fail(SessionError::Idle(self.config.idle_timeout));
         }
     }
@@ -190,6 +230,7 @@ impl Session {
             return;
         }
         self.role = Role::Publishing(Box::default());
+        self.handshake_deadline = None;
         self.with_server(|server| server.accept_request(request));
     }
 
@@ -199,6 +240,7 @@ impl Session {
             return;
         }
         self.role = Role::Playing { stream_id, muxer: Box::default() };
+        self.handshake_deadline = None;
         self.with_server(|server| server.accept_request(request));
     }
 
@@ -280,6 +322,13 @@ impl Session {
     }
 
     fn feed(&mut self, now: Instant, bytes: &[u8]) {
+        if !matches!(self.phase, Phase::Active(_)) {
+            return;
+        }
+        if let Err(err) = self.guard.check(bytes) {
+            self.send_final_status(&Status::failed(err.to_string()));
+            return self.fail(SessionError::Guard(err));
+        }
         let Phase::Active(server) = &mut self.phase else { return };
         let results = match catch_unwind(AssertUnwindSafe(|| server.handle_input(bytes))) {
             Ok(Ok(results)) => results,

@@ -13,6 +13,7 @@ use rml_rtmp::time::RtmpTimestamp;
 
 use super::*;
 use crate::flv::{aac_raw, aac_sequence_header, avc_nalus, avc_sequence_header};
+use crate::guard::AmfError;
 
 const IDLE: Duration = Duration::from_secs(5);
 const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9];
@@ -31,8 +32,12 @@ struct Pipe {
 
 impl Pipe {
     fn connect(app: &str) -> Pipe {
+        Self::connect_with(app, SessionConfig { idle_timeout: IDLE, ..SessionConfig::default() })
+    }
+
+    fn connect_with(app: &str, config: SessionConfig) -> Pipe {
         let now = Instant::now();
-        let mut server = Session::new(now, SessionConfig { idle_timeout: IDLE });
+        let mut server = Session::new(now, config);
         let mut handshake = Handshake::new(PeerType::Client);
         let mut to_server = handshake.generate_outbound_p0_and_p1().unwrap();
         let leftover;
@@ -221,10 +226,10 @@ fn a_player_gets_sequence_headers_then_media() {
         (target.room.as_str(), target.identity.as_str(), target.token.as_deref()),
         ("stage", "obs", Some("abc"))
     );
-    assert_eq!(pipe.server.poll_timeout(), None, "players are not reaped for silence");
     pipe.server.accept_play(*request);
     pipe.pump();
     assert!(pipe.client_events.contains(&ClientSessionEvent::PlaybackRequestAccepted));
+    assert_eq!(pipe.server.poll_timeout(), None, "players are not reaped for silence");
 
     pipe.server.play_track(MediaKind::Video, &CodecParams::for_codec(Codec::H264));
     pipe.server.play_track(MediaKind::Audio, &CodecParams { config: None, ..CodecParams::for_codec(Codec::Aac) });
@@ -273,7 +278,7 @@ fn a_silent_publisher_is_reaped_at_the_idle_timeout() {
 #[test]
 fn garbage_and_malformed_chunks_end_the_session_without_panicking() {
     let now = Instant::now();
-    let mut session = Session::new(now, SessionConfig { idle_timeout: IDLE });
+    let mut session = Session::new(now, SessionConfig { idle_timeout: IDLE, ..SessionConfig::default() });
     session.handle_input(now, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     let outputs: Vec<Output> = std::iter::from_fn(|| session.poll_output()).collect();
     assert!(matches!(outputs.last(), Some(Output::Event(SessionEvent::Closed(SessionError::Handshake(_))))));
@@ -282,7 +287,73 @@ fn garbage_and_malformed_chunks_end_the_session_without_panicking() {
     let mut pipe = Pipe::connect("live");
     pipe.server.handle_input(pipe.now, &[0xc5, 1, 2, 3]);
     pipe.pump();
-    assert!(matches!(pipe.closed_with(), Some(SessionError::Protocol(_))), "{:?}", pipe.events);
+    assert!(matches!(pipe.closed_with(), Some(SessionError::Guard(GuardError::Chunks(_)))), "{:?}", pipe.events);
+}
+
+/// The attack, byte for byte: one AMF0 command message (type 20) on chunk stream 3 in
+/// 128-byte chunks whose payload is strict arrays nested 20 000 deep. (After the client has
+/// announced its own chunk size, a Set Chunk Size of 128 goes first, so the chunks are read as
+/// the attacker meant them.)
+fn amf0_bomb() -> Vec<u8> {
+    let payload = [0x0a, 0, 0, 0, 1].repeat(20_000);
+    let len = payload.len() as u32;
+    let mut bytes = vec![0x02, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 0, 0, 128];
+    bytes.extend([0x03, 0, 0, 0]);
+    bytes.extend(&len.to_be_bytes()[1..]);
+    bytes.push(20);
+    bytes.extend([0, 0, 0, 0]);
+    for (i, chunk) in payload.chunks(128).enumerate() {
+        if i > 0 {
+            bytes.push(0xc3);
+        }
+        bytes.extend(chunk);
+    }
+    bytes
+}
+
+#[test]
+fn the_amf0_bomb_ends_only_its_session_with_an_error_status() {
+    for limit in [64 * 1024, 1 << 20] {
+        let amf_limits = AmfLimits { max_bytes: limit, ..AmfLimits::default() };
+        let mut pipe = Pipe::connect_with("live", SessionConfig { amf_limits, ..SessionConfig::default() });
+        // As TCP delivers it, in pieces.
+        for piece in amf0_bomb().chunks(1400) {
+            pipe.server.handle_input(pipe.now, piece);
+        }
+        pipe.pump();
+        let Some(SessionError::Guard(GuardError::Amf { type_id: 20, source })) = pipe.closed_with() else {
+            panic!("{:?}", pipe.events)
+        };
+        // Over 64 KiB the size limit stops it first; with a larger limit, the depth limit.
+        assert!(matches!(source, AmfError::TooLarge { .. } | AmfError::TooDeep { limit: 32 }), "{source}");
+        assert_eq!(matches!(source, AmfError::TooDeep { .. }), limit > 100_000);
+        assert_eq!(pipe.status_codes(), vec!["NetStream.Failed".to_owned()]);
+        assert!(pipe.server.is_closed());
+    }
+}
+
+#[test]
+fn a_connection_that_does_not_publish_or_play_in_time_is_closed() {
+    let handshake_timeout = Duration::from_secs(3);
+    let config = SessionConfig { idle_timeout: IDLE, handshake_timeout, ..SessionConfig::default() };
+    let mut pipe = Pipe::connect_with("live", config);
+    let deadline = pipe.now + handshake_timeout;
+    assert_eq!(pipe.server.poll_timeout(), Some(deadline));
+    // Chatting moves the idle deadline, not this one.
+    pipe.now += Duration::from_secs(2);
+    let request = pipe.client.request_publishing("sk_slow".to_owned(), PublishRequestType::Live).unwrap();
+    pipe.send(request);
+    assert_eq!(pipe.server.poll_timeout(), Some(deadline));
+    pipe.server.handle_timeout(deadline - Duration::from_millis(1));
+    pipe.pump();
+    assert!(pipe.closed_with().is_none());
+    pipe.server.handle_timeout(deadline);
+    pipe.pump();
+    assert_eq!(pipe.closed_with(), Some(&SessionError::HandshakeTimeout(handshake_timeout)));
+
+    // Once publishing, only the idle timeout applies.
+    let pipe = publishing_pipe("sk_fast");
+    assert_eq!(pipe.server.poll_timeout(), Some(pipe.now + IDLE));
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Who may call in and where their calls go: [`trunks`] admit or challenge a caller,
-//! [`rules`] send an admitted call to a room (and maybe ask for a PIN). Both live in a
+//! [`rules`] send an admitted call to a room (and maybe ask for a PIN); and where calls may go
+//! out: [`outbound`] routes a dial-out request through a trunk (or, if the operator allows it,
+//! straight to a listed host). Trunks and rules live in a
 //! [`Directory`] shared by the SIP stack and the REST API; entries from the configuration
 //! file are loaded at start and can be listed and deleted like API-created ones.
 
+pub mod outbound;
 pub mod rules;
 pub mod trunks;
 
@@ -10,6 +13,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+pub use outbound::{DialAsk, DialRefusal, DirectDial, OutboundSpec, Route};
 pub use rules::{Destination, DispatchError, Rule, RuleError, RuleSpec};
 pub use trunks::{Caller, Trunk, TrunkDecision, TrunkError, TrunkSpec};
 

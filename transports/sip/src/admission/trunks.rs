@@ -1,14 +1,17 @@
-//! Trunks: who may call in. A trunk names the source addresses it accepts calls from and/or
-//! the digest credentials a caller must prove, and optionally the dialled numbers it carries.
-//! A call matching no trunk is refused (403); a trunk with credentials challenges (401).
+//! Trunks: who may call in, and how calls go out. For dial-in a trunk names the source
+//! addresses it accepts calls from and/or the digest credentials a caller must prove, and
+//! optionally the dialled numbers it carries; a call matching no trunk is refused (403), a
+//! trunk with credentials challenges (401). A trunk's `outbound` part ([`super::outbound`])
+//! makes it a way out for dial-out. A trunk may be either or both.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
+use std::time::Instant;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{self, Nonces, Verdict};
+use super::outbound::{Outbound, OutboundError, OutboundSpec};
+use crate::digest::{self, Challenged, Nonces, Verdict};
 
 /// A trunk as configured or created through the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,16 +31,23 @@ pub struct TrunkSpec {
     /// Dialled numbers (request-URI user parts) this trunk carries; empty: any.
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// Set to place calls through this trunk (dial-out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrunkError {
     #[error("name must not be empty")]
     NoName,
-    #[error("a trunk needs allowed_addresses, or a username and password, or both")]
+    #[error(
+        "a trunk needs allowed_addresses, or a username and password, or both (for dial-in), or an outbound part (for dial-out)"
+    )]
     Unrestricted,
     #[error("username and password go together")]
     HalfCredentials,
+    #[error("outbound: {0}")]
+    Outbound(#[from] OutboundError),
 }
 
 /// A trunk in force.
@@ -51,6 +61,8 @@ pub struct Trunk {
     #[serde(skip)]
     pub password: Option<String>,
     pub numbers: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<Outbound>,
 }
 
 impl Trunk {
@@ -61,9 +73,10 @@ impl Trunk {
         if spec.username.is_some() != spec.password.is_some() {
             return Err(TrunkError::HalfCredentials);
         }
-        if spec.allowed_addresses.is_empty() && spec.username.is_none() {
+        if spec.allowed_addresses.is_empty() && spec.username.is_none() && spec.outbound.is_none() {
             return Err(TrunkError::Unrestricted);
         }
+        let outbound = spec.outbound.map(Outbound::from_spec).transpose()?;
         Ok(Trunk {
             id: spec.id.unwrap_or_else(|| junction_core::ids::random_id("ST_", 12)),
             name: spec.name,
@@ -71,14 +84,24 @@ impl Trunk {
             username: spec.username,
             password: spec.password,
             numbers: spec.numbers.into_iter().map(|n| n.trim().to_owned()).collect(),
+            outbound,
         })
     }
 
-    /// The API's view: everything but the password, which is reported only as present.
+    /// The API's view: everything but the passwords, which are reported only as present.
     pub fn describe(&self) -> serde_json::Value {
         let mut value = serde_json::json!(self);
         value["digest_auth"] = serde_json::json!(self.password.is_some());
+        if let Some(outbound) = &self.outbound {
+            value["outbound"]["digest_auth"] = serde_json::json!(outbound.password.is_some());
+        }
         value
+    }
+
+    /// Whether this trunk admits calls at all: an outbound-only trunk (no addresses, no
+    /// credentials) must not read as "any address, no password".
+    fn admits_inbound(&self) -> bool {
+        !self.allowed_addresses.is_empty() || self.password.is_some()
     }
 
     fn accepts_address(&self, ip: IpAddr) -> bool {
@@ -96,6 +119,8 @@ pub struct Caller<'a> {
     pub source: IpAddr,
     /// The dialled user part of the request URI.
     pub called: &'a str,
+    /// The Request-URI, which a digest answer must name.
+    pub request_uri: &'a str,
     /// The Authorization header, if the caller sent one.
     pub authorization: Option<&'a str>,
 }
@@ -115,9 +140,11 @@ pub enum TrunkDecision {
 }
 
 /// Finds the trunk an INVITE arrives on.
-pub fn select(trunks: &[Trunk], caller: Caller<'_>, nonces: &Nonces, realm: &str, now: SystemTime) -> TrunkDecision {
-    let candidates: Vec<&Trunk> =
-        trunks.iter().filter(|t| t.accepts_address(caller.source) && t.accepts_number(caller.called)).collect();
+pub fn select(trunks: &[Trunk], caller: Caller<'_>, nonces: &mut Nonces, realm: &str, now: Instant) -> TrunkDecision {
+    let candidates: Vec<&Trunk> = trunks
+        .iter()
+        .filter(|t| t.admits_inbound() && t.accepts_address(caller.source) && t.accepts_number(caller.called))
+        .collect();
     if candidates.is_empty() {
         return TrunkDecision::Forbidden(format!(
             "no trunk accepts calls from {} to {:?}",
@@ -137,9 +164,13 @@ pub fn select(trunks: &[Trunk], caller: Caller<'_>, nonces: &Nonces, realm: &str
         return TrunkDecision::Forbidden(format!("no trunk has the user name {user:?}"));
     };
     let password = trunk.password.as_deref().unwrap_or_default();
-    match nonces.verify(authorization, "INVITE", realm, password, now) {
+    let request = Challenged { method: "INVITE", uri: caller.request_uri, realm };
+    match nonces.verify(authorization, request, password, now) {
         Verdict::Valid => TrunkDecision::Accepted { trunk: trunk.id.clone() },
         Verdict::Stale => TrunkDecision::Challenge { stale: true },
+        Verdict::UriMismatch => {
+            TrunkDecision::Forbidden(format!("the digest uri is not the Request-URI {}", caller.request_uri))
+        }
         // RFC 3261 §22.3: credentials that do not verify get a new challenge.
         Verdict::Invalid => TrunkDecision::Challenge { stale: false },
     }
@@ -157,20 +188,23 @@ mod tests {
             username: creds.map(|c| c.0.into()),
             password: creds.map(|c| c.1.into()),
             numbers: numbers.iter().map(|n| n.to_string()).collect(),
+            outbound: None,
         })
         .unwrap()
     }
 
+    const ROOM_URI: &str = "sip:room@x";
+
     fn caller<'a>(ip: &str, called: &'a str, authorization: Option<&'a str>) -> Caller<'a> {
-        Caller { source: ip.parse().unwrap(), called, authorization }
+        Caller { source: ip.parse().unwrap(), called, request_uri: ROOM_URI, authorization }
     }
 
     #[test]
     fn address_and_number_lists_select_the_trunk() {
-        let nonces = Nonces::new();
-        let now = SystemTime::now();
+        let mut nonces = Nonces::new(16);
+        let now = Instant::now();
         let trunks = [trunk("lan", &["10.0.0.0/8"], None, &[]), trunk("sales", &["127.0.0.0/8"], None, &["100"])];
-        let pick = |ip, called| select(&trunks, caller(ip, called, None), &nonces, "junction", now);
+        let mut pick = |ip, called| select(&trunks, caller(ip, called, None), &mut nonces, "junction", now);
         assert_eq!(pick("10.1.2.3", "x"), TrunkDecision::Accepted { trunk: "lan".into() });
         assert_eq!(pick("127.0.0.1", "100"), TrunkDecision::Accepted { trunk: "sales".into() });
         assert!(matches!(pick("127.0.0.1", "200"), TrunkDecision::Forbidden(reason) if reason.contains("127.0.0.1")));
@@ -179,18 +213,50 @@ mod tests {
 
     #[test]
     fn credentials_are_challenged_then_checked() {
-        let nonces = Nonces::new();
-        let now = SystemTime::now();
+        let mut nonces = Nonces::new(16);
+        let now = Instant::now();
         let trunks = [trunk("carrier", &[], Some(("acme", "pw")), &[])];
-        let decide = |auth| select(&trunks, caller("192.0.2.1", "room", auth), &nonces, "junction", now);
-        assert_eq!(decide(None), TrunkDecision::Challenge { stale: false });
-        let challenge = nonces.challenge("junction", now, false);
-        let good = crate::digest::authorize(&challenge, "INVITE", "sip:room@x", "acme", "pw").unwrap();
-        assert_eq!(decide(Some(&good)), TrunkDecision::Accepted { trunk: "carrier".into() });
-        let wrong = crate::digest::authorize(&challenge, "INVITE", "sip:room@x", "acme", "nope").unwrap();
-        assert_eq!(decide(Some(&wrong)), TrunkDecision::Challenge { stale: false });
-        let stranger = crate::digest::authorize(&challenge, "INVITE", "sip:room@x", "mallory", "pw").unwrap();
-        assert!(matches!(decide(Some(&stranger)), TrunkDecision::Forbidden(_)));
+        let decide =
+            |nonces: &mut Nonces, auth| select(&trunks, caller("192.0.2.1", "room", auth), nonces, "junction", now);
+        assert_eq!(decide(&mut nonces, None), TrunkDecision::Challenge { stale: false });
+        let answer = |nonces: &mut Nonces, uri: &str, user: &str, password: &str| {
+            let challenge = nonces.challenge("junction", now, false);
+            crate::digest::authorize(&challenge, "INVITE", uri, user, password).unwrap()
+        };
+        let good = answer(&mut nonces, ROOM_URI, "acme", "pw");
+        assert_eq!(decide(&mut nonces, Some(&good)), TrunkDecision::Accepted { trunk: "carrier".into() });
+        assert_eq!(decide(&mut nonces, Some(&good)), TrunkDecision::Challenge { stale: true }, "a replay");
+        let wrong = answer(&mut nonces, ROOM_URI, "acme", "nope");
+        assert_eq!(decide(&mut nonces, Some(&wrong)), TrunkDecision::Challenge { stale: false });
+        let stranger = answer(&mut nonces, ROOM_URI, "mallory", "pw");
+        assert!(matches!(decide(&mut nonces, Some(&stranger)), TrunkDecision::Forbidden(_)));
+        let elsewhere = answer(&mut nonces, "sip:other-room@x", "acme", "pw");
+        assert!(
+            matches!(decide(&mut nonces, Some(&elsewhere)), TrunkDecision::Forbidden(why) if why.contains("Request-URI"))
+        );
+    }
+
+    #[test]
+    fn an_outbound_only_trunk_admits_no_one() {
+        let mut nonces = Nonces::new(4);
+        let spec = TrunkSpec {
+            id: Some("out".into()),
+            name: "out".into(),
+            allowed_addresses: vec![],
+            username: None,
+            password: None,
+            numbers: vec![],
+            outbound: Some(OutboundSpec {
+                address: "192.0.2.9".into(),
+                username: None,
+                password: None,
+                destinations: vec!["+1".into()],
+                caller_ids: vec!["+15550100".into()],
+            }),
+        };
+        let trunks = [Trunk::from_spec(spec).unwrap()];
+        let decision = select(&trunks, caller("192.0.2.9", "x", None), &mut nonces, "junction", Instant::now());
+        assert!(matches!(decision, TrunkDecision::Forbidden(_)), "{decision:?}");
     }
 
     #[test]
@@ -202,6 +268,7 @@ mod tests {
             username: user.map(Into::into),
             password: pass.map(Into::into),
             numbers: vec![],
+            outbound: None,
         };
         assert_eq!(Trunk::from_spec(spec(vec![], None, None)), Err(TrunkError::Unrestricted));
         assert_eq!(Trunk::from_spec(spec(vec![], Some("u"), None)), Err(TrunkError::HalfCredentials));

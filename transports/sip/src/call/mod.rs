@@ -9,6 +9,7 @@ pub mod audio;
 pub mod prompt;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,10 +17,11 @@ use junction_core::{
     Codec, DataMessage, EndpointEvent, PeerId, PublishRequest, RoomId, TrackId, TrackSource, TransportKind,
 };
 use junction_endpoint::mixer::{FRAME_SAMPLES, MixListener, Mixer};
+use junction_endpoint::supervise;
 use junction_endpoint::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::audio::{Downlink, Uplink};
 use self::prompt::PromptQueue;
@@ -27,7 +29,8 @@ use crate::calls::{CallBook, CallState};
 use crate::media::dtmf::EventReceiver;
 use crate::media::pin::{PinEntry, PinProgress};
 use crate::media::ports::RtpSockets;
-use crate::media::rtp;
+use crate::media::rtp::{self, Received};
+use crate::media::validate::{self, Invalid};
 use crate::sdp::{Direction, Negotiated};
 use crate::stack::Command;
 use crate::ua::CallKey;
@@ -68,6 +71,10 @@ pub enum CallEnd {
     RoomClosed(String),
     Failed(String),
     Shutdown,
+    /// The call's task panicked (a bug): the call was ended rather than left hanging.
+    Panicked,
+    /// The SIP stack panicked twice in a row and reset its state, ending every call.
+    StackReset,
 }
 
 impl CallEnd {
@@ -84,6 +91,8 @@ impl CallEnd {
             CallEnd::RoomClosed(why) => format!("room_closed: {why}"),
             CallEnd::Failed(why) => format!("error: {why}"),
             CallEnd::Shutdown => "server_shutdown".into(),
+            CallEnd::Panicked => "internal_error".into(),
+            CallEnd::StackReset => "internal_error: the SIP stack was reset".into(),
         }
     }
 }
@@ -162,6 +171,8 @@ struct CallTask {
     dtmf: EventReceiver,
     last_heard: Instant,
     next_ping: Instant,
+    /// Whether an invalid datagram was logged already (one line per call; the rest are counted).
+    invalid_logged: bool,
 }
 
 /// Starts a call's task. Returns an error (and the call should be refused) when its sockets
@@ -193,9 +204,22 @@ pub fn spawn(setup: CallSetup) -> Result<(), String> {
         dtmf: EventReceiver::default(),
         last_heard: now,
         next_ping: now,
+        invalid_logged: false,
     };
-    tokio::spawn(task.run(setup.entry));
+    let span = info_span!("sip_call", room = %task.room, peer = %task.identity, call = %task.id);
+    let to_stack = task.to_stack.clone();
+    tokio::spawn(supervised(setup.key, to_stack, task.run(setup.entry)).instrument(span));
     Ok(())
+}
+
+/// Runs a call's task under [`supervise::contain`]. When it panics, everything it owned — its
+/// RTP sockets (their ports go back to the range), its endpoint (the phone leaves the room) —
+/// has been dropped by the time this learns of it; the stack is then told, and hangs up with
+/// BYE, records the call as ended (`internal_error`) and frees its slot.
+async fn supervised(key: CallKey, to_stack: mpsc::Sender<Command>, task: impl Future<Output = ()>) {
+    if supervise::contain("sip", task).await.is_err() {
+        let _ = to_stack.send(Command::CallEnded { key, reason: CallEnd::Panicked }).await;
+    }
 }
 
 /// What the room has for a call in it.
@@ -262,8 +286,10 @@ impl CallTask {
 
     async fn drive(&mut self, phase: &mut Phase) -> CallEnd {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let mut rtp_buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 1500];
+        // One byte more than the largest datagram accepted, so a larger one shows as too large
+        // instead of being cut to fit.
+        let mut rtp_buf = vec![0u8; validate::MAX_DATAGRAM + 1];
+        let mut rtcp_buf = vec![0u8; validate::MAX_DATAGRAM + 1];
         loop {
             tokio::select! {
                 message = self.inbox.recv() => match message {
@@ -291,8 +317,11 @@ impl CallTask {
                     }
                 }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
-                    if received.is_ok() {
-                        self.last_heard = Instant::now();
+                    if let Ok((len, _)) = received {
+                        match validate::check_rtcp(rtcp_buf.get(..len).unwrap_or_default()) {
+                            Ok(()) => self.last_heard = Instant::now(),
+                            Err(invalid) => self.dropped("rtcp", invalid),
+                        }
                     }
                 }
                 signal = from_room(phase) => match (signal, &mut *phase) {
@@ -320,9 +349,29 @@ impl CallTask {
         }
     }
 
+    /// Counts a datagram dropped by [`validate`]; the first one of the call is logged.
+    fn dropped(&mut self, kind: &'static str, invalid: Invalid) {
+        metrics::counter!("junction_sip_invalid_media_total", "kind" => kind, "reason" => invalid.reason())
+            .increment(1);
+        if !self.invalid_logged {
+            self.invalid_logged = true;
+            warn!(room = %self.room, peer = %self.identity, call = %self.id, kind, "invalid {kind} datagram dropped: {invalid} (further ones are only counted)");
+        }
+    }
+
     fn on_rtp(&mut self, phase: &mut Phase, datagram: &[u8]) -> Option<CallEnd> {
-        let packet = rtp::parse(datagram)?;
         let now = Instant::now();
+        let packet = match rtp::read(datagram) {
+            Ok(Received::Rtp(packet)) => packet,
+            Ok(Received::Rtcp) => {
+                self.last_heard = now;
+                return None;
+            }
+            Err(invalid) => {
+                self.dropped("rtp", invalid);
+                return None;
+            }
+        };
         if packet.payload_type == self.media.pt {
             self.last_heard = now;
             if let Phase::Room(room) = phase
@@ -428,5 +477,35 @@ impl CallTask {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ports::PortRange;
+
+    #[tokio::test]
+    async fn a_call_task_that_panics_frees_its_ports_and_tells_the_stack() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let range = PortRange::new(ip, ip, 41_101, 41_103);
+        let sockets = range.allocate().unwrap();
+        let (to_stack, mut stack) = mpsc::channel(1);
+        let task = async move {
+            let _held = sockets;
+            if std::hint::black_box(true) {
+                panic!("advance out of bounds");
+            }
+        };
+        supervised(CallKey(7), to_stack.clone(), task).await;
+        assert_eq!(range.in_use(), 0, "the RTP ports are back in the range");
+        match stack.try_recv() {
+            Ok(Command::CallEnded { key, reason }) => assert_eq!((key, reason), (CallKey(7), CallEnd::Panicked)),
+            _ => panic!("the stack was not told"),
+        }
+        // A task that ends normally reports its own end; nothing more is sent for it.
+        supervised(CallKey(8), to_stack, async {}).await;
+        assert!(stack.try_recv().is_err());
+        assert_eq!(CallEnd::Panicked.describe(), "internal_error");
     }
 }

@@ -1,7 +1,9 @@
-//! A call's media plumbing that needs no codec: RTP packets, DTMF digits and PIN entry, and
-//! the UDP port pairs calls take their RTP/RTCP sockets from.
+//! A call's media plumbing that needs no codec: the checks every RTP/RTCP datagram passes
+//! first, RTP packets, DTMF digits and PIN entry, and the UDP port pairs calls take their
+//! RTP/RTCP sockets from.
 
 pub mod dtmf;
 pub mod pin;
 pub mod ports;
 pub mod rtp;
+pub mod validate;

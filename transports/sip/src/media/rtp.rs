@@ -1,11 +1,14 @@
 //! RTP for one call's audio on the `rtp` crate: reading packets (payload type, sequence,
-//! timestamp, marker) and writing ours with a random SSRC, a running sequence number and a
-//! timestamp that advances by one frame per packet.
+//! timestamp, marker) — only once [`super::validate`] has checked them, since the crate panics
+//! on some malformed ones — and writing ours with a random SSRC, a running sequence number and
+//! a timestamp that advances by one frame per packet.
 
 use bytes::Bytes;
 use rtp::header::Header;
 use rtp::packet::Packet;
 use webrtc_util::{Marshal, Unmarshal};
+
+use super::validate::{self, Invalid};
 
 /// One received RTP packet, reduced to what the call needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,26 +21,39 @@ pub struct RtpIn {
     pub payload: Bytes,
 }
 
-/// Parses an RTP packet; `None` for RTCP and anything that is not RTP version 2.
-pub fn parse(datagram: &[u8]) -> Option<RtpIn> {
-    // RTCP shares the port in some setups (RFC 5761): payload types 72-76 with the marker.
-    let second = *datagram.get(1)?;
-    if (200..=206).contains(&second) {
-        return None;
+/// What arrived on a call's RTP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Rtp(RtpIn),
+    /// A valid RTCP compound multiplexed onto the RTP port (RFC 5761).
+    Rtcp,
+}
+
+/// Checks a datagram from a call's RTP port and reads it.
+pub fn read(datagram: &[u8]) -> Result<Received, Invalid> {
+    if validate::is_rtcp(datagram) {
+        validate::check_rtcp(datagram)?;
+        return Ok(Received::Rtcp);
     }
+    validate::check_rtp(datagram)?;
     let mut buf = datagram;
-    let packet = Packet::unmarshal(&mut buf).ok()?;
-    if packet.header.version != 2 {
-        return None;
-    }
-    Some(RtpIn {
+    let packet = Packet::unmarshal(&mut buf).map_err(|_| Invalid::Unparsed)?;
+    Ok(Received::Rtp(RtpIn {
         payload_type: packet.header.payload_type,
         sequence: packet.header.sequence_number,
         timestamp: packet.header.timestamp,
         ssrc: packet.header.ssrc,
         marker: packet.header.marker,
         payload: packet.payload,
-    })
+    }))
+}
+
+/// Parses an RTP packet; `None` for RTCP and anything invalid.
+pub fn parse(datagram: &[u8]) -> Option<RtpIn> {
+    match read(datagram) {
+        Ok(Received::Rtp(packet)) => Some(packet),
+        _ => None,
+    }
 }
 
 /// Our outgoing RTP stream.
@@ -108,6 +124,8 @@ mod tests {
         assert_eq!(parse(&[]), None);
         assert_eq!(parse(&[0x80]), None);
         assert_eq!(parse(&[0x80, 200, 0, 6, 0, 0, 0, 1]), None, "an RTCP sender report");
+        assert_eq!(read(&[0x80, 201, 0, 1, 0, 0, 0, 1]), Ok(Received::Rtcp), "a receiver report, muxed");
+        assert_eq!(read(&[0x80, 200, 0, 6, 0, 0, 0, 1]), Err(Invalid::RtcpLength), "a report cut short");
         assert_eq!(parse(&[0x40; 20]), None, "version 1");
         // Every truncation and a CSRC count pointing past the end.
         let mut out = RtpOut::new();
@@ -117,8 +135,8 @@ mod tests {
         }
         let mut lying = good.to_vec();
         lying[0] = 0x8f;
-        let _ = parse(&lying);
-        lying[0] = 0x90; // extension bit with no extension
-        let _ = parse(&lying);
+        assert_eq!(read(&lying), Err(Invalid::Csrc));
+        lying[0] = 0x90; // extension bit, the payload read as an extension header
+        assert_eq!(read(&lying), Err(Invalid::Extension));
     }
 }

@@ -94,6 +94,12 @@ pub fn add_header<M: HasHeaders>(message: &mut M, header: Header) {
 }
 
 /// A header rsip has no variant for, or that we write as text.
+/// A Warning header explaining a refusal (RFC 3261 §20.43, code 399: miscellaneous).
+pub fn warning(text: &str) -> Header {
+    let text: String = text.chars().filter(|c| *c != '"' && !c.is_control()).take(160).collect();
+    Header::Warning(headers::Warning::new(format!("399 junction \"{text}\"")))
+}
+
 pub fn other(name: &str, value: impl Into<String>) -> Header {
     Header::Other(name.to_owned(), value.into())
 }

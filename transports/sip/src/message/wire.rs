@@ -178,12 +178,31 @@ fn with_body(mut raw: RawMessage, rest: &[u8]) -> Result<RawMessage, (WireError,
 }
 
 /// Cuts complete messages off a TCP stream buffer (RFC 3261 §18.3: Content-Length frames them).
-#[derive(Debug, Default)]
+/// It holds at most one message of `max` bytes (plus what one read adds): a stream that would
+/// need more is an error.
+#[derive(Debug)]
 pub struct StreamFramer {
     buffer: BytesMut,
+    max: usize,
+}
+
+impl Default for StreamFramer {
+    fn default() -> Self {
+        Self::with_max(MAX_MESSAGE)
+    }
 }
 
 impl StreamFramer {
+    /// A framer for messages of at most `max` bytes (never more than [`MAX_MESSAGE`]).
+    pub fn with_max(max: usize) -> Self {
+        Self { buffer: BytesMut::new(), max: max.min(MAX_MESSAGE) }
+    }
+
+    /// Bytes buffered and not yet framed.
+    pub fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
     }
@@ -195,7 +214,7 @@ impl StreamFramer {
         let leading = self.buffer.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
         self.buffer.advance(leading);
         let Some((head_len, body_at)) = header_end(&self.buffer) else {
-            if self.buffer.len() > MAX_MESSAGE {
+            if self.buffer.len() > self.max {
                 return Err(WireError::TooLarge);
             }
             return Ok(None);
@@ -213,7 +232,7 @@ impl StreamFramer {
             }
         }
         let total = body_at.checked_add(length).ok_or(WireError::TooLarge)?;
-        if total > MAX_MESSAGE {
+        if total > self.max {
             return Err(WireError::TooLarge);
         }
         if self.buffer.len() < total {
@@ -276,5 +295,18 @@ v=0\r\nextra";
         assert_eq!(framer.next_message().unwrap().unwrap(), one.as_bytes());
         framer.push(b"X\r\nContent-Length: nope\r\n\r\n");
         assert!(framer.next_message().is_err());
+    }
+
+    #[test]
+    fn a_framer_holds_no_more_than_its_limit() {
+        let mut framer = StreamFramer::with_max(1024);
+        framer.push(&[b'x'; 1000]);
+        assert_eq!(framer.next_message(), Ok(None), "a header still coming");
+        framer.push(&[b'x'; 100]);
+        assert_eq!(framer.next_message(), Err(WireError::TooLarge), "no blank line within the limit");
+        let mut framer = StreamFramer::with_max(1024);
+        framer.push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 2000\r\n\r\n");
+        assert_eq!(framer.next_message(), Err(WireError::TooLarge), "announced larger than the limit");
+        assert!(framer.buffered() < 100);
     }
 }

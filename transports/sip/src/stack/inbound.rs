@@ -4,7 +4,7 @@
 //! and then answering it and starting its task. Also re-INVITEs (hold/resume) of live calls.
 
 use std::fmt::Display;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use junction_core::{ContractError, PeerId, TransportKind};
 use junction_endpoint::{DuplicatePolicy, JoinRequest};
@@ -60,25 +60,35 @@ impl Stack {
             refusal.headers.push(build::other("Retry-After", "30"));
             return Err(refusal);
         }
+        let max_per_source = self.config.max_calls_per_source;
+        let from_source = self.live.values().filter(|l| l.inbound && l.signalling.addr.ip() == from.addr.ip()).count();
+        if from_source >= max_per_source {
+            let mut refusal = refuse(503, format!("{max_per_source} calls from {} are already up", from.addr.ip()));
+            refusal.headers.push(build::other("Retry-After", "30"));
+            return Err(refusal);
+        }
         let called = request.uri.user().filter(|u| !u.is_empty()).or(head.to.user()).unwrap_or_default().to_owned();
         let caller = head.from.user().map(str::to_owned).unwrap_or_else(|| head.from.uri.host().to_string());
 
         let authorization = header_value(request, "Authorization");
-        let trunk = match trunks::select(
-            &self.directory.trunks(),
-            Caller { source: from.addr.ip(), called: &called, authorization: authorization.as_deref() },
-            &self.nonces,
-            &self.config.realm,
-            SystemTime::now(),
-        ) {
-            TrunkDecision::Accepted { trunk } => trunk,
-            TrunkDecision::Forbidden(why) => return Err(refuse(403, why)),
-            TrunkDecision::Challenge { stale } => {
-                let challenge = self.nonces.challenge(&self.config.realm, SystemTime::now(), stale);
-                let header = Header::WwwAuthenticate(headers::WwwAuthenticate::new(challenge));
-                return Err(Refusal { code: 401, headers: vec![header], why: "digest credentials needed".into() });
-            }
+        let request_uri = request.uri.to_string();
+        let caller_facts = Caller {
+            source: from.addr.ip(),
+            called: &called,
+            request_uri: &request_uri,
+            authorization: authorization.as_deref(),
         };
+        let now = Instant::now();
+        let trunk =
+            match trunks::select(&self.directory.trunks(), caller_facts, &mut self.nonces, &self.config.realm, now) {
+                TrunkDecision::Accepted { trunk } => trunk,
+                TrunkDecision::Forbidden(why) => return Err(refuse(403, why)),
+                TrunkDecision::Challenge { stale } => {
+                    let challenge = self.nonces.challenge(&self.config.realm, now, stale);
+                    let header = Header::WwwAuthenticate(headers::WwwAuthenticate::new(challenge));
+                    return Err(Refusal { code: 401, headers: vec![header], why: "digest credentials needed".into() });
+                }
+            };
 
         let destination = self.directory.dispatch(&trunk, &called, &caller).map_err(|err| match err {
             DispatchError::NoRule { .. } | DispatchError::BadRoomName { .. } => refuse(404, err),
@@ -161,7 +171,18 @@ impl Stack {
         self.by_id.insert(id.clone(), call);
         self.live.insert(
             call,
-            Live { id, room, identity, task: Some(task), pending: None, local_rtp, origin, media: Some(media) },
+            Live {
+                id,
+                room,
+                identity,
+                signalling: from,
+                inbound: true,
+                task: Some(task),
+                pending: None,
+                local_rtp,
+                origin,
+                media: Some(media),
+            },
         );
         self.ua.answer(Instant::now(), call, answer);
         Ok(())

@@ -3,14 +3,19 @@
 //! events (admitting calls, starting call tasks, recording states) and sends what the user
 //! agent wants sent — the loop is the only place with SIP I/O. Call tasks and the REST API
 //! reach it through [`Command`]s.
+//!
+//! Everything but the socket I/O runs under a panic guard, one input at a time ([`recover`]):
+//! a bug hit by one message costs that message, not the service.
 
 mod inbound;
 pub(crate) use inbound::identity_for;
 mod outbound;
+mod recover;
 pub(crate) mod tcp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +35,7 @@ use crate::digest::Nonces;
 use crate::media::ports::{PortError, PortRange, RtpSockets};
 use crate::message::{Peer, Transport};
 use crate::sdp::{Negotiated, SdpOrigin};
-use crate::transaction::Transmit;
+use crate::transaction::{TimerConfig, Transmit};
 use crate::ua::{CallKey, EndReason, UaEvent, UserAgent};
 
 /// A call to place.
@@ -80,6 +85,9 @@ pub enum Command {
     Ping {
         key: CallKey,
     },
+    /// Tests only: panic inside the stack, as a bug would.
+    #[cfg(test)]
+    Crash,
 }
 
 /// The stack's record of a live call.
@@ -87,6 +95,10 @@ struct Live {
     id: String,
     room: RoomId,
     identity: PeerId,
+    /// Where its signalling goes: a TCP connection a live call uses is never closed as idle,
+    /// and inbound calls count against their source's share of `sip.max_calls_per_source`.
+    signalling: Peer,
+    inbound: bool,
     /// The call task's inbox, once it runs.
     task: Option<mpsc::Sender<ToCall>>,
     /// RTP sockets of a call we placed, until it is answered.
@@ -99,8 +111,9 @@ struct Live {
 
 /// What the stack shares with its start function.
 pub(crate) struct Parts {
-    pub ua: UserAgent,
+    pub timers: TimerConfig,
     pub udp: Arc<UdpSocket>,
+    pub tcp_gate: Arc<tcp::TcpGate>,
     pub tcp_events: mpsc::Sender<tcp::TcpEvent>,
     pub engine: Engine,
     pub mixer: Mixer,
@@ -112,8 +125,17 @@ pub(crate) struct Parts {
     pub advertised: SocketAddr,
 }
 
+/// One thing the driver loop got.
+enum Input {
+    Datagram { len: usize, from: SocketAddr },
+    Tcp(tcp::TcpEvent),
+    Command(Command),
+    Timer,
+}
+
 pub(crate) struct Stack {
     ua: UserAgent,
+    timers: TimerConfig,
     udp: Arc<UdpSocket>,
     tcp: tcp::Connections,
     engine: Engine,
@@ -128,6 +150,9 @@ pub(crate) struct Stack {
     advertised: SocketAddr,
     live: HashMap<CallKey, Live>,
     by_id: HashMap<String, CallKey>,
+    /// What the synchronous part of an input wants sent; the loop sends it.
+    outbox: Vec<Transmit>,
+    panics: recover::PanicPolicy,
 }
 
 impl Stack {
@@ -138,14 +163,15 @@ impl Stack {
             pin_timeout: std::time::Duration::from_secs(parts.config.pin_timeout_s),
         };
         Self {
-            ua: parts.ua,
+            ua: UserAgent::with_limits(parts.timers, parts.config.ua_limits(), parts.advertised, parts.advertised),
+            timers: parts.timers,
             udp: parts.udp,
-            tcp: tcp::Connections::new(parts.tcp_events, shutdown),
+            tcp: tcp::Connections::new(parts.tcp_gate, parts.tcp_events, shutdown),
             engine: parts.engine,
             mixer: parts.mixer,
             directory: parts.directory,
             book: parts.book,
-            nonces: Nonces::new(),
+            nonces: Nonces::new(parts.config.max_nonces),
             ports: parts.ports,
             config: parts.config,
             settings,
@@ -153,6 +179,8 @@ impl Stack {
             advertised: parts.advertised,
             live: HashMap::new(),
             by_id: HashMap::new(),
+            outbox: Vec::new(),
+            panics: recover::PanicPolicy::default(),
         }
     }
 
@@ -162,7 +190,9 @@ impl Stack {
         mut commands: mpsc::Receiver<Command>,
         shutdown: CancellationToken,
     ) {
-        let mut buf = vec![0u8; crate::message::wire::MAX_MESSAGE];
+        // One byte more than the largest message accepted: a larger datagram shows as too
+        // large instead of being cut to fit.
+        let mut buf = vec![0u8; self.config.max_message_bytes + 1];
         loop {
             let deadline = self.ua.poll_timeout();
             let timer = async move {
@@ -171,30 +201,57 @@ impl Stack {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let input = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                received = self.udp.recv_from(&mut buf) => {
+                received = self.udp.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => Input::Datagram { len, from },
                     // Errors here are ICMP reports about earlier sends; the socket is fine.
-                    if let Ok((len, from)) = received {
-                        self.ua.receive(Instant::now(), buf.get(..len).unwrap_or_default(), Peer::udp(from));
-                    }
-                }
-                Some(event) = tcp_in.recv() => {
-                    if let Some((from, bytes)) = self.tcp.on_event(event) {
-                        self.ua.receive(Instant::now(), &bytes, Peer::tcp(from));
-                    }
-                }
-                Some(command) = commands.recv() => self.on_command(command),
-                _ = timer => self.ua.handle_timeout(Instant::now()),
+                    Err(_) => continue,
+                },
+                Some(event) = tcp_in.recv() => Input::Tcp(event),
+                Some(command) = commands.recv() => Input::Command(command),
+                _ = timer => Input::Timer,
+            };
+            let datagram = buf.as_slice();
+            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.handle(input, datagram);
+                self.drain();
+            }));
+            if let Err(payload) = handled {
+                self.recover(payload.as_ref());
             }
-            self.pump().await;
-            metrics::gauge!("junction_sip_calls").set(self.live.len() as f64);
+            self.flush().await;
+            self.export_gauges();
         }
         self.stop_all().await;
     }
 
-    /// Acts on the user agent's events and sends what it queued, until both are drained.
-    async fn pump(&mut self) {
+    /// One input, synchronously: everything the stack decides happens here.
+    fn handle(&mut self, input: Input, buf: &[u8]) {
+        let now = Instant::now();
+        match input {
+            Input::Datagram { len, from } => {
+                if len > self.config.max_message_bytes {
+                    metrics::counter!("junction_sip_oversize_dropped_total", "transport" => "udp").increment(1);
+                    debug!(%from, len, "SIP datagram larger than sip.max_message_bytes dropped");
+                    return;
+                }
+                self.ua.receive(now, buf.get(..len).unwrap_or_default(), Peer::udp(from));
+            }
+            Input::Tcp(event) => {
+                let live = &self.live;
+                let in_use = |addr| live.values().any(|l| l.signalling == Peer::tcp(addr));
+                if let Some((from, bytes)) = self.tcp.on_event(event, in_use) {
+                    self.ua.receive(now, &bytes, Peer::tcp(from));
+                }
+            }
+            Input::Command(command) => self.on_command(command),
+            Input::Timer => self.ua.handle_timeout(now),
+        }
+    }
+
+    /// Acts on the user agent's events and queues what it wants sent, until both are drained.
+    fn drain(&mut self) {
         loop {
             let mut busy = false;
             while let Some(event) = self.ua.poll_event() {
@@ -203,11 +260,18 @@ impl Stack {
             }
             while let Some(transmit) = self.ua.poll_transmit() {
                 busy = true;
-                self.send(transmit).await;
+                self.outbox.push(transmit);
             }
             if !busy {
                 return;
             }
+        }
+    }
+
+    /// Sends what the last input queued.
+    async fn flush(&mut self) {
+        for transmit in std::mem::take(&mut self.outbox) {
+            self.send(transmit).await;
         }
     }
 
@@ -222,13 +286,28 @@ impl Stack {
         }
     }
 
+    fn export_gauges(&self) {
+        let (servers, clients) = self.ua.transaction_counts();
+        metrics::gauge!("junction_sip_calls").set(self.live.len() as f64);
+        metrics::gauge!("junction_sip_transactions", "side" => "server").set(servers as f64);
+        metrics::gauge!("junction_sip_transactions", "side" => "client").set(clients as f64);
+        metrics::gauge!("junction_sip_tcp_connections").set(self.tcp.open() as f64);
+        metrics::gauge!("junction_sip_digest_nonces").set(self.nonces.outstanding() as f64);
+    }
+
     async fn stop_all(&mut self) {
-        let keys: Vec<CallKey> = self.live.keys().copied().collect();
-        for key in keys {
-            self.ua.hangup(Instant::now(), key);
-            self.finish(key, CallEnd::Shutdown);
+        let stopped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let keys: Vec<CallKey> = self.live.keys().copied().collect();
+            for key in keys {
+                self.ua.hangup(Instant::now(), key);
+                self.finish(key, CallEnd::Shutdown);
+            }
+            self.drain();
+        }));
+        if let Err(payload) = stopped {
+            self.recover(payload.as_ref());
         }
-        self.pump().await;
+        self.flush().await;
         info!("SIP stack stopped");
     }
 
@@ -307,6 +386,8 @@ impl Stack {
                 }
             }
             Command::Ping { key } => self.ua.ping(Instant::now(), key),
+            #[cfg(test)]
+            Command::Crash => panic!("a bug in the SIP stack"),
         }
     }
 }

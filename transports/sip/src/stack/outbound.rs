@@ -32,7 +32,9 @@ impl Stack {
         let local_rtp = sockets.local_addr();
         let offer = sdp::offer(local_rtp, origin);
         let from = format!("sip:{}@{}", request.from_user, self.advertised);
-        let credentials = request.trunk.as_ref().and_then(|t| Some((t.username.clone()?, t.password.clone()?)));
+        let outbound = request.trunk.as_ref().and_then(|t| t.outbound.as_ref());
+        let credentials = outbound.and_then(|o| Some((o.username.clone()?, o.password.clone()?)));
+        let signalling = request.to;
         let key = self.ua.invite(
             Instant::now(),
             Invitation { target: request.target.clone(), to: request.to, from: from.clone(), sdp: offer, credentials },
@@ -56,6 +58,8 @@ impl Stack {
                 id: record.id.clone(),
                 room: request.room,
                 identity: request.identity,
+                signalling,
+                inbound: false,
                 task: None,
                 pending: Some(sockets),
                 local_rtp,

@@ -1,11 +1,20 @@
 //! SIP over TCP: accepting connections, framing each stream into messages, writing responses
 //! and requests back on the connection they belong to, and opening connections for calls we
 //! place over TCP. Each connection runs in its own task; the stack sees only [`TcpEvent`]s.
+//!
+//! Connections are gated ([`TcpGate`]): in total and per remote IP address, counted from
+//! accept (or connect) to close, so a sender cannot hold more than its share of sockets. A
+//! connection buffers at most one message of `sip.max_message_bytes`, and one that is silent
+//! for `sip.tcp_idle_timeout_s` asks the stack whether a call still needs it; if none does,
+//! the stack closes it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -14,108 +23,235 @@ use tracing::{debug, warn};
 
 use crate::message::wire::StreamFramer;
 
-/// Open connections at once; more are refused.
-const MAX_CONNECTIONS: usize = 1024;
 /// Messages queued for writing on one connection.
 const WRITE_QUEUE: usize = 256;
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 4096;
+/// Least time between two log lines about refused connections.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub(crate) enum TcpEvent {
-    Opened { addr: SocketAddr, writer: mpsc::Sender<Bytes> },
-    Message { addr: SocketAddr, bytes: Vec<u8> },
-    Closed { addr: SocketAddr },
+    Opened {
+        addr: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
+    Message {
+        addr: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// Nothing came or went for the idle timeout: close unless a call uses the connection.
+    Idle {
+        addr: SocketAddr,
+    },
+    Closed {
+        addr: SocketAddr,
+    },
 }
 
-/// Accepts connections until shutdown.
-pub(crate) async fn accept(listener: TcpListener, events: mpsc::Sender<TcpEvent>, shutdown: CancellationToken) {
+/// The TCP limits of `[sip]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpLimits {
+    pub total: usize,
+    pub per_source: usize,
+    pub idle: Duration,
+    pub max_message: usize,
+}
+
+struct GateState {
+    open: usize,
+    per_source: HashMap<IpAddr, usize>,
+    last_refusal_log: Option<Instant>,
+}
+
+/// Counts open connections; a connection holds a [`Slot`] for as long as it lives.
+pub(crate) struct TcpGate {
+    limits: TcpLimits,
+    state: Mutex<GateState>,
+}
+
+/// One connection's place in the gate, given back on drop.
+pub(crate) struct Slot {
+    gate: Arc<TcpGate>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.gate.state.lock();
+        state.open = state.open.saturating_sub(1);
+        if let Some(count) = state.per_source.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                state.per_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl TcpGate {
+    pub(crate) fn new(limits: TcpLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            state: Mutex::new(GateState { open: 0, per_source: HashMap::new(), last_refusal_log: None }),
+        })
+    }
+
+    /// A slot for a connection with `ip`, or `None` past either cap.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Option<Slot> {
+        let mut state = self.state.lock();
+        let from_source = state.per_source.get(&ip).copied().unwrap_or(0);
+        let scope = if state.open >= self.limits.total {
+            "total"
+        } else if from_source >= self.limits.per_source {
+            "source"
+        } else {
+            state.open += 1;
+            *state.per_source.entry(ip).or_default() += 1;
+            return Some(Slot { gate: self.clone(), ip });
+        };
+        metrics::counter!("junction_sip_tcp_refused_total", "scope" => scope).increment(1);
+        if state.last_refusal_log.is_none_or(|at| now.saturating_duration_since(at) >= REFUSAL_LOG_EVERY) {
+            state.last_refusal_log = Some(now);
+            let (total, per) = (self.limits.total, self.limits.per_source);
+            warn!(%ip, scope, "SIP TCP connections at their cap ({total} in all, {per} per address): closing new ones (logged every {}s)", REFUSAL_LOG_EVERY.as_secs());
+        }
+        None
+    }
+
+    /// Connections open now.
+    pub(crate) fn open(&self) -> usize {
+        self.state.lock().open
+    }
+}
+
+/// Accepts connections until shutdown; those past the gate are closed at once.
+pub(crate) async fn accept(
+    listener: TcpListener,
+    gate: Arc<TcpGate>,
+    events: mpsc::Sender<TcpEvent>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
+                    let Some(slot) = gate.admit(addr.ip(), Instant::now()) else {
+                        drop(stream);
+                        continue;
+                    };
                     let (writer, queue) = mpsc::channel(WRITE_QUEUE);
                     if events.send(TcpEvent::Opened { addr, writer }).await.is_err() {
                         return;
                     }
-                    tokio::spawn(connection(stream, addr, queue, events.clone(), shutdown.clone()));
+                    let connection = Connection { addr, limits: gate.limits, events: events.clone(), _slot: slot };
+                    tokio::spawn(connection.run(stream, queue, shutdown.clone()));
                 }
                 Err(err) => {
                     warn!("SIP TCP accept failed: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+/// One connection's task.
+struct Connection {
     addr: SocketAddr,
-    mut queue: mpsc::Receiver<Bytes>,
+    limits: TcpLimits,
     events: mpsc::Sender<TcpEvent>,
-    shutdown: CancellationToken,
-) {
-    debug!(%addr, "SIP TCP connection open");
-    let (mut reader, mut writer) = stream.into_split();
-    let mut framer = StreamFramer::default();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            outgoing = queue.recv() => match outgoing {
-                Some(bytes) => {
-                    if writer.write_all(&bytes).await.is_err() {
-                        break;
+    _slot: Slot,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream, mut queue: mpsc::Receiver<Bytes>, shutdown: CancellationToken) {
+        let addr = self.addr;
+        debug!(%addr, "SIP TCP connection open");
+        let (mut reader, mut writer) = stream.into_split();
+        let mut framer = StreamFramer::with_max(self.limits.max_message);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut idle_at = tokio::time::Instant::now() + self.limits.idle;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(idle_at) => {
+                    // Asked again one period later if a call still holds the connection.
+                    idle_at = tokio::time::Instant::now() + self.limits.idle;
+                    if self.events.send(TcpEvent::Idle { addr }).await.is_err() {
+                        return;
                     }
                 }
-                None => break,
-            },
-            read = reader.read(&mut buf) => {
-                let len = match read {
-                    Ok(0) | Err(_) => break,
-                    Ok(len) => len,
-                };
-                framer.push(buf.get(..len).unwrap_or_default());
-                loop {
-                    match framer.next_message() {
-                        Ok(Some(bytes)) => {
-                            if events.send(TcpEvent::Message { addr, bytes }).await.is_err() {
+                outgoing = queue.recv() => match outgoing {
+                    Some(bytes) => {
+                        if writer.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                        idle_at = tokio::time::Instant::now() + self.limits.idle;
+                    }
+                    None => break,
+                },
+                read = reader.read(&mut buf) => {
+                    let len = match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(len) => len,
+                    };
+                    idle_at = tokio::time::Instant::now() + self.limits.idle;
+                    framer.push(buf.get(..len).unwrap_or_default());
+                    loop {
+                        match framer.next_message() {
+                            Ok(Some(bytes)) => {
+                                if self.events.send(TcpEvent::Message { addr, bytes }).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(err) => {
+                                debug!(%addr, "closing a SIP TCP connection: {err}");
+                                let _ = self.events.send(TcpEvent::Closed { addr }).await;
                                 return;
                             }
-                        }
-                        Ok(None) => break,
-                        Err(err) => {
-                            debug!(%addr, "closing SIP TCP connection: {err}");
-                            let _ = events.send(TcpEvent::Closed { addr }).await;
-                            return;
                         }
                     }
                 }
             }
         }
+        debug!(%addr, "SIP TCP connection closed");
+        let _ = self.events.send(TcpEvent::Closed { addr }).await;
     }
-    debug!(%addr, "SIP TCP connection closed");
-    let _ = events.send(TcpEvent::Closed { addr }).await;
 }
 
 /// The stack's view of the open connections, by remote address.
 pub(crate) struct Connections {
     writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    gate: Arc<TcpGate>,
     events: mpsc::Sender<TcpEvent>,
     shutdown: CancellationToken,
 }
 
 impl Connections {
-    pub(crate) fn new(events: mpsc::Sender<TcpEvent>, shutdown: CancellationToken) -> Self {
-        Self { writers: HashMap::new(), events, shutdown }
+    pub(crate) fn new(gate: Arc<TcpGate>, events: mpsc::Sender<TcpEvent>, shutdown: CancellationToken) -> Self {
+        Self { writers: HashMap::new(), gate, events, shutdown }
     }
 
-    /// Applies a connection event; returns a message to hand to the user agent.
-    pub(crate) fn on_event(&mut self, event: TcpEvent) -> Option<(SocketAddr, Vec<u8>)> {
+    /// Applies a connection event; returns a message to hand to the user agent. `in_use` says
+    /// whether a live call signals over a connection (an idle one that none uses is closed).
+    pub(crate) fn on_event(
+        &mut self,
+        event: TcpEvent,
+        in_use: impl Fn(SocketAddr) -> bool,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         match event {
             TcpEvent::Opened { addr, writer } => {
-                if self.writers.len() < MAX_CONNECTIONS {
-                    self.writers.insert(addr, writer);
+                self.writers.insert(addr, writer);
+                None
+            }
+            TcpEvent::Idle { addr } => {
+                if !in_use(addr) && self.writers.remove(&addr).is_some() {
+                    // Dropping the writer ends the connection's task, which closes the socket.
+                    debug!(%addr, "closing an idle SIP TCP connection");
+                    metrics::counter!("junction_sip_tcp_idle_closed_total").increment(1);
                 }
                 None
             }
@@ -127,7 +263,12 @@ impl Connections {
         }
     }
 
-    /// Writes on the connection to `addr`, opening one if there is none.
+    /// Connections open now (accepted or opened, until their task ends).
+    pub(crate) fn open(&self) -> usize {
+        self.gate.open()
+    }
+
+    /// Writes on the connection to `addr`, opening one if there is none (and the gate has room).
     pub(crate) fn send(&mut self, addr: SocketAddr, bytes: Bytes) {
         if let Some(writer) = self.writers.get(&addr) {
             if writer.try_send(bytes).is_err() {
@@ -135,19 +276,44 @@ impl Connections {
             }
             return;
         }
+        let Some(slot) = self.gate.admit(addr.ip(), Instant::now()) else {
+            debug!(%addr, "no room for another SIP TCP connection; message dropped");
+            return;
+        };
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let _ = writer.try_send(bytes);
         self.writers.insert(addr, writer);
-        let events = self.events.clone();
+        let connection = Connection { addr, limits: self.gate.limits, events: self.events.clone(), _slot: slot };
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             match TcpStream::connect(addr).await {
-                Ok(stream) => connection(stream, addr, queue, events, shutdown).await,
+                Ok(stream) => connection.run(stream, queue, shutdown).await,
                 Err(err) => {
                     warn!(%addr, "cannot open a SIP TCP connection: {err}");
-                    let _ = events.send(TcpEvent::Closed { addr }).await;
+                    let _ = connection.events.send(TcpEvent::Closed { addr }).await;
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_counts_per_address_and_in_all_and_frees_on_drop() {
+        let limits = TcpLimits { total: 3, per_source: 2, idle: Duration::from_secs(1), max_message: 1024 };
+        let gate = TcpGate::new(limits);
+        let now = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let first = gate.admit(a, now).unwrap();
+        let _second = gate.admit(a, now).unwrap();
+        assert!(gate.admit(a, now).is_none(), "two per address");
+        let _third = gate.admit(b, now).unwrap();
+        assert!(gate.admit("192.0.2.3".parse().unwrap(), now).is_none(), "three in all");
+        drop(first);
+        assert_eq!(gate.open(), 2);
+        assert!(gate.admit(a, now).is_some(), "a closed connection frees its place");
     }
 }

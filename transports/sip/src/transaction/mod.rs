@@ -4,6 +4,10 @@
 //! away (D, I, J, K, and RFC 6026's L and M). Time comes in as `now`; bytes to send come out of
 //! [`Transactions::poll_transmit`]; nothing here owns a socket or a clock.
 //!
+//! The server side is capped ([`TxnLimits`]): in total and per source address. A request past
+//! either cap gets a stateless 503 with Retry-After and leaves nothing behind, so a flood of
+//! requests with fresh branches costs a bounded table (each entry lingers 64·T1 over UDP).
+//!
 //! Written by hand: the maintained Rust SIP crates either bundle their own transports and
 //! runtimes or leave this layer out, and rsip (our parser) deliberately has none.
 
@@ -11,12 +15,13 @@ mod client;
 mod server;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rsip::{Method, Request, Response};
 
-use crate::message::{Head, Peer};
+use crate::message::{Head, Peer, build};
 
 pub use client::ClientState;
 pub use server::ServerState;
@@ -44,6 +49,25 @@ impl TimerConfig {
         self.t1 * 64
     }
 }
+
+/// How many server transactions may live at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnLimits {
+    pub total: usize,
+    /// From one IP address (any port, any transport).
+    pub per_source: usize,
+}
+
+impl Default for TxnLimits {
+    fn default() -> Self {
+        Self { total: 10_000, per_source: 500 }
+    }
+}
+
+/// Seconds a sender refused for overload is asked to wait (Retry-After).
+const OVERLOAD_RETRY_AFTER_S: u32 = 10;
+/// Least time between two log lines about overload.
+const OVERLOAD_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Names a server transaction (§17.2.3): the top Via's branch and sent-by, and the method,
 /// with ACK folded into INVITE so an ACK finds the INVITE it acknowledges.
@@ -98,14 +122,33 @@ pub enum TxnEvent {
 /// All live transactions of one user agent.
 pub struct Transactions {
     timers: TimerConfig,
+    limits: TxnLimits,
     servers: HashMap<ServerKey, server::ServerTxn>,
+    /// Server transactions per source address, kept in step with `servers`.
+    per_source: HashMap<IpAddr, usize>,
     clients: HashMap<ClientKey, client::ClientTxn>,
     transmits: VecDeque<Transmit>,
+    /// Requests refused for overload so far.
+    refused: u64,
+    last_overload_log: Option<Instant>,
 }
 
 impl Transactions {
     pub fn new(timers: TimerConfig) -> Self {
-        Self { timers, servers: HashMap::new(), clients: HashMap::new(), transmits: VecDeque::new() }
+        Self::with_limits(timers, TxnLimits::default())
+    }
+
+    pub fn with_limits(timers: TimerConfig, limits: TxnLimits) -> Self {
+        Self {
+            timers,
+            limits,
+            servers: HashMap::new(),
+            per_source: HashMap::new(),
+            clients: HashMap::new(),
+            transmits: VecDeque::new(),
+            refused: 0,
+            last_overload_log: None,
+        }
     }
 
     pub fn timers(&self) -> TimerConfig {
@@ -124,11 +167,17 @@ impl Transactions {
         if method == Method::Ack {
             return Some(TxnEvent::Request { key: None, request, head, from });
         }
-        let txn = server::ServerTxn::new(request.clone(), from);
-        self.servers.insert(key.clone(), txn);
+        let source = from.addr.ip();
+        let from_source = self.per_source.get(&source).copied().unwrap_or(0);
+        if self.servers.len() >= self.limits.total || from_source >= self.limits.per_source {
+            self.refuse_overload(now, &request, from, from_source >= self.limits.per_source);
+            return None;
+        }
+        self.servers.insert(key.clone(), server::ServerTxn::new(method, from));
+        *self.per_source.entry(source).or_default() += 1;
         if method == Method::Invite {
             // §17.2.1: a 100 Trying right away stops the client's INVITE retransmissions.
-            let trying = crate::message::build::response(&request, 100, None);
+            let trying = build::response(&request, 100, None);
             self.respond(now, &key, trying);
         }
         Some(TxnEvent::Request { key: Some(key), request, head, from })
@@ -142,9 +191,22 @@ impl Transactions {
         }
     }
 
-    /// The request that opened a server transaction.
-    pub fn server_request(&self, key: &ServerKey) -> Option<&Request> {
-        self.servers.get(key).map(|t| &t.request)
+    /// Answers a request past a cap with 503 and Retry-After, creating no transaction (its
+    /// retransmissions get the same answer, statelessly).
+    fn refuse_overload(&mut self, now: Instant, request: &Request, from: Peer, per_source: bool) {
+        self.refused += 1;
+        let scope = if per_source { "source" } else { "total" };
+        metrics::counter!("junction_sip_overload_refused_total", "scope" => scope).increment(1);
+        if self.last_overload_log.is_none_or(|at| now.saturating_duration_since(at) >= OVERLOAD_LOG_EVERY) {
+            self.last_overload_log = Some(now);
+            let (total, per) = (self.limits.total, self.limits.per_source);
+            tracing::warn!(from = %from, scope, "SIP transactions at their cap ({total} in all, {per} per source): refusing new requests with 503 (logged every {}s)", OVERLOAD_LOG_EVERY.as_secs());
+        }
+        let mut response = build::response(request, 503, Some(&build::new_tag()));
+        build::add_header(&mut response, build::other("Retry-After", OVERLOAD_RETRY_AFTER_S.to_string()));
+        let why = if per_source { "too many transactions from this address" } else { "too many transactions" };
+        build::add_header(&mut response, build::warning(why));
+        self.transmits.push_back(Transmit { to: from, bytes: encode(&response) });
     }
 
     pub fn server_state(&self, key: &ServerKey) -> Option<ServerState> {
@@ -204,7 +266,20 @@ impl Transactions {
                 events.push(TxnEvent::Timeout { key: key.clone() });
             }
         }
-        self.servers.retain(|_, t| t.state != ServerState::Terminated);
+        let per_source = &mut self.per_source;
+        self.servers.retain(|_, t| {
+            let keep = t.state != ServerState::Terminated;
+            if !keep {
+                let ip = t.peer.addr.ip();
+                let left = per_source.get(&ip).copied().unwrap_or(1).saturating_sub(1);
+                if left == 0 {
+                    per_source.remove(&ip);
+                } else {
+                    per_source.insert(ip, left);
+                }
+            }
+            keep
+        });
         self.clients.retain(|_, t| t.state != ClientState::Terminated);
         events
     }
@@ -216,6 +291,11 @@ impl Transactions {
     /// Live transactions (server, client), for tests and metrics.
     pub fn counts(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
+    }
+
+    /// Requests refused for overload so far, and the sources holding server transactions.
+    pub fn overload(&self) -> (u64, usize) {
+        (self.refused, self.per_source.len())
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rsip::{Method, Request, Response};
+use rsip::{Method, Response};
 
 use super::{TimerConfig, Transmit, encode};
 use crate::message::Peer;
@@ -24,11 +24,12 @@ pub enum ServerState {
     Terminated,
 }
 
+/// Holds only what answering retransmissions needs — not the request, so a table full of
+/// lingering transactions stays small.
 pub(crate) struct ServerTxn {
-    pub(crate) request: Request,
     pub(crate) state: ServerState,
     invite: bool,
-    peer: Peer,
+    pub(crate) peer: Peer,
     last_response: Option<Bytes>,
     /// Timer G: the next retransmission of a failure response and the current interval.
     retransmit: Option<(Instant, Duration)>,
@@ -37,10 +38,10 @@ pub(crate) struct ServerTxn {
 }
 
 impl ServerTxn {
-    pub(crate) fn new(request: Request, peer: Peer) -> Self {
-        let invite = request.method == Method::Invite;
+    pub(crate) fn new(method: Method, peer: Peer) -> Self {
+        let invite = method == Method::Invite;
         let state = if invite { ServerState::Proceeding } else { ServerState::Trying };
-        Self { request, state, invite, peer, last_response: None, retransmit: None, deadline: None }
+        Self { state, invite, peer, last_response: None, retransmit: None, deadline: None }
     }
 
     fn unreliable(&self) -> bool {

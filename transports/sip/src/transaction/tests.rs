@@ -227,3 +227,40 @@ fn stray_2xx_for_a_finished_invite_goes_to_the_dialog() {
     let (busy, head) = response_to(&invite, 486);
     assert!(layer.receive_response(t0, busy, head).is_none());
 }
+
+#[test]
+fn server_transactions_are_capped_per_source_and_in_all_and_swept() {
+    let mut layer = Transactions::with_limits(TimerConfig::default(), TxnLimits { total: 5, per_source: 3 });
+    let t0 = Instant::now();
+    let from = |ip: &str| Peer::udp(format!("{ip}:5099").parse().unwrap());
+    let options = |n: u32, peer: Peer, layer: &mut Transactions| {
+        let request = request(Method::Options, &format!("z9hG4bK-flood{n}"));
+        let passed = layer.receive_request(t0, request.clone(), head(&request), peer);
+        if let Some(TxnEvent::Request { key: Some(key), .. }) = &passed {
+            layer.respond(t0, key, build::response(&request, 200, Some("t")));
+        }
+        passed.is_some()
+    };
+    let flooder = from("192.0.2.66");
+    let admitted: Vec<bool> = (0..10).map(|n| options(n, flooder, &mut layer)).collect();
+    assert_eq!(admitted.iter().filter(|a| **a).count(), 3, "three from one address");
+    let lines = sent(&mut layer);
+    assert_eq!(lines.iter().filter(|l| *l == "SIP/2.0 503 Service Unavailable").count(), 7, "{lines:?}");
+    assert_eq!(layer.counts().0, 3, "the refused ones left nothing behind");
+
+    // Another sender still gets in, up to the total.
+    assert!(options(100, from("192.0.2.1"), &mut layer));
+    assert!(options(101, from("192.0.2.2"), &mut layer));
+    assert!(!options(102, from("192.0.2.3"), &mut layer), "five in all");
+    let refusal = std::iter::from_fn(|| layer.poll_transmit()).last().unwrap();
+    let text = String::from_utf8_lossy(&refusal.bytes).to_string();
+    assert!(text.contains("Retry-After: 10") && text.contains("Warning: 399 junction"), "{text}");
+    assert_eq!(layer.overload(), (8, 3));
+
+    // Once they linger out (timer J, 64·T1 over UDP) the table is empty and the flooder is
+    // welcome again.
+    run_until(&mut layer, t0, Duration::from_secs(33));
+    assert_eq!(layer.counts(), (0, 0));
+    assert_eq!(layer.overload().1, 0, "the per-source counts are swept too");
+    assert!(options(200, flooder, &mut layer));
+}

@@ -55,11 +55,7 @@ pub(super) fn bad_raw_request(out: &mut VecDeque<Transmit>, raw: &RawMessage, fr
     out.push_back(Transmit { to: from, bytes: text.into_bytes().into() });
 }
 
-/// A Warning header explaining a refusal (RFC 3261 §20.43, code 399: miscellaneous).
-pub(crate) fn warning(text: &str) -> Header {
-    let text: String = text.chars().filter(|c| *c != '"' && !c.is_control()).take(160).collect();
-    Header::Warning(headers::Warning::new(format!("399 junction \"{text}\"")))
-}
+pub(crate) use crate::message::build::warning;
 
 impl UserAgent {
     pub(super) fn handle_request(
@@ -332,7 +328,7 @@ impl UserAgent {
             initial,
             bytes,
             to,
-            retransmit: Retransmit { next: now + timers.t1, interval: timers.t1, give_up: now + timers.timeout() },
+            retransmit: Retransmit { next: now + timers.t1, interval: timers.t1, give_up: now + self.ack_timeout },
         })
     }
 

@@ -26,7 +26,22 @@ pub use dialog::{Dialog, addr_spec, uri_addr};
 pub(crate) use inbound::warning;
 
 use crate::message::{Head, Peer, Unparsed};
-use crate::transaction::{ClientKey, ServerKey, TimerConfig, Transactions, Transmit, TxnEvent};
+use crate::transaction::{ClientKey, ServerKey, TimerConfig, Transactions, Transmit, TxnEvent, TxnLimits};
+
+/// What the user agent keeps bounded: its transaction table, and how long an answered INVITE
+/// may wait for its ACK before the call is hung up (its slot and ports freed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UaLimits {
+    pub transactions: TxnLimits,
+    /// RFC 3261 §13.3.1.4 gives up after 64·T1 (32 s).
+    pub ack_timeout: Duration,
+}
+
+impl Default for UaLimits {
+    fn default() -> Self {
+        Self { transactions: TxnLimits::default(), ack_timeout: TimerConfig::default().timeout() }
+    }
+}
 
 /// Names one call inside the user agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,6 +172,7 @@ pub struct Invitation {
 
 pub struct UserAgent {
     txns: Transactions,
+    ack_timeout: Duration,
     local_udp: SocketAddr,
     local_tcp: SocketAddr,
     calls: HashMap<CallKey, Call>,
@@ -173,8 +189,18 @@ pub struct UserAgent {
 impl UserAgent {
     /// A user agent that advertises `local_udp` / `local_tcp` in its Via and Contact headers.
     pub fn new(timers: TimerConfig, local_udp: SocketAddr, local_tcp: SocketAddr) -> Self {
+        Self::with_limits(
+            timers,
+            UaLimits { ack_timeout: timers.timeout(), ..UaLimits::default() },
+            local_udp,
+            local_tcp,
+        )
+    }
+
+    pub fn with_limits(timers: TimerConfig, limits: UaLimits, local_udp: SocketAddr, local_tcp: SocketAddr) -> Self {
         Self {
-            txns: Transactions::new(timers),
+            txns: Transactions::with_limits(timers, limits.transactions),
+            ack_timeout: limits.ack_timeout,
             local_udp,
             local_tcp,
             calls: HashMap::new(),
@@ -205,6 +231,17 @@ impl UserAgent {
     /// Live transactions (server, client).
     pub fn transaction_counts(&self) -> (usize, usize) {
         self.txns.counts()
+    }
+
+    /// Requests refused for overload so far, and the sources holding server transactions.
+    pub fn overload(&self) -> (u64, usize) {
+        self.txns.overload()
+    }
+
+    /// Sizes of the user agent's tables — calls, dialogs, INVITE and client transaction
+    /// indexes — for the stack's metrics and the tests that check every one is swept.
+    pub fn table_sizes(&self) -> [usize; 4] {
+        [self.calls.len(), self.dialogs.len(), self.invites.len(), self.clients.len()]
     }
 
     /// Bytes that arrived from `from`.

@@ -139,6 +139,24 @@ fn unacknowledged_answer_is_hung_up() {
 }
 
 #[test]
+fn the_ack_deadline_is_configurable_and_frees_the_call() {
+    let t0 = Instant::now();
+    let limits = UaLimits { ack_timeout: Duration::from_secs(2), ..UaLimits::default() };
+    let local: std::net::SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    let mut ua = UserAgent::with_limits(TimerConfig::default(), limits, local, local);
+    let (call, _) = answered_call(&mut ua, t0);
+    advance(&mut ua, t0, Duration::from_millis(1900));
+    assert!(events(&mut ua).is_empty(), "still waiting for the ACK");
+    advance(&mut ua, t0, Duration::from_millis(2100));
+    assert!(matches!(events(&mut ua).as_slice(), [UaEvent::Ended { call: c, reason: EndReason::NoAck }] if *c == call));
+    // The BYE's transaction times out (nobody answers) and every table is swept.
+    advance(&mut ua, t0, Duration::from_secs(80));
+    assert_eq!(ua.call_count(), 0);
+    assert_eq!(ua.table_sizes(), [0, 0, 0, 0]);
+    assert_eq!(ua.transaction_counts(), (0, 0));
+}
+
+#[test]
 fn cancel_before_answer_terminates_the_invite() {
     let t0 = Instant::now();
     let mut ua = ua();
@@ -276,8 +294,8 @@ fn dial_out_answers_a_digest_challenge_once() {
     let mut ua = ua();
     ua.invite(t0, invitation(Some(("junction", "pw"))));
     let first = sent(&mut ua);
-    let nonces = crate::digest::Nonces::new();
-    let challenge = format!("WWW-Authenticate: {}", nonces.challenge("sipp", std::time::SystemTime::now(), false));
+    let mut nonces = crate::digest::Nonces::new(4);
+    let challenge = format!("WWW-Authenticate: {}", nonces.challenge("sipp", t0, false));
     ua.receive(t0, &reply(&first[0], 401, "b1", &challenge, ""), phone());
     let out = sent(&mut ua);
     assert_eq!(
@@ -287,7 +305,9 @@ fn dial_out_answers_a_digest_challenge_once() {
     let SipMessage::Request(retry) = &out[1] else { panic!() };
     assert_eq!(Head::of(retry).unwrap().cseq, 2);
     let authorization = crate::message::header_value(retry, "Authorization").expect("Authorization");
-    let verdict = nonces.verify(&authorization, "INVITE", "sipp", "pw", std::time::SystemTime::now());
+    let uri = format!("sip:bob@{PHONE}");
+    let request = crate::digest::Challenged { method: "INVITE", uri: &uri, realm: "sipp" };
+    let verdict = nonces.verify(&authorization, request, "pw", t0);
     assert_eq!(verdict, crate::digest::Verdict::Valid);
     // A second challenge means the credentials are wrong.
     ua.receive(t0, &reply(&out[1], 401, "b2", &challenge, ""), phone());
@@ -301,14 +321,16 @@ fn dial_out_answers_a_proxy_challenge_with_proxy_authorization() {
     let mut ua = ua();
     ua.invite(t0, invitation(Some(("junction", "pw"))));
     let first = sent(&mut ua);
-    let nonces = crate::digest::Nonces::new();
-    let challenge = format!("Proxy-Authenticate: {}", nonces.challenge("proxy", std::time::SystemTime::now(), false));
+    let mut nonces = crate::digest::Nonces::new(4);
+    let challenge = format!("Proxy-Authenticate: {}", nonces.challenge("proxy", t0, false));
     ua.receive(t0, &reply(&first[0], 407, "p1", &challenge, ""), phone());
     let out = sent(&mut ua);
     let SipMessage::Request(retry) = &out[1] else { panic!("a new INVITE") };
     assert!(crate::message::header_value(retry, "Authorization").is_none());
     let answer = crate::message::header_value(retry, "Proxy-Authorization").expect("Proxy-Authorization");
-    let verdict = nonces.verify(&answer, "INVITE", "proxy", "pw", std::time::SystemTime::now());
+    let uri = format!("sip:bob@{PHONE}");
+    let request = crate::digest::Challenged { method: "INVITE", uri: &uri, realm: "proxy" };
+    let verdict = nonces.verify(&answer, request, "pw", t0);
     assert_eq!(verdict, crate::digest::Verdict::Valid);
 }
 
