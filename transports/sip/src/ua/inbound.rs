@@ -139,11 +139,17 @@ impl UserAgent {
             }
         }
 
-        let call = self.new_key();
-        let local = self.local_for(from);
         let remote_target = crate::message::header_value(&request, "Contact")
             .and_then(|c| dialog::addr_spec(&c))
-            .unwrap_or_else(|| head.from.uri.clone());
+            .or_else(|| dialog::sendable(head.from.uri.clone()));
+        let Some(remote_target) = remote_target else {
+            // Our in-dialog requests (BYE, re-INVITE) go to this URI: one we cannot write is a
+            // call we could never hang up.
+            self.reply(now, &key, &request, 400, vec![warning("the Contact (or From) URI cannot be used")]);
+            return;
+        };
+        let call = self.new_key();
+        let local = self.local_for(from);
         let dialog = dialog::Dialog {
             call_id: head.call_id.clone(),
             local_tag: build::new_tag(),

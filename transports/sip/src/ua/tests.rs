@@ -448,3 +448,18 @@ fn a_400_never_echoes_a_header_value_holding_a_line_break() {
     assert!(!text.contains("Injected"), "{text:?}");
     assert!(text.contains("branch=z9hG4bK-cr"), "the clean Via is echoed: {text:?}");
 }
+
+#[test]
+fn an_invite_whose_contact_cannot_be_written_back_is_refused() {
+    // Found by fuzzing (sip_ua): rsip read this Contact leniently, and the BYE sent to it later
+    // had a request line nobody can parse, so the call could not be hung up.
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let invite = phone_request("INVITE", "z9hG4bK-ct", 1, None, OFFER)
+        .replace("Contact: <sip:alice@127.0.0.1:5099>", "Contact: <sip       \t:alice@e\">")
+        .replace("From: <sip:alice@127.0.0.1>", "From: <sip       \t:alice@e\">");
+    ua.receive(t0, invite.as_bytes(), phone());
+    let out = sent(&mut ua);
+    assert_eq!(lines(&out).last().map(String::as_str), Some("SIP/2.0 400 Bad Request"), "{out:?}");
+    assert_eq!(ua.call_count(), 0);
+}
