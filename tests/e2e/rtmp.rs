@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use junction_endpoint::codec::tone;
+use junction_audio::codec::tone;
 use reqwest::Method;
 use rml_rtmp::sessions::ClientSessionEvent;
 use serde_json::{Value, json};

@@ -1,11 +1,11 @@
 //! Audio checks for end-to-end tests: decode what a client received (Opus packets via libopus,
 //! G.711 payloads, media files via ffmpeg) to 16-bit PCM and find the tone in it.
 //!
-//! The G.711 decoder here is written independently of the server's (`junction_endpoint::codec::
+//! The G.711 decoder here is written independently of the server's (`junction_audio::codec::
 //! g711`), so a test does not check the server's codec with itself; the frequency finder is the
 //! toolkit's analysis function, which is not what these tests are about.
 
-use junction_endpoint::codec::tone;
+use junction_audio::codec::tone;
 
 /// Opus's RTP clock and the rate [`OpusToPcm`] decodes at.
 pub const OPUS_RATE: u32 = 48_000;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use junction_auth::Authority;
-use junction_endpoint::Engine;
+use junction_engine::Engine;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use junction_auth::Authority;
-use junction_endpoint::Engine;
-use junction_endpoint::gate::ConnectionGate;
+use junction_engine::Engine;
+use junction_engine::gate::ConnectionGate;
 use moq_transport::session::transport::quinn::quinn;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

@@ -7,11 +7,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use junction_audio::codec::opus::OpusDecoder;
+use junction_audio::codec::{AudioDecoder, default_adapters, tone};
 use junction_auth::{Authority, IngressKind};
 use junction_core::{Codec, EndpointEvent, MediaFrame, MediaOut, PeerId, RoomId, TransportKind};
-use junction_endpoint::codec::opus::OpusDecoder;
-use junction_endpoint::codec::{AudioDecoder, default_adapters, tone};
-use junction_endpoint::{Engine, EngineConfig, JoinRequest, SystemClock};
+use junction_engine::{Engine, EngineConfig, JoinRequest, SystemClock};
 use junction_rtmp::RtmpConfig;
 use tokio_util::sync::CancellationToken;
 

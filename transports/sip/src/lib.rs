@@ -25,8 +25,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use junction_endpoint::Engine;
-use junction_endpoint::mixer::Mixer;
+use junction_audio::mixer::Mixer;
+use junction_engine::Engine;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,7 @@
 //! One UDP socket serves every session: a single driver task reads it, drops what is malformed
 //! ([`validate`]) and routes each datagram by ICE ufrag and STUN integrity, then by remote
 //! address ([`udp_mux`]); each session is a task that owns its
-//! str0m `Rtc` and its engine [`Endpoint`](junction_endpoint::Endpoint), and bridges the two:
+//! str0m `Rtc` and its engine [`Endpoint`](junction_engine::Endpoint), and bridges the two:
 //! what the peer sends is published as tracks, what the peer receives comes from its
 //! subscriptions, keyframe requests and bandwidth estimates flow both ways. The server is
 //! ICE-lite; DTLS-SRTP, RTX/NACK, TWCC and bandwidth estimation come from str0m.
@@ -11,13 +11,13 @@
 //! Signalling surfaces (WHIP/WHEP, the browser WebSocket) use it in three steps:
 //!
 //! ```no_run
-//! # async fn demo(transport: junction_webrtc::WebrtcTransport, engine: junction_endpoint::Engine,
-//! #   join: junction_endpoint::JoinRequest, offer_sdp: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(transport: junction_webrtc::WebrtcTransport, engine: junction_engine::Engine,
+//! #   join: junction_engine::JoinRequest, offer_sdp: &str) -> Result<(), Box<dyn std::error::Error>> {
 //! use junction_webrtc::{EgressPolicy, SessionSpec};
 //! // 1. Negotiate: parse the offer, answer it (nothing is joined or registered yet).
 //! let negotiated = transport.negotiate(offer_sdp)?;
 //! // 2. Join the engine, telling it the codecs this peer can receive.
-//! let joined = engine.join(junction_endpoint::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
+//! let joined = engine.join(junction_engine::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
 //! // 3. Start the session task; it runs by itself until the peer leaves, times out or is kicked.
 //! let answer = negotiated.answer_sdp().to_owned();
 //! let handle = negotiated.start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::viewer(None)));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use junction_core::{Codec, LayerInfo, MediaKind};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
 use str0m::change::SdpOffer;
 use str0m::media::{Media, MediaKind as WireKind, Mid, Rids, SimulcastLayer};
 use str0m::{Candidate, IceCreds, Rtc};
@@ -250,7 +250,7 @@ impl Negotiated {
         self.media_lines().any(|l| l.peer_receives && !l.codecs.is_empty())
     }
 
-    /// The codecs the peer can receive, for [`junction_endpoint::JoinRequest::accept_codecs`]:
+    /// The codecs the peer can receive, for [`junction_engine::JoinRequest::accept_codecs`]:
     /// tracks in other codecs are transcoded by the engine where it can.
     pub fn accept_codecs(&self) -> Vec<Codec> {
         let mut codecs = Vec::new();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, Codec, MediaOut, PeerId, RoomId, TransportKind};
-use junction_endpoint::{Engine, EngineConfig, JoinRequest};
+use junction_engine::{Engine, EngineConfig, JoinRequest};
 use junction_webrtc::{EgressPolicy, SessionEvent, SessionSpec, WebrtcConfig, WebrtcTransport};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
@@ -126,7 +126,7 @@ async fn media_plane(config: WebrtcConfig) -> (WebrtcTransport, CancellationToke
 }
 
 /// The indexes of the frames a viewer receives within `window`.
-async fn frames_within(viewer: &mut junction_endpoint::EndpointMedia, window: Duration) -> Vec<u32> {
+async fn frames_within(viewer: &mut junction_engine::EndpointMedia, window: Duration) -> Vec<u32> {
     let mut indexes = Vec::new();
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(Some(item)) = tokio::time::timeout_at(deadline, viewer.recv()).await {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::{Codec, MediaFrame, MediaKind, MediaTime, PeerId, PublishRequest, RoomId, TransportKind};
-use junction_endpoint::{Engine, EngineConfig, JoinRequest};
+use junction_engine::{Engine, EngineConfig, JoinRequest};
 use junction_webrtc::{EgressPolicy, SessionEvent, SessionSpec, WebrtcConfig};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;

@@ -19,7 +19,7 @@ pub mod sdpfrag;
 
 use axum::Router;
 use junction_auth::Authority;
-use junction_endpoint::Engine;
+use junction_engine::Engine;
 use junction_webrtc::WebrtcTransport;
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,7 @@
 //! handle, and room events come back as its signals. Either way one task owns the endpoint.
 
 use junction_core::{CloseReason, ContractError, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
 use junction_webrtc::{SessionError, SessionHandle, SessionSignal, SessionSpec};
 use tokio::sync::mpsc;
 

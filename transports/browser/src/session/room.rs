@@ -9,7 +9,7 @@ use junction_core::{
     CloseReason, Codec, DataMessage, EndpointEvent, LayerPreference, PeerId, PeerInfo, RoomId, RoomMode,
     SubscribeOptions, TransportKind,
 };
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
+use junction_engine::{DuplicatePolicy, JoinRequest};
 use serde_json::Value;
 
 use super::link::{RoomInput, RoomPeer};

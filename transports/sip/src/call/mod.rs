@@ -13,12 +13,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use junction_audio::mixer::{FRAME_SAMPLES, MixListener, Mixer};
 use junction_core::{
     Codec, DataMessage, EndpointEvent, PeerId, PublishRequest, RoomId, TrackId, TrackSource, TransportKind,
 };
-use junction_endpoint::mixer::{FRAME_SAMPLES, MixListener, Mixer};
-use junction_endpoint::supervise;
-use junction_endpoint::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
+use junction_engine::supervise;
+use junction_engine::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};

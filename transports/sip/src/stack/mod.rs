@@ -19,9 +19,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use junction_audio::mixer::Mixer;
 use junction_core::{PeerId, RoomId};
-use junction_endpoint::Engine;
-use junction_endpoint::mixer::Mixer;
+use junction_engine::Engine;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;

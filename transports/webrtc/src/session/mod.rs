@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaKind, PeerId, RoomId, SessionId, TrackId};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
 use str0m::media::{MediaKind as WireKind, Mid};
 use str0m::{Candidate, IceCreds, Rtc};
 use tokio::sync::{mpsc, oneshot};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaOut, PeerId, SubscribeOptions};
-use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack, supervise};
+use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack, supervise};
 use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;

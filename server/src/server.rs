@@ -1,0 +1,275 @@
+//! `junction serve`: builds the engine, starts every transport, serves HTTP, prints where
+//! everything listens, and shuts down gracefully on SIGINT/SIGTERM, in this order: rooms are
+//! closed (peers are told), HTTP drains, the webhooks of everything that happened are delivered
+//! (within `webhook.shutdown_grace_s`), the process exits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use junction_audio::mixer::{MixConfig, Mixer};
+use junction_auth::{ApiKey, Authority, DEFAULT_KEY_ID};
+use junction_core::RoomOptions;
+use junction_core::ids::random_id;
+use junction_engine::{Engine, EngineConfig, SystemClock};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState, IngressUrls};
+use crate::config::{Config, Sources};
+use crate::listener::HttpLimits;
+use crate::pages::{Link, Service};
+use crate::{metrics, webhook};
+
+/// How long HTTP connections get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the transports add to the server: routes, banner lines, home-page links, ingest URLs.
+#[derive(Default)]
+pub struct Wiring {
+    /// Routes under `/v1`, behind the API key.
+    pub api: Router,
+    /// Public routes (WHIP/WHEP, WebSocket, pages, SDK).
+    pub public: Router,
+    pub services: Vec<Service>,
+    pub pages: Vec<Link>,
+    pub ingress_urls: IngressUrls,
+}
+
+pub fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        subscriber_queue: config.rooms.subscriber_queue,
+        auto_create_rooms: config.rooms.auto_create,
+        room_defaults: RoomOptions {
+            max_peers: config.rooms.max_peers,
+            empty_timeout: Duration::from_secs(config.rooms.empty_timeout_s),
+            ..RoomOptions::default()
+        },
+        max_sessions_per_token: config.auth.max_sessions_per_token,
+        end_sessions_at_expiry: config.auth.end_sessions_at_expiry,
+        ..EngineConfig::default()
+    }
+}
+
+pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dev_mode = config.dev_mode();
+    // Development mode: one generated key, printed in the banner; likewise the webhook secret.
+    let dev_key = dev_mode.then(|| random_id("dev_", 32));
+    let keys = match &dev_key {
+        Some(key) => vec![ApiKey::new(DEFAULT_KEY_ID, key)],
+        None => config.api_keys(),
+    };
+    let authority = Authority::with_keys(keys, &config.signing_key()).context("API keys ([auth] keys, api_key)")?;
+    let dev_webhook_secret =
+        (config.webhook.secret.is_none() && !config.webhook.urls.is_empty()).then(|| random_id("whsec_", 32));
+    let webhook_secret = config.webhook.secret.clone().or_else(|| dev_webhook_secret.clone()).unwrap_or_default();
+    info!(file = ?sources.file, env = ?sources.env, flags = ?sources.flags, "configuration loaded");
+    info!(keys = ?authority, "API keys");
+    let metrics = metrics::install().context("installing the metrics recorder")?;
+    // The engine transcodes audio (AAC, Opus, G.711) for subscribers that cannot take a track's codec.
+    let engine =
+        Engine::with_parts(engine_config(&config), Arc::new(SystemClock), junction_audio::codec::default_adapters());
+    let shutdown = CancellationToken::new();
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    let public_url = config.public_url(http_addr);
+
+    let mut wiring = Wiring {
+        services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
+        ..Wiring::default()
+    };
+    // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
+    let mixer = Mixer::new(engine.clone(), MixConfig { speakers: config.sip.mix_speakers, ..MixConfig::default() });
+
+    // SIP: phones dial into rooms (trunks, dispatch rules, PINs) and rooms dial out to phones.
+    if config.sip.enabled {
+        let sip = junction_sip::start(engine.clone(), mixer.clone(), config.sip.clone(), shutdown.clone())
+            .await
+            .context("starting SIP (sip.listen)")?;
+        wiring.api = wiring.api.merge(sip.api);
+        wiring.services.push(Service {
+            name: "sip",
+            url: sip.uri,
+            about: "SIP over UDP and TCP: dial-in and dial-out",
+        });
+    }
+
+    if config.rtmp.enabled {
+        let rtmp =
+            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
+        wiring.services.push(Service {
+            name: "rtmp",
+            url: rtmp.url(),
+            about: "RTMP ingest (OBS, ffmpeg) and playback",
+        });
+        wiring.ingress_urls.rtmp = Some(rtmp.url());
+    }
+
+    if config.moq.enabled {
+        let moq = junction_moq::start(&config.moq, engine.clone(), authority.clone(), shutdown.clone())
+            .context("starting Media over QUIC ([moq])")?;
+        wiring.services.push(Service {
+            name: "moq",
+            url: moq.url.clone(),
+            about: "Media over QUIC draft-18: WebTransport, or raw QUIC (moqt://, ALPN moqt-18)",
+        });
+        if let Some(ca) = &moq.dev_ca_file {
+            wiring.services.push(Service {
+                name: "moq-ca",
+                url: ca.display().to_string(),
+                about: "generated development CA (PEM) for MoQ clients to trust",
+            });
+            wiring.services.push(Service {
+                name: "moq-hash",
+                url: format!("sha256:{}", moq.fingerprint),
+                about: "MoQ certificate hash for WebTransport serverCertificateHashes",
+            });
+        }
+    }
+
+    // WebRTC media plane, and WHIP/WHEP on top of it.
+    let mut webrtc = None;
+    let mut whip_options = None;
+    if config.webrtc.enabled {
+        let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
+        webrtc = Some(transport.clone());
+        wiring.services.push(Service {
+            name: "webrtc",
+            url: format!("udp://{}", transport.advertised_addr()),
+            about: "WebRTC media (ICE-lite, one UDP port for every session)",
+        });
+        if config.whip.enabled {
+            let whip = junction_whip::WhipState::new(engine.clone(), authority.clone(), transport, config.whip.clone());
+            wiring.public = wiring.public.merge(junction_whip::router(whip));
+            wiring.services.push(Service {
+                name: "whip",
+                url: format!("{public_url}/whip"),
+                about: "WHIP ingest: POST /whip/{room}",
+            });
+            wiring.services.push(Service {
+                name: "whep",
+                url: format!("{public_url}/whep"),
+                about: "WHEP egress: POST /whep/{room}",
+            });
+            wiring.pages.push(Link {
+                title: "WHIP publisher",
+                href: "/whip.html".into(),
+                about: "publish this browser's camera into a room",
+            });
+            wiring.pages.push(Link {
+                title: "WHEP player",
+                href: "/whep.html?room=demo".into(),
+                about: "watch a room's publisher",
+            });
+            wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
+            whip_options = Some(config.webrtc.ice_servers.clone());
+        }
+    }
+
+    if config.browser.enabled {
+        let browser = junction_browser::start(
+            engine.clone(),
+            authority.clone(),
+            config.browser.clone(),
+            webrtc,
+            dev_mode,
+            shutdown.clone(),
+        );
+        wiring.public = wiring.public.merge(browser.router);
+        let ws_url = format!("{}/ws", public_url.replacen("http", "ws", 1));
+        wiring.services.push(Service { name: "ws", url: ws_url, about: "browser signalling (WebSocket)" });
+        wiring.pages.push(Link {
+            title: "Room demo",
+            href: junction_browser::DEMO_PAGE.to_owned(),
+            about: "join a room from this browser: camera, microphone, screen, chat (/room/{room}?token=...)",
+        });
+    }
+
+    tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
+    let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret)?;
+
+    let state = AppState {
+        engine: engine.clone(),
+        authority,
+        public_url: Arc::from(public_url.as_str()),
+        ingress_urls: Arc::new(wiring.ingress_urls),
+        metrics,
+        started,
+        pages: Arc::new(wiring.pages),
+        services: Arc::new(wiring.services.clone()),
+    };
+    let request_timeout = Duration::from_secs(config.http.request_timeout_s);
+    let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);
+    let app = match &whip_options {
+        Some(ice_servers) => junction_whip::with_options_headers(app, ice_servers),
+        None => app,
+    };
+
+    print_banner(&wiring.services, &public_url, dev_key.as_deref(), dev_webhook_secret.as_deref());
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    let limits = HttpLimits {
+        max_connections: config.http.max_connections,
+        max_header_bytes: config.http.max_header_bytes,
+        header_read_timeout: Duration::from_secs(config.http.header_read_timeout_s),
+    };
+    let rooms_closed = {
+        let shutdown = shutdown.clone();
+        let engine = engine.clone();
+        async move {
+            shutdown.cancelled().await;
+            info!("shutting down: closing rooms, draining HTTP");
+            engine.shutdown();
+        }
+    };
+    crate::listener::serve(listener, app, limits, rooms_closed, DRAIN_TIMEOUT).await;
+    // Every room is closed by now, so their last events are in the stream.
+    if let Some(webhooks) = webhooks {
+        webhooks.drain().await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn print_banner(services: &[Service], public_url: &str, dev_key: Option<&str>, dev_webhook_secret: Option<&str>) {
+    println!("Junction {}", env!("CARGO_PKG_VERSION"));
+    for service in services {
+        println!("  {:<8} {}", service.name, service.url);
+    }
+    println!("  home     {public_url}/");
+    if let Some(key) = dev_key {
+        println!("  api_key  {key}");
+        println!(
+            "Development mode: the API key above was generated for this run; set api_key (or JUNCTION_API_KEY) to keep one."
+        );
+    }
+    if let Some(secret) = dev_webhook_secret {
+        println!("  webhook_secret  {secret}");
+        println!("Webhooks are signed with the secret above, generated for this run; set webhook.secret to keep one.");
+    }
+    println!("Junction is ready.");
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            warn!("cannot listen for SIGTERM: {err}");
+            let _ = ctrl_c.await;
+            shutdown.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received"),
+        _ = term.recv() => info!("SIGTERM received"),
+    }
+    shutdown.cancel();
+}
