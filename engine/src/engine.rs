@@ -5,12 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use junction_core::ids::random_id;
-use junction_core::{
-    CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, SessionCredential, TransportKind,
-};
+use junction_core::{CloseReason, ContractError, PeerId, RoomId, RoomInfo, RoomOptions};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -18,104 +15,13 @@ use tracing::debug;
 
 use crate::adapt::AdapterRegistry;
 use crate::clock::{Clock, SystemClock};
+pub use crate::config::EngineConfig;
 use crate::credential::TokenSessions;
-use crate::events::{EngineEvent, RoomEndReason, RoomEvent};
+use crate::events::{EngineEvent, RoomEndReason};
+pub use crate::join::{DuplicatePolicy, JoinRequest};
 use crate::room::{Joined, Room, RoomSnapshot};
+use crate::shared::Shared;
 use crate::stats::{Counters, EngineStats};
-
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Frames queued per subscribing peer before it starts losing them.
-    pub subscriber_queue: usize,
-    /// Feedback items (keyframe requests, bitrate hints) queued per publishing peer.
-    pub feedback_queue: usize,
-    /// Room events queued per peer before the peer counts as overloaded and is closed.
-    pub event_queue: usize,
-    /// The least time between two keyframe requests for one layer of one track.
-    pub keyframe_request_interval: Duration,
-    /// Options of rooms that are created by a join rather than through the API.
-    pub room_defaults: RoomOptions,
-    /// Whether joining a room that does not exist creates it.
-    pub auto_create_rooms: bool,
-    pub max_tracks_per_peer: usize,
-    pub max_data_message_bytes: usize,
-    /// Capacity of the engine-wide event stream; a consumer that falls further behind loses events.
-    pub event_stream_capacity: usize,
-    /// Live sessions one token (by [`SessionCredential::token_id`]) may hold at once; 0: no limit.
-    pub max_sessions_per_token: usize,
-    /// Whether a session ends ([`CloseReason::CredentialExpired`]) when its credential expires.
-    pub end_sessions_at_expiry: bool,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            subscriber_queue: 1024,
-            feedback_queue: 64,
-            event_queue: 4096,
-            keyframe_request_interval: Duration::from_millis(500),
-            room_defaults: RoomOptions::default(),
-            auto_create_rooms: true,
-            max_tracks_per_peer: 32,
-            max_data_message_bytes: 64 * 1024,
-            event_stream_capacity: 4096,
-            max_sessions_per_token: 4,
-            end_sessions_at_expiry: true,
-        }
-    }
-}
-
-/// What happens when a peer joins with an identity that is already in the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DuplicatePolicy {
-    /// The newer session replaces the older, which is closed with [`CloseReason::Replaced`].
-    #[default]
-    Replace,
-    /// The join is refused with [`ContractError::IdentityTaken`].
-    Reject,
-}
-
-/// A transport's request to bind a peer to a room.
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    pub room: RoomId,
-    pub identity: PeerId,
-    pub name: Option<String>,
-    pub metadata: serde_json::Value,
-    pub grants: Grants,
-    pub transport: TransportKind,
-    /// Receive every track of the room (now and later) without asking. On by default.
-    pub auto_subscribe: bool,
-    /// Codecs the transport can deliver to this peer, best first (empty: any). Used for
-    /// automatic subscriptions; tracks in other codecs are transcoded when the engine can.
-    pub accept_codecs: Vec<Codec>,
-    pub on_duplicate: DuplicatePolicy,
-    /// The credential the peer presented: counted against its token's sessions, and the
-    /// session ends when it expires. Empty (the default) for peers without one.
-    pub credential: SessionCredential,
-}
-
-impl JoinRequest {
-    pub fn new(room: RoomId, identity: PeerId, transport: TransportKind) -> Self {
-        Self {
-            room,
-            identity,
-            name: None,
-            metadata: serde_json::Value::Null,
-            grants: Grants::default(),
-            transport,
-            auto_subscribe: true,
-            accept_codecs: Vec::new(),
-            on_duplicate: DuplicatePolicy::Replace,
-            credential: SessionCredential::default(),
-        }
-    }
-
-    /// The same request, bound to the credential the peer presented.
-    pub fn with_credential(self, credential: SessionCredential) -> Self {
-        Self { credential, ..self }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RoomAdminError {
@@ -125,26 +31,6 @@ pub enum RoomAdminError {
     RoomNotFound { room: RoomId },
     #[error("peer {peer} is not in room {room}")]
     PeerNotFound { room: RoomId, peer: PeerId },
-}
-
-/// What rooms, tracks and subscriptions share: configuration, clock, counters, transcoders and
-/// the event stream.
-pub(crate) struct Shared {
-    pub(crate) config: EngineConfig,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) counters: Counters,
-    pub(crate) epoch: Instant,
-    pub(crate) adapters: AdapterRegistry,
-    pub(crate) token_sessions: TokenSessions,
-    events: broadcast::Sender<EngineEvent>,
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, event: RoomEvent) {
-        let record = EngineEvent { id: random_id("EV_", 12), created_at_ms: self.clock.unix_ms(), event };
-        // No receivers is fine: nobody is listening for webhooks.
-        let _ = self.events.send(record);
-    }
 }
 
 /// The engine. Cheap to clone; every clone is the same engine.

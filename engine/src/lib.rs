@@ -9,12 +9,15 @@
 
 pub mod adapt;
 pub mod clock;
+mod config;
 mod credential;
 pub mod endpoint;
 pub mod engine;
 pub mod events;
 pub mod gate;
+mod join;
 pub mod room;
+mod shared;
 pub mod stats;
 mod subscription;
 pub mod supervise;

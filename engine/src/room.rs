@@ -26,8 +26,9 @@ use tracing::{debug, info};
 use crate::adapt;
 use crate::credential::TokenSeat;
 use crate::endpoint::{Endpoint, PeerLink};
-use crate::engine::{DuplicatePolicy, JoinRequest, Shared};
 use crate::events::{RoomEndReason, RoomEvent};
+use crate::join::{DuplicatePolicy, JoinRequest};
+use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::track::{Track, TrackPublisher};
 

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::adapt::Variant;
-use crate::engine::Shared;
+use crate::shared::Shared;
 use crate::subscription::{Offer, Subscription, target_layer};
 
 /// Most simulcast layers a track may have.

@@ -16,11 +16,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, Health};
+use super::media::Stream;
 use super::media::{AacSource, RunClock, SendLog, VideoPattern};
 use super::probe::{self, ServerProbe};
 use super::progress::Progress;
 use super::report::{ChurnFigures, Report};
-use super::rtmp::{Player, Publisher, Stream, host_of};
+use super::rtmp::{Player, Publisher, host_of};
 use super::stats::{Outcome, Traffic};
 use super::{Target, VideoSize, parse_duration, window};
 

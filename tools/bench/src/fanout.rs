@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
 use super::floor;
+use super::media::Stream;
 use super::media::{RunClock, SendLog, VideoPattern};
 use super::probe::ServerProbe;
 use super::report::Report;
-use super::rtmp::Stream;
 use super::stats::{Outcome, Traffic};
 use super::webrtc::{PeerKit, VideoCodec, WhepViewer, WhipPublisher};
 use super::{Target, VideoSize, parse_duration, window};

@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Serialize;
 
-use super::report::Report;
+use super::report::{Floor, Report};
 
 /// The payload size of one forwarded media packet (a typical RTP packet under the MTU).
 pub const PACKET_BYTES: usize = 1200;
@@ -34,20 +33,6 @@ pub struct FloorArgs {
     /// Datagrams per sendmmsg() call and per GSO buffer.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-}
-
-/// CPU µs per 1200-byte datagram, by way of sending.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub struct Floor {
-    /// One `send()` per datagram.
-    pub send_us: f64,
-    /// `sendmmsg()` with `batch` datagrams per call.
-    pub sendmmsg_us: f64,
-    /// UDP GSO: one `sendmsg()` of `batch` segments; `None` where the kernel refuses it.
-    pub gso_us: Option<f64>,
-    pub batch: usize,
-    /// Share of the datagrams the receiver got (below 1.0 it could not keep up).
-    pub delivered: f64,
 }
 
 pub async fn run(args: FloorArgs) -> anyhow::Result<Report> {

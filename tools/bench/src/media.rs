@@ -367,6 +367,19 @@ impl AacSource {
     }
 }
 
+/// A published stream: its id in stamps and reports, and when each of its frames was sent.
+#[derive(Clone)]
+pub struct Stream {
+    pub id: u32,
+    pub log: Arc<SendLog>,
+}
+
+impl Stream {
+    pub fn new(id: u32) -> Stream {
+        Stream { id, log: Arc::new(SendLog::default()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::floor::Floor;
 use super::stats::{FrameCounts, Percentiles};
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +59,7 @@ pub struct Report {
     /// Churn mode only.
     pub churn: Option<ChurnFigures>,
     /// SIP mode only.
-    pub sip: Option<super::sip::SipFigures>,
+    pub sip: Option<SipFigures>,
     pub notes: Vec<String>,
 }
 
@@ -266,6 +265,39 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// CPU µs per 1200-byte datagram, by way of sending.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Floor {
+    /// One `send()` per datagram.
+    pub send_us: f64,
+    /// `sendmmsg()` with `batch` datagrams per call.
+    pub sendmmsg_us: f64,
+    /// UDP GSO: one `sendmsg()` of `batch` segments; `None` where the kernel refuses it.
+    pub gso_us: Option<f64>,
+    pub batch: usize,
+    /// Share of the datagrams the receiver got (below 1.0 it could not keep up).
+    pub delivered: f64,
+}
+
+/// What only a SIP run measures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SipFigures {
+    pub calls: usize,
+    pub rooms: usize,
+    pub calls_per_room: usize,
+    /// RTP packets the callers sent over the whole run.
+    pub packets_sent: u64,
+    /// Mix packets each connected call received per second during the window (50 expected).
+    pub mix_packets_per_call_per_s: Option<f64>,
+    pub mix_packets_per_call_per_s_expected: u64,
+    /// Share of received mix packets louder than quiet noise: the other callers' tones.
+    pub audible_percent: Option<f64>,
+    /// Received datagrams that were not PCMU RTP (a server bug if not 0).
+    pub malformed_packets: u64,
+    /// Calls the server hung up before the end of the run.
+    pub ended_by_server: usize,
 }
 
 #[cfg(test)]

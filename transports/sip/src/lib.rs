@@ -16,6 +16,7 @@ pub mod config;
 pub mod digest;
 pub mod media;
 pub mod message;
+pub mod messages;
 pub mod sdp;
 pub mod stack;
 pub mod transaction;

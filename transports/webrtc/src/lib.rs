@@ -29,6 +29,7 @@ pub mod config;
 mod driver;
 pub mod error;
 mod negotiate;
+mod sdp;
 mod send_batch;
 mod session;
 mod udp_mux;
@@ -39,7 +40,8 @@ use std::sync::Arc;
 
 pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
-pub use negotiate::{MediaLine, Negotiated};
+pub use negotiate::Negotiated;
+pub use sdp::MediaLine;
 pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
 pub use session::{EgressPolicy, IceCredentials, SessionEvent, SessionHandle, SessionSpec};
 

@@ -12,21 +12,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::client::RtmpConnection;
-use crate::media::{AAC_FRAME_SAMPLES, AAC_RATE, AacSource, RunClock, SendLog, Stamp, VideoPattern};
+use crate::media::{AAC_FRAME_SAMPLES, AAC_RATE, AacSource, RunClock, Stamp, Stream, VideoPattern};
 use crate::stats::{Outcome, Traffic};
-
-/// A published stream: its id in stamps and reports, and when each of its frames was sent.
-#[derive(Clone)]
-pub struct Stream {
-    pub id: u32,
-    pub log: Arc<SendLog>,
-}
-
-impl Stream {
-    pub fn new(id: u32) -> Stream {
-        Stream { id, log: Arc::new(SendLog::default()) }
-    }
-}
 
 pub struct Publisher {
     pub host: String,

@@ -17,14 +17,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
-use super::media::{AacSource, RunClock, VideoPattern};
+use super::media::{AacSource, RunClock, Stream, VideoPattern};
 use super::probe::ServerProbe;
 use super::report::Report;
 use super::stats::{Outcome, Traffic};
 use super::webrtc::{PeerKit, VideoCodec, WhepViewer};
 use super::{Target, VideoSize, parse_duration, window};
 pub use client::host_of;
-pub use endpoints::{Player, Publisher, Stream};
+pub use endpoints::{Player, Publisher};
 
 /// Who watches each RTMP stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -16,13 +16,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use junction_core::ids::random_id;
-use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
 use super::probe::ServerProbe;
-use super::report::Report;
+use super::report::{Report, SipFigures};
 use super::stats::{FrameCounts, Micros, Traffic};
 use super::{Target, parse_duration, window};
 use call::{Call, CallOutcome};
@@ -44,25 +43,6 @@ pub struct SipArgs {
     /// Calls started per second while ramping up.
     #[arg(long, default_value_t = 20.0)]
     pub ramp: f64,
-}
-
-/// What only a SIP run measures.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SipFigures {
-    pub calls: usize,
-    pub rooms: usize,
-    pub calls_per_room: usize,
-    /// RTP packets the callers sent over the whole run.
-    pub packets_sent: u64,
-    /// Mix packets each connected call received per second during the window (50 expected).
-    pub mix_packets_per_call_per_s: Option<f64>,
-    pub mix_packets_per_call_per_s_expected: u64,
-    /// Share of received mix packets louder than quiet noise: the other callers' tones.
-    pub audible_percent: Option<f64>,
-    /// Received datagrams that were not PCMU RTP (a server bug if not 0).
-    pub malformed_packets: u64,
-    /// Calls the server hung up before the end of the run.
-    pub ended_by_server: usize,
 }
 
 /// The trunk, rule and rooms of one run, removed again at the end.

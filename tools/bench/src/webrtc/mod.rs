@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use peer::{Peer, PeerKit, VideoCodec};
 
+use super::media::Stream;
 use super::media::{RunClock, Stamp, VideoPattern, opus_frame};
-use super::rtmp::Stream;
 use super::stats::{Outcome, Traffic};
 
 /// How long ICE and DTLS get to complete.

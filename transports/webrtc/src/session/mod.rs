@@ -31,7 +31,7 @@ use tracing::{Instrument, info_span};
 use self::signals::{SessionSignal, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
-use crate::negotiate::{MediaLine, SdpLimits};
+use crate::sdp::{MediaLine, SdpLimits};
 use crate::udp_mux::SessionKey;
 
 pub(crate) use self::egress::INITIAL_ESTIMATE_BPS;

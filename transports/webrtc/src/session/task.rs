@@ -36,7 +36,7 @@ use super::viewer::Viewer;
 use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
 use crate::driver::{Datagram, MuxHandle};
 use crate::error::SessionError;
-use crate::negotiate::{self, MediaLine};
+use crate::sdp::{self, MediaLine};
 use crate::udp_mux::SessionKey;
 
 /// The RPC half of the peer's endpoint, owned or shared with the signalling layer.
@@ -471,7 +471,7 @@ impl Session {
         }
         let answer =
             self.rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
-        for section in negotiate::offer_sections(sdp) {
+        for section in sdp::offer_sections(sdp) {
             let mid = Mid::from(section.mid.as_str());
             let Some(media) = self.rtc.media(mid) else { continue };
             if media.disabled() {
@@ -481,7 +481,7 @@ impl Session {
                 }
                 continue;
             }
-            let line = negotiate::describe(&self.rtc, media, &section);
+            let line = sdp::describe(&self.rtc, media, &section);
             if line.peer_sends && !self.ingest.has(mid) {
                 self.ingest.add(IngestLine::new(mid, wire_kind(line.kind), line.layers.clone()));
             }

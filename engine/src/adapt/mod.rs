@@ -5,7 +5,7 @@
 //! one per subscriber.
 //!
 //! Transcoders themselves are plug-ins ([`FrameTranscoder`]) registered per (from, to) pair in an
-//! [`AdapterRegistry`]; the codec implementations live in [`crate::codec`].
+//! [`AdapterRegistry`] (`registry.rs`); the codec implementations live in junction-audio.
 //!
 //! Transcoders run on a runtime of their own (one worker thread per core), never on the async
 //! workers that carry signalling and media: decoding, resampling and encoding take tens to
@@ -25,68 +25,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
-use junction_core::{Codec, CodecParams, LayerPreference, MediaFrame, MediaOut, TrackInfo};
+use junction_core::{Codec, LayerPreference, MediaOut, TrackInfo};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
-use crate::engine::Shared;
+use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::track::Track;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranscodeError {
-    #[error("cannot set up a {from}->{to} transcoder: {reason}")]
-    Setup { from: Codec, to: Codec, reason: String },
-    #[error("decoding {codec}: {reason}")]
-    Decode { codec: Codec, reason: String },
-    #[error("encoding {codec}: {reason}")]
-    Encode { codec: Codec, reason: String },
-    #[error("the {from}->{to} transcoder of this track failed earlier: {reason}")]
-    Failed { from: Codec, to: Codec, reason: String },
-}
+pub(crate) mod registry;
 
-/// Turns frames of one codec into frames of another. Runs on the transcoding runtime; the
-/// work it does per input frame must be bounded (the audio transcoders cap what one frame may
-/// decode to, and their rates come from validated codec parameters).
-pub trait FrameTranscoder: Send + 'static {
-    /// Feeds one input frame; pushes zero or more output frames onto `out`.
-    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError>;
-}
-
-/// Builds a transcoder for a track; returns it with the parameters of its output.
-pub type TranscoderFactory =
-    Arc<dyn Fn(&TrackInfo) -> Result<(Box<dyn FrameTranscoder>, CodecParams), TranscodeError> + Send + Sync>;
-
-/// The (from, to) codec pairs the engine can adapt, with their factories.
-#[derive(Clone, Default)]
-pub struct AdapterRegistry {
-    routes: Vec<(Codec, Codec, TranscoderFactory)>,
-}
-
-impl AdapterRegistry {
-    pub fn register(&mut self, from: Codec, to: Codec, factory: TranscoderFactory) {
-        self.routes.retain(|(f, t, _)| !(*f == from && *t == to));
-        self.routes.push((from, to, factory));
-    }
-
-    /// The first accepted codec that `from` can be turned into, in the subscriber's order.
-    pub fn route(&self, from: Codec, accepted: &[Codec]) -> Option<(Codec, TranscoderFactory)> {
-        accepted.iter().find_map(|to| {
-            self.routes.iter().find(|(f, t, _)| *f == from && t == to).map(|(_, t, factory)| (*t, factory.clone()))
-        })
-    }
-
-    pub fn routes(&self) -> impl Iterator<Item = (Codec, Codec)> + '_ {
-        self.routes.iter().map(|(f, t, _)| (*f, *t))
-    }
-}
-
-impl std::fmt::Debug for AdapterRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.routes().map(|(a, b)| format!("{a}->{b}"))).finish()
-    }
-}
+pub use registry::{AdapterRegistry, FrameTranscoder, TranscodeError, TranscoderFactory};
 
 /// Input frames in a row that may fail before a transcoder counts as broken.
 pub const MAX_CONSECUTIVE_FAILURES: u32 = 100;
