@@ -1,42 +1,23 @@
 //! The web pages the server itself serves: the home page, which says what is running where and
 //! links the demo pages that transports bring.
 
-use crate::api::AppState;
-
-/// A listening service, as shown in the start-up banner and on the home page.
-#[derive(Debug, Clone)]
-pub struct Service {
-    /// Short name (`http`, `rtmp`, ...); the banner's first column.
-    pub name: &'static str,
-    /// Where clients reach it (`rtmp://127.0.0.1:1935/live`).
-    pub url: String,
-    pub about: &'static str,
-}
-
-/// A page linked from the home page.
-#[derive(Debug, Clone)]
-pub struct Link {
-    pub title: &'static str,
-    pub href: String,
-    pub about: &'static str,
-}
+use junction_engine::EngineStats;
+use junction_transport_api::{Link, Service};
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-pub fn home(state: &AppState) -> String {
-    let stats = state.engine.stats();
-    let services: String = state
-        .services
+/// The home page: what runs where (`services`), the transports' demo `pages`, live counts.
+pub fn home(stats: &EngineStats, services: &[Service], pages: &[Link]) -> String {
+    let services: String = services
         .iter()
         .map(|s| format!("<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>", s.name, escape(&s.url), s.about))
         .collect();
-    let links: String = if state.pages.is_empty() {
+    let links: String = if pages.is_empty() {
         "<li>No demo pages: no browser-facing transport is enabled.</li>".to_owned()
     } else {
-        state
-            .pages
+        pages
             .iter()
             .map(|l| format!("<li><a href=\"{}\">{}</a> — {}</li>", escape(&l.href), l.title, l.about))
             .collect()

@@ -13,29 +13,43 @@ use junction_auth::{ApiKey, Authority, DEFAULT_KEY_ID};
 use junction_core::RoomOptions;
 use junction_core::ids::random_id;
 use junction_engine::{Engine, EngineConfig, SystemClock};
+use junction_transport_api::{AppLayer, IngressUrls, Link, Service, Started, TransportContext};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{self, AppState, IngressUrls};
+use crate::api::{self, AppState};
 use crate::config::{Config, Sources};
 use crate::listener::HttpLimits;
-use crate::pages::{Link, Service};
 use crate::{metrics, webhook};
 
 /// How long HTTP connections get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the transports add to the server: routes, banner lines, home-page links, ingest URLs.
+/// What the transports add to the server, gathered from their [`Started`]s in start order.
 #[derive(Default)]
-pub struct Wiring {
+struct Wiring {
     /// Routes under `/v1`, behind the API key.
-    pub api: Router,
+    api: Router,
     /// Public routes (WHIP/WHEP, WebSocket, pages, SDK).
-    pub public: Router,
-    pub services: Vec<Service>,
-    pub pages: Vec<Link>,
-    pub ingress_urls: IngressUrls,
+    public: Router,
+    services: Vec<Service>,
+    pages: Vec<Link>,
+    ingress_urls: IngressUrls,
+    app_layers: Vec<AppLayer>,
+}
+
+impl Wiring {
+    /// Takes in what a transport added; what it offers later transports goes into `ctx`.
+    fn add(&mut self, started: Started, ctx: &mut TransportContext) {
+        self.api = std::mem::take(&mut self.api).merge(started.api);
+        self.public = std::mem::take(&mut self.public).merge(started.public);
+        self.services.extend(started.services);
+        self.pages.extend(started.pages);
+        self.ingress_urls.merge(started.ingress_urls);
+        self.app_layers.extend(started.app_layers);
+        ctx.provide(started.provides);
+    }
 }
 
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -86,110 +100,17 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     };
     // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
     let mixer = Mixer::new(engine.clone(), MixConfig { speakers: config.sip.mix_speakers, ..MixConfig::default() });
+    let mut ctx =
+        TransportContext::new(engine.clone(), authority.clone(), mixer, shutdown.clone(), public_url.clone(), dev_mode);
 
-    // SIP: phones dial into rooms (trunks, dispatch rules, PINs) and rooms dial out to phones.
-    if config.sip.enabled {
-        let sip = junction_sip::start(engine.clone(), mixer.clone(), config.sip.clone(), shutdown.clone())
-            .await
-            .context("starting SIP (sip.listen)")?;
-        wiring.api = wiring.api.merge(sip.api);
-        wiring.services.push(Service {
-            name: "sip",
-            url: sip.uri,
-            about: "SIP over UDP and TCP: dial-in and dial-out",
-        });
-    }
-
-    if config.rtmp.enabled {
-        let rtmp =
-            junction_rtmp::start(engine.clone(), authority.clone(), config.rtmp.clone(), shutdown.clone()).await?;
-        wiring.services.push(Service {
-            name: "rtmp",
-            url: rtmp.url(),
-            about: "RTMP ingest (OBS, ffmpeg) and playback",
-        });
-        wiring.ingress_urls.rtmp = Some(rtmp.url());
-    }
-
-    if config.moq.enabled {
-        let moq = junction_moq::start(&config.moq, engine.clone(), authority.clone(), shutdown.clone())
-            .context("starting Media over QUIC ([moq])")?;
-        wiring.services.push(Service {
-            name: "moq",
-            url: moq.url.clone(),
-            about: "Media over QUIC draft-18: WebTransport, or raw QUIC (moqt://, ALPN moqt-18)",
-        });
-        if let Some(ca) = &moq.dev_ca_file {
-            wiring.services.push(Service {
-                name: "moq-ca",
-                url: ca.display().to_string(),
-                about: "generated development CA (PEM) for MoQ clients to trust",
-            });
-            wiring.services.push(Service {
-                name: "moq-hash",
-                url: format!("sha256:{}", moq.fingerprint),
-                about: "MoQ certificate hash for WebTransport serverCertificateHashes",
-            });
-        }
-    }
-
-    // WebRTC media plane, and WHIP/WHEP on top of it.
-    let mut webrtc = None;
-    let mut whip_options = None;
-    if config.webrtc.enabled {
-        let transport = junction_webrtc::start(&config.webrtc, shutdown.clone()).await?;
-        webrtc = Some(transport.clone());
-        wiring.services.push(Service {
-            name: "webrtc",
-            url: format!("udp://{}", transport.advertised_addr()),
-            about: "WebRTC media (ICE-lite, one UDP port for every session)",
-        });
-        if config.whip.enabled {
-            let whip = junction_whip::WhipState::new(engine.clone(), authority.clone(), transport, config.whip.clone());
-            wiring.public = wiring.public.merge(junction_whip::router(whip));
-            wiring.services.push(Service {
-                name: "whip",
-                url: format!("{public_url}/whip"),
-                about: "WHIP ingest: POST /whip/{room}",
-            });
-            wiring.services.push(Service {
-                name: "whep",
-                url: format!("{public_url}/whep"),
-                about: "WHEP egress: POST /whep/{room}",
-            });
-            wiring.pages.push(Link {
-                title: "WHIP publisher",
-                href: "/whip.html".into(),
-                about: "publish this browser's camera into a room",
-            });
-            wiring.pages.push(Link {
-                title: "WHEP player",
-                href: "/whep.html?room=demo".into(),
-                about: "watch a room's publisher",
-            });
-            wiring.ingress_urls.whip = Some(format!("{public_url}/whip"));
-            whip_options = Some(config.webrtc.ice_servers.clone());
-        }
-    }
-
-    if config.browser.enabled {
-        let browser = junction_browser::start(
-            engine.clone(),
-            authority.clone(),
-            config.browser.clone(),
-            webrtc,
-            dev_mode,
-            shutdown.clone(),
-        );
-        wiring.public = wiring.public.merge(browser.router);
-        let ws_url = format!("{}/ws", public_url.replacen("http", "ws", 1));
-        wiring.services.push(Service { name: "ws", url: ws_url, about: "browser signalling (WebSocket)" });
-        wiring.pages.push(Link {
-            title: "Room demo",
-            href: junction_browser::DEMO_PAGE.to_owned(),
-            about: "join a room from this browser: camera, microphone, screen, chat (/room/{room}?token=...)",
-        });
-    }
+    // Every transport, in banner order; each is off when its section says `enabled = false`.
+    // WHIP/WHEP and the browser socket use the WebRTC media plane, so they come after it.
+    wiring.add(junction_sip::start(&ctx, &config.sip).await.context("starting SIP (sip.listen)")?, &mut ctx);
+    wiring.add(junction_rtmp::start(&ctx, &config.rtmp).await?, &mut ctx);
+    wiring.add(junction_moq::start(&ctx, &config.moq).await.context("starting Media over QUIC ([moq])")?, &mut ctx);
+    wiring.add(junction_webrtc::start(&ctx, &config.webrtc).await?, &mut ctx);
+    wiring.add(junction_whip::start(&ctx, &config.whip).await?, &mut ctx);
+    wiring.add(junction_browser::start(&ctx, &config.browser).await?, &mut ctx);
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret)?;
@@ -206,10 +127,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     };
     let request_timeout = Duration::from_secs(config.http.request_timeout_s);
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);
-    let app = match &whip_options {
-        Some(ice_servers) => junction_whip::with_options_headers(app, ice_servers),
-        None => app,
-    };
+    let app = wiring.app_layers.into_iter().fold(app, |app, layer| layer(app));
 
     print_banner(&wiring.services, &public_url, dev_key.as_deref(), dev_webhook_secret.as_deref());
     tokio::spawn(wait_for_signal(shutdown.clone()));

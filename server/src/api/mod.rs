@@ -17,18 +17,11 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use junction_auth::Authority;
 use junction_engine::Engine;
-use junction_transport_api::{ApiError, MAX_JSON_BODY, Principal, bearer};
+use junction_transport_api::{ApiError, IngressUrls, Link, MAX_JSON_BODY, Principal, Service, bearer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::pages;
-
-/// Where ingress clients should point their encoders, per kind; `None` when that ingest is off.
-#[derive(Debug, Clone, Default)]
-pub struct IngressUrls {
-    pub rtmp: Option<String>,
-    pub whip: Option<String>,
-}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -40,8 +33,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub started: Instant,
     /// Links for the home page: (title, href, what it is).
-    pub pages: Arc<Vec<pages::Link>>,
-    pub services: Arc<Vec<pages::Service>>,
+    pub pages: Arc<Vec<Link>>,
+    pub services: Arc<Vec<Service>>,
 }
 
 /// Builds the whole HTTP application: core routes, `/v1` (with `transport_api` merged in), the
@@ -180,7 +173,7 @@ async fn favicon() -> Response {
 }
 
 async fn home(State(state): State<AppState>) -> Html<String> {
-    Html(pages::home(&state))
+    Html(pages::home(&state.engine.stats(), &state.services, &state.pages))
 }
 
 async fn openapi(State(state): State<AppState>) -> Response {

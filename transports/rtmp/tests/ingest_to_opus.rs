@@ -23,7 +23,7 @@ async fn ffmpeg_aac_reaches_an_opus_subscriber_as_the_same_tone() {
     let authority = Authority::new("ingest-to-opus-test-key");
     let shutdown = CancellationToken::new();
     let config = RtmpConfig { listen: ([127, 0, 0, 1], 0).into(), ..RtmpConfig::default() };
-    let listener = junction_rtmp::start(engine.clone(), authority.clone(), config, shutdown.clone()).await.unwrap();
+    let listener = junction_rtmp::listen(engine.clone(), authority.clone(), config, shutdown.clone()).await.unwrap();
     let room = RoomId::new("stage").unwrap();
     let ingress = authority.ingress().create(IngressKind::Rtmp, room.clone(), PeerId::new("obs").unwrap(), None);
 

@@ -45,6 +45,7 @@ pub use sdp::MediaLine;
 pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
 pub use session::{EgressPolicy, IceCredentials, SessionEvent, SessionHandle, SessionSpec};
 
+use junction_transport_api::{Service, Started, TransportContext};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -64,9 +65,30 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
-/// Binds the shared UDP socket and starts its driver task. Everything stops when `shutdown`
-/// is cancelled.
-pub async fn start(config: &WebrtcConfig, shutdown: CancellationToken) -> Result<WebrtcTransport, StartError> {
+/// Starts the media plane (unless `webrtc.enabled` is off): binds the shared UDP socket and
+/// starts its driver task until the server shuts down. The running plane is offered to the
+/// transports started after this one ([`Started::provides`]): WHIP/WHEP and the browser socket
+/// find it with `ctx.provided::<WebrtcTransport>()`.
+pub async fn start(ctx: &TransportContext, config: &WebrtcConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let transport = listen(config, ctx.shutdown.clone()).await?;
+    let mut started = Started {
+        services: vec![Service {
+            name: "webrtc",
+            url: format!("udp://{}", transport.advertised_addr()),
+            about: "WebRTC media (ICE-lite, one UDP port for every session)",
+        }],
+        ..Started::default()
+    };
+    started.provides.insert(transport);
+    Ok(started)
+}
+
+/// Binds the shared UDP socket and starts its driver task ([`start`] without the server around
+/// it). Everything stops when `shutdown` is cancelled.
+pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Result<WebrtcTransport, StartError> {
     config.validate()?;
     let socket = UdpSocket::bind(config.udp_listen)
         .await

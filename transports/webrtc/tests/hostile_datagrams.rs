@@ -122,7 +122,7 @@ impl Client {
 async fn media_plane(config: WebrtcConfig) -> (WebrtcTransport, CancellationToken) {
     let shutdown = CancellationToken::new();
     let config = WebrtcConfig { udp_listen: "127.0.0.1:0".parse().unwrap(), ..config };
-    (junction_webrtc::start(&config, shutdown.clone()).await.expect("media plane"), shutdown)
+    (junction_webrtc::listen(&config, shutdown.clone()).await.expect("media plane"), shutdown)
 }
 
 /// The indexes of the frames a viewer receives within `window`.

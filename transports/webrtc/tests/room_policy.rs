@@ -79,7 +79,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     let engine = Engine::new(EngineConfig::default());
     let shutdown = CancellationToken::new();
     let config = WebrtcConfig { udp_listen: "127.0.0.1:0".parse().unwrap(), ..WebrtcConfig::default() };
-    let transport = junction_webrtc::start(&config, shutdown.clone()).await.expect("media plane");
+    let transport = junction_webrtc::listen(&config, shutdown.clone()).await.expect("media plane");
     let room = RoomId::new("call").unwrap();
 
     // The browser: VP8 camera out, Opus and VP8 accepted.
