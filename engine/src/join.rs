@@ -28,6 +28,9 @@ pub struct JoinRequest {
     /// automatic subscriptions; tracks in other codecs are transcoded when the engine can.
     pub accept_codecs: Vec<Codec>,
     pub on_duplicate: DuplicatePolicy,
+    /// Whether the peer counts against the room's `max_peers`. On by default; off for engine
+    /// services that join rooms to serve the peers in them (the room audio mixer).
+    pub takes_seat: bool,
     /// The credential the peer presented: counted against its token's sessions, and the
     /// session ends when it expires. Empty (the default) for peers without one.
     pub credential: SessionCredential,
@@ -45,6 +48,7 @@ impl JoinRequest {
             auto_subscribe: true,
             accept_codecs: Vec::new(),
             on_duplicate: DuplicatePolicy::Replace,
+            takes_seat: true,
             credential: SessionCredential::default(),
         }
     }

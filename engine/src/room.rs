@@ -15,7 +15,6 @@ use junction_core::codec::codec_list;
 use junction_core::{
     CloseReason, Codec, CodecParams, ContractError, DataMessage, EndpointEvent, LayerPreference, MediaKind, MediaOut,
     PeerId, PeerInfo, PublishRequest, RoomId, RoomInfo, RoomOptions, SessionId, SubscribeOptions, TrackId, TrackInfo,
-    TransportKind,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -31,14 +30,6 @@ use crate::join::{DuplicatePolicy, JoinRequest};
 use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::track::{Track, TrackPublisher};
-
-/// The identity the room audio mixer (junction-audio) joins rooms under.
-pub const MIXER_IDENTITY: &str = "junction:mixer";
-
-/// Whether a peer is the room audio mixer (junction-audio's `mixer`).
-fn is_mixer(identity: &PeerId, transport: TransportKind) -> bool {
-    transport == TransportKind::Internal && identity.as_str() == MIXER_IDENTITY
-}
 
 /// What a transport gets back from a successful join.
 pub struct Joined {
@@ -107,6 +98,8 @@ struct PeerSlot {
     media: mpsc::Sender<MediaOut>,
     feedback: mpsc::Sender<MediaOut>,
     auto_subscribe: bool,
+    /// Counted against the room's `max_peers` (false for engine services: the mixer).
+    takes_seat: bool,
     accept: Vec<Codec>,
     published: Vec<TrackId>,
     subscriptions: HashMap<TrackId, SubLink>,
@@ -266,9 +259,9 @@ impl Room {
             }
         }
         let max = st.options.max_peers;
-        // The engine's audio mixer neither takes nor needs a seat.
-        let seated = st.peers.values().filter(|p| !is_mixer(&p.info.identity, p.info.transport)).count();
-        if max > 0 && !is_mixer(&req.identity, req.transport) && seated >= max as usize {
+        // Engine services (the room audio mixer) neither take nor need a seat.
+        let seated = st.peers.values().filter(|p| p.takes_seat).count();
+        if max > 0 && req.takes_seat && seated >= max as usize {
             return Err(ContractError::RoomFull { room: self.id.clone(), max_peers: max });
         }
 
@@ -303,6 +296,7 @@ impl Room {
                 media: media_tx,
                 feedback: feedback_tx,
                 auto_subscribe: req.auto_subscribe,
+                takes_seat: req.takes_seat,
                 accept: req.accept_codecs,
                 published: Vec::new(),
                 subscriptions: HashMap::new(),

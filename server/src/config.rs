@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use junction_audio::mixer::MixConfig;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables the client subcommands read; not server configuration.
@@ -25,12 +26,23 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub log: LogConfig,
     pub webhook: WebhookConfig,
+    pub mixer: MixerConfig,
     pub moq: junction_moq::MoqConfig,
     pub sip: junction_sip::SipConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
     pub browser: junction_browser::BrowserConfig,
+}
+
+/// The `[mixer]` section: the room audio mixer, through which phones hear rooms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixerConfig {
+    /// How many of the loudest speakers a listener hears at once [3]. `sip.mix_speakers` is
+    /// still read as an alias when this is not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speakers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,6 +384,9 @@ impl Config {
         if self.rooms.subscriber_queue < 8 {
             return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
         }
+        if self.mixer.speakers == Some(0) {
+            return Err(invalid("mixer.speakers", "must be at least 1"));
+        }
         self.moq.validate().map_err(|(key, message)| invalid(key, message))?;
         self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
@@ -379,6 +394,23 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())
+    }
+
+    /// The room mixer's settings: `[mixer] speakers`, else the deprecated `sip.mix_speakers`,
+    /// else the mixer's default.
+    pub fn mix_config(&self) -> MixConfig {
+        let defaults = MixConfig::default();
+        let speakers = self.mixer.speakers.or(self.sip.mix_speakers).unwrap_or(defaults.speakers);
+        MixConfig { speakers, ..defaults }
+    }
+
+    /// Keys set under an old name, with the name to use instead (warned about at start-up).
+    pub fn deprecated_keys(&self) -> Vec<(&'static str, &'static str)> {
+        let mut keys = Vec::new();
+        if self.sip.mix_speakers.is_some() {
+            keys.push(("sip.mix_speakers", "mixer.speakers"));
+        }
+        keys
     }
 
     /// Development mode: no API key configured at all (one is generated at start-up).
@@ -417,6 +449,19 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_mixer_section_and_its_old_sip_alias() {
+        let (config, _) = load(None, Vec::new(), &[]).unwrap();
+        assert_eq!((config.mix_config().speakers, config.deprecated_keys()), (3, vec![]));
+        let (config, _) = load(None, env(&[("JUNCTION_SIP_MIX_SPEAKERS", "5")]), &[]).unwrap();
+        assert_eq!(config.mix_config().speakers, 5, "sip.mix_speakers is still read");
+        assert_eq!(config.deprecated_keys(), vec![("sip.mix_speakers", "mixer.speakers")]);
+        let (config, _) = load(None, Vec::new(), &["sip.mix_speakers=5".into(), "mixer.speakers=2".into()]).unwrap();
+        assert_eq!(config.mix_config().speakers, 2, "[mixer] wins over the alias");
+        assert!(load(None, Vec::new(), &["mixer.speakers=0".into()]).is_err());
+        assert!(load(None, Vec::new(), &["sip.mix_speakers=0".into()]).is_err());
     }
 
     #[test]

@@ -110,6 +110,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webhook.max_attempts    deliveries tried per event and URL   [6]
   webhook.timeout_ms      per-delivery timeout                 [5000]
   webhook.shutdown_grace_s  seconds queued deliveries get at shutdown [10]
+  mixer.speakers          loudest speakers a phone hears in a room's mix [3]
   rtmp.enabled            RTMP ingest and playback             [true]
   rtmp.listen             RTMP address                         [127.0.0.1:1935]
   rtmp.on_duplicate       a live key publishing again: replace | reject [replace]
@@ -140,7 +141,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   sip.rtp_timeout_s       silent calls are hung up after (<=30) [20]
   sip.max_calls           calls at once, more get 503          [200]
   sip.pin_attempts        wrong PINs before hanging up         [3]
-  sip.mix_speakers        loudest speakers a phone hears       [3]
+  sip.mix_speakers        old name of mixer.speakers (still read, warned about)
   sip.trunks, sip.dispatch_rules   see docs/protocol-sip.md    [[]]
   browser.enabled         /ws, /sdk/junction.js, /room/{room}  [true]
   browser.allow_anonymous sockets without a token (insecure)   [false]

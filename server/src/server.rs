@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use junction_audio::mixer::{MixConfig, Mixer};
+use junction_audio::mixer::Mixer;
 use junction_auth::{ApiKey, Authority, DEFAULT_KEY_ID};
 use junction_core::RoomOptions;
 use junction_core::ids::random_id;
@@ -99,7 +99,10 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         ..Wiring::default()
     };
     // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
-    let mixer = Mixer::new(engine.clone(), MixConfig { speakers: config.sip.mix_speakers, ..MixConfig::default() });
+    for (old, new) in config.deprecated_keys() {
+        warn!("{old} is deprecated and will go: set {new} instead");
+    }
+    let mixer = Mixer::new(engine.clone(), config.mix_config());
     let mut ctx =
         TransportContext::new(engine.clone(), authority.clone(), mixer, shutdown.clone(), public_url.clone(), dev_mode);
 

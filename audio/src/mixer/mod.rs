@@ -4,7 +4,8 @@
 //! other single-stream audio client.
 //!
 //! A room's mix runs on its own task while it has listeners. It joins the room as an internal
-//! peer (`junction:mixer`, subscribe-only, [`TransportKind::Internal`]) and subscribes to every
+//! peer (`junction:mixer`, subscribe-only, [`TransportKind::Internal`], taking no seat:
+//! [`JoinRequest::takes_seat`] is off) and subscribes to every
 //! audio track, so each track is decoded once per room however many listeners there are;
 //! tracks in codecs it does not decode arrive through the engine's shared transcoded variants.
 //! It leaves the room when its last listener goes.
@@ -31,8 +32,8 @@ use junction_engine::supervise;
 
 pub use self::core::{FRAME_SAMPLES, MIX_RATE, MixConfig, MixCore, MixFrame};
 
-/// The identity the mixer joins rooms under.
-pub use junction_engine::room::MIXER_IDENTITY;
+/// The identity the mixer joins rooms under (only a name: nothing treats it specially).
+const IDENTITY: &str = "junction:mixer";
 
 /// Mix frames queued per listener; a listener that falls further behind loses frames.
 const LISTENER_QUEUE: usize = 8;
@@ -115,13 +116,14 @@ impl Mixer {
     }
 
     fn join(&self, room: &RoomId, on_duplicate: DuplicatePolicy) -> Result<junction_engine::room::Joined, MixError> {
-        let identity = PeerId::new(MIXER_IDENTITY)
+        let identity = PeerId::new(IDENTITY)
             .map_err(|e| MixError::Join { room: room.clone(), source: ContractError::Invalid(e.to_string()) })?;
         let mut request = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
         request.name = Some("Audio mixer".into());
         request.grants = Grants::SUBSCRIBE_ONLY;
         request.auto_subscribe = false;
         request.on_duplicate = on_duplicate;
+        request.takes_seat = false;
         self.engine.join(request).map_err(|source| MixError::Join { room: room.clone(), source })
     }
 }

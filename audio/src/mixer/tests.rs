@@ -36,7 +36,7 @@ async fn each_listener_hears_the_others_and_not_itself() {
     let mut bob_hears = mixer.listen(&room, &PeerId::new("bob").unwrap()).unwrap();
     let mut carol_hears = mixer.listen(&room, &PeerId::new("carol").unwrap()).unwrap();
     assert_eq!(mixer.active_rooms(), 1, "one mix for the room, however many listeners");
-    let mixer_peer = PeerId::new(MIXER_IDENTITY).unwrap();
+    let mixer_peer = PeerId::new(IDENTITY).unwrap();
     assert!(engine.room(&room).unwrap().peers.iter().any(|p| p.info.identity == mixer_peer));
 
     let (mut enc_a, mut enc_b) = (G711Encoder::new(G711Law::MuLaw), G711Encoder::new(G711Law::MuLaw));
@@ -135,6 +135,6 @@ async fn a_panicking_mix_is_restarted_for_the_same_listeners() {
     let found = dominant_frequency(&after[after.len() / 2..], 1, MIX_RATE).unwrap();
     assert!((found - 440.0).abs() < 5.0, "and hears alice again: {found} Hz");
     assert_eq!(mixer.active_rooms(), 1);
-    let mixer_peer = PeerId::new(MIXER_IDENTITY).unwrap();
+    let mixer_peer = PeerId::new(IDENTITY).unwrap();
     assert_eq!(engine.room(&room).unwrap().peers.iter().filter(|p| p.info.identity == mixer_peer).count(), 1);
 }

@@ -84,6 +84,7 @@ impl Session {
             auto_subscribe: mode == RoomMode::Sfu,
             accept_codecs: BROWSER_CODECS.to_vec(),
             on_duplicate: DuplicatePolicy::Replace,
+            takes_seat: true,
             credential: self.principal.session.clone(),
         };
         // Indexed before joining, so peers told of the join can already see the session id.
