@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use junction_audio::codec::AudioEncoder;
 use junction_audio::codec::aac::AacEncoder;
+use junction_core::h264::AvcConfig;
 use parking_lot::Mutex;
 
 use super::VideoSize;
@@ -203,14 +204,7 @@ impl VideoPattern {
     /// The AVC decoder configuration record for this size (FLV sequence header body).
     pub fn avc_config(&self) -> Bytes {
         let (sps, pps) = parameter_sets(self.height);
-        let mut out = BytesMut::new();
-        out.put_slice(&[1, sps[1], sps[2], sps[3], 0xff, 0xe1]);
-        out.put_u16(sps.len() as u16);
-        out.put_slice(sps);
-        out.put_u8(1);
-        out.put_u16(pps.len() as u16);
-        out.put_slice(pps);
-        out.freeze()
+        AvcConfig::from_parameter_sets(sps, pps).map(|config| config.to_bytes()).unwrap_or_default()
     }
 }
 

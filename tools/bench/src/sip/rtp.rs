@@ -1,8 +1,9 @@
 //! The media of one bench call: 20 ms RTP packets of PCMU (160 bytes) carrying the caller's own
 //! tone, and the count of what comes back — the room's mix, which the server makes from the other
 //! callers' voices (decoded, mixed, re-encoded), so it carries no stamp of ours: loss is read from
-//! its RTP sequence numbers, and content from its loudness. G.711 µ-law is a few lines of
-//! arithmetic (ITU-T G.711), written here rather than depending on the server's codec crates.
+//! its RTP sequence numbers, and content from its loudness. G.711 µ-law is junction-audio's.
+
+use junction_audio::codec::G711Law;
 
 use crate::stats::SeqSet;
 
@@ -11,37 +12,13 @@ pub const SAMPLES_PER_PACKET: usize = 160;
 pub const PACKETS_PER_SECOND: u64 = 50;
 const PCMU: u8 = 0;
 
-/// A 16-bit linear sample as G.711 µ-law.
-pub fn mulaw_encode(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    const CLIP: i32 = 32635;
-    let mut value = i32::from(sample);
-    let sign = if value < 0 { 0x80 } else { 0 };
-    if value < 0 {
-        value = -value;
-    }
-    value = value.min(CLIP) + BIAS;
-    let exponent = (7 - (value.leading_zeros() as i32 - 17)).clamp(0, 7);
-    let mantissa = (value >> (exponent + 3)) & 0x0f;
-    !(sign | (exponent << 4) as u8 | mantissa as u8)
-}
-
-/// A G.711 µ-law byte as a 16-bit linear sample.
-pub fn mulaw_decode(byte: u8) -> i16 {
-    let byte = !byte;
-    let exponent = i32::from((byte >> 4) & 0x07);
-    let mantissa = i32::from(byte & 0x0f);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if byte & 0x80 != 0 { -magnitude } else { magnitude }) as i16
-}
-
 /// One second of a sine tone at `hz` (a whole number of cycles, so it loops without a click),
 /// µ-law encoded.
 pub fn tone(hz: u32) -> Vec<u8> {
     (0..SAMPLES_PER_PACKET * PACKETS_PER_SECOND as usize)
         .map(|n| {
             let phase = 2.0 * std::f64::consts::PI * f64::from(hz) * n as f64 / 8000.0;
-            mulaw_encode((phase.sin() * 8000.0) as i16)
+            G711Law::MuLaw.encode((phase.sin() * 8000.0) as i16)
         })
         .collect()
 }
@@ -97,7 +74,7 @@ impl MixLog {
         self.seen.insert(extended);
         self.packets += 1;
         self.bytes += datagram.len() as u64;
-        let energy: f64 = payload.iter().map(|&b| f64::from(mulaw_decode(b)).powi(2)).sum();
+        let energy: f64 = payload.iter().map(|&b| f64::from(G711Law::MuLaw.decode(b)).powi(2)).sum();
         if (energy / payload.len() as f64).sqrt() > AUDIBLE_RMS {
             self.audible += 1;
         }
@@ -131,16 +108,6 @@ fn extend(last: Option<u64>, seq: u16) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mulaw_round_trips_within_its_step() {
-        for sample in [-32000i16, -8000, -100, -1, 0, 1, 100, 8000, 32000] {
-            let back = mulaw_decode(mulaw_encode(sample));
-            let step = (i32::from(sample).abs() / 16).max(8);
-            assert!((i32::from(back) - i32::from(sample)).abs() <= step, "{sample} -> {back}");
-        }
-        assert_eq!(mulaw_encode(0), 0xff, "silence is 0xFF");
-    }
 
     #[test]
     fn a_tone_is_audible_and_silence_is_not() {
