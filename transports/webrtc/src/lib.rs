@@ -35,6 +35,9 @@ mod session;
 mod udp_mux;
 mod validate;
 
+#[cfg(test)]
+mod hostile_tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -43,7 +46,7 @@ pub use error::{SessionError, StartError};
 pub use negotiate::Negotiated;
 pub use sdp::MediaLine;
 pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
-pub use session::{EgressPolicy, IceCredentials, SessionEvent, SessionHandle, SessionSpec};
+pub use session::{EgressPolicy, IceCredentials, PeerReply, PeerRequest, SessionEvent, SessionHandle, SessionSpec};
 
 use junction_transport_api::{Service, Started, TransportContext};
 use tokio::net::UdpSocket;

@@ -6,11 +6,10 @@
 //! Every SDP from a peer (offers, renegotiations, answers) is measured before str0m parses it:
 //! its size, its m-lines and its candidates have caps ([`SdpLimits`], in `sdp.rs`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use junction_core::Codec;
-use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_engine::Endpoint;
 use str0m::change::SdpOffer;
 use str0m::media::Mid;
 use str0m::{Candidate, IceCreds, Rtc};
@@ -21,7 +20,7 @@ use crate::config::WebrtcConfig;
 use crate::driver::MuxHandle;
 use crate::error::{SessionError, offered_codecs};
 use crate::sdp::{MediaLine, SdpLimits, describe, offer_sections};
-use crate::session::{self, Link, SessionHandle, SessionSpec};
+use crate::session::{self, SessionHandle, SessionSpec};
 
 /// An answered offer, not yet started.
 pub struct Negotiated {
@@ -134,17 +133,6 @@ impl Negotiated {
     /// Starts the session task for a peer that has joined the engine; the task owns the
     /// endpoint: when it ends, however it ends, the peer leaves the room.
     pub fn start(self, endpoint: Endpoint, spec: SessionSpec) -> SessionHandle {
-        self.spawn(Link::Owned(endpoint), spec)
-    }
-
-    /// Starts the session task for an endpoint whose RPC half the signalling layer keeps (it
-    /// reads the room events and forwards them with [`SessionHandle::room_event`]); the task
-    /// takes the media half. The peer stays in the room when the session ends.
-    pub fn start_shared(self, rpc: Arc<EndpointRpc>, media: EndpointMedia, spec: SessionSpec) -> SessionHandle {
-        self.spawn(Link::Shared(rpc, media), spec)
-    }
-
-    fn spawn(self, link: Link, spec: SessionSpec) -> SessionHandle {
         session::spawn(session::Parts {
             rtc: self.rtc,
             lines: self.lines,
@@ -156,7 +144,7 @@ impl Negotiated {
             limits: SdpLimits::of(&self.config),
             offered_candidates: self.candidates,
             shutdown: self.shutdown,
-            link,
+            endpoint,
             spec,
         })
     }

@@ -5,7 +5,7 @@
 //! room data messages (`junction-reliable`, `junction-unreliable`) besides the socket.
 
 use junction_core::{CloseReason, DataMessage, PeerId, RoomMode, TrackSource};
-use junction_webrtc::{EgressPolicy, SessionError, SessionEvent, SessionSignal, SessionSpec, TrackLabel};
+use junction_webrtc::{EgressPolicy, PeerRequest, SessionError, SessionEvent, SessionSignal, SessionSpec, TrackLabel};
 use serde::{Deserialize, Serialize};
 
 use super::room::{data_message, data_request};
@@ -213,7 +213,7 @@ impl Session {
             Ok(msg) => {
                 match data_request(msg.payload, msg.payload_base64, msg.topic, msg.to, reliable, peer.identity.clone())
                 {
-                    Ok(message) => peer.call(move |rpc| rpc.send_data(message)).await.map(|_| ()),
+                    Ok(message) => peer.request(PeerRequest::SendData(message)).await.map(|_| ()),
                     Err(err) => Err(err),
                 }
             }

@@ -6,14 +6,20 @@
 //! Then a panic injected into the session's task ends that session the protocol's way: the
 //! client hears DTLS close_notify, the surface gets `Closed`, the peer leaves its room; and a
 //! session that never connects is ended at the connect deadline.
+//!
+//! A unit test of the crate (not under tests/) only so that it can inject that panic
+//! ([`SessionHandle::crash`], test builds only); everything else goes through the public API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate as junction_webrtc;
 use junction_core::{CloseReason, Codec, MediaOut, PeerId, RoomId, TransportKind};
 use junction_engine::{Engine, EngineConfig, JoinRequest};
-use junction_webrtc::{EgressPolicy, SessionEvent, SessionSpec, WebrtcConfig, WebrtcTransport};
+use junction_webrtc::{
+    EgressPolicy, SIGNAL_CAPACITY, SessionEvent, SessionSignal, SessionSpec, WebrtcConfig, WebrtcTransport,
+};
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -186,9 +192,9 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("cam").unwrap(), TransportKind::Webrtc)).unwrap();
     let answer = negotiated.answer_sdp().to_owned();
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (signals_tx, mut events) = mpsc::channel(SIGNAL_CAPACITY);
     let handle = negotiated
-        .start(joined.endpoint, SessionSpec::new("webrtc", true, EgressPolicy::Nothing).with_events(events_tx));
+        .start(joined.endpoint, SessionSpec::new("webrtc", true, EgressPolicy::Nothing).with_signals(signals_tx));
     let mut client_rtc = client;
     client_rtc.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
     let victim = client_rtc.socket.clone();
@@ -221,12 +227,12 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
     assert!(during.windows(2).all(|w| w[1] > w[0]), "in order: {during:?}");
     assert!(during[0] > *before.last().unwrap());
     assert!(!handle.is_closed());
-    assert_eq!(events.recv().await, Some(SessionEvent::Connected));
+    assert_eq!(next_event(&mut events).await, Some(SessionEvent::Connected));
 
     // A bug in the session's task ends this session, the protocol's way.
-    let _ = handle.with_rpc(|_| -> () { panic!("injected session panic") }).await;
+    handle.crash().await;
     tokio::time::timeout(WAIT, handle.closed()).await.expect("the session ended");
-    let closed = tokio::time::timeout(WAIT, events.recv()).await.expect("Closed in time");
+    let closed = tokio::time::timeout(WAIT, next_event(&mut events)).await.expect("Closed in time");
     assert!(
         matches!(&closed, Some(SessionEvent::Closed { reason: CloseReason::Error { message } }) if message.contains("internal error")),
         "{closed:?}"
@@ -257,6 +263,15 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
     shutdown.cancel();
 }
 
+/// The next [`SessionEvent`] among a session's signals (the room's events pass by too).
+async fn next_event(signals: &mut mpsc::Receiver<SessionSignal>) -> Option<SessionEvent> {
+    loop {
+        if let SessionSignal::Event(event) = signals.recv().await? {
+            return Some(event);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_session_that_never_connects_ends_at_the_connect_deadline() {
     let engine = Engine::new(EngineConfig::default());
@@ -266,13 +281,13 @@ async fn a_session_that_never_connects_ends_at_the_connect_deadline() {
     let room = RoomId::new("lobby").unwrap();
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("ghost").unwrap(), TransportKind::Webrtc)).unwrap();
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (signals_tx, mut events) = mpsc::channel(SIGNAL_CAPACITY);
     let handle = negotiated
-        .start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::Nothing).with_events(events_tx));
+        .start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::Nothing).with_signals(signals_tx));
     let started = Instant::now();
     tokio::time::timeout(WAIT, handle.closed()).await.expect("ended by the deadline");
     assert!(started.elapsed() >= Duration::from_millis(900), "not before the deadline");
-    assert_eq!(events.recv().await, Some(SessionEvent::Closed { reason: CloseReason::TransportTimeout }));
+    assert_eq!(next_event(&mut events).await, Some(SessionEvent::Closed { reason: CloseReason::TransportTimeout }));
     assert!(engine.room(&room).is_none_or(|r| r.peers.is_empty()), "the peer left");
     shutdown.cancel();
 }
