@@ -11,9 +11,9 @@ use rml_rtmp::sessions::ClientSessionEvent;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::client::RtmpConnection;
 use crate::media::{AAC_FRAME_SAMPLES, AAC_RATE, AacSource, RunClock, Stamp, Stream, VideoPattern};
 use crate::stats::{Outcome, Traffic};
+use junction_testkit::rtmp::RtmpConnection;
 
 pub struct Publisher {
     pub host: String,
@@ -49,7 +49,9 @@ impl Publisher {
     pub async fn start(&self) -> anyhow::Result<RtmpConnection> {
         let mut connection = RtmpConnection::connect(&self.host, "live").await?;
         connection.publish(&self.key).await?;
-        connection.send_metadata(self.pattern.width, self.pattern.height, self.pattern.fps).await?;
+        connection
+            .send_metadata(u32::from(self.pattern.width), u32::from(self.pattern.height), Some(self.pattern.fps as f32))
+            .await?;
         let mut header = BytesMut::from(&[0x17, 0, 0, 0, 0][..]);
         header.put_slice(&self.pattern.avc_config());
         connection.send_video(0, header.freeze()).await?;

@@ -2,9 +2,8 @@
 //! ingress key each), each watched by a viewer, measured for a window: what the server spends per
 //! ingested stream, and what reaches the viewers. The default viewer is a WHEP player, which
 //! takes Opus only: the server runs its AAC->Opus transcoder for every stream, as it would for
-//! browsers watching an OBS stream.
+//! browsers watching an OBS stream. The RTMP client is junction-testkit's.
 
-mod client;
 mod endpoints;
 
 use std::sync::Arc;
@@ -23,8 +22,8 @@ use super::report::Report;
 use super::stats::{Outcome, Traffic};
 use super::webrtc::{PeerKit, VideoCodec, WhepViewer};
 use super::{Target, VideoSize, parse_duration, window};
-pub use client::host_of;
 pub use endpoints::{Player, Publisher};
+pub use junction_testkit::rtmp::host_of;
 
 /// Who watches each RTMP stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
