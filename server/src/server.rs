@@ -98,10 +98,10 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         services: vec![Service { name: "http", url: public_url.clone(), about: "REST API, web pages, metrics" }],
         ..Wiring::default()
     };
-    // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
     for (old, new) in config.deprecated_keys() {
         warn!("{old} is deprecated and will go: set {new} instead");
     }
+    // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
     let mixer = Mixer::new(engine.clone(), config.mix_config());
     let mut ctx =
         TransportContext::new(engine.clone(), authority.clone(), mixer, shutdown.clone(), public_url.clone(), dev_mode);
