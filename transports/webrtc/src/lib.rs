@@ -44,7 +44,7 @@ use std::sync::Arc;
 pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
 pub use negotiate::Negotiated;
-pub use sdp::MediaLine;
+pub use sdp::{MediaLine, candidate_lines};
 pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
 pub use session::{EgressPolicy, IceCredentials, PeerReply, PeerRequest, SessionEvent, SessionHandle, SessionSpec};
 

@@ -152,6 +152,15 @@ pub(crate) fn offer_sections(sdp: &str) -> Vec<OfferSection> {
     sections
 }
 
+/// The `candidate:…` values of an SDP's `a=candidate` lines (for trickling them as well).
+pub fn candidate_lines(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
