@@ -238,6 +238,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_rtpmap_outside_its_media_line_is_refused_before_str0m() {
+        // Found by fuzzing (browser_session): payload type 98 mapped in the audio section too
+        // (where the m-line does not list it) made str0m panic ("Pt locked multiple times").
+        let offer = whep_offer("VP9")
+            .replace("a=rtpmap:111 opus/48000/2\r\n", "a=rtpmap:111 opus/48000/2\r\na=rtpmap:98 VP9/90000\r\n");
+        let err = negotiate_text(mux().await, &offer).err().unwrap();
+        assert!(matches!(&err, SessionError::BadSdp(why) if why.contains("98")), "{err}");
+        let twice = whep_offer("VP8")
+            .replace("a=rtcp-fb:98 nack pli\r\n", "a=rtcp-fb:98 nack pli\r\na=rtpmap:98 H264/90000\r\n");
+        let err = negotiate_text(mux().await, &twice).err().unwrap();
+        assert!(matches!(&err, SessionError::BadSdp(why) if why.contains("98")), "{err}");
+        // The same payload type in two sections that both list it (two cameras) is fine.
+        let two_cameras = format!(
+            "{}m=video 9 UDP/TLS/RTP/SAVPF 98\r\n{TRANSPORT}a=mid:2\r\na=recvonly\r\na=rtpmap:98 VP8/90000\r\n",
+            whep_offer("VP8")
+        )
+        .replace("a=group:BUNDLE 0 1\r\n", "a=group:BUNDLE 0 1 2\r\n");
+        negotiate_text(mux().await, &two_cameras).unwrap();
+    }
+
+    #[tokio::test]
     async fn oversized_offers_are_refused_before_parsing() {
         let mux = mux().await;
         let config = WebrtcConfig::default();

@@ -56,11 +56,25 @@ impl SdpLimits {
             return Err(SessionError::SdpTooLarge { bytes: sdp.len(), limit: self.max_bytes });
         }
         let (mut media_lines, mut candidates) = (0, 0);
+        // The payload types the current m-line lists, and those an rtpmap has mapped in it.
+        let (mut listed, mut mapped): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
         for line in sdp.lines().map(str::trim_start) {
-            if line.starts_with("m=") {
+            if let Some(media) = line.strip_prefix("m=") {
                 media_lines += 1;
+                listed = media.split_whitespace().skip(3).collect();
+                mapped.clear();
             } else if line.starts_with("a=candidate:") {
                 candidates += 1;
+            } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
+                // RFC 8866 §6.6: an rtpmap maps a format its m-line lists, once. str0m panics on
+                // a payload type mapped where it is not listed (found by fuzzing).
+                let pt = map.split_whitespace().next().unwrap_or_default();
+                if !listed.contains(&pt) || mapped.contains(&pt) {
+                    return Err(SessionError::BadSdp(format!(
+                        "a=rtpmap for payload type {pt} outside its m-line or mapped twice"
+                    )));
+                }
+                mapped.push(pt);
             }
         }
         if media_lines > self.max_media_lines {
