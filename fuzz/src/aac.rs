@@ -1,4 +1,4 @@
-//! AAC (endpoint/src/codec/aac, core/src/aac.rs): the AudioSpecificConfig as the
+//! AAC (audio/src/codec/aac, core/src/aac.rs): the AudioSpecificConfig as the
 //! engine and the RTMP ingest read it, ADTS framing, and raw AAC frames through the decoder
 //! the transcoder uses (symphonia, behind Junction's `catch_unwind`).
 //!
@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use junction_endpoint::codec::AudioDecoder;
-use junction_endpoint::codec::aac::{AacConfig, AacDecoder, parse_adts};
+use junction_audio::codec::AudioDecoder;
+use junction_audio::codec::aac::{AacConfig, AacDecoder, parse_adts};
 
 /// Raw AAC frames and ADTS streams are a few kilobytes at most.
 const MAX_FRAME: usize = 0x1FFF - 9;

@@ -16,7 +16,7 @@ fn transport() -> &'static (Runtime, WebrtcTransport) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         let config = WebrtcConfig { udp_listen: ([127, 0, 0, 1], 0).into(), ..WebrtcConfig::default() };
         let transport = runtime
-            .block_on(junction_webrtc::start(&config, CancellationToken::new()))
+            .block_on(junction_webrtc::listen(&config, CancellationToken::new()))
             .expect("the WebRTC media plane starts on loopback");
         (runtime, transport)
     })

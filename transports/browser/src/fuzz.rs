@@ -19,7 +19,7 @@ use junction_core::{
     Codec, Grants, LayerInfo, PeerId, PublishRequest, RoomId, RoomMode, RoomOptions, SessionCredential, TrackSource,
     TransportKind,
 };
-use junction_endpoint::{Engine, EngineConfig, JoinRequest, Joined, TrackPublisher};
+use junction_engine::{Engine, EngineConfig, JoinRequest, Joined, TrackPublisher};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
