@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use junction_core::ids::random_id;
 use junction_core::{
-    CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, SessionCredential, TransportKind,
+    CloseReason, Codec, ContractError, Grants, PeerId, RoomId, RoomInfo, RoomOptions, SessionCredential, SessionId,
+    TransportKind,
 };
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
@@ -75,6 +76,25 @@ pub enum DuplicatePolicy {
     Reject,
 }
 
+/// What a peer is to the room, beyond the client a transport serves (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerRole {
+    /// A client of this server.
+    #[default]
+    Client,
+    /// A server-side service that watches the room (the cluster's per-room relay peer): it
+    /// hears the room's events and may subscribe, but the room does not show it — it takes no
+    /// seat, keeps no room open, appears in no list or event, receives no data message or
+    /// signal, and may not publish.
+    Service,
+    /// The stand-in of a peer connected to another node of the cluster. It keeps that peer's
+    /// session id and join time, takes no seat (its own node admitted it), and the engine-wide
+    /// event stream does not report it or its tracks (its own node does, once). Local peers see
+    /// it like any other peer; its tracks are published with their origin's ids
+    /// ([`crate::EndpointRpc::publish_as`]) and fed by the cluster's relay.
+    Mirror { session: SessionId, joined_at_ms: u64 },
+}
+
 /// A transport's request to bind a peer to a room.
 #[derive(Debug, Clone)]
 pub struct JoinRequest {
@@ -93,6 +113,7 @@ pub struct JoinRequest {
     /// The credential the peer presented: counted against its token's sessions, and the
     /// session ends when it expires. Empty (the default) for peers without one.
     pub credential: SessionCredential,
+    pub role: PeerRole,
 }
 
 impl JoinRequest {
@@ -108,6 +129,7 @@ impl JoinRequest {
             accept_codecs: Vec::new(),
             on_duplicate: DuplicatePolicy::Replace,
             credential: SessionCredential::default(),
+            role: PeerRole::Client,
         }
     }
 
@@ -192,6 +214,12 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         self.shared.counters.snapshot()
+    }
+
+    /// Puts an event that no room of this engine emitted into the engine-wide stream: the
+    /// cluster reports there what happened on a node that died (its peers' departures).
+    pub fn report(&self, event: RoomEvent) {
+        self.shared.emit(event);
     }
 
     /// Creates a room; without a name the engine picks one.

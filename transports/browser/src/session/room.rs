@@ -9,7 +9,7 @@ use junction_core::{
     CloseReason, Codec, DataMessage, EndpointEvent, LayerPreference, PeerId, PeerInfo, RoomId, RoomMode,
     SubscribeOptions, TransportKind,
 };
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
+use junction_endpoint::{DuplicatePolicy, JoinRequest, PeerRole};
 use serde_json::Value;
 
 use super::link::{RoomInput, RoomPeer};
@@ -85,6 +85,7 @@ impl Session {
             accept_codecs: BROWSER_CODECS.to_vec(),
             on_duplicate: DuplicatePolicy::Replace,
             credential: self.principal.session.clone(),
+            role: PeerRole::Client,
         };
         // Indexed before joining, so peers told of the join can already see the session id.
         self.ctx.registry.bind_peer(self.id, &room, &self.principal.identity);
