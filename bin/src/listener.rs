@@ -11,9 +11,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -76,7 +77,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(Counted { stream, _permit: permit });
-        let connection = builder.serve_connection(io, TowerToHyperService::new(app.clone())).with_upgrades();
+        // The peer address reaches handlers that limit per source (WHIP/WHEP sessions per address).
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // A Router is always ready, so calling it without `poll_ready` is allowed.
+            tower::Service::call(&mut app.clone(), request)
+        });
+        let connection = builder.serve_connection(io, service).with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {
             // Errors here are the client's (reset, bad request line, head timeout): nothing to do.

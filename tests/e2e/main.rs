@@ -12,6 +12,7 @@ mod cli;
 mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;
+mod hardening_webrtc;
 mod moq;
 mod rest;
 mod rtmp;

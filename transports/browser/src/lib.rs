@@ -40,11 +40,31 @@ pub struct BrowserConfig {
     pub allow_direct_call: bool,
     /// How long a session whose socket dropped without `leave` is kept for a reconnect.
     pub reconnect_grace_s: u64,
+    /// Largest WebSocket message (and frame) a client may send; a larger one closes the socket
+    /// with 1009 after an `error`.
+    pub max_message_bytes: usize,
+    /// Largest relayed payload (`signal`, `call`, `call_signal`), as JSON text.
+    pub max_signal_bytes: usize,
+    /// Most bytes of messages kept for a client (a detached one, or one that reads too slowly);
+    /// past it the session ends (`overloaded`).
+    pub max_outbox_bytes: usize,
+    /// Seconds a socket has to join a room (or take part in a direct call) before it is closed
+    /// with 4015 (0: no deadline).
+    pub join_timeout_s: u64,
 }
 
 impl Default for BrowserConfig {
     fn default() -> Self {
-        Self { enabled: true, allow_anonymous: false, allow_direct_call: true, reconnect_grace_s: 20 }
+        Self {
+            enabled: true,
+            allow_anonymous: false,
+            allow_direct_call: true,
+            reconnect_grace_s: 20,
+            max_message_bytes: 256 * 1024,
+            max_signal_bytes: 64 * 1024,
+            max_outbox_bytes: 1024 * 1024,
+            join_timeout_s: 10,
+        }
     }
 }
 
@@ -57,6 +77,19 @@ impl BrowserConfig {
         if !(1..=MAX_RECONNECT_GRACE_S).contains(&self.reconnect_grace_s) {
             let message = format!("must be between 1 and {MAX_RECONNECT_GRACE_S} seconds");
             return Err(("browser.reconnect_grace_s", message));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(("browser.max_message_bytes", "must be at least 1024 bytes".into()));
+        }
+        if self.max_signal_bytes == 0 || self.max_signal_bytes > self.max_message_bytes {
+            return Err(("browser.max_signal_bytes", "must be between 1 and browser.max_message_bytes".into()));
+        }
+        if self.max_outbox_bytes < self.max_message_bytes {
+            return Err(("browser.max_outbox_bytes", "must be at least browser.max_message_bytes".into()));
+        }
+        if self.join_timeout_s > MAX_RECONNECT_GRACE_S {
+            let message = format!("must be between 0 (no deadline) and {MAX_RECONNECT_GRACE_S} seconds");
+            return Err(("browser.join_timeout_s", message));
         }
         Ok(())
     }

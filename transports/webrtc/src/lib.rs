@@ -1,7 +1,8 @@
 //! junction-webrtc: the WebRTC media plane, on str0m (sans-I/O, driven by tokio here).
 //!
-//! One UDP socket serves every session: a single driver task reads it and routes each datagram
-//! by ICE ufrag, then by remote address ([`udp_mux`]); each session is a task that owns its
+//! One UDP socket serves every session: a single driver task reads it, drops what is malformed
+//! ([`validate`]) and routes each datagram by ICE ufrag and STUN integrity, then by remote
+//! address ([`udp_mux`]); each session is a task that owns its
 //! str0m `Rtc` and its engine [`Endpoint`](junction_endpoint::Endpoint), and bridges the two:
 //! what the peer sends is published as tracks, what the peer receives comes from its
 //! subscriptions, keyframe requests and bandwidth estimates flow both ways. The server is
@@ -31,6 +32,7 @@ mod negotiate;
 mod send_batch;
 mod session;
 mod udp_mux;
+mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,7 +72,7 @@ pub async fn start(config: &WebrtcConfig, shutdown: CancellationToken) -> Result
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let advertised = config.advertised_addr(local)?;
     info!(%local, %advertised, "WebRTC media plane listening");
-    let mux = driver::spawn(socket, advertised, shutdown.clone())
+    let mux = driver::spawn(socket, advertised, config, shutdown.clone())
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     Ok(WebrtcTransport { inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown }) })
 }

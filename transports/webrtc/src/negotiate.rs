@@ -2,6 +2,9 @@
 //! ICE credentials, one host candidate on the shared socket) accepts the offer; the m-lines it
 //! agreed to are read back so the caller knows what the peer sends, what it can receive, and
 //! in which codecs, before joining the engine.
+//!
+//! Every SDP from a peer (offers, renegotiations, answers) is measured before str0m parses it:
+//! its size, its m-lines and its candidates have caps ([`SdpLimits`], from `[webrtc]`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +37,51 @@ pub struct MediaLine {
     pub layers: Vec<LayerInfo>,
 }
 
+/// The caps on an SDP from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SdpLimits {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_media_lines: usize,
+    pub(crate) max_candidates: usize,
+}
+
+impl SdpLimits {
+    pub(crate) fn of(config: &WebrtcConfig) -> Self {
+        Self {
+            max_bytes: config.max_sdp_bytes,
+            max_media_lines: config.max_media_lines,
+            max_candidates: config.max_remote_candidates,
+        }
+    }
+
+    /// Refuses an SDP over a cap (logged at info in the caller's span); returns how many
+    /// candidates it carries.
+    pub(crate) fn check(&self, sdp: &str) -> Result<usize, SessionError> {
+        self.measure(sdp).inspect_err(|err| tracing::info!("SDP refused: {err}"))
+    }
+
+    fn measure(&self, sdp: &str) -> Result<usize, SessionError> {
+        if sdp.len() > self.max_bytes {
+            return Err(SessionError::SdpTooLarge { bytes: sdp.len(), limit: self.max_bytes });
+        }
+        let (mut media_lines, mut candidates) = (0, 0);
+        for line in sdp.lines().map(str::trim_start) {
+            if line.starts_with("m=") {
+                media_lines += 1;
+            } else if line.starts_with("a=candidate:") {
+                candidates += 1;
+            }
+        }
+        if media_lines > self.max_media_lines {
+            return Err(SessionError::TooManyMediaLines { count: media_lines, limit: self.max_media_lines });
+        }
+        if candidates > self.max_candidates {
+            return Err(SessionError::TooManyCandidates { count: candidates, limit: self.max_candidates });
+        }
+        Ok(candidates)
+    }
+}
+
 /// An answered offer, not yet started.
 pub struct Negotiated {
     rtc: Rtc,
@@ -41,6 +89,8 @@ pub struct Negotiated {
     lines: Vec<(Mid, MediaLine)>,
     ufrag: String,
     pwd: String,
+    /// Remote candidates the offer carried.
+    candidates: usize,
     mux: MuxHandle,
     config: WebrtcConfig,
     shutdown: CancellationToken,
@@ -67,6 +117,7 @@ pub(crate) fn negotiate_any(
     shutdown: CancellationToken,
     offer_sdp: &str,
 ) -> Result<Negotiated, SessionError> {
+    let candidates = SdpLimits::of(config).check(offer_sdp)?;
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
     let creds = IceCreds::new();
     let mut rtc = codec::rtc_builder()
@@ -93,6 +144,7 @@ pub(crate) fn negotiate_any(
         lines,
         ufrag: creds.ufrag,
         pwd: creds.pass,
+        candidates,
         mux,
         config: config.clone(),
         shutdown,
@@ -235,8 +287,12 @@ impl Negotiated {
             rtc: self.rtc,
             lines: self.lines,
             ufrag: self.ufrag,
+            pwd: self.pwd,
             mux: self.mux,
             ice_timeout: self.config.ice_timeout(),
+            connect_timeout: self.config.connect_timeout(),
+            limits: SdpLimits::of(&self.config),
+            offered_candidates: self.candidates,
             shutdown: self.shutdown,
             link,
             spec,
@@ -294,7 +350,8 @@ mod tests {
     async fn mux() -> MuxHandle {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        crate::driver::spawn(socket, addr, CancellationToken::new()).expect("the sender starts")
+        crate::driver::spawn(socket, addr, &WebrtcConfig::default(), CancellationToken::new())
+            .expect("the sender starts")
     }
 
     fn negotiate_text(mux: MuxHandle, sdp: &str) -> Result<Negotiated, SessionError> {
@@ -341,5 +398,26 @@ mod tests {
             whep_offer("VP8").lines().filter(|l| !l.starts_with("a=fingerprint")).map(|l| format!("{l}\r\n")).collect();
         let err = negotiate_text(mux().await, &no_fingerprint).err().unwrap();
         assert!(matches!(err, SessionError::OfferRefused(_) | SessionError::BadSdp(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn oversized_offers_are_refused_before_parsing() {
+        let mux = mux().await;
+        let config = WebrtcConfig::default();
+        // Thousands of m-lines, in a body under the size cap.
+        let section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let many_lines = format!("{SESSION}{}", section.repeat(3000));
+        assert!(many_lines.len() <= config.max_sdp_bytes);
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &many_lines).err().unwrap();
+        assert_eq!(err, SessionError::TooManyMediaLines { count: 3000, limit: config.max_media_lines });
+        // One attribute larger than the whole cap.
+        let huge = format!("{}a=x-huge:{}\r\n", whep_offer("VP8"), "x".repeat(config.max_sdp_bytes));
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &huge).err().unwrap();
+        assert!(matches!(err, SessionError::SdpTooLarge { limit, .. } if limit == config.max_sdp_bytes), "{err}");
+        // Hundreds of candidates.
+        let candidate = "a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n";
+        let crowded = format!("{}{}", whep_offer("VP8"), candidate.repeat(500));
+        let err = negotiate(mux, &config, CancellationToken::new(), &crowded).err().unwrap();
+        assert_eq!(err, SessionError::TooManyCandidates { count: 500, limit: config.max_remote_candidates });
     }
 }

@@ -5,9 +5,12 @@
 //! `POST /whep/{room}` turns a player's offer into a viewer of the room's active publisher(s)
 //! (or of one identity, `?identity=`). Each creates a resource `/{whip|whep}/{room}/{id}` that
 //! takes `PATCH` (trickle ICE, ICE restart) and `DELETE`. Credentials are client JWTs or, for
-//! WHIP, ingress stream keys. The surface is documented in `docs/protocol-whip-whep.md`.
+//! WHIP, ingress stream keys. The surface is documented in `docs/protocol-whip-whep.md`; its
+//! limits (body size, sessions per source address, the connect deadline of `[webrtc]`) in
+//! `docs/security.md`.
 
 mod error;
+mod limits;
 mod options;
 mod pages;
 mod resources;
@@ -33,11 +36,14 @@ pub struct WhipConfig {
     /// (`true`, handy for encoders that reconnect before the old session timed out) or is
     /// refused with `409 Conflict` (`false`).
     pub replace_existing: bool,
+    /// Live WHIP and WHEP sessions one source address may hold; more are refused with `429`
+    /// (0: no limit). Behind a reverse proxy every client has the proxy's address.
+    pub max_resources_per_ip: usize,
 }
 
 impl Default for WhipConfig {
     fn default() -> Self {
-        Self { enabled: true, replace_existing: false }
+        Self { enabled: true, replace_existing: false, max_resources_per_ip: 64 }
     }
 }
 
@@ -49,11 +55,13 @@ pub struct WhipState {
     pub(crate) transport: WebrtcTransport,
     pub(crate) config: WhipConfig,
     pub(crate) resources: resources::Resources,
+    pub(crate) per_source: limits::PerSource,
 }
 
 impl WhipState {
     pub fn new(engine: Engine, authority: Authority, transport: WebrtcTransport, config: WhipConfig) -> Self {
-        Self { engine, authority, transport, config, resources: resources::Resources::default() }
+        let (resources, per_source) = (resources::Resources::default(), limits::PerSource::default());
+        Self { engine, authority, transport, config, resources, per_source }
     }
 
     /// Live WHIP or WHEP sessions.

@@ -48,6 +48,9 @@ fn sdp_error(err: SessionError) -> WireError {
         SessionError::AnswerRefused(_) => "answer_refused",
         SessionError::NoOfferPending => "no_offer",
         SessionError::BadCandidate { .. } => "bad_candidate",
+        SessionError::SdpTooLarge { .. }
+        | SessionError::TooManyMediaLines { .. }
+        | SessionError::TooManyCandidates { .. } => "limit_exceeded",
         SessionError::Closed => "media_ended",
     };
     WireError::new(code, err.to_string())

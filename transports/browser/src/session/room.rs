@@ -113,6 +113,7 @@ impl Session {
             tracks: joined.tracks,
         };
         self.room = Some(RoomPeer::new(joined.room, rpc, media));
+        self.engaged = true;
         Ok(Reply::Message(Box::new(reply)))
     }
 
@@ -173,6 +174,7 @@ impl Session {
                 Ok(Reply::Delivered(delivered))
             }
             ClientMessage::Signal { to, payload } => {
+                self.check_signal(&payload)?;
                 peer.call(move |rpc| rpc.signal(&to, payload)).await?;
                 Ok(Reply::Ok)
             }

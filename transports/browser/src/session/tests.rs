@@ -64,8 +64,8 @@ impl Client {
             }
         }
         let mut out = Vec::new();
-        while let Some(message) = self.session.next_outgoing() {
-            out.push(serde_json::to_value(&message).unwrap());
+        while let Some(text) = self.session.next_outgoing() {
+            out.push(serde_json::from_str(&text).unwrap());
         }
         out
     }

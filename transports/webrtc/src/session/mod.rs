@@ -17,6 +17,7 @@ mod timeline;
 mod viewer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaKind, PeerId, RoomId, SessionId, TrackId};
@@ -30,7 +31,7 @@ use tracing::{Instrument, info_span};
 use self::signals::{SessionSignal, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
-use crate::negotiate::MediaLine;
+use crate::negotiate::{MediaLine, SdpLimits};
 use crate::udp_mux::SessionKey;
 
 pub(crate) use self::egress::INITIAL_ESTIMATE_BPS;
@@ -143,6 +144,9 @@ pub struct SessionHandle {
     room: RoomId,
     peer: PeerId,
     session: SessionId,
+    limits: SdpLimits,
+    /// Remote candidates of the current ICE session (the offer's and the trickled ones).
+    candidates: Arc<AtomicUsize>,
 }
 
 impl SessionHandle {
@@ -163,9 +167,16 @@ impl SessionHandle {
         self.commands.send(command).await.map_err(|_| SessionError::Closed)
     }
 
-    /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
+    /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`); refused past
+    /// `webrtc.max_remote_candidates` for the ICE session.
     pub async fn add_remote_candidate(&self, line: &str) -> Result<(), SessionError> {
-        self.send(Command::Candidate(parse_candidate(line)?)).await
+        let candidate = parse_candidate(line)?;
+        let limit = self.limits.max_candidates;
+        if self.candidates.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.candidates.fetch_sub(1, Ordering::Relaxed);
+            return Err(SessionError::TooManyCandidates { count: limit + 1, limit });
+        }
+        self.send(Command::Candidate(candidate)).await
     }
 
     /// Restarts ICE with the peer's new credentials (and candidates); returns ours.
@@ -175,7 +186,12 @@ impl SessionHandle {
         pwd: &str,
         candidates: &[&str],
     ) -> Result<IceCredentials, SessionError> {
+        let limit = self.limits.max_candidates;
+        if candidates.len() > limit {
+            return Err(SessionError::TooManyCandidates { count: candidates.len(), limit });
+        }
         let candidates = candidates.iter().map(|c| parse_candidate(c)).collect::<Result<Vec<_>, _>>()?;
+        self.candidates.store(candidates.len(), Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         let remote = IceCreds { ufrag: ufrag.to_owned(), pass: pwd.to_owned() };
         self.send(Command::RestartIce { remote, candidates, reply }).await?;
@@ -185,6 +201,7 @@ impl SessionHandle {
     /// Answers a new offer from the peer (it added or removed tracks); returns the answer.
     /// New sending m-lines publish, new receiving ones carry subscriptions.
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, SessionError> {
+        self.limits.check(sdp)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels: Vec::new(), reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
@@ -192,6 +209,7 @@ impl SessionHandle {
 
     /// [`SessionHandle::accept_offer`], with the peer's `labels` for the m-lines it sends on.
     pub async fn accept_labelled_offer(&self, sdp: &str, labels: Vec<TrackLabel>) -> Result<String, SessionError> {
+        self.limits.check(sdp)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels, reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
@@ -235,6 +253,7 @@ impl SessionHandle {
 
     /// Applies the peer's answer to the session's last [`SessionEvent::Offer`].
     pub async fn accept_answer(&self, sdp: &str) -> Result<(), SessionError> {
+        self.limits.check(sdp)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptAnswer { sdp: sdp.to_owned(), reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
@@ -283,8 +302,13 @@ pub(crate) struct Parts {
     pub(crate) rtc: Rtc,
     pub(crate) lines: Vec<(Mid, MediaLine)>,
     pub(crate) ufrag: String,
+    pub(crate) pwd: String,
     pub(crate) mux: MuxHandle,
     pub(crate) ice_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) limits: SdpLimits,
+    /// Remote candidates the offer carried.
+    pub(crate) offered_candidates: usize,
     pub(crate) shutdown: CancellationToken,
     pub(crate) link: Link,
     pub(crate) spec: SessionSpec,
@@ -299,7 +323,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         Link::Shared(rpc, media) => (task::Rpc::Shared(rpc), media),
     };
     let (room, peer, session) = (rpc.room().clone(), rpc.peer().clone(), rpc.session());
-    let (key, inbox) = parts.mux.register(&parts.ufrag);
+    let (key, inbox) = parts.mux.register(&parts.ufrag, &parts.pwd);
     let (commands_tx, commands) = mpsc::channel(64);
     let done = CancellationToken::new();
     let span = info_span!("session", %room, %peer, %session, transport = parts.spec.label);
@@ -313,6 +337,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         rpc,
         media,
         ice_timeout: parts.ice_timeout,
+        connect_timeout: parts.connect_timeout,
         shutdown: parts.shutdown,
         spec: parts.spec,
     });
@@ -324,7 +349,15 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         }
         .instrument(span),
     );
-    SessionHandle { commands: commands_tx, done, room, peer, session }
+    SessionHandle {
+        commands: commands_tx,
+        done,
+        room,
+        peer,
+        session,
+        limits: parts.limits,
+        candidates: Arc::new(AtomicUsize::new(parts.offered_candidates)),
+    }
 }
 
 pub(crate) fn wire_kind(kind: MediaKind) -> WireKind {
