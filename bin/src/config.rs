@@ -31,6 +31,7 @@ pub struct Config {
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
     pub browser: junction_browser::BrowserConfig,
+    pub cluster: junction_cluster::ClusterConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -237,10 +237,22 @@ impl Engine {
         if rooms.get(&name).is_some_and(|r| !r.is_closed()) {
             return Err(RoomAdminError::RoomExists { room: name });
         }
-        let room = Room::new(name.clone(), options, self.shared.clone());
+        let room = Room::new(name.clone(), options, self.shared.clone(), false);
         let info = room.info();
         rooms.insert(name, room);
         Ok(info)
+    }
+
+    /// Opens this node's copy of a room another node of the cluster started (nothing when it is
+    /// already open here). Its start and end are not put in the engine-wide event stream: the
+    /// node that started it reports them, once.
+    pub fn adopt_room(&self, name: RoomId, options: RoomOptions) {
+        let mut rooms = self.rooms.write();
+        if rooms.get(&name).is_some_and(|r| !r.is_closed()) {
+            return;
+        }
+        let room = Room::new(name.clone(), options, self.shared.clone(), true);
+        rooms.insert(name, room);
     }
 
     pub fn rooms(&self) -> Vec<RoomInfo> {
@@ -300,7 +312,7 @@ impl Engine {
         if let Some(room) = rooms.get(name).filter(|r| !r.is_closed()) {
             return room.clone();
         }
-        let room = Room::new(name.clone(), self.shared.config.room_defaults.clone(), self.shared.clone());
+        let room = Room::new(name.clone(), self.shared.config.room_defaults.clone(), self.shared.clone(), false);
         rooms.insert(name.clone(), room.clone());
         room
     }

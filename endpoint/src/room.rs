@@ -118,6 +118,9 @@ pub(crate) struct Room {
     closed: AtomicBool,
     state: Mutex<RoomState>,
     shared: Arc<Shared>,
+    /// A copy of a room another node of the cluster reported first: its start and end are
+    /// that node's events, not this one's.
+    quiet: bool,
 }
 
 struct RoomState {
@@ -134,7 +137,7 @@ struct RoomState {
 }
 
 impl Room {
-    pub(crate) fn new(id: RoomId, options: RoomOptions, shared: Arc<Shared>) -> Arc<Room> {
+    pub(crate) fn new(id: RoomId, options: RoomOptions, shared: Arc<Shared>, quiet: bool) -> Arc<Room> {
         let now = shared.clock.now();
         let room = Arc::new_cyclic(|me| Room {
             id,
@@ -150,10 +153,13 @@ impl Room {
                 overloaded: Vec::new(),
             }),
             shared,
+            quiet,
         });
         room.shared.counters.rooms.add(1);
-        info!(room = %room.id, "room started");
-        room.shared.emit(RoomEvent::RoomStarted { room: room.info() });
+        info!(room = %room.id, quiet, "room started");
+        if !quiet {
+            room.shared.emit(RoomEvent::RoomStarted { room: room.info() });
+        }
         room
     }
 
@@ -222,7 +228,9 @@ impl Room {
         drop(st);
         self.shared.counters.rooms.add(-1);
         info!(room = %self.id, ?reason, "room finished");
-        self.shared.emit(RoomEvent::RoomFinished { room: self.id.clone(), reason });
+        if !self.quiet {
+            self.shared.emit(RoomEvent::RoomFinished { room: self.id.clone(), reason });
+        }
     }
 
     /// Ends every session whose credential expired by `now_ms` (unix ms).
