@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use junction_core::{CloseReason, PeerId, RoomId};
-use junction_endpoint::{Engine, RoomEvent};
+use junction_engine::{Engine, RoomEvent};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -280,7 +280,7 @@ async fn apply_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
 /// Announces rooms started here and watches every room this node has.
 async fn watch_rooms(
     shared: Arc<Shared>,
-    mut events: broadcast::Receiver<junction_endpoint::EngineEvent>,
+    mut events: broadcast::Receiver<junction_engine::EngineEvent>,
     shutdown: CancellationToken,
 ) {
     loop {

@@ -29,7 +29,7 @@ async fn health_metrics_and_home_page_answer_without_credentials() {
     }
     // The request counter saw the calls above, by status.
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("junction_http_requests_total{status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("junction_transport_api_requests_total{status=\"200\"}"), "{metrics}");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::{MediaFrame, MediaTime, RoomId, TrackId};
-use junction_endpoint::TrackPublisher;
+use junction_engine::TrackPublisher;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};

@@ -42,7 +42,7 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, shutdo
         let (shared, links, id) = (shared.clone(), links.clone(), next_id.fetch_add(1, Ordering::Relaxed));
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            if junction_endpoint::supervise::contain("relay", serve_link(incoming, shared, id)).await.is_err() {
+            if junction_engine::supervise::contain("relay", serve_link(incoming, shared, id)).await.is_err() {
                 warn!(%remote, "relay: link task failed; link closed");
             }
             links.fetch_sub(1, Ordering::Relaxed);

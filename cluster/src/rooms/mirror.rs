@@ -10,7 +10,7 @@ use std::sync::Arc;
 use junction_core::{
     CloseReason, DataMessage, EndpointEvent, MediaOut, PeerId, PeerInfo, PublishRequest, RoomId, TrackId, TrackInfo,
 };
-use junction_endpoint::{DuplicatePolicy, EndpointMedia, EndpointRpc, JoinRequest, PeerRole, TrackPublisher};
+use junction_engine::{DuplicatePolicy, EndpointMedia, EndpointRpc, JoinRequest, PeerRole, TrackPublisher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
@@ -72,7 +72,7 @@ pub(crate) fn join(shared: &Arc<Shared>, node: &str, room: &RoomId, peer: PeerIn
     tokio::spawn(async move {
         let identity = mirror.peer.identity.clone();
         let session = mirror.peer.session;
-        let _ = junction_endpoint::supervise::contain("cluster", mirror.run(rpc, media, rx)).await;
+        let _ = junction_engine::supervise::contain("cluster", mirror.run(rpc, media, rx)).await;
         shared.rooms.mirror_ended(&room, &identity, session);
     });
     Some(handle)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, PeerId, PeerInfo, RoomId, RoomInfo, RoomOptions, SessionId, TrackInfo};
-use junction_endpoint::{Engine, RoomEvent};
+use junction_engine::{Engine, RoomEvent};
 use parking_lot::Mutex;
 use tracing::{debug, info};
 

@@ -11,7 +11,7 @@ use junction_core::{
     CloseReason, EndpointEvent, Grants, LayerPreference, MediaFrame, MediaOut, PeerId, PeerInfo, RoomId, SessionId,
     SubscribeOptions, TrackId, TrackInfo, TransportKind,
 };
-use junction_endpoint::{JoinRequest, Joined, PeerRole};
+use junction_engine::{JoinRequest, Joined, PeerRole};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -80,7 +80,7 @@ pub(crate) fn attach(shared: &Arc<Shared>, room: &RoomId) -> Option<OriginHandle
             owners: HashMap::new(),
             sinks: HashMap::new(),
         };
-        if junction_endpoint::supervise::contain("cluster", task.run(joined, rx)).await.is_err() {
+        if junction_engine::supervise::contain("cluster", task.run(joined, rx)).await.is_err() {
             warn!(room = %room, "cluster: the room's relay task failed; other nodes lose its local media");
         }
         shared.rooms.origin_ended(&room);
@@ -184,12 +184,7 @@ impl Origin {
         }
     }
 
-    fn command(
-        &mut self,
-        rpc: &junction_endpoint::EndpointRpc,
-        media: &junction_endpoint::EndpointMedia,
-        cmd: OriginCmd,
-    ) {
+    fn command(&mut self, rpc: &junction_engine::EndpointRpc, media: &junction_engine::EndpointMedia, cmd: OriginCmd) {
         match cmd {
             OriginCmd::Want { track, link, layer, sink } => {
                 let links = self.sinks.entry(track.clone()).or_default();

@@ -19,10 +19,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use junction_auth::Authority;
-use junction_endpoint::Engine;
+use junction_transport_api::{Link, Service, Started, TransportContext};
+use junction_webrtc::WebrtcTransport;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
 pub use error::WireError;
 pub use registry::Registry;
@@ -95,29 +94,26 @@ impl BrowserConfig {
     }
 }
 
-/// What the browser transport adds to the server.
-pub struct Browser {
-    /// Public routes: `/ws`, `/sdk/junction.js`, `/room/{room}`, and `/dev/token` in
-    /// development mode.
-    pub router: Router,
-    /// The live signalling sessions (for counts).
-    pub registry: Registry,
-}
-
 /// Where the demo room page lives, for the home page's link.
 pub const DEMO_PAGE: &str = "/room/demo";
 
-/// Builds the browser transport. `webrtc` carries the media of SFU rooms (without it, browsers
-/// can use mesh rooms and direct calls only). `dev_mode` (the server generated its own API key)
-/// enables the token endpoint the demo page uses when it is opened without `?token=`.
-pub fn start(
-    engine: Engine,
-    authority: Authority,
-    config: BrowserConfig,
-    webrtc: Option<junction_webrtc::WebrtcTransport>,
-    dev_mode: bool,
-    shutdown: CancellationToken,
-) -> Browser {
+/// Why the browser transport could not start: nothing can go wrong (it only adds routes to the
+/// server's HTTP listener), but the start shape is the same for every transport.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {}
+
+/// Starts the browser transport (unless `browser.enabled` is off): `/ws`, the SDK, the demo
+/// page and, in development mode (the server generated its own API key), the token endpoint the
+/// demo page uses when it is opened without `?token=`. The WebRTC media plane, when an earlier
+/// transport offers it, carries the media of SFU rooms (without it, browsers can use mesh rooms
+/// and direct calls only).
+pub async fn start(ctx: &TransportContext, config: &BrowserConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let (engine, authority, dev_mode) = (ctx.engine.clone(), ctx.authority.clone(), ctx.dev_mode);
+    let config = config.clone();
+    let webrtc = ctx.provided::<WebrtcTransport>();
     if config.allow_anonymous {
         tracing::warn!(
             "browser.allow_anonymous = true: sockets without a token may join any room under a generated \
@@ -125,17 +121,27 @@ pub fn start(
         );
     }
     let registry = Registry::default();
-    let ctx = Arc::new(session::Context {
+    let sessions = Arc::new(session::Context {
         engine: engine.clone(),
         authority: authority.clone(),
         registry: registry.clone(),
         config,
         webrtc,
     });
-    let ws_state = ws::WsState { ctx, shutdown };
+    let ws_state = ws::WsState { ctx: sessions, shutdown: ctx.shutdown.clone() };
     let mut router = Router::new().route("/ws", get(ws::handler)).with_state(ws_state).merge(pages::routes(dev_mode));
     if dev_mode {
         router = router.merge(pages::dev_routes(engine, authority));
     }
-    Browser { router, registry }
+    let ws_url = format!("{}/ws", ctx.public_url.replacen("http", "ws", 1));
+    Ok(Started {
+        services: vec![Service { name: "ws", url: ws_url, about: "browser signalling (WebSocket)" }],
+        public: router,
+        pages: vec![Link {
+            title: "Room demo",
+            href: DEMO_PAGE.to_owned(),
+            about: "join a room from this browser: camera, microphone, screen, chat (/room/{room}?token=...)",
+        }],
+        ..Started::default()
+    })
 }

@@ -15,8 +15,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use junction_core::SessionId;
-use junction_endpoint::supervise;
-use junction_http::ApiError;
+use junction_engine::supervise;
+use junction_transport_api::ApiError;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
@@ -143,7 +143,7 @@ pub(crate) mod tests {
 
     use futures::{SinkExt, StreamExt};
     use junction_auth::Authority;
-    use junction_endpoint::{Engine, EngineConfig};
+    use junction_engine::{Engine, EngineConfig};
     use serde_json::{Value, json};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 

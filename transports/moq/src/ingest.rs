@@ -21,7 +21,7 @@ use junction_core::h264::{self, AvcConfig};
 use junction_core::{
     CodecConfigError, ContractError, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackId, TrackSource,
 };
-use junction_endpoint::TrackPublisher;
+use junction_engine::TrackPublisher;
 use moq_transport::coding::TrackNamespace;
 use moq_transport::serve::{ServeError, SubgroupReader, TrackReader, TrackReaderMode, TracksReader};
 use tokio::sync::{mpsc, oneshot};

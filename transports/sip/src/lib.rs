@@ -5,8 +5,9 @@
 //! and the room (an Opus track up, the engine mixer's minus-one down), collect PINs over DTMF
 //! ([`media`]); dial-out and the REST API ([`api`], state in [`calls`]).
 //!
-//! [`start`] binds the sockets and spawns the stack's driver ([`stack`]); the returned
-//! [`SipServer`] carries the bound addresses and the routes `bin` mounts under `/v1`.
+//! [`start`] (the start shape every transport has) binds the sockets and spawns the stack's
+//! driver ([`stack`]); what it returns carries the banner line and the routes the server mounts
+//! under `/v1`.
 
 pub mod admission;
 mod api;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod digest;
 pub mod media;
 pub mod message;
+pub mod messages;
 pub mod sdp;
 pub mod stack;
 pub mod transaction;
@@ -24,12 +26,9 @@ pub mod ua;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use junction_endpoint::Engine;
-use junction_endpoint::mixer::Mixer;
+use junction_transport_api::{Service, Started, TransportContext};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::SipConfig;
@@ -47,19 +46,6 @@ pub enum StartError {
     Config(#[from] DirectoryError),
     #[error("sip.direct_dial_hosts: {0}")]
     DirectDial(String),
-}
-
-/// A running SIP service.
-pub struct SipServer {
-    /// Where SIP listens on UDP and on TCP (the same port).
-    pub udp: SocketAddr,
-    pub tcp: SocketAddr,
-    /// `sip:<addr>`, for the banner.
-    pub uri: String,
-    /// Routes for `/v1` (trunks, dispatch rules, calls), to be put behind the API key.
-    pub api: Router,
-    /// Every call's record.
-    pub calls: CallBook,
 }
 
 /// Binds UDP and TCP on the same port (a random one when the configured port is 0).
@@ -83,13 +69,14 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError
     Err(tcp_err(last.unwrap_or_else(|| std::io::Error::other("no free port"))))
 }
 
-/// Starts SIP: binds the sockets, spawns the stack and the TCP acceptor, and returns the routes.
-pub async fn start(
-    engine: Engine,
-    mixer: Mixer,
-    config: SipConfig,
-    shutdown: CancellationToken,
-) -> Result<SipServer, StartError> {
+/// Starts SIP (unless `sip.enabled` is off): binds the sockets, spawns the stack and the TCP
+/// acceptor, and returns the banner line and the `/v1` routes (trunks, dispatch rules, calls).
+pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let (engine, mixer, shutdown, config) =
+        (ctx.engine.clone(), ctx.mixer.clone(), ctx.shutdown.clone(), config.clone());
     let directory = Directory::from_config(&config.trunks, &config.dispatch_rules)?;
     let direct_dial = config.direct_dial().map_err(StartError::DirectDial)?;
     let (udp, tcp) = bind(config.listen).await?;
@@ -130,6 +117,14 @@ pub async fn start(
     tokio::spawn(stack.run(tcp_rx, commands, shutdown));
     info!(udp = %udp_addr, tcp = %tcp_addr, rtp = %format!("{}-{}", config.rtp_port_min, config.rtp_port_max), "SIP listening");
 
-    let api = api::routes(api::ApiState { directory, direct_dial, book: book.clone(), commands: commands_tx, engine });
-    Ok(SipServer { udp: udp_addr, tcp: tcp_addr, uri: api::sip_uri(advertised), api, calls: book })
+    let api = api::routes(api::ApiState { directory, direct_dial, book, commands: commands_tx, engine });
+    Ok(Started {
+        services: vec![Service {
+            name: "sip",
+            url: api::sip_uri(advertised),
+            about: "SIP over UDP and TCP: dial-in and dial-out",
+        }],
+        api,
+        ..Started::default()
+    })
 }

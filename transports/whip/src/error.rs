@@ -2,7 +2,7 @@
 //! JSON body (`{"error": {"code", "message"}}`, as everywhere in Junction) says why.
 
 use axum::http::StatusCode;
-use junction_http::ApiError;
+use junction_transport_api::ApiError;
 use junction_webrtc::SessionError;
 
 pub(crate) fn from_session(err: SessionError) -> ApiError {

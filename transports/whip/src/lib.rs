@@ -19,7 +19,8 @@ pub mod sdpfrag;
 
 use axum::Router;
 use junction_auth::Authority;
-use junction_endpoint::Engine;
+use junction_engine::Engine;
+use junction_transport_api::{IngressUrls, Link, Service, Started, TransportContext};
 use junction_webrtc::WebrtcTransport;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,11 @@ impl Default for WhipConfig {
     }
 }
 
+/// Why WHIP/WHEP could not start: nothing can go wrong (they only add routes to the server's
+/// HTTP listener), but the start shape is the same for every transport.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct WhipState {
@@ -68,6 +74,36 @@ impl WhipState {
     pub fn live(&self, kind: Kind) -> usize {
         self.resources.count(kind)
     }
+}
+
+/// Starts WHIP and WHEP (unless `whip.enabled` is off, or there is no WebRTC media plane: they
+/// need `[webrtc]`): the public routes, the banner lines, the demo pages, the WHIP ingress URL,
+/// and the layer that adds the ICE servers to `OPTIONS` answers.
+pub async fn start(ctx: &TransportContext, config: &WhipConfig) -> Result<Started, StartError> {
+    let Some(transport) = ctx.provided::<WebrtcTransport>().filter(|_| config.enabled) else {
+        return Ok(Started::default());
+    };
+    let ice_servers = transport.ice_servers().to_vec();
+    let state = WhipState::new(ctx.engine.clone(), ctx.authority.clone(), transport, config.clone());
+    let public_url = &ctx.public_url;
+    Ok(Started {
+        services: vec![
+            Service { name: "whip", url: format!("{public_url}/whip"), about: "WHIP ingest: POST /whip/{room}" },
+            Service { name: "whep", url: format!("{public_url}/whep"), about: "WHEP egress: POST /whep/{room}" },
+        ],
+        public: router(state),
+        pages: vec![
+            Link {
+                title: "WHIP publisher",
+                href: "/whip.html".into(),
+                about: "publish this browser's camera into a room",
+            },
+            Link { title: "WHEP player", href: "/whep.html?room=demo".into(), about: "watch a room's publisher" },
+        ],
+        ingress_urls: IngressUrls { whip: Some(format!("{public_url}/whip")), ..IngressUrls::default() },
+        app_layers: vec![Box::new(move |app| with_options_headers(app, &ice_servers))],
+        ..Started::default()
+    })
 }
 
 /// The public routes: `/whip/...`, `/whep/...`, `/whip.html`, `/whep.html`.

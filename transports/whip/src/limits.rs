@@ -12,7 +12,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use http_body_util::LengthLimitError;
-use junction_http::ApiError;
+use junction_transport_api::ApiError;
 use parking_lot::Mutex;
 
 /// Reads a request body of at most `limit` bytes.

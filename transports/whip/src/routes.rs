@@ -14,8 +14,8 @@ use bytes::Bytes;
 use junction_auth::{Credential, IngressKind};
 use junction_core::ids::random_id;
 use junction_core::{ContractError, Grants, PeerId, RoomId, TransportKind};
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
-use junction_http::{ApiError, bearer, path_id};
+use junction_engine::{DuplicatePolicy, JoinRequest};
+use junction_transport_api::{ApiError, bearer, path_id};
 use junction_webrtc::{EgressPolicy, SessionSpec};
 use tracing::info;
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use junction_auth::Authority;
 use junction_core::{CloseReason, SessionId};
-use junction_endpoint::Engine;
+use junction_engine::Engine;
 use serde_json::Value;
 use tokio::sync::mpsc;
 

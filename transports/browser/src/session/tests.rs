@@ -9,7 +9,7 @@ use junction_auth::Authority;
 use junction_core::{
     Codec, Grants, PeerId, PublishRequest, RoomId, RoomMode, RoomOptions, SessionId, TrackSource, TransportKind,
 };
-use junction_endpoint::{Engine, EngineConfig, JoinRequest};
+use junction_engine::{Engine, EngineConfig, JoinRequest};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 

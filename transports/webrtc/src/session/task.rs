@@ -11,12 +11,10 @@
 //! endpoint leaves its room on every way out.
 
 use std::collections::HashMap;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaOut, PeerId, SubscribeOptions};
-use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack, supervise};
+use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, SubscribeOptions};
+use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack, supervise};
 use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
@@ -36,35 +34,8 @@ use super::viewer::Viewer;
 use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
 use crate::driver::{Datagram, MuxHandle};
 use crate::error::SessionError;
-use crate::negotiate::{self, MediaLine};
+use crate::sdp::{self, MediaLine};
 use crate::udp_mux::SessionKey;
-
-/// The RPC half of the peer's endpoint, owned or shared with the signalling layer.
-pub(crate) enum Rpc {
-    Owned(EndpointRpc),
-    Shared(Arc<EndpointRpc>),
-}
-
-impl Deref for Rpc {
-    type Target = EndpointRpc;
-
-    fn deref(&self) -> &EndpointRpc {
-        match self {
-            Rpc::Owned(rpc) => rpc,
-            Rpc::Shared(rpc) => rpc,
-        }
-    }
-}
-
-impl Rpc {
-    /// The next room event of an owned endpoint; a shared one's arrive as commands.
-    async fn next_event(&mut self) -> Option<EndpointEvent> {
-        match self {
-            Rpc::Owned(rpc) => rpc.next_event().await,
-            Rpc::Shared(_) => std::future::pending().await,
-        }
-    }
-}
 
 enum Policy {
     Nothing,
@@ -79,7 +50,7 @@ pub(crate) struct Setup {
     pub(crate) mux: MuxHandle,
     pub(crate) inbox: mpsc::Receiver<Datagram>,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) rpc: Rpc,
+    pub(crate) rpc: EndpointRpc,
     pub(crate) media: EndpointMedia,
     pub(crate) ice_timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -93,12 +64,11 @@ pub(crate) struct Session {
     mux: MuxHandle,
     inbox: mpsc::Receiver<Datagram>,
     commands: mpsc::Receiver<Command>,
-    rpc: Rpc,
+    rpc: EndpointRpc,
     media: EndpointMedia,
     ingest: Ingest,
     egress: Egress,
     policy: Policy,
-    events: Option<mpsc::UnboundedSender<SessionEvent>>,
     signals: Signals,
     /// The surface stopped reading its signals: the session ends.
     signals_lost: bool,
@@ -159,7 +129,6 @@ impl Session {
             ingest,
             egress: Egress::new(egress_lines),
             policy,
-            events: spec.events,
             signals: Signals::new(spec.signals),
             signals_lost: false,
             channels: HashMap::new(),
@@ -192,9 +161,7 @@ impl Session {
             }
         }
         self.emit(SessionEvent::Closed { reason: reason.clone() });
-        if let Rpc::Owned(rpc) = self.rpc {
-            rpc.leave(reason);
-        }
+        self.rpc.leave(reason);
     }
 
     /// Closes the `Rtc` and takes what it wants sent, without handling its events.
@@ -298,11 +265,7 @@ impl Session {
     }
 
     fn emit(&mut self, event: SessionEvent) {
-        if self.signals.enabled() {
-            self.signal(SessionSignal::Event(event));
-        } else if let Some(events) = &self.events {
-            let _ = events.send(event);
-        }
+        self.signal(SessionSignal::Event(event));
     }
 
     /// Tells a surface that listens for signals (see [`SessionSignal`]).
@@ -328,12 +291,8 @@ impl Session {
             Policy::Viewer(viewer) => viewer.reassign(&mut self.egress, &mut self.rtc, &self.rpc, &self.media),
             Policy::Room(room) => {
                 if let Some(sdp) = room.place(&mut self.egress, &mut self.rtc, &self.rpc, &self.media) {
-                    if self.signals.enabled() {
-                        let tracks = room.offered();
-                        self.signal(SessionSignal::Offer { sdp, tracks });
-                    } else {
-                        self.emit(SessionEvent::Offer { sdp });
-                    }
+                    let tracks = room.offered();
+                    self.signal(SessionSignal::Offer { sdp, tracks });
                 }
             }
         }
@@ -438,17 +397,17 @@ impl Session {
                 // More subscriptions may have arrived while the offer was out.
                 self.apply_policy();
             }
-            Command::RoomEvent(EndpointEvent::Closed { reason }) => return Some(reason),
-            Command::RoomEvent(event) => self.on_room_event(event),
             Command::Close => return Some(CloseReason::Left),
+            #[cfg(test)]
+            Command::Crash => panic!("injected session panic"),
             Command::Leave(reason) => return Some(reason),
-            Command::Rpc(call) => call(&self.rpc),
-            Command::SetLayer { track, layer } => {
-                let forced = match layer {
-                    LayerPreference::Highest => None,
-                    LayerPreference::AtMost(layer) => Some(layer),
-                };
-                self.egress.force_layer(&track, forced, &self.rpc);
+            Command::Request { request, reply } => {
+                let held = request.held_layer();
+                let result = request.apply(&self.rpc);
+                if let (Ok(_), Some((track, forced))) = (&result, held) {
+                    self.egress.force_layer(&track, forced, &self.rpc);
+                }
+                let _ = reply.send(result);
             }
             Command::ChannelSend { label, binary, data } => {
                 let id = self.channels.iter().find(|(_, l)| **l == label).map(|(id, _)| *id);
@@ -471,7 +430,7 @@ impl Session {
         }
         let answer =
             self.rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
-        for section in negotiate::offer_sections(sdp) {
+        for section in sdp::offer_sections(sdp) {
             let mid = Mid::from(section.mid.as_str());
             let Some(media) = self.rtc.media(mid) else { continue };
             if media.disabled() {
@@ -481,7 +440,7 @@ impl Session {
                 }
                 continue;
             }
-            let line = negotiate::describe(&self.rtc, media, &section);
+            let line = sdp::describe(&self.rtc, media, &section);
             if line.peer_sends && !self.ingest.has(mid) {
                 self.ingest.add(IngestLine::new(mid, wire_kind(line.kind), line.layers.clone()));
             }
@@ -518,11 +477,9 @@ impl Session {
 
     /// Why the engine closed the session, once its media half has ended.
     fn closed_reason(&mut self) -> CloseReason {
-        if let Rpc::Owned(rpc) = &mut self.rpc {
-            while let Some(event) = rpc.try_next_event() {
-                if let EndpointEvent::Closed { reason } = event {
-                    return reason;
-                }
+        while let Some(event) = self.rpc.try_next_event() {
+            if let EndpointEvent::Closed { reason } = event {
+                return reason;
             }
         }
         CloseReason::Left
