@@ -163,7 +163,7 @@ pub(crate) fn data_message(
 /// What the subscriber hands the cluster: messages, and each (re)connection.
 pub(crate) enum Inbound {
     Connected,
-    Message(Envelope),
+    Message(Box<Envelope>),
 }
 
 /// Follows `junction:bus` until `shutdown`, reconnecting after any failure.
@@ -213,7 +213,7 @@ pub(crate) async fn subscribe(client: redis::Client, out: mpsc::Sender<Inbound>,
             }
             match serde_json::from_slice::<Envelope>(bytes) {
                 Ok(envelope) => {
-                    if out.send(Inbound::Message(envelope)).await.is_err() {
+                    if out.send(Inbound::Message(Box::new(envelope))).await.is_err() {
                         return;
                     }
                 }

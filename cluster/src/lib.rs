@@ -149,7 +149,8 @@ impl Cluster {
         });
         shared.links.start(&shared, endpoint.clone());
         // Registered before anything else runs, so other nodes can dial back at once.
-        shared.registry.heartbeat(&shared.me.lock().clone(), ttl(&config)).await?;
+        let me = shared.me.lock().clone();
+        shared.registry.heartbeat(&me, ttl(&config)).await?;
 
         tokio::spawn(relay::server::serve(endpoint, shared.clone(), shutdown.clone()));
         tokio::spawn(publish_loop(shared.clone(), bus_rx));
@@ -272,7 +273,7 @@ async fn apply_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Inbound>) {
                 shared.publish(BusMessage::State { rooms: shared.rooms.local_state(&shared) });
             }
             Inbound::Message(envelope) if envelope.from == shared.id => {}
-            Inbound::Message(envelope) => shared.rooms.apply(&shared, envelope),
+            Inbound::Message(envelope) => shared.rooms.apply(&shared, *envelope),
         }
     }
 }
