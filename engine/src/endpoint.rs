@@ -81,7 +81,13 @@ impl EndpointRpc {
     }
 
     pub fn publish(&self, request: PublishRequest) -> Result<TrackPublisher, ContractError> {
-        self.room.publish(&self.link, request)
+        self.room.publish(&self.link, request, None)
+    }
+
+    /// Publishes a track under the id it has on its origin node. Only for a
+    /// [`crate::PeerRole::Mirror`] peer, whose tracks everyone in the cluster must know by one id.
+    pub fn publish_as(&self, id: TrackId, request: PublishRequest) -> Result<TrackPublisher, ContractError> {
+        self.room.publish(&self.link, request, Some(id))
     }
 
     pub fn unpublish(&self, track: &TrackId) -> Result<(), ContractError> {

@@ -17,8 +17,8 @@ use crate::adapt::AdapterRegistry;
 use crate::clock::{Clock, SystemClock};
 pub use crate::config::EngineConfig;
 use crate::credential::TokenSessions;
-use crate::events::{EngineEvent, RoomEndReason};
-pub use crate::join::{DuplicatePolicy, JoinRequest};
+use crate::events::{EngineEvent, RoomEndReason, RoomEvent};
+pub use crate::join::{DuplicatePolicy, JoinRequest, PeerRole};
 use crate::room::{Joined, Room, RoomSnapshot};
 use crate::shared::Shared;
 use crate::stats::{Counters, EngineStats};
@@ -80,6 +80,12 @@ impl Engine {
         self.shared.counters.snapshot()
     }
 
+    /// Puts an event that no room of this engine emitted into the engine-wide stream: the
+    /// cluster reports there what happened on a node that died (its peers' departures).
+    pub fn report(&self, event: RoomEvent) {
+        self.shared.emit(event);
+    }
+
     /// Creates a room; without a name the engine picks one.
     pub fn create_room(&self, name: Option<RoomId>, options: RoomOptions) -> Result<RoomInfo, RoomAdminError> {
         let mut rooms = self.rooms.write();
@@ -95,10 +101,22 @@ impl Engine {
         if rooms.get(&name).is_some_and(|r| !r.is_closed()) {
             return Err(RoomAdminError::RoomExists { room: name });
         }
-        let room = Room::new(name.clone(), options, self.shared.clone());
+        let room = Room::new(name.clone(), options, self.shared.clone(), false);
         let info = room.info();
         rooms.insert(name, room);
         Ok(info)
+    }
+
+    /// Opens this node's copy of a room another node of the cluster started (nothing when it is
+    /// already open here). Its start and end are not put in the engine-wide event stream: the
+    /// node that started it reports them, once.
+    pub fn adopt_room(&self, name: RoomId, options: RoomOptions) {
+        let mut rooms = self.rooms.write();
+        if rooms.get(&name).is_some_and(|r| !r.is_closed()) {
+            return;
+        }
+        let room = Room::new(name.clone(), options, self.shared.clone(), true);
+        rooms.insert(name, room);
     }
 
     pub fn rooms(&self) -> Vec<RoomInfo> {
@@ -158,7 +176,7 @@ impl Engine {
         if let Some(room) = rooms.get(name).filter(|r| !r.is_closed()) {
             return room.clone();
         }
-        let room = Room::new(name.clone(), self.shared.config.room_defaults.clone(), self.shared.clone());
+        let room = Room::new(name.clone(), self.shared.config.room_defaults.clone(), self.shared.clone(), false);
         rooms.insert(name.clone(), room.clone());
         room
     }

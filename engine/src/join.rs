@@ -1,7 +1,7 @@
 //! What a transport asks of the engine to bind a peer to a room ([`JoinRequest`]), and what
 //! happens when the identity is already there ([`DuplicatePolicy`]).
 
-use junction_core::{Codec, Grants, PeerId, RoomId, SessionCredential, TransportKind};
+use junction_core::{Codec, Grants, PeerId, RoomId, SessionCredential, SessionId, TransportKind};
 
 /// What happens when a peer joins with an identity that is already in the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -11,6 +11,25 @@ pub enum DuplicatePolicy {
     Replace,
     /// The join is refused with [`ContractError::IdentityTaken`](junction_core::ContractError::IdentityTaken).
     Reject,
+}
+
+/// What a peer is to the room, beyond the client a transport serves (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeerRole {
+    /// A client of this server.
+    #[default]
+    Client,
+    /// A server-side service that watches the room (the cluster's per-room relay peer): it
+    /// hears the room's events and may subscribe, but the room does not show it — it takes no
+    /// seat, keeps no room open, appears in no list or event, receives no data message or
+    /// signal, and may not publish.
+    Service,
+    /// The stand-in of a peer connected to another node of the cluster. It keeps that peer's
+    /// session id and join time, takes no seat (its own node admitted it), and the engine-wide
+    /// event stream does not report it or its tracks (its own node does, once). Local peers see
+    /// it like any other peer; its tracks are published with their origin's ids
+    /// ([`crate::EndpointRpc::publish_as`]) and fed by the cluster's relay.
+    Mirror { session: SessionId, joined_at_ms: u64 },
 }
 
 /// A transport's request to bind a peer to a room.
@@ -34,6 +53,7 @@ pub struct JoinRequest {
     /// The credential the peer presented: counted against its token's sessions, and the
     /// session ends when it expires. Empty (the default) for peers without one.
     pub credential: SessionCredential,
+    pub role: PeerRole,
 }
 
 impl JoinRequest {
@@ -50,6 +70,7 @@ impl JoinRequest {
             on_duplicate: DuplicatePolicy::Replace,
             takes_seat: true,
             credential: SessionCredential::default(),
+            role: PeerRole::Client,
         }
     }
 

@@ -26,6 +26,7 @@ use crate::adapt;
 use crate::credential::TokenSeat;
 use crate::endpoint::{Endpoint, PeerLink};
 use crate::events::{RoomEndReason, RoomEvent};
+use crate::join::PeerRole;
 use crate::join::{DuplicatePolicy, JoinRequest};
 use crate::shared::Shared;
 use crate::subscription::Subscription;
@@ -93,6 +94,7 @@ impl SubLink {
 
 struct PeerSlot {
     info: PeerInfo,
+    role: PeerRole,
     link: Arc<PeerLink>,
     events: mpsc::Sender<EndpointEvent>,
     media: mpsc::Sender<MediaOut>,
@@ -114,6 +116,9 @@ pub(crate) struct Room {
     closed: AtomicBool,
     state: Mutex<RoomState>,
     shared: Arc<Shared>,
+    /// A copy of a room another node of the cluster reported first: its start and end are
+    /// that node's events, not this one's.
+    quiet: bool,
 }
 
 struct RoomState {
@@ -130,7 +135,7 @@ struct RoomState {
 }
 
 impl Room {
-    pub(crate) fn new(id: RoomId, options: RoomOptions, shared: Arc<Shared>) -> Arc<Room> {
+    pub(crate) fn new(id: RoomId, options: RoomOptions, shared: Arc<Shared>, quiet: bool) -> Arc<Room> {
         let now = shared.clock.now();
         let room = Arc::new_cyclic(|me| Room {
             id,
@@ -146,10 +151,13 @@ impl Room {
                 overloaded: Vec::new(),
             }),
             shared,
+            quiet,
         });
         room.shared.counters.rooms.add(1);
-        info!(room = %room.id, "room started");
-        room.shared.emit(RoomEvent::RoomStarted { room: room.info() });
+        info!(room = %room.id, quiet, "room started");
+        if !quiet {
+            room.shared.emit(RoomEvent::RoomStarted { room: room.info() });
+        }
         room
     }
 
@@ -165,8 +173,7 @@ impl Room {
     pub(crate) fn snapshot(&self) -> RoomSnapshot {
         let st = self.state.lock();
         let mut peers: Vec<PeerSnapshot> = st
-            .peers
-            .values()
+            .members()
             .map(|slot| PeerSnapshot {
                 info: slot.info.clone(),
                 tracks: slot
@@ -191,7 +198,7 @@ impl Room {
             return Some(RoomEndReason::Expired);
         }
         match st.empty_since {
-            Some(since) if st.peers.is_empty() && now.saturating_duration_since(since) >= st.options.empty_timeout => {
+            Some(since) if !st.has_members() && now.saturating_duration_since(since) >= st.options.empty_timeout => {
                 Some(RoomEndReason::Empty)
             }
             _ => None,
@@ -219,7 +226,9 @@ impl Room {
         drop(st);
         self.shared.counters.rooms.add(-1);
         info!(room = %self.id, ?reason, "room finished");
-        self.shared.emit(RoomEvent::RoomFinished { room: self.id.clone(), reason });
+        if !self.quiet {
+            self.shared.emit(RoomEvent::RoomFinished { room: self.id.clone(), reason });
+        }
     }
 
     /// Ends every session whose credential expired by `now_ms` (unix ms).
@@ -243,11 +252,21 @@ impl Room {
         if self.is_closed() {
             return Err(ContractError::RoomClosing { room: self.id.clone() });
         }
-        let seat = st.seat_for(&self.shared, &req)?;
+        let role = req.role;
+        let seat = if role == PeerRole::Client { st.seat_for(&self.shared, &req)? } else { None };
         let mut replaced = None;
         if let Some(existing) = st.peers.get(&req.identity) {
             let old = existing.info.session;
-            match req.on_duplicate {
+            let policy = match role {
+                _ if role == PeerRole::Service || existing.role == PeerRole::Service => DuplicatePolicy::Reject,
+                // The same identity joined on two nodes at once: the later join wins on both.
+                PeerRole::Mirror { joined_at_ms, .. } if joined_at_ms < existing.info.joined_at_ms => {
+                    DuplicatePolicy::Reject
+                }
+                PeerRole::Mirror { .. } => DuplicatePolicy::Replace,
+                _ => req.on_duplicate,
+            };
+            match policy {
                 DuplicatePolicy::Reject => {
                     return Err(ContractError::IdentityTaken { room: self.id.clone(), peer: req.identity });
                 }
@@ -259,14 +278,19 @@ impl Room {
             }
         }
         let max = st.options.max_peers;
-        // Engine services (the room audio mixer) neither take nor need a seat.
-        let seated = st.peers.values().filter(|p| p.takes_seat).count();
-        if max > 0 && req.takes_seat && seated >= max as usize {
+        // Engine services (the room audio mixer) neither take nor need a seat; nor do the
+        // cluster's services and mirrors (admitted by their own node).
+        let seated = st.members().filter(|p| p.takes_seat).count();
+        let needs_seat = role == PeerRole::Client && req.takes_seat;
+        if max > 0 && needs_seat && seated >= max as usize {
             return Err(ContractError::RoomFull { room: self.id.clone(), max_peers: max });
         }
 
         let config = &self.shared.config;
-        let session = SessionId::random();
+        let (session, joined_at_ms) = match role {
+            PeerRole::Mirror { session, joined_at_ms } => (session, joined_at_ms),
+            _ => (SessionId::random(), self.shared.clock.unix_ms()),
+        };
         let (events_tx, events_rx) = mpsc::channel(config.event_queue);
         let (media_tx, media_rx) = mpsc::channel(config.subscriber_queue);
         let (feedback_tx, feedback_rx) = mpsc::channel(config.feedback_queue);
@@ -283,14 +307,15 @@ impl Room {
             metadata: req.metadata,
             grants: req.grants,
             transport: req.transport,
-            joined_at_ms: self.shared.clock.unix_ms(),
+            joined_at_ms,
         };
-        let peers: Vec<PeerInfo> = st.peers.values().map(|s| s.info.clone()).collect();
+        let peers: Vec<PeerInfo> = st.members().map(|s| s.info.clone()).collect();
         let tracks: Vec<TrackInfo> = st.tracks.values().map(|t| TrackInfo::clone(&t.info())).collect();
         st.peers.insert(
             req.identity.clone(),
             PeerSlot {
                 info: info.clone(),
+                role,
                 link: link.clone(),
                 events: events_tx,
                 media: media_tx,
@@ -304,11 +329,19 @@ impl Room {
                 expires_at_ms: req.credential.expires_at_ms,
             },
         );
-        st.empty_since = None;
-        self.shared.counters.peers.add(1);
-        info!(room = %self.id, peer = %info.identity, session = %session, transport = info.transport.as_str(), "peer joined");
-        st.broadcast(EndpointEvent::PeerJoined(info.clone()), Some(&req.identity));
-        self.shared.emit(RoomEvent::PeerJoined { room: self.id.clone(), peer: info.clone() });
+        match role {
+            PeerRole::Client => self.shared.counters.peers.add(1),
+            PeerRole::Mirror { .. } => self.shared.counters.remote_peers.add(1),
+            PeerRole::Service => {}
+        }
+        if role != PeerRole::Service {
+            st.empty_since = None;
+            info!(room = %self.id, peer = %info.identity, session = %session, transport = info.transport.as_str(), mirror = role != PeerRole::Client, "peer joined");
+            st.broadcast(EndpointEvent::PeerJoined(info.clone()), Some(&req.identity));
+        }
+        if role == PeerRole::Client {
+            self.shared.emit(RoomEvent::PeerJoined { room: self.id.clone(), peer: info.clone() });
+        }
 
         if req.auto_subscribe && info.grants.subscribe {
             for track in &tracks {
@@ -355,6 +388,7 @@ impl Room {
         let session = st
             .peers
             .get(peer)
+            .filter(|s| s.role != PeerRole::Service)
             .map(|s| s.info.session)
             .ok_or_else(|| ContractError::PeerNotFound { room: self.id.clone(), peer: peer.clone() })?;
         st.remove_peer(&self.id, &self.shared, peer, session, reason, true);
@@ -385,12 +419,27 @@ impl Room {
         st.reap_overloaded(&self.id, shared);
     }
 
-    pub(crate) fn publish(&self, link: &PeerLink, req: PublishRequest) -> Result<TrackPublisher, ContractError> {
+    /// Publishes a track; `id` is the id a mirror's track keeps from its origin node (other
+    /// peers' tracks get a fresh one).
+    pub(crate) fn publish(
+        &self,
+        link: &PeerLink,
+        req: PublishRequest,
+        id: Option<TrackId>,
+    ) -> Result<TrackPublisher, ContractError> {
         let room = self.id.clone();
         self.with_session(link, |st, shared| {
             let slot = &st.peers[&link.peer];
-            if !slot.info.grants.publish {
+            let role = slot.role;
+            if !slot.info.grants.publish || role == PeerRole::Service {
                 return Err(ContractError::PublishNotAllowed { room, peer: link.peer.clone() });
+            }
+            let mirror = matches!(role, PeerRole::Mirror { .. });
+            if id.is_some() != mirror {
+                return Err(ContractError::Invalid("only a mirror's tracks keep the id they were published with".into()));
+            }
+            if let Some(id) = id.as_ref().filter(|id| st.tracks.contains_key(*id)) {
+                return Err(ContractError::Invalid(format!("track {id} is already published in room {room}")));
             }
             let limit = shared.config.max_tracks_per_peer;
             if slot.published.len() >= limit {
@@ -410,7 +459,7 @@ impl Room {
             // Transports validate where the parameters enter; this catches any that did not.
             req.params.validate(req.codec).map_err(|err| ContractError::Invalid(err.to_string()))?;
             let info = TrackInfo {
-                id: TrackId::generate(),
+                id: id.unwrap_or_else(TrackId::generate),
                 peer: link.peer.clone(),
                 name: req.name,
                 kind,
@@ -425,10 +474,16 @@ impl Room {
             if let Some(slot) = st.peers.get_mut(&link.peer) {
                 slot.published.push(info.id.clone());
             }
-            shared.counters.tracks.add(1);
-            info!(room = %room, peer = %link.peer, track = %info.id, codec = %info.codec, name = %info.name, "track published");
+            if mirror {
+                shared.counters.remote_tracks.add(1);
+            } else {
+                shared.counters.tracks.add(1);
+            }
+            info!(room = %room, peer = %link.peer, track = %info.id, codec = %info.codec, name = %info.name, mirror, "track published");
             st.broadcast(EndpointEvent::TrackPublished(info.clone()), Some(&link.peer));
-            shared.emit(RoomEvent::TrackPublished { room: room.clone(), track: info.clone() });
+            if !mirror {
+                shared.emit(RoomEvent::TrackPublished { room: room.clone(), track: info.clone() });
+            }
             let others: Vec<PeerId> = st
                 .peers
                 .values()
@@ -494,6 +549,7 @@ impl Room {
                 .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
             let before = sub.sub.preference();
             sub.sub.set_preference(layer);
+            sub.attached.refresh_demand();
             if before != layer && sub.attached.info().is_simulcast() {
                 sub.attached.ask_keyframe_now(sub.attached.target_now(layer));
             }
@@ -553,9 +609,9 @@ impl Room {
                 return Err(ContractError::LimitExceeded { what: "data message bytes", limit });
             }
             let targets: Vec<PeerId> = if message.to.is_empty() {
-                st.peers.keys().filter(|p| **p != link.peer).cloned().collect()
+                st.members().map(|s| &s.info.identity).filter(|p| **p != link.peer).cloned().collect()
             } else {
-                message.to.iter().filter(|p| **p != link.peer && st.peers.contains_key(p)).cloned().collect()
+                message.to.iter().filter(|p| **p != link.peer && st.is_member(p)).cloned().collect()
             };
             let message = DataMessage { from: link.peer.clone(), ..message };
             for peer in &targets {
@@ -567,7 +623,7 @@ impl Room {
 
     pub(crate) fn signal(&self, link: &PeerLink, to: &PeerId, payload: serde_json::Value) -> Result<(), ContractError> {
         self.with_session(link, |st, _| {
-            if !st.peers.contains_key(to) {
+            if !st.is_member(to) {
                 return Err(ContractError::PeerNotFound { room: self.id.clone(), peer: to.clone() });
             }
             st.deliver(to, EndpointEvent::Signal { from: link.peer.clone(), from_session: link.session, payload });
@@ -577,6 +633,19 @@ impl Room {
 }
 
 impl RoomState {
+    /// The peers the room shows: everyone but services.
+    fn members(&self) -> impl Iterator<Item = &PeerSlot> {
+        self.peers.values().filter(|s| s.role != PeerRole::Service)
+    }
+
+    fn has_members(&self) -> bool {
+        self.members().next().is_some()
+    }
+
+    fn is_member(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|s| s.role != PeerRole::Service)
+    }
+
     /// A seat among the live sessions of the request's token: the seat of the session it
     /// replaces when that one was opened with the same token, else a new one (refused past the
     /// limit before anything else changes).
@@ -602,7 +671,7 @@ impl RoomState {
             metadata: self.options.metadata.clone(),
             mode: self.options.mode,
             created_at_ms: self.created_at_ms,
-            num_peers: self.peers.len(),
+            num_peers: self.members().count(),
             num_tracks: self.tracks.len(),
         }
     }
@@ -662,6 +731,7 @@ impl RoomState {
         }
         if let Some(existing) = slot.subscriptions.get(track_id) {
             existing.sub.set_preference(options.layer);
+            existing.attached.refresh_demand();
             let attached = existing.attached.info();
             return Ok(SubscribedTrack { track: info, codec: attached.codec, params: attached.params.clone() });
         }
@@ -732,16 +802,24 @@ impl RoomState {
             self.deliver(peer, EndpointEvent::Unsubscribed { track: track_id.clone() });
         }
         track.close();
+        let mut mirror = false;
         if let Some(owner) = self.peers.get_mut(&info.peer) {
             owner.published.retain(|t| t != track_id);
+            mirror = matches!(owner.role, PeerRole::Mirror { .. });
         }
-        shared.counters.tracks.add(-1);
+        if mirror {
+            shared.counters.remote_tracks.add(-1);
+        } else {
+            shared.counters.tracks.add(-1);
+        }
         info!(room = %room, peer = %info.peer, track = %track_id, "track unpublished");
         self.broadcast(
             EndpointEvent::TrackUnpublished { track: track_id.clone(), peer: info.peer.clone() },
             Some(&info.peer),
         );
-        shared.emit(RoomEvent::TrackUnpublished { room: room.clone(), track: info });
+        if !mirror {
+            shared.emit(RoomEvent::TrackUnpublished { room: room.clone(), track: info });
+        }
     }
 
     /// Takes a peer out of the room, releasing its tracks and subscriptions, if `session` is
@@ -768,13 +846,19 @@ impl RoomState {
         }
         let _ = slot.events.try_send(EndpointEvent::Closed { reason: reason.clone() });
         slot.link.closed.cancel();
-        shared.counters.peers.add(-1);
+        match slot.role {
+            PeerRole::Client => shared.counters.peers.add(-1),
+            PeerRole::Mirror { .. } => shared.counters.remote_peers.add(-1),
+            PeerRole::Service => return,
+        }
         info!(room = %room, peer = %peer, session = %session, reason = reason.as_str(), "peer left");
         if tell_others {
             self.broadcast(EndpointEvent::PeerLeft { peer: peer.clone(), session, reason: reason.clone() }, None);
         }
-        shared.emit(RoomEvent::PeerLeft { room: room.clone(), peer: slot.info, reason });
-        if self.peers.is_empty() {
+        if slot.role == PeerRole::Client {
+            shared.emit(RoomEvent::PeerLeft { room: room.clone(), peer: slot.info, reason });
+        }
+        if !self.has_members() && self.empty_since.is_none() {
             self.empty_since = Some(shared.clock.now());
         }
     }

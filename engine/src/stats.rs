@@ -15,8 +15,13 @@ pub struct EngineStats {
     pub subscriptions: u64,
     /// Transcoded variants currently running (one per track and target codec).
     pub variants: u64,
+    /// Peers and tracks of other nodes of the cluster that this node shows in its rooms.
+    pub remote_peers: u64,
+    pub remote_tracks: u64,
     pub frames_in: u64,
     pub frames_forwarded: u64,
+    /// Payload bytes of the frames forwarded (the media this node sends out, before packetising).
+    pub bytes_forwarded: u64,
     pub frames_dropped: u64,
     pub keyframe_requests: u64,
 }
@@ -70,8 +75,11 @@ pub(crate) struct Counters {
     pub tracks: LiveCount,
     pub subscriptions: LiveCount,
     pub variants: LiveCount,
+    pub remote_peers: LiveCount,
+    pub remote_tracks: LiveCount,
     pub frames_in: Tally,
     pub frames_forwarded: Tally,
+    pub bytes_forwarded: Tally,
     pub frames_dropped: Tally,
     pub keyframe_requests: Tally,
 }
@@ -84,8 +92,11 @@ impl Counters {
             tracks: LiveCount::new("junction_tracks"),
             subscriptions: LiveCount::new("junction_subscriptions"),
             variants: LiveCount::new("junction_transcoded_variants"),
+            remote_peers: LiveCount::new("junction_remote_peers"),
+            remote_tracks: LiveCount::new("junction_remote_tracks"),
             frames_in: Tally::new("junction_frames_in_total"),
             frames_forwarded: Tally::new("junction_frames_forwarded_total"),
+            bytes_forwarded: Tally::new("junction_bytes_forwarded_total"),
             frames_dropped: Tally::new("junction_frames_dropped_total"),
             keyframe_requests: Tally::new("junction_keyframe_requests_total"),
         }
@@ -98,8 +109,11 @@ impl Counters {
             tracks: self.tracks.get(),
             subscriptions: self.subscriptions.get(),
             variants: self.variants.get(),
+            remote_peers: self.remote_peers.get(),
+            remote_tracks: self.remote_tracks.get(),
             frames_in: self.frames_in.get(),
             frames_forwarded: self.frames_forwarded.get(),
+            bytes_forwarded: self.bytes_forwarded.get(),
             frames_dropped: self.frames_dropped.get(),
             keyframe_requests: self.keyframe_requests.get(),
         }

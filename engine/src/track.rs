@@ -14,7 +14,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use junction_core::{Codec, LayerPreference, MediaFrame, MediaOut, TrackId, TrackInfo};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::adapt::Variant;
 use crate::shared::Shared;
@@ -25,6 +25,16 @@ pub const MAX_LAYERS: usize = 4;
 
 /// A layer counts as being sent if a frame of it arrived this recently.
 const LAYER_IDLE_NS: u64 = 1_500_000_000;
+
+/// What a track's subscribers ask of it: how many there are and the highest simulcast layer any
+/// of them wants. The cluster's relay pulls a mirrored track from its origin node only while it
+/// has subscribers here, and only up to that layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Demand {
+    pub subscribers: usize,
+    /// The highest [`LayerPreference::cap`] among the subscribers (0 with none).
+    pub max_layer: u8,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -48,6 +58,7 @@ pub(crate) struct Track {
     published_ns: u64,
     keyframe_asked_ns: [AtomicU64; MAX_LAYERS],
     last_hint_bps: AtomicU64,
+    demand: watch::Sender<Demand>,
     closed: AtomicBool,
     pub(crate) variants: Mutex<HashMap<Codec, Variant>>,
     /// Target codecs whose transcoder failed for good, with why: not started again.
@@ -69,6 +80,7 @@ impl Track {
             published_ns,
             keyframe_asked_ns: Default::default(),
             last_hint_bps: AtomicU64::new(0),
+            demand: watch::Sender::new(Demand::default()),
             closed: AtomicBool::new(false),
             variants: Mutex::new(HashMap::new()),
             failed_variants: Mutex::new(HashMap::new()),
@@ -105,12 +117,24 @@ impl Track {
             list.push(sub.clone());
             list
         });
+        self.refresh_demand();
     }
 
     /// Removes `sub`; returns how many subscribers remain.
     pub(crate) fn remove_subscriber(&self, sub: &Arc<Subscription>) -> usize {
         let old = self.subscribers.rcu(|old| old.iter().filter(|s| !Arc::ptr_eq(s, sub)).cloned().collect::<Vec<_>>());
+        self.refresh_demand();
         old.len().saturating_sub(1)
+    }
+
+    /// Recomputes [`Demand`] after a subscription came, went or changed its layer preference.
+    pub(crate) fn refresh_demand(&self) {
+        let subscribers = self.subscribers.load();
+        let demand = Demand {
+            subscribers: subscribers.len(),
+            max_layer: subscribers.iter().map(|s| s.preference().cap()).max().unwrap_or(0),
+        };
+        self.demand.send_if_modified(|current| std::mem::replace(current, demand) != demand);
     }
 
     /// Marks the track unpublished and drops every subscription and variant.
@@ -119,6 +143,7 @@ impl Track {
             return;
         }
         self.subscribers.store(Arc::new(Vec::new()));
+        self.refresh_demand();
         let variants: Vec<Variant> = self.variants.lock().drain().map(|(_, v)| v).collect();
         for variant in variants {
             variant.stop(&self.shared);
@@ -160,6 +185,7 @@ impl Track {
             }
         }
         counters.frames_forwarded.add(forwarded);
+        counters.bytes_forwarded.add(forwarded * frame.payload.len() as u64);
         counters.frames_dropped.add(dropped);
         Ok(())
     }
@@ -249,6 +275,11 @@ impl TrackPublisher {
 
     pub fn is_closed(&self) -> bool {
         self.track.is_closed()
+    }
+
+    /// Follows what this track's subscribers ask of it (see [`Demand`]).
+    pub fn demand(&self) -> watch::Receiver<Demand> {
+        self.track.demand.subscribe()
     }
 }
 

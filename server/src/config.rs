@@ -33,6 +33,7 @@ pub struct Config {
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
     pub browser: junction_browser::BrowserConfig,
+    pub cluster: junction_cluster::ClusterConfig,
 }
 
 /// The `[mixer]` section: the room audio mixer, through which phones hear rooms.

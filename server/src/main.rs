@@ -147,6 +147,12 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   browser.allow_anonymous sockets without a token (insecure)   [false]
   browser.allow_direct_call  1:1 calls by session id           [true]
   browser.reconnect_grace_s  seconds a dropped socket's session is kept [20]
+  cluster.redis_url       Redis shared by the nodes of a cluster [unset: one node]
+  cluster.node_id         this node's id                       [derived from host and public_url]
+  cluster.relay_listen    UDP address of the node-to-node media relay [127.0.0.1:7890]
+  cluster.secret          secret nodes prove on relay links    [api_key]
+  cluster.max_peers       clients past which WHIP/WHEP get 307 elsewhere [0: no limit]
+    (see docs/cluster.md)
 Unknown keys and bad values stop start-up with a message naming the key.";
 
 impl ServeArgs {

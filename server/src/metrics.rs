@@ -14,6 +14,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_counter!("junction_transport_api_requests_total", "HTTP requests by response status");
     metrics::describe_counter!("process_cpu_seconds_total", "CPU time used by the server process");
     metrics::describe_gauge!("process_resident_memory_bytes", "Resident memory of the server process");
+    metrics::describe_gauge!("junction_relay_tracks_in", "Tracks this node pulls from other nodes over the relay");
+    metrics::describe_gauge!("junction_relay_tracks_out", "Track copies this node sends to other nodes over the relay");
+    metrics::describe_counter!("junction_relay_bytes_in_total", "Relay bytes received from other nodes");
+    metrics::describe_counter!("junction_relay_bytes_out_total", "Relay bytes sent to other nodes");
+    metrics::describe_histogram!(
+        "junction_relay_latency_seconds",
+        "Relay transit time of a frame, origin send to arrival here"
+    );
     Ok(handle)
 }
 
@@ -24,6 +32,11 @@ pub fn refresh_process_metrics() {
         metrics::gauge!("process_cpu_seconds").set(cpu_seconds);
         metrics::gauge!("process_resident_memory_bytes").set(rss_bytes as f64);
     }
+}
+
+/// CPU seconds this process has used (the cluster's load figure).
+pub fn cpu_seconds() -> Option<f64> {
+    read_proc_self().map(|(cpu, _)| cpu)
 }
 
 /// (CPU seconds, resident bytes) of this process.

@@ -115,6 +115,29 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     wiring.add(junction_whip::start(&ctx, &config.whip).await?, &mut ctx);
     wiring.add(junction_browser::start(&ctx, &config.browser).await?, &mut ctx);
 
+    // Cluster mode: registry, control bus and media relay over the shared Redis.
+    let cluster = match &config.cluster.redis_url {
+        Some(_) => {
+            let context = junction_cluster::NodeContext {
+                public_url: public_url.clone(),
+                secret: config.cluster.secret.clone().or_else(|| config.api_key.clone()),
+                cpu_seconds: metrics::cpu_seconds,
+            };
+            let cluster =
+                junction_cluster::Cluster::start(engine.clone(), config.cluster.clone(), context, shutdown.clone())
+                    .await
+                    .context("joining the cluster ([cluster])")?;
+            wiring.services.push(Service {
+                name: "relay",
+                url: format!("quic://{}", cluster.relay_addr()),
+                about: "cluster media relay (node-to-node QUIC)",
+            });
+            wiring.services.push(Service { name: "node", url: cluster.node_id().to_owned(), about: "cluster node id" });
+            Some(cluster)
+        }
+        None => None,
+    };
+
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret)?;
 
@@ -127,6 +150,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         started,
         pages: Arc::new(wiring.pages),
         services: Arc::new(wiring.services.clone()),
+        cluster: cluster.clone(),
     };
     let request_timeout = Duration::from_secs(config.http.request_timeout_s);
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);
@@ -146,6 +170,9 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         async move {
             shutdown.cancelled().await;
             info!("shutting down: closing rooms, draining HTTP");
+            if let Some(cluster) = &cluster {
+                cluster.drain().await;
+            }
             engine.shutdown();
         }
     };

@@ -9,6 +9,7 @@ mod bench;
 mod browser;
 mod browser_rust;
 mod cli;
+mod cluster;
 mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;

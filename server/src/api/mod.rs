@@ -35,6 +35,8 @@ pub struct AppState {
     /// Links for the home page: (title, href, what it is).
     pub pages: Arc<Vec<Link>>,
     pub services: Arc<Vec<Service>>,
+    /// Cluster membership, when `cluster.redis_url` is set.
+    pub cluster: Option<junction_cluster::Cluster>,
 }
 
 /// Builds the whole HTTP application: core routes, `/v1` (with `transport_api` merged in), the
@@ -50,6 +52,7 @@ pub fn app(
         .merge(rooms::routes())
         .merge(ingress::routes())
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/nodes", get(nodes))
         .with_state(state.clone())
         .merge(transport_api)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
@@ -159,6 +162,22 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         "peers": stats.peers,
         "tracks": stats.tracks,
     }))
+}
+
+/// `GET /v1/nodes`: the cluster's live nodes with their load; this node alone without a cluster.
+async fn nodes(State(state): State<AppState>) -> impl IntoResponse {
+    let nodes = match &state.cluster {
+        Some(cluster) => serde_json::to_value(cluster.nodes()).unwrap_or_default(),
+        None => {
+            let stats = state.engine.stats();
+            serde_json::json!([{
+                "id": "local",
+                "url": &*state.public_url,
+                "load": {"peers": stats.peers, "tracks": stats.tracks},
+            }])
+        }
+    };
+    axum::Json(serde_json::json!({ "nodes": nodes }))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -165,11 +165,12 @@ async fn create_token(
         })?;
     }
     let token = state.authority.mint(&request)?;
-    let base = &*state.public_url;
+    // In a cluster, the node the room's new peers should use (least loaded, preferring nodes
+    // already serving the room); the token is valid on every node.
+    let placed = state.cluster.as_ref().and_then(|cluster| cluster.placement(&room));
+    let base = placed.as_ref().map_or(&*state.public_url, |node| node.url.as_str());
     let ws_base = base.replacen("http", "ws", 1);
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({
+    let mut response = json!({
             "token": token,
             "room": room,
             "identity": body.identity,
@@ -178,8 +179,11 @@ async fn create_token(
             "ws_url": format!("{ws_base}/ws"),
             "whip_url": format!("{base}/whip/{room}"),
             "whep_url": format!("{base}/whep/{room}"),
-        })),
-    ))
+    });
+    if let Some(node) = placed {
+        response["node"] = json!(node.id);
+    }
+    Ok((StatusCode::CREATED, axum::Json(response)))
 }
 
 async fn list_peers(State(state): State<AppState>, Path(room): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -194,6 +198,10 @@ async fn kick_peer(
 ) -> Result<StatusCode, ApiError> {
     let room = room_param(&room)?;
     let identity: PeerId = path_id("identity", &identity)?;
+    // A peer of another node is removed by its own node (the others follow).
+    if state.cluster.as_ref().is_some_and(|cluster| cluster.kick_remote(&room, &identity)) {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     state.engine.kick(&room, &identity).map_err(admin_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -87,6 +87,7 @@ impl Session {
             on_duplicate: DuplicatePolicy::Replace,
             takes_seat: true,
             credential: self.principal.session.clone(),
+            ..JoinRequest::new(room.clone(), self.principal.identity.clone(), TransportKind::Webrtc)
         };
         // Indexed before joining, so peers told of the join can already see the session id.
         self.ctx.registry.bind_peer(self.id, &room, &self.principal.identity);
