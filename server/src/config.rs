@@ -21,6 +21,11 @@ pub struct Config {
     /// `auth.keys` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// Where the server keeps what operators create (rooms, ingress keys, SIP trunks and rules,
+    /// pending webhooks) when it runs without `cluster.redis_url`: an SQLite database,
+    /// `<data_dir>/junction.db`. Default `./junction-data`; `""` keeps state in memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub rooms: RoomsConfig,
@@ -327,6 +332,15 @@ fn check_http_url(key: &str, value: &str) -> Result<url::Url, ConfigError> {
 }
 
 impl Config {
+    /// The SQLite store's directory; `None` when `data_dir = ""` asks for memory only.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match &self.data_dir {
+            None => Some(crate::state::default_data_dir()),
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(key) = &self.api_key
             && !junction_auth::is_strong_secret(key)

@@ -9,6 +9,7 @@ mod listener;
 mod metrics;
 mod pages;
 mod server;
+mod state;
 mod webhook;
 
 use std::ffi::OsString;

@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::api::{self, AppState};
 use crate::config::{Config, Sources};
 use crate::listener::HttpLimits;
-use crate::{metrics, webhook};
+use crate::{metrics, state, webhook};
 
 /// How long HTTP connections get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,8 +103,18 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     }
     // The room audio mixer: one mix per room, a minus-one per listener (phones hear rooms through it).
     let mixer = Mixer::new(engine.clone(), config.mix_config());
-    let mut ctx =
-        TransportContext::new(engine.clone(), authority.clone(), mixer, shutdown.clone(), public_url.clone(), dev_mode);
+    // What operators created before a restart (or on other nodes) is back before anyone connects.
+    let store = state::open(&config).await?;
+    state::restore(&store, &engine, &authority).await?;
+    let mut ctx = TransportContext::new(
+        engine.clone(),
+        authority.clone(),
+        mixer,
+        shutdown.clone(),
+        public_url.clone(),
+        dev_mode,
+        store.clone(),
+    );
 
     // Every transport, in banner order; each is off when its section says `enabled = false`.
     // WHIP/WHEP and the browser socket use the WebRTC media plane, so they come after it.
@@ -139,7 +149,9 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     };
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
-    let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret)?;
+    state::follow(store.clone(), engine.clone(), authority.clone(), shutdown.clone());
+    let node = cluster.as_ref().map(|c| c.node_id().to_owned()).unwrap_or_default();
+    let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret, &store, &node).await?;
 
     let state = AppState {
         engine: engine.clone(),
@@ -151,6 +163,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         pages: Arc::new(wiring.pages),
         services: Arc::new(wiring.services.clone()),
         cluster: cluster.clone(),
+        store,
     };
     let request_timeout = Duration::from_secs(config.http.request_timeout_s);
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);

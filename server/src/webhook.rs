@@ -7,6 +7,10 @@
 //! On shutdown the server closes its rooms first and then calls [`Webhooks::drain`]: the events
 //! emitted so far are queued and every delivery in flight or queued gets `webhook.shutdown_grace_s`
 //! to finish before the process exits.
+//!
+//! Every queued delivery is also kept in the state store (scoped by the node that queued it)
+//! until it is delivered or given up, so deliveries a crash, a kill or the end of the grace
+//! period cut short are made after the next start, before new events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use junction_engine::{Engine, EngineEvent};
-use sha2::Sha256;
+use junction_store::{Kind, Store};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +37,75 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 struct Delivery {
     id: String,
-    name: &'static str,
+    name: Arc<str>,
     body: Bytes,
+}
+
+/// A delivery to one URL as kept in the state store until it is made.
+#[derive(Serialize, Deserialize)]
+struct StoredDelivery {
+    url: String,
+    id: String,
+    event: String,
+    body: String,
+}
+
+/// The store's id of `delivery` to `url`: unique per event and receiver.
+fn stored_id(url: &str, delivery: &Delivery) -> String {
+    let digest = Sha256::digest(url.as_bytes());
+    format!("{}:{}", delivery.id, hex::encode(&digest[..6]))
+}
+
+/// Keeps a queued delivery in the store until it is made or given up.
+#[derive(Clone)]
+struct Ledger {
+    store: Store,
+    /// The node that queued it (empty on a single node).
+    node: Arc<str>,
+}
+
+impl Ledger {
+    async fn keep(&self, url: &str, delivery: &Delivery) {
+        let stored = StoredDelivery {
+            url: url.to_owned(),
+            id: delivery.id.clone(),
+            event: delivery.name.to_string(),
+            body: String::from_utf8_lossy(&delivery.body).into_owned(),
+        };
+        if let Err(err) = self.store.put(Kind::WebhookDelivery, &stored_id(url, delivery), &self.node, &stored).await {
+            warn!(url, event = %delivery.name, "webhook delivery not kept in the state store: {err}");
+        }
+    }
+
+    async fn done(&self, url: &str, delivery: &Delivery) {
+        if let Err(err) = self.store.remove(Kind::WebhookDelivery, &stored_id(url, delivery)).await {
+            warn!(url, event = %delivery.name, "finished webhook delivery not removed from the state store: {err}");
+        }
+    }
+
+    /// Deliveries this node queued before it last stopped, per URL still configured; those to
+    /// URLs no longer configured are dropped.
+    async fn pending(&self, urls: &[String]) -> Vec<(String, Delivery)> {
+        let stored: Vec<StoredDelivery> = match self.store.list(Kind::WebhookDelivery, Some(&self.node)).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                warn!("pending webhook deliveries not loaded from the state store: {err}");
+                return Vec::new();
+            }
+        };
+        let mut pending = Vec::new();
+        for stored in stored {
+            let delivery =
+                Delivery { id: stored.id, name: Arc::from(stored.event.as_str()), body: Bytes::from(stored.body) };
+            if urls.contains(&stored.url) {
+                pending.push((stored.url, delivery));
+            } else {
+                info!(url = stored.url, event = %delivery.name, "pending webhook to a URL no longer configured; dropped");
+                self.done(&stored.url, &delivery).await;
+            }
+        }
+        pending
+    }
 }
 
 /// The signature header's value for `body` sent at `timestamp` (unix seconds).
@@ -55,11 +128,22 @@ pub struct Webhooks {
     grace: Duration,
 }
 
-/// Starts delivering the engine's events to the configured URLs; `None` when there are none.
-pub fn start(engine: &Engine, config: &WebhookConfig, secret: &str) -> anyhow::Result<Option<Webhooks>> {
+/// Starts delivering the engine's events to the configured URLs, after the deliveries left
+/// pending by the previous run; `None` when no URL is configured.
+pub async fn start(
+    engine: &Engine,
+    config: &WebhookConfig,
+    secret: &str,
+    store: &Store,
+    node: &str,
+) -> anyhow::Result<Option<Webhooks>> {
     if config.urls.is_empty() {
         return Ok(None);
     }
+    let ledger = Ledger { store: store.clone(), node: Arc::from(node) };
+    // Subscribed before the pending ones are queued, so no event falls between the two.
+    let events = engine.subscribe_events();
+    let pending_before = ledger.pending(&config.urls).await;
     let client = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms)).build()?;
     let pending = Arc::new(AtomicUsize::new(0));
     let mut queues = Vec::new();
@@ -73,11 +157,24 @@ pub fn start(engine: &Engine, config: &WebhookConfig, secret: &str) -> anyhow::R
             secret: secret.as_bytes().to_vec(),
             max_attempts: config.max_attempts,
             pending: pending.clone(),
+            ledger: ledger.clone(),
         };
         workers.push(tokio::spawn(worker.run(rx)));
     }
+    if !pending_before.is_empty() {
+        info!(deliveries = pending_before.len(), "delivering webhooks left pending by the last run");
+    }
+    for (url, delivery) in pending_before {
+        if let Some((_, tx)) = queues.iter().find(|(u, _)| *u == url) {
+            pending.fetch_add(1, Ordering::Relaxed);
+            if tx.try_send(delivery).is_err() {
+                pending.fetch_sub(1, Ordering::Relaxed);
+                warn!(url, "webhook queue full with pending deliveries; the rest wait for the next start");
+            }
+        }
+    }
     let finish = CancellationToken::new();
-    let dispatcher = tokio::spawn(fan_out(engine.subscribe_events(), queues, pending.clone(), finish.clone()));
+    let dispatcher = tokio::spawn(fan_out(events, queues, pending.clone(), finish.clone(), ledger));
     let grace = Duration::from_secs(config.shutdown_grace_s);
     Ok(Some(Webhooks { finish, dispatcher, workers, pending, grace }))
 }
@@ -117,6 +214,7 @@ async fn fan_out(
     queues: Vec<(String, mpsc::Sender<Delivery>)>,
     pending: Arc<AtomicUsize>,
     finish: CancellationToken,
+    ledger: Ledger,
 ) {
     loop {
         let event = tokio::select! {
@@ -128,10 +226,13 @@ async fn fan_out(
             Ok(event) => {
                 let Some(delivery) = serialise(&event) else { continue };
                 for (url, tx) in &queues {
+                    // Kept before it is queued, so the worker's removal always comes after.
+                    ledger.keep(url, &delivery).await;
                     pending.fetch_add(1, Ordering::Relaxed);
                     if tx.try_send(delivery.clone()).is_err() {
                         pending.fetch_sub(1, Ordering::Relaxed);
-                        warn!(url, event = delivery.name, "webhook queue full; event dropped");
+                        warn!(url, event = %delivery.name, "webhook queue full; event dropped");
+                        ledger.done(url, &delivery).await;
                     }
                 }
             }
@@ -152,7 +253,8 @@ async fn fan_out(
             Err(_) => return,
         };
         let Some(delivery) = serialise(&event) else { continue };
-        for (_, tx) in &queues {
+        for (url, tx) in &queues {
+            ledger.keep(url, &delivery).await;
             pending.fetch_add(1, Ordering::Relaxed);
             if tx.send(delivery.clone()).await.is_err() {
                 pending.fetch_sub(1, Ordering::Relaxed);
@@ -163,7 +265,9 @@ async fn fan_out(
 
 fn serialise(event: &EngineEvent) -> Option<Delivery> {
     match serde_json::to_vec(event) {
-        Ok(body) => Some(Delivery { id: event.id.clone(), name: event.event.name(), body: Bytes::from(body) }),
+        Ok(body) => {
+            Some(Delivery { id: event.id.clone(), name: Arc::from(event.event.name()), body: Bytes::from(body) })
+        }
         Err(err) => {
             warn!("cannot serialise room event: {err}");
             None
@@ -177,6 +281,7 @@ struct Worker {
     secret: Vec<u8>,
     max_attempts: u32,
     pending: Arc<AtomicUsize>,
+    ledger: Ledger,
 }
 
 impl Worker {
@@ -184,6 +289,7 @@ impl Worker {
     async fn run(self, mut queue: mpsc::Receiver<Delivery>) {
         while let Some(delivery) = queue.recv().await {
             self.deliver(&delivery).await;
+            self.ledger.done(&self.url, &delivery).await;
             self.pending.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -198,7 +304,7 @@ impl Worker {
                 .post(&self.url)
                 .header("content-type", "application/json")
                 .header("x-junction-signature", &signature)
-                .header("x-junction-event", delivery.name)
+                .header("x-junction-event", &*delivery.name)
                 .header("x-junction-delivery", &delivery.id)
                 .header("x-junction-attempt", attempt.to_string())
                 .body(delivery.body.clone())
@@ -206,7 +312,7 @@ impl Worker {
                 .await;
             let failure = match result {
                 Ok(response) if response.status().is_success() => {
-                    debug!(url = %self.url, event = delivery.name, attempt, "webhook delivered");
+                    debug!(url = %self.url, event = %delivery.name, attempt, "webhook delivered");
                     metrics::counter!("junction_webhooks_delivered_total").increment(1);
                     return;
                 }
@@ -214,11 +320,11 @@ impl Worker {
                 Err(err) => err.to_string(),
             };
             if attempt == self.max_attempts {
-                warn!(url = %self.url, event = delivery.name, attempts = attempt, "webhook given up: {failure}");
+                warn!(url = %self.url, event = %delivery.name, attempts = attempt, "webhook given up: {failure}");
                 metrics::counter!("junction_webhooks_failed_total").increment(1);
                 return;
             }
-            debug!(url = %self.url, event = delivery.name, attempt, "webhook failed, retrying: {failure}");
+            debug!(url = %self.url, event = %delivery.name, attempt, "webhook failed, retrying: {failure}");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_RETRY);
         }

@@ -19,6 +19,7 @@ mod rest;
 mod rtmp;
 mod rtmp_webrtc;
 mod sip;
+mod store;
 mod webhooks;
 mod whep_rtmp;
 mod whip;

@@ -88,6 +88,14 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// A change the state store could not keep (disk full, database locked): 503, and the change
+/// is not made, so what the API reports stays what a restart would bring back.
+impl From<junction_store::StoreError> for ApiError {
+    fn from(err: junction_store::StoreError) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state_store_unavailable", err.to_string())
+    }
+}
+
 impl From<ContractError> for ApiError {
     fn from(err: ContractError) -> Self {
         let message = err.to_string();

@@ -20,6 +20,7 @@ use http::Extensions;
 use junction_audio::mixer::Mixer;
 use junction_auth::Authority;
 use junction_engine::Engine;
+use junction_store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// What every transport is started with.
@@ -35,6 +36,9 @@ pub struct TransportContext {
     pub public_url: String,
     /// The server generated its own API key (development mode): demo conveniences may be on.
     pub dev_mode: bool,
+    /// Where what an operator creates through a transport's API (SIP trunks and dispatch rules)
+    /// is kept across restarts and shared between a cluster's nodes.
+    pub store: Store,
     provided: Extensions,
 }
 
@@ -46,8 +50,9 @@ impl TransportContext {
         shutdown: CancellationToken,
         public_url: String,
         dev_mode: bool,
+        store: Store,
     ) -> Self {
-        Self { engine, authority, mixer, shutdown, public_url, dev_mode, provided: Extensions::new() }
+        Self { engine, authority, mixer, shutdown, public_url, dev_mode, store, provided: Extensions::new() }
     }
 
     /// What an earlier transport offered, by type (the WebRTC media plane).

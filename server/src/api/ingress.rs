@@ -1,5 +1,5 @@
 //! `/v1/ingress`: stream keys for encoders (OBS, ffmpeg) that publish over RTMP or WHIP into a
-//! room under a fixed identity.
+//! room under a fixed identity. Each is kept in the state store, so keys survive restarts.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -8,6 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use junction_auth::{Ingress, IngressKind};
 use junction_core::{PeerId, RoomId};
+use junction_store::Kind;
 use junction_transport_api::{ApiError, ApiJson};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -56,6 +57,10 @@ async fn create(
         ));
     }
     let ingress = state.authority.ingress().create(body.kind, body.room, body.identity, body.name);
+    if let Err(err) = state.store.put(Kind::Ingress, &ingress.id, "", &ingress).await {
+        state.authority.ingress().delete(&ingress.id);
+        return Err(err.into());
+    }
     Ok((StatusCode::CREATED, axum::Json(describe(&state, &ingress))))
 }
 
@@ -75,7 +80,9 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<i
 
 /// Deletes the ingress; a publisher streaming with its key is disconnected.
 async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let ingress = state.authority.ingress().delete(&id).ok_or_else(|| missing(&id))?;
+    let ingress = state.authority.ingress().get(&id).ok_or_else(|| missing(&id))?;
+    state.store.remove(Kind::Ingress, &id).await?;
+    state.authority.ingress().delete(&id);
     let transport = match ingress.kind {
         IngressKind::Rtmp => junction_core::TransportKind::Rtmp,
         IngressKind::Whip => junction_core::TransportKind::Whip,

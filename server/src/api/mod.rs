@@ -37,6 +37,8 @@ pub struct AppState {
     pub services: Arc<Vec<Service>>,
     /// Cluster membership, when `cluster.redis_url` is set.
     pub cluster: Option<junction_cluster::Cluster>,
+    /// Where API-created rooms and ingress keys are kept across restarts.
+    pub store: junction_store::Store,
 }
 
 /// Builds the whole HTTP application: core routes, `/v1` (with `transport_api` merged in), the

@@ -1,4 +1,6 @@
 //! `/v1/rooms`: create, list, inspect and delete rooms; mint client tokens; list and kick peers.
+//! Rooms created here are kept in the state store until they end (not at a server shutdown), so
+//! a restart brings them back with their settings.
 
 use std::time::Duration;
 
@@ -11,11 +13,13 @@ use axum::routing::{delete, get, post};
 use junction_auth::TokenRequest;
 use junction_core::{Grants, PeerId, RoomId, RoomMode, RoomOptions};
 use junction_engine::RoomAdminError;
+use junction_store::Kind;
 use junction_transport_api::{ApiError, ApiJson, Principal, path_id};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::state::StoredRoom;
 
 /// Longest a room may be configured to live or wait empty (a week).
 const MAX_ROOM_SECONDS: u64 = 7 * 24 * 3600;
@@ -86,7 +90,13 @@ async fn create_room(
         metadata: body.metadata,
         mode: body.mode,
     };
+    let stored = options.clone();
     let room = state.engine.create_room(body.name, options).map_err(admin_error)?;
+    let stored = StoredRoom::new(room.name.clone(), &stored);
+    if let Err(err) = state.store.put(Kind::Room, stored.name.as_str(), "", &stored).await {
+        let _ = state.engine.delete_room(&stored.name);
+        return Err(err.into());
+    }
     Ok((StatusCode::CREATED, axum::Json(json!({ "room": room }))))
 }
 
@@ -111,6 +121,7 @@ async fn get_room(State(state): State<AppState>, Path(room): Path<String>) -> Re
 async fn delete_room(State(state): State<AppState>, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
     let room = room_param(&room)?;
     state.engine.delete_room(&room).map_err(admin_error)?;
+    state.store.remove(Kind::Room, room.as_str()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -20,6 +20,7 @@ pub mod message;
 pub mod messages;
 pub mod sdp;
 pub mod stack;
+mod stored;
 pub mod transaction;
 pub mod ua;
 
@@ -46,6 +47,8 @@ pub enum StartError {
     Config(#[from] DirectoryError),
     #[error("sip.direct_dial_hosts: {0}")]
     DirectDial(String),
+    #[error("loading SIP trunks and dispatch rules from the state store: {0}")]
+    Store(junction_store::StoreError),
 }
 
 /// Binds UDP and TCP on the same port (a random one when the configured port is 0).
@@ -78,6 +81,9 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
     let (engine, mixer, shutdown, config) =
         (ctx.engine.clone(), ctx.mixer.clone(), ctx.shutdown.clone(), config.clone());
     let directory = Directory::from_config(&config.trunks, &config.dispatch_rules)?;
+    let config_ids = stored::ConfigIds::of(&directory);
+    stored::load(&ctx.store, &directory).await.map_err(StartError::Store)?;
+    stored::follow(ctx.store.clone(), directory.clone(), config_ids, shutdown.clone());
     let direct_dial = config.direct_dial().map_err(StartError::DirectDial)?;
     let (udp, tcp) = bind(config.listen).await?;
     let udp_addr =
@@ -117,7 +123,14 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
     tokio::spawn(stack.run(tcp_rx, commands, shutdown));
     info!(udp = %udp_addr, tcp = %tcp_addr, rtp = %format!("{}-{}", config.rtp_port_min, config.rtp_port_max), "SIP listening");
 
-    let api = api::routes(api::ApiState { directory, direct_dial, book, commands: commands_tx, engine });
+    let api = api::routes(api::ApiState {
+        directory,
+        direct_dial,
+        book,
+        commands: commands_tx,
+        engine,
+        store: ctx.store.clone(),
+    });
     Ok(Started {
         services: vec![Service {
             name: "sip",
