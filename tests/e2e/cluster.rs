@@ -2,7 +2,8 @@
 //! cluster for every check (start-up is the expensive part): the registry (`GET /v1/nodes`),
 //! rooms spanning nodes (a WHIP publisher on node 1 seen and heard, byte for byte, by a WHEP
 //! viewer on node 2; every node answering for the room), placement in token responses, relay
-//! metrics, a Redis restart mid-stream, and node 1 killed with SIGKILL.
+//! metrics, an ingress key created on one node used on another (and surviving Redis coming
+//! back empty), a Redis restart mid-stream, and node 1 killed with SIGKILL.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,16 @@ use crate::support::webrtc_client::synthetic;
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
 use crate::whip::{collect, of_kind, send_media};
+
+/// How many ingress records the Redis holds (the store's hash for them).
+async fn redis_ingress_count(redis: &RedisServer) -> usize {
+    let output = tokio::process::Command::new("redis-cli")
+        .args(["-u", &redis.url(), "HLEN", "junction:records:ingress"])
+        .output()
+        .await
+        .expect("redis-cli (Debian package redis-tools)");
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+}
 
 async fn start_node(redis: &RedisServer, name: &str) -> TestServer {
     let config =
@@ -137,6 +148,18 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     assert!(node == "n1" || node == "n2", "{placed}");
     assert!(placed["whep_url"].as_str().unwrap().ends_with("/whep/stage"), "{placed}");
 
+    // An ingress key created through node 2's API is known to node 3 (the shared state store).
+    let (status, key) = node2
+        .call(Method::POST, "/v1/ingress", Some(json!({"kind": "rtmp", "room": "ingest", "identity": "enc"})))
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let stream_key = key["stream_key"].as_str().unwrap().to_owned();
+    eventually("node 3 listing node 2's ingress key", Duration::from_secs(5), || async {
+        let (_, listed) = node3.call(Method::GET, "/v1/ingress", None).await;
+        listed["ingress"].as_array()?.iter().any(|i| i["stream_key"] == stream_key.as_str()).then_some(())
+    })
+    .await;
+
     // Redis restarted (empty) mid-stream: the relayed media keeps flowing, and the cluster
     // comes back together.
     let outage = async {
@@ -172,6 +195,27 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     send_media(&publisher, 300, 60, 30).await;
     let frames = collect(&mut late, Duration::from_secs(2)).await;
     assert_content(&frames, 25, 40);
+
+    // Redis came back empty, yet the key lives on (the nodes wrote back what they knew): ffmpeg
+    // publishes with it to node 3, and node 1 sees the encoder's H.264 and AAC tracks.
+    eventually("the ingress key written back to the emptied Redis", Duration::from_secs(10), || async {
+        (redis_ingress_count(&redis).await == 1).then_some(())
+    })
+    .await;
+    let rtmp = node3.service("rtmp").to_owned();
+    let encoder = crate::rtmp::ffmpeg_push(&format!("{rtmp}/{stream_key}"), 4);
+    let tracks = eventually("the encoder's tracks seen from node 1", Duration::from_secs(15), || async {
+        let (_, body) = node1.call(Method::GET, "/v1/rooms/ingest", None).await;
+        let peer = body["room"]["peers"].as_array()?.iter().find(|p| p["identity"] == "enc")?.clone();
+        let tracks = peer["tracks"].as_array()?.clone();
+        (tracks.len() == 2).then_some(tracks)
+    })
+    .await;
+    let video = tracks.iter().find(|t| t["kind"] == "video").expect("video");
+    assert_eq!((video["codec"].as_str(), video["params"]["width"].as_u64()), (Some("h264"), Some(640)));
+    assert!(tracks.iter().any(|t| t["codec"] == "aac"), "{tracks:?}");
+    let (pushed, stderr) = crate::rtmp::finish(encoder, Duration::from_secs(30)).await;
+    assert!(pushed, "ffmpeg could not publish to node 3 with node 2's key: {stderr}");
 
     // Node 1 killed: within 10 s the others show its publisher gone; the room lives on.
     let killed = Instant::now();

@@ -1,7 +1,9 @@
 //! The change feed: a subscription to `junction:changes` that turns the other nodes' writes
 //! into [`Change`]s. When the subscription is lost (Redis restarted, network cut) it
 //! resubscribes with back-off and then, once this node's own queued writes are in, asks for a
-//! [`Change::Resync`]: whatever was published meanwhile is gone.
+//! [`Change::Resync`]: whatever was published meanwhile is gone. A Redis that came back empty
+//! (restarted without persistence, flushed) first gets every record this node knows written
+//! back from its [`Mirror`], so one Redis losing its data does not wipe the cluster's state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use redis::aio::PubSubStream;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
+use super::mirror::Mirror;
 use super::outbox::Outbox;
 use super::{CHANNEL, Link, Published};
 use crate::{Change, Record, StoreError};
@@ -24,10 +27,11 @@ pub(crate) async fn start(
     client: redis::Client,
     link: Link,
     outbox: Arc<Outbox>,
+    mirror: Arc<Mirror>,
     changes: broadcast::Sender<Change>,
 ) -> Result<(), StoreError> {
     let stream = subscribe(&client, &link).await?;
-    tokio::spawn(run(client, link, outbox, changes, stream));
+    tokio::spawn(run(client, link, outbox, mirror, changes, stream));
     Ok(())
 }
 
@@ -41,12 +45,14 @@ async fn run(
     client: redis::Client,
     link: Link,
     outbox: Arc<Outbox>,
+    mirror: Arc<Mirror>,
     changes: broadcast::Sender<Change>,
     mut stream: PubSubStream,
 ) {
     loop {
         while let Some(message) = stream.next().await {
             if let Some(change) = decode(&link, message.get_payload_bytes()) {
+                mirror.learn(&change);
                 // Nobody listening is fine.
                 let _ = changes.send(change);
             }
@@ -64,8 +70,45 @@ async fn run(
             }
         };
         outbox.wait_empty().await;
+        match schema_after_outage(&client, &link).await {
+            Ok(super::schema::Found::Empty) => {
+                let known = mirror.ops();
+                warn!(
+                    records = known.len(),
+                    "Redis came back without Junction's state (restarted without persistence, or flushed): writing back what this node knows"
+                );
+                for op in known {
+                    outbox.push(op);
+                }
+                outbox.wait_empty().await;
+            }
+            Ok(super::schema::Found::Layout) => {}
+            Err(err) => warn!("Redis schema check after reconnecting: {err}"),
+        }
         info!("Redis change feed back; resynchronising state");
         let _ = changes.send(Change::Resync);
+    }
+}
+
+/// What Redis holds after an outage, asked on a fresh connection (the pooled one may still be
+/// reconnecting), a few times if Redis is not answering yet.
+async fn schema_after_outage(client: &redis::Client, link: &Link) -> Result<super::schema::Found, StoreError> {
+    let mut backoff = FIRST_RETRY;
+    let mut attempts = 0;
+    loop {
+        let checked = match link.timed(client.get_multiplexed_async_connection()).await {
+            Ok(mut conn) => super::schema::migrate_on(link, &mut conn).await,
+            Err(err) => Err(err),
+        };
+        match checked {
+            Err(err) if attempts < 5 => {
+                tracing::debug!("Redis schema check after reconnecting, retrying: {err}");
+                attempts += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RETRY);
+            }
+            found => return found,
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! resync; between them the server answers from memory.
 
 mod feed;
+mod mirror;
 mod outbox;
 mod schema;
 
@@ -121,6 +122,7 @@ pub(crate) fn unreachable(err: &StoreError) -> bool {
 pub(crate) struct RedisBackend {
     link: Link,
     outbox: Arc<outbox::Outbox>,
+    mirror: Arc<mirror::Mirror>,
 }
 
 impl RedisBackend {
@@ -134,33 +136,41 @@ impl RedisBackend {
             .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let conn = match tokio::time::timeout(COMMAND_TIMEOUT * 2, client.get_connection_manager_with_config(config))
-            .await
-        {
-            Ok(conn) => conn.map_err(fail)?,
-            Err(_) => {
-                return Err(StoreError::RedisTimeout { url: shown.to_string(), seconds: COMMAND_TIMEOUT.as_secs() * 2 });
-            }
-        };
+        let conn =
+            match tokio::time::timeout(COMMAND_TIMEOUT * 2, client.get_connection_manager_with_config(config)).await {
+                Ok(conn) => conn.map_err(fail)?,
+                Err(_) => {
+                    return Err(StoreError::RedisTimeout {
+                        url: shown.to_string(),
+                        seconds: COMMAND_TIMEOUT.as_secs() * 2,
+                    });
+                }
+            };
         let origin: Arc<str> = junction_origin().into();
         let link = Link { conn, origin, url: shown };
         schema::migrate(&link).await?;
         let outbox = outbox::Outbox::start(link.clone());
-        feed::start(client, link.clone(), outbox.clone(), changes).await?;
-        Ok(RedisBackend { link, outbox })
+        let mirror = Arc::new(mirror::Mirror::default());
+        feed::start(client, link.clone(), outbox.clone(), mirror.clone(), changes).await?;
+        Ok(RedisBackend { link, outbox, mirror })
     }
 
     /// Applies `op` now, or queues it when Redis is away (or writes are already queued, so
     /// they stay in order).
     async fn write(&self, op: Op) -> Result<Written, StoreError> {
         if !self.outbox.is_empty() {
+            self.mirror.wrote(&op);
             self.outbox.push(op);
             return Ok(Written::Deferred);
         }
         match self.link.apply(&op).await {
-            Ok(()) => Ok(Written::Durable),
+            Ok(()) => {
+                self.mirror.wrote(&op);
+                Ok(Written::Durable)
+            }
             Err(err) if unreachable(&err) => {
                 warn!("state write deferred, Redis is unreachable: {err}");
+                self.mirror.wrote(&op);
                 self.outbox.push(op);
                 Ok(Written::Deferred)
             }
@@ -194,6 +204,7 @@ impl Backend for RedisBackend {
             .filter(|record| scope.as_ref().is_none_or(|s| *s == record.scope))
             .collect();
         records.sort_by(|a, b| a.id.cmp(&b.id));
+        self.mirror.loaded(kind, &records);
         Ok(records)
     }
 }

@@ -163,7 +163,7 @@ mod tests {
             assert_eq!(schema::version(&conn).unwrap(), 1);
         }
         let db = SqliteBackend::open_dir(dir.path()).await.unwrap();
-        let version = db.with_conn(|conn| schema::version(conn)).await.unwrap();
+        let version = db.with_conn(schema::version).await.unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         let trunks = db.list(Kind::SipTrunk, None).await.unwrap();
         assert_eq!(trunks, [Record { id: "ST_1".into(), scope: String::new(), body: "{\"name\":\"carrier\"}".into() }]);
