@@ -89,6 +89,7 @@ struct ServeArgs {
 const CONFIG_HELP: &str = "\
 Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=value):
   api_key                 REST bearer key and token-signing secret, id `default` (generated if no key at all: dev mode)
+  data_dir                state store directory (SQLite), \"\" = memory only; unused with cluster.redis_url [./junction-data]
   auth.keys               more API keys: [{id, secret}], the id named in the tokens they sign [[]]
   auth.signing_key        id of the key new tokens are signed with [default, else the first of auth.keys]
   auth.max_sessions_per_token  live sessions one token may hold, 0 = any [4]

@@ -39,11 +39,17 @@ impl SqliteBackend {
     pub(crate) async fn open_dir(data_dir: &Path) -> Result<SqliteBackend, StoreError> {
         let data_dir = data_dir.to_path_buf();
         blocking(move || {
+            let created = !data_dir.exists();
             std::fs::create_dir_all(&data_dir)
                 .map_err(|source| StoreError::DataDir { path: data_dir.clone(), source })?;
+            // The database holds stream keys and trunk passwords: the server's user only.
+            if created {
+                owner_only(&data_dir, 0o700)?;
+            }
             let lock = lock(&data_dir)?;
             let path = data_dir.join(DB_FILE);
             let conn = Connection::open(&path).map_err(|source| sqlite_error(&path.display().to_string(), source))?;
+            owner_only(&path, 0o600)?;
             Self::prepare(conn, &path.display().to_string(), Some(lock))
         })
         .await
@@ -118,6 +124,12 @@ impl Backend for SqliteBackend {
     }
 }
 
+fn owner_only(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|source| StoreError::DataDir { path: path.to_path_buf(), source })
+}
+
 /// Takes `<data_dir>/junction.lock` for this process, or says who has it.
 fn lock(data_dir: &Path) -> Result<File, StoreError> {
     let path: PathBuf = data_dir.join(LOCK_FILE);
@@ -175,6 +187,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = SqliteBackend::open_dir(dir.path()).await.unwrap();
         assert!(matches!(SqliteBackend::open_dir(dir.path()).await, Err(StoreError::Locked { .. })));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(DB_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the database is the server user's only");
         db.with_conn(|conn| conn.execute("UPDATE schema_version SET version = 99", [])).await.unwrap();
         drop(db);
         match SqliteBackend::open_dir(dir.path()).await {
