@@ -208,6 +208,22 @@ impl Cluster {
         open.clone().filter(in_room).min_by(least).or_else(|| open.min_by(least)).cloned()
     }
 
+    /// Whether this node takes no more clients: it is draining, or at `cluster.max_peers`
+    /// (counted now, not at the last heartbeat).
+    pub fn is_full(&self) -> bool {
+        let max = self.shared.config.max_peers as u64;
+        self.shared.me.lock().draining || (max > 0 && self.shared.engine.stats().peers >= max)
+    }
+
+    /// Where a new client of `room` should go instead of this node, when this node is full and
+    /// another is open.
+    pub fn redirect_for(&self, room: &RoomId) -> Option<NodeInfo> {
+        if !self.is_full() {
+            return None;
+        }
+        self.placement(room).filter(|node| node.id != self.shared.id)
+    }
+
     /// This node's own record.
     pub fn me(&self) -> NodeInfo {
         self.shared.me.lock().clone()

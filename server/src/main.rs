@@ -8,6 +8,7 @@ mod config;
 mod listener;
 mod metrics;
 mod pages;
+mod redirect;
 mod server;
 mod state;
 mod webhook;

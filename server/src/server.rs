@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::api::{self, AppState};
 use crate::config::{Config, Sources};
 use crate::listener::HttpLimits;
-use crate::{metrics, state, webhook};
+use crate::{metrics, redirect, state, webhook};
 
 /// How long HTTP connections get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,6 +168,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let request_timeout = Duration::from_secs(config.http.request_timeout_s);
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);
     let app = wiring.app_layers.into_iter().fold(app, |app, layer| layer(app));
+    let app = app.layer(axum::middleware::from_fn_with_state(cluster.clone(), redirect::when_full));
 
     print_banner(&wiring.services, &public_url, dev_key.as_deref(), dev_webhook_secret.as_deref());
     tokio::spawn(wait_for_signal(shutdown.clone()));

@@ -3,7 +3,8 @@
 //! rooms spanning nodes (a WHIP publisher on node 1 seen and heard, byte for byte, by a WHEP
 //! viewer on node 2; every node answering for the room), placement in token responses, relay
 //! metrics, an ingress key created on one node used on another (and surviving Redis coming
-//! back empty), a Redis restart mid-stream, and node 1 killed with SIGKILL.
+//! back empty), a Redis restart mid-stream, a WHEP offer to a full node redirected (307) to
+//! another and followed by the `webrtc` crate's client, and node 1 killed with SIGKILL.
 
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,12 @@ async fn redis_ingress_count(redis: &RedisServer) -> usize {
     String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
 }
 
-async fn start_node(redis: &RedisServer, name: &str) -> TestServer {
-    let config =
-        format!("[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nrelay_listen = \"127.0.0.1:0\"\n", redis.url());
+/// A node of the test cluster; `max_peers` clients make it full (0: never).
+async fn start_node(redis: &RedisServer, name: &str, max_peers: u32) -> TestServer {
+    let config = format!(
+        "[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nrelay_listen = \"127.0.0.1:0\"\nmax_peers = {max_peers}\n",
+        redis.url()
+    );
     TestServer::start_with(&config, &[]).await
 }
 
@@ -74,7 +78,7 @@ fn assert_content(frames: &[crate::support::webrtc_client::ReceivedFrame], min_v
 async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_killed_node() {
     let mut redis = RedisServer::start().await;
     let (node1, node2, node3) =
-        tokio::join!(start_node(&redis, "n1"), start_node(&redis, "n2"), start_node(&redis, "n3"));
+        tokio::join!(start_node(&redis, "n1", 0), start_node(&redis, "n2", 0), start_node(&redis, "n3", 1));
 
     // Registry: every node lists all three, with its URL, relay and load.
     for node in [&node1, &node2, &node3] {
@@ -195,6 +199,52 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     send_media(&publisher, 300, 60, 30).await;
     let frames = collect(&mut late, Duration::from_secs(2)).await;
     assert_content(&frames, 25, 40);
+
+    // Node 3 is now full (max_peers = 1): a WHEP offer to it is redirected (307, same path and
+    // query) to a node serving the room, and an HTTP client that follows it gets its answer there.
+    let offer = "v=0\r\n"; // never read: the redirect comes before the offer is looked at
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let redirected = no_follow
+        .post(node3.url(&format!("/whep/stage?token={late_token}")))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirected.status(), 307);
+    let location = redirected.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        [&node1, &node2].iter().any(|n| location == format!("{}/whep/stage?token={late_token}", n.base)),
+        "redirected to a node serving the room: {location}"
+    );
+    let (status, _) = node3.call(Method::GET, "/v1/rooms/stage", None).await;
+    assert_eq!(status, 200, "the REST API is never redirected");
+    // The webrtc crate's WHEP client, pointed at node 3, follows the redirect and decodes there.
+    let moved_token = node3.token("stage", "moved", json!({"publish": false, "subscribe": true})).await;
+    let mut moved = WhepViewer::connect(&node3.base, "stage", &moved_token, "", ClientOptions::h264_opus())
+        .await
+        .expect("WHEP view through the redirect");
+    let joined = eventually("the redirected viewer counted on node 1 or 2", Duration::from_secs(5), || async {
+        let (_, body) = node1.call(Method::GET, "/v1/nodes", None).await;
+        let peers = |id: &str| {
+            body["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["id"] == id))
+                .and_then(|n| n["load"]["peers"].as_u64())
+        };
+        let (n1, n2, n3) = (peers("n1")?, peers("n2")?, peers("n3")?);
+        // obs on n1, viewer on n2, late on n3; the moved viewer on n1 or n2, not n3.
+        (n1 + n2 == 3 && n3 == 1).then(|| if n1 == 2 { "n1" } else { "n2" })
+    })
+    .await;
+    println!("WHEP offer to full node 3 ended up on {joined}");
+    send_media(&publisher, 360, 60, 30).await;
+    let frames = collect(&mut moved, Duration::from_secs(2)).await;
+    assert_content(&frames, 25, 40);
+    // Its resource is on the node that answered: the DELETE goes there.
+    println!("redirected WHEP resource: {}", moved.resource());
+    assert_eq!(moved.delete().await.expect("DELETE the redirected resource"), 200);
+    moved.close().await;
 
     // Redis came back empty, yet the key lives on (the nodes wrote back what they knew): ffmpeg
     // publishes with it to node 3, and node 1 sees the encoder's H.264 and AAC tracks.

@@ -53,6 +53,16 @@ fn require_bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unauthorized(format!("missing Authorization: Bearer <{what}>")))
 }
 
+/// The credential of an offer: `Authorization: Bearer`, else a `token` query parameter — which
+/// is how a cluster node's 307 to another node carries it, since HTTP clients drop
+/// `Authorization` when a redirect leaves the origin.
+fn offer_bearer(headers: &HeaderMap, query: &HashMap<String, String>, what: &str) -> Result<String, ApiError> {
+    match query.get("token").filter(|t| !t.is_empty()) {
+        Some(token) if bearer(headers).is_none() => Ok(token.clone()),
+        _ => require_bearer(headers, what),
+    }
+}
+
 fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("bad_sdp", "the offer is not UTF-8 text"))?;
@@ -66,6 +76,7 @@ fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
 async fn post_whip(
     State(state): State<WhipState>,
     Path(room): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     source: SourceIp,
     headers: HeaderMap,
     body: Body,
@@ -74,7 +85,7 @@ async fn post_whip(
         return Err(unsupported_media_type(SDP));
     }
     let room: RoomId = path_id("room", &room)?;
-    let bearer = require_bearer(&headers, "token or stream key")?;
+    let bearer = offer_bearer(&headers, &query, "token or stream key")?;
     let credential = state.authority.resolve(&bearer, IngressKind::Whip)?.for_room(&room)?.require_publish()?;
     let slot = state.per_source.acquire(source.0, state.config.max_resources_per_ip)?;
     let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
@@ -120,7 +131,7 @@ async fn post_whep(
         Some(raw) => Some(path_id::<PeerId>("identity", raw)?),
         None => None,
     };
-    let bearer = require_bearer(&headers, "token")?;
+    let bearer = offer_bearer(&headers, &query, "token")?;
     let credential = state.authority.resolve_token(&bearer)?.for_room(&room)?.require_subscribe()?;
     let slot = state.per_source.acquire(source.0, state.config.max_resources_per_ip)?;
     let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
