@@ -241,3 +241,90 @@ mod tests {
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }
+
+/// Against a real `redis-server` (Debian's), started on a free port and restarted empty.
+#[cfg(test)]
+mod redis_server_tests {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use crate::{Change, Kind, Location, Store, Written};
+
+    struct Server {
+        child: Child,
+    }
+
+    impl Server {
+        fn start(port: u16) -> Server {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (Debian package redis-server)");
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Server { child }
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    async fn next_change(changes: &mut tokio::sync::broadcast::Receiver<Change>) -> Change {
+        tokio::time::timeout(Duration::from_secs(15), changes.recv()).await.expect("a change in time").expect("open")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_see_each_others_writes_and_refill_a_redis_that_came_back_empty() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = Server::start(port);
+        let url = format!("redis://127.0.0.1:{port}/");
+        let a = Store::open(Location::Redis { url: url.clone() }).await.unwrap();
+        let b = Store::open(Location::Redis { url: url.clone() }).await.unwrap();
+        let mut seen_by_b = b.changes();
+
+        assert_eq!(a.put(Kind::Ingress, "IN_1", "", &"key one").await.unwrap(), Written::Durable);
+        match next_change(&mut seen_by_b).await {
+            Change::Put { kind: Kind::Ingress, record } => {
+                assert_eq!((record.id.as_str(), record.body.as_str()), ("IN_1", "\"key one\""))
+            }
+            other => panic!("expected the put, got {other:?}"),
+        }
+        assert_eq!(b.list::<String>(Kind::Ingress, None).await.unwrap(), ["key one"]);
+        a.remove(Kind::Ingress, "IN_1").await.unwrap();
+        assert!(matches!(next_change(&mut seen_by_b).await, Change::Removed { kind: Kind::Ingress, .. }));
+        a.put(Kind::SipTrunk, "ST_1", "", &"trunk").await.unwrap();
+        assert!(matches!(next_change(&mut seen_by_b).await, Change::Put { kind: Kind::SipTrunk, .. }));
+
+        // Redis goes away: a write is deferred, not failed; Redis comes back empty: what the
+        // nodes knew is written back, the deferred write lands, and both resynchronise.
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(a.put(Kind::Ingress, "IN_2", "", &"key two").await.unwrap(), Written::Deferred);
+        let _server = Server::start(port);
+        loop {
+            if matches!(next_change(&mut seen_by_b).await, Change::Resync) {
+                break;
+            }
+        }
+        let check = Store::open(Location::Redis { url }).await.unwrap();
+        let mut trunks = check.list::<String>(Kind::SipTrunk, None).await.unwrap();
+        for _ in 0..50 {
+            if !trunks.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            trunks = check.list::<String>(Kind::SipTrunk, None).await.unwrap();
+        }
+        assert_eq!(trunks, ["trunk"], "written back to the emptied Redis");
+        assert_eq!(check.list::<String>(Kind::Ingress, None).await.unwrap(), ["key two"], "the deferred write");
+    }
+}
