@@ -1,7 +1,8 @@
 //! Cluster mode against a real `redis-server` and three `junction` nodes on loopback, one
 //! cluster for every check (start-up is the expensive part): the registry (`GET /v1/nodes`),
 //! rooms spanning nodes (a WHIP publisher on node 1 seen and heard, byte for byte, by a WHEP
-//! viewer on node 2; every node answering for the room), placement in token responses, relay
+//! viewer on node 2; a sipp phone on node 2 hearing another node-1 publisher's tone in its mix;
+//! every node answering for the room), placement in token responses, relay
 //! metrics, an ingress key created on one node used on another (and surviving Redis coming
 //! back empty), a Redis restart mid-stream, a WHEP offer to a full node redirected (307) to
 //! another and followed by the `webrtc` crate's client, and node 1 killed with SIGKILL.
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::sip;
 use crate::support::redis::RedisServer;
+use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, play, tone_power};
 use crate::support::webrtc_client::synthetic;
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
@@ -27,10 +30,11 @@ async fn redis_ingress_count(redis: &RedisServer) -> usize {
     String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
 }
 
-/// A node of the test cluster; `max_peers` clients make it full (0: never).
-async fn start_node(redis: &RedisServer, name: &str, max_peers: u32) -> TestServer {
+/// A node of the test cluster; `max_peers` clients make it full (0: never); `extra` is more
+/// configuration.
+async fn start_node(redis: &RedisServer, name: &str, max_peers: u32, extra: &str) -> TestServer {
     let config = format!(
-        "[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nrelay_listen = \"127.0.0.1:0\"\nmax_peers = {max_peers}\n",
+        "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nrelay_listen = \"127.0.0.1:0\"\nmax_peers = {max_peers}\n",
         redis.url()
     );
     TestServer::start_with(&config, &[]).await
@@ -77,8 +81,11 @@ fn assert_content(frames: &[crate::support::webrtc_client::ReceivedFrame], min_v
 #[tokio::test]
 async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_killed_node() {
     let mut redis = RedisServer::start().await;
-    let (node1, node2, node3) =
-        tokio::join!(start_node(&redis, "n1", 0), start_node(&redis, "n2", 0), start_node(&redis, "n3", 1));
+    let (node1, node2, node3) = tokio::join!(
+        start_node(&redis, "n1", 0, ""),
+        start_node(&redis, "n2", 0, sip::OPEN_DIAL_IN),
+        start_node(&redis, "n3", 1, "")
+    );
 
     // Registry: every node lists all three, with its URL, relay and load.
     for node in [&node1, &node2, &node3] {
@@ -151,6 +158,26 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     let node = placed["node"].as_str().expect("a node in the token response");
     assert!(node == "n1" || node == "n2", "{placed}");
     assert!(placed["whep_url"].as_str().unwrap().ends_with("/whep/stage"), "{placed}");
+
+    // A phone calling node 2 hears, through node 2's mixer, a WHIP publisher's tone on node 1.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let singer_token = node1.token("choir", "singer", json!({"publish": true, "subscribe": false})).await;
+    let singer = WhipPublisher::connect(&node1.base, "choir", &singer_token, ClientOptions::new(&[ClientCodec::Opus]))
+        .await
+        .expect("WHIP publisher of a tone on node 1");
+    let singing = tokio::spawn(async move {
+        sip::whip_tone(&singer, 1000.0, 7).await;
+        singer
+    });
+    let dir = node2.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let xml = sip::pcmu_call("alice", ears.port, play(&[sip::tone(&dir, 440, 5.0)], 0), 5500);
+    let phone = Sipp::start(&dir, "alice", &xml, &sip::uac_args(&node2, "choir", &[]));
+    phone.finish().await.assert_ok("alice");
+    let heard = sip::heard(&ears);
+    assert!((dominant_hz(&heard) - 1000.0).abs() <= 5.0, "the phone on node 2 hears the publisher on node 1");
+    assert!(tone_power(&heard, 1000.0, 8000.0) > 50.0 * tone_power(&heard, 440.0, 8000.0), "and not itself");
+    singing.await.expect("publisher task").close().await;
 
     // An ingress key created through node 2's API is known to node 3 (the shared state store).
     let (status, key) = node2
