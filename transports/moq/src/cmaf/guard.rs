@@ -29,14 +29,15 @@ pub fn check_boxes(bytes: &[u8]) -> Result<(), CmafError> {
                 // Extends to the end of its parent.
                 0 => (8, end - at),
                 1 => {
-                    let Some(large) = bytes.get(at + 8..at + 16) else { return Ok(()) };
+                    let Some(large) = bytes.get(at + 8..at + 16) else { break };
                     let large = u64::from_be_bytes(large.try_into().unwrap_or_default());
                     (16, usize::try_from(large).unwrap_or(usize::MAX))
                 }
                 size => (8, size),
             };
-            // A box overrunning its parent is the decoder's error to report.
-            let Some(box_end) = at.checked_add(size).filter(|e| *e <= end && size >= header) else { return Ok(()) };
+            // A box overrunning its parent is the decoder's error to report; the boxes before it
+            // (and their children, still pending) are checked all the same.
+            let Some(box_end) = at.checked_add(size).filter(|e| *e <= end && size >= header) else { break };
             let body = &bytes[at + header..box_end];
             if kind == b"sgpd" {
                 check_sgpd(body)?;
@@ -91,6 +92,8 @@ mod tests {
         let fragment = boxed(b"moof", &boxed(b"traf", &sgpd(5, &[0; 4])));
         assert!(check_boxes(&fragment).is_err(), "in a fragment too");
         assert!(check_boxes(&[0, 0, 0, 9, b'm', b'o', b'o', b'v']).is_ok(), "overruns are left to the decoder");
+        let then_overrun = [fragment.clone(), vec![0x7b, 0x22, 0x6e, 0x61, b'x', b'x', b'x', b'x']].concat();
+        assert!(check_boxes(&then_overrun).is_err(), "a box overrunning after a bad sgpd does not hide it");
     }
 
     #[test]
