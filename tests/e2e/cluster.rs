@@ -261,7 +261,7 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
         };
         let (n1, n2, n3) = (peers("n1")?, peers("n2")?, peers("n3")?);
         // obs on n1, viewer on n2, late on n3; the moved viewer on n1 or n2, not n3.
-        (n1 + n2 == 3 && n3 == 1).then(|| if n1 == 2 { "n1" } else { "n2" })
+        (n1 + n2 == 3 && n3 == 1).then_some(if n1 == 2 { "n1" } else { "n2" })
     })
     .await;
     println!("WHEP offer to full node 3 ended up on {joined}");
