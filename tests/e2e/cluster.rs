@@ -2,6 +2,7 @@
 //! cluster for every check (start-up is the expensive part): the registry (`GET /v1/nodes`),
 //! rooms spanning nodes (a WHIP publisher on node 1 seen and heard, byte for byte, by a WHEP
 //! viewer on node 2; a sipp phone on node 2 hearing another node-1 publisher's tone in its mix;
+//! an ffmpeg RTMP player on node 1 decoding an ffmpeg encoder pushed to node 3;
 //! every node answering for the room), placement in token responses, relay
 //! metrics, an ingress key created on one node used on another (and surviving Redis coming
 //! back empty), a Redis restart mid-stream, a WHEP offer to a full node redirected (307) to
@@ -279,8 +280,14 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
         (redis_ingress_count(&redis).await == 1).then_some(())
     })
     .await;
+    // An RTMP player on node 1 plays that node-3 encoder across the relay: ffprobe counts the
+    // decoded pictures and the 660 Hz tone is found in what it recorded.
+    let player_token = node1.token("ingest", "player", json!({"publish": false, "subscribe": true})).await;
+    let recorded = node1.dir().join("across-nodes.flv");
+    let player =
+        crate::rtmp::ffmpeg_pull(&format!("{}/ingest/enc?token={player_token}", node1.service("rtmp")), 3, &recorded);
     let rtmp = node3.service("rtmp").to_owned();
-    let encoder = crate::rtmp::ffmpeg_push(&format!("{rtmp}/{stream_key}"), 4);
+    let encoder = crate::rtmp::ffmpeg_push(&format!("{rtmp}/{stream_key}"), 6);
     let tracks = eventually("the encoder's tracks seen from node 1", Duration::from_secs(15), || async {
         let (_, body) = node1.call(Method::GET, "/v1/rooms/ingest", None).await;
         let peer = body["room"]["peers"].as_array()?.iter().find(|p| p["identity"] == "enc")?.clone();
@@ -291,8 +298,20 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     let video = tracks.iter().find(|t| t["kind"] == "video").expect("video");
     assert_eq!((video["codec"].as_str(), video["params"]["width"].as_u64()), (Some("h264"), Some(640)));
     assert!(tracks.iter().any(|t| t["codec"] == "aac"), "{tracks:?}");
+    let (played, stderr) = crate::rtmp::finish(player, Duration::from_secs(30)).await;
+    assert!(played, "ffmpeg could not play node 3's encoder from node 1: {stderr}");
     let (pushed, stderr) = crate::rtmp::finish(encoder, Duration::from_secs(30)).await;
     assert!(pushed, "ffmpeg could not publish to node 3 with node 2's key: {stderr}");
+    let counted = crate::rtmp::ffprobe(
+        &recorded,
+        &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"],
+    )
+    .await;
+    let frames: u32 = counted["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert!(frames >= 60, "{frames} pictures decoded from node 1's RTMP playback");
+    let samples = crate::support::audio::decode_file_audio(&recorded, 16_000).await;
+    let found = junction_audio::codec::tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
+    assert!((found - crate::rtmp::TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");
 
     // Node 1 killed: within 10 s the others show its publisher gone; the room lives on.
     let killed = Instant::now();
