@@ -1,5 +1,6 @@
 //! Ingresses: stream keys that bind an RTMP or WHIP publisher (OBS, ffmpeg) to a room and an
-//! identity, so encoders need no JWT. Kept in memory; the REST API creates and deletes them.
+//! identity, so encoders need no JWT. Held in memory for lookups; the server keeps them in its
+//! state store and puts them back here at start ([`IngressStore::restore`]).
 //! Keys are looked up by their SHA-256 digest and then compared in constant time, so how long a
 //! lookup takes says nothing about how much of a guessed key was right.
 
@@ -74,6 +75,29 @@ impl IngressStore {
         inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
         inner.by_id.insert(ingress.id.clone(), ingress.clone());
         ingress
+    }
+
+    /// Puts back an ingress created earlier (loaded from the state store, or written by another
+    /// node), replacing one with the same id.
+    pub fn restore(&self, ingress: Ingress) {
+        let mut inner = self.inner.write();
+        if let Some(old) = inner.by_id.remove(&ingress.id) {
+            inner.id_by_key.remove(&key_digest(&old.stream_key));
+        }
+        inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
+        inner.by_id.insert(ingress.id.clone(), ingress);
+    }
+
+    /// Makes the set of ingresses exactly `all` (after a cluster's store was away and writes
+    /// may have been missed).
+    pub fn replace_all(&self, all: Vec<Ingress>) {
+        let mut inner = self.inner.write();
+        inner.by_id.clear();
+        inner.id_by_key.clear();
+        for ingress in all {
+            inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
+            inner.by_id.insert(ingress.id.clone(), ingress);
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<Ingress> {

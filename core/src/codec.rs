@@ -4,11 +4,11 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::aac::{self, AacConfig, AscError};
 use crate::h264::{self, AvcConfig, H264Error};
-use crate::track::CodecParams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +156,42 @@ pub enum CodecConfigError {
     AvcSanity(String),
     #[error("a {width}x{height} picture is larger than {max}x{max}")]
     PictureSize { width: u32, height: u32, max: u32 },
+}
+
+/// Parameters a receiver needs beyond the codec itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CodecParams {
+    /// Timestamp clock of the track's frames, in Hz.
+    pub clock_rate: u32,
+    /// Audio channels (0 for video).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub channels: u8,
+    /// SDP fmtp line as negotiated with the publisher (`profile-level-id=...`, `minptime=10;...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fmtp: Option<String>,
+    /// Out-of-band decoder configuration: AAC AudioSpecificConfig, H.264 avcC when known.
+    #[serde(skip)]
+    pub config: Option<Bytes>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+impl CodecParams {
+    /// Defaults for `codec`: its usual clock, stereo Opus, mono G.711, stereo AAC.
+    pub fn for_codec(codec: Codec) -> Self {
+        let channels = match codec {
+            Codec::Opus | Codec::Aac => 2,
+            Codec::Pcmu | Codec::Pcma => 1,
+            _ => 0,
+        };
+        Self { clock_rate: codec.default_clock_rate(), channels, ..Self::default() }
+    }
 }
 
 /// The largest picture side Junction accepts (H.264 level 6.2 tops out at 8192).

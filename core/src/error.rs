@@ -3,17 +3,7 @@
 
 use crate::ids::{PeerId, RoomId, TrackId};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdError {
-    #[error("{kind} must not be empty")]
-    Empty { kind: &'static str },
-    #[error("{kind} is {len} bytes long, the limit is {max}")]
-    TooLong { kind: &'static str, len: usize, max: usize },
-    #[error("{kind} {value:?} contains {bad:?}, allowed: A-Z a-z 0-9 - _ . ~ : @ +")]
-    BadChar { kind: &'static str, value: String, bad: char },
-    #[error("session id {value:?} is not of the form PS_<hex>")]
-    BadSession { value: String },
-}
+pub use crate::ids::IdError;
 
 /// Why the engine refused a request from a transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

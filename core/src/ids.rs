@@ -11,7 +11,18 @@ use std::sync::Arc;
 use rand::Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::IdError;
+/// Why a string is not a valid id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("{kind} must not be empty")]
+    Empty { kind: &'static str },
+    #[error("{kind} is {len} bytes long, the limit is {max}")]
+    TooLong { kind: &'static str, len: usize, max: usize },
+    #[error("{kind} {value:?} contains {bad:?}, allowed: A-Z a-z 0-9 - _ . ~ : @ +")]
+    BadChar { kind: &'static str, value: String, bad: char },
+    #[error("session id {value:?} is not of the form PS_<hex>")]
+    BadSession { value: String },
+}
 
 /// Longest room or peer id accepted.
 pub const MAX_ID_LEN: usize = 128;

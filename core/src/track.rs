@@ -1,9 +1,9 @@
 //! Track descriptions: what a publisher sends (codec, codec parameters, simulcast layers) and how
 //! subscribers and clients see it.
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+pub use crate::codec::CodecParams;
 use crate::codec::{Codec, MediaKind};
 use crate::ids::{PeerId, TrackId};
 
@@ -17,42 +17,6 @@ pub enum TrackSource {
     ScreenShareAudio,
     #[default]
     Unknown,
-}
-
-/// Parameters a receiver needs beyond the codec itself.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct CodecParams {
-    /// Timestamp clock of the track's frames, in Hz.
-    pub clock_rate: u32,
-    /// Audio channels (0 for video).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub channels: u8,
-    /// SDP fmtp line as negotiated with the publisher (`profile-level-id=...`, `minptime=10;...`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fmtp: Option<String>,
-    /// Out-of-band decoder configuration: AAC AudioSpecificConfig, H.264 avcC when known.
-    #[serde(skip)]
-    pub config: Option<Bytes>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub width: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub height: Option<u32>,
-}
-
-fn is_zero(v: &u8) -> bool {
-    *v == 0
-}
-
-impl CodecParams {
-    /// Defaults for `codec`: its usual clock, stereo Opus, mono G.711, stereo AAC.
-    pub fn for_codec(codec: Codec) -> Self {
-        let channels = match codec {
-            Codec::Opus | Codec::Aac => 2,
-            Codec::Pcmu | Codec::Pcma => 1,
-            _ => 0,
-        };
-        Self { clock_rate: codec.default_clock_rate(), channels, ..Self::default() }
-    }
 }
 
 /// One simulcast layer of a video track; a track's layers are ordered lowest first and a

@@ -4,12 +4,43 @@
 //! server's CPU read from its own /proc entry — and the server is left with no peers. These
 //! check the tool, not the server's speed: no figure is compared with a target here.
 
+use std::path::Path;
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 use crate::support::TestServer;
 
+/// Builds the load tool, which `junction bench` runs from beside the `junction` binary: cargo
+/// builds a test's binaries (`CARGO_BIN_EXE_junction`) but not the other packages' ones, and a
+/// dependency cannot ask for a binary on stable. Building it here, with the cargo and the profile
+/// this test was built with, puts it exactly where the server binary looks (the same directory),
+/// so these tests go through the real `junction bench` hand-over. Once per test run; a no-op
+/// when it is up to date.
+fn build_bench_tool() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let profile_dir = Path::new(env!("CARGO_BIN_EXE_junction")).parent().expect("the binary's directory");
+        let target_dir = profile_dir.parent().expect("the target directory");
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "-p", "junction-bench", "--target-dir"]).arg(target_dir);
+        if profile_dir.file_name().is_some_and(|name| name == "release") {
+            cargo.arg("--release");
+        }
+        let output = cargo.output().map_err(|err| format!("cannot run cargo: {err}"))?;
+        match output.status.success() && profile_dir.join("junction-bench").is_file() {
+            true => Ok(()),
+            false => Err(format!("cargo build -p junction-bench failed:\n{}", String::from_utf8_lossy(&output.stderr))),
+        }
+    });
+    if let Err(err) = built {
+        panic!("{err}");
+    }
+}
+
 /// Runs `junction bench <args> --json` against `server`; returns the report.
 async fn bench(server: &TestServer, args: &[&str]) -> Value {
+    build_bench_tool();
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(120),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_junction"))

@@ -29,7 +29,7 @@ async fn health_metrics_and_home_page_answer_without_credentials() {
     }
     // The request counter saw the calls above, by status.
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("junction_http_requests_total{status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("junction_transport_api_requests_total{status=\"200\"}"), "{metrics}");
 }
 
 #[tokio::test]
@@ -270,8 +270,11 @@ async fn zero_config_start_prints_a_development_key_that_works() {
     // The real zero-config path, but on a free port so tests can run side by side.
     let server = TestServer::start_with("", &[]).await;
     drop(server);
+    // Run where the default data_dir (./junction-data) lands in a directory of the test's own.
+    let cwd = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_junction"))
         .args(["serve", "--http-listen", "127.0.0.1:0"])
+        .current_dir(cwd.path())
         .env_remove("JUNCTION_API_KEY")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -294,6 +297,7 @@ async fn zero_config_start_prints_a_development_key_that_works() {
     assert!(key.starts_with("dev_") && key.len() >= 20);
     let response = reqwest::Client::new().get(format!("{http}/v1/rooms")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(response.status(), 200);
+    assert!(cwd.path().join("junction-data/junction.db").exists(), "zero config keeps state in ./junction-data");
     child.kill().await.unwrap();
 }
 

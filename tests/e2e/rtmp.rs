@@ -9,7 +9,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use junction_endpoint::codec::tone;
+use junction_audio::codec::tone;
+use junction_core::h264::AvcConfig;
 use reqwest::Method;
 use rml_rtmp::sessions::ClientSessionEvent;
 use serde_json::{Value, json};
@@ -198,12 +199,7 @@ const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
 fn avc_sequence_header() -> Bytes {
     let mut tag = BytesMut::new();
     tag.put_slice(&[0x17, 0, 0, 0, 0]);
-    tag.put_slice(&[1, SPS[1], SPS[2], SPS[3], 0xff, 0xe1]);
-    tag.put_u16(SPS.len() as u16);
-    tag.put_slice(SPS);
-    tag.put_u8(1);
-    tag.put_u16(PPS.len() as u16);
-    tag.put_slice(PPS);
+    tag.put_slice(&AvcConfig::from_parameter_sets(SPS, PPS).expect("an SPS and a PPS").to_bytes());
     tag.freeze()
 }
 

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use junction_endpoint::codec::tone;
+use junction_audio::codec::tone;
 use serde_json::{Value, json};
 use tokio::process::Command;
 

@@ -223,7 +223,7 @@ async fn phones_hear_each_other_and_the_room_through_the_mixer_and_never_themsel
 }
 
 /// Sends a `freq` Hz Opus tone (20 ms packets, libopus) over WHIP for `seconds`, in real time.
-async fn whip_tone(publisher: &WhipPublisher, freq: f64, seconds: u32) {
+pub(crate) async fn whip_tone(publisher: &WhipPublisher, freq: f64, seconds: u32) {
     let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).expect("opus");
     let mut ticker = tokio::time::interval(Duration::from_millis(20));
     for n in 0..seconds as usize * 50 {

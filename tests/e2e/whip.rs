@@ -16,7 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Sends `count` video frames (a keyframe every `gop`) and, alongside, Opus packets, pacing at
 /// real time. Frame indexes start at `first`. Returns when each frame was sent, by index.
-async fn send_media(publisher: &WhipPublisher, first: u32, count: u32, gop: u32) -> HashMap<u32, Instant> {
+pub(crate) async fn send_media(publisher: &WhipPublisher, first: u32, count: u32, gop: u32) -> HashMap<u32, Instant> {
     let mut sent = HashMap::new();
     let mut ticker = tokio::time::interval(VIDEO_FRAME);
     let mut audio_index = first;
@@ -40,7 +40,7 @@ async fn send_media(publisher: &WhipPublisher, first: u32, count: u32, gop: u32)
 }
 
 /// Collects what arrives until `quiet` passes without a frame.
-async fn collect(viewer: &mut WhepViewer, quiet: Duration) -> Vec<ReceivedFrame> {
+pub(crate) async fn collect(viewer: &mut WhepViewer, quiet: Duration) -> Vec<ReceivedFrame> {
     let mut frames = Vec::new();
     while let Some(frame) = viewer.next_frame(quiet).await {
         frames.push(frame);
@@ -48,7 +48,7 @@ async fn collect(viewer: &mut WhepViewer, quiet: Duration) -> Vec<ReceivedFrame>
     frames
 }
 
-fn of_kind(frames: &[ReceivedFrame], kind: MediaKind) -> Vec<&ReceivedFrame> {
+pub(crate) fn of_kind(frames: &[ReceivedFrame], kind: MediaKind) -> Vec<&ReceivedFrame> {
     frames.iter().filter(|f| f.kind() == kind).collect()
 }
 

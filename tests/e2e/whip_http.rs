@@ -16,7 +16,7 @@ const FINGERPRINT: &str =
     "sha-256 7A:D7:C9:33:94:8D:8A:BA:10:EB:93:21:7C:B4:91:6D:40:F7:56:07:CA:9D:42:D3:80:32:2D:10:D9:AC:8E:15";
 
 /// A browser-like offer with one audio and one video m-line in `direction`.
-fn offer(direction: &str, audio: &str, video: &str) -> String {
+pub(crate) fn offer(direction: &str, audio: &str, video: &str) -> String {
     let transport = format!(
         "c=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:{FINGERPRINT}\r\n\
          a=setup:actpass\r\na=rtcp-mux\r\na={direction}\r\n"

@@ -1,11 +1,14 @@
 //! Audio checks for end-to-end tests: decode what a client received (Opus packets via libopus,
 //! G.711 payloads, media files via ffmpeg) to 16-bit PCM and find the tone in it.
 //!
-//! The G.711 decoder here is written independently of the server's (`junction_endpoint::codec::
-//! g711`), so a test does not check the server's codec with itself; the frequency finder is the
-//! toolkit's analysis function, which is not what these tests are about.
+//! G.711 is junction-audio's (`audio/src/codec/g711.rs`; one implementation in the tree, checked
+//! against ffmpeg's in `audio/tests/codec_ffmpeg.rs`), and so is the frequency finder: what these
+//! tests are about is what the server sends, not the arithmetic of a codec table.
 
-use junction_endpoint::codec::tone;
+use junction_audio::codec::tone;
+
+/// The two G.711 laws: µ-law (PCMU, payload type 0) and A-law (PCMA, payload type 8).
+pub use junction_audio::codec::G711Law as G711;
 
 /// Opus's RTP clock and the rate [`OpusToPcm`] decodes at.
 pub const OPUS_RATE: u32 = 48_000;
@@ -65,40 +68,9 @@ pub fn opus_to_pcm<P: AsRef<[u8]>>(packets: &[P], channels: u8) -> Vec<i16> {
     pcm
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum G711 {
-    /// PCMU, payload type 0.
-    MuLaw,
-    /// PCMA, payload type 8.
-    ALaw,
-}
-
 /// Decodes G.711 payload bytes (one per sample, 8 kHz mono) to 16-bit PCM.
 pub fn g711_to_pcm(payload: &[u8], law: G711) -> Vec<i16> {
-    payload
-        .iter()
-        .map(|byte| match law {
-            G711::MuLaw => ulaw_sample(*byte),
-            G711::ALaw => alaw_sample(*byte),
-        })
-        .collect()
-}
-
-fn ulaw_sample(byte: u8) -> i16 {
-    let code = !byte;
-    let biased = ((i32::from(code & 0x0F) << 3) + 0x84) << ((code & 0x70) >> 4);
-    (if code & 0x80 != 0 { 0x84 - biased } else { biased - 0x84 }) as i16
-}
-
-fn alaw_sample(byte: u8) -> i16 {
-    let code = byte ^ 0x55;
-    let segment = (code & 0x70) >> 4;
-    let mut value = i32::from(code & 0x0F) << 4;
-    value += if segment == 0 { 8 } else { 0x108 };
-    if segment > 1 {
-        value <<= segment - 1;
-    }
-    (if code & 0x80 != 0 { value } else { -value }) as i16
+    payload.iter().map(|byte| law.decode(*byte)).collect()
 }
 
 /// The audio of a media file, decoded by ffmpeg to mono at `rate`.

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod browser;
 pub mod chromium;
 pub mod moq;
+pub mod redis;
 pub mod rtmp_client;
 pub mod server;
 pub mod sip;

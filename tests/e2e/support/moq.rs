@@ -89,13 +89,7 @@ pub fn client(ca: &Path, alpn: &[u8]) -> quinn::Endpoint {
     for cert in CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.expect("CA PEM")).expect("add CA");
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
+    let tls = junction_testkit::moq::client_tls(roots, alpn);
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));

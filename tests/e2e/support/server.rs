@@ -40,6 +40,8 @@ pub struct TestServer {
     pub api_key: String,
     stderr: PathBuf,
     dir: tempfile::TempDir,
+    /// Added to `junction serve`.
+    args: Vec<String>,
     http: reqwest::Client,
 }
 
@@ -66,22 +68,45 @@ impl TestServer {
     async fn launch(base: &str, extra_toml: &str, args: &[&str], api_key: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("junction.toml");
-        // The generated MoQ development CA goes in the test's own directory.
-        let moq_ca = format!("[moq]\ndev_ca_file = {:?}\n", dir.path().join("moq-ca.pem"));
-        let base = merge_toml(base, &moq_ca);
+        // The generated MoQ development CA and the state store go in the test's own directory.
+        let own = format!(
+            "data_dir = {:?}\n[moq]\ndev_ca_file = {:?}\n",
+            dir.path().join("data"),
+            dir.path().join("moq-ca.pem")
+        );
+        let base = merge_toml(base, &own);
         std::fs::write(&config, merge_toml(&base, extra_toml)).expect("write config");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Self::spawn(dir, args, api_key).await
+    }
+
+    /// Kills the server with SIGKILL (nothing is flushed or said goodbye) and starts it again
+    /// with the same configuration and directory, so with the same state store. Its listeners
+    /// get new ports.
+    pub async fn kill_and_restart(mut self) -> TestServer {
+        let mut child = self.child.take().expect("a running server");
+        child.start_kill().expect("SIGKILL");
+        let _ = child.wait().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let (args, api_key) = (self.args.clone(), self.api_key.clone());
+        drop(self);
+        Self::spawn(dir, args, &api_key).await
+    }
+
+    async fn spawn(dir: tempfile::TempDir, args: Vec<String>, api_key: &str) -> TestServer {
+        let config = dir.path().join("junction.toml");
         let stderr = dir.path().join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .args(args)
+            .args(&args)
             .env_remove("JUNCTION_API_KEY")
             // Only the test harness reads this one; the server would take it for a config key.
             .env_remove("JUNCTION_TEST_LOG")
             .env("RUST_LOG", std::env::var("JUNCTION_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .stderr(std::fs::File::options().create(true).append(true).open(&stderr).expect("stderr file"))
             .kill_on_drop(true)
             .spawn()
             .expect("spawn junction");
@@ -118,6 +143,7 @@ impl TestServer {
             api_key: api_key.to_owned(),
             stderr,
             dir,
+            args,
             http: reqwest::Client::new(),
         }
     }

@@ -332,6 +332,9 @@ impl Client {
             .await
             .map_err(rtc_err)?;
         let status = response.status().as_u16();
+        // A relative Location is relative to the URL that answered, which is another node's
+        // after a cluster redirect (RFC 9110 §10.2.2).
+        let answered = response.url().clone();
         let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
         self.etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut answer = response.text().await.map_err(rtc_err)?;
@@ -339,7 +342,7 @@ impl Client {
             return Err(ClientError::Http { status, body: answer });
         }
         let location = location.ok_or(ClientError::Http { status, body: "201 without Location".into() })?;
-        self.resource = if location.starts_with("http") { location } else { format!("{base}{location}") };
+        self.resource = answered.join(&location).map_err(rtc_err)?.to_string();
         if via_relay {
             let server = candidate_addr(&answer).ok_or(ClientError::WebRtc("answer without a candidate".into()))?;
             let relay = UdpRelay::start(server).await;

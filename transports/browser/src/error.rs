@@ -4,7 +4,7 @@
 
 use junction_auth::AuthError;
 use junction_core::ContractError;
-use junction_http::ApiError;
+use junction_transport_api::ApiError;
 
 /// An error sent to a client as `{"type": "error", "code": ..., "message": ...}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

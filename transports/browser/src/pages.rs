@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use junction_auth::{Authority, TokenRequest};
 use junction_core::ids::random_id;
 use junction_core::{Grants, PeerId, RoomId};
-use junction_endpoint::Engine;
-use junction_http::{ApiError, ApiJson, path_id};
+use junction_engine::Engine;
+use junction_transport_api::{ApiError, ApiJson, path_id};
 use serde::Deserialize;
 use serde_json::json;
 

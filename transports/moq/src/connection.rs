@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use junction_auth::Authority;
 use junction_core::TransportKind;
-use junction_endpoint::gate::ConnectionPermit;
-use junction_endpoint::{Engine, JoinRequest, supervise};
+use junction_engine::gate::ConnectionPermit;
+use junction_engine::{Engine, JoinRequest, supervise};
 use moq_transport::coding::Value;
 use moq_transport::session::transport::quinn as wtq;
 use moq_transport::session::{Session, Transport};

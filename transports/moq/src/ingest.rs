@@ -21,7 +21,7 @@ use junction_core::h264::{self, AvcConfig};
 use junction_core::{
     CodecConfigError, ContractError, MediaFrame, MediaKind, MediaTime, PublishRequest, TrackId, TrackSource,
 };
-use junction_endpoint::TrackPublisher;
+use junction_engine::TrackPublisher;
 use moq_transport::coding::TrackNamespace;
 use moq_transport::serve::{ServeError, SubgroupReader, TrackReader, TrackReaderMode, TracksReader};
 use tokio::sync::{mpsc, oneshot};
@@ -131,12 +131,7 @@ pub async fn run(
     let catalog_track = tracks.subscribe(namespace.clone(), CATALOG_TRACK).ok_or(IngestError::SessionGone)?;
     let catalog =
         first_object(catalog_track, CATALOG_TRACK, limits.max_init_bytes).await.map_err(no_track(CATALOG_TRACK))?;
-    let catalog: moq_catalog::Root =
-        serde_json::from_slice(&catalog).map_err(|err| IngestError::NotCatalog(err.to_string()))?;
-    // moq-sub's rule: the init segment is the one the first track names; catalog track i is the
-    // init segment's trak i (unless the name says `<trak id>.m4s`).
-    let first = catalog.tracks.first().ok_or_else(|| IngestError::NotCatalog("it lists no tracks".into()))?;
-    let init_name = first.init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
+    let (catalog, init_name) = read_catalog(&catalog)?;
     let init_track = tracks.subscribe(namespace.clone(), init_name.as_str()).ok_or(IngestError::SessionGone)?;
     let init = tokio::time::timeout(INIT_WAIT, first_object(init_track, &init_name, limits.max_init_bytes))
         .await
@@ -150,11 +145,7 @@ pub async fn run(
         warn!(namespace = %namespace, tracks = catalog.tracks.len(), limit = limits.max_tracks_per_namespace, "catalog lists more tracks than the limit: the first ones are ingested");
     }
     for (index, entry) in catalog.tracks.iter().enumerate().take(limits.max_tracks_per_namespace) {
-        let by_name = match PeerTrack::parse(&entry.name) {
-            Some(PeerTrack::Media(id)) => parsed.iter().find(|t| t.id() == id),
-            _ => None,
-        };
-        let Some(found) = by_name.or_else(|| parsed.get(index)) else {
+        let Some(found) = trak_for(index, &entry.name, &parsed) else {
             warn!(namespace = %namespace, track = %entry.name, "catalog track has no trak in the init segment");
             continue;
         };
@@ -188,6 +179,26 @@ pub async fn run(
     }
     drop(published);
     Ok(())
+}
+
+/// The catalog a publisher's `.catalog` track carries, and the name of its init segment track.
+pub(crate) fn read_catalog(object: &[u8]) -> Result<(moq_catalog::Root, String), IngestError> {
+    let catalog: moq_catalog::Root =
+        serde_json::from_slice(object).map_err(|err| IngestError::NotCatalog(err.to_string()))?;
+    // moq-sub's rule: the init segment is the one the first track names; catalog track i is the
+    // init segment's trak i (unless the name says `<trak id>.m4s`).
+    let first = catalog.tracks.first().ok_or_else(|| IngestError::NotCatalog("it lists no tracks".into()))?;
+    let init_name = first.init_track.clone().unwrap_or_else(|| INIT_TRACK.to_owned());
+    Ok((catalog, init_name))
+}
+
+/// The init segment's trak for catalog track `index`, named `name`.
+pub(crate) fn trak_for<'a>(index: usize, name: &str, parsed: &'a [ParsedTrack]) -> Option<&'a ParsedTrack> {
+    let by_name = match PeerTrack::parse(name) {
+        Some(PeerTrack::Media(id)) => parsed.iter().find(|t| t.id() == id),
+        _ => None,
+    };
+    by_name.or_else(|| parsed.get(index))
 }
 
 /// Unpublishes an ingested track when the ingest ends, however it ends.
@@ -243,8 +254,8 @@ async fn pump(
                     continue;
                 }
             };
-            let samples = match parse_fragment(&object, &init, limits.max_samples_per_fragment) {
-                Ok(samples) => samples,
+            let frames = match fragment_frames(&object, &init, avc.as_ref(), limits.max_samples_per_fragment) {
+                Ok(frames) => frames,
                 Err(err) => {
                     if !warned {
                         warn!(track = init.id, "unreadable CMAF fragment skipped: {err}");
@@ -253,9 +264,7 @@ async fn pump(
                     continue;
                 }
             };
-            for sample in samples {
-                let pts = sample.decode_time.saturating_add_signed(sample.composition_offset);
-                let Some(frame) = to_frame(&init, avc.as_ref(), pts, sample.keyframe, sample.data) else { continue };
+            for frame in frames {
                 if publisher.send(frame).is_err() {
                     return Ok(());
                 }
@@ -263,6 +272,23 @@ async fn pump(
         }
     }
     Ok(())
+}
+
+/// The engine frames of one CMAF fragment (samples whose data cannot be read are dropped).
+pub(crate) fn fragment_frames(
+    object: &Bytes,
+    init: &InitTrack,
+    avc: Option<&AvcConfig>,
+    max_samples: usize,
+) -> Result<Vec<MediaFrame>, CmafError> {
+    let samples = parse_fragment(object, init, max_samples)?;
+    Ok(samples
+        .into_iter()
+        .filter_map(|sample| {
+            let pts = sample.decode_time.saturating_add_signed(sample.composition_offset);
+            to_frame(init, avc, pts, sample.keyframe, sample.data)
+        })
+        .collect())
 }
 
 /// One CMAF sample as an engine frame.

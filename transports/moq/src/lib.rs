@@ -16,6 +16,7 @@ mod congestion;
 mod connection;
 mod egress;
 mod error;
+pub mod fuzz;
 mod hub;
 mod ingest;
 mod naming;
@@ -30,8 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use junction_auth::Authority;
-use junction_endpoint::Engine;
-use junction_endpoint::gate::ConnectionGate;
+use junction_engine::Engine;
+use junction_engine::gate::ConnectionGate;
+use junction_transport_api::{Service, Started, TransportContext};
 use moq_transport::session::transport::quinn::quinn;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -67,8 +69,37 @@ pub struct MoqServer {
     pub dev_ca_file: Option<PathBuf>,
 }
 
-/// Binds the QUIC listener and serves sessions until `shutdown`.
-pub fn start(
+/// Starts Media over QUIC (unless `moq.enabled` is off): binds the QUIC listener and serves
+/// sessions until the server shuts down; the banner lines (with the development CA and the
+/// certificate hash when the certificate was generated) go back to the server.
+pub async fn start(ctx: &TransportContext, config: &MoqConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let moq = listen(config, ctx.engine.clone(), ctx.authority.clone(), ctx.shutdown.clone())?;
+    let mut services = vec![Service {
+        name: "moq",
+        url: moq.url.clone(),
+        about: "Media over QUIC draft-18: WebTransport, or raw QUIC (moqt://, ALPN moqt-18)",
+    }];
+    if let Some(ca) = &moq.dev_ca_file {
+        services.push(Service {
+            name: "moq-ca",
+            url: ca.display().to_string(),
+            about: "generated development CA (PEM) for MoQ clients to trust",
+        });
+        services.push(Service {
+            name: "moq-hash",
+            url: format!("sha256:{}", moq.fingerprint),
+            about: "MoQ certificate hash for WebTransport serverCertificateHashes",
+        });
+    }
+    Ok(Started { services, ..Started::default() })
+}
+
+/// Binds the QUIC listener and serves sessions until `shutdown` ([`start`] without the server
+/// around it).
+pub fn listen(
     config: &MoqConfig,
     engine: Engine,
     authority: Authority,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, EndpointEvent, Grants, MediaOut, PeerId, RoomId};
-use junction_endpoint::{EndpointRpc, Joined};
+use junction_engine::{EndpointRpc, Joined};
 use moq_transport::serve::ServeError;
 use moq_transport::session::transport::quinn as wtq;
 use moq_transport::session::{

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use junction_endpoint::DuplicatePolicy;
+use junction_engine::DuplicatePolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::guard::AmfLimits;

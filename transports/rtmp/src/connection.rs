@@ -15,8 +15,8 @@ use junction_core::{
     CloseReason, Codec, ContractError, EndpointEvent, LayerPreference, MediaKind, MediaOut, PeerId, PeerInfo,
     PublishRequest, SubscribeOptions, TrackId, TrackInfo, TransportKind,
 };
-use junction_endpoint::gate::ConnectionPermit;
-use junction_endpoint::{DuplicatePolicy, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher, supervise};
+use junction_engine::gate::ConnectionPermit;
+use junction_engine::{DuplicatePolicy, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher, supervise};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;

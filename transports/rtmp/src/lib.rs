@@ -25,4 +25,4 @@ mod server;
 pub mod session;
 
 pub use config::{OnDuplicate, RtmpConfig};
-pub use server::{RtmpListener, StartError, start};
+pub use server::{RtmpListener, StartError, listen, start};

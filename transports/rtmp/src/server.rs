@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use junction_auth::Authority;
-use junction_endpoint::Engine;
-use junction_endpoint::gate::ConnectionGate;
+use junction_engine::Engine;
+use junction_engine::gate::ConnectionGate;
+use junction_transport_api::{IngressUrls, Service, Started, TransportContext};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -36,8 +37,23 @@ impl RtmpListener {
     }
 }
 
-/// Binds `config.listen` and serves RTMP until `shutdown` is cancelled.
-pub async fn start(
+/// Starts RTMP (unless `rtmp.enabled` is off): binds `rtmp.listen` and serves until the server
+/// shuts down; the banner line and the ingress URL go back to the server.
+pub async fn start(ctx: &TransportContext, config: &RtmpConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let listener = listen(ctx.engine.clone(), ctx.authority.clone(), config.clone(), ctx.shutdown.clone()).await?;
+    Ok(Started {
+        services: vec![Service { name: "rtmp", url: listener.url(), about: "RTMP ingest (OBS, ffmpeg) and playback" }],
+        ingress_urls: IngressUrls { rtmp: Some(listener.url()), ..IngressUrls::default() },
+        ..Started::default()
+    })
+}
+
+/// Binds `config.listen` and serves RTMP until `shutdown` is cancelled ([`start`] without the
+/// server around it).
+pub async fn listen(
     engine: Engine,
     authority: Authority,
     config: RtmpConfig,

@@ -7,11 +7,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use junction_audio::codec::opus::OpusDecoder;
+use junction_audio::codec::{AudioDecoder, default_adapters, tone};
 use junction_auth::{Authority, IngressKind};
 use junction_core::{Codec, EndpointEvent, MediaFrame, MediaOut, PeerId, RoomId, TransportKind};
-use junction_endpoint::codec::opus::OpusDecoder;
-use junction_endpoint::codec::{AudioDecoder, default_adapters, tone};
-use junction_endpoint::{Engine, EngineConfig, JoinRequest, SystemClock};
+use junction_engine::{Engine, EngineConfig, JoinRequest, SystemClock};
 use junction_rtmp::RtmpConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ async fn ffmpeg_aac_reaches_an_opus_subscriber_as_the_same_tone() {
     let authority = Authority::new("ingest-to-opus-test-key");
     let shutdown = CancellationToken::new();
     let config = RtmpConfig { listen: ([127, 0, 0, 1], 0).into(), ..RtmpConfig::default() };
-    let listener = junction_rtmp::start(engine.clone(), authority.clone(), config, shutdown.clone()).await.unwrap();
+    let listener = junction_rtmp::listen(engine.clone(), authority.clone(), config, shutdown.clone()).await.unwrap();
     let room = RoomId::new("stage").unwrap();
     let ingress = authority.ingress().create(IngressKind::Rtmp, room.clone(), PeerId::new("obs").unwrap(), None);
 

@@ -1,6 +1,7 @@
 //! The SIP routes of the server API (mounted under `/v1`, behind the credential check):
-//! trunks (`/v1/sip/trunks`), dispatch rules (`/v1/sip/dispatch-rules`) and a room's phone
-//! calls (`/v1/rooms/{room}/sip/calls`: place one, list, inspect, hang up). Placing a call
+//! trunks (`/v1/sip/trunks`) and dispatch rules (`/v1/sip/dispatch-rules`), both kept in the
+//! state store, and a room's phone calls (`/v1/rooms/{room}/sip/calls`: place one, list,
+//! inspect, hang up). Placing a call
 //! takes more than the check: the operator's API key, or a client token of the room with the
 //! `sip_call` grant — and then goes where [`crate::admission::outbound::route`] allows.
 
@@ -12,8 +13,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use junction_core::{PeerId, RoomId};
-use junction_endpoint::Engine;
-use junction_http::{ApiError, ApiJson, Principal, path_id};
+use junction_engine::Engine;
+use junction_store::{Kind, Store};
+use junction_transport_api::{ApiError, ApiJson, Principal, path_id};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -33,6 +35,8 @@ pub(crate) struct ApiState {
     pub book: CallBook,
     pub commands: mpsc::Sender<Command>,
     pub engine: Engine,
+    /// API-created trunks and rules are written through to it (see `stored.rs`).
+    pub store: Store,
 }
 
 pub(crate) fn routes(state: ApiState) -> Router {
@@ -60,7 +64,12 @@ async fn create_trunk(
     if spec.id.is_some() {
         return Err(ApiError::invalid_field("id", "trunk ids are assigned by the server"));
     }
-    let trunk = state.directory.add_trunk(spec).map_err(directory_error)?;
+    let trunk = state.directory.add_trunk(spec.clone()).map_err(directory_error)?;
+    let stored = TrunkSpec { id: Some(trunk.id.clone()), ..spec };
+    if let Err(err) = state.store.put(Kind::SipTrunk, &trunk.id, "", &stored).await {
+        state.directory.remove_trunk(&trunk.id);
+        return Err(err.into());
+    }
     Ok((StatusCode::CREATED, axum::Json(trunk.describe())))
 }
 
@@ -79,7 +88,9 @@ async fn show_trunk(State(state): State<ApiState>, Path(id): Path<String>) -> Re
 }
 
 async fn delete_trunk(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.directory.remove_trunk(&id).ok_or_else(|| no_trunk(&id))?;
+    state.directory.trunk(&id).ok_or_else(|| no_trunk(&id))?;
+    state.store.remove(Kind::SipTrunk, &id).await?;
+    state.directory.remove_trunk(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -90,7 +101,12 @@ async fn create_rule(
     if spec.id.is_some() {
         return Err(ApiError::invalid_field("id", "dispatch rule ids are assigned by the server"));
     }
-    let rule = state.directory.add_rule(spec).map_err(directory_error)?;
+    let rule = state.directory.add_rule(spec.clone()).map_err(directory_error)?;
+    let stored = RuleSpec { id: Some(rule.id.clone()), ..spec };
+    if let Err(err) = state.store.put(Kind::SipDispatchRule, &rule.id, "", &stored).await {
+        state.directory.remove_rule(&rule.id);
+        return Err(err.into());
+    }
     Ok((StatusCode::CREATED, axum::Json(rule)))
 }
 
@@ -108,7 +124,9 @@ async fn show_rule(State(state): State<ApiState>, Path(id): Path<String>) -> Res
 }
 
 async fn delete_rule(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.directory.remove_rule(&id).ok_or_else(|| no_rule(&id))?;
+    state.directory.rule(&id).ok_or_else(|| no_rule(&id))?;
+    state.store.remove(Kind::SipDispatchRule, &id).await?;
+    state.directory.remove_rule(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

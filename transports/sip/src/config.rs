@@ -60,8 +60,10 @@ pub struct SipConfig {
     pub pin_attempts: u32,
     /// Time to enter the PIN before the call is hung up.
     pub pin_timeout_s: u64,
-    /// How many of the loudest speakers a phone hears at once.
-    pub mix_speakers: usize,
+    /// Deprecated alias of `[mixer] speakers` (how many of the loudest speakers a phone hears
+    /// at once), still read so that older configurations keep working; the server warns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix_speakers: Option<usize>,
     /// Trunks loaded at start (more can be added through the API).
     pub trunks: Vec<TrunkSpec>,
     /// Dispatch rules loaded at start.
@@ -94,7 +96,7 @@ impl Default for SipConfig {
             realm: "junction".into(),
             pin_attempts: 3,
             pin_timeout_s: 60,
-            mix_speakers: 3,
+            mix_speakers: None,
             trunks: Vec::new(),
             dispatch_rules: Vec::new(),
         }
@@ -144,7 +146,7 @@ impl SipConfig {
         if self.pin_attempts == 0 {
             return bad("pin_attempts", "must be at least 1");
         }
-        if self.mix_speakers == 0 {
+        if self.mix_speakers == Some(0) {
             return bad("mix_speakers", "must be at least 1");
         }
         if let Err(err) = crate::admission::Directory::from_config(&self.trunks, &self.dispatch_rules) {

@@ -5,8 +5,9 @@
 //! and the room (an Opus track up, the engine mixer's minus-one down), collect PINs over DTMF
 //! ([`media`]); dial-out and the REST API ([`api`], state in [`calls`]).
 //!
-//! [`start`] binds the sockets and spawns the stack's driver ([`stack`]); the returned
-//! [`SipServer`] carries the bound addresses and the routes `bin` mounts under `/v1`.
+//! [`start`] (the start shape every transport has) binds the sockets and spawns the stack's
+//! driver ([`stack`]); what it returns carries the banner line and the routes the server mounts
+//! under `/v1`.
 
 pub mod admission;
 mod api;
@@ -16,20 +17,19 @@ pub mod config;
 pub mod digest;
 pub mod media;
 pub mod message;
+pub mod messages;
 pub mod sdp;
 pub mod stack;
+mod stored;
 pub mod transaction;
 pub mod ua;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use junction_endpoint::Engine;
-use junction_endpoint::mixer::Mixer;
+use junction_transport_api::{Service, Started, TransportContext};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use config::SipConfig;
@@ -47,19 +47,8 @@ pub enum StartError {
     Config(#[from] DirectoryError),
     #[error("sip.direct_dial_hosts: {0}")]
     DirectDial(String),
-}
-
-/// A running SIP service.
-pub struct SipServer {
-    /// Where SIP listens on UDP and on TCP (the same port).
-    pub udp: SocketAddr,
-    pub tcp: SocketAddr,
-    /// `sip:<addr>`, for the banner.
-    pub uri: String,
-    /// Routes for `/v1` (trunks, dispatch rules, calls), to be put behind the API key.
-    pub api: Router,
-    /// Every call's record.
-    pub calls: CallBook,
+    #[error("loading SIP trunks and dispatch rules from the state store: {0}")]
+    Store(junction_store::StoreError),
 }
 
 /// Binds UDP and TCP on the same port (a random one when the configured port is 0).
@@ -83,14 +72,18 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), StartError
     Err(tcp_err(last.unwrap_or_else(|| std::io::Error::other("no free port"))))
 }
 
-/// Starts SIP: binds the sockets, spawns the stack and the TCP acceptor, and returns the routes.
-pub async fn start(
-    engine: Engine,
-    mixer: Mixer,
-    config: SipConfig,
-    shutdown: CancellationToken,
-) -> Result<SipServer, StartError> {
+/// Starts SIP (unless `sip.enabled` is off): binds the sockets, spawns the stack and the TCP
+/// acceptor, and returns the banner line and the `/v1` routes (trunks, dispatch rules, calls).
+pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let (engine, mixer, shutdown, config) =
+        (ctx.engine.clone(), ctx.mixer.clone(), ctx.shutdown.clone(), config.clone());
     let directory = Directory::from_config(&config.trunks, &config.dispatch_rules)?;
+    let config_ids = stored::ConfigIds::of(&directory);
+    stored::load(&ctx.store, &directory).await.map_err(StartError::Store)?;
+    stored::follow(ctx.store.clone(), directory.clone(), config_ids, shutdown.clone());
     let direct_dial = config.direct_dial().map_err(StartError::DirectDial)?;
     let (udp, tcp) = bind(config.listen).await?;
     let udp_addr =
@@ -130,6 +123,21 @@ pub async fn start(
     tokio::spawn(stack.run(tcp_rx, commands, shutdown));
     info!(udp = %udp_addr, tcp = %tcp_addr, rtp = %format!("{}-{}", config.rtp_port_min, config.rtp_port_max), "SIP listening");
 
-    let api = api::routes(api::ApiState { directory, direct_dial, book: book.clone(), commands: commands_tx, engine });
-    Ok(SipServer { udp: udp_addr, tcp: tcp_addr, uri: api::sip_uri(advertised), api, calls: book })
+    let api = api::routes(api::ApiState {
+        directory,
+        direct_dial,
+        book,
+        commands: commands_tx,
+        engine,
+        store: ctx.store.clone(),
+    });
+    Ok(Started {
+        services: vec![Service {
+            name: "sip",
+            url: api::sip_uri(advertised),
+            about: "SIP over UDP and TCP: dial-in and dial-out",
+        }],
+        api,
+        ..Started::default()
+    })
 }

@@ -1,5 +1,7 @@
 //! The `[webrtc]` configuration section: the UDP socket every session shares, the address
-//! advertised to clients, ICE servers handed to clients, and how long a silent peer is kept.
+//! advertised to clients, ICE servers handed to clients, how long a silent or never-connecting
+//! peer is kept, and the limits that keep one peer from growing the server's state (SDP size,
+//! m-lines, candidates, demux entries, queued datagrams; see `docs/security.md`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -8,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Longest ICE timeout accepted: a vanished client must be reaped within this.
 pub const MAX_ICE_TIMEOUT_S: u64 = 30;
+/// Longest connect deadline accepted.
+pub const MAX_CONNECT_TIMEOUT_S: u64 = 120;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +29,23 @@ pub struct WebrtcConfig {
     pub ice_timeout_s: u64,
     /// STUN/TURN servers handed to clients (WHIP `Link` headers, the browser SDK).
     pub ice_servers: Vec<IceServer>,
+    /// Seconds a session has, from its answer, to complete ICE and DTLS; then it is ended (a
+    /// WHIP/WHEP resource is deleted, a browser is told `media_ended`).
+    pub connect_timeout_s: u64,
+    /// Largest SDP offer or answer accepted, in bytes.
+    pub max_sdp_bytes: usize,
+    /// Most m-lines an offer or answer may have.
+    pub max_media_lines: usize,
+    /// Most remote ICE candidates per ICE session (in the SDP and trickled together).
+    pub max_remote_candidates: usize,
+    /// Remote addresses one session may be reached from (verified by STUN); the least recently
+    /// verified is forgotten first.
+    pub addresses_per_session: usize,
+    /// Remote addresses all sessions together; verified checks from new addresses are dropped
+    /// past it.
+    pub max_addresses: usize,
+    /// Datagrams queued for one session before more are dropped.
+    pub session_inbox_datagrams: usize,
 }
 
 impl Default for WebrtcConfig {
@@ -35,6 +56,13 @@ impl Default for WebrtcConfig {
             public_addr: None,
             ice_timeout_s: 15,
             ice_servers: Vec::new(),
+            connect_timeout_s: 15,
+            max_sdp_bytes: 256 * 1024,
+            max_media_lines: 128,
+            max_remote_candidates: 64,
+            addresses_per_session: 8,
+            max_addresses: 65_536,
+            session_inbox_datagrams: 512,
         }
     }
 }
@@ -64,6 +92,10 @@ impl WebrtcConfig {
         Duration::from_secs(self.ice_timeout_s)
     }
 
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_s)
+    }
+
     /// Checks the values that serde alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(1..=MAX_ICE_TIMEOUT_S).contains(&self.ice_timeout_s) {
@@ -71,6 +103,26 @@ impl WebrtcConfig {
                 key: "ice_timeout_s",
                 message: format!("must be between 1 and {MAX_ICE_TIMEOUT_S} seconds, not {}", self.ice_timeout_s),
             });
+        }
+        if !(1..=MAX_CONNECT_TIMEOUT_S).contains(&self.connect_timeout_s) {
+            return Err(ConfigError {
+                key: "connect_timeout_s",
+                message: format!(
+                    "must be between 1 and {MAX_CONNECT_TIMEOUT_S} seconds, not {}",
+                    self.connect_timeout_s
+                ),
+            });
+        }
+        let at_least_one = [
+            ("max_sdp_bytes", self.max_sdp_bytes),
+            ("max_media_lines", self.max_media_lines),
+            ("max_remote_candidates", self.max_remote_candidates),
+            ("addresses_per_session", self.addresses_per_session),
+            ("max_addresses", self.max_addresses),
+            ("session_inbox_datagrams", self.session_inbox_datagrams),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError { key, message: "must be at least 1".into() });
         }
         if let Some(raw) = &self.public_addr {
             parse_public_addr(raw, self.udp_listen.port())?;
@@ -150,5 +202,9 @@ mod tests {
             ..WebrtcConfig::default()
         };
         assert_eq!(config.validate().unwrap_err().key, "ice_servers");
+        let config = WebrtcConfig { connect_timeout_s: 0, ..WebrtcConfig::default() };
+        assert_eq!(config.validate().unwrap_err().key, "connect_timeout_s");
+        let config = WebrtcConfig { max_addresses: 0, ..WebrtcConfig::default() };
+        assert_eq!(config.validate().unwrap_err().key, "max_addresses");
     }
 }

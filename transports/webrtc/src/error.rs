@@ -24,6 +24,15 @@ pub enum SessionError {
     /// An answer to the session's offer that cannot be applied.
     #[error("the answer cannot be applied: {0}")]
     AnswerRefused(String),
+    /// An SDP over `webrtc.max_sdp_bytes`.
+    #[error("the SDP is {bytes} bytes; the limit is {limit} (webrtc.max_sdp_bytes)")]
+    SdpTooLarge { bytes: usize, limit: usize },
+    /// An SDP with more m-lines than `webrtc.max_media_lines`.
+    #[error("the SDP has {count} m-lines; the limit is {limit} (webrtc.max_media_lines)")]
+    TooManyMediaLines { count: usize, limit: usize },
+    /// More remote candidates than `webrtc.max_remote_candidates` for one ICE session.
+    #[error("{count} remote ICE candidates; the limit is {limit} per ICE session (webrtc.max_remote_candidates)")]
+    TooManyCandidates { count: usize, limit: usize },
     /// The session is over.
     #[error("the session has ended")]
     Closed,

@@ -1,8 +1,9 @@
 //! junction-webrtc: the WebRTC media plane, on str0m (sans-I/O, driven by tokio here).
 //!
-//! One UDP socket serves every session: a single driver task reads it and routes each datagram
-//! by ICE ufrag, then by remote address ([`udp_mux`]); each session is a task that owns its
-//! str0m `Rtc` and its engine [`Endpoint`](junction_endpoint::Endpoint), and bridges the two:
+//! One UDP socket serves every session: a single driver task reads it, drops what is malformed
+//! ([`validate`]) and routes each datagram by ICE ufrag and STUN integrity, then by remote
+//! address ([`udp_mux`]); each session is a task that owns its
+//! str0m `Rtc` and its engine [`Endpoint`](junction_engine::Endpoint), and bridges the two:
 //! what the peer sends is published as tracks, what the peer receives comes from its
 //! subscriptions, keyframe requests and bandwidth estimates flow both ways. The server is
 //! ICE-lite; DTLS-SRTP, RTX/NACK, TWCC and bandwidth estimation come from str0m.
@@ -10,13 +11,13 @@
 //! Signalling surfaces (WHIP/WHEP, the browser WebSocket) use it in three steps:
 //!
 //! ```no_run
-//! # async fn demo(transport: junction_webrtc::WebrtcTransport, engine: junction_endpoint::Engine,
-//! #   join: junction_endpoint::JoinRequest, offer_sdp: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn demo(transport: junction_webrtc::WebrtcTransport, engine: junction_engine::Engine,
+//! #   join: junction_engine::JoinRequest, offer_sdp: &str) -> Result<(), Box<dyn std::error::Error>> {
 //! use junction_webrtc::{EgressPolicy, SessionSpec};
 //! // 1. Negotiate: parse the offer, answer it (nothing is joined or registered yet).
 //! let negotiated = transport.negotiate(offer_sdp)?;
 //! // 2. Join the engine, telling it the codecs this peer can receive.
-//! let joined = engine.join(junction_endpoint::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
+//! let joined = engine.join(junction_engine::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
 //! // 3. Start the session task; it runs by itself until the peer leaves, times out or is kicked.
 //! let answer = negotiated.answer_sdp().to_owned();
 //! let handle = negotiated.start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::viewer(None)));
@@ -28,19 +29,26 @@ pub mod config;
 mod driver;
 pub mod error;
 mod negotiate;
+mod sdp;
 mod send_batch;
 mod session;
 mod udp_mux;
+mod validate;
+
+#[cfg(test)]
+mod hostile_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
-pub use negotiate::{MediaLine, Negotiated};
+pub use negotiate::Negotiated;
+pub use sdp::{MediaLine, candidate_lines};
 pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
-pub use session::{EgressPolicy, IceCredentials, SessionEvent, SessionHandle, SessionSpec};
+pub use session::{EgressPolicy, IceCredentials, PeerReply, PeerRequest, SessionEvent, SessionHandle, SessionSpec};
 
+use junction_transport_api::{Service, Started, TransportContext};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -60,9 +68,30 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
-/// Binds the shared UDP socket and starts its driver task. Everything stops when `shutdown`
-/// is cancelled.
-pub async fn start(config: &WebrtcConfig, shutdown: CancellationToken) -> Result<WebrtcTransport, StartError> {
+/// Starts the media plane (unless `webrtc.enabled` is off): binds the shared UDP socket and
+/// starts its driver task until the server shuts down. The running plane is offered to the
+/// transports started after this one ([`Started::provides`]): WHIP/WHEP and the browser socket
+/// find it with `ctx.provided::<WebrtcTransport>()`.
+pub async fn start(ctx: &TransportContext, config: &WebrtcConfig) -> Result<Started, StartError> {
+    if !config.enabled {
+        return Ok(Started::default());
+    }
+    let transport = listen(config, ctx.shutdown.clone()).await?;
+    let mut started = Started {
+        services: vec![Service {
+            name: "webrtc",
+            url: format!("udp://{}", transport.advertised_addr()),
+            about: "WebRTC media (ICE-lite, one UDP port for every session)",
+        }],
+        ..Started::default()
+    };
+    started.provides.insert(transport);
+    Ok(started)
+}
+
+/// Binds the shared UDP socket and starts its driver task ([`start`] without the server around
+/// it). Everything stops when `shutdown` is cancelled.
+pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Result<WebrtcTransport, StartError> {
     config.validate()?;
     let socket = UdpSocket::bind(config.udp_listen)
         .await
@@ -70,7 +99,7 @@ pub async fn start(config: &WebrtcConfig, shutdown: CancellationToken) -> Result
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let advertised = config.advertised_addr(local)?;
     info!(%local, %advertised, "WebRTC media plane listening");
-    let mux = driver::spawn(socket, advertised, shutdown.clone())
+    let mux = driver::spawn(socket, advertised, config, shutdown.clone())
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     Ok(WebrtcTransport { inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown }) })
 }

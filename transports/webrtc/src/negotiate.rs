@@ -2,14 +2,16 @@
 //! ICE credentials, one host candidate on the shared socket) accepts the offer; the m-lines it
 //! agreed to are read back so the caller knows what the peer sends, what it can receive, and
 //! in which codecs, before joining the engine.
+//!
+//! Every SDP from a peer (offers, renegotiations, answers) is measured before str0m parses it:
+//! its size, its m-lines and its candidates have caps ([`SdpLimits`], in `sdp.rs`).
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use junction_core::{Codec, LayerInfo, MediaKind};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_core::Codec;
+use junction_engine::Endpoint;
 use str0m::change::SdpOffer;
-use str0m::media::{Media, MediaKind as WireKind, Mid, Rids, SimulcastLayer};
+use str0m::media::Mid;
 use str0m::{Candidate, IceCreds, Rtc};
 use tokio_util::sync::CancellationToken;
 
@@ -17,22 +19,8 @@ use crate::codec;
 use crate::config::WebrtcConfig;
 use crate::driver::MuxHandle;
 use crate::error::{SessionError, offered_codecs};
-use crate::session::{self, Link, SessionHandle, SessionSpec, simulcast};
-
-/// One m-line as negotiated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaLine {
-    pub mid: String,
-    pub kind: MediaKind,
-    /// The peer sends media on it.
-    pub peer_sends: bool,
-    /// The peer receives media on it.
-    pub peer_receives: bool,
-    /// Negotiated codecs, the peer's preference first; empty when the m-line was rejected.
-    pub codecs: Vec<Codec>,
-    /// Simulcast layers the peer sends, lowest first.
-    pub layers: Vec<LayerInfo>,
-}
+use crate::sdp::{MediaLine, SdpLimits, describe, offer_sections};
+use crate::session::{self, SessionHandle, SessionSpec};
 
 /// An answered offer, not yet started.
 pub struct Negotiated {
@@ -41,6 +29,8 @@ pub struct Negotiated {
     lines: Vec<(Mid, MediaLine)>,
     ufrag: String,
     pwd: String,
+    /// Remote candidates the offer carried.
+    candidates: usize,
     mux: MuxHandle,
     config: WebrtcConfig,
     shutdown: CancellationToken,
@@ -67,6 +57,7 @@ pub(crate) fn negotiate_any(
     shutdown: CancellationToken,
     offer_sdp: &str,
 ) -> Result<Negotiated, SessionError> {
+    let candidates = SdpLimits::of(config).check(offer_sdp)?;
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
     let creds = IceCreds::new();
     let mut rtc = codec::rtc_builder()
@@ -93,89 +84,11 @@ pub(crate) fn negotiate_any(
         lines,
         ufrag: creds.ufrag,
         pwd: creds.pass,
+        candidates,
         mux,
         config: config.clone(),
         shutdown,
     })
-}
-
-pub(crate) fn describe(rtc: &Rtc, media: &Media, section: &OfferSection) -> MediaLine {
-    let remote_pts = media.remote_pts();
-    let payloads = rtc.codec_config().params().iter().filter(|p| remote_pts.contains(&p.pt()));
-    let kind = match media.kind() {
-        WireKind::Audio => MediaKind::Audio,
-        WireKind::Video => MediaKind::Video,
-    };
-    let direction = media.direction();
-    let peer_sends = direction.is_receiving() && !media.disabled();
-    let layers = match &media.rids_rx() {
-        Rids::Specific(rids) if peer_sends && rids.len() > 1 => {
-            let announced: Vec<SimulcastLayer> = rids
-                .iter()
-                .map(|rid| {
-                    let mut layer = SimulcastLayer::new(&rid.to_string());
-                    layer.attributes = section.rid_attributes(&rid.to_string());
-                    layer
-                })
-                .collect();
-            simulcast::order_layers(&announced)
-        }
-        _ => Vec::new(),
-    };
-    MediaLine {
-        mid: media.mid().to_string(),
-        kind,
-        peer_sends,
-        peer_receives: direction.is_sending() && !media.disabled(),
-        codecs: codec::codecs_of(payloads).into_iter().filter(|c| c.kind() == kind).collect(),
-        layers,
-    }
-}
-
-/// What str0m does not expose about an offer's m-section: its mid and its `a=rid` restrictions.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct OfferSection {
-    pub(crate) mid: String,
-    /// (rid, restrictions such as `max-width=1280`).
-    rids: Vec<(String, Vec<(String, String)>)>,
-}
-
-impl OfferSection {
-    fn rid_attributes(&self, rid: &str) -> Option<Vec<(String, String)>> {
-        self.rids.iter().find(|(id, _)| id == rid).map(|(_, attrs)| attrs.clone()).filter(|a| !a.is_empty())
-    }
-}
-
-/// The audio/video m-sections of an SDP, with their mids and rid restrictions.
-pub(crate) fn offer_sections(sdp: &str) -> Vec<OfferSection> {
-    let mut sections: Vec<OfferSection> = Vec::new();
-    let mut in_media = false;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(media) = line.strip_prefix("m=") {
-            in_media = media.starts_with("audio") || media.starts_with("video");
-            if in_media {
-                sections.push(OfferSection::default());
-            }
-            continue;
-        }
-        let Some(section) = sections.last_mut().filter(|_| in_media) else { continue };
-        if let Some(mid) = line.strip_prefix("a=mid:") {
-            section.mid = mid.trim().to_owned();
-        } else if let Some(rid) = line.strip_prefix("a=rid:") {
-            let mut parts = rid.split_whitespace();
-            let (Some(id), Some(_direction)) = (parts.next(), parts.next()) else { continue };
-            let attributes = parts
-                .next()
-                .unwrap_or("")
-                .split(';')
-                .filter_map(|pair| pair.split_once('='))
-                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            section.rids.push((id.to_owned(), attributes));
-        }
-    }
-    sections.retain(|s| !s.mid.is_empty());
-    sections
 }
 
 impl Negotiated {
@@ -198,7 +111,7 @@ impl Negotiated {
         self.media_lines().any(|l| l.peer_receives && !l.codecs.is_empty())
     }
 
-    /// The codecs the peer can receive, for [`junction_endpoint::JoinRequest::accept_codecs`]:
+    /// The codecs the peer can receive, for [`junction_engine::JoinRequest::accept_codecs`]:
     /// tracks in other codecs are transcoded by the engine where it can.
     pub fn accept_codecs(&self) -> Vec<Codec> {
         let mut codecs = Vec::new();
@@ -220,25 +133,18 @@ impl Negotiated {
     /// Starts the session task for a peer that has joined the engine; the task owns the
     /// endpoint: when it ends, however it ends, the peer leaves the room.
     pub fn start(self, endpoint: Endpoint, spec: SessionSpec) -> SessionHandle {
-        self.spawn(Link::Owned(endpoint), spec)
-    }
-
-    /// Starts the session task for an endpoint whose RPC half the signalling layer keeps (it
-    /// reads the room events and forwards them with [`SessionHandle::room_event`]); the task
-    /// takes the media half. The peer stays in the room when the session ends.
-    pub fn start_shared(self, rpc: Arc<EndpointRpc>, media: EndpointMedia, spec: SessionSpec) -> SessionHandle {
-        self.spawn(Link::Shared(rpc, media), spec)
-    }
-
-    fn spawn(self, link: Link, spec: SessionSpec) -> SessionHandle {
         session::spawn(session::Parts {
             rtc: self.rtc,
             lines: self.lines,
             ufrag: self.ufrag,
+            pwd: self.pwd,
             mux: self.mux,
             ice_timeout: self.config.ice_timeout(),
+            connect_timeout: self.config.connect_timeout(),
+            limits: SdpLimits::of(&self.config),
+            offered_candidates: self.candidates,
             shutdown: self.shutdown,
-            link,
+            endpoint,
             spec,
         })
     }
@@ -247,6 +153,7 @@ impl Negotiated {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use junction_core::MediaKind;
 
     const SESSION: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n";
     const TRANSPORT: &str = "c=IN IP4 0.0.0.0\r\na=ice-ufrag:cli1\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
@@ -277,24 +184,11 @@ mod tests {
         )
     }
 
-    #[test]
-    fn offer_sections_carry_mids_and_rid_restrictions() {
-        let sdp = "v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:data\r\n\
-                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\na=rid:hi send max-width=1280;max-height=720\r\na=rid:lo send\r\n";
-        let sections = offer_sections(sdp);
-        assert_eq!(sections.len(), 1);
-        assert_eq!(sections[0].mid, "v");
-        assert_eq!(
-            sections[0].rid_attributes("hi"),
-            Some(vec![("max-width".into(), "1280".into()), ("max-height".into(), "720".into())])
-        );
-        assert_eq!(sections[0].rid_attributes("lo"), None);
-    }
-
     async fn mux() -> MuxHandle {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        crate::driver::spawn(socket, addr, CancellationToken::new()).expect("the sender starts")
+        crate::driver::spawn(socket, addr, &WebrtcConfig::default(), CancellationToken::new())
+            .expect("the sender starts")
     }
 
     fn negotiate_text(mux: MuxHandle, sdp: &str) -> Result<Negotiated, SessionError> {
@@ -341,5 +235,47 @@ mod tests {
             whep_offer("VP8").lines().filter(|l| !l.starts_with("a=fingerprint")).map(|l| format!("{l}\r\n")).collect();
         let err = negotiate_text(mux().await, &no_fingerprint).err().unwrap();
         assert!(matches!(err, SessionError::OfferRefused(_) | SessionError::BadSdp(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_rtpmap_outside_its_media_line_is_refused_before_str0m() {
+        // Found by fuzzing (browser_session): payload type 98 mapped in the audio section too
+        // (where the m-line does not list it) made str0m panic ("Pt locked multiple times").
+        let offer = whep_offer("VP9")
+            .replace("a=rtpmap:111 opus/48000/2\r\n", "a=rtpmap:111 opus/48000/2\r\na=rtpmap:98 VP9/90000\r\n");
+        let err = negotiate_text(mux().await, &offer).err().unwrap();
+        assert!(matches!(&err, SessionError::BadSdp(why) if why.contains("98")), "{err}");
+        let twice = whep_offer("VP8")
+            .replace("a=rtcp-fb:98 nack pli\r\n", "a=rtcp-fb:98 nack pli\r\na=rtpmap:98 H264/90000\r\n");
+        let err = negotiate_text(mux().await, &twice).err().unwrap();
+        assert!(matches!(&err, SessionError::BadSdp(why) if why.contains("98")), "{err}");
+        // The same payload type in two sections that both list it (two cameras) is fine.
+        let two_cameras = format!(
+            "{}m=video 9 UDP/TLS/RTP/SAVPF 98\r\n{TRANSPORT}a=mid:2\r\na=recvonly\r\na=rtpmap:98 VP8/90000\r\n",
+            whep_offer("VP8")
+        )
+        .replace("a=group:BUNDLE 0 1\r\n", "a=group:BUNDLE 0 1 2\r\n");
+        negotiate_text(mux().await, &two_cameras).unwrap();
+    }
+
+    #[tokio::test]
+    async fn oversized_offers_are_refused_before_parsing() {
+        let mux = mux().await;
+        let config = WebrtcConfig::default();
+        // Thousands of m-lines, in a body under the size cap.
+        let section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
+        let many_lines = format!("{SESSION}{}", section.repeat(3000));
+        assert!(many_lines.len() <= config.max_sdp_bytes);
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &many_lines).err().unwrap();
+        assert_eq!(err, SessionError::TooManyMediaLines { count: 3000, limit: config.max_media_lines });
+        // One attribute larger than the whole cap.
+        let huge = format!("{}a=x-huge:{}\r\n", whep_offer("VP8"), "x".repeat(config.max_sdp_bytes));
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &huge).err().unwrap();
+        assert!(matches!(err, SessionError::SdpTooLarge { limit, .. } if limit == config.max_sdp_bytes), "{err}");
+        // Hundreds of candidates.
+        let candidate = "a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n";
+        let crowded = format!("{}{}", whep_offer("VP8"), candidate.repeat(500));
+        let err = negotiate(mux, &config, CancellationToken::new(), &crowded).err().unwrap();
+        assert_eq!(err, SessionError::TooManyCandidates { count: 500, limit: config.max_remote_candidates });
     }
 }

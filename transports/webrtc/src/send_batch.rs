@@ -7,7 +7,9 @@
 //! the runs ([`plan_runs`], pure, tested datagram by datagram) and drives the socket with tokio.
 //! Where GSO is unavailable `quinn-udp` reports one segment and every datagram goes alone.
 //! Nothing is dropped for a full socket buffer: the task waits for writability and retries;
-//! only real send errors lose datagrams, as UDP would, and they are counted.
+//! only real send errors lose datagrams, as UDP would, and they are counted. The queue and the
+//! socket live outside the task, so a panic in it ([`supervise::restart`] runs it again) loses at
+//! most the batch in hand.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use junction_engine::supervise;
 use quinn_udp::{Transmit, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -50,6 +53,13 @@ impl SendQueue {
     }
 }
 
+/// What the sender task works with, shared with its next run after a panic.
+struct Sender {
+    socket: Arc<UdpSocket>,
+    state: UdpSocketState,
+    pending: tokio::sync::Mutex<mpsc::Receiver<Outgoing>>,
+}
+
 /// Starts the sender task on `socket` (shared with the reader, which only receives).
 pub(crate) fn spawn(socket: Arc<UdpSocket>, shutdown: CancellationToken) -> io::Result<SendQueue> {
     let state = UdpSocketState::new(UdpSockRef::from(&*socket))?;
@@ -57,7 +67,8 @@ pub(crate) fn spawn(socket: Arc<UdpSocket>, shutdown: CancellationToken) -> io::
     // `recv_from`, which would see coalesced segments as one, so it goes off again.
     disable_gro(&socket);
     let (queue, pending) = mpsc::channel(QUEUE_CAPACITY);
-    tokio::spawn(run(socket, state, pending, shutdown));
+    let sender = Arc::new(Sender { socket, state, pending: tokio::sync::Mutex::new(pending) });
+    tokio::spawn(supervise::restart("webrtc_send_batcher", move || run(sender.clone(), shutdown.clone())));
     Ok(SendQueue { queue })
 }
 
@@ -85,12 +96,10 @@ fn disable_gro(socket: &UdpSocket) {
     let _ = socket.as_raw_fd();
 }
 
-async fn run(
-    socket: Arc<UdpSocket>,
-    state: UdpSocketState,
-    mut pending: mpsc::Receiver<Outgoing>,
-    shutdown: CancellationToken,
-) {
+async fn run(sender: Arc<Sender>, shutdown: CancellationToken) {
+    let (socket, state) = (&sender.socket, &sender.state);
+    // Held for the whole run; a panic releases it for the next one.
+    let mut pending = sender.pending.lock().await;
     let errors = metrics::counter!("junction_webrtc_udp_send_errors_total");
     let sends = metrics::counter!("junction_webrtc_udp_send_calls_total");
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -103,17 +112,19 @@ async fn run(
         if received == 0 {
             return; // every handle is gone
         }
+        #[cfg(test)]
+        tests::maybe_panic(&batch);
         let runs = plan_runs(&mut batch, state.max_gso_segments());
         for run in runs {
             let datagrams = &batch[run];
             sends.increment(1);
-            if let Err(err) = send_run(&socket, &state, datagrams, &mut joined).await {
+            if let Err(err) = send_run(socket, state, datagrams, &mut joined).await {
                 if datagrams.len() > 1 {
                     // GSO refused (quinn-udp now reports one segment): send them one by one.
                     debug!(destination = %datagrams[0].destination, "GSO send failed ({err}); sending singly");
                     for datagram in datagrams {
                         sends.increment(1);
-                        if let Err(err) = send_run(&socket, &state, std::slice::from_ref(datagram), &mut joined).await {
+                        if let Err(err) = send_run(socket, state, std::slice::from_ref(datagram), &mut joined).await {
                             trace!(destination = %datagram.destination, "UDP send failed: {err}");
                             errors.increment(1);
                         }
@@ -186,6 +197,39 @@ pub(crate) fn plan_runs(batch: &mut [Outgoing], max_segments: usize) -> Vec<Rang
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload that makes the sender task panic, in tests only.
+    const PANIC_PAYLOAD: &[u8] = b"panic the send batcher";
+
+    pub(super) fn maybe_panic(batch: &[Outgoing]) {
+        if batch.iter().any(|d| d.payload == PANIC_PAYLOAD) {
+            panic!("injected send batcher panic");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sender_is_restarted_after_a_panic_and_sends_what_comes_next() {
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let shutdown = CancellationToken::new();
+        let queue = spawn(server, shutdown.clone()).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let destination = peer.local_addr().unwrap();
+        queue.send(destination, PANIC_PAYLOAD.to_vec()).await;
+        // The batch in hand when it panicked is lost; what is queued after is not.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        for seq in 0..5u8 {
+            queue.send(destination, vec![seq; 100]).await;
+        }
+        let mut buf = [0u8; 200];
+        for seq in 0..5u8 {
+            let len = tokio::time::timeout(std::time::Duration::from_secs(5), peer.recv(&mut buf))
+                .await
+                .expect("the sender came back")
+                .unwrap();
+            assert_eq!(&buf[..len], &[seq; 100][..]);
+        }
+        shutdown.cancel();
+    }
 
     fn out(port: u16, len: usize, tag: u8) -> Outgoing {
         Outgoing { destination: SocketAddr::from(([127, 0, 0, 1], port)), payload: vec![tag; len] }

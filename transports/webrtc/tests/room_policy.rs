@@ -1,6 +1,6 @@
 //! The room policy against an independent WebRTC stack (the `webrtc` crate): a peer that
 //! joined with only its own camera gets the room's other tracks through server-initiated
-//! renegotiation — `SessionEvent::Offer`, its answer through `SessionHandle::accept_answer` —
+//! renegotiation — `SessionSignal::Offer`, its answer through `SessionHandle::accept_answer` —
 //! and receives their frames unchanged; its own camera is published to the room; an
 //! unsubscribed track's m-line is reported stopped; closing the handle releases the peer.
 
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::{Codec, MediaFrame, MediaKind, MediaTime, PeerId, PublishRequest, RoomId, TransportKind};
-use junction_endpoint::{Engine, EngineConfig, JoinRequest};
-use junction_webrtc::{EgressPolicy, SessionEvent, SessionSpec, WebrtcConfig};
+use junction_engine::{Engine, EngineConfig, JoinRequest};
+use junction_webrtc::{EgressPolicy, SIGNAL_CAPACITY, SessionEvent, SessionSignal, SessionSpec, WebrtcConfig};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -79,7 +79,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     let engine = Engine::new(EngineConfig::default());
     let shutdown = CancellationToken::new();
     let config = WebrtcConfig { udp_listen: "127.0.0.1:0".parse().unwrap(), ..WebrtcConfig::default() };
-    let transport = junction_webrtc::start(&config, shutdown.clone()).await.expect("media plane");
+    let transport = junction_webrtc::listen(&config, shutdown.clone()).await.expect("media plane");
     let room = RoomId::new("call").unwrap();
 
     // The browser: VP8 camera out, Opus and VP8 accepted.
@@ -141,15 +141,21 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     join.accept_codecs = vec![Codec::Opus, Codec::Vp8];
     let joined = engine.join(join).expect("joined");
     let answer = negotiated.answer_sdp().to_owned();
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let handle =
-        negotiated.start(joined.endpoint, SessionSpec::new("webrtc", true, EgressPolicy::Room).with_events(events_tx));
+    // The session's signals, as the browser socket reads them; room events and the like are not
+    // what this test is about.
+    let (signals_tx, mut events) = mpsc::channel(SIGNAL_CAPACITY);
+    let handle = negotiated
+        .start(joined.endpoint, SessionSpec::new("webrtc", true, EgressPolicy::Room).with_signals(signals_tx));
     pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
     tokio::time::timeout(WAIT, state.wait_for(|s| *s == RTCPeerConnectionState::Connected)).await.unwrap().unwrap();
-    let next_event = async |events: &mut mpsc::UnboundedReceiver<SessionEvent>, what: &str| {
-        tokio::time::timeout(WAIT, events.recv()).await.unwrap_or_else(|_| panic!("no {what}")).expect("events")
+    let next_event = async |events: &mut mpsc::Receiver<SessionSignal>, what: &str| loop {
+        let signal = tokio::time::timeout(WAIT, events.recv()).await.unwrap_or_else(|_| panic!("no {what}"));
+        match signal.expect("signals") {
+            signal @ (SessionSignal::Event(_) | SessionSignal::Offer { .. }) => break signal,
+            _ => continue,
+        }
     };
-    assert_eq!(next_event(&mut events, "Connected").await, SessionEvent::Connected);
+    assert!(matches!(next_event(&mut events, "Connected").await, SessionSignal::Event(SessionEvent::Connected)));
 
     // Another participant publishes Opus and VP8 straight into the engine.
     let other =
@@ -163,7 +169,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     let mut offers = 0;
     while sending.len() < 2 {
         match next_event(&mut events, "an offer or Sending").await {
-            SessionEvent::Offer { sdp } => {
+            SessionSignal::Offer { sdp, .. } => {
                 offers += 1;
                 assert!(sdp.contains("a=sendonly"), "{sdp}");
                 pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.unwrap();
@@ -171,7 +177,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
                 pc.set_local_description(answer).await.unwrap();
                 handle.accept_answer(&pc.local_description().await.unwrap().sdp).await.expect("answer accepted");
             }
-            SessionEvent::Sending { mid, track } => sending.push((mid, track)),
+            SessionSignal::Event(SessionEvent::Sending { mid, track }) => sending.push((mid, track)),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -241,7 +247,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     // Unpublishing a track frees its m-line.
     other.endpoint.rpc.unpublish(cam.id()).unwrap();
     loop {
-        if let SessionEvent::Stopped { track, .. } = next_event(&mut events, "Stopped").await {
+        if let SessionSignal::Event(SessionEvent::Stopped { track, .. }) = next_event(&mut events, "Stopped").await {
             assert_eq!(&track, cam.id());
             break;
         }
@@ -249,7 +255,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
 
     handle.close();
     tokio::time::timeout(WAIT, handle.closed()).await.expect("the session ends");
-    assert!(matches!(next_event(&mut events, "Closed").await, SessionEvent::Closed { .. }));
+    assert!(matches!(next_event(&mut events, "Closed").await, SessionSignal::Event(SessionEvent::Closed { .. })));
     let peers: Vec<String> = engine.room(&room).unwrap().peers.iter().map(|p| p.info.identity.to_string()).collect();
     assert_eq!(peers, ["other"], "closing the session took the browser out of the room");
     let _ = pc.close().await;

@@ -2,7 +2,7 @@
 //! JSON body (`{"error": {"code", "message"}}`, as everywhere in Junction) says why.
 
 use axum::http::StatusCode;
-use junction_http::ApiError;
+use junction_transport_api::ApiError;
 use junction_webrtc::SessionError;
 
 pub(crate) fn from_session(err: SessionError) -> ApiError {
@@ -11,6 +11,9 @@ pub(crate) fn from_session(err: SessionError) -> ApiError {
         SessionError::BadSdp(_) | SessionError::OfferRefused(_) => ApiError::bad_request("bad_sdp", message),
         SessionError::NoCodec { .. } => ApiError::unprocessable("no_codec", message),
         SessionError::BadCandidate { .. } => ApiError::bad_request("bad_candidate", message),
+        SessionError::SdpTooLarge { limit, .. } => crate::limits::too_large(limit),
+        SessionError::TooManyMediaLines { .. } => ApiError::bad_request("too_many_media_lines", message),
+        SessionError::TooManyCandidates { .. } => ApiError::bad_request("too_many_candidates", message),
         // WHIP/WHEP never renegotiate from the server's side.
         SessionError::NoOfferPending | SessionError::AnswerRefused(_) => ApiError::conflict("no_offer", message),
         SessionError::Closed => ApiError::not_found("session_not_found", message),

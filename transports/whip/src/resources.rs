@@ -1,6 +1,8 @@
 //! The WHIP and WHEP resources that exist: one per running session, addressed by an
 //! unguessable id in `/{whip|whep}/{room}/{id}`, with the ETag of its current ICE session.
-//! A resource disappears when its session ends, however it ends.
+//! A resource disappears when its session ends, however it ends (a panic of the session's task
+//! included: the session ends, and the watcher's guard forgets the resource even if the watcher
+//! itself were cancelled).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +11,8 @@ use junction_core::RoomId;
 use junction_core::ids::random_id;
 use junction_webrtc::SessionHandle;
 use parking_lot::Mutex;
+
+use crate::limits::SourceSlot;
 
 /// Which surface a resource belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +38,8 @@ pub(crate) struct Resource {
     /// The SDP answer, for the candidates an ICE restart answer repeats.
     pub(crate) answer: String,
     pub(crate) ice: Mutex<IceState>,
+    /// Its place in its source address's count.
+    _source: Option<SourceSlot>,
 }
 
 pub(crate) struct IceState {
@@ -53,6 +59,18 @@ pub(crate) fn new_etag() -> String {
     format!("\"{}\"", random_id("", 16))
 }
 
+/// Removes a resource from the map when dropped.
+struct Forget {
+    map: Arc<Mutex<HashMap<String, Arc<Resource>>>>,
+    id: String,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.map.lock().remove(&self.id);
+    }
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct Resources {
     map: Arc<Mutex<HashMap<String, Arc<Resource>>>>,
@@ -67,6 +85,7 @@ impl Resources {
         handle: SessionHandle,
         answer: String,
         remote_ufrag: Option<String>,
+        source: Option<SourceSlot>,
     ) -> Arc<Resource> {
         let resource = Arc::new(Resource {
             id: random_id("", 24),
@@ -75,13 +94,13 @@ impl Resources {
             handle: handle.clone(),
             answer,
             ice: Mutex::new(IceState { etag: new_etag(), remote_ufrag }),
+            _source: source,
         });
         self.map.lock().insert(resource.id.clone(), resource.clone());
-        let map = self.map.clone();
-        let id = resource.id.clone();
+        let forget = Forget { map: self.map.clone(), id: resource.id.clone() };
         tokio::spawn(async move {
+            let _forget = forget;
             handle.closed().await;
-            map.lock().remove(&id);
         });
         resource
     }

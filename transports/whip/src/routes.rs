@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,13 +14,14 @@ use bytes::Bytes;
 use junction_auth::{Credential, IngressKind};
 use junction_core::ids::random_id;
 use junction_core::{ContractError, Grants, PeerId, RoomId, TransportKind};
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
-use junction_http::{ApiError, bearer, path_id};
+use junction_engine::{DuplicatePolicy, JoinRequest};
+use junction_transport_api::{ApiError, bearer, path_id};
 use junction_webrtc::{EgressPolicy, SessionSpec};
 use tracing::info;
 
 use crate::WhipState;
 use crate::error::{from_session, precondition_failed, unknown_session, unsupported_media_type};
+use crate::limits::{SourceIp, read_body};
 use crate::options::ice_server_links;
 use crate::resources::{Kind, Resource, new_etag};
 use crate::sdpfrag::{SdpFrag, ice_ufrag, restart_answer};
@@ -51,6 +53,16 @@ fn require_bearer(headers: &HeaderMap, what: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unauthorized(format!("missing Authorization: Bearer <{what}>")))
 }
 
+/// The credential of an offer: `Authorization: Bearer`, else a `token` query parameter — which
+/// is how a cluster node's 307 to another node carries it, since HTTP clients drop
+/// `Authorization` when a redirect leaves the origin.
+fn offer_bearer(headers: &HeaderMap, query: &HashMap<String, String>, what: &str) -> Result<String, ApiError> {
+    match query.get("token").filter(|t| !t.is_empty()) {
+        Some(token) if bearer(headers).is_none() => Ok(token.clone()),
+        _ => require_bearer(headers, what),
+    }
+}
+
 fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|_| ApiError::bad_request("bad_sdp", "the offer is not UTF-8 text"))?;
@@ -64,15 +76,19 @@ fn sdp_text(body: &Bytes) -> Result<&str, ApiError> {
 async fn post_whip(
     State(state): State<WhipState>,
     Path(room): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    source: SourceIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if !content_type_is(&headers, SDP) {
         return Err(unsupported_media_type(SDP));
     }
     let room: RoomId = path_id("room", &room)?;
-    let bearer = require_bearer(&headers, "token or stream key")?;
+    let bearer = offer_bearer(&headers, &query, "token or stream key")?;
     let credential = state.authority.resolve(&bearer, IngressKind::Whip)?.for_room(&room)?.require_publish()?;
+    let slot = state.per_source.acquire(source.0, state.config.max_resources_per_ip)?;
+    let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
     let offer = sdp_text(&body)?;
     let negotiated = state.transport.negotiate(offer).map_err(from_session)?;
     if !negotiated.peer_sends() {
@@ -93,7 +109,7 @@ async fn post_whip(
     })?;
     let answer = negotiated.answer_sdp().to_owned();
     let handle = negotiated.start(joined.endpoint, SessionSpec::new("whip", true, EgressPolicy::Nothing));
-    let resource = state.resources.insert(Kind::Whip, room, handle, answer, ice_ufrag(offer));
+    let resource = state.resources.insert(Kind::Whip, room, handle, answer, ice_ufrag(offer), slot);
     info!(room = %resource.room, peer = %resource.handle.peer(), resource = %resource.id, "WHIP session created");
     Ok(created(&state, &resource))
 }
@@ -103,8 +119,9 @@ async fn post_whep(
     State(state): State<WhipState>,
     Path(room): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    source: SourceIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if !content_type_is(&headers, SDP) {
         return Err(unsupported_media_type(SDP));
@@ -114,8 +131,10 @@ async fn post_whep(
         Some(raw) => Some(path_id::<PeerId>("identity", raw)?),
         None => None,
     };
-    let bearer = require_bearer(&headers, "token")?;
+    let bearer = offer_bearer(&headers, &query, "token")?;
     let credential = state.authority.resolve_token(&bearer)?.for_room(&room)?.require_subscribe()?;
+    let slot = state.per_source.acquire(source.0, state.config.max_resources_per_ip)?;
+    let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
     let offer = sdp_text(&body)?;
     let negotiated = state.transport.negotiate(offer).map_err(from_session)?;
     if !negotiated.peer_receives() {
@@ -141,7 +160,7 @@ async fn post_whep(
     };
     let answer = negotiated.answer_sdp().to_owned();
     let handle = negotiated.start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::viewer(watch)));
-    let resource = state.resources.insert(Kind::Whep, room, handle, answer, ice_ufrag(offer));
+    let resource = state.resources.insert(Kind::Whep, room, handle, answer, ice_ufrag(offer), slot);
     info!(room = %resource.room, peer = %resource.handle.peer(), resource = %resource.id, "WHEP session created");
     Ok(created(&state, &resource))
 }
@@ -199,7 +218,7 @@ async fn patch_whip(
     State(state): State<WhipState>,
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     patch(state, Kind::Whip, &room, &id, headers, body).await
 }
@@ -208,7 +227,7 @@ async fn patch_whep(
     State(state): State<WhipState>,
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     patch(state, Kind::Whep, &room, &id, headers, body).await
 }
@@ -220,12 +239,13 @@ async fn patch(
     room: &str,
     id: &str,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if !content_type_is(&headers, SDPFRAG) {
         return Err(unsupported_media_type(SDPFRAG));
     }
     let resource = authorized(&state, kind, room, id, &headers)?;
+    let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::trim);
     let (etag, remote_ufrag) = {
         let ice = resource.ice.lock();

@@ -99,7 +99,7 @@ impl RoomClient {
         let first_mid = m_lines(&local.sdp).into_iter().next().map(|(_, mid)| mid);
         let send = |message: Value| outgoing.send(message).map_err(|_| ClientError::WebRtc("socket gone".into()));
         send(json!({"type": "offer", "id": 2, "sdp": without_candidates(&local.sdp), "tracks": sources}))?;
-        for candidate in candidates(&local.sdp) {
+        for candidate in junction_webrtc::candidate_lines(&local.sdp) {
             send(json!({"type": "candidate", "candidate": candidate, "sdp_mid": first_mid}))?;
         }
         send(json!({"type": "candidate", "candidate": null}))?;
@@ -310,15 +310,6 @@ async fn answer_offer(
     let local = pc.local_description().await.ok_or(ClientError::WebRtc("no local answer".into()))?;
     let reply = json!({"type": "answer", "sdp": without_candidates(&local.sdp)});
     replies.send(reply).map_err(|_| ClientError::WebRtc("socket gone".into()))
-}
-
-/// The `candidate:…` values of an SDP's `a=candidate` lines.
-fn candidates(sdp: &str) -> Vec<String> {
-    sdp.lines()
-        .filter_map(|l| l.trim().strip_prefix("a="))
-        .filter(|l| l.starts_with("candidate:"))
-        .map(str::to_owned)
-        .collect()
 }
 
 /// The SDP without its `a=candidate` and `a=end-of-candidates` lines.

@@ -1,12 +1,13 @@
 //! A session's hold on its peer's endpoint. In mesh rooms, and in SFU rooms until the browser's
 //! first offer, the session owns the endpoint itself. From the first offer of an SFU room on, a
 //! media session of `webrtc`'s driver owns it (the task that owns the str0m connection must
-//! publish, subscribe and follow subscriptions): requests then run in that task through its
-//! handle, and room events come back as its signals. Either way one task owns the endpoint.
+//! publish, subscribe and follow subscriptions): requests then go to that task as typed
+//! [`PeerRequest`]s through its handle, one hop each, and room events come back as its signals.
+//! Either way one task owns the endpoint.
 
-use junction_core::{CloseReason, ContractError, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
-use junction_webrtc::{SessionError, SessionHandle, SessionSignal, SessionSpec};
+use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
+use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_webrtc::{PeerReply, PeerRequest, SessionError, SessionHandle, SessionSignal, SessionSpec};
 use tokio::sync::mpsc;
 
 use crate::error::WireError;
@@ -64,15 +65,12 @@ impl RoomPeer {
         }
     }
 
-    /// Runs an engine request with the peer's endpoint, wherever it is.
-    pub async fn call<R, F>(&self, call: F) -> Result<R, WireError>
-    where
-        F: FnOnce(&EndpointRpc) -> Result<R, ContractError> + Send + 'static,
-        R: Send + 'static,
-    {
+    /// Carries out a request for the peer's endpoint, wherever it is: here, or in one hop in
+    /// the media session that holds it.
+    pub async fn request(&self, request: PeerRequest) -> Result<PeerReply, WireError> {
         match &self.link {
-            Link::Direct { rpc, .. } => call(rpc).map_err(WireError::from),
-            Link::Media { handle, .. } => handle.with_rpc(call).await.map_err(media_gone)?.map_err(WireError::from),
+            Link::Direct { rpc, .. } => request.apply(rpc).map_err(WireError::from),
+            Link::Media { handle, .. } => handle.request(request).await.map_err(media_gone)?.map_err(WireError::from),
             Link::Moving => Err(WireError::new("internal", "the endpoint is moving to its media session")),
         }
     }

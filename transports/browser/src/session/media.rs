@@ -5,7 +5,7 @@
 //! room data messages (`junction-reliable`, `junction-unreliable`) besides the socket.
 
 use junction_core::{CloseReason, DataMessage, PeerId, RoomMode, TrackSource};
-use junction_webrtc::{EgressPolicy, SessionError, SessionEvent, SessionSignal, SessionSpec, TrackLabel};
+use junction_webrtc::{EgressPolicy, PeerRequest, SessionError, SessionEvent, SessionSignal, SessionSpec, TrackLabel};
 use serde::{Deserialize, Serialize};
 
 use super::room::{data_message, data_request};
@@ -48,6 +48,9 @@ fn sdp_error(err: SessionError) -> WireError {
         SessionError::AnswerRefused(_) => "answer_refused",
         SessionError::NoOfferPending => "no_offer",
         SessionError::BadCandidate { .. } => "bad_candidate",
+        SessionError::SdpTooLarge { .. }
+        | SessionError::TooManyMediaLines { .. }
+        | SessionError::TooManyCandidates { .. } => "limit_exceeded",
         SessionError::Closed => "media_ended",
     };
     WireError::new(code, err.to_string())
@@ -65,15 +68,6 @@ fn labels(tracks: Vec<WireTrackLabel>) -> Vec<TrackLabel> {
             });
             TrackLabel { mid: t.mid, name, source: t.source }
         })
-        .collect()
-}
-
-/// The `a=candidate` lines of an SDP, for trickling them as well.
-fn candidates(sdp: &str) -> Vec<String> {
-    sdp.lines()
-        .filter_map(|l| l.trim().strip_prefix("a="))
-        .filter(|l| l.starts_with("candidate:"))
-        .map(str::to_owned)
         .collect()
 }
 
@@ -121,7 +115,7 @@ impl Session {
             }
         };
         let mid = first_mid(&answer);
-        let trickled = candidates(&answer);
+        let trickled = junction_webrtc::candidate_lines(&answer);
         self.push(ServerMessage::Answer { id, sdp: answer });
         // The answer carries them too; trickled after it, for clients that want them apart.
         for candidate in trickled {
@@ -210,7 +204,7 @@ impl Session {
             Ok(msg) => {
                 match data_request(msg.payload, msg.payload_base64, msg.topic, msg.to, reliable, peer.identity.clone())
                 {
-                    Ok(message) => peer.call(move |rpc| rpc.send_data(message)).await.map(|_| ()),
+                    Ok(message) => peer.request(PeerRequest::SendData(message)).await.map(|_| ()),
                     Err(err) => Err(err),
                 }
             }
@@ -252,7 +246,7 @@ mod tests {
         let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["camera", "1", "slides"]);
         let sdp = "v=0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\na=mid:1\r\n";
-        assert_eq!(candidates(sdp), ["candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host"]);
+        assert_eq!(junction_webrtc::candidate_lines(sdp), ["candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host"]);
         assert_eq!(first_mid(sdp).as_deref(), Some("0"));
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! A session outlives its socket: when the socket drops without `leave`, the driver keeps the
 //! session (and its room membership, subscriptions and calls) for the reconnect grace period,
-//! the outbox collecting what the client misses, and a socket that resumes it gets it all.
+//! the outbox collecting what the client misses, and a socket that resumes it gets it all. The
+//! outbox holds messages already serialised, so what it holds is counted in bytes (and capped by
+//! the driver: `browser.max_outbox_bytes`).
 
 pub mod driver;
 mod link;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use junction_auth::Authority;
 use junction_core::{CloseReason, SessionId};
-use junction_endpoint::Engine;
+use junction_engine::Engine;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -67,6 +69,11 @@ impl Ending {
     }
 }
 
+/// Close code of a socket that did not join in time.
+pub const CLOSE_JOIN_TIMEOUT: u16 = 4015;
+/// RFC 6455's close code for a message too big to process.
+pub const CLOSE_MESSAGE_TOO_BIG: u16 = 1009;
+
 /// What a request produced, besides messages it queued itself.
 enum Reply {
     /// Nothing more; an `ok` goes out if the request carried an `id`.
@@ -85,7 +92,11 @@ pub struct Session {
     principal: Principal,
     ctx: Arc<Context>,
     room: Option<RoomPeer>,
-    outbox: VecDeque<ServerMessage>,
+    /// Serialised messages for the client, oldest first, and their total size.
+    outbox: VecDeque<String>,
+    outbox_bytes: usize,
+    /// The session joined a room or took part in a direct call (the join deadline is met).
+    engaged: bool,
     ending: Option<Ending>,
     /// Why the session ended, for its room, once it has.
     exit: Option<CloseReason>,
@@ -96,8 +107,18 @@ impl Session {
     pub fn new(ctx: Arc<Context>, principal: Principal) -> (Session, mpsc::Receiver<Inbound>) {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         let (id, resume_key) = ctx.registry.register(principal.clone(), tx);
-        let session =
-            Session { id, resume_key, principal, ctx, room: None, outbox: VecDeque::new(), ending: None, exit: None };
+        let session = Session {
+            id,
+            resume_key,
+            principal,
+            ctx,
+            room: None,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            engaged: false,
+            ending: None,
+            exit: None,
+        };
         (session, rx)
     }
 
@@ -118,24 +139,48 @@ impl Session {
             reconnect_grace_s: self.ctx.config.reconnect_grace_s,
             ice_servers: self.ctx.webrtc.as_ref().map(|w| w.ice_servers().to_vec()).unwrap_or_default(),
         };
-        self.outbox.push_front(welcome);
+        self.unsend(welcome.to_json());
     }
 
     pub fn push(&mut self, message: ServerMessage) {
-        self.outbox.push_back(message);
+        let text = message.to_json();
+        self.outbox_bytes += text.len();
+        self.outbox.push_back(text);
+    }
+
+    /// A message relayed from another session; an incoming call meets the join deadline.
+    pub fn deliver(&mut self, message: ServerMessage) {
+        if matches!(message, ServerMessage::IncomingCall { .. }) {
+            self.engaged = true;
+        }
+        self.push(message);
     }
 
     /// Puts a message that could not be sent back at the head of the outbox.
-    pub fn unsend(&mut self, message: ServerMessage) {
-        self.outbox.push_front(message);
+    pub fn unsend(&mut self, text: String) {
+        self.outbox_bytes += text.len();
+        self.outbox.push_front(text);
     }
 
-    pub fn next_outgoing(&mut self) -> Option<ServerMessage> {
-        self.outbox.pop_front()
+    /// The next message for the client, as JSON text.
+    pub fn next_outgoing(&mut self) -> Option<String> {
+        let text = self.outbox.pop_front()?;
+        self.outbox_bytes -= text.len();
+        Some(text)
     }
 
     pub fn outbox_len(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// Bytes of JSON waiting for the client.
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox_bytes
+    }
+
+    /// Whether the session joined a room or took part in a direct call.
+    pub fn engaged(&self) -> bool {
+        self.engaged
     }
 
     pub fn ending(&self) -> Option<&Ending> {
@@ -144,7 +189,7 @@ impl Session {
 
     fn end(&mut self, ending: Ending, message: Option<String>) {
         if self.ending.is_none() {
-            self.outbox.push_back(ServerMessage::Closed { reason: ending.reason, message });
+            self.push(ServerMessage::Closed { reason: ending.reason, message });
             self.ending = Some(ending);
         }
     }
@@ -152,6 +197,29 @@ impl Session {
     /// The server is shutting down.
     pub fn end_for_shutdown(&mut self) {
         self.end(Ending::from_close(&CloseReason::ServerShutdown), None);
+    }
+
+    /// The socket neither joined a room nor took part in a call within `browser.join_timeout_s`.
+    pub fn end_for_join_timeout(&mut self, timeout_s: u64) {
+        tracing::info!(timeout_s, "no join within the deadline; closing the socket");
+        let message = format!("no join within {timeout_s} s (browser.join_timeout_s)");
+        let ending =
+            Ending { reason: "join_timeout", close_code: CLOSE_JOIN_TIMEOUT, leave: CloseReason::TransportTimeout };
+        self.end(ending, Some(message));
+    }
+
+    /// The client sent a frame over `browser.max_message_bytes`: the socket cannot be read past
+    /// it, so the session ends (close 1009) after an `error` saying why.
+    pub fn end_for_oversized_frame(&mut self, limit: usize) {
+        tracing::info!(limit, "frame over the size limit; closing the socket");
+        let message = format!("a frame was larger than {limit} bytes (browser.max_message_bytes)");
+        self.push(ServerMessage::error(None, None, WireError::new("message_too_large", message.clone())));
+        let ending = Ending {
+            reason: "message_too_large",
+            close_code: CLOSE_MESSAGE_TOO_BIG,
+            leave: CloseReason::Error { message: message.clone() },
+        };
+        self.end(ending, Some(message));
     }
 
     /// Handles one text frame from the client.
@@ -180,10 +248,14 @@ impl Session {
                 Ok(Reply::Ok)
             }
             ClientMessage::Ping { data } => Ok(Reply::Message(Box::new(ServerMessage::Pong { id: id.clone(), data }))),
-            ClientMessage::Call { to, payload } => self.call(id.clone(), to, payload),
-            ClientMessage::CallSignal { call, payload } => {
-                self.ctx.registry.relay_call(&call, self.id, payload).map(|()| Reply::Ok)
-            }
+            ClientMessage::Call { to, payload } => match self.check_signal(&payload) {
+                Ok(()) => self.call(id.clone(), to, payload),
+                Err(err) => Err(err),
+            },
+            ClientMessage::CallSignal { call, payload } => self
+                .check_signal(&payload)
+                .and_then(|()| self.ctx.registry.relay_call(&call, self.id, payload))
+                .map(|()| Reply::Ok),
             ClientMessage::Hangup { call } => self.ctx.registry.hangup(&call, self.id).map(|()| Reply::Ok),
             ClientMessage::Offer { sdp, tracks } => self.on_offer(id.clone(), sdp, tracks).await,
             room_request => self.room_request(room_request).await,
@@ -206,11 +278,23 @@ impl Session {
         }
     }
 
+    /// Refuses a relayed payload (`signal`, `call`, `call_signal`) over `browser.max_signal_bytes`.
+    fn check_signal(&self, payload: &Value) -> Result<(), WireError> {
+        let limit = self.ctx.config.max_signal_bytes;
+        let size = serde_json::to_string(payload).map_or(usize::MAX, |text| text.len());
+        if size > limit {
+            let message = format!("the payload is {size} bytes; the limit is {limit} (browser.max_signal_bytes)");
+            return Err(WireError::new("limit_exceeded", message));
+        }
+        Ok(())
+    }
+
     fn call(&mut self, id: Option<Value>, to: SessionId, payload: Value) -> Result<Reply, WireError> {
         if !self.ctx.config.allow_direct_call {
             return Err(WireError::new("direct_call_disabled", "direct calls are disabled on this server"));
         }
         let call = self.ctx.registry.start_call(self.id, to, payload)?;
+        self.engaged = true;
         tracing::info!(call = %call, to = %to, "direct call started");
         Ok(Reply::Message(Box::new(ServerMessage::CallStarted { id, call, to })))
     }

@@ -9,7 +9,8 @@ use junction_core::{
     CloseReason, Codec, DataMessage, EndpointEvent, LayerPreference, PeerId, PeerInfo, RoomId, RoomMode,
     SubscribeOptions, TransportKind,
 };
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
+use junction_engine::{DuplicatePolicy, JoinRequest};
+use junction_webrtc::{PeerReply, PeerRequest};
 use serde_json::Value;
 
 use super::link::{RoomInput, RoomPeer};
@@ -84,7 +85,9 @@ impl Session {
             auto_subscribe: mode == RoomMode::Sfu,
             accept_codecs: BROWSER_CODECS.to_vec(),
             on_duplicate: DuplicatePolicy::Replace,
+            takes_seat: true,
             credential: self.principal.session.clone(),
+            ..JoinRequest::new(room.clone(), self.principal.identity.clone(), TransportKind::Webrtc)
         };
         // Indexed before joining, so peers told of the join can already see the session id.
         self.ctx.registry.bind_peer(self.id, &room, &self.principal.identity);
@@ -112,6 +115,7 @@ impl Session {
             tracks: joined.tracks,
         };
         self.room = Some(RoomPeer::new(joined.room, rpc, media));
+        self.engaged = true;
         Ok(Reply::Message(Box::new(reply)))
     }
 
@@ -132,7 +136,7 @@ impl Session {
             ClientMessage::Update { name, metadata } => {
                 check_name(&name)?;
                 check_metadata(&metadata)?;
-                peer.call(move |rpc| rpc.update(name, metadata)).await?;
+                peer.request(PeerRequest::Update { name, metadata }).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Subscribe { track, layer } => {
@@ -141,38 +145,34 @@ impl Session {
                 }
                 let layer: LayerPreference = layer.map(Into::into).unwrap_or_default();
                 let options = SubscribeOptions { codecs: BROWSER_CODECS.to_vec(), layer };
-                let subscribed = track.clone();
-                peer.call(move |rpc| rpc.subscribe(&subscribed, options)).await?;
-                if let Some(handle) = peer.media_handle() {
-                    handle.set_layer(&track, layer).await.map_err(media_ended)?;
-                }
+                // A media session subscribes and holds the layer on the peer's m-line in one hop.
+                peer.request(PeerRequest::Subscribe { track, options }).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Unsubscribe { track } => {
-                peer.call(move |rpc| rpc.unsubscribe(&track)).await?;
+                peer.request(PeerRequest::Unsubscribe { track }).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::SetLayer { track, layer } => {
-                let layer: LayerPreference = layer.into();
-                let checked = track.clone();
-                // The engine checks the subscription; the media session then holds the layer.
-                peer.call(move |rpc| rpc.set_layer(&checked, layer)).await?;
-                if let Some(handle) = peer.media_handle() {
-                    handle.set_layer(&track, layer).await.map_err(media_ended)?;
-                }
+                // The engine checks the subscription; a media session then holds the layer, in
+                // the same hop.
+                peer.request(PeerRequest::SetLayer { track, layer: layer.into() }).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Mute { track, muted } => {
-                peer.call(move |rpc| rpc.set_muted(&track, muted)).await?;
+                peer.request(PeerRequest::Mute { track, muted }).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Data { payload, payload_base64, topic, to, reliable } => {
                 let message = data_request(payload, payload_base64, topic, to, reliable, peer.identity.clone())?;
-                let delivered = peer.call(move |rpc| rpc.send_data(message)).await?;
+                let PeerReply::Delivered(delivered) = peer.request(PeerRequest::SendData(message)).await? else {
+                    return Err(WireError::new("internal", "a data message was answered without a count"));
+                };
                 Ok(Reply::Delivered(delivered))
             }
             ClientMessage::Signal { to, payload } => {
-                peer.call(move |rpc| rpc.signal(&to, payload)).await?;
+                self.check_signal(&payload)?;
+                peer.request(PeerRequest::Signal { to, payload }).await?;
                 Ok(Reply::Ok)
             }
             ClientMessage::Answer { sdp } => self.on_answer(sdp).await,
@@ -234,10 +234,6 @@ impl Session {
         };
         self.push(message);
     }
-}
-
-fn media_ended(err: junction_webrtc::SessionError) -> WireError {
-    WireError::new("media_ended", format!("the media session is over: {err}"))
 }
 
 /// A data message a client sent (on the socket or a data channel), checked.

@@ -9,7 +9,7 @@ use junction_auth::Authority;
 use junction_core::{
     Codec, Grants, PeerId, PublishRequest, RoomId, RoomMode, RoomOptions, SessionId, TrackSource, TransportKind,
 };
-use junction_endpoint::{Engine, EngineConfig, JoinRequest};
+use junction_engine::{Engine, EngineConfig, JoinRequest};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -64,8 +64,8 @@ impl Client {
             }
         }
         let mut out = Vec::new();
-        while let Some(message) = self.session.next_outgoing() {
-            out.push(serde_json::to_value(&message).unwrap());
+        while let Some(text) = self.session.next_outgoing() {
+            out.push(serde_json::from_str(&text).unwrap());
         }
         out
     }

@@ -84,6 +84,7 @@ pub struct ParsedSample {
 /// `max_samples` samples (a fragment with more is an error: a `trun` may claim four billion
 /// samples of zero bytes). Sample data is sliced out of `object` without copying.
 pub fn parse_fragment(object: &Bytes, track: &InitTrack, max_samples: usize) -> Result<Vec<ParsedSample>, CmafError> {
+    super::guard::check_boxes(object)?;
     let mut cursor = std::io::Cursor::new(object.as_ref());
     let mut moof_at = None;
     let mut mdat_payload_at = None;

@@ -226,6 +226,7 @@ fn from_avcc(avcc: &Avcc) -> AvcConfig {
 
 /// Parses an init segment (any boxes, one of them a moov) into its tracks.
 pub fn parse_init(bytes: &[u8]) -> Result<Vec<ParsedTrack>, CmafError> {
+    super::guard::check_boxes(bytes)?;
     let mut cursor = std::io::Cursor::new(bytes);
     let mut moov = None;
     while (cursor.position() as usize) < bytes.len() {

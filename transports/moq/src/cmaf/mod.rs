@@ -4,6 +4,7 @@
 //! between boxes and Junction's codecs, timestamps and keyframes.
 
 mod fragment;
+mod guard;
 mod init;
 
 pub use fragment::{FragmentSample, fragment_header, parse_fragment};

@@ -32,13 +32,7 @@ async fn connected_pair() -> (ScheduledSession, wtq::Session) {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"moqt-18".to_vec()];
+    let tls = junction_testkit::moq::client_tls(roots, b"moqt-18");
     let mut client_config =
         quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()));
     // A subscriber that can hold little per stream: it is easy to make fall behind.

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use junction_core::{MediaFrame, PeerId, PeerInfo, RoomId, SubscribeOptions, TrackId, TrackInfo};
-use junction_endpoint::EndpointRpc;
+use junction_engine::EndpointRpc;
 use moq_transport::serve::{TrackReader, Tracks, TracksReader, TracksRequest};
 use tracing::debug;
 

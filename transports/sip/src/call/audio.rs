@@ -8,13 +8,13 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use junction_audio::codec::g711::{G711Encoder, G711Law};
+use junction_audio::codec::opus::{OpusEncoder, OpusMode};
+use junction_audio::codec::transcode::build_transcoder;
+use junction_audio::codec::{AudioEncoder, CodecError, Resampler, SampleFifo};
+use junction_audio::mixer::MIX_RATE;
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, MediaTime, PeerId, TrackId, TrackInfo, TrackSource};
-use junction_endpoint::codec::g711::{G711Encoder, G711Law};
-use junction_endpoint::codec::opus::{OpusEncoder, OpusMode};
-use junction_endpoint::codec::transcode::build_transcoder;
-use junction_endpoint::codec::{AudioEncoder, CodecError, Resampler, SampleFifo};
-use junction_endpoint::mixer::MIX_RATE;
-use junction_endpoint::{FrameTranscoder, TranscodeError};
+use junction_engine::{FrameTranscoder, TranscodeError};
 
 use crate::media::rtp::{RtpIn, RtpOut};
 use crate::sdp::Negotiated;
@@ -59,7 +59,7 @@ impl Uplink {
             let params = CodecParams {
                 clock_rate: 48_000,
                 channels: 2,
-                fmtp: Some(junction_endpoint::codec::opus::fmtp(1)),
+                fmtp: Some(junction_audio::codec::opus::fmtp(1)),
                 ..CodecParams::default()
             };
             return Ok(Self {
@@ -169,9 +169,9 @@ impl Downlink {
 mod tests {
     use super::*;
     use crate::sdp::Direction;
-    use junction_endpoint::codec::AudioDecoder;
-    use junction_endpoint::codec::g711::G711Decoder;
-    use junction_endpoint::codec::tone::{dominant_frequency, sine_from};
+    use junction_audio::codec::AudioDecoder;
+    use junction_audio::codec::g711::G711Decoder;
+    use junction_audio::codec::tone::{dominant_frequency, sine_from};
 
     fn pcmu() -> Negotiated {
         Negotiated {
@@ -267,7 +267,7 @@ mod tests {
             downlink.push(&sine_from(n * 960, 700.0, 0.3, MIX_RATE, 1, 960), true, &mut packets).unwrap();
         }
         assert_eq!(packets.len(), 25, "one Opus packet per 20 ms");
-        let mut decoder = junction_endpoint::codec::opus::OpusDecoder::new(1).unwrap();
+        let mut decoder = junction_audio::codec::opus::OpusDecoder::new(1).unwrap();
         let mut pcm = Vec::new();
         for packet in &packets {
             let rtp = crate::media::rtp::parse(packet).unwrap();

@@ -13,12 +13,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use junction_audio::mixer::{FRAME_SAMPLES, MixListener, Mixer};
 use junction_core::{
     Codec, DataMessage, EndpointEvent, PeerId, PublishRequest, RoomId, TrackId, TrackSource, TransportKind,
 };
-use junction_endpoint::mixer::{FRAME_SAMPLES, MixListener, Mixer};
-use junction_endpoint::supervise;
-use junction_endpoint::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
+use junction_engine::supervise;
+use junction_engine::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -32,8 +32,10 @@ use crate::media::ports::RtpSockets;
 use crate::media::rtp::{self, Received};
 use crate::media::validate::{self, Invalid};
 use crate::sdp::{Direction, Negotiated};
-use crate::stack::Command;
 use crate::ua::CallKey;
+
+use crate::messages::Command;
+pub use crate::messages::{CallEnd, ToCall};
 
 /// Longest time between two checks that a phone on hold (no RTP expected) is still there.
 const MAX_HOLD_PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -41,64 +43,6 @@ const MAX_HOLD_PING_INTERVAL: Duration = Duration::from_secs(10);
 const COMFORT_NOISE_PT: u8 = 13;
 /// Mix frames kept waiting for the 20 ms tick.
 const MIX_QUEUE: usize = 4;
-
-/// What the stack tells a call task.
-#[derive(Debug)]
-pub enum ToCall {
-    /// The ACK of our answer came.
-    Confirmed,
-    /// A re-INVITE changed the media (hold, resume, a new address).
-    Renegotiated(Negotiated),
-    /// A DTMF digit from a SIP INFO.
-    Digit(char),
-    /// The phone answered an in-dialog OPTIONS.
-    Alive,
-    /// The call is over on the SIP side; leave.
-    Stop(CallEnd),
-}
-
-/// Why a call ended, as recorded in its call record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallEnd {
-    RemoteHangup,
-    ApiHangup,
-    Cancelled,
-    PinFailed,
-    PinTimeout,
-    RtpTimeout,
-    Unreachable,
-    NoAck,
-    /// RFC 4028: the session timer ran out without a refresh.
-    SessionExpired,
-    RoomClosed(String),
-    Failed(String),
-    Shutdown,
-    /// The call's task panicked (a bug): the call was ended rather than left hanging.
-    Panicked,
-    /// The SIP stack panicked twice in a row and reset its state, ending every call.
-    StackReset,
-}
-
-impl CallEnd {
-    pub fn describe(&self) -> String {
-        match self {
-            CallEnd::RemoteHangup => "remote_hangup".into(),
-            CallEnd::ApiHangup => "api_hangup".into(),
-            CallEnd::Cancelled => "cancelled".into(),
-            CallEnd::PinFailed => "pin_failed".into(),
-            CallEnd::PinTimeout => "pin_timeout".into(),
-            CallEnd::RtpTimeout => "rtp_timeout".into(),
-            CallEnd::Unreachable => "unreachable".into(),
-            CallEnd::NoAck => "no_ack".into(),
-            CallEnd::SessionExpired => "session_expired".into(),
-            CallEnd::RoomClosed(why) => format!("room_closed: {why}"),
-            CallEnd::Failed(why) => format!("error: {why}"),
-            CallEnd::Shutdown => "server_shutdown".into(),
-            CallEnd::Panicked => "internal_error".into(),
-            CallEnd::StackReset => "internal_error: the SIP stack was reset".into(),
-        }
-    }
-}
 
 /// Limits a call task applies.
 #[derive(Debug, Clone, Copy)]

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 
-use junction_endpoint::codec::tone::sine;
-use junction_endpoint::mixer::{FRAME_SAMPLES, MIX_RATE};
+use junction_audio::codec::tone::sine;
+use junction_audio::mixer::{FRAME_SAMPLES, MIX_RATE};
 
 pub const PROMPT_HZ: f64 = 600.0;
 pub const WRONG_HZ: f64 = 300.0;
@@ -63,7 +63,7 @@ impl PromptQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use junction_endpoint::codec::tone::dominant_frequency;
+    use junction_audio::codec::tone::dominant_frequency;
 
     #[test]
     fn prompts_play_out_in_frames() {

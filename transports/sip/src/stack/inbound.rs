@@ -7,7 +7,7 @@ use std::fmt::Display;
 use std::time::Instant;
 
 use junction_core::{ContractError, PeerId, TransportKind};
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
+use junction_engine::{DuplicatePolicy, JoinRequest};
 use rsip::headers::UntypedHeader;
 use rsip::{Header, Request, headers};
 use serde_json::json;

@@ -20,76 +20,26 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use junction_audio::mixer::Mixer;
 use junction_core::{PeerId, RoomId};
-use junction_endpoint::Engine;
-use junction_endpoint::mixer::Mixer;
+use junction_engine::Engine;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::admission::{Directory, Trunk};
-use crate::call::{CallEnd, CallSettings, Entry, ToCall};
-use crate::calls::{CallBook, CallRecord, CallState};
+use crate::admission::Directory;
+use crate::call::{CallSettings, Entry};
+use crate::calls::{CallBook, CallState};
 use crate::config::SipConfig;
 use crate::digest::Nonces;
-use crate::media::ports::{PortError, PortRange, RtpSockets};
+use crate::media::ports::{PortRange, RtpSockets};
 use crate::message::{Peer, Transport};
 use crate::sdp::{Negotiated, SdpOrigin};
 use crate::transaction::{TimerConfig, Transmit};
 use crate::ua::{CallKey, EndReason, Locals, UaEvent, UserAgent};
 
-/// A call to place.
-#[derive(Debug, Clone)]
-pub struct DialRequest {
-    pub room: RoomId,
-    pub target: rsip::Uri,
-    pub to: Peer,
-    /// The user part of our From URI.
-    pub from_user: String,
-    /// The phone's identity in the room.
-    pub identity: PeerId,
-    pub trunk: Option<Trunk>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DialError {
-    #[error("{max} calls are already up")]
-    TooManyCalls { max: usize },
-    #[error(transparent)]
-    Ports(#[from] PortError),
-    #[error("room {room} does not exist")]
-    RoomNotFound { room: RoomId },
-    #[error("{identity} is already in room {room}")]
-    IdentityTaken { room: RoomId, identity: PeerId },
-    #[error("the SIP stack is stopping")]
-    Stopped,
-}
-
-/// What call tasks and the REST API ask of the stack.
-pub enum Command {
-    Dial {
-        request: Box<DialRequest>,
-        reply: oneshot::Sender<Result<CallRecord, DialError>>,
-    },
-    /// Hang up a call by id; replies whether the call existed.
-    HangUp {
-        id: String,
-        reply: oneshot::Sender<bool>,
-    },
-    /// A call task ended (for `reason`).
-    CallEnded {
-        key: CallKey,
-        reason: CallEnd,
-    },
-    /// A call on hold wants to know the phone is still there.
-    Ping {
-        key: CallKey,
-    },
-    /// Tests only: panic inside the stack, as a bug would.
-    #[cfg(test)]
-    Crash,
-}
+pub use crate::messages::{CallEnd, Command, DialError, DialRequest, ToCall};
 
 /// The stack's record of a live call.
 struct Live {

@@ -19,7 +19,7 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use junction_endpoint::supervise;
+use junction_engine::supervise;
 use tracing::{error, warn};
 
 use super::Stack;
@@ -84,8 +84,8 @@ impl Stack {
 mod tests {
     use std::sync::Arc;
 
-    use junction_endpoint::mixer::{MixConfig, Mixer};
-    use junction_endpoint::{Engine, EngineConfig};
+    use junction_audio::mixer::{MixConfig, Mixer};
+    use junction_engine::{Engine, EngineConfig};
     use tokio::net::UdpSocket;
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use junction_core::TransportKind;
-use junction_endpoint::{DuplicatePolicy, JoinRequest};
+use junction_engine::{DuplicatePolicy, JoinRequest};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};

@@ -105,7 +105,15 @@ pub fn addr_spec(value: &str) -> Option<rsip::Uri> {
         (Some(start), Some(end)) if start < end => value.get(start + 1..end)?,
         _ => value.split(';').next()?.trim(),
     };
-    rsip::Uri::try_from(inner.trim()).ok()
+    rsip::Uri::try_from(inner.trim()).ok().and_then(sendable)
+}
+
+/// `uri` if we can write it back into a request line that parses (rsip reads some URIs leniently
+/// that it then renders with spaces or quotes: found by fuzzing sip_ua).
+pub fn sendable(uri: rsip::Uri) -> Option<rsip::Uri> {
+    let text = uri.to_string();
+    let clean = !text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"');
+    (clean && rsip::Uri::try_from(text.as_str()).is_ok()).then_some(uri)
 }
 
 /// The Record-Route values of a message, one per route, in message order.

@@ -38,6 +38,9 @@ pub(super) fn bad_raw_request(out: &mut VecDeque<Transmit>, raw: &RawMessage, fr
         .headers
         .iter()
         .filter(|(n, _)| ["Via", "From", "To", "Call-ID", "CSeq"].iter().any(|k| n.eq_ignore_ascii_case(k)))
+        // A value holding a line break (or any control byte) would write header lines of the
+        // sender's choosing into our response: such a header is not echoed (found by fuzzing).
+        .filter(|(_, v)| !v.chars().any(|c| c.is_control() && c != '\t'))
         .collect();
     if !copied.iter().any(|(n, _)| n.eq_ignore_ascii_case("Via")) {
         return;
@@ -150,11 +153,17 @@ impl UserAgent {
             return;
         }
 
-        let call = self.new_key();
-        let local = self.local_for(from);
         let remote_target = crate::message::header_value(&request, "Contact")
             .and_then(|c| dialog::addr_spec(&c))
-            .unwrap_or_else(|| head.from.uri.clone());
+            .or_else(|| dialog::sendable(head.from.uri.clone()));
+        let Some(remote_target) = remote_target else {
+            // Our in-dialog requests (BYE, re-INVITE) go to this URI: one we cannot write is a
+            // call we could never hang up.
+            self.reply(now, &key, &request, 400, vec![warning("the Contact (or From) URI cannot be used")]);
+            return;
+        };
+        let call = self.new_key();
+        let local = self.local_for(from);
         let dialog = dialog::Dialog {
             call_id: head.call_id.clone(),
             local_tag: build::new_tag(),

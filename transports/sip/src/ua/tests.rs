@@ -437,3 +437,36 @@ fn mutated_messages_never_panic() {
     advance(&mut ua, t0, Duration::from_secs(120));
     assert_eq!(ua.call_count(), 0);
 }
+
+#[test]
+fn a_400_never_echoes_a_header_value_holding_a_line_break() {
+    // Found by fuzzing (sip_ua): a bare CR inside a Via value was copied into the 400 that
+    // answers a request rsip cannot parse, so the sender chose header lines of our response.
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let injected = phone_request("INVITE", "z9hG4bK-cr", 1, None, "")
+        .replace("Max-Forwards: 70", "Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-x\rInjected: yes\r\nMax-Forwards: 70")
+        .replace("Content-Length: 0", "Content-Length: 500");
+    ua.receive(t0, injected.as_bytes(), phone());
+    let out: Vec<_> = std::iter::from_fn(|| ua.poll_transmit()).collect();
+    assert_eq!(out.len(), 1, "the request is still answered");
+    let text = String::from_utf8_lossy(&out[0].bytes).into_owned();
+    assert!(text.starts_with("SIP/2.0 400 "), "{text:?}");
+    assert!(!text.contains("Injected"), "{text:?}");
+    assert!(text.contains("branch=z9hG4bK-cr"), "the clean Via is echoed: {text:?}");
+}
+
+#[test]
+fn an_invite_whose_contact_cannot_be_written_back_is_refused() {
+    // Found by fuzzing (sip_ua): rsip read this Contact leniently, and the BYE sent to it later
+    // had a request line nobody can parse, so the call could not be hung up.
+    let t0 = Instant::now();
+    let mut ua = ua();
+    let invite = phone_request("INVITE", "z9hG4bK-ct", 1, None, OFFER)
+        .replace("Contact: <sip:alice@127.0.0.1:5099>", "Contact: <sip       \t:alice@e\">")
+        .replace("From: <sip:alice@127.0.0.1>", "From: <sip       \t:alice@e\">");
+    ua.receive(t0, invite.as_bytes(), phone());
+    let out = sent(&mut ua);
+    assert_eq!(lines(&out).last().map(String::as_str), Some("SIP/2.0 400 Bad Request"), "{out:?}");
+    assert_eq!(ua.call_count(), 0);
+}

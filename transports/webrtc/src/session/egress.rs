@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use junction_core::{Codec, LayerInfo, LayerPreference, MediaFrame, MediaKind, TrackId};
-use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
+use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack};
 use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};

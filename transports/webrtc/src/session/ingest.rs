@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::{Codec, LayerInfo, MediaFrame, MediaTime, PublishRequest, TrackId, TrackInfo, TrackSource};
-use junction_endpoint::{EndpointRpc, TrackPublisher};
+use junction_engine::{EndpointRpc, TrackPublisher};
 use str0m::Rtc;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as WireKind, Mid, Rid};
 use tracing::{debug, info, warn};

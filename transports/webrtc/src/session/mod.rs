@@ -9,6 +9,7 @@ pub(crate) mod assign;
 mod egress;
 mod h264_fixup;
 mod ingest;
+mod request;
 mod room;
 pub(crate) mod signals;
 pub(crate) mod simulcast;
@@ -17,10 +18,11 @@ mod timeline;
 mod viewer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaKind, PeerId, RoomId, SessionId, TrackId};
-use junction_endpoint::{Endpoint, EndpointMedia, EndpointRpc};
+use junction_core::{CloseReason, ContractError, MediaKind, PeerId, RoomId, SessionId, TrackId};
+use junction_engine::Endpoint;
 use str0m::media::{MediaKind as WireKind, Mid};
 use str0m::{Candidate, IceCreds, Rtc};
 use tokio::sync::{mpsc, oneshot};
@@ -30,10 +32,11 @@ use tracing::{Instrument, info_span};
 use self::signals::{SessionSignal, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
-use crate::negotiate::MediaLine;
+use crate::sdp::{MediaLine, SdpLimits};
 use crate::udp_mux::SessionKey;
 
 pub(crate) use self::egress::INITIAL_ESTIMATE_BPS;
+pub use self::request::{PeerReply, PeerRequest};
 
 /// What the session does with the peer's media, decided by the signalling surface.
 #[derive(Debug, Clone)]
@@ -43,10 +46,7 @@ pub struct SessionSpec {
     /// Publish what the peer sends as tracks of its room.
     pub publish: bool,
     pub egress: EgressPolicy,
-    /// Where [`SessionEvent`]s go, if anyone listens.
-    pub events: Option<mpsc::UnboundedSender<SessionEvent>>,
-    /// Where [`SessionSignal`]s go (events included, instead of `events`), for a surface that
-    /// shares the room with the session.
+    /// Where [`SessionSignal`]s go ([`SessionEvent`]s among them), if anyone listens.
     pub signals: Option<mpsc::Sender<SessionSignal>>,
     /// The peer's names and sources for the m-lines it sends on.
     pub labels: Vec<TrackLabel>,
@@ -54,12 +54,7 @@ pub struct SessionSpec {
 
 impl SessionSpec {
     pub fn new(label: &'static str, publish: bool, egress: EgressPolicy) -> Self {
-        Self { label, publish, egress, events: None, signals: None, labels: Vec::new() }
-    }
-
-    pub fn with_events(mut self, events: mpsc::UnboundedSender<SessionEvent>) -> Self {
-        self.events = Some(events);
-        self
+        Self { label, publish, egress, signals: None, labels: Vec::new() }
     }
 
     /// Sends [`SessionSignal`]s (and the events among them) to `signals`; a surface that stops
@@ -86,7 +81,7 @@ pub enum EgressPolicy {
     Viewer { identity: Option<PeerId> },
     /// Every track the peer is subscribed to (auto-subscribe, or its signalling layer's
     /// `subscribe`) gets an m-line; when none is idle the session sends
-    /// [`SessionEvent::Offer`] and waits for [`SessionHandle::accept_answer`].
+    /// [`SessionSignal::Offer`] and waits for [`SessionHandle::accept_answer`].
     Room,
 }
 
@@ -101,9 +96,6 @@ impl EgressPolicy {
 pub enum SessionEvent {
     /// ICE and DTLS are up.
     Connected,
-    /// The session needs new m-lines: deliver this SDP offer to the peer and hand its answer
-    /// to [`SessionHandle::accept_answer`] (room policy only).
-    Offer { sdp: String },
     /// m-line `mid` now carries `track` (the peer can label its remote track).
     Sending { mid: String, track: TrackId },
     /// m-line `mid` stopped carrying `track`.
@@ -121,19 +113,35 @@ pub struct IceCredentials {
 
 enum Command {
     Candidate(Candidate),
-    RestartIce { remote: IceCreds, candidates: Vec<Candidate>, reply: oneshot::Sender<IceCredentials> },
-    AcceptOffer { sdp: String, labels: Vec<TrackLabel>, reply: oneshot::Sender<Result<String, SessionError>> },
-    AcceptAnswer { sdp: String, reply: oneshot::Sender<Result<(), SessionError>> },
-    RoomEvent(EndpointEvent),
+    RestartIce {
+        remote: IceCreds,
+        candidates: Vec<Candidate>,
+        reply: oneshot::Sender<IceCredentials>,
+    },
+    AcceptOffer {
+        sdp: String,
+        labels: Vec<TrackLabel>,
+        reply: oneshot::Sender<Result<String, SessionError>>,
+    },
+    AcceptAnswer {
+        sdp: String,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
     Close,
     Leave(CloseReason),
-    Rpc(RpcCall),
-    SetLayer { track: TrackId, layer: LayerPreference },
-    ChannelSend { label: String, binary: bool, data: Vec<u8> },
+    Request {
+        request: PeerRequest,
+        reply: oneshot::Sender<Result<PeerReply, ContractError>>,
+    },
+    ChannelSend {
+        label: String,
+        binary: bool,
+        data: Vec<u8>,
+    },
+    /// Tests only: panic inside the session task, as a bug would.
+    #[cfg(test)]
+    Crash,
 }
-
-/// Code run with the session's endpoint, in the session task.
-type RpcCall = Box<dyn FnOnce(&EndpointRpc) + Send>;
 
 /// Steers a running session. Cheap to clone; dropping it does not end the session.
 #[derive(Clone)]
@@ -143,6 +151,9 @@ pub struct SessionHandle {
     room: RoomId,
     peer: PeerId,
     session: SessionId,
+    limits: SdpLimits,
+    /// Remote candidates of the current ICE session (the offer's and the trickled ones).
+    candidates: Arc<AtomicUsize>,
 }
 
 impl SessionHandle {
@@ -163,9 +174,16 @@ impl SessionHandle {
         self.commands.send(command).await.map_err(|_| SessionError::Closed)
     }
 
-    /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`).
+    /// Adds a trickled remote candidate (`candidate:...`, with or without `a=`); refused past
+    /// `webrtc.max_remote_candidates` for the ICE session.
     pub async fn add_remote_candidate(&self, line: &str) -> Result<(), SessionError> {
-        self.send(Command::Candidate(parse_candidate(line)?)).await
+        let candidate = parse_candidate(line)?;
+        let limit = self.limits.max_candidates;
+        if self.candidates.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.candidates.fetch_sub(1, Ordering::Relaxed);
+            return Err(SessionError::TooManyCandidates { count: limit + 1, limit });
+        }
+        self.send(Command::Candidate(candidate)).await
     }
 
     /// Restarts ICE with the peer's new credentials (and candidates); returns ours.
@@ -175,7 +193,12 @@ impl SessionHandle {
         pwd: &str,
         candidates: &[&str],
     ) -> Result<IceCredentials, SessionError> {
+        let limit = self.limits.max_candidates;
+        if candidates.len() > limit {
+            return Err(SessionError::TooManyCandidates { count: candidates.len(), limit });
+        }
         let candidates = candidates.iter().map(|c| parse_candidate(c)).collect::<Result<Vec<_>, _>>()?;
+        self.candidates.store(candidates.len(), Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         let remote = IceCreds { ufrag: ufrag.to_owned(), pass: pwd.to_owned() };
         self.send(Command::RestartIce { remote, candidates, reply }).await?;
@@ -185,6 +208,7 @@ impl SessionHandle {
     /// Answers a new offer from the peer (it added or removed tracks); returns the answer.
     /// New sending m-lines publish, new receiving ones carry subscriptions.
     pub async fn accept_offer(&self, sdp: &str) -> Result<String, SessionError> {
+        self.limits.check(sdp)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels: Vec::new(), reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
@@ -192,12 +216,13 @@ impl SessionHandle {
 
     /// [`SessionHandle::accept_offer`], with the peer's `labels` for the m-lines it sends on.
     pub async fn accept_labelled_offer(&self, sdp: &str, labels: Vec<TrackLabel>) -> Result<String, SessionError> {
+        self.limits.check(sdp)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels, reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
     }
 
-    /// Ends the session; an owned endpoint leaves its room for `reason`.
+    /// Ends the session; the endpoint leaves its room for `reason`.
     pub fn leave(&self, reason: CloseReason) {
         if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Leave(reason)) {
             // Never lost: a peer nobody holds any more must still leave its room.
@@ -208,24 +233,13 @@ impl SessionHandle {
         }
     }
 
-    /// Runs `call` with the session's endpoint and returns its result.
-    pub async fn with_rpc<R, F>(&self, call: F) -> Result<R, SessionError>
-    where
-        F: FnOnce(&EndpointRpc) -> R + Send + 'static,
-        R: Send + 'static,
-    {
+    /// Carries out a request for the peer's endpoint in the session task, in one hop (a
+    /// subscription or a layer choice also holds the layer on the peer's m-line); the outer
+    /// error says the session is over, the inner one is the engine's answer.
+    pub async fn request(&self, request: PeerRequest) -> Result<Result<PeerReply, ContractError>, SessionError> {
         let (reply, result) = oneshot::channel();
-        let call: RpcCall = Box::new(move |rpc| {
-            let _ = reply.send(call(rpc));
-        });
-        self.send(Command::Rpc(call)).await?;
+        self.send(Command::Request { request, reply }).await?;
         result.await.map_err(|_| SessionError::Closed)
-    }
-
-    /// The peer's simulcast layer choice for a track it receives: a layer index holds that
-    /// layer whatever the bandwidth estimate; `Highest` returns to the estimate's choice.
-    pub async fn set_layer(&self, track: &TrackId, layer: LayerPreference) -> Result<(), SessionError> {
-        self.send(Command::SetLayer { track: track.clone(), layer }).await
     }
 
     /// Writes a message on the peer's data channel `label` (dropped if it is not open).
@@ -233,20 +247,21 @@ impl SessionHandle {
         self.send(Command::ChannelSend { label: label.to_owned(), binary, data }).await
     }
 
-    /// Applies the peer's answer to the session's last [`SessionEvent::Offer`].
+    /// Applies the peer's answer to the session's last [`SessionSignal::Offer`].
     pub async fn accept_answer(&self, sdp: &str) -> Result<(), SessionError> {
+        self.limits.check(sdp)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptAnswer { sdp: sdp.to_owned(), reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
     }
 
-    /// Hands the session a room event, when the signalling layer owns the endpoint's RPC half
-    /// ([`crate::Negotiated::start_shared`]): subscriptions, unsubscriptions, publications.
-    pub async fn room_event(&self, event: EndpointEvent) -> Result<(), SessionError> {
-        self.send(Command::RoomEvent(event)).await
+    /// Tests only: makes the session task panic, as a bug would.
+    #[cfg(test)]
+    pub(crate) async fn crash(&self) {
+        let _ = self.send(Command::Crash).await;
     }
 
-    /// Ends the session; an owned endpoint leaves its room.
+    /// Ends the session; the endpoint leaves its room.
     pub fn close(&self) {
         let _ = self.commands.try_send(Command::Close);
     }
@@ -255,7 +270,7 @@ impl SessionHandle {
         self.done.is_cancelled()
     }
 
-    /// Completes when the session has ended (and an owned endpoint has left its room).
+    /// Completes when the session has ended (and the endpoint has left its room).
     pub async fn closed(&self) {
         self.done.cancelled().await
     }
@@ -269,37 +284,28 @@ fn parse_candidate(line: &str) -> Result<Candidate, SessionError> {
     })
 }
 
-/// How the session holds the peer's engine endpoint.
-pub(crate) enum Link {
-    /// The session owns it: reads its room events, leaves when the session ends.
-    Owned(Endpoint),
-    /// The signalling layer owns the RPC half and forwards room events; the session takes the
-    /// media half.
-    Shared(Arc<EndpointRpc>, EndpointMedia),
-}
-
 /// Everything a session starts from.
 pub(crate) struct Parts {
     pub(crate) rtc: Rtc,
     pub(crate) lines: Vec<(Mid, MediaLine)>,
     pub(crate) ufrag: String,
+    pub(crate) pwd: String,
     pub(crate) mux: MuxHandle,
     pub(crate) ice_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) limits: SdpLimits,
+    /// Remote candidates the offer carried.
+    pub(crate) offered_candidates: usize,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) link: Link,
+    /// The peer's endpoint: the session owns it, reads its room events, leaves when it ends.
+    pub(crate) endpoint: Endpoint,
     pub(crate) spec: SessionSpec,
 }
 
 pub(crate) fn spawn(parts: Parts) -> SessionHandle {
-    let (rpc, media) = match parts.link {
-        Link::Owned(endpoint) => {
-            let (rpc, media) = endpoint.split();
-            (task::Rpc::Owned(rpc), media)
-        }
-        Link::Shared(rpc, media) => (task::Rpc::Shared(rpc), media),
-    };
+    let (rpc, media) = parts.endpoint.split();
     let (room, peer, session) = (rpc.room().clone(), rpc.peer().clone(), rpc.session());
-    let (key, inbox) = parts.mux.register(&parts.ufrag);
+    let (key, inbox) = parts.mux.register(&parts.ufrag, &parts.pwd);
     let (commands_tx, commands) = mpsc::channel(64);
     let done = CancellationToken::new();
     let span = info_span!("session", %room, %peer, %session, transport = parts.spec.label);
@@ -313,6 +319,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         rpc,
         media,
         ice_timeout: parts.ice_timeout,
+        connect_timeout: parts.connect_timeout,
         shutdown: parts.shutdown,
         spec: parts.spec,
     });
@@ -324,7 +331,15 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         }
         .instrument(span),
     );
-    SessionHandle { commands: commands_tx, done, room, peer, session }
+    SessionHandle {
+        commands: commands_tx,
+        done,
+        room,
+        peer,
+        session,
+        limits: parts.limits,
+        candidates: Arc::new(AtomicUsize::new(parts.offered_candidates)),
+    }
 }
 
 pub(crate) fn wire_kind(kind: MediaKind) -> WireKind {

@@ -6,7 +6,7 @@
 //! the meantime rolls ours back, and its tracks wait for the next one.
 
 use junction_core::{EndpointEvent, TrackId};
-use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
+use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack};
 use str0m::Rtc;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, MediaKind as WireKind, Mid};

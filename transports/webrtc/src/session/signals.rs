@@ -12,7 +12,7 @@ use super::SessionEvent;
 /// A message from a session to its signalling surface, in the order things happened.
 #[derive(Debug, Clone)]
 pub enum SessionSignal {
-    /// A [`SessionEvent`] (never `Offer`: offers come as [`SessionSignal::Offer`]).
+    /// A [`SessionEvent`].
     Event(SessionEvent),
     /// A renegotiation offer for the peer: send it, and pass the answer to
     /// [`SessionHandle::accept_answer`](super::SessionHandle::accept_answer). `tracks` names the
@@ -73,10 +73,6 @@ pub(crate) struct Signals {
 impl Signals {
     pub(crate) fn new(tx: Option<mpsc::Sender<SessionSignal>>) -> Self {
         Self { tx }
-    }
-
-    pub(crate) fn enabled(&self) -> bool {
-        self.tx.is_some()
     }
 
     /// Queues a signal without waiting; `false` when the surface stopped reading (its queue is

@@ -3,17 +3,18 @@
 //! exactly one thing — a datagram from the UDP driver, a frame or feedback from the engine, a
 //! room event, a command from the handle, or the timeout — and feed it in.
 //!
-//! It ends when the peer leaves (DTLS close, the handle's `close`), goes silent or stays
-//! disconnected for the ICE timeout, is kicked or replaced, or the server shuts down. An owned
+//! It ends when the peer leaves (DTLS close, the handle's `close`), does not complete ICE and
+//! DTLS within the connect timeout, goes silent or stays disconnected for the ICE timeout, is
+//! kicked or replaced, or the server shuts down. A panic inside the loop is contained
+//! ([`supervise::contain`]): the session ends with an error like any other way out — DTLS
+//! close_notify to the peer, `Closed` to the signalling surface, its routes freed — and an owned
 //! endpoint leaves its room on every way out.
 
 use std::collections::HashMap;
-use std::ops::Deref;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, EndpointEvent, LayerPreference, MediaOut, PeerId, SubscribeOptions};
-use junction_endpoint::{EndpointMedia, EndpointRpc, SubscribedTrack};
+use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, SubscribeOptions};
+use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack, supervise};
 use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelId;
@@ -33,35 +34,8 @@ use super::viewer::Viewer;
 use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
 use crate::driver::{Datagram, MuxHandle};
 use crate::error::SessionError;
-use crate::negotiate::{self, MediaLine};
+use crate::sdp::{self, MediaLine};
 use crate::udp_mux::SessionKey;
-
-/// The RPC half of the peer's endpoint, owned or shared with the signalling layer.
-pub(crate) enum Rpc {
-    Owned(EndpointRpc),
-    Shared(Arc<EndpointRpc>),
-}
-
-impl Deref for Rpc {
-    type Target = EndpointRpc;
-
-    fn deref(&self) -> &EndpointRpc {
-        match self {
-            Rpc::Owned(rpc) => rpc,
-            Rpc::Shared(rpc) => rpc,
-        }
-    }
-}
-
-impl Rpc {
-    /// The next room event of an owned endpoint; a shared one's arrive as commands.
-    async fn next_event(&mut self) -> Option<EndpointEvent> {
-        match self {
-            Rpc::Owned(rpc) => rpc.next_event().await,
-            Rpc::Shared(_) => std::future::pending().await,
-        }
-    }
-}
 
 enum Policy {
     Nothing,
@@ -76,9 +50,10 @@ pub(crate) struct Setup {
     pub(crate) mux: MuxHandle,
     pub(crate) inbox: mpsc::Receiver<Datagram>,
     pub(crate) commands: mpsc::Receiver<Command>,
-    pub(crate) rpc: Rpc,
+    pub(crate) rpc: EndpointRpc,
     pub(crate) media: EndpointMedia,
     pub(crate) ice_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) spec: SessionSpec,
 }
@@ -89,27 +64,37 @@ pub(crate) struct Session {
     mux: MuxHandle,
     inbox: mpsc::Receiver<Datagram>,
     commands: mpsc::Receiver<Command>,
-    rpc: Rpc,
+    rpc: EndpointRpc,
     media: EndpointMedia,
     ingest: Ingest,
     egress: Egress,
     policy: Policy,
-    events: Option<mpsc::UnboundedSender<SessionEvent>>,
     signals: Signals,
     /// The surface stopped reading its signals: the session ends.
     signals_lost: bool,
     /// Open data channels by id, with their labels.
     channels: HashMap<ChannelId, String>,
     ice_timeout: Duration,
+    /// The surface's name (`whip`, `whep`, `webrtc`), for the panic count.
+    label: &'static str,
+    /// ICE and DTLS must be up by then (`None` once they are).
+    connect_by: Option<Instant>,
+    connect_timeout: Duration,
     /// When the last datagram arrived from the peer.
     last_heard: Instant,
     disconnected_since: Option<Instant>,
     shutdown: CancellationToken,
 }
 
+/// What a session whose task panicked tells its peer and surface (the details are in the log).
+const PANIC_MESSAGE: &str = "the media session failed (internal error)";
+/// Outputs taken from str0m while closing: the close_notify and RTCP BYE, with room to spare.
+const CLOSE_OUTPUTS: usize = 64;
+
 impl Session {
     pub(crate) fn new(setup: Setup) -> Session {
-        let Setup { rtc, lines, key, mux, inbox, commands, rpc, media, ice_timeout, shutdown, spec } = setup;
+        let Setup { rtc, lines, key, mux, inbox, commands, rpc, media, ice_timeout, connect_timeout, shutdown, spec } =
+            setup;
         let usable = |l: &&(Mid, MediaLine)| !l.1.codecs.is_empty();
         let ingest_lines = lines
             .iter()
@@ -144,11 +129,13 @@ impl Session {
             ingest,
             egress: Egress::new(egress_lines),
             policy,
-            events: spec.events,
             signals: Signals::new(spec.signals),
             signals_lost: false,
             channels: HashMap::new(),
             ice_timeout,
+            label: spec.label,
+            connect_by: Some(Instant::now() + connect_timeout),
+            connect_timeout,
             last_heard: Instant::now(),
             disconnected_since: None,
             shutdown,
@@ -158,19 +145,39 @@ impl Session {
     pub(crate) async fn run(mut self) {
         metrics::gauge!("junction_webrtc_sessions").increment(1.0);
         info!("session started");
-        self.apply_policy();
-        let reason = self.run_until_closed().await;
+        let looped = supervise::contain(self.label, async {
+            self.apply_policy();
+            self.run_until_closed().await
+        })
+        .await;
+        let reason = looped.unwrap_or_else(|_| CloseReason::Error { message: PANIC_MESSAGE.into() });
         info!(reason = reason.as_str(), "session ended");
-        if self.rtc.is_alive() && reason != CloseReason::TransportTimeout {
-            // Best effort: DTLS close_notify and RTCP BYE tell the peer at once.
-            if self.rtc.close().is_ok() {
-                let _ = self.drain().await;
+        if reason != CloseReason::TransportTimeout {
+            // Best effort: DTLS close_notify and RTCP BYE tell the peer at once. After a panic
+            // str0m may be in any state, so a second panic here only loses the goodbye.
+            let goodbye = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_transmits()));
+            for (destination, payload) in goodbye.unwrap_or_default() {
+                self.mux.send(destination, payload).await;
             }
         }
         self.emit(SessionEvent::Closed { reason: reason.clone() });
-        if let Rpc::Owned(rpc) = self.rpc {
-            rpc.leave(reason);
+        self.rpc.leave(reason);
+    }
+
+    /// Closes the `Rtc` and takes what it wants sent, without handling its events.
+    fn close_transmits(&mut self) -> Vec<(std::net::SocketAddr, Vec<u8>)> {
+        let mut transmits = Vec::new();
+        if !self.rtc.is_alive() || self.rtc.close().is_err() {
+            return transmits;
         }
+        for _ in 0..CLOSE_OUTPUTS {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(transmit)) => transmits.push((transmit.destination, transmit.contents.into())),
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(_)) | Err(_) => break,
+            }
+        }
+        transmits
     }
 
     async fn run_until_closed(&mut self) -> CloseReason {
@@ -195,9 +202,18 @@ impl Session {
                 }
                 continue;
             }
+            if let Some(connect_by) = self.connect_by
+                && now >= connect_by
+            {
+                info!(timeout_s = self.connect_timeout.as_secs(), "ICE and DTLS did not complete in time");
+                return CloseReason::TransportTimeout;
+            }
             let mut deadline = self.last_heard + self.ice_timeout;
             if let Some(since) = self.disconnected_since {
                 deadline = deadline.min(since + self.ice_timeout);
+            }
+            if let Some(connect_by) = self.connect_by {
+                deadline = deadline.min(connect_by);
             }
             if now >= deadline {
                 info!(timeout_s = self.ice_timeout.as_secs(), "peer silent or disconnected for the ICE timeout");
@@ -249,11 +265,7 @@ impl Session {
     }
 
     fn emit(&mut self, event: SessionEvent) {
-        if self.signals.enabled() {
-            self.signal(SessionSignal::Event(event));
-        } else if let Some(events) = &self.events {
-            let _ = events.send(event);
-        }
+        self.signal(SessionSignal::Event(event));
     }
 
     /// Tells a surface that listens for signals (see [`SessionSignal`]).
@@ -279,12 +291,8 @@ impl Session {
             Policy::Viewer(viewer) => viewer.reassign(&mut self.egress, &mut self.rtc, &self.rpc, &self.media),
             Policy::Room(room) => {
                 if let Some(sdp) = room.place(&mut self.egress, &mut self.rtc, &self.rpc, &self.media) {
-                    if self.signals.enabled() {
-                        let tracks = room.offered();
-                        self.signal(SessionSignal::Offer { sdp, tracks });
-                    } else {
-                        self.emit(SessionEvent::Offer { sdp });
-                    }
+                    let tracks = room.offered();
+                    self.signal(SessionSignal::Offer { sdp, tracks });
                 }
             }
         }
@@ -305,6 +313,7 @@ impl Session {
         match event {
             Event::Connected => {
                 info!("connected");
+                self.connect_by = None;
                 self.egress.on_connected(&self.media);
                 self.emit(SessionEvent::Connected);
             }
@@ -357,7 +366,7 @@ impl Session {
                 let mut api = self.rtc.direct_api();
                 api.set_local_ice_credentials(local.clone());
                 api.set_remote_ice_credentials(remote);
-                self.mux.add_ufrag(self.key, &local.ufrag);
+                self.mux.add_ufrag(self.key, &local.ufrag, &local.pass);
                 for candidate in candidates {
                     if let Err(reason) = self.drain().await {
                         return Some(reason);
@@ -388,17 +397,17 @@ impl Session {
                 // More subscriptions may have arrived while the offer was out.
                 self.apply_policy();
             }
-            Command::RoomEvent(EndpointEvent::Closed { reason }) => return Some(reason),
-            Command::RoomEvent(event) => self.on_room_event(event),
             Command::Close => return Some(CloseReason::Left),
+            #[cfg(test)]
+            Command::Crash => panic!("injected session panic"),
             Command::Leave(reason) => return Some(reason),
-            Command::Rpc(call) => call(&self.rpc),
-            Command::SetLayer { track, layer } => {
-                let forced = match layer {
-                    LayerPreference::Highest => None,
-                    LayerPreference::AtMost(layer) => Some(layer),
-                };
-                self.egress.force_layer(&track, forced, &self.rpc);
+            Command::Request { request, reply } => {
+                let held = request.held_layer();
+                let result = request.apply(&self.rpc);
+                if let (Ok(_), Some((track, forced))) = (&result, held) {
+                    self.egress.force_layer(&track, forced, &self.rpc);
+                }
+                let _ = reply.send(result);
             }
             Command::ChannelSend { label, binary, data } => {
                 let id = self.channels.iter().find(|(_, l)| **l == label).map(|(id, _)| *id);
@@ -421,7 +430,7 @@ impl Session {
         }
         let answer =
             self.rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
-        for section in negotiate::offer_sections(sdp) {
+        for section in sdp::offer_sections(sdp) {
             let mid = Mid::from(section.mid.as_str());
             let Some(media) = self.rtc.media(mid) else { continue };
             if media.disabled() {
@@ -431,7 +440,7 @@ impl Session {
                 }
                 continue;
             }
-            let line = negotiate::describe(&self.rtc, media, &section);
+            let line = sdp::describe(&self.rtc, media, &section);
             if line.peer_sends && !self.ingest.has(mid) {
                 self.ingest.add(IngestLine::new(mid, wire_kind(line.kind), line.layers.clone()));
             }
@@ -468,11 +477,9 @@ impl Session {
 
     /// Why the engine closed the session, once its media half has ended.
     fn closed_reason(&mut self) -> CloseReason {
-        if let Rpc::Owned(rpc) = &mut self.rpc {
-            while let Some(event) = rpc.try_next_event() {
-                if let EndpointEvent::Closed { reason } = event {
-                    return reason;
-                }
+        while let Some(event) = self.rpc.try_next_event() {
+            if let EndpointEvent::Closed { reason } = event {
+                return reason;
             }
         }
         CloseReason::Left

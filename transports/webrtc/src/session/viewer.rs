@@ -4,7 +4,7 @@
 //! publishers as they come, go and reconnect.
 
 use junction_core::{EndpointEvent, SubscribeOptions, TrackId};
-use junction_endpoint::{EndpointMedia, EndpointRpc};
+use junction_engine::{EndpointMedia, EndpointRpc};
 use str0m::Rtc;
 use tracing::info;
 

@@ -1,0 +1,62 @@
+//! The plug-in side of codec adaptation: what a transcoder is ([`FrameTranscoder`], built per
+//! track by a [`TranscoderFactory`]), how it fails ([`TranscodeError`]), and the registry of
+//! (from, to) codec pairs the engine can adapt ([`AdapterRegistry`]). It depends on nothing else
+//! in the engine, so the engine's shared state can hold a registry without a circle.
+
+use std::sync::Arc;
+
+use junction_core::{Codec, CodecParams, MediaFrame, TrackInfo};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("cannot set up a {from}->{to} transcoder: {reason}")]
+    Setup { from: Codec, to: Codec, reason: String },
+    #[error("decoding {codec}: {reason}")]
+    Decode { codec: Codec, reason: String },
+    #[error("encoding {codec}: {reason}")]
+    Encode { codec: Codec, reason: String },
+    #[error("the {from}->{to} transcoder of this track failed earlier: {reason}")]
+    Failed { from: Codec, to: Codec, reason: String },
+}
+
+/// Turns frames of one codec into frames of another. Runs on the transcoding runtime; the
+/// work it does per input frame must be bounded (the audio transcoders cap what one frame may
+/// decode to, and their rates come from validated codec parameters).
+pub trait FrameTranscoder: Send + 'static {
+    /// Feeds one input frame; pushes zero or more output frames onto `out`.
+    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError>;
+}
+
+/// Builds a transcoder for a track; returns it with the parameters of its output.
+pub type TranscoderFactory =
+    Arc<dyn Fn(&TrackInfo) -> Result<(Box<dyn FrameTranscoder>, CodecParams), TranscodeError> + Send + Sync>;
+
+/// The (from, to) codec pairs the engine can adapt, with their factories.
+#[derive(Clone, Default)]
+pub struct AdapterRegistry {
+    routes: Vec<(Codec, Codec, TranscoderFactory)>,
+}
+
+impl AdapterRegistry {
+    pub fn register(&mut self, from: Codec, to: Codec, factory: TranscoderFactory) {
+        self.routes.retain(|(f, t, _)| !(*f == from && *t == to));
+        self.routes.push((from, to, factory));
+    }
+
+    /// The first accepted codec that `from` can be turned into, in the subscriber's order.
+    pub fn route(&self, from: Codec, accepted: &[Codec]) -> Option<(Codec, TranscoderFactory)> {
+        accepted.iter().find_map(|to| {
+            self.routes.iter().find(|(f, t, _)| *f == from && t == to).map(|(_, t, factory)| (*t, factory.clone()))
+        })
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = (Codec, Codec)> + '_ {
+        self.routes.iter().map(|(f, t, _)| (*f, *t))
+    }
+}
+
+impl std::fmt::Debug for AdapterRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.routes().map(|(a, b)| format!("{a}->{b}"))).finish()
+    }
+}

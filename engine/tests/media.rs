@@ -1,0 +1,240 @@
+//! Simulcast layer selection and codec adaptation, driven through the engine's public API.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use junction_core::{
+    Codec, CodecParams, LayerInfo, LayerPreference, MediaFrame, MediaTime, PublishRequest, SubscribeOptions,
+};
+use junction_engine::{AdapterRegistry, Clock, EngineConfig, FrameTranscoder, TranscodeError};
+use support::*;
+
+fn layers() -> Vec<LayerInfo> {
+    ["q", "h", "f"]
+        .iter()
+        .map(|rid| LayerInfo { rid: rid.to_string(), width: None, height: None, max_bitrate: None })
+        .collect()
+}
+
+/// Frames of three layers, each with its own timestamp base, as simulcast encoders send them.
+fn simulcast_frame(layer: u8, seq: u64, keyframe: bool, at: std::time::Instant) -> MediaFrame {
+    let base = [1_000_000u64, 5_000_000, 9_000_000][layer as usize];
+    MediaFrame::video(
+        Codec::Vp8,
+        MediaTime::new(base + seq * 3000, 90_000),
+        keyframe,
+        at,
+        Bytes::from(format!("L{layer}#{seq}")),
+    )
+    .with_layer(layer)
+}
+
+#[test]
+fn simulcast_subscribers_switch_layers_on_keyframes_with_continuous_timestamps() {
+    let (engine, clock) = engine();
+    let publisher = join(&engine, "r", "pub").endpoint;
+    let track = publisher.rpc.publish(PublishRequest::new("cam", Codec::Vp8).with_layers(layers())).unwrap();
+    let mut viewer = join(&engine, "r", "viewer").endpoint;
+    let mut low = join_with(&engine, "r", "low", |r| r.auto_subscribe = false).endpoint;
+    low.rpc
+        .subscribe(track.id(), SubscribeOptions { layer: LayerPreference::AtMost(0), ..Default::default() })
+        .unwrap();
+
+    let send_all = |seq: u64, key: bool| {
+        for layer in 0..3 {
+            track.send(simulcast_frame(layer, seq, key, clock.now())).unwrap();
+        }
+        clock.advance(FRAME);
+    };
+    for seq in 0..30 {
+        send_all(seq, seq % 10 == 0);
+    }
+    let top = frames_of(&media(&mut viewer), track.id());
+    assert_eq!(top.len(), 30);
+    assert!(top.iter().all(|f| f.layer == 2));
+    let bottom = frames_of(&media(&mut low), track.id());
+    assert!(bottom.iter().all(|f| f.layer == 0) && bottom.len() == 30);
+
+    // The viewer drops to the middle layer: it keeps the top layer until the middle layer's
+    // next keyframe, then switches, and its timestamps carry on without a jump.
+    viewer.rpc.set_layer(track.id(), LayerPreference::AtMost(1)).unwrap();
+    for seq in 30..50 {
+        send_all(seq, seq % 10 == 5);
+    }
+    let frames = frames_of(&media(&mut viewer), track.id());
+    let layers_seen: Vec<u8> = frames.iter().map(|f| f.layer).collect();
+    let switch = layers_seen.iter().position(|l| *l == 1).expect("switched");
+    assert!(layers_seen[..switch].iter().all(|l| *l == 2));
+    assert!(layers_seen[switch..].iter().all(|l| *l == 1));
+    assert!(frames[switch].keyframe, "switched on a keyframe");
+    assert_eq!(frames.len(), 20, "no frame lost across the switch");
+    let ticks: Vec<u64> = top.iter().chain(frames.iter()).map(|f| f.time.ticks).collect();
+    for pair in ticks.windows(2) {
+        // Across the switch the step follows arrival times (33 ms here), so allow 1 ms of slack.
+        assert!(pair[1].abs_diff(pair[0] + 3000) <= 90, "timestamps continue across the switch: {pair:?}");
+    }
+
+    // When the middle layer stops (publisher lost bandwidth), the viewer falls back to the
+    // lowest layer at its next keyframe.
+    for seq in 50..120 {
+        track.send(simulcast_frame(0, seq, seq % 10 == 0, clock.now())).unwrap();
+        track.send(simulcast_frame(2, seq, seq % 10 == 0, clock.now())).unwrap();
+        clock.advance(FRAME);
+    }
+    let after = frames_of(&media(&mut viewer), track.id());
+    assert_eq!(after.last().map(|f| f.layer), Some(0), "fell back to a layer being sent");
+}
+
+/// Pretends to transcode AAC into Opus: rewrites the payload and counts its instances.
+struct FakeAacToOpus {
+    frames: u64,
+}
+
+impl FrameTranscoder for FakeAacToOpus {
+    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+        if frame.payload.is_empty() {
+            return Err(TranscodeError::Decode { codec: Codec::Aac, reason: "empty".into() });
+        }
+        let time = MediaTime::new(self.frames * 960, 48_000);
+        self.frames += 1;
+        let payload = Bytes::from(format!("opus({})", String::from_utf8_lossy(&frame.payload)));
+        out.push(MediaFrame::audio(Codec::Opus, time, frame.arrival, payload));
+        Ok(())
+    }
+}
+
+/// A registry whose AAC->Opus route builds `make()`; with the count of transcoders built.
+fn aac_to_opus(
+    make: impl Fn() -> Box<dyn FrameTranscoder> + Send + Sync + 'static,
+) -> (AdapterRegistry, Arc<AtomicUsize>) {
+    let created = Arc::new(AtomicUsize::new(0));
+    let counter = created.clone();
+    let mut adapters = AdapterRegistry::default();
+    adapters.register(
+        Codec::Aac,
+        Codec::Opus,
+        Arc::new(move |_info| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok((make(), CodecParams::for_codec(Codec::Opus)))
+        }),
+    );
+    (adapters, created)
+}
+
+#[tokio::test]
+async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
+    let (adapters, created) = aac_to_opus(|| Box::new(FakeAacToOpus { frames: 0 }));
+    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let publisher = join(&engine, "r", "rtmp").endpoint;
+    let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
+
+    let browser =
+        |name: &str| join_with(&engine, "r", name, |r| r.accept_codecs = vec![Codec::Opus, Codec::Vp8]).endpoint;
+    let mut a = browser("a");
+    let mut b = browser("b");
+    let mut native = join(&engine, "r", "player").endpoint;
+    assert_eq!(created.load(Ordering::SeqCst), 1, "one transcoder for both browsers");
+    assert_eq!(engine.stats().variants, 1);
+    assert_eq!(track.subscriber_count(), 3);
+
+    for seq in 0..5u64 {
+        let frame = MediaFrame::audio(
+            Codec::Aac,
+            MediaTime::new(seq * 1024, 44_100),
+            clock.now(),
+            Bytes::from(format!("aac{seq}")),
+        );
+        track.send(frame).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for browser in [&mut a, &mut b] {
+        let frames = frames_of(&media(browser), track.id());
+        assert_eq!(frames.len(), 5);
+        assert!(frames.iter().all(|f| f.codec == Codec::Opus));
+        assert_eq!(frames[4].payload, "opus(aac4)");
+    }
+    let raw = frames_of(&media(&mut native), track.id());
+    assert!(raw.iter().all(|f| f.codec == Codec::Aac) && raw.len() == 5, "codec-agnostic peers get the original");
+
+    drop(a);
+    assert_eq!(engine.stats().variants, 1, "still used by b");
+    b.rpc.unsubscribe(track.id()).unwrap();
+    assert_eq!(engine.stats().variants, 0, "released with its last subscriber");
+    assert_eq!(track.subscriber_count(), 1);
+
+    // A later browser starts a fresh transcoder; unpublishing stops it.
+    let _c = browser("c");
+    assert_eq!(created.load(Ordering::SeqCst), 2);
+    publisher.rpc.unpublish(track.id()).unwrap();
+    assert_eq!(engine.stats().variants, 0);
+    assert_eq!(engine.stats().subscriptions, 0);
+}
+
+/// Transcodes like [`FakeAacToOpus`] until it meets a frame saying `boom`, where it panics (a
+/// codec library's bug on a crafted frame).
+struct PanickingTranscoder(FakeAacToOpus);
+
+impl FrameTranscoder for PanickingTranscoder {
+    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+        assert!(frame.payload != "boom", "a codec library bug");
+        self.0.transcode(frame, out)
+    }
+}
+
+#[tokio::test]
+async fn a_transcoder_that_panics_ends_its_variant_and_its_subscribers_are_told() {
+    let (adapters, created) = aac_to_opus(|| Box::new(PanickingTranscoder(FakeAacToOpus { frames: 0 })));
+    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let publisher = join(&engine, "r", "rtmp").endpoint;
+    let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
+    let browser =
+        |name: &str| join_with(&engine, "r", name, |r| r.accept_codecs = vec![Codec::Opus, Codec::Vp8]).endpoint;
+    let mut a = browser("a");
+    let mut native = join(&engine, "r", "player").endpoint;
+    let send = |payload: &str, seq: u64| {
+        let frame = MediaFrame::audio(
+            Codec::Aac,
+            MediaTime::new(seq * 1024, 44_100),
+            clock.now(),
+            Bytes::from(payload.to_owned()),
+        );
+        track.send(frame).unwrap();
+    };
+    send("aac0", 0);
+    send("boom", 1);
+    send("aac2", 2);
+    let told = async {
+        loop {
+            let failed = events(&mut a).into_iter().find_map(|e| match e {
+                junction_core::EndpointEvent::SubscriptionFailed { track, reason } => Some((track, reason)),
+                _ => None,
+            });
+            if let Some(failed) = failed {
+                return failed;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (failed_track, reason) = tokio::time::timeout(Duration::from_secs(5), told).await.expect("told in time");
+    assert_eq!(&failed_track, track.id());
+    assert!(reason.contains("panicked") && reason.contains("a codec library bug"), "{reason}");
+    assert_eq!(engine.stats().variants, 0);
+    assert_eq!(engine.stats().subscriptions, 1, "only the native player's is left");
+    let before = frames_of(&media(&mut a), track.id());
+    assert_eq!(before.len(), 1, "the frame before the panic was delivered");
+
+    // The engine goes on: the native player still gets every frame, and a later browser is
+    // told at once instead of starting a transcoder that fails again.
+    send("aac3", 3);
+    assert_eq!(frames_of(&media(&mut native), track.id()).len(), 4);
+    let mut c = browser("c");
+    let refused = events(&mut c).into_iter().any(|e| {
+        matches!(e, junction_core::EndpointEvent::SubscriptionFailed { reason, .. } if reason.contains("no codec accepted"))
+    });
+    assert!(refused, "the failed route is not retried");
+    assert_eq!(created.load(Ordering::SeqCst), 1);
+}

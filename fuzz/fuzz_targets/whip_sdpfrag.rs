@@ -1,0 +1,7 @@
+#![no_main]
+//! See `junction_fuzz::whip_sdpfrag`.
+
+libfuzzer_sys::fuzz_target!(
+    init: junction_fuzz::init(),
+    |data: &[u8]| junction_fuzz::run(|| junction_fuzz::whip_sdpfrag::run(data))
+);

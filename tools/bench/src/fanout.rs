@@ -1,0 +1,214 @@
+//! `junction bench fanout`: WHIP publishers of synthetic video + Opus in one room, and WHEP
+//! subscribers ramped up at a steady rate, spread over the publishers. Measures the UDP floor
+//! first, then a window with everyone connected: what arrives (loss, latency), what the server
+//! spends per forwarded packet (and as a multiple of the floor), and its memory per subscriber.
+//!
+//! Against another server: `--whip-url`/`--whep-url`/`--token` skip Junction's REST API and use
+//! the given endpoints and bearer token for every session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use junction_core::ids::random_id;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::api::Api;
+use super::floor;
+use super::media::Stream;
+use super::media::{RunClock, SendLog, VideoPattern};
+use super::probe::ServerProbe;
+use super::report::Report;
+use super::stats::{Outcome, Traffic};
+use super::webrtc::{PeerKit, VideoCodec, WhepViewer, WhipPublisher};
+use super::{Target, VideoSize, parse_duration, window};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FanoutProtocol {
+    /// WHIP publishers, WHEP subscribers.
+    Whep,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    #[arg(long, default_value_t = 50)]
+    pub subscribers: usize,
+    #[arg(long, value_enum, default_value = "whep")]
+    pub protocol: FanoutProtocol,
+    #[arg(long, value_enum, default_value = "720p")]
+    pub video: VideoSize,
+    #[arg(long, value_enum, default_value = "vp8")]
+    pub codec: VideoCodec,
+    /// Length of the measured window, after every subscriber joined.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Subscribers started per second while ramping up.
+    #[arg(long, default_value_t = 50.0)]
+    pub ramp: f64,
+    /// Keyframe interval of the synthetic encoder (it also answers keyframe requests).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub keyframe_interval: Duration,
+    /// Publish to this WHIP endpoint instead of the server's `/whip/<room>` (another server).
+    #[arg(long, requires = "token")]
+    pub whip_url: Option<String>,
+    /// Watch from this WHEP endpoint instead of the server's `/whep/<room>`.
+    #[arg(long, requires = "token")]
+    pub whep_url: Option<String>,
+    /// Bearer token for every WHIP and WHEP request when the endpoints are given.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Skip measuring the UDP floor.
+    #[arg(long)]
+    pub no_floor: bool,
+    /// Subscribers to a room where nothing is published: they count as joined once connected,
+    /// and the report gives the memory an idle subscriber costs.
+    #[arg(long, conflicts_with = "publishers")]
+    pub idle: bool,
+}
+
+/// Where sessions go and with which credentials.
+struct Endpoints {
+    whip: String,
+    whep: Vec<String>,
+    publisher_tokens: Vec<String>,
+    viewer_token: String,
+    room: Option<String>,
+}
+
+async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
+    if let (Some(whip), Some(whep), Some(token)) = (&args.whip_url, &args.whep_url, &args.token) {
+        return Ok(Endpoints {
+            whip: whip.clone(),
+            whep: vec![whep.clone()],
+            publisher_tokens: vec![token.clone(); args.publishers],
+            viewer_token: token.clone(),
+            room: None,
+        });
+    }
+    if args.whip_url.is_some() || args.whep_url.is_some() {
+        bail!("--whip-url and --whep-url go together, with --token");
+    }
+    let room = format!("bench-{}", random_id("", 8).to_lowercase());
+    api.create_room(&room, 30).await?;
+    let mut publisher_tokens = Vec::new();
+    for p in 0..args.publishers {
+        publisher_tokens.push(api.token(&room, &format!("publisher-{p}"), true, false).await?);
+    }
+    let base = api.base();
+    Ok(Endpoints {
+        whip: format!("{base}/whip/{room}"),
+        // Each subscriber watches one publisher, round robin.
+        whep: (0..args.publishers.max(1)).map(|p| format!("{base}/whep/{room}?identity=publisher-{p}")).collect(),
+        publisher_tokens,
+        viewer_token: api.token(&room, "viewer", false, true).await?,
+        room: Some(room),
+    })
+}
+
+pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
+    let api = Api::new(&target.url, target.api_key.clone());
+    let probe = ServerProbe::new(&target.url, target.server_pid);
+    let mut report = Report::new("fanout", "whep");
+    report.server_url = api.base().to_owned();
+    report.server_cpu_source = probe.source();
+    report.publishers = args.publishers;
+    report.subscribers_requested = args.subscribers;
+    report.settings = serde_json::json!({
+        "publishers": args.publishers, "subscribers": args.subscribers, "duration_s": args.duration.as_secs_f64(),
+        "video": format!("{:?}", args.video), "video_bps": args.video.format().2,
+        "codec": format!("{:?}", args.codec).to_lowercase(), "audio": "Opus 20 ms, 48 kb/s",
+        "keyframe_interval_s": args.keyframe_interval.as_secs_f64(), "ramp_per_s": args.ramp, "idle": args.idle,
+    });
+    if args.idle {
+        report.publishers = 0;
+    }
+    if !args.no_floor {
+        report.floor = Some(tokio::task::spawn_blocking(|| floor::measure(50_000, 32)).await??);
+    }
+    let endpoints = endpoints(&api, &args).await?;
+    let host = reqwest::Url::parse(&endpoints.whip)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .context("the WHIP URL has no host")?;
+    let kit = PeerKit::new(args.codec, &host)?;
+    let result = load(&probe, &args, &endpoints, kit, &mut report).await;
+    if let Some(room) = &endpoints.room {
+        let _ = api.delete_room(room).await;
+    }
+    let (measured, baseline, streams, outcomes) = result?;
+    window::fill(&mut report, &measured, baseline, &streams, &outcomes);
+    Ok(report)
+}
+
+type Loaded = (window::Window, Option<super::probe::Sample>, Vec<Arc<SendLog>>, Vec<Outcome>);
+
+async fn load(
+    probe: &ServerProbe,
+    args: &FanoutArgs,
+    endpoints: &Endpoints,
+    kit: PeerKit,
+    report: &mut Report,
+) -> anyhow::Result<Loaded> {
+    let http = reqwest::Client::new();
+    let clock = RunClock::new();
+    let pattern = VideoPattern::new(args.video, 30, args.keyframe_interval);
+    let traffic = Arc::new(Traffic::default());
+    let stop_publishers = CancellationToken::new();
+    let stop_viewers = CancellationToken::new();
+    let mut publishers = JoinSet::new();
+    let mut streams = Vec::new();
+
+    let publisher_tokens = if args.idle { &[][..] } else { &endpoints.publisher_tokens[..] };
+    for (p, token) in publisher_tokens.iter().enumerate() {
+        let (video, audio) = (Stream::new(2 * p as u32), Stream::new(2 * p as u32 + 1));
+        streams.push(video.log.clone());
+        streams.push(audio.log.clone());
+        let publisher = WhipPublisher {
+            http: http.clone(),
+            endpoint: endpoints.whip.clone(),
+            token: token.clone(),
+            kit: kit.clone(),
+            pattern,
+            clock,
+            video,
+            audio,
+        };
+        let connected = publisher.connect().await.with_context(|| format!("publisher {p} could not connect"))?;
+        let stop = stop_publishers.clone();
+        publishers.spawn(async move { publisher.run(connected, stop).await });
+    }
+    // Let the tracks appear and settle before anyone watches.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = probe.sample().await.ok();
+
+    let mut viewers = JoinSet::new();
+    let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+    let ramp = super::progress::Progress::counter(args.subscribers as u64, "subscribers");
+    for v in 0..args.subscribers {
+        let viewer = WhepViewer {
+            http: http.clone(),
+            endpoint: endpoints.whep[v % endpoints.whep.len()].clone(),
+            token: endpoints.viewer_token.clone(),
+            kit: kit.clone(),
+            clock,
+            traffic: traffic.clone(),
+            idle: args.idle,
+        };
+        let stop = stop_viewers.clone();
+        viewers.spawn(async move { viewer.run(stop).await });
+        ramp.set(v as u64 + 1);
+        tokio::time::sleep(interval).await;
+    }
+    ramp.finish();
+    window::wait_for_joins(&traffic, args.subscribers as u64, Duration::from_secs(30)).await;
+    let measured = window::measure(probe, &traffic, args.duration).await;
+
+    // Frames in flight reach the subscribers before they stop counting.
+    let drain = Duration::from_millis(1000);
+    let outcomes = window::wind_down(report, (publishers, stop_publishers), (viewers, stop_viewers), drain).await;
+    Ok((measured?, baseline, streams, outcomes))
+}

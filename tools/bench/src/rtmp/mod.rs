@@ -1,0 +1,204 @@
+//! `junction bench rtmp --streams N`: N RTMP publishers of synthetic H.264 + AAC (one room and
+//! ingress key each), each watched by a viewer, measured for a window: what the server spends per
+//! ingested stream, and what reaches the viewers. The default viewer is a WHEP player, which
+//! takes Opus only: the server runs its AAC->Opus transcoder for every stream, as it would for
+//! browsers watching an OBS stream. The RTMP client is junction-testkit's.
+
+mod endpoints;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use junction_core::ids::random_id;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::api::Api;
+use super::media::{AacSource, RunClock, Stream, VideoPattern};
+use super::probe::ServerProbe;
+use super::report::Report;
+use super::stats::{Outcome, Traffic};
+use super::webrtc::{PeerKit, VideoCodec, WhepViewer};
+use super::{Target, VideoSize, parse_duration, window};
+pub use endpoints::{Player, Publisher};
+pub use junction_testkit::rtmp::host_of;
+
+/// Who watches each RTMP stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Viewer {
+    /// A WHEP player: H.264 as sent, audio transcoded from AAC to Opus by the server.
+    Whep,
+    /// An RTMP player (H.264 + AAC as sent).
+    Rtmp,
+    /// Nobody: ingest only.
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RtmpArgs {
+    /// Publishers, each in its own room.
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Length of the measured window.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    #[arg(long, value_enum, default_value = "720p")]
+    pub video: VideoSize,
+    /// Who watches each stream.
+    #[arg(long, value_enum, default_value = "whep")]
+    pub viewer: Viewer,
+    /// Publishers started per second while ramping up.
+    #[arg(long, default_value_t = 20.0)]
+    pub ramp: f64,
+}
+
+/// Rooms, ingress keys and viewer tokens of one run, removed again at the end.
+struct Setup {
+    rooms: Vec<String>,
+    ingress: Vec<String>,
+}
+
+impl Setup {
+    async fn remove(&self, api: &Api) {
+        for id in &self.ingress {
+            let _ = api.delete_ingress(id).await;
+        }
+        for room in &self.rooms {
+            let _ = api.delete_room(room).await;
+        }
+    }
+}
+
+pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
+    let api = Api::new(&target.url, target.api_key.clone());
+    api.health().await?;
+    let probe = ServerProbe::new(&target.url, target.server_pid);
+    let clock = RunClock::new();
+    let aac = tokio::task::spawn_blocking(AacSource::new).await??;
+    let pattern = VideoPattern::new(args.video, 30, Duration::from_secs(2));
+    let run_id = random_id("", 6).to_lowercase();
+    let mut report = Report::new(
+        "rtmp",
+        match args.viewer {
+            Viewer::Whep => "rtmp+whep",
+            Viewer::Rtmp => "rtmp",
+            Viewer::None => "rtmp-ingest",
+        },
+    );
+    report.server_url = api.base().to_owned();
+    report.server_cpu_source = probe.source();
+    report.settings = serde_json::json!({
+        "streams": args.streams, "duration_s": args.duration.as_secs_f64(), "video": format!("{:?}", args.video),
+        "viewer": format!("{:?}", args.viewer).to_lowercase(), "audio": "AAC-LC 44.1 kHz stereo 128 kb/s",
+    });
+    report.publishers = args.streams;
+    report.subscribers_requested = if args.viewer == Viewer::None { 0 } else { args.streams };
+
+    let baseline = probe.sample().await?;
+    let mut setup = Setup { rooms: Vec::new(), ingress: Vec::new() };
+    let result = load(&api, &probe, &args, &mut setup, clock, aac, pattern, &run_id, &mut report).await;
+    setup.remove(&api).await;
+    let (measured, streams, outcomes) = result?;
+    window::fill(&mut report, &measured, Some(baseline), &streams, &outcomes);
+    if args.viewer == Viewer::None {
+        // Nobody received anything: the per-stream figures are per ingest.
+        report.notes.push("no viewers: CPU and memory are per ingested stream".to_owned());
+    }
+    report.notes.push(
+        "RTMP has no keyframe request: join time includes waiting for the publisher's next keyframe (every 2 s)"
+            .to_owned(),
+    );
+    if args.viewer == Viewer::Whep {
+        report.notes.push(
+            "WHEP viewers hear Opus transcoded from AAC: those frames carry no stamp and are counted apart".to_owned(),
+        );
+    }
+    if args.streams > 0 && report.subscribers_connected == 0 && args.viewer == Viewer::None {
+        report.bytes_per_subscriber =
+            report.server_rss_bytes.map(|rss| (rss as f64 - baseline.rss_bytes as f64) / args.streams as f64);
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn load(
+    api: &Api,
+    probe: &ServerProbe,
+    args: &RtmpArgs,
+    setup: &mut Setup,
+    clock: RunClock,
+    aac: Arc<AacSource>,
+    pattern: VideoPattern,
+    run_id: &str,
+    report: &mut Report,
+) -> anyhow::Result<(window::Window, Vec<Arc<super::media::SendLog>>, Vec<Outcome>)> {
+    let traffic = Arc::new(Traffic::default());
+    let stop_publishers = CancellationToken::new();
+    let stop_viewers = CancellationToken::new();
+    let mut publishers = JoinSet::new();
+    let mut viewers = JoinSet::new();
+    let mut streams = Vec::new();
+    let mut host = None;
+    let http = reqwest::Client::new();
+    let http_host = reqwest::Url::parse(api.base()).ok().and_then(|u| u.host_str().map(str::to_owned));
+    let kit = PeerKit::new(VideoCodec::H264, http_host.as_deref().unwrap_or("127.0.0.1"))?;
+
+    for i in 0..args.streams {
+        let room = format!("bench-{run_id}-{i}");
+        api.create_room(&room, 30).await?;
+        setup.rooms.push(room.clone());
+        let (id, key, url) = api.rtmp_ingress(&room, "publisher").await?;
+        setup.ingress.push(id);
+        let rtmp_host = host_of(&url)?;
+        host.get_or_insert_with(|| rtmp_host.clone());
+        let (video, audio) = (Stream::new(2 * i as u32), Stream::new(2 * i as u32 + 1));
+        streams.push(video.log.clone());
+        streams.push(audio.log.clone());
+        let publisher =
+            Publisher { host: rtmp_host.clone(), key, pattern, aac: aac.clone(), clock, video, audio: audio.clone() };
+        let connection = publisher.start().await.with_context(|| format!("publisher {i} could not start"))?;
+        let stop = stop_publishers.clone();
+        publishers.spawn(async move { publisher.run(connection, stop).await });
+        let stop = stop_viewers.clone();
+        match args.viewer {
+            Viewer::Whep => {
+                let viewer = WhepViewer {
+                    http: http.clone(),
+                    endpoint: format!("{}/whep/{room}?identity=publisher", api.base()),
+                    token: api.token(&room, "viewer", false, true).await?,
+                    kit: kit.clone(),
+                    clock,
+                    traffic: traffic.clone(),
+                    idle: false,
+                };
+                viewers.spawn(async move { viewer.run(stop).await });
+            }
+            Viewer::Rtmp => {
+                let token = api.token(&room, "viewer", false, true).await?;
+                let player = Player {
+                    host: rtmp_host,
+                    play_path: format!("{room}/publisher?token={token}"),
+                    clock,
+                    aac: aac.clone(),
+                    audio,
+                    traffic: traffic.clone(),
+                };
+                viewers.spawn(async move { player.run(stop).await });
+            }
+            Viewer::None => {}
+        }
+        tokio::time::sleep(Duration::from_secs_f64(1.0 / args.ramp.max(0.1))).await;
+    }
+    report.settings["rtmp_host"] = serde_json::json!(host);
+
+    let expected = viewers.len() as u64;
+    window::wait_for_joins(&traffic, expected, Duration::from_secs(15)).await;
+    let measured = window::measure(probe, &traffic, args.duration).await;
+
+    // Frames in flight reach the viewers before they stop counting.
+    let drain = Duration::from_millis(1500);
+    let outcomes = window::wind_down(report, (publishers, stop_publishers), (viewers, stop_viewers), drain).await;
+    Ok((measured?, streams, outcomes))
+}

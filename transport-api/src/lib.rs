@@ -1,0 +1,10 @@
+//! junction-transport-api: what the server and every transport share above the engine — the
+//! start contract ([`start`]: [`TransportContext`] in, [`Started`] out, the same for every
+//! transport) and the HTTP pieces of every HTTP surface ([`http`]: the JSON error shape, a JSON
+//! body extractor that names bad fields, bearer credentials).
+
+pub mod http;
+pub mod start;
+
+pub use http::*;
+pub use start::{AppLayer, IngressUrls, Link, Service, Started, TransportContext};
