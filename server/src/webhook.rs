@@ -10,7 +10,9 @@
 //!
 //! Every queued delivery is also kept in the state store (scoped by the node that queued it)
 //! until it is delivered or given up, so deliveries a crash, a kill or the end of the grace
-//! period cut short are made after the next start, before new events.
+//! period cut short are made after the next start, before new events. In a cluster, the node
+//! that claims a dead node's loss takes over its pending deliveries, and a room's start and end
+//! are delivered by one node even when two opened it at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use junction_cluster::Cluster;
 
 use crate::config::WebhookConfig;
 
@@ -83,6 +87,27 @@ impl Ledger {
         }
     }
 
+    /// The deliveries a dead node left pending to URLs this node delivers to, taken over: kept
+    /// again under this node's scope, returned for queueing. (One it had sent but not yet
+    /// marked done goes out twice: webhooks are delivered at least once.)
+    async fn adopt(&self, node: &str, urls: &[String]) -> Vec<(String, Delivery)> {
+        let stored: Vec<StoredDelivery> = match self.store.list(Kind::WebhookDelivery, Some(node)).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                warn!(node, "a lost node's webhook deliveries not loaded from the state store: {err}");
+                return Vec::new();
+            }
+        };
+        let mut adopted = Vec::new();
+        for stored in stored.into_iter().filter(|s| urls.contains(&s.url)) {
+            let delivery =
+                Delivery { id: stored.id, name: Arc::from(stored.event.as_str()), body: Bytes::from(stored.body) };
+            self.keep(&stored.url, &delivery).await;
+            adopted.push((stored.url, delivery));
+        }
+        adopted
+    }
+
     /// Deliveries this node queued before it last stopped, per URL still configured; those to
     /// URLs no longer configured are dropped.
     async fn pending(&self, urls: &[String]) -> Vec<(String, Delivery)> {
@@ -135,8 +160,9 @@ pub async fn start(
     config: &WebhookConfig,
     secret: &str,
     store: &Store,
-    node: &str,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<Option<Webhooks>> {
+    let node = cluster.map(|c| c.node_id()).unwrap_or_default();
     if config.urls.is_empty() {
         return Ok(None);
     }
@@ -174,7 +200,8 @@ pub async fn start(
         }
     }
     let finish = CancellationToken::new();
-    let dispatcher = tokio::spawn(fan_out(events, queues, pending.clone(), finish.clone(), ledger));
+    let source = Source { events, cluster: cluster.cloned(), lost: cluster.map(Cluster::lost_nodes) };
+    let dispatcher = tokio::spawn(fan_out(source, queues, pending.clone(), finish.clone(), ledger));
     let grace = Duration::from_secs(config.shutdown_grace_s);
     Ok(Some(Webhooks { finish, dispatcher, workers, pending, grace }))
 }
@@ -206,24 +233,70 @@ impl Webhooks {
     }
 }
 
+/// Where the dispatcher's work comes from: the engine's events and, in a cluster, the nodes
+/// whose pending deliveries this node takes over; the cluster also says which node reports a
+/// room's start and end.
+struct Source {
+    events: broadcast::Receiver<EngineEvent>,
+    cluster: Option<Cluster>,
+    lost: Option<broadcast::Receiver<String>>,
+}
+
+/// The next node whose deliveries to take over (never, outside a cluster).
+async fn lost_node(lost: &mut Option<broadcast::Receiver<String>>) -> Option<String> {
+    match lost.as_mut() {
+        Some(lost) => lost.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Source {
+    /// Whether this node delivers `event` (see [`Cluster::should_report`]).
+    async fn reports(&self, event: &EngineEvent) -> bool {
+        match &self.cluster {
+            Some(cluster) => cluster.should_report(&event.event).await,
+            None => true,
+        }
+    }
+}
+
 /// Serialises each engine event and queues it for every URL. Until `finish`, a full queue drops
 /// the event (the engine is never held up); after it, the events already emitted are queued
 /// waiting for room, and then the queues close so the workers end once they are empty.
 async fn fan_out(
-    mut events: broadcast::Receiver<EngineEvent>,
+    mut source: Source,
     queues: Vec<(String, mpsc::Sender<Delivery>)>,
     pending: Arc<AtomicUsize>,
     finish: CancellationToken,
     ledger: Ledger,
 ) {
+    let urls: Vec<String> = queues.iter().map(|(url, _)| url.clone()).collect();
     loop {
         let event = tokio::select! {
             biased;
             _ = finish.cancelled() => break,
-            event = events.recv() => event,
+            Some(node) = lost_node(&mut source.lost) => {
+                let adopted = ledger.adopt(&node, &urls).await;
+                if !adopted.is_empty() {
+                    info!(node, deliveries = adopted.len(), "taking over the webhook deliveries of a lost node");
+                }
+                for (url, delivery) in adopted {
+                    let Some((_, tx)) = queues.iter().find(|(u, _)| *u == url) else { continue };
+                    pending.fetch_add(1, Ordering::Relaxed);
+                    if tx.try_send(delivery).is_err() {
+                        pending.fetch_sub(1, Ordering::Relaxed);
+                        warn!(url, "webhook queue full; a lost node's delivery waits for the next start");
+                    }
+                }
+                continue;
+            }
+            event = source.events.recv() => event,
         };
         match event {
             Ok(event) => {
+                if !source.reports(&event).await {
+                    continue;
+                }
                 let Some(delivery) = serialise(&event) else { continue };
                 for (url, tx) in &queues {
                     // Kept before it is queued, so the worker's removal always comes after.
@@ -244,7 +317,7 @@ async fn fan_out(
     }
     // Shutting down: what the engine emitted up to now (rooms closed, peers gone) still goes out.
     loop {
-        let event = match events.try_recv() {
+        let event = match source.events.try_recv() {
             Ok(event) => event,
             Err(broadcast::error::TryRecvError::Lagged(lost)) => {
                 warn!(lost, "webhooks fell behind the event stream; events lost");
@@ -252,6 +325,9 @@ async fn fan_out(
             }
             Err(_) => return,
         };
+        if !source.reports(&event).await {
+            continue;
+        }
         let Some(delivery) = serialise(&event) else { continue };
         for (url, tx) in &queues {
             ledger.keep(url, &delivery).await;
