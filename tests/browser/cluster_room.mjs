@@ -4,18 +4,11 @@
 // the publisher's node) and waits for the publisher to leave tab 2's peer list and tiles.
 // Args: {publishBase, roomBase, room, publishToken, roomToken, marker}.
 import { writeFileSync } from 'node:fs';
-import { run, open, until, decodingSamples } from './runner.mjs';
+import { run, until, decodingSamples, whipPublisher, roomPage } from './runner.mjs';
 
 run(async (browser, { publishBase, roomBase, room, publishToken, roomToken, marker }, logs) => {
-  const q = (v) => encodeURIComponent(v);
-  const publisher = await open(browser, `${publishBase}/whip.html?room=${q(room)}&token=${q(publishToken)}&autostart=1`, logs, 'whip');
-  await until('the WHIP tab connected', 30_000, async () => {
-    const { state, error } = await publisher.evaluate(() => window.whip);
-    if (state === 'failed') throw new Error(`whip page failed: ${error}`);
-    return state === 'connected';
-  });
-  const page = await open(browser, `${roomBase}/room/${q(room)}?token=${q(roomToken)}`, logs, 'room');
-  await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
+  await whipPublisher(browser, publishBase, room, publishToken, logs);
+  const page = await roomPage(browser, roomBase, room, roomToken, logs);
   // The raw getStats of the inbound audio: decoded energy says the sound was heard, not just
   // its packets received.
   const inboundAudio = () => page.evaluate(async () => {
