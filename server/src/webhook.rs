@@ -54,6 +54,14 @@ struct StoredDelivery {
     body: String,
 }
 
+impl StoredDelivery {
+    /// (URL, the delivery to make there).
+    fn into_delivery(self) -> (String, Delivery) {
+        let delivery = Delivery { id: self.id, name: Arc::from(self.event.as_str()), body: Bytes::from(self.body) };
+        (self.url, delivery)
+    }
+}
+
 /// The store's id of `delivery` to `url`: unique per event and receiver.
 fn stored_id(url: &str, delivery: &Delivery) -> String {
     let digest = Sha256::digest(url.as_bytes());
@@ -99,11 +107,9 @@ impl Ledger {
             }
         };
         let mut adopted = Vec::new();
-        for stored in stored.into_iter().filter(|s| urls.contains(&s.url)) {
-            let delivery =
-                Delivery { id: stored.id, name: Arc::from(stored.event.as_str()), body: Bytes::from(stored.body) };
-            self.keep(&stored.url, &delivery).await;
-            adopted.push((stored.url, delivery));
+        for (url, delivery) in stored.into_iter().filter(|s| urls.contains(&s.url)).map(StoredDelivery::into_delivery) {
+            self.keep(&url, &delivery).await;
+            adopted.push((url, delivery));
         }
         adopted
     }
@@ -119,14 +125,12 @@ impl Ledger {
             }
         };
         let mut pending = Vec::new();
-        for stored in stored {
-            let delivery =
-                Delivery { id: stored.id, name: Arc::from(stored.event.as_str()), body: Bytes::from(stored.body) };
-            if urls.contains(&stored.url) {
-                pending.push((stored.url, delivery));
+        for (url, delivery) in stored.into_iter().map(StoredDelivery::into_delivery) {
+            if urls.contains(&url) {
+                pending.push((url, delivery));
             } else {
-                info!(url = stored.url, event = %delivery.name, "pending webhook to a URL no longer configured; dropped");
-                self.done(&stored.url, &delivery).await;
+                info!(url, event = %delivery.name, "pending webhook to a URL no longer configured; dropped");
+                self.done(&url, &delivery).await;
             }
         }
         pending
