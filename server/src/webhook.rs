@@ -176,11 +176,11 @@ pub async fn start(
     let pending_before = ledger.pending(&config.urls).await;
     let client = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms)).build()?;
     let pending = Arc::new(AtomicUsize::new(0));
-    let mut queues = Vec::new();
+    let mut queues = Queues { senders: Vec::new(), pending: pending.clone() };
     let mut workers = Vec::new();
     for url in &config.urls {
         let (tx, rx) = mpsc::channel(QUEUE_PER_URL);
-        queues.push((url.clone(), tx));
+        queues.senders.push((url.clone(), tx));
         let worker = Worker {
             client: client.clone(),
             url: url.clone(),
@@ -194,18 +194,10 @@ pub async fn start(
     if !pending_before.is_empty() {
         info!(deliveries = pending_before.len(), "delivering webhooks left pending by the last run");
     }
-    for (url, delivery) in pending_before {
-        if let Some((_, tx)) = queues.iter().find(|(u, _)| *u == url) {
-            pending.fetch_add(1, Ordering::Relaxed);
-            if tx.try_send(delivery).is_err() {
-                pending.fetch_sub(1, Ordering::Relaxed);
-                warn!(url, "webhook queue full with pending deliveries; the rest wait for the next start");
-            }
-        }
-    }
+    queues.offer_stored(pending_before);
     let finish = CancellationToken::new();
     let source = Source { events, cluster: cluster.cloned(), lost: cluster.map(Cluster::lost_nodes) };
-    let dispatcher = tokio::spawn(fan_out(source, queues, pending.clone(), finish.clone(), ledger));
+    let dispatcher = tokio::spawn(fan_out(source, queues, finish.clone(), ledger));
     let grace = Duration::from_secs(config.shutdown_grace_s);
     Ok(Some(Webhooks { finish, dispatcher, workers, pending, grace }))
 }
@@ -237,6 +229,49 @@ impl Webhooks {
     }
 }
 
+/// The per-URL queues of the workers, and the count of deliveries queued or in flight (a
+/// worker takes one off when it is done).
+struct Queues {
+    senders: Vec<(String, mpsc::Sender<Delivery>)>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Queues {
+    fn urls(&self) -> Vec<String> {
+        self.senders.iter().map(|(url, _)| url.clone()).collect()
+    }
+
+    /// Queues `delivery` on one URL's queue without waiting; false when it is full.
+    fn offer(&self, tx: &mpsc::Sender<Delivery>, delivery: Delivery) -> bool {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let queued = tx.try_send(delivery).is_ok();
+        if !queued {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Queues `delivery` on one URL's queue, waiting for room (at shutdown, when nothing else
+    /// comes).
+    async fn queue(&self, tx: &mpsc::Sender<Delivery>, delivery: Delivery) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if tx.send(delivery).await.is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues deliveries taken from the store (left pending by the last run, or by a lost
+    /// node); one that finds its queue full stays stored for the next start.
+    fn offer_stored(&self, stored: Vec<(String, Delivery)>) {
+        for (url, delivery) in stored {
+            let Some((_, tx)) = self.senders.iter().find(|(u, _)| *u == url) else { continue };
+            if !self.offer(tx, delivery) {
+                warn!(url, "webhook queue full; stored deliveries wait for the next start");
+            }
+        }
+    }
+}
+
 /// Where the dispatcher's work comes from: the engine's events and, in a cluster, the nodes
 /// whose pending deliveries this node takes over; the cluster also says which node reports a
 /// room's start and end.
@@ -255,68 +290,50 @@ async fn lost_node(lost: &mut Option<broadcast::Receiver<String>>) -> Option<Str
 }
 
 impl Source {
-    /// Whether this node delivers `event` (see [`Cluster::should_report`]).
-    async fn reports(&self, event: &EngineEvent) -> bool {
-        match &self.cluster {
-            Some(cluster) => cluster.should_report(&event.event).await,
-            None => true,
+    /// `event` ready to send, unless another node reports it (see [`Cluster::should_report`]).
+    async fn delivery(&self, event: &EngineEvent) -> Option<Delivery> {
+        if let Some(cluster) = &self.cluster
+            && !cluster.should_report(&event.event).await
+        {
+            return None;
         }
+        serialise(event)
     }
 }
 
 /// Serialises each engine event and queues it for every URL. Until `finish`, a full queue drops
 /// the event (the engine is never held up); after it, the events already emitted are queued
 /// waiting for room, and then the queues close so the workers end once they are empty.
-async fn fan_out(
-    mut source: Source,
-    queues: Vec<(String, mpsc::Sender<Delivery>)>,
-    pending: Arc<AtomicUsize>,
-    finish: CancellationToken,
-    ledger: Ledger,
-) {
-    let urls: Vec<String> = queues.iter().map(|(url, _)| url.clone()).collect();
+async fn fan_out(mut source: Source, queues: Queues, finish: CancellationToken, ledger: Ledger) {
+    let urls = queues.urls();
     loop {
         let event = tokio::select! {
             biased;
             _ = finish.cancelled() => break,
             Some(node) = lost_node(&mut source.lost) => {
                 let adopted = ledger.adopt(&node, &urls).await;
-                if !adopted.is_empty() {
-                    info!(node, deliveries = adopted.len(), "taking over the webhook deliveries of a lost node");
-                }
-                for (url, delivery) in adopted {
-                    let Some((_, tx)) = queues.iter().find(|(u, _)| *u == url) else { continue };
-                    pending.fetch_add(1, Ordering::Relaxed);
-                    if tx.try_send(delivery).is_err() {
-                        pending.fetch_sub(1, Ordering::Relaxed);
-                        warn!(url, "webhook queue full; a lost node's delivery waits for the next start");
-                    }
-                }
+                info!(node, deliveries = adopted.len(), "taking over the webhook deliveries of a lost node");
+                queues.offer_stored(adopted);
                 continue;
             }
             event = source.events.recv() => event,
         };
-        match event {
-            Ok(event) => {
-                if !source.reports(&event).await {
-                    continue;
-                }
-                let Some(delivery) = serialise(&event) else { continue };
-                for (url, tx) in &queues {
-                    // Kept before it is queued, so the worker's removal always comes after.
-                    ledger.keep(url, &delivery).await;
-                    pending.fetch_add(1, Ordering::Relaxed);
-                    if tx.try_send(delivery.clone()).is_err() {
-                        pending.fetch_sub(1, Ordering::Relaxed);
-                        warn!(url, event = %delivery.name, "webhook queue full; event dropped");
-                        ledger.done(url, &delivery).await;
-                    }
-                }
-            }
+        let event = match event {
+            Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(lost)) => {
                 warn!(lost, "webhooks fell behind the event stream; events lost");
+                continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(delivery) = source.delivery(&event).await else { continue };
+        for (url, tx) in &queues.senders {
+            // Kept before it is queued, so the worker's removal always comes after.
+            ledger.keep(url, &delivery).await;
+            if !queues.offer(tx, delivery.clone()) {
+                warn!(url, event = %delivery.name, "webhook queue full; event dropped");
+                ledger.done(url, &delivery).await;
+            }
         }
     }
     // Shutting down: what the engine emitted up to now (rooms closed, peers gone) still goes out.
@@ -329,16 +346,10 @@ async fn fan_out(
             }
             Err(_) => return,
         };
-        if !source.reports(&event).await {
-            continue;
-        }
-        let Some(delivery) = serialise(&event) else { continue };
-        for (url, tx) in &queues {
+        let Some(delivery) = source.delivery(&event).await else { continue };
+        for (url, tx) in &queues.senders {
             ledger.keep(url, &delivery).await;
-            pending.fetch_add(1, Ordering::Relaxed);
-            if tx.send(delivery.clone()).await.is_err() {
-                pending.fetch_sub(1, Ordering::Relaxed);
-            }
+            queues.queue(tx, delivery.clone()).await;
         }
     }
 }

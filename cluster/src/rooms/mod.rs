@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, PeerId, PeerInfo, RoomId, RoomInfo, RoomOptions, SessionId, TrackId, TrackInfo};
+use junction_core::{CloseReason, PeerId, PeerInfo, RoomId, RoomInfo, SessionId, TrackId, TrackInfo};
 use junction_engine::{Engine, RoomEvent};
 use parking_lot::Mutex;
 use tracing::{debug, info};
@@ -57,16 +57,6 @@ pub(crate) struct Departed {
 #[derive(Default)]
 pub(crate) struct Rooms {
     inner: Mutex<Inner>,
-}
-
-fn options(info: &RoomInfo) -> RoomOptions {
-    RoomOptions {
-        max_peers: info.max_peers,
-        empty_timeout: Duration::from_secs(info.empty_timeout_s),
-        max_duration: info.max_duration_s.map(Duration::from_secs),
-        metadata: info.metadata.clone(),
-        mode: info.mode,
-    }
 }
 
 impl Rooms {
@@ -136,7 +126,7 @@ impl Rooms {
     fn adopt(&self, shared: &Arc<Shared>, room: &RoomId, info: Option<&RoomInfo>) {
         let engine: &Engine = &shared.engine;
         if !engine.room_exists(room) {
-            let options = info.map(options).unwrap_or_else(|| engine.config().room_defaults.clone());
+            let options = info.map(RoomInfo::options).unwrap_or_else(|| engine.config().room_defaults.clone());
             engine.adopt_room(room.clone(), options);
         }
         self.watch(shared, room);
