@@ -56,6 +56,21 @@ struct Inner {
     id_by_key: HashMap<[u8; 32], String>,
 }
 
+impl Inner {
+    /// Adds `ingress`, replacing one with the same id (and forgetting that one's key).
+    fn insert(&mut self, ingress: Ingress) {
+        self.remove(&ingress.id);
+        self.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
+        self.by_id.insert(ingress.id.clone(), ingress);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Ingress> {
+        let ingress = self.by_id.remove(id)?;
+        self.id_by_key.remove(&key_digest(&ingress.stream_key));
+        Some(ingress)
+    }
+}
+
 fn key_digest(stream_key: &str) -> [u8; 32] {
     Sha256::digest(stream_key.as_bytes()).into()
 }
@@ -71,21 +86,14 @@ impl IngressStore {
             stream_key: random_id("sk_", 32),
             created_at: unix_now(),
         };
-        let mut inner = self.inner.write();
-        inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
-        inner.by_id.insert(ingress.id.clone(), ingress.clone());
+        self.inner.write().insert(ingress.clone());
         ingress
     }
 
     /// Puts back an ingress created earlier (loaded from the state store, or written by another
     /// node), replacing one with the same id.
     pub fn restore(&self, ingress: Ingress) {
-        let mut inner = self.inner.write();
-        if let Some(old) = inner.by_id.remove(&ingress.id) {
-            inner.id_by_key.remove(&key_digest(&old.stream_key));
-        }
-        inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
-        inner.by_id.insert(ingress.id.clone(), ingress);
+        self.inner.write().insert(ingress);
     }
 
     /// Makes the set of ingresses exactly `all` (after a cluster's store was away and writes
@@ -95,8 +103,7 @@ impl IngressStore {
         inner.by_id.clear();
         inner.id_by_key.clear();
         for ingress in all {
-            inner.id_by_key.insert(key_digest(&ingress.stream_key), ingress.id.clone());
-            inner.by_id.insert(ingress.id.clone(), ingress);
+            inner.insert(ingress);
         }
     }
 
@@ -118,10 +125,7 @@ impl IngressStore {
     }
 
     pub fn delete(&self, id: &str) -> Option<Ingress> {
-        let mut inner = self.inner.write();
-        let ingress = inner.by_id.remove(id)?;
-        inner.id_by_key.remove(&key_digest(&ingress.stream_key));
-        Some(ingress)
+        self.inner.write().remove(id)
     }
 
     pub fn len(&self) -> usize {

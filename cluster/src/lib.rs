@@ -35,6 +35,9 @@ use rooms::Rooms;
 /// Messages waiting to be published on the bus; past this (Redis down a long time) they are
 /// dropped, and the resynchronisation after reconnecting makes up for them.
 const BUS_QUEUE: usize = 8192;
+/// How long the claim to report a room's start or end is held: longer than the copies of one
+/// room on different nodes take to start (a race) or to end (they end together).
+const ROOM_REPORT_HOLD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -76,6 +79,8 @@ pub(crate) struct Shared {
     /// Live nodes as last read from the registry, this one included.
     nodes: RwLock<HashMap<String, NodeInfo>>,
     bus: mpsc::Sender<BusMessage>,
+    /// Nodes that died for good whose loss this node claimed (it takes over their jobs).
+    lost: broadcast::Sender<String>,
 }
 
 impl Shared {
@@ -146,6 +151,7 @@ impl Cluster {
             me: Mutex::new(me.clone()),
             nodes: RwLock::new(HashMap::from([(id.clone(), me)])),
             bus: bus_tx,
+            lost: broadcast::channel(64).0,
         });
         shared.links.start(&shared, endpoint.clone());
         // Registered before anything else runs, so other nodes can dial back at once.
@@ -222,6 +228,43 @@ impl Cluster {
             return None;
         }
         self.placement(room).filter(|node| node.id != self.shared.id)
+    }
+
+    /// Nodes that died (not restarted) and whose loss this node claimed: it reported their
+    /// peers' departures and takes over what they left pending (their webhook deliveries).
+    pub fn lost_nodes(&self) -> broadcast::Receiver<String> {
+        self.shared.lost.subscribe()
+    }
+
+    /// Whether this node is the one to report a room's start or end to webhooks. The copies of a
+    /// room that two nodes opened at the same moment (two clients joining at once) both start
+    /// and end; the first node to claim the event in Redis reports it, the other stays quiet.
+    /// Other events happen on one node only and are always reported; so is everything while
+    /// Redis does not answer (a duplicate rather than a loss).
+    pub async fn should_report(&self, event: &RoomEvent) -> bool {
+        let (room, started) = match event {
+            RoomEvent::RoomStarted { room } => (&room.name, true),
+            RoomEvent::RoomFinished { room, .. } => (room, false),
+            _ => return true,
+        };
+        let started_key = format!("junction:room-started:{room}");
+        let finished_key = format!("junction:room-finished:{room}");
+        let (claim, release) = if started { (started_key, finished_key) } else { (finished_key, started_key) };
+        match self.shared.registry.claim(&claim, ROOM_REPORT_HOLD).await {
+            Ok(true) => {
+                // The next start (or end) of a room of that name is a new one.
+                let _ = self.shared.registry.release(&[release]).await;
+                true
+            }
+            Ok(false) => {
+                info!(%room, event = event.name(), "cluster: another node reports this room event");
+                false
+            }
+            Err(err) => {
+                warn!(%room, "cluster: cannot claim the report of a room event ({err}); reporting it");
+                true
+            }
+        }
     }
 
     /// This node's own record.
@@ -395,6 +438,10 @@ async fn heartbeat_loop(shared: Arc<Shared>, cpu_seconds: fn() -> Option<f64>, s
             let claim = format!("junction:down:{id}:{}", old.started_at_ms);
             if matches!(shared.registry.claim(&claim, Duration::from_secs(600)).await, Ok(true)) {
                 Rooms::report_departed(&shared.engine, &departed);
+                if !restarted {
+                    // A restarted node finishes its own jobs; a dead one's are taken over here.
+                    let _ = shared.lost.send(id.clone());
+                }
             }
             if gone.contains(id) {
                 let _ = shared.registry.forget(id).await;

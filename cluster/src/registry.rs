@@ -101,6 +101,12 @@ impl Registry {
         Ok(set.is_some())
     }
 
+    /// Deletes keys (claims given back).
+    pub async fn release(&self, keys: &[String]) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        within(conn.del::<_, ()>(keys)).await
+    }
+
     pub async fn forget(&self, id: &str) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();
         within(conn.srem::<_, _, ()>(NODES_SET, id)).await

@@ -42,7 +42,8 @@ impl Default for RoomOptions {
     }
 }
 
-/// A room as the REST API lists it.
+/// A room as the REST API lists it. Also how a room travels to other nodes of a cluster and
+/// how the state store keeps an API-created one: the live figures default when absent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomInfo {
     pub name: RoomId,
@@ -52,9 +53,26 @@ pub struct RoomInfo {
     pub max_duration_s: Option<u64>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub metadata: serde_json::Value,
+    #[serde(default)]
     pub mode: RoomMode,
     /// Unix time in milliseconds.
+    #[serde(default)]
     pub created_at_ms: u64,
+    #[serde(default)]
     pub num_peers: usize,
+    #[serde(default)]
     pub num_tracks: usize,
+}
+
+impl RoomInfo {
+    /// The options the room was opened with: what another node, or a restart, opens it with.
+    pub fn options(&self) -> RoomOptions {
+        RoomOptions {
+            max_peers: self.max_peers,
+            empty_timeout: Duration::from_secs(self.empty_timeout_s),
+            max_duration: self.max_duration_s.map(Duration::from_secs),
+            metadata: self.metadata.clone(),
+            mode: self.mode,
+        }
+    }
 }

@@ -150,8 +150,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
 
     tokio::spawn(engine.clone().run_timers(Duration::from_secs(1), shutdown.clone()));
     state::follow(store.clone(), engine.clone(), authority.clone(), shutdown.clone());
-    let node = cluster.as_ref().map(|c| c.node_id().to_owned()).unwrap_or_default();
-    let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret, &store, &node).await?;
+    let webhooks = webhook::start(&engine, &config.webhook, &webhook_secret, &store, cluster.as_ref()).await?;
 
     let state = AppState {
         engine: engine.clone(),

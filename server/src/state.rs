@@ -6,14 +6,12 @@
 //! `webhook.rs`'s.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use junction_auth::{Authority, Ingress};
-use junction_core::{RoomId, RoomMode, RoomOptions};
+use junction_core::RoomInfo;
 use junction_engine::{Engine, RoomAdminError, RoomEndReason, RoomEvent};
 use junction_store::{Change, Kind, Location, Store};
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -41,47 +39,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// A room created through the API, as stored: its name and the settings it was created with.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredRoom {
-    pub name: RoomId,
-    pub max_peers: u32,
-    pub empty_timeout_s: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_duration_s: Option<u64>,
-    #[serde(default)]
-    pub metadata: serde_json::Value,
-    #[serde(default)]
-    pub mode: RoomMode,
-}
-
-impl StoredRoom {
-    pub fn new(name: RoomId, options: &RoomOptions) -> StoredRoom {
-        StoredRoom {
-            name,
-            max_peers: options.max_peers,
-            empty_timeout_s: options.empty_timeout.as_secs(),
-            max_duration_s: options.max_duration.map(|d| d.as_secs()),
-            metadata: options.metadata.clone(),
-            mode: options.mode,
-        }
-    }
-
-    fn options(&self) -> RoomOptions {
-        RoomOptions {
-            max_peers: self.max_peers,
-            empty_timeout: Duration::from_secs(self.empty_timeout_s),
-            max_duration: self.max_duration_s.map(Duration::from_secs),
-            metadata: self.metadata.clone(),
-            mode: self.mode,
-        }
-    }
-}
-
 /// Puts the stored rooms and ingress keys back. A room that already exists (another node of
 /// the cluster made it) is left as it is.
 pub async fn restore(store: &Store, engine: &Engine, authority: &Authority) -> anyhow::Result<()> {
-    let rooms: Vec<StoredRoom> = store.list(Kind::Room, None).await.context("loading rooms from the state store")?;
+    // Kept as the API answered when it was created (its settings; the live figures are stale).
+    let rooms: Vec<RoomInfo> = store.list(Kind::Room, None).await.context("loading rooms from the state store")?;
     let mut restored = 0usize;
     for room in &rooms {
         match engine.create_room(Some(room.name.clone()), room.options()) {

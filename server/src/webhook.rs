@@ -10,7 +10,9 @@
 //!
 //! Every queued delivery is also kept in the state store (scoped by the node that queued it)
 //! until it is delivered or given up, so deliveries a crash, a kill or the end of the grace
-//! period cut short are made after the next start, before new events.
+//! period cut short are made after the next start, before new events. In a cluster, the node
+//! that claims a dead node's loss takes over its pending deliveries, and a room's start and end
+//! are delivered by one node even when two opened it at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use junction_cluster::Cluster;
 
 use crate::config::WebhookConfig;
 
@@ -48,6 +52,14 @@ struct StoredDelivery {
     id: String,
     event: String,
     body: String,
+}
+
+impl StoredDelivery {
+    /// (URL, the delivery to make there).
+    fn into_delivery(self) -> (String, Delivery) {
+        let delivery = Delivery { id: self.id, name: Arc::from(self.event.as_str()), body: Bytes::from(self.body) };
+        (self.url, delivery)
+    }
 }
 
 /// The store's id of `delivery` to `url`: unique per event and receiver.
@@ -83,6 +95,25 @@ impl Ledger {
         }
     }
 
+    /// The deliveries a dead node left pending to URLs this node delivers to, taken over: kept
+    /// again under this node's scope, returned for queueing. (One it had sent but not yet
+    /// marked done goes out twice: webhooks are delivered at least once.)
+    async fn adopt(&self, node: &str, urls: &[String]) -> Vec<(String, Delivery)> {
+        let stored: Vec<StoredDelivery> = match self.store.list(Kind::WebhookDelivery, Some(node)).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                warn!(node, "a lost node's webhook deliveries not loaded from the state store: {err}");
+                return Vec::new();
+            }
+        };
+        let mut adopted = Vec::new();
+        for (url, delivery) in stored.into_iter().filter(|s| urls.contains(&s.url)).map(StoredDelivery::into_delivery) {
+            self.keep(&url, &delivery).await;
+            adopted.push((url, delivery));
+        }
+        adopted
+    }
+
     /// Deliveries this node queued before it last stopped, per URL still configured; those to
     /// URLs no longer configured are dropped.
     async fn pending(&self, urls: &[String]) -> Vec<(String, Delivery)> {
@@ -94,14 +125,12 @@ impl Ledger {
             }
         };
         let mut pending = Vec::new();
-        for stored in stored {
-            let delivery =
-                Delivery { id: stored.id, name: Arc::from(stored.event.as_str()), body: Bytes::from(stored.body) };
-            if urls.contains(&stored.url) {
-                pending.push((stored.url, delivery));
+        for (url, delivery) in stored.into_iter().map(StoredDelivery::into_delivery) {
+            if urls.contains(&url) {
+                pending.push((url, delivery));
             } else {
-                info!(url = stored.url, event = %delivery.name, "pending webhook to a URL no longer configured; dropped");
-                self.done(&stored.url, &delivery).await;
+                info!(url, event = %delivery.name, "pending webhook to a URL no longer configured; dropped");
+                self.done(&url, &delivery).await;
             }
         }
         pending
@@ -135,8 +164,9 @@ pub async fn start(
     config: &WebhookConfig,
     secret: &str,
     store: &Store,
-    node: &str,
+    cluster: Option<&Cluster>,
 ) -> anyhow::Result<Option<Webhooks>> {
+    let node = cluster.map(|c| c.node_id()).unwrap_or_default();
     if config.urls.is_empty() {
         return Ok(None);
     }
@@ -146,11 +176,11 @@ pub async fn start(
     let pending_before = ledger.pending(&config.urls).await;
     let client = reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms)).build()?;
     let pending = Arc::new(AtomicUsize::new(0));
-    let mut queues = Vec::new();
+    let mut queues = Queues { senders: Vec::new(), pending: pending.clone() };
     let mut workers = Vec::new();
     for url in &config.urls {
         let (tx, rx) = mpsc::channel(QUEUE_PER_URL);
-        queues.push((url.clone(), tx));
+        queues.senders.push((url.clone(), tx));
         let worker = Worker {
             client: client.clone(),
             url: url.clone(),
@@ -164,17 +194,10 @@ pub async fn start(
     if !pending_before.is_empty() {
         info!(deliveries = pending_before.len(), "delivering webhooks left pending by the last run");
     }
-    for (url, delivery) in pending_before {
-        if let Some((_, tx)) = queues.iter().find(|(u, _)| *u == url) {
-            pending.fetch_add(1, Ordering::Relaxed);
-            if tx.try_send(delivery).is_err() {
-                pending.fetch_sub(1, Ordering::Relaxed);
-                warn!(url, "webhook queue full with pending deliveries; the rest wait for the next start");
-            }
-        }
-    }
+    queues.offer_stored(pending_before);
     let finish = CancellationToken::new();
-    let dispatcher = tokio::spawn(fan_out(events, queues, pending.clone(), finish.clone(), ledger));
+    let source = Source { events, cluster: cluster.cloned(), lost: cluster.map(Cluster::lost_nodes) };
+    let dispatcher = tokio::spawn(fan_out(source, queues, finish.clone(), ledger));
     let grace = Duration::from_secs(config.shutdown_grace_s);
     Ok(Some(Webhooks { finish, dispatcher, workers, pending, grace }))
 }
@@ -206,45 +229,116 @@ impl Webhooks {
     }
 }
 
+/// The per-URL queues of the workers, and the count of deliveries queued or in flight (a
+/// worker takes one off when it is done).
+struct Queues {
+    senders: Vec<(String, mpsc::Sender<Delivery>)>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Queues {
+    fn urls(&self) -> Vec<String> {
+        self.senders.iter().map(|(url, _)| url.clone()).collect()
+    }
+
+    /// Queues `delivery` on one URL's queue without waiting; false when it is full.
+    fn offer(&self, tx: &mpsc::Sender<Delivery>, delivery: Delivery) -> bool {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let queued = tx.try_send(delivery).is_ok();
+        if !queued {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        queued
+    }
+
+    /// Queues `delivery` on one URL's queue, waiting for room (at shutdown, when nothing else
+    /// comes).
+    async fn queue(&self, tx: &mpsc::Sender<Delivery>, delivery: Delivery) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if tx.send(delivery).await.is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues deliveries taken from the store (left pending by the last run, or by a lost
+    /// node); one that finds its queue full stays stored for the next start.
+    fn offer_stored(&self, stored: Vec<(String, Delivery)>) {
+        for (url, delivery) in stored {
+            let Some((_, tx)) = self.senders.iter().find(|(u, _)| *u == url) else { continue };
+            if !self.offer(tx, delivery) {
+                warn!(url, "webhook queue full; stored deliveries wait for the next start");
+            }
+        }
+    }
+}
+
+/// Where the dispatcher's work comes from: the engine's events and, in a cluster, the nodes
+/// whose pending deliveries this node takes over; the cluster also says which node reports a
+/// room's start and end.
+struct Source {
+    events: broadcast::Receiver<EngineEvent>,
+    cluster: Option<Cluster>,
+    lost: Option<broadcast::Receiver<String>>,
+}
+
+/// The next node whose deliveries to take over (never, outside a cluster).
+async fn lost_node(lost: &mut Option<broadcast::Receiver<String>>) -> Option<String> {
+    match lost.as_mut() {
+        Some(lost) => lost.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+impl Source {
+    /// `event` ready to send, unless another node reports it (see [`Cluster::should_report`]).
+    async fn delivery(&self, event: &EngineEvent) -> Option<Delivery> {
+        if let Some(cluster) = &self.cluster
+            && !cluster.should_report(&event.event).await
+        {
+            return None;
+        }
+        serialise(event)
+    }
+}
+
 /// Serialises each engine event and queues it for every URL. Until `finish`, a full queue drops
 /// the event (the engine is never held up); after it, the events already emitted are queued
 /// waiting for room, and then the queues close so the workers end once they are empty.
-async fn fan_out(
-    mut events: broadcast::Receiver<EngineEvent>,
-    queues: Vec<(String, mpsc::Sender<Delivery>)>,
-    pending: Arc<AtomicUsize>,
-    finish: CancellationToken,
-    ledger: Ledger,
-) {
+async fn fan_out(mut source: Source, queues: Queues, finish: CancellationToken, ledger: Ledger) {
+    let urls = queues.urls();
     loop {
         let event = tokio::select! {
             biased;
             _ = finish.cancelled() => break,
-            event = events.recv() => event,
-        };
-        match event {
-            Ok(event) => {
-                let Some(delivery) = serialise(&event) else { continue };
-                for (url, tx) in &queues {
-                    // Kept before it is queued, so the worker's removal always comes after.
-                    ledger.keep(url, &delivery).await;
-                    pending.fetch_add(1, Ordering::Relaxed);
-                    if tx.try_send(delivery.clone()).is_err() {
-                        pending.fetch_sub(1, Ordering::Relaxed);
-                        warn!(url, event = %delivery.name, "webhook queue full; event dropped");
-                        ledger.done(url, &delivery).await;
-                    }
-                }
+            Some(node) = lost_node(&mut source.lost) => {
+                let adopted = ledger.adopt(&node, &urls).await;
+                info!(node, deliveries = adopted.len(), "taking over the webhook deliveries of a lost node");
+                queues.offer_stored(adopted);
+                continue;
             }
+            event = source.events.recv() => event,
+        };
+        let event = match event {
+            Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(lost)) => {
                 warn!(lost, "webhooks fell behind the event stream; events lost");
+                continue;
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(delivery) = source.delivery(&event).await else { continue };
+        for (url, tx) in &queues.senders {
+            // Kept before it is queued, so the worker's removal always comes after.
+            ledger.keep(url, &delivery).await;
+            if !queues.offer(tx, delivery.clone()) {
+                warn!(url, event = %delivery.name, "webhook queue full; event dropped");
+                ledger.done(url, &delivery).await;
+            }
         }
     }
     // Shutting down: what the engine emitted up to now (rooms closed, peers gone) still goes out.
     loop {
-        let event = match events.try_recv() {
+        let event = match source.events.try_recv() {
             Ok(event) => event,
             Err(broadcast::error::TryRecvError::Lagged(lost)) => {
                 warn!(lost, "webhooks fell behind the event stream; events lost");
@@ -252,13 +346,10 @@ async fn fan_out(
             }
             Err(_) => return,
         };
-        let Some(delivery) = serialise(&event) else { continue };
-        for (url, tx) in &queues {
+        let Some(delivery) = source.delivery(&event).await else { continue };
+        for (url, tx) in &queues.senders {
             ledger.keep(url, &delivery).await;
-            pending.fetch_add(1, Ordering::Relaxed);
-            if tx.send(delivery.clone()).await.is_err() {
-                pending.fetch_sub(1, Ordering::Relaxed);
-            }
+            queues.queue(tx, delivery.clone()).await;
         }
     }
 }

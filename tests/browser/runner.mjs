@@ -50,6 +50,29 @@ export async function open(browser, url, logs, label) {
   return page;
 }
 
+/**
+ * Opens `/whip.html` of `base` publishing the fake camera and microphone into `room`, and waits
+ * (30 s at most) until it is connected; returns the tab.
+ */
+export async function whipPublisher(browser, base, room, token, logs) {
+  const q = (v) => encodeURIComponent(v);
+  const page = await open(browser, `${base}/whip.html?room=${q(room)}&token=${q(token)}&autostart=1`, logs, 'whip');
+  await until('the WHIP tab connected', 30_000, async () => {
+    const { state, error } = await page.evaluate(() => window.whip);
+    if (state === 'failed') throw new Error(`whip page failed: ${error}`);
+    return state === 'connected';
+  });
+  return page;
+}
+
+/** Opens the room page of `base` for `room` and waits (20 s at most) until it joined. */
+export async function roomPage(browser, base, room, token, logs) {
+  const q = (v) => encodeURIComponent(v);
+  const page = await open(browser, `${base}/room/${q(room)}?token=${q(token)}`, logs, 'room');
+  await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
+  return page;
+}
+
 /** Polls `check()` every 250 ms until it returns a truthy value, or throws after `ms`. */
 export async function until(what, ms, check) {
   const deadline = Date.now() + ms;

@@ -2,24 +2,29 @@
 //! cluster for every check (start-up is the expensive part): the registry (`GET /v1/nodes`),
 //! rooms spanning nodes (a WHIP publisher on node 1 seen and heard, byte for byte, by a WHEP
 //! viewer on node 2; a sipp phone on node 2 hearing another node-1 publisher's tone in its mix;
-//! an ffmpeg RTMP player on node 1 decoding an ffmpeg encoder pushed to node 3;
-//! every node answering for the room), placement in token responses, relay
-//! metrics, an ingress key created on one node used on another (and surviving Redis coming
-//! back empty), a Redis restart mid-stream, a WHEP offer to a full node redirected (307) to
-//! another and followed by the `webrtc` crate's client, and node 1 killed with SIGKILL.
+//! an ffmpeg encoder pushed to node 3 played by an ffmpeg RTMP player on node 1 and read by
+//! stock moq-sub on node 2, pictures and tone checked; Chromium publishing through node 1's
+//! `/whip.html` decoded and heard by a Chromium room tab on node 3), every node answering for
+//! the room, placement in token responses, relay metrics, an ingress key created on one node
+//! used on another (and surviving Redis coming back empty), a Redis restart mid-stream, a WHEP
+//! offer to a full node redirected (307) to another and followed by the `webrtc` crate's client,
+//! webhooks (a room two nodes open at once reported once; a dead node's pending delivery made by
+//! a survivor), and node 1 killed with SIGKILL (its peers leave the other nodes and the tab).
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sip;
+use crate::support::moq::{MoqTarget, tool as moq_tool};
 use crate::support::redis::RedisServer;
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, play, tone_power};
 use crate::support::webrtc_client::synthetic;
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
-use crate::support::{TestServer, eventually};
+use crate::support::{TestServer, chromium, eventually};
 use crate::whip::{collect, of_kind, send_media};
+use crate::{sip, webhooks};
 
 /// How many ingress records the Redis holds (the store's hash for them).
 async fn redis_ingress_count(redis: &RedisServer) -> usize {
@@ -33,9 +38,10 @@ async fn redis_ingress_count(redis: &RedisServer) -> usize {
 
 /// A node of the test cluster; `max_peers` clients make it full (0: never); `extra` is more
 /// configuration.
-async fn start_node(redis: &RedisServer, name: &str, max_peers: u32, extra: &str) -> TestServer {
+async fn start_node(redis: &RedisServer, hook: &str, name: &str, max_peers: u32, extra: &str) -> TestServer {
     let config = format!(
-        "{extra}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nrelay_listen = \"127.0.0.1:0\"\nmax_peers = {max_peers}\n",
+        "{extra}\n{}max_attempts = 50\n[cluster]\nredis_url = \"{}\"\nnode_id = \"{name}\"\nrelay_listen = \"127.0.0.1:0\"\nmax_peers = {max_peers}\n",
+        webhooks::config(hook),
         redis.url()
     );
     TestServer::start_with(&config, &[]).await
@@ -53,6 +59,13 @@ fn peer_names(room: &Value) -> Vec<String> {
 async fn room_peers(node: &TestServer, room: &str) -> Option<Vec<String>> {
     let (status, body) = node.call(Method::GET, &format!("/v1/rooms/{room}"), None).await;
     (status == 200).then(|| peer_names(&body))
+}
+
+/// The tracks of `identity` in `room` as `node` shows them.
+async fn peer_tracks(node: &TestServer, room: &str, identity: &str) -> Option<Vec<Value>> {
+    let (_, body) = node.call(Method::GET, &format!("/v1/rooms/{room}"), None).await;
+    let peer = body["room"]["peers"].as_array()?.iter().find(|p| p["identity"] == identity)?.clone();
+    peer["tracks"].as_array().cloned()
 }
 
 async fn metric(node: &TestServer, name: &str) -> f64 {
@@ -82,10 +95,12 @@ fn assert_content(frames: &[crate::support::webrtc_client::ReceivedFrame], min_v
 #[tokio::test]
 async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_killed_node() {
     let mut redis = RedisServer::start().await;
+    let receiver = webhooks::Receiver::default();
+    let hook = webhooks::serve(&receiver).await;
     let (node1, node2, node3) = tokio::join!(
-        start_node(&redis, "n1", 0, ""),
-        start_node(&redis, "n2", 0, sip::OPEN_DIAL_IN),
-        start_node(&redis, "n3", 1, "")
+        start_node(&redis, &hook, "n1", 0, ""),
+        start_node(&redis, &hook, "n2", 0, sip::OPEN_DIAL_IN),
+        start_node(&redis, &hook, "n3", 1, "")
     );
 
     // Registry: every node lists all three, with its URL, relay and load.
@@ -101,6 +116,24 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
         assert_eq!(nodes[1]["url"], node2.base.as_str());
         assert!(nodes[0]["load"]["peers"].is_u64() && nodes[0]["relay"].is_string(), "{nodes:?}");
     }
+
+    // Two viewers join a new room through nodes 2 and 3 at the same moment: both nodes open it,
+    // and the webhooks hear of its start (and, once it is empty, its end) once.
+    let twin_tokens = (
+        node2.token("twin", "left", json!({"publish": false, "subscribe": true})).await,
+        node3.token("twin", "right", json!({"publish": false, "subscribe": true})).await,
+    );
+    let (left, right) = tokio::join!(
+        WhepViewer::connect(&node2.base, "twin", &twin_tokens.0, "", ClientOptions::h264_opus()),
+        WhepViewer::connect(&node3.base, "twin", &twin_tokens.1, "", ClientOptions::h264_opus())
+    );
+    let (left, right) = (left.expect("WHEP on node 2"), right.expect("WHEP on node 3"));
+    eventually("both twin viewers on node 2", Duration::from_secs(5), || async {
+        room_peers(&node2, "twin").await.filter(|p| p.len() == 2)
+    })
+    .await;
+    left.close().await;
+    right.close().await;
 
     // A room created through node 3's API exists on every node.
     let (status, _) = node3.call(Method::POST, "/v1/rooms", Some(json!({"name": "stage", "max_peers": 10}))).await;
@@ -287,14 +320,33 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     let player =
         crate::rtmp::ffmpeg_pull(&format!("{}/ingest/enc?token={player_token}", node1.service("rtmp")), 3, &recorded);
     let rtmp = node3.service("rtmp").to_owned();
-    let encoder = crate::rtmp::ffmpeg_push(&format!("{rtmp}/{stream_key}"), 6);
+    let encoder = crate::rtmp::ffmpeg_push(&format!("{rtmp}/{stream_key}"), 8);
     let tracks = eventually("the encoder's tracks seen from node 1", Duration::from_secs(15), || async {
-        let (_, body) = node1.call(Method::GET, "/v1/rooms/ingest", None).await;
-        let peer = body["room"]["peers"].as_array()?.iter().find(|p| p["identity"] == "enc")?.clone();
-        let tracks = peer["tracks"].as_array()?.clone();
-        (tracks.len() == 2).then_some(tracks)
+        peer_tracks(&node1, "ingest", "enc").await.filter(|t| t.len() == 2)
     })
     .await;
+    // Stock moq-sub on node 2 reads the same node-3 encoder as the MoQ broadcast `ingest/enc`.
+    eventually("the encoder's tracks seen from node 2", Duration::from_secs(5), || async {
+        peer_tracks(&node2, "ingest", "enc").await.filter(|t| t.len() == 2)
+    })
+    .await;
+    let moq = MoqTarget::of(&node2);
+    let moq_token = node2.token("ingest", "moq-viewer", json!({"publish": false, "subscribe": true})).await;
+    let moq_received = node2.dir().join("moq-across-nodes.mp4");
+    let moq_log = node2.dir().join("moq-sub.log");
+    let mut moq_sub = crate::moq::spawn(
+        &moq_tool("moq-sub"),
+        &[
+            "--name",
+            "ingest/enc",
+            "--tls-root",
+            moq.ca.to_str().unwrap(),
+            &moq.moqt(&format!("/ingest?jwt={moq_token}")),
+        ],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(&moq_received).unwrap()),
+        &moq_log,
+    );
     let video = tracks.iter().find(|t| t["kind"] == "video").expect("video");
     assert_eq!((video["codec"].as_str(), video["params"]["width"].as_u64()), (Some("h264"), Some(640)));
     assert!(tracks.iter().any(|t| t["codec"] == "aac"), "{tracks:?}");
@@ -312,10 +364,63 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     let samples = crate::support::audio::decode_file_audio(&recorded, 16_000).await;
     let found = junction_audio::codec::tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
     assert!((found - crate::rtmp::TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");
+    // What moq-sub wrote on node 2: the encoder's H.264 pictures in order and its tone.
+    moq_sub.kill().await.unwrap();
+    let moq_logs = || std::fs::read_to_string(&moq_log).unwrap_or_default();
+    let probe = crate::rtmp::ffprobe(
+        &moq_received,
+        &["-show_streams", "-show_entries", "frame=media_type,best_effort_timestamp"],
+    )
+    .await;
+    let streams = probe["streams"].as_array().unwrap_or_else(|| panic!("ffprobe: {probe}\n{}", moq_logs()));
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video stream from moq-sub");
+    assert_eq!((video["codec_name"].as_str(), video["width"].as_u64()), (Some("h264"), Some(640)));
+    let pictures: Vec<i64> = probe["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["media_type"] == "video")
+        .filter_map(|f| f["best_effort_timestamp"].as_i64())
+        .collect();
+    assert!(pictures.len() >= 45, "{} pictures reached moq-sub on node 2\n{}", pictures.len(), moq_logs());
+    assert!(pictures.windows(2).all(|w| w[0] < w[1]), "pictures out of order: {pictures:?}");
+    let samples = crate::support::audio::decode_file_audio(&moq_received, 16_000).await;
+    crate::support::audio::assert_tone(&samples, 1, 16_000, crate::rtmp::TONE_HZ, 2.0);
 
-    // Node 1 killed: within 10 s the others show its publisher gone; the room lives on.
+    // Chromium: a tab publishing through node 1's /whip.html, a room tab on node 3 decoding it
+    // and hearing it through the relay (node 3 is full for WHIP/WHEP offers, not for room
+    // joins: max_peers steers new media sessions, it does not shut people out of a room).
+    let marker = node3.dir().join("chromium-sampled");
+    let camera_token = node1.token("hall", "camera", json!({"publish": true, "subscribe": false})).await;
+    let tab_token = node3.token("hall", "watcher", json!({"publish": false, "subscribe": true})).await;
+    let browser = tokio::spawn(chromium::run(
+        "cluster_room.mjs",
+        json!({
+            "publishBase": node1.base, "roomBase": node3.base, "room": "hall",
+            "publishToken": camera_token, "roomToken": tab_token, "marker": marker,
+        }),
+    ));
+    eventually("the room tab on node 3 decoding node 1's WHIP camera", Duration::from_secs(90), || async {
+        marker.exists().then_some(())
+    })
+    .await;
+
+    // A webhook node 1 cannot deliver yet (the receiver refuses that room's events for now).
+    *receiver.refuse_room.lock().await = Some("lonely".to_owned());
+    let (status, _) = node1.call(Method::POST, "/v1/rooms", Some(json!({"name": "lonely"}))).await;
+    assert_eq!(status, 201);
+    let refused = eventually("node 1's lonely room_started refused", Duration::from_secs(5), || async {
+        let all = receiver.deliveries.lock().await.clone();
+        all.iter().find(|(_, v)| webhooks::room_of(v) == "lonely").map(|(h, _)| h["x-junction-delivery"].clone())
+    })
+    .await;
+
+    // Node 1 killed: within 10 s the others show its publisher gone (the Chromium tab on node 3
+    // too); the rooms live on.
     let killed = Instant::now();
     let _ = std::process::Command::new("kill").arg("-KILL").arg(node1.pid().to_string()).status();
+    *receiver.refuse_room.lock().await = None;
+    let since_kill = receiver.deliveries.lock().await.len();
     for node in [&node2, &node3] {
         eventually("the killed node's publisher gone", Duration::from_secs(10), || async {
             room_peers(node, "stage").await.filter(|p| !p.contains(&"obs".to_owned()))
@@ -327,5 +432,69 @@ async fn three_nodes_share_rooms_relay_media_and_survive_redis_restarts_and_a_ki
     let (_, body) = node2.call(Method::GET, "/v1/nodes", None).await;
     let ids: Vec<&str> = body["nodes"].as_array().unwrap().iter().filter_map(|n| n["id"].as_str()).collect();
     assert_eq!(ids, ["n2", "n3"]);
+
+    let tab = browser.await.expect("the Chromium scenario");
+    assert_eq!(tab["error"], Value::Null, "the room page reported an error: {tab}");
+    let before = &tab["before"];
+    let camera = before["peers"].as_array().unwrap().iter().find(|p| p["identity"] == "camera");
+    assert_eq!(camera.map(|p| &p["transport"]), Some(&json!("whip")), "{tab}");
+    let kinds: Vec<&str> = before["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["peer"] == "camera")
+        .filter_map(|t| t["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"video") && kinds.contains(&"audio"), "a tile per relayed track: {tab}");
+    let decoded = |sample: &Value| {
+        sample.as_array().map_or(0, |s| s.iter().filter_map(|r| r["framesDecoded"].as_u64()).max().unwrap_or(0))
+    };
+    let (first, second) = (decoded(&tab["first"]), decoded(&tab["second"]));
+    assert!(first > 0 && second > first + 3, "the node-3 tab keeps decoding node 1's camera ({first} -> {second})");
+    let audio = tab["audio"].as_array().unwrap();
+    assert!(
+        audio.iter().any(|a| a["packetsReceived"].as_u64() > Some(50) && a["totalAudioEnergy"].as_f64() > Some(0.0)),
+        "the node-3 tab hears node 1's microphone: {audio:?}"
+    );
+    let room_logs: Vec<&Value> =
+        tab["logs"].as_array().unwrap().iter().filter(|l| l.as_str().is_some_and(|l| l.starts_with("room:"))).collect();
+    assert!(room_logs.is_empty(), "the room tab logged errors: {room_logs:?}");
+    println!(
+        "Chromium on node 3: {first} -> {second} frames in 2 s; camera gone {} ms after the SIGKILL",
+        tab["goneAfterMs"]
+    );
+    assert!(tab["goneAfterMs"].as_u64().unwrap() <= 10_000, "{tab}");
+
+    // The delivery node 1 left pending is made by the survivor that claimed its loss.
+    let adopted = eventually("node 1's pending webhook delivered by a survivor", Duration::from_secs(20), || async {
+        let all = receiver.deliveries.lock().await.clone();
+        let accepted = all.get(since_kill..).unwrap_or_default();
+        accepted.iter().find(|(h, _)| h["x-junction-delivery"] == refused).cloned()
+    })
+    .await;
+    assert_eq!((adopted.1["event"].as_str(), webhooks::room_of(&adopted.1)), (Some("room_started"), "lonely"));
+    println!("node 1's pending webhook delivered after its death, attempt {:?}", adopted.0["x-junction-attempt"]);
+
+    // The twin room started and ended once as far as the webhooks know.
+    let twin = |event: &'static str| {
+        let receiver = receiver.clone();
+        async move {
+            let all = receiver.deliveries.lock().await.clone();
+            let mut ids: Vec<String> = all
+                .iter()
+                .filter(|(_, v)| v["event"] == event && webhooks::room_of(v) == "twin")
+                .filter_map(|(h, _)| h["x-junction-delivery"].to_str().ok().map(str::to_owned))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            ids.len()
+        }
+    };
+    // Whether the two joins raced (both nodes opened the room as theirs) depends on timing.
+    let raced = [&node2, &node3].iter().any(|n| n.logs().contains("another node reports this room event"));
+    println!("twin room opened by both nodes at once: {raced}");
+    assert_eq!(twin("room_started").await, 1, "room_started of the twin room delivered once");
+    assert_eq!(twin("room_finished").await, 1, "room_finished of the twin room delivered once");
+    assert_eq!(twin("peer_joined").await, 2, "each node reports its own viewer");
     drop(node1);
 }

@@ -20,7 +20,7 @@ use crate::support::moq::{
 };
 use crate::support::x264::frame_md5s;
 
-fn spawn(program: &Path, args: &[&str], stdin: Stdio, stdout: Stdio, log: &Path) -> Child {
+pub(crate) fn spawn(program: &Path, args: &[&str], stdin: Stdio, stdout: Stdio, log: &Path) -> Child {
     Command::new(program)
         .args(args)
         .stdin(stdin)

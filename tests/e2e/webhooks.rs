@@ -21,12 +21,20 @@ const WEBHOOK_SECRET: &str = "whsec-e2e-0123456789abcdef";
 const TOLERANCE_S: u64 = 300;
 
 #[derive(Clone, Default)]
-struct Receiver {
-    deliveries: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
+pub(crate) struct Receiver {
+    /// Every delivery received, refused or not.
+    pub deliveries: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
     /// Deliveries to refuse with 500 before accepting.
     refuse: Arc<Mutex<u32>>,
+    /// The events of this room are refused with 500 while it is set.
+    pub refuse_room: Arc<Mutex<Option<String>>>,
     /// How long each delivery takes to answer.
     delay: Duration,
+}
+
+/// The room an event is about.
+pub(crate) fn room_of(event: &Value) -> &str {
+    event["room"]["name"].as_str().or(event["room"].as_str()).unwrap_or_default()
 }
 
 /// The receiver's check, as docs/security.md describes it: parse `t=<unix>,v1=<hex>`, refuse a
@@ -69,7 +77,11 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: axu
         panic!("the signature does not verify with the webhook secret: {err}");
     }
     assert!(verify(API_KEY, &header, &body, now()).is_err(), "the API key must not sign webhooks");
+    let refused_room = receiver.refuse_room.lock().await.as_deref() == Some(room_of(&value));
     receiver.deliveries.lock().await.push((headers, value));
+    if refused_room {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     if *refuse > 0 {
         *refuse -= 1;
         return StatusCode::INTERNAL_SERVER_ERROR;
@@ -78,7 +90,7 @@ async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: axu
 }
 
 /// Serves `receiver` on a free port; returns the hook URL.
-async fn serve(receiver: &Receiver) -> String {
+pub(crate) async fn serve(receiver: &Receiver) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", listener.local_addr().unwrap());
     let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(receiver.clone());
@@ -86,7 +98,7 @@ async fn serve(receiver: &Receiver) -> String {
     hook
 }
 
-fn config(hook: &str) -> String {
+pub(crate) fn config(hook: &str) -> String {
     format!("[webhook]\nurls = [\"{hook}\"]\nsecret = \"{WEBHOOK_SECRET}\"\n")
 }
 
@@ -157,10 +169,7 @@ async fn sigterm_delivers_the_queued_webhooks_to_a_slow_receiver_before_exiting(
     let deliveries = receiver.deliveries.lock().await.clone();
     let events: Vec<(String, String)> = deliveries
         .iter()
-        .map(|(_, v)| {
-            let room = v["room"]["name"].as_str().or(v["room"].as_str()).unwrap_or_default();
-            (v["event"].as_str().unwrap_or_default().to_owned(), room.to_owned())
-        })
+        .map(|(_, v)| (v["event"].as_str().unwrap_or_default().to_owned(), room_of(v).to_owned()))
         .collect();
     for room in &rooms {
         assert!(events.contains(&("room_started".into(), room.clone())), "{room} started: {events:?}");

@@ -5,11 +5,11 @@
 pub(crate) mod mirror;
 pub(crate) mod origin;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, PeerId, PeerInfo, RoomId, RoomInfo, RoomOptions, SessionId, TrackInfo};
+use junction_core::{CloseReason, PeerId, PeerInfo, RoomId, RoomInfo, SessionId, TrackId, TrackInfo};
 use junction_engine::{Engine, RoomEvent};
 use parking_lot::Mutex;
 use tracing::{debug, info};
@@ -57,16 +57,6 @@ pub(crate) struct Departed {
 #[derive(Default)]
 pub(crate) struct Rooms {
     inner: Mutex<Inner>,
-}
-
-fn options(info: &RoomInfo) -> RoomOptions {
-    RoomOptions {
-        max_peers: info.max_peers,
-        empty_timeout: Duration::from_secs(info.empty_timeout_s),
-        max_duration: info.max_duration_s.map(Duration::from_secs),
-        metadata: info.metadata.clone(),
-        mode: info.mode,
-    }
 }
 
 impl Rooms {
@@ -136,7 +126,7 @@ impl Rooms {
     fn adopt(&self, shared: &Arc<Shared>, room: &RoomId, info: Option<&RoomInfo>) {
         let engine: &Engine = &shared.engine;
         if !engine.room_exists(room) {
-            let options = info.map(options).unwrap_or_else(|| engine.config().room_defaults.clone());
+            let options = info.map(RoomInfo::options).unwrap_or_else(|| engine.config().room_defaults.clone());
             engine.adopt_room(room.clone(), options);
         }
         self.watch(shared, room);
@@ -292,32 +282,47 @@ impl Rooms {
     }
 
     /// Makes this node's mirrors of `node` match that node's full state.
+    /// Peers and tracks it no longer has (left or unpublished while the bus was down) go.
     fn reconcile(&self, shared: &Arc<Shared>, node: &str, rooms: Vec<WireRoom>) {
-        let mut listed: HashMap<(RoomId, PeerId), SessionId> = HashMap::new();
+        let mut listed: HashMap<(RoomId, PeerId), (SessionId, HashSet<TrackId>)> = HashMap::new();
         for room in rooms {
             let name = room.info.name.clone();
             self.adopt(shared, &name, Some(&room.info));
             for peer in room.peers {
-                listed.insert((name.clone(), peer.info.identity.clone()), peer.info.session);
+                let tracks = peer.tracks.iter().map(|t| t.info.id.clone()).collect();
+                listed.insert((name.clone(), peer.info.identity.clone()), (peer.info.session, tracks));
                 self.peer_joined(shared, node, &name, peer.info);
                 for track in peer.tracks {
                     self.track_published(&name, track.into_info());
                 }
             }
         }
-        let stale: Vec<MirrorHandle> = {
-            let inner = self.inner.lock();
-            inner
-                .mirrors
-                .iter()
-                .flat_map(|(room, peers)| peers.iter().map(move |(peer, entry)| (room, peer, entry)))
-                .filter(|(room, peer, entry)| {
-                    entry.node == node && listed.get(&((*room).clone(), (*peer).clone())) != Some(&entry.session)
-                })
-                .filter_map(|(_, _, entry)| entry.handle.clone())
-                .collect()
-        };
-        for handle in stale {
+        let mut stale_peers = Vec::new();
+        let mut stale_tracks = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            for (room, peers) in inner.mirrors.iter_mut() {
+                for (peer, entry) in peers.iter_mut().filter(|(_, entry)| entry.node == node) {
+                    let Some(handle) = entry.handle.clone() else { continue };
+                    match listed.get(&(room.clone(), peer.clone())) {
+                        Some((session, tracks)) if *session == entry.session => {
+                            let gone: Vec<TrackId> =
+                                entry.tracks.keys().filter(|t| !tracks.contains(*t)).cloned().collect();
+                            for track in gone {
+                                entry.tracks.remove(&track);
+                                stale_tracks.push((handle.clone(), track));
+                            }
+                        }
+                        _ => stale_peers.push(handle),
+                    }
+                }
+            }
+        }
+        for (handle, track) in stale_tracks {
+            debug!(node, track = %track, "cluster: track unpublished while the bus was down");
+            handle.send(MirrorCmd::Unpublish(track));
+        }
+        for handle in stale_peers {
             handle.send(MirrorCmd::Leave(CloseReason::TransportTimeout));
         }
     }

@@ -19,7 +19,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::state::StoredRoom;
 
 /// Longest a room may be configured to live or wait empty (a week).
 const MAX_ROOM_SECONDS: u64 = 7 * 24 * 3600;
@@ -90,11 +89,9 @@ async fn create_room(
         metadata: body.metadata,
         mode: body.mode,
     };
-    let stored = options.clone();
     let room = state.engine.create_room(body.name, options).map_err(admin_error)?;
-    let stored = StoredRoom::new(room.name.clone(), &stored);
-    if let Err(err) = state.store.put(Kind::Room, stored.name.as_str(), "", &stored).await {
-        let _ = state.engine.delete_room(&stored.name);
+    if let Err(err) = state.store.put(Kind::Room, room.name.as_str(), "", &room).await {
+        let _ = state.engine.delete_room(&room.name);
         return Err(err.into());
     }
     Ok((StatusCode::CREATED, axum::Json(json!({ "room": room }))))

@@ -54,7 +54,7 @@ struct Published {
 }
 
 /// A write, as it is tried and, when Redis is away, queued.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
     Put { kind: Kind, record: Record },
     Remove { kind: Kind, id: String },
@@ -146,7 +146,8 @@ impl RedisBackend {
                     });
                 }
             };
-        let origin: Arc<str> = junction_origin().into();
+        // A random id for this process's writes.
+        let origin: Arc<str> = junction_core::ids::random_id("", 16).into();
         let link = Link { conn, origin, url: shown };
         schema::migrate(&link).await?;
         let outbox = outbox::Outbox::start(link.clone());
@@ -204,7 +205,7 @@ impl Backend for RedisBackend {
             .filter(|record| scope.as_ref().is_none_or(|s| *s == record.scope))
             .collect();
         records.sort_by(|a, b| a.id.cmp(&b.id));
-        self.mirror.loaded(kind, &records);
+        self.mirror.loaded(kind, scope.as_deref(), &records, self.outbox.is_empty());
         Ok(records)
     }
 }
@@ -219,15 +220,6 @@ pub fn redact(url: &str) -> String {
         }
         None => url.to_owned(),
     }
-}
-
-/// A random id for this process's writes.
-fn junction_origin() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    hasher.write_u32(std::process::id());
-    format!("{:016x}", hasher.finish())
 }
 
 #[cfg(test)]

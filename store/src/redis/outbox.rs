@@ -91,7 +91,7 @@ impl Outbox {
                 }
                 let mut queue = self.queue.lock();
                 // Unless a newer write of the same record replaced it meanwhile.
-                if queue.front().is_some_and(|front| same(front, &op)) {
+                if queue.front() == Some(&op) {
                     queue.pop_front();
                 }
             }
@@ -100,13 +100,5 @@ impl Outbox {
             }
             self.emptied.notify_waiters();
         }
-    }
-}
-
-fn same(a: &Op, b: &Op) -> bool {
-    match (a, b) {
-        (Op::Put { kind: ka, record: ra }, Op::Put { kind: kb, record: rb }) => ka == kb && ra == rb,
-        (Op::Remove { kind: ka, id: ia }, Op::Remove { kind: kb, id: ib }) => ka == kb && ia == ib,
-        _ => false,
     }
 }

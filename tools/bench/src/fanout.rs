@@ -5,6 +5,13 @@
 //!
 //! Against another server: `--whip-url`/`--whep-url`/`--token` skip Junction's REST API and use
 //! the given endpoints and bearer token for every session.
+//!
+//! Across a cluster: `--subscribe-at URL` (repeatable) sends the subscribers, round robin, to
+//! other nodes of the same cluster while the publishers stay on the target, so every subscriber
+//! is served through the node-to-node relay; CPU and memory are then the sum over the nodes, and
+//! the report lists each node's share. Comparing such a run with one where the subscribers are
+//! on the target (and `--cluster-node` counts the idle other node) gives the relay's cost per
+//! subscriber and its added latency.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +68,14 @@ pub struct FanoutArgs {
     /// Bearer token for every WHIP and WHEP request when the endpoints are given.
     #[arg(long)]
     pub token: Option<String>,
+    /// HTTP base URL of another node of the target's cluster: subscribers join there (round robin
+    /// over every `--subscribe-at`) instead of on the target, and watch through the relay.
+    #[arg(long = "subscribe-at", conflicts_with_all = ["whip_url", "whep_url"])]
+    pub subscribe_at: Vec<String>,
+    /// HTTP base URL of another node of the target's cluster whose CPU and memory count with the
+    /// target's even when no session goes to it (a baseline with the same processes running).
+    #[arg(long = "cluster-node")]
+    pub cluster_node: Vec<String>,
     /// Skip measuring the UDP floor.
     #[arg(long)]
     pub no_floor: bool,
@@ -99,10 +114,22 @@ async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
         publisher_tokens.push(api.token(&room, &format!("publisher-{p}"), true, false).await?);
     }
     let base = api.base();
+    let subscriber_bases: Vec<&str> = if args.subscribe_at.is_empty() {
+        vec![base]
+    } else {
+        args.subscribe_at.iter().map(|url| url.trim_end_matches('/')).collect()
+    };
+    // Each subscriber watches one publisher and one node, round robin over both.
+    let whep = (0..args.publishers.max(1) * subscriber_bases.len())
+        .map(|i| {
+            let nodes = subscriber_bases.len();
+            let (node, p) = (subscriber_bases[i % nodes], (i / nodes) % args.publishers.max(1));
+            format!("{node}/whep/{room}?identity=publisher-{p}")
+        })
+        .collect();
     Ok(Endpoints {
         whip: format!("{base}/whip/{room}"),
-        // Each subscriber watches one publisher, round robin.
-        whep: (0..args.publishers.max(1)).map(|p| format!("{base}/whep/{room}?identity=publisher-{p}")).collect(),
+        whep,
         publisher_tokens,
         viewer_token: api.token(&room, "viewer", false, true).await?,
         room: Some(room),
@@ -111,7 +138,18 @@ async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
 
 pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     let api = Api::new(&target.url, target.api_key.clone());
-    let probe = ServerProbe::new(&target.url, target.server_pid);
+    let probe = if args.subscribe_at.is_empty() && args.cluster_node.is_empty() {
+        ServerProbe::new(&target.url, target.server_pid)
+    } else {
+        let mut nodes = vec![api.base().to_owned()];
+        for url in args.subscribe_at.iter().chain(&args.cluster_node) {
+            let url = url.trim_end_matches('/').to_owned();
+            if !nodes.contains(&url) {
+                nodes.push(url);
+            }
+        }
+        ServerProbe::nodes(&nodes, target.server_pid)
+    };
     let mut report = Report::new("fanout", "whep");
     report.server_url = api.base().to_owned();
     report.server_cpu_source = probe.source();
@@ -142,6 +180,32 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
     let (measured, baseline, streams, outcomes) = result?;
     window::fill(&mut report, &measured, baseline, &streams, &outcomes);
     Ok(report)
+}
+
+/// Each node's share: the sessions sent to it and its CPU and memory over the window.
+fn node_figures(
+    args: &FanoutArgs,
+    endpoints: &Endpoints,
+    before: &[(String, super::probe::Sample)],
+    after: &[(String, super::probe::Sample)],
+) -> Vec<super::report::NodeFigures> {
+    let publisher_node = endpoints.whip.split("/whip/").next().unwrap_or_default();
+    before
+        .iter()
+        .zip(after)
+        .map(|((url, start), (_, end))| {
+            let serves = |endpoint: &str| endpoint.starts_with(&format!("{url}/"));
+            super::report::NodeFigures {
+                url: url.clone(),
+                publishers: if url == publisher_node { endpoints.publisher_tokens.len() } else { 0 },
+                subscribers: (0..args.subscribers)
+                    .filter(|v| serves(&endpoints.whep[v % endpoints.whep.len()]))
+                    .count(),
+                cpu_percent: super::probe::cpu_percent(start, end),
+                rss_bytes: end.rss_bytes,
+            }
+        })
+        .collect()
 }
 
 type Loaded = (window::Window, Option<super::probe::Sample>, Vec<Arc<SendLog>>, Vec<Outcome>);
@@ -205,7 +269,11 @@ async fn load(
     }
     ramp.finish();
     window::wait_for_joins(&traffic, args.subscribers as u64, Duration::from_secs(30)).await;
+    let nodes_before = probe.sample_each().await;
     let measured = window::measure(probe, &traffic, args.duration).await;
+    if let (ServerProbe::Nodes(_), Ok(before), Ok(after)) = (probe, nodes_before, probe.sample_each().await) {
+        report.nodes = node_figures(args, endpoints, &before, &after);
+    }
 
     // Frames in flight reach the subscribers before they stop counting.
     let drain = Duration::from_millis(1000);

@@ -1,8 +1,9 @@
 //! The server's CPU time and resident memory, read from the outside: from `/proc/<pid>/stat`
 //! when the server runs on this machine (given by `--server-pid`, or found as the process that
 //! listens on the URL's TCP port), else from the `process_cpu_seconds` and
-//! `process_resident_memory_bytes` figures of its `/metrics`. Also this process's own CPU time,
-//! so a report can say how much of the machine the load tool itself took.
+//! `process_resident_memory_bytes` figures of its `/metrics`; for a cluster, the sum over its
+//! nodes. Also this process's own CPU time, so a report can say how much of the machine the load
+//! tool itself took.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -25,8 +26,15 @@ pub fn cpu_percent(from: &Sample, to: &Sample) -> Option<f64> {
 
 #[derive(Debug, Clone)]
 pub enum ServerProbe {
-    Proc { pid: u32 },
-    Metrics { url: String, http: reqwest::Client },
+    Proc {
+        pid: u32,
+    },
+    Metrics {
+        url: String,
+        http: reqwest::Client,
+    },
+    /// Several nodes of a cluster, each with its HTTP base URL: CPU time and memory add up.
+    Nodes(Vec<(String, ServerProbe)>),
 }
 
 impl ServerProbe {
@@ -42,16 +50,53 @@ impl ServerProbe {
         }
     }
 
-    /// `proc:<pid>` or `metrics`, for the report.
+    /// One probe per node (HTTP base URLs, the first being `url` of [`ServerProbe::new`]'s
+    /// pid if given), summed.
+    pub fn nodes(urls: &[String], first_pid: Option<u32>) -> ServerProbe {
+        let probes = urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| (url.clone(), ServerProbe::new(url, if i == 0 { first_pid } else { None })))
+            .collect();
+        ServerProbe::Nodes(probes)
+    }
+
+    /// `proc:<pid>`, `metrics`, or `nodes[…]`, for the report.
     pub fn source(&self) -> String {
         match self {
             ServerProbe::Proc { pid } => format!("proc:{pid}"),
             ServerProbe::Metrics { .. } => "metrics".to_owned(),
+            ServerProbe::Nodes(nodes) => {
+                let each: Vec<String> = nodes.iter().map(|(_, probe)| probe.source()).collect();
+                format!("sum of nodes [{}]", each.join(", "))
+            }
+        }
+    }
+
+    /// Each node's own sample (one entry, URL empty, for a single server).
+    pub async fn sample_each(&self) -> anyhow::Result<Vec<(String, Sample)>> {
+        match self {
+            ServerProbe::Nodes(nodes) => {
+                let mut samples = Vec::with_capacity(nodes.len());
+                for (url, probe) in nodes {
+                    samples.push((url.clone(), probe.sample().await?));
+                }
+                Ok(samples)
+            }
+            single => Ok(vec![(String::new(), single.sample().await?)]),
         }
     }
 
     pub async fn sample(&self) -> anyhow::Result<Sample> {
         match self {
+            ServerProbe::Nodes(_) => {
+                let each = Box::pin(self.sample_each()).await?;
+                Ok(Sample {
+                    at: each.iter().map(|(_, s)| s.at).max().unwrap_or_else(Instant::now),
+                    cpu_seconds: each.iter().map(|(_, s)| s.cpu_seconds).sum(),
+                    rss_bytes: each.iter().map(|(_, s)| s.rss_bytes).sum(),
+                })
+            }
             ServerProbe::Proc { pid } => {
                 let (cpu_seconds, rss_bytes) =
                     read_proc(*pid).with_context(|| format!("cannot read /proc/{pid}/stat: did the server exit?"))?;

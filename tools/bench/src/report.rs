@@ -56,6 +56,9 @@ pub struct Report {
     pub server_rss_baseline_bytes: Option<u64>,
     /// `(server_rss_bytes - server_rss_baseline_bytes) / subscribers_connected`.
     pub bytes_per_subscriber: Option<f64>,
+    /// Per node when the load spans a cluster (`fanout --subscribe-at`): the server figures
+    /// above are their sums.
+    pub nodes: Vec<NodeFigures>,
     /// Churn mode only.
     pub churn: Option<ChurnFigures>,
     /// SIP mode only.
@@ -69,6 +72,17 @@ pub struct Conditions {
     pub load_average_before: Option<f64>,
     /// CPU the bench tool itself used during the window, in percent of one core.
     pub client_cpu_percent: Option<f64>,
+}
+
+/// One cluster node's share of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeFigures {
+    pub url: String,
+    /// Publishers and subscribers whose sessions this node served.
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -118,6 +132,7 @@ impl Report {
             server_rss_bytes: None,
             server_rss_baseline_bytes: None,
             bytes_per_subscriber: None,
+            nodes: Vec::new(),
             churn: None,
             sip: None,
             notes: Vec::new(),
@@ -224,6 +239,17 @@ impl fmt::Display for Report {
             opt(self.server_cpu_us_per_packet, " µs"),
             opt(self.cpu_per_packet_floor_multiple, "")
         )?;
+        for node in &self.nodes {
+            writeln!(
+                f,
+                "    node {}  {} publishers, {} receivers, CPU {} of a core, RSS {}",
+                node.url,
+                node.publishers,
+                node.subscribers,
+                opt(node.cpu_percent, " %"),
+                mib(Some(node.rss_bytes))
+            )?;
+        }
         writeln!(f, "  receivers per core   {}", opt(self.subscribers_per_core, ""))?;
         writeln!(
             f,

@@ -33,8 +33,17 @@ impl ConfigIds {
 /// Puts the stored trunks and rules into `directory`; one that no longer validates (or clashes
 /// with a configured id) is skipped with a warning rather than keeping SIP down.
 pub(crate) async fn load(store: &Store, directory: &Directory) -> Result<(), StoreError> {
-    let trunks: Vec<TrunkSpec> = store.list(Kind::SipTrunk, None).await?;
-    let rules: Vec<RuleSpec> = store.list(Kind::SipDispatchRule, None).await?;
+    let (trunks, rules) = fetch(store).await?;
+    add(directory, trunks, rules);
+    Ok(())
+}
+
+/// Every stored trunk and rule.
+async fn fetch(store: &Store) -> Result<(Vec<TrunkSpec>, Vec<RuleSpec>), StoreError> {
+    Ok((store.list(Kind::SipTrunk, None).await?, store.list(Kind::SipDispatchRule, None).await?))
+}
+
+fn add(directory: &Directory, trunks: Vec<TrunkSpec>, rules: Vec<RuleSpec>) {
     let (trunk_count, rule_count) = (trunks.len(), rules.len());
     for spec in trunks {
         if let Err(err) = directory.add_trunk(spec) {
@@ -49,7 +58,6 @@ pub(crate) async fn load(store: &Store, directory: &Directory) -> Result<(), Sto
     if trunk_count + rule_count > 0 {
         info!(trunks = trunk_count, dispatch_rules = rule_count, "SIP trunks and rules restored");
     }
-    Ok(())
 }
 
 /// Applies other nodes' trunk and rule writes to `directory` until shutdown.
@@ -96,6 +104,14 @@ async fn apply(store: &Store, directory: &Directory, config_ids: &ConfigIds, cha
             directory.remove_rule(&id);
         }
         Change::Resync => {
+            // Read first: if the store is away again, the trunks and rules stay as they are.
+            let (trunks, rules) = match fetch(store).await {
+                Ok(stored) => stored,
+                Err(err) => {
+                    warn!("SIP trunks and rules not resynchronised: {err}");
+                    return;
+                }
+            };
             for trunk in directory.trunks() {
                 if !config_ids.trunks.contains(&trunk.id) {
                     directory.remove_trunk(&trunk.id);
@@ -106,9 +122,7 @@ async fn apply(store: &Store, directory: &Directory, config_ids: &ConfigIds, cha
                     directory.remove_rule(&rule.id);
                 }
             }
-            if let Err(err) = load(store, directory).await {
-                warn!("SIP trunks and rules not resynchronised: {err}");
-            }
+            add(directory, trunks, rules);
         }
         Change::Put { .. } | Change::Removed { .. } => {}
     }
