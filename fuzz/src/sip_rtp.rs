@@ -33,7 +33,7 @@ fn offer(media: u8) -> &'static str {
 pub fn run(data: &[u8]) {
     let Some((&media, datagrams)) = data.split_first() else { return };
     let Ok(remote) = sdp::parse(offer(media).as_bytes()) else { return };
-    let Ok(negotiated) = sdp::negotiate(&remote) else { return };
+    let Ok(negotiated) = sdp::negotiate(&remote, sdp::MediaEncryption::Optional) else { return };
     let Ok(peer) = PeerId::new("sip:alice") else { return };
     let Ok(mut uplink) = Uplink::new(&negotiated, TrackId::generate(), peer) else { return };
     let mut events = EventReceiver::default();

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Unstructured;
 use junction_sip::message::{self, Head, Peer};
 use junction_sip::transaction::TimerConfig;
-use junction_sip::ua::{CallKey, Invitation, UaEvent, UserAgent};
+use junction_sip::ua::{CallKey, Invitation, Locals, UaEvent, UserAgent};
 use rsip::SipMessage;
 
 const OUR_SDP: &str = "v=0\r\no=- 7 7 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
@@ -104,11 +104,13 @@ impl Harness {
                     0 => self.ua.answer_offer(self.now, call, OUR_SDP.to_owned()),
                     _ => self.ua.reject_offer(self.now, call, 488, "no common codec"),
                 },
-                UaEvent::Answered { call, .. } | UaEvent::Confirmed { call } => match decision % 3 {
-                    0 => self.ua.ping(self.now, call),
-                    1 => self.ua.hangup(self.now, call),
-                    _ => {}
-                },
+                UaEvent::Answered { call, .. } | UaEvent::Confirmed { call, .. } | UaEvent::EarlyMedia { call, .. } => {
+                    match decision % 3 {
+                        0 => self.ua.ping(self.now, call),
+                        1 => self.ua.hangup(self.now, call),
+                        _ => {}
+                    }
+                }
                 UaEvent::Info { content_type, body, .. } => {
                     let _ = junction_sip::media::dtmf::info_digit(content_type.as_deref(), &body);
                 }
@@ -133,7 +135,7 @@ impl Harness {
 pub fn run(data: &[u8]) {
     let local = SocketAddr::from(([192, 0, 2, 1], 5060));
     let mut harness = Harness {
-        ua: UserAgent::new(TimerConfig::default(), local, local),
+        ua: UserAgent::new(TimerConfig::default(), Locals::plain(local)),
         now: Instant::now(),
         calls: Vec::new(),
         echo: Echo::default(),

@@ -1,16 +1,23 @@
 //! What carriers and desk phones send (issue 21), against sipp scenarios written for each
 //! behaviour: late offers (an INVITE without SDP, offerless re-INVITEs for hold and resume),
 //! RFC 4028 session timers (422, Junction refreshing as the refresher, the phone's refresh
-//! accepted, the BYE when it stops), and early media with PRACK on dial-out.
+//! accepted, the BYE when it stops), and early media with PRACK on dial-out; and baresip (a
+//! real softphone) over TLS with SDES-SRTP, heard by a WHEP viewer and hearing a WHIP publisher.
 
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::sip::{OPEN_DIAL_IN, calls, heard, opus_publishers, pcmu_call, states, tone, uac_args, wait_state};
-use crate::support::TestServer;
-use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario};
+use crate::sip::{
+    OPEN_DIAL_IN, PCMU_AND_DTMF, calls, heard, opus_publishers, pcmu_call, states, tone, uac_args, wait_state,
+    whip_tone,
+};
+use crate::support::audio::{assert_tone, opus_to_pcm};
+use crate::support::baresip::{Baresip, Call as BaresipCall, loopback_certificate, tone_wav};
+use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power};
+use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
+use crate::support::{TestServer, eventually};
 
 /// The open loopback server with short session timers (RFC 4028 says 90 s at least; these
 /// keep the tests to seconds).
@@ -195,5 +202,114 @@ async fn dial_out_hears_early_media_after_prack_while_the_far_end_rings() {
         heard(&listener_ears).chunks(1600).filter(|c| rms(c) > 0.05).flatten().copied().collect();
     assert!(hank_heard.len() >= 8000, "hank hears the ringback ({} samples)", hank_heard.len());
     assert!((dominant_hz(&hank_heard) - 425.0).abs() <= 5.0, "hank hears the far end's 425 Hz ringback");
+    server.wait_for_no_peers().await;
+}
+
+/// The open loopback server with SIP over TLS on a certificate for 127.0.0.1 and a trunk that
+/// requires SRTP.
+fn secure_config(cert: &std::path::Path, key: &std::path::Path) -> String {
+    OPEN_DIAL_IN
+        .replace(
+            "[sip]\n",
+            &format!(
+                "[sip]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .replace("name = \"loopback\"", "name = \"loopback\"\nmedia_encryption = \"required\"")
+}
+
+#[tokio::test]
+async fn a_softphone_over_tls_and_srtp_hears_a_whip_publisher_and_a_whep_viewer_hears_it() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = loopback_certificate(certs.path());
+    let server = TestServer::start_with(&secure_config(&cert, &key), &[]).await;
+    let dir = server.dir().to_path_buf();
+    let tls_addr = server.service("sips").trim_start_matches("sip:").trim_end_matches(";transport=tls").to_owned();
+
+    // A browser-side publisher: 1000 Hz Opus over WHIP.
+    let token = server.token("secure", "browser", json!({"publish": true, "subscribe": false})).await;
+    let publisher = WhipPublisher::connect(&server.base, "secure", &token, ClientOptions::new(&[ClientCodec::Opus]))
+        .await
+        .expect("WHIP publisher");
+    let talking = tokio::spawn(async move {
+        whip_tone(&publisher, 1000.0, 9).await;
+        publisher
+    });
+
+    // baresip calls over TLS with SRTP mandatory and plays 440 Hz.
+    let wav = tone_wav(&dir, 440.0, 8000, 10.0);
+    let phone = Baresip::call(
+        &dir,
+        "alice",
+        BaresipCall {
+            account: "<sip:alice@127.0.0.1;transport=tls>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU",
+            dial: &format!("sip:secure@{tls_addr};transport=tls"),
+            ca: &cert,
+            play: &wav,
+            seconds: 8,
+        },
+    );
+
+    // A WHEP viewer of the phone alone decodes its Opus track: the phone's 440 Hz, decrypted.
+    eventually("the phone in the room", Duration::from_secs(10), || async {
+        let (_, body) = server.call(Method::GET, "/v1/rooms/secure/peers", None).await;
+        body["peers"].as_array()?.iter().any(|p| p["identity"] == "sip:alice").then_some(())
+    })
+    .await;
+    let viewer_token = server.token("secure", "viewer", json!({"publish": false, "subscribe": true})).await;
+    let mut viewer = WhepViewer::connect(
+        &server.base,
+        "secure",
+        &viewer_token,
+        "?identity=sip%3Aalice",
+        ClientOptions::new(&[ClientCodec::Opus]),
+    )
+    .await
+    .expect("WHEP viewer");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    viewer.discard_received();
+    let mut packets = Vec::new();
+    while packets.len() < 100 {
+        match viewer.next_frame_of(MediaKind::Audio, Duration::from_secs(5)).await {
+            Some(frame) => packets.push(frame.payload),
+            None => break,
+        }
+    }
+    assert_eq!(packets.len(), 100, "two seconds of the phone's Opus");
+    let pcm = opus_to_pcm(&packets, 1);
+    assert_tone(&pcm, 1, 48_000, 440.0, 2.0);
+
+    // The phone decrypted and decoded the WHIP publisher's 1000 Hz (and not its own 440 Hz).
+    let finished = phone.finish().await;
+    assert!(finished.log.contains("SRTP is Enabled"), "baresip did not use SRTP:\n{}", finished.log);
+    let heard = finished.heard();
+    assert!(heard.len() >= 5 * 8000, "the phone heard {} samples", heard.len());
+    let middle = &heard[2 * 8000..5 * 8000];
+    assert!((dominant_hz(middle) - 1000.0).abs() <= 5.0, "the phone hears the WHIP publisher");
+    assert!(tone_power(middle, 1000.0, 8000.0) > 50.0 * tone_power(middle, 440.0, 8000.0), "and not itself");
+
+    let calls = calls(&server, "secure").await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0]["codec"].as_str(), calls[0]["media_encryption"].as_str()), (Some("pcmu"), Some("srtp")));
+    assert_eq!(calls[0]["transport"], "tls", "{}", calls[0]);
+
+    // The trunk requires SRTP: a plain RTP/AVP offer over UDP is refused with 488.
+    let refused = scenario(
+        "uac_refused.xml",
+        &[
+            ("caller", "mallory".into()),
+            ("rtp_port", "40000".into()),
+            ("formats", PCMU_AND_DTMF.0.into()),
+            ("rtpmaps", PCMU_AND_DTMF.1.into()),
+            ("code", "488".into()),
+        ],
+    );
+    Sipp::start(&dir, "plain", &refused, &uac_args(&server, "secure", &[])).finish().await.assert_ok("488");
+
+    viewer.close().await;
+    talking.await.expect("publisher task").close().await;
     server.wait_for_no_peers().await;
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod baresip;
 pub mod browser;
 pub mod chromium;
 pub mod moq;

@@ -24,7 +24,7 @@ use tracing::info;
 use crate::admission::outbound::{self, DialAsk, DialRefusal, DirectDial, Route};
 use crate::admission::{Directory, DirectoryError, RuleSpec, TrunkSpec};
 use crate::calls::CallBook;
-use crate::message::Peer;
+use crate::message::{Peer, Transport};
 use crate::stack::{Command, DialError, DialRequest};
 use crate::ua::uri_addr;
 
@@ -147,12 +147,12 @@ struct DialBody {
 
 /// Where a dial-out target is: its transport and address (DNS names are resolved here).
 async fn resolve(target: &rsip::Uri) -> Result<Peer, ApiError> {
-    let tcp = target.transport().is_some_and(|t| matches!(t, rsip::Transport::Tcp));
+    let transport = Transport::of_uri(target);
     let addr = match uri_addr(target) {
         Some(addr) => addr,
         None => {
             let host = target.host().to_string();
-            let port = target.port().map_or(5060, |p| *p.value());
+            let port = target.port().map_or(transport.default_port(), |p| *p.value());
             let mut found = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|err| {
                 ApiError::unprocessable("sip_target_unresolvable", format!("cannot resolve {host}: {err}"))
             })?;
@@ -161,7 +161,7 @@ async fn resolve(target: &rsip::Uri) -> Result<Peer, ApiError> {
                 .ok_or_else(|| ApiError::unprocessable("sip_target_unresolvable", format!("{host} has no address")))?
         }
     };
-    Ok(if tcp { Peer::tcp(addr) } else { Peer::udp(addr) })
+    Ok(Peer { transport, addr })
 }
 
 /// Who may place calls from `room`: the operator, or a client token of that room with the

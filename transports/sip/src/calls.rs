@@ -11,6 +11,9 @@ use junction_core::{PeerId, RoomId};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::message::Transport;
+use crate::sdp::Negotiated;
+
 /// How long a finished call stays in the book.
 const KEEP_FINISHED: Duration = Duration::from_secs(600);
 /// Most finished calls kept.
@@ -66,8 +69,13 @@ pub struct CallRecord {
     pub from: String,
     pub to: String,
     pub state: CallState,
+    /// How the call's signalling travels: `udp`, `tcp` or `tls`.
+    pub transport: Transport,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// `srtp` when the call's media is encrypted, `none` when not; absent until negotiated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_encryption: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trunk: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -86,6 +94,11 @@ pub fn now_ms() -> u64 {
 }
 
 impl CallRecord {
+    pub fn describe_media(&mut self, media: &Negotiated) {
+        self.codec = Some(media.codec.as_str().to_owned());
+        self.media_encryption = Some(if media.srtp.is_some() { "srtp" } else { "none" });
+    }
+
     pub fn new(
         direction: Direction,
         room: RoomId,
@@ -103,7 +116,9 @@ impl CallRecord {
             from,
             to,
             state,
+            transport: Transport::Udp,
             codec: None,
+            media_encryption: None,
             trunk: None,
             rule: None,
             status: None,
@@ -155,9 +170,10 @@ impl CallBook {
         }
     }
 
-    pub fn set_codec(&self, id: &str, codec: &str) {
+    /// Records what the negotiation settled: the codec and whether media is encrypted.
+    pub fn set_media(&self, id: &str, media: &Negotiated) {
         if let Some(record) = self.inner.lock().calls.get_mut(id) {
-            record.codec = Some(codec.to_owned());
+            record.describe_media(media);
         }
     }
 

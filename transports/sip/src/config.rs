@@ -1,6 +1,7 @@
 //! The `[sip]` section of the server configuration.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +13,17 @@ pub struct SipConfig {
     pub enabled: bool,
     /// Where SIP listens, on UDP and TCP (the same port for both).
     pub listen: SocketAddr,
+    /// Where SIP over TLS listens (off when unset); needs `tls_cert` and `tls_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain (leaf first) and private key, PEM files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Certificates (PEM) trusted for calls placed over TLS, beside the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
     /// The address written into Via, Contact and SDP when `listen` is a wildcard address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_address: Option<IpAddr>,
@@ -75,6 +87,10 @@ impl Default for SipConfig {
         Self {
             enabled: true,
             listen: ([127, 0, 0, 1], 5060).into(),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             public_address: None,
             rtp_port_min: 20_000,
             rtp_port_max: 20_999,
@@ -140,6 +156,9 @@ impl SipConfig {
         if self.session_expires_s < self.min_session_expires_s {
             return bad("session_expires_s", "must be at least sip.min_session_expires_s");
         }
+        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return bad("tls_listen", "SIP over TLS needs sip.tls_cert and sip.tls_key (PEM files)");
+        }
         if let Err(message) = self.direct_dial() {
             return bad("direct_dial_hosts", &message);
         }
@@ -168,10 +187,7 @@ impl SipConfig {
                 per_source: self.max_transactions_per_source,
             },
             ack_timeout: std::time::Duration::from_secs(self.ack_timeout_s),
-            session_timers: crate::ua::TimerPolicy {
-                expires: self.session_expires_s,
-                min: self.min_session_expires_s,
-            },
+            session_timers: crate::ua::TimerPolicy { expires: self.session_expires_s, min: self.min_session_expires_s },
         }
     }
 

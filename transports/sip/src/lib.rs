@@ -49,6 +49,8 @@ pub enum StartError {
     DirectDial(String),
     #[error("loading SIP trunks and dispatch rules from the state store: {0}")]
     Store(junction_store::StoreError),
+    #[error("sip.tls_*: {0}")]
+    Tls(#[from] stack::tls::TlsError),
 }
 
 /// Binds UDP and TCP on the same port (a random one when the configured port is 0).
@@ -91,6 +93,23 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
     let tcp_addr =
         tcp.local_addr().map_err(|source| StartError::Bind { addr: config.listen, transport: "tcp", source })?;
     let advertised = SocketAddr::new(config.advertised_ip(), udp_addr.port());
+    let tls_connector = Some(stack::tls::connector(config.tls_ca.as_deref())?);
+    let tls_listener = match (config.tls_listen, &config.tls_cert, &config.tls_key) {
+        (Some(listen), Some(cert), Some(key)) => {
+            let acceptor = stack::tls::acceptor(cert, key)?;
+            let listener = TcpListener::bind(listen).await.map_err(|source| StartError::Bind {
+                addr: listen,
+                transport: "tls",
+                source,
+            })?;
+            let addr =
+                listener.local_addr().map_err(|source| StartError::Bind { addr: listen, transport: "tls", source })?;
+            Some((listener, acceptor, SocketAddr::new(config.advertised_ip(), addr.port())))
+        }
+        _ => None,
+    };
+    let tls_addr = tls_listener.as_ref().map(|(_, _, addr)| *addr);
+    let locals = ua::Locals { tls: tls_addr, ..ua::Locals::plain(advertised) };
     let ports = PortRange::new(config.listen.ip(), config.advertised_ip(), config.rtp_port_min, config.rtp_port_max);
     let book = CallBook::default();
     let (commands_tx, commands) = mpsc::channel(256);
@@ -108,6 +127,7 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
             udp: Arc::new(udp),
             tcp_gate: tcp_gate.clone(),
             tcp_events: tcp_tx.clone(),
+            tls_connector,
             engine: engine.clone(),
             mixer,
             directory: directory.clone(),
@@ -116,10 +136,15 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
             config: config.clone(),
             commands_tx: commands_tx.clone(),
             advertised,
+            locals,
         },
         shutdown.clone(),
     );
-    tokio::spawn(stack::tcp::accept(tcp, tcp_gate, tcp_tx, shutdown.clone()));
+    if let Some((listener, acceptor, addr)) = tls_listener {
+        info!(tls = %addr, "SIP over TLS listening");
+        tokio::spawn(stack::tcp::accept(listener, Some(acceptor), tcp_gate.clone(), tcp_tx.clone(), shutdown.clone()));
+    }
+    tokio::spawn(stack::tcp::accept(tcp, None, tcp_gate, tcp_tx, shutdown.clone()));
     tokio::spawn(stack.run(tcp_rx, commands, shutdown));
     info!(udp = %udp_addr, tcp = %tcp_addr, rtp = %format!("{}-{}", config.rtp_port_min, config.rtp_port_max), "SIP listening");
 
@@ -131,13 +156,17 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
         engine,
         store: ctx.store.clone(),
     });
-    Ok(Started {
-        services: vec![Service {
-            name: "sip",
-            url: api::sip_uri(advertised),
-            about: "SIP over UDP and TCP: dial-in and dial-out",
-        }],
-        api,
-        ..Started::default()
-    })
+    let mut services = vec![Service {
+        name: "sip",
+        url: api::sip_uri(advertised),
+        about: "SIP over UDP and TCP: dial-in and dial-out",
+    }];
+    if let Some(addr) = tls_addr {
+        services.push(Service {
+            name: "sips",
+            url: format!("{};transport=tls", api::sip_uri(addr)),
+            about: "SIP over TLS (SRTP media as each trunk's media_encryption says)",
+        });
+    }
+    Ok(Started { services, api, ..Started::default() })
 }

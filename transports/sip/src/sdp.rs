@@ -1,6 +1,8 @@
 //! SDP offer/answer for one audio stream (RFC 3264) on the `sdp` crate: reading a phone's
-//! offer or answer, choosing the codec (PCMU, PCMA or Opus, plus telephone-event for DTMF),
-//! and writing our answer — which lists only what was chosen — or our own offer for dial-out.
+//! offer or answer, choosing the codec (PCMU, PCMA or Opus, plus telephone-event for DTMF)
+//! and the SRTP keys (RTP/SAVP with SDES `a=crypto`, RFC 4568, as the trunk's
+//! [`MediaEncryption`] allows or demands), and writing our answer — which lists only what was
+//! chosen — or our own offer for dial-out and late offers.
 
 use std::io::Cursor;
 use std::net::{IpAddr, SocketAddr};
@@ -9,6 +11,9 @@ use junction_core::Codec;
 use sdp::description::common::{Address, Attribute, ConnectionInformation};
 use sdp::description::media::{MediaDescription, MediaName, RangedPort};
 use sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
+use serde::{Deserialize, Serialize};
+
+use crate::media::srtp::{Crypto, SrtpKeys, Suite};
 
 /// The payload type we use for telephone-event in our offers.
 pub const OFFER_DTMF_PT: u8 = 101;
@@ -25,6 +30,53 @@ pub enum SdpError {
     NoAddress,
     #[error("no common codec: offered {offered}; Junction takes PCMU, PCMA or Opus")]
     NoCommonCodec { offered: String },
+    #[error("this trunk requires SRTP (RTP/SAVP with an a=crypto key); the offer is plain RTP")]
+    EncryptionRequired,
+    #[error("the offer demands SRTP and this trunk has media_encryption off")]
+    EncryptionRefused,
+    #[error("no usable a=crypto line: Junction takes AES_CM_128_HMAC_SHA1_80 or _32 with one inline key")]
+    NoCommonCrypto,
+    #[error("the answer does not accept our SRTP key (no a=crypto with tag {tag} and {suite})")]
+    CryptoNotAccepted { tag: u32, suite: &'static str },
+}
+
+/// Whether a trunk's calls carry SRTP: `off` answers and offers plain RTP only (an RTP/SAVP
+/// offer gets 488); `optional` (the default) takes what the far end offers and offers plain
+/// RTP; `required` takes only encrypted offers (RTP/AVP gets 488) and offers RTP/SAVP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaEncryption {
+    Off,
+    #[default]
+    Optional,
+    Required,
+}
+
+impl MediaEncryption {
+    pub fn is_optional(&self) -> bool {
+        *self == MediaEncryption::Optional
+    }
+
+    /// The key we offer (in the INVITE of a call we place, or the 2xx of a late offer), if any.
+    pub fn offer(self) -> Option<Crypto> {
+        (self == MediaEncryption::Required).then(|| Crypto::fresh(1, Suite::AesCm128HmacSha1_80))
+    }
+}
+
+/// A call's SRTP, as negotiated: the crypto tag of the accepted line, whether the m-line's
+/// profile is RTP/SAVP (or best-effort SRTP on RTP/AVP), and the keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srtp {
+    pub tag: u32,
+    pub savp: bool,
+    pub keys: SrtpKeys,
+}
+
+impl Srtp {
+    /// Our `a=crypto` line.
+    pub fn ours(&self) -> Crypto {
+        Crypto { tag: self.tag, suite: self.keys.suite, key: self.keys.local.clone() }
+    }
 }
 
 /// Which way media flows, from the point of view of the side that wrote the SDP.
@@ -82,6 +134,10 @@ pub struct RemoteAudio {
     pub rtp: Option<SocketAddr>,
     pub formats: Vec<Format>,
     pub direction: Direction,
+    /// The m-line's profile is RTP/SAVP (SRTP demanded).
+    pub savp: bool,
+    /// The `a=crypto` lines Junction can use, in the writer's order of preference.
+    pub crypto: Vec<Crypto>,
 }
 
 /// The outcome of a negotiation: how this call's audio is carried.
@@ -98,6 +154,21 @@ pub struct Negotiated {
     pub remote: Option<SocketAddr>,
     /// Our direction.
     pub direction: Direction,
+    /// The SRTP keys, when the call's media is encrypted.
+    pub srtp: Option<Srtp>,
+}
+
+impl Negotiated {
+    /// Keeps the key we already use when a renegotiation keeps the suite (a re-INVITE for
+    /// hold or resume need not re-key our side).
+    pub fn keep_local_key(&mut self, previous: &Negotiated) {
+        if let (Some(now), Some(before)) = (&mut self.srtp, &previous.srtp)
+            && now.keys.suite == before.keys.suite
+        {
+            now.tag = before.tag;
+            now.keys.local = before.keys.local.clone();
+        }
+    }
 }
 
 /// Static payload types of RFC 3551 that may come without an rtpmap.
@@ -134,6 +205,8 @@ pub fn parse(body: &[u8]) -> Result<RemoteAudio, SdpError> {
     let address = connection.and_then(|c| c.address.as_ref()).ok_or(SdpError::NoAddress)?;
     let ip: IpAddr = address.address.parse().map_err(|_| SdpError::NoAddress)?;
     let port = u16::try_from(media.media_name.port.value).unwrap_or(0);
+    let savp = media.media_name.protos.iter().any(|p| p.eq_ignore_ascii_case("SAVP"));
+    let crypto = attribute(&media.attributes, "crypto").filter_map(Crypto::parse).take(16).collect();
     let rtp = (!ip.is_unspecified() && port != 0).then_some(SocketAddr::new(ip, port));
 
     let mut formats = Vec::new();
@@ -170,7 +243,7 @@ pub fn parse(body: &[u8]) -> Result<RemoteAudio, SdpError> {
             "inactive" => Direction::Inactive,
             _ => Direction::SendRecv,
         });
-    Ok(RemoteAudio { rtp, formats, direction })
+    Ok(RemoteAudio { rtp, formats, direction, savp, crypto })
 }
 
 fn supported(format: &Format) -> Option<Codec> {
@@ -182,9 +255,54 @@ fn supported(format: &Format) -> Option<Codec> {
     }
 }
 
-/// Chooses the first offered format we can carry (RFC 3264 §6.1: the offerer's order is its
-/// preference), and telephone-event at 8 kHz if it was offered too.
-pub fn negotiate(remote: &RemoteAudio) -> Result<Negotiated, SdpError> {
+/// Answers an offer: the first offered format we can carry (RFC 3264 §6.1: the offerer's
+/// order is its preference), telephone-event if it was offered too, and SRTP as `policy` and
+/// the offer allow — the first usable `a=crypto` line, answered with a fresh key of ours.
+/// RTP/AVP offers that carry keys anyway (best-effort SRTP) are encrypted unless `policy` is off.
+pub fn negotiate(remote: &RemoteAudio, policy: MediaEncryption) -> Result<Negotiated, SdpError> {
+    let mut chosen = choose_codec(remote)?;
+    chosen.srtp = match (policy, remote.savp, remote.crypto.first()) {
+        (MediaEncryption::Off, true, _) => return Err(SdpError::EncryptionRefused),
+        (MediaEncryption::Off, false, _) => None,
+        (_, true, None) => return Err(SdpError::NoCommonCrypto),
+        (MediaEncryption::Required, false, None) => return Err(SdpError::EncryptionRequired),
+        (MediaEncryption::Optional, false, None) => None,
+        (_, savp, Some(theirs)) => Some(Srtp {
+            tag: theirs.tag,
+            savp,
+            keys: SrtpKeys {
+                suite: theirs.suite,
+                remote: theirs.key.clone(),
+                local: Crypto::fresh(0, theirs.suite).key,
+            },
+        }),
+    };
+    Ok(chosen)
+}
+
+/// Reads the answer to an offer of ours; `offered` is the key our offer carried. An answer
+/// that drops SRTP we offered is refused (we offer keys only when encryption is required).
+pub fn negotiate_answer(remote: &RemoteAudio, offered: Option<&Crypto>) -> Result<Negotiated, SdpError> {
+    let mut chosen = choose_codec(remote)?;
+    chosen.srtp = match offered {
+        None => None,
+        Some(ours) => {
+            let theirs = remote
+                .crypto
+                .iter()
+                .find(|c| c.tag == ours.tag && c.suite == ours.suite)
+                .ok_or(SdpError::CryptoNotAccepted { tag: ours.tag, suite: ours.suite.as_str() })?;
+            Some(Srtp {
+                tag: ours.tag,
+                savp: true,
+                keys: SrtpKeys { suite: ours.suite, remote: theirs.key.clone(), local: ours.key.clone() },
+            })
+        }
+    };
+    Ok(chosen)
+}
+
+fn choose_codec(remote: &RemoteAudio) -> Result<Negotiated, SdpError> {
     let (format, codec) = remote.formats.iter().find_map(|f| supported(f).map(|c| (f, c))).ok_or_else(|| {
         let names: Vec<String> = remote.formats.iter().map(|f| format!("{}/{}", f.name, f.clock_rate)).collect();
         SdpError::NoCommonCodec { offered: if names.is_empty() { "nothing".into() } else { names.join(", ") } }
@@ -200,6 +318,7 @@ pub fn negotiate(remote: &RemoteAudio) -> Result<Negotiated, SdpError> {
         dtmf_rate: dtmf.map_or(8000, |f| f.clock_rate),
         remote: remote.rtp,
         direction: remote.direction.answer(),
+        srtp: None,
     })
 }
 
@@ -258,8 +377,17 @@ fn session(local: SocketAddr, origin: SdpOrigin, media: MediaDescription) -> Str
     description.marshal()
 }
 
-fn audio_media(port: u16, formats: &[(u8, String, Option<String>)], direction: Direction) -> MediaDescription {
+fn audio_media(
+    port: u16,
+    formats: &[(u8, String, Option<String>)],
+    direction: Direction,
+    crypto: Option<(Crypto, bool)>,
+) -> MediaDescription {
     let mut attributes = Vec::new();
+    let savp = crypto.as_ref().is_some_and(|(_, savp)| *savp);
+    if let Some((crypto, _)) = &crypto {
+        attributes.push(Attribute::new("crypto".into(), Some(crypto.value())));
+    }
     for (pt, rtpmap, fmtp) in formats {
         attributes.push(Attribute::new("rtpmap".into(), Some(format!("{pt} {rtpmap}"))));
         if let Some(fmtp) = fmtp {
@@ -272,7 +400,7 @@ fn audio_media(port: u16, formats: &[(u8, String, Option<String>)], direction: D
         media_name: MediaName {
             media: "audio".into(),
             port: RangedPort { value: port as isize, range: None },
-            protos: vec!["RTP".into(), "AVP".into()],
+            protos: vec!["RTP".into(), if savp { "SAVP" } else { "AVP" }.into()],
             formats: formats.iter().map(|(pt, _, _)| pt.to_string()).collect(),
         },
         media_title: None,
@@ -300,18 +428,20 @@ pub fn answer(local: SocketAddr, origin: SdpOrigin, chosen: &Negotiated) -> Stri
     if let Some(pt) = chosen.dtmf_pt {
         formats.push((pt, format!("telephone-event/{}", chosen.dtmf_rate), Some("0-16".into())));
     }
-    session(local, origin, audio_media(local.port(), &formats, chosen.direction))
+    let crypto = chosen.srtp.as_ref().map(|srtp| (srtp.ours(), srtp.savp));
+    session(local, origin, audio_media(local.port(), &formats, chosen.direction, crypto))
 }
 
-/// Our offer for a call we place: G.711 first (every phone has it), then Opus, and DTMF.
-pub fn offer(local: SocketAddr, origin: SdpOrigin) -> String {
+/// Our offer for a call we place (or a late offer's 2xx): G.711 first (every phone has it),
+/// then Opus, and DTMF; RTP/SAVP with `crypto` when given.
+pub fn offer(local: SocketAddr, origin: SdpOrigin, crypto: Option<&Crypto>) -> String {
     let formats = vec![
         (0, "PCMU/8000".to_owned(), None),
         (8, "PCMA/8000".to_owned(), None),
         (OFFER_OPUS_PT, "opus/48000/2".to_owned(), Some("minptime=10;useinbandfec=1".to_owned())),
         (OFFER_DTMF_PT, "telephone-event/8000".to_owned(), Some("0-16".to_owned())),
     ];
-    session(local, origin, audio_media(local.port(), &formats, Direction::SendRecv))
+    session(local, origin, audio_media(local.port(), &formats, Direction::SendRecv, crypto.map(|c| (c.clone(), true))))
 }
 
 #[cfg(test)]
@@ -326,7 +456,7 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
     fn answers_pcmu_and_dtmf_with_only_what_was_chosen() {
         let remote = parse(SIPP_OFFER.as_bytes()).unwrap();
         assert_eq!(remote.rtp, Some("127.0.0.1:6000".parse().unwrap()));
-        let chosen = negotiate(&remote).unwrap();
+        let chosen = negotiate(&remote, MediaEncryption::Optional).unwrap();
         assert_eq!((chosen.codec, chosen.pt, chosen.dtmf_pt), (Codec::Pcmu, 0, Some(101)));
         let text = answer("127.0.0.1:20000".parse().unwrap(), SdpOrigin::new(), &chosen);
         assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{text}");
@@ -334,19 +464,19 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
         assert!(text.contains("a=sendrecv"));
         assert!(!text.contains("PCMA") && !text.contains("opus"), "{text}");
         // Our own answer parses back to the same choice.
-        let back = negotiate(&parse(text.as_bytes()).unwrap()).unwrap();
+        let back = negotiate(&parse(text.as_bytes()).unwrap(), MediaEncryption::Optional).unwrap();
         assert_eq!((back.codec, back.pt, back.dtmf_pt), (Codec::Pcmu, 0, Some(101)));
     }
 
     #[test]
     fn follows_the_offerers_order_and_static_payload_types() {
         let offer = SIPP_OFFER.replace("RTP/AVP 0 101", "RTP/AVP 18 8 0").replace("a=rtpmap:0 PCMU/8000\r\n", "");
-        let chosen = negotiate(&parse(offer.as_bytes()).unwrap()).unwrap();
+        let chosen = negotiate(&parse(offer.as_bytes()).unwrap(), MediaEncryption::Optional).unwrap();
         assert_eq!((chosen.codec, chosen.pt, chosen.dtmf_pt), (Codec::Pcma, 8, None));
         let opus = SIPP_OFFER
             .replace("RTP/AVP 0 101", "RTP/AVP 96 0")
             .replace("a=rtpmap:0", "a=rtpmap:96 opus/48000/2\r\na=rtpmap:0");
-        let chosen = negotiate(&parse(opus.as_bytes()).unwrap()).unwrap();
+        let chosen = negotiate(&parse(opus.as_bytes()).unwrap(), MediaEncryption::Optional).unwrap();
         assert_eq!((chosen.codec, chosen.pt, chosen.clock_rate), (Codec::Opus, 96, 48000));
     }
 
@@ -354,14 +484,14 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
     fn g729_only_has_no_common_codec() {
         let offer =
             SIPP_OFFER.replace("RTP/AVP 0 101", "RTP/AVP 18").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
-        let err = negotiate(&parse(offer.as_bytes()).unwrap()).unwrap_err();
+        let err = negotiate(&parse(offer.as_bytes()).unwrap(), MediaEncryption::Optional).unwrap_err();
         assert_eq!(err, SdpError::NoCommonCodec { offered: "g729/8000".into() });
     }
 
     #[test]
     fn hold_offers_flip_direction() {
         let hold = SIPP_OFFER.replace("a=fmtp:101 0-11,16\r\n", "a=fmtp:101 0-11,16\r\na=sendonly\r\n");
-        let chosen = negotiate(&parse(hold.as_bytes()).unwrap()).unwrap();
+        let chosen = negotiate(&parse(hold.as_bytes()).unwrap(), MediaEncryption::Optional).unwrap();
         assert_eq!(chosen.direction, Direction::RecvOnly);
         assert!(!chosen.direction.sends());
         let old_style = SIPP_OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
@@ -380,10 +510,76 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
 
     #[test]
     fn offers_parse_back() {
-        let text = offer("127.0.0.1:20002".parse().unwrap(), SdpOrigin::new());
+        let text = offer("127.0.0.1:20002".parse().unwrap(), SdpOrigin::new(), None);
         let remote = parse(text.as_bytes()).unwrap();
         let names: Vec<&str> = remote.formats.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["pcmu", "pcma", "opus", "telephone-event"]);
+    }
+
+    const CRYPTO_80: &str = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    const CRYPTO_32: &str = "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+
+    fn savp_offer(crypto: &str) -> RemoteAudio {
+        let text = SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP") + "a=crypto:9 F8_128_HMAC_SHA1_80 inline:x\r\n" + crypto;
+        parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_srtp_offer_is_answered_with_our_own_key_on_the_first_usable_line() {
+        let remote = savp_offer(&format!("{CRYPTO_32}{CRYPTO_80}"));
+        assert!(remote.savp);
+        assert_eq!(remote.crypto.len(), 2, "the F8 line is not usable");
+        for policy in [MediaEncryption::Optional, MediaEncryption::Required] {
+            let chosen = negotiate(&remote, policy).unwrap();
+            let srtp = chosen.srtp.clone().expect("encrypted");
+            assert_eq!((srtp.tag, srtp.keys.suite, srtp.savp), (2, Suite::AesCm128HmacSha1_32, true));
+            assert_eq!(srtp.keys.remote, remote.crypto[0].key);
+            assert_ne!(srtp.keys.local, srtp.keys.remote, "we send with a key of our own");
+            let text = answer("127.0.0.1:20000".parse().unwrap(), SdpOrigin::new(), &chosen);
+            assert!(text.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{text}");
+            let back = parse(text.as_bytes()).unwrap();
+            assert_eq!(back.crypto.len(), 1);
+            assert_eq!((back.crypto[0].tag, &back.crypto[0].key), (2, &srtp.keys.local));
+        }
+        assert_eq!(negotiate(&remote, MediaEncryption::Off), Err(SdpError::EncryptionRefused));
+        assert_eq!(negotiate(&savp_offer(""), MediaEncryption::Optional), Err(SdpError::NoCommonCrypto));
+    }
+
+    #[test]
+    fn plain_offers_pass_unless_the_trunk_requires_srtp() {
+        let plain = parse(SIPP_OFFER.as_bytes()).unwrap();
+        assert_eq!(negotiate(&plain, MediaEncryption::Required), Err(SdpError::EncryptionRequired));
+        assert_eq!(negotiate(&plain, MediaEncryption::Optional).unwrap().srtp, None);
+        // Best-effort SRTP: keys on an RTP/AVP line are used, and the answer stays RTP/AVP.
+        let best_effort = parse((SIPP_OFFER.to_owned() + CRYPTO_80).as_bytes()).unwrap();
+        let chosen = negotiate(&best_effort, MediaEncryption::Required).unwrap();
+        assert_eq!(chosen.srtp.as_ref().map(|s| s.savp), Some(false));
+        let text = answer("127.0.0.1:20000".parse().unwrap(), SdpOrigin::new(), &chosen);
+        assert!(
+            text.contains("RTP/AVP 0 101") && text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{text}"
+        );
+        assert_eq!(negotiate(&best_effort, MediaEncryption::Off).unwrap().srtp, None);
+    }
+
+    #[test]
+    fn our_srtp_offer_needs_an_answer_that_takes_it() {
+        let ours = MediaEncryption::Required.offer().unwrap();
+        assert_eq!(MediaEncryption::Optional.offer(), None);
+        let text = offer("127.0.0.1:20002".parse().unwrap(), SdpOrigin::new(), Some(&ours));
+        assert!(text.contains("RTP/SAVP 0 8 111 101") && text.contains(&ours.value()), "{text}");
+        let theirs = Crypto::parse(CRYPTO_80.trim_start_matches("a=crypto:").trim_end()).unwrap();
+        let answer_text = SIPP_OFFER.replace("RTP/AVP", "RTP/SAVP") + CRYPTO_80;
+        let chosen = negotiate_answer(&parse(answer_text.as_bytes()).unwrap(), Some(&ours)).unwrap();
+        let srtp = chosen.srtp.unwrap();
+        assert_eq!((srtp.keys.local.clone(), srtp.keys.remote.clone()), (ours.key.clone(), theirs.key));
+        let refused = negotiate_answer(&parse(SIPP_OFFER.as_bytes()).unwrap(), Some(&ours));
+        assert!(matches!(refused, Err(SdpError::CryptoNotAccepted { tag: 1, .. })));
+        // A re-INVITE that keeps the suite keeps our key.
+        let mut again = negotiate(&savp_offer(CRYPTO_80), MediaEncryption::Optional).unwrap();
+        let first = negotiate(&savp_offer(CRYPTO_80), MediaEncryption::Optional).unwrap();
+        again.keep_local_key(&first);
+        assert_eq!(again.srtp.unwrap().keys.local, first.srtp.unwrap().keys.local);
     }
 
     #[test]
@@ -410,7 +606,8 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
                 }
             }
             if let Ok(remote) = parse(&bytes) {
-                let _ = negotiate(&remote);
+                let _ = negotiate(&remote, MediaEncryption::Optional);
+                let _ = negotiate(&remote, MediaEncryption::Required);
             }
         }
     }

@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::Trunk;
+use crate::message::Transport;
 
 /// The SIP port when an address names none.
 const DEFAULT_PORT: u16 = 5060;
@@ -22,9 +23,13 @@ const MAX_NUMBER_DIGITS: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundSpec {
-    /// The provider's SIP address: `host` or `host:port` (port 5060 by default), a DNS name or
-    /// an IP address. Calls go there over UDP.
+    /// The provider's SIP address: `host` or `host:port` (port 5060 by default, 5061 for TLS),
+    /// a DNS name or an IP address.
     pub address: String,
+    /// How calls reach it: `udp` (the default), `tcp` or `tls` (the provider's certificate must
+    /// name `address`'s host, from the system's roots or `sip.tls_ca`).
+    #[serde(default, skip_serializing_if = "Transport::is_udp")]
+    pub transport: Transport,
     /// Digest credentials answering the provider's 401/407 challenges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -58,6 +63,7 @@ pub enum OutboundError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outbound {
     pub address: String,
+    pub transport: Transport,
     /// The address's host as written in a SIP URI (IPv6 in brackets) and its port.
     #[serde(skip)]
     host: String,
@@ -73,8 +79,8 @@ pub struct Outbound {
 
 impl Outbound {
     pub fn from_spec(spec: OutboundSpec) -> Result<Outbound, OutboundError> {
-        let (host, port) =
-            parse_address(&spec.address).ok_or_else(|| OutboundError::BadAddress(spec.address.clone()))?;
+        let (host, port) = parse_address(&spec.address, spec.transport.default_port())
+            .ok_or_else(|| OutboundError::BadAddress(spec.address.clone()))?;
         if spec.username.is_some() != spec.password.is_some() {
             return Err(OutboundError::HalfCredentials);
         }
@@ -100,6 +106,7 @@ impl Outbound {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Outbound {
             address: spec.address.trim().to_owned(),
+            transport: spec.transport,
             host,
             port,
             username: spec.username,
@@ -121,17 +128,17 @@ impl Outbound {
 }
 
 /// `host`, `host:port`, an IP address or `ip:port` (`[v6]:port`) -> (URI host, port).
-fn parse_address(address: &str) -> Option<(String, u16)> {
+fn parse_address(address: &str, default_port: u16) -> Option<(String, u16)> {
     let address = address.trim();
     if let Ok(socket) = address.parse::<SocketAddr>() {
         return Some((uri_host(socket.ip()), socket.port()));
     }
     if let Ok(ip) = address.trim_matches(['[', ']']).parse::<IpAddr>() {
-        return Some((uri_host(ip), DEFAULT_PORT));
+        return Some((uri_host(ip), default_port));
     }
     let (host, port) = match address.rsplit_once(':') {
         Some((host, port)) => (host, port.parse().ok()?),
-        None => (address, DEFAULT_PORT),
+        None => (address, default_port),
     };
     let valid = !host.is_empty()
         && host.len() <= 253
@@ -191,7 +198,7 @@ impl DirectHost {
         if let Ok(ip) = entry.trim_matches(['[', ']']).parse::<IpAddr>() {
             return Some(DirectHost::Net(IpNet::from(ip)));
         }
-        let (host, port) = parse_address(entry)?;
+        let (host, port) = parse_address(entry, DEFAULT_PORT)?;
         let named_port = entry.ends_with(&format!(":{port}")).then_some(port);
         Some(DirectHost::Host { host, port: named_port })
     }
@@ -383,7 +390,12 @@ fn through_trunk(trunk: &Trunk, to: Called, from: Option<&str>, named: bool) -> 
             wanted
         }
     };
-    let text = format!("sip:{dialled}@{}:{}", outbound.host, outbound.port);
+    let transport = match outbound.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+    };
+    let text = format!("sip:{dialled}@{}:{}{transport}", outbound.host, outbound.port);
     let target = rsip::Uri::try_from(text.as_str()).map_err(|_| DialRefusal::BadTarget(text.clone()))?;
     Ok(Route::Trunk { trunk: Box::new(trunk.clone()), target, caller_id })
 }

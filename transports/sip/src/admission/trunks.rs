@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outbound::{Outbound, OutboundError, OutboundSpec};
 use crate::digest::{self, Challenged, Nonces, Verdict};
+use crate::sdp::MediaEncryption;
 
 /// A trunk as configured or created through the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct TrunkSpec {
     /// Set to place calls through this trunk (dial-out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<OutboundSpec>,
+    /// SRTP on this trunk's calls, both ways: `off`, `optional` (the default) or `required`.
+    #[serde(default, skip_serializing_if = "MediaEncryption::is_optional")]
+    pub media_encryption: MediaEncryption,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +67,7 @@ pub struct Trunk {
     pub numbers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound: Option<Outbound>,
+    pub media_encryption: MediaEncryption,
 }
 
 impl Trunk {
@@ -85,6 +90,7 @@ impl Trunk {
             password: spec.password,
             numbers: spec.numbers.into_iter().map(|n| n.trim().to_owned()).collect(),
             outbound,
+            media_encryption: spec.media_encryption,
         })
     }
 
@@ -189,6 +195,7 @@ mod tests {
             password: creds.map(|c| c.1.into()),
             numbers: numbers.iter().map(|n| n.to_string()).collect(),
             outbound: None,
+            media_encryption: Default::default(),
         })
         .unwrap()
     }
@@ -248,11 +255,13 @@ mod tests {
             numbers: vec![],
             outbound: Some(OutboundSpec {
                 address: "192.0.2.9".into(),
+                transport: Default::default(),
                 username: None,
                 password: None,
                 destinations: vec!["+1".into()],
                 caller_ids: vec!["+15550100".into()],
             }),
+            media_encryption: Default::default(),
         };
         let trunks = [Trunk::from_spec(spec).unwrap()];
         let decision = select(&trunks, caller("192.0.2.9", "x", None), &mut nonces, "junction", Instant::now());
@@ -269,6 +278,7 @@ mod tests {
             password: pass.map(Into::into),
             numbers: vec![],
             outbound: None,
+            media_encryption: Default::default(),
         };
         assert_eq!(Trunk::from_spec(spec(vec![], None, None)), Err(TrunkError::Unrestricted));
         assert_eq!(Trunk::from_spec(spec(vec![], Some("u"), None)), Err(TrunkError::HalfCredentials));

@@ -183,6 +183,7 @@ mod tests {
             dtmf_rate: 8000,
             remote: Some("127.0.0.1:6000".parse().unwrap()),
             direction: Direction::SendRecv,
+            srtp: None,
         }
     }
 

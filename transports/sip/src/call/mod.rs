@@ -4,6 +4,8 @@
 //! room's minus-one (or a PIN prompt) down to the phone every 20 ms. It also collects the PIN,
 //! and notices a phone gone silent (RTP timeout) or a room that closed. The SIP side (BYE,
 //! re-INVITE, INFO) stays with the stack, which talks to the task through [`ToCall`].
+//! On an SRTP call every datagram passes through the call's [`SrtpSession`] on its way in
+//! and out.
 
 pub mod audio;
 pub mod prompt;
@@ -30,6 +32,7 @@ use crate::media::dtmf::EventReceiver;
 use crate::media::pin::{PinEntry, PinProgress};
 use crate::media::ports::RtpSockets;
 use crate::media::rtp::{self, Received};
+use crate::media::srtp::SrtpSession;
 use crate::media::validate::{self, Invalid};
 use crate::sdp::{Direction, Negotiated};
 use crate::ua::CallKey;
@@ -107,6 +110,7 @@ struct CallTask {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     media: Negotiated,
+    srtp: Option<SrtpSession>,
     engine: Engine,
     mixer: Mixer,
     book: CallBook,
@@ -128,6 +132,7 @@ pub fn spawn(setup: CallSetup) -> Result<(), String> {
     let rtp = setup.sockets.rtp.try_clone().and_then(UdpSocket::from_std).map_err(|e| format!("RTP socket: {e}"))?;
     let rtcp = setup.sockets.rtcp.try_clone().and_then(UdpSocket::from_std).map_err(|e| format!("RTCP socket: {e}"))?;
     let downlink = Downlink::new(&setup.media).map_err(|e| e.to_string())?;
+    let srtp = setup.media.srtp.as_ref().map(|s| SrtpSession::new(&s.keys)).transpose().map_err(|e| e.to_string())?;
     let now = Instant::now();
     let task = CallTask {
         id: setup.id,
@@ -140,6 +145,7 @@ pub fn spawn(setup: CallSetup) -> Result<(), String> {
         rtp,
         rtcp,
         media: setup.media,
+        srtp,
         engine: setup.engine,
         mixer: setup.mixer,
         book: setup.book,
@@ -252,6 +258,9 @@ impl CallTask {
                     Some(ToCall::Renegotiated(media)) => {
                         info!(room = %self.room, peer = %self.identity, direction = media.direction.as_str(), "media renegotiated");
                         self.downlink.set_payload_type(media.pt);
+                        if let Err(end) = self.rekey(&media) {
+                            return end;
+                        }
                         self.media = media;
                         self.last_heard = Instant::now();
                     }
@@ -264,7 +273,10 @@ impl CallTask {
                     }
                 }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((len, _)) = received {
+                    // SRTCP is not read (see `unprotect`).
+                    if let Ok((len, _)) = received
+                        && self.srtp.is_none()
+                    {
                         match validate::check_rtcp(rtcp_buf.get(..len).unwrap_or_default()) {
                             Ok(()) => self.last_heard = Instant::now(),
                             Err(invalid) => self.dropped("rtcp", invalid),
@@ -306,7 +318,53 @@ impl CallTask {
         }
     }
 
+    /// Follows a renegotiation that changed the SRTP keys (or turned SRTP on or off).
+    fn rekey(&mut self, media: &Negotiated) -> Result<(), CallEnd> {
+        let keys = media.srtp.as_ref().map(|s| &s.keys);
+        if keys.is_some_and(|k| self.srtp.as_ref().is_some_and(|session| session.uses(k)))
+            || (keys.is_none() && self.srtp.is_none())
+        {
+            return Ok(());
+        }
+        info!(room = %self.room, peer = %self.identity, call = %self.id, srtp = keys.is_some(), "media keys renegotiated");
+        self.srtp = keys.map(SrtpSession::new).transpose().map_err(|e| CallEnd::Failed(e.to_string()))?;
+        Ok(())
+    }
+
+    /// An SRTP call's datagram, authenticated and decrypted; `None` (counted) when it is not
+    /// the far end's. SRTCP is not read: RTP proves the phone alive, OPTIONS does on hold.
+    fn unprotect(&mut self, datagram: &[u8]) -> Option<Bytes> {
+        let session = self.srtp.as_mut()?;
+        if validate::is_rtcp(datagram) {
+            return None;
+        }
+        if let Err(invalid) = validate::check_rtp_header(datagram) {
+            self.dropped("rtp", invalid);
+            return None;
+        }
+        let ssrc = datagram.get(8..12).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)?;
+        match session.unprotect(ssrc, datagram) {
+            Ok(plain) => Some(plain),
+            Err(err) => {
+                metrics::counter!("junction_sip_invalid_media_total", "kind" => "srtp", "reason" => "auth")
+                    .increment(1);
+                if !self.invalid_logged {
+                    self.invalid_logged = true;
+                    warn!(room = %self.room, peer = %self.identity, call = %self.id, "SRTP datagram dropped: {err} (further ones are only counted)");
+                }
+                None
+            }
+        }
+    }
+
     fn on_rtp(&mut self, phase: &mut Phase, datagram: &[u8]) -> Option<CallEnd> {
+        let decrypted;
+        let datagram = if self.srtp.is_some() {
+            decrypted = self.unprotect(datagram)?;
+            &decrypted[..]
+        } else {
+            datagram
+        };
         let now = Instant::now();
         let packet = match rtp::read(datagram) {
             Ok(Received::Rtp(packet)) => packet,
@@ -420,6 +478,13 @@ impl CallTask {
         }
         if let Some(remote) = self.media.remote {
             for packet in packets {
+                let packet = match &mut self.srtp {
+                    Some(session) => match session.protect(&packet) {
+                        Ok(sealed) => sealed,
+                        Err(err) => return Some(CallEnd::Failed(err.to_string())),
+                    },
+                    None => packet,
+                };
                 let _ = self.rtp.send_to(&packet, remote).await;
             }
         }

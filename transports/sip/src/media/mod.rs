@@ -6,4 +6,5 @@ pub mod dtmf;
 pub mod pin;
 pub mod ports;
 pub mod rtp;
+pub mod srtp;
 pub mod validate;

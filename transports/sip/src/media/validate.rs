@@ -87,6 +87,22 @@ pub fn is_rtcp(datagram: &[u8]) -> bool {
 /// Checks an RTP packet's structure (RFC 3550 §5.1, RFC 8285). `Ok` means every length in it
 /// lies inside the datagram and inside the block it belongs to.
 pub fn check_rtp(datagram: &[u8]) -> Result<(), Invalid> {
+    let offset = check_rtp_header(datagram)?;
+    let len = datagram.len();
+    if byte(datagram, 0)? & 0x20 != 0 {
+        let payload = len - offset;
+        let count = usize::from(*datagram.last().ok_or(Invalid::Padding)?);
+        if payload == 0 || count == 0 || count > payload {
+            return Err(Invalid::Padding);
+        }
+    }
+    Ok(())
+}
+
+/// Checks an RTP header (fixed part, CSRCs, extension block) and returns where the payload
+/// starts. For SRTP, whose payload (padding included) is encrypted and followed by the
+/// authentication tag, this is all that can be checked before decryption.
+pub fn check_rtp_header(datagram: &[u8]) -> Result<usize, Invalid> {
     let len = datagram.len();
     if len < RTP_HEADER {
         return Err(Invalid::Short);
@@ -99,7 +115,6 @@ pub fn check_rtp(datagram: &[u8]) -> Result<(), Invalid> {
     if version != 2 {
         return Err(Invalid::Version(version));
     }
-    let padding = first & 0x20 != 0;
     let extension = first & 0x10 != 0;
     let mut offset = RTP_HEADER + 4 * usize::from(first & 0x0f);
     if offset > len {
@@ -121,14 +136,7 @@ pub fn check_rtp(datagram: &[u8]) -> Result<(), Invalid> {
         }
         offset = end;
     }
-    if padding {
-        let payload = len - offset;
-        let count = usize::from(*datagram.last().ok_or(Invalid::Padding)?);
-        if payload == 0 || count == 0 || count > payload {
-            return Err(Invalid::Padding);
-        }
-    }
-    Ok(())
+    Ok(offset)
 }
 
 /// RFC 8285 §4.2: `ID(4) L(4)` then L+1 bytes; zero bytes are padding.

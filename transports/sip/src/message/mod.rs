@@ -14,22 +14,46 @@ use rsip::{Method, SipMessage};
 pub use wire::{RawMessage, WireError};
 
 /// How a message travels. Only the reliable/unreliable split matters to the transaction layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
+    #[default]
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
+
+    pub fn is_udp(&self) -> bool {
+        *self == Transport::Udp
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
+    }
+
+    /// The transport a SIP URI asks for: TLS for `sips:` or `;transport=tls`, TCP for
+    /// `;transport=tcp`, UDP otherwise.
+    pub fn of_uri(uri: &rsip::Uri) -> Transport {
+        match uri.transport() {
+            _ if uri.scheme == Some(rsip::Scheme::Sips) => Transport::Tls,
+            Some(rsip::Transport::Tls) => Transport::Tls,
+            Some(rsip::Transport::Tcp) => Transport::Tcp,
+            _ => Transport::Udp,
+        }
+    }
+
+    /// The port a URI without one means (RFC 3263 §4.2).
+    pub fn default_port(self) -> u16 {
+        if self == Transport::Tls { 5061 } else { 5060 }
     }
 }
 
@@ -47,6 +71,10 @@ impl Peer {
 
     pub fn tcp(addr: SocketAddr) -> Self {
         Self { transport: Transport::Tcp, addr }
+    }
+
+    pub fn tls(addr: SocketAddr) -> Self {
+        Self { transport: Transport::Tls, addr }
     }
 }
 

@@ -94,6 +94,7 @@ impl Stack {
             DispatchError::NoRule { .. } | DispatchError::BadRoomName { .. } => refuse(404, err),
         })?;
         let room = destination.room.clone();
+        let encryption = self.directory.trunk(&trunk).map(|t| t.media_encryption).unwrap_or_default();
         if !self.engine.room_exists(&room) && !self.engine.config().auto_create_rooms {
             return Err(refuse(404, format!("room {room} does not exist")));
         }
@@ -104,7 +105,7 @@ impl Stack {
             None
         } else {
             let remote = sdp::parse(&request.body).map_err(|err| refuse(488, err))?;
-            Some(sdp::negotiate(&remote).map_err(|err| refuse(488, err))?)
+            Some(sdp::negotiate(&remote, encryption).map_err(|err| refuse(488, err))?)
         };
         let sockets = self.ports.allocate().map_err(|err| {
             let mut refusal = refuse(503, err);
@@ -145,7 +146,10 @@ impl Stack {
         );
         record.trunk = Some(trunk);
         record.rule = Some(destination.rule.clone());
-        record.codec = media.as_ref().map(|m| m.codec.as_str().to_owned());
+        record.transport = from.transport;
+        if let Some(media) = &media {
+            record.describe_media(media);
+        }
         let id = record.id.clone();
 
         let origin = SdpOrigin::new();
@@ -174,8 +178,9 @@ impl Stack {
                 (sdp::answer(local_rtp, origin, media), Some(task), None)
             }
             None => {
-                let pending = Pending { sockets, entry: Some(entry), name, metadata };
-                (sdp::offer(local_rtp, origin), None, Some(pending))
+                let offered = encryption.offer();
+                let offer = sdp::offer(local_rtp, origin, offered.as_ref());
+                (offer, None, Some(Pending { sockets, entry: Some(entry), name, metadata, offered }))
             }
         };
 
@@ -197,6 +202,7 @@ impl Stack {
                 local_rtp,
                 origin,
                 media,
+                encryption,
             },
         );
         self.ua.answer(Instant::now(), call, body);
@@ -225,9 +231,12 @@ impl Stack {
             return;
         }
         let updated = {
-            let offered = sdp::parse(body).and_then(|remote| sdp::negotiate(&remote));
+            let offered = sdp::parse(body).and_then(|remote| sdp::negotiate(&remote, live.encryption));
             match offered {
-                Ok(media) if media.codec == current.codec => media,
+                Ok(mut media) if media.codec == current.codec => {
+                    media.keep_local_key(&current);
+                    media
+                }
                 Ok(media) => {
                     let why = format!("the call uses {}; switching to {} is not supported", current.codec, media.codec);
                     self.ua.reject_offer(now, call, 488, &why);

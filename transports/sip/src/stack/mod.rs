@@ -13,6 +13,7 @@ mod outbound;
 mod recover;
 mod settle;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,8 +35,9 @@ use crate::calls::{CallBook, CallState};
 use crate::config::SipConfig;
 use crate::digest::Nonces;
 use crate::media::ports::{PortRange, RtpSockets};
+use crate::media::srtp::Crypto;
 use crate::message::{Peer, Transport};
-use crate::sdp::{Negotiated, SdpOrigin};
+use crate::sdp::{MediaEncryption, Negotiated, SdpOrigin};
 use crate::transaction::{TimerConfig, Transmit};
 use crate::ua::{CallKey, EndReason, Locals, UaEvent, UserAgent};
 
@@ -59,6 +61,8 @@ struct Live {
     local_rtp: SocketAddr,
     origin: SdpOrigin,
     media: Option<Negotiated>,
+    /// The trunk's SRTP policy, for re-INVITEs.
+    encryption: MediaEncryption,
 }
 
 /// A call whose task waits for the far end's SDP answer.
@@ -69,6 +73,8 @@ struct Pending {
     entry: Option<Entry>,
     name: Option<String>,
     metadata: serde_json::Value,
+    /// The SRTP key our offer carried, which the answer must accept.
+    offered: Option<Crypto>,
 }
 
 /// What the stack shares with its start function.
@@ -77,6 +83,7 @@ pub(crate) struct Parts {
     pub udp: Arc<UdpSocket>,
     pub tcp_gate: Arc<tcp::TcpGate>,
     pub tcp_events: mpsc::Sender<tcp::TcpEvent>,
+    pub tls_connector: Option<tokio_rustls::TlsConnector>,
     pub engine: Engine,
     pub mixer: Mixer,
     pub directory: Directory,
@@ -85,6 +92,7 @@ pub(crate) struct Parts {
     pub config: SipConfig,
     pub commands_tx: mpsc::Sender<Command>,
     pub advertised: SocketAddr,
+    pub locals: Locals,
 }
 
 /// One thing the driver loop got.
@@ -110,6 +118,8 @@ pub(crate) struct Stack {
     settings: CallSettings,
     commands_tx: mpsc::Sender<Command>,
     advertised: SocketAddr,
+    /// Our addresses per transport (for a fresh user agent after a panic).
+    locals: Locals,
     live: HashMap<CallKey, Live>,
     by_id: HashMap<String, CallKey>,
     /// What the synchronous part of an input wants sent; the loop sends it.
@@ -125,10 +135,11 @@ impl Stack {
             pin_timeout: std::time::Duration::from_secs(parts.config.pin_timeout_s),
         };
         Self {
-            ua: UserAgent::with_limits(parts.timers, parts.config.ua_limits(), Locals::plain(parts.advertised)),
+            ua: UserAgent::with_limits(parts.timers, parts.config.ua_limits(), parts.locals),
+            locals: parts.locals,
             timers: parts.timers,
             udp: parts.udp,
-            tcp: tcp::Connections::new(parts.tcp_gate, parts.tcp_events, shutdown),
+            tcp: tcp::Connections::new(parts.tcp_gate, parts.tcp_events, parts.tls_connector, shutdown),
             engine: parts.engine,
             mixer: parts.mixer,
             directory: parts.directory,
@@ -202,9 +213,9 @@ impl Stack {
             }
             Input::Tcp(event) => {
                 let live = &self.live;
-                let in_use = |addr| live.values().any(|l| l.signalling == Peer::tcp(addr));
+                let in_use = |peer| live.values().any(|l| l.signalling == peer);
                 if let Some((from, bytes)) = self.tcp.on_event(event, in_use) {
-                    self.ua.receive(now, &bytes, Peer::tcp(from));
+                    self.ua.receive(now, &bytes, from);
                 }
             }
             Input::Command(command) => self.on_command(command),
@@ -244,7 +255,7 @@ impl Stack {
                     debug!(to = %transmit.to, "SIP send failed: {err}");
                 }
             }
-            Transport::Tcp => self.tcp.send(transmit.to.addr, transmit.bytes),
+            Transport::Tcp | Transport::Tls => self.tcp.send(transmit.to, transmit.bytes),
         }
     }
 

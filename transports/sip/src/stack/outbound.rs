@@ -7,8 +7,10 @@ use tracing::info;
 
 use super::{DialError, DialRequest, Live, Pending, Stack};
 use crate::calls::{CallRecord, CallState, Direction};
-use crate::sdp::{self, SdpOrigin};
+use crate::message::Transport;
+use crate::sdp::{self, MediaEncryption, SdpOrigin};
 use crate::ua::Invitation;
+use crate::ua::uri_addr;
 
 impl Stack {
     pub(super) fn dial(&mut self, request: DialRequest) -> Result<CallRecord, DialError> {
@@ -24,7 +26,18 @@ impl Stack {
         let sockets = self.ports.allocate()?;
         let origin = SdpOrigin::new();
         let local_rtp = sockets.local_addr();
-        let offer = sdp::offer(local_rtp, origin);
+        // A trunk says whether its calls are encrypted; a direct call to a sips: URI is.
+        let encryption = match &request.trunk {
+            Some(trunk) => trunk.media_encryption,
+            None if request.target.scheme == Some(rsip::Scheme::Sips) => MediaEncryption::Required,
+            None => MediaEncryption::Optional,
+        };
+        let offered = encryption.offer();
+        if request.to.transport == Transport::Tls && uri_addr(&request.target).is_none() {
+            // The certificate must carry the name dialled, not the address it resolved to.
+            self.tcp.name(request.to.addr, &request.target.host().to_string());
+        }
+        let offer = sdp::offer(local_rtp, origin, offered.as_ref());
         let from = format!("sip:{}@{}", request.from_user, self.advertised);
         let outbound = request.trunk.as_ref().and_then(|t| t.outbound.as_ref());
         let credentials = outbound.and_then(|o| Some((o.username.clone()?, o.password.clone()?)));
@@ -42,6 +55,7 @@ impl Stack {
             CallState::Dialing,
         );
         record.trunk = request.trunk.as_ref().map(|t| t.id.clone());
+        record.transport = request.to.transport;
         info!(room = %request.room, call = %record.id, to = %request.target, via = %request.to, "dialing");
         metrics::counter!("junction_sip_calls_total", "direction" => "outbound").increment(1);
         self.book.insert(record.clone());
@@ -55,10 +69,11 @@ impl Stack {
                 signalling,
                 inbound: false,
                 task: None,
-                pending: Some(Pending { sockets, entry: None, name: None, metadata: serde_json::Value::Null }),
+                pending: Some(Pending { sockets, entry: None, name: None, metadata: serde_json::Value::Null, offered }),
                 local_rtp,
                 origin,
                 media: None,
+                encryption,
             },
         );
         Ok(record)

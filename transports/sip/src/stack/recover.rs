@@ -66,7 +66,7 @@ impl Stack {
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.ua.hangup(now, key)));
             self.finish(key, CallEnd::StackReset);
         }
-        let fresh = UserAgent::with_limits(self.timers, self.config.ua_limits(), crate::ua::Locals::plain(self.advertised));
+        let fresh = UserAgent::with_limits(self.timers, self.config.ua_limits(), self.locals);
         let mut old = std::mem::replace(&mut self.ua, fresh);
         let outbox = &mut self.outbox;
         let drained = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -128,6 +128,8 @@ mod tests {
             config,
             commands_tx: commands_tx.clone(),
             advertised: addr,
+            locals: crate::ua::Locals::plain(addr),
+            tls_connector: None,
         };
         let stack = Stack::new(parts, shutdown.clone());
         tokio::spawn(stack.run(tcp_in, commands, shutdown.clone()));

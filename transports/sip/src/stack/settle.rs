@@ -73,7 +73,7 @@ impl Stack {
             return Err(CallEnd::Failed("the far end sent no SDP answer".into()));
         }
         let media = sdp::parse(body)
-            .and_then(|answer| sdp::negotiate(&answer))
+            .and_then(|answer| sdp::negotiate_answer(&answer, pending.offered.as_ref()))
             .map_err(|err| CallEnd::Failed(format!("the far end's SDP answer: {err}")))?;
         let entry = match pending.entry {
             Some(entry) => entry,
@@ -108,7 +108,7 @@ impl Stack {
         live.task = Some(task);
         live.media = Some(media.clone());
         info!(room = %live.room, peer = %live.identity, call = %live.id, codec = %media.codec, "call media settled");
-        self.book.set_codec(&live.id, media.codec.as_str());
+        self.book.set_media(&live.id, &media);
         if let Some(state) = state {
             self.book.transition(&live.id, state, Some(200), None);
         }
@@ -121,7 +121,8 @@ impl Stack {
     fn reanswered(&mut self, call: CallKey, body: &[u8]) {
         let Some(live) = self.live.get_mut(&call) else { return };
         let Some(current) = live.media.clone() else { return };
-        match sdp::parse(body).and_then(|answer| sdp::negotiate(&answer)) {
+        let ours = current.srtp.as_ref().map(sdp::Srtp::ours);
+        match sdp::parse(body).and_then(|answer| sdp::negotiate_answer(&answer, ours.as_ref())) {
             Ok(media) if media.codec == current.codec => {
                 info!(call = %live.id, direction = media.direction.as_str(), "late-offer re-INVITE answered in the ACK");
                 live.media = Some(media.clone());

@@ -1,6 +1,8 @@
-//! SIP over TCP: accepting connections, framing each stream into messages, writing responses
-//! and requests back on the connection they belong to, and opening connections for calls we
-//! place over TCP. Each connection runs in its own task; the stack sees only [`TcpEvent`]s.
+//! SIP over TCP and TLS: accepting connections (with the TLS handshake on the TLS listener),
+//! framing each stream into messages, writing responses and requests back on the connection
+//! they belong to, and opening connections for calls we place over TCP or TLS. Each connection
+//! runs in its own task; the stack sees only [`TcpEvent`]s, which name the connection by its
+//! [`Peer`] (transport and remote address).
 //!
 //! Connections are gated ([`TcpGate`]): in total and per remote IP address, counted from
 //! accept (or connect) to close, so a sender cannot hold more than its share of sockets. A
@@ -15,13 +17,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::message::wire::StreamFramer;
+use crate::message::{Peer, Transport};
 
 /// Messages queued for writing on one connection.
 const WRITE_QUEUE: usize = 256;
@@ -29,23 +34,27 @@ const WRITE_QUEUE: usize = 256;
 const READ_CHUNK: usize = 4096;
 /// Least time between two log lines about refused connections.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Time a TLS handshake (or a TCP connect) may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Host names remembered for TLS connections we open (the name a certificate must carry).
+const MAX_TLS_NAMES: usize = 1024;
 
 #[derive(Debug)]
 pub(crate) enum TcpEvent {
     Opened {
-        addr: SocketAddr,
+        peer: Peer,
         writer: mpsc::Sender<Bytes>,
     },
     Message {
-        addr: SocketAddr,
+        peer: Peer,
         bytes: Vec<u8>,
     },
     /// Nothing came or went for the idle timeout: close unless a call uses the connection.
     Idle {
-        addr: SocketAddr,
+        peer: Peer,
     },
     Closed {
-        addr: SocketAddr,
+        peer: Peer,
     },
 }
 
@@ -125,9 +134,11 @@ impl TcpGate {
     }
 }
 
-/// Accepts connections until shutdown; those past the gate are closed at once.
+/// Accepts connections until shutdown; those past the gate are closed at once. With `tls`,
+/// each connection's task starts with the server handshake.
 pub(crate) async fn accept(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     gate: Arc<TcpGate>,
     events: mpsc::Sender<TcpEvent>,
     shutdown: CancellationToken,
@@ -141,12 +152,27 @@ pub(crate) async fn accept(
                         drop(stream);
                         continue;
                     };
+                    let peer = if tls.is_some() { Peer::tls(addr) } else { Peer::tcp(addr) };
                     let (writer, queue) = mpsc::channel(WRITE_QUEUE);
-                    if events.send(TcpEvent::Opened { addr, writer }).await.is_err() {
+                    if events.send(TcpEvent::Opened { peer, writer }).await.is_err() {
                         return;
                     }
-                    let connection = Connection { addr, limits: gate.limits, events: events.clone(), _slot: slot };
-                    tokio::spawn(connection.run(stream, queue, shutdown.clone()));
+                    let connection = Connection { peer, limits: gate.limits, events: events.clone(), _slot: slot };
+                    let shutdown = shutdown.clone();
+                    match tls.clone() {
+                        None => {
+                            tokio::spawn(connection.run(stream, queue, shutdown));
+                        }
+                        Some(acceptor) => {
+                            tokio::spawn(async move {
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(stream)) => connection.run(stream, queue, shutdown).await,
+                                    Ok(Err(err)) => connection.failed(format!("TLS handshake failed: {err}")).await,
+                                    Err(_) => connection.failed("TLS handshake timed out".into()).await,
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(err) => {
                     warn!("SIP TCP accept failed: {err}");
@@ -159,17 +185,26 @@ pub(crate) async fn accept(
 
 /// One connection's task.
 struct Connection {
-    addr: SocketAddr,
+    peer: Peer,
     limits: TcpLimits,
     events: mpsc::Sender<TcpEvent>,
     _slot: Slot,
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream, mut queue: mpsc::Receiver<Bytes>, shutdown: CancellationToken) {
-        let addr = self.addr;
-        debug!(%addr, "SIP TCP connection open");
-        let (mut reader, mut writer) = stream.into_split();
+    /// A connection that never got going (connect or handshake failed).
+    async fn failed(self, why: String) {
+        debug!(peer = %self.peer, "SIP connection not set up: {why}");
+        let _ = self.events.send(TcpEvent::Closed { peer: self.peer }).await;
+    }
+
+    async fn run<S>(self, stream: S, mut queue: mpsc::Receiver<Bytes>, shutdown: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let peer = self.peer;
+        debug!(%peer, "SIP connection open");
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut framer = StreamFramer::with_max(self.limits.max_message);
         let mut buf = vec![0u8; READ_CHUNK];
         let mut idle_at = tokio::time::Instant::now() + self.limits.idle;
@@ -179,13 +214,13 @@ impl Connection {
                 _ = tokio::time::sleep_until(idle_at) => {
                     // Asked again one period later if a call still holds the connection.
                     idle_at = tokio::time::Instant::now() + self.limits.idle;
-                    if self.events.send(TcpEvent::Idle { addr }).await.is_err() {
+                    if self.events.send(TcpEvent::Idle { peer }).await.is_err() {
                         return;
                     }
                 }
                 outgoing = queue.recv() => match outgoing {
                     Some(bytes) => {
-                        if writer.write_all(&bytes).await.is_err() {
+                        if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                             break;
                         }
                         idle_at = tokio::time::Instant::now() + self.limits.idle;
@@ -202,14 +237,14 @@ impl Connection {
                     loop {
                         match framer.next_message() {
                             Ok(Some(bytes)) => {
-                                if self.events.send(TcpEvent::Message { addr, bytes }).await.is_err() {
+                                if self.events.send(TcpEvent::Message { peer, bytes }).await.is_err() {
                                     return;
                                 }
                             }
                             Ok(None) => break,
                             Err(err) => {
-                                debug!(%addr, "closing a SIP TCP connection: {err}");
-                                let _ = self.events.send(TcpEvent::Closed { addr }).await;
+                                debug!(%peer, "closing a SIP connection: {err}");
+                                let _ = self.events.send(TcpEvent::Closed { peer }).await;
                                 return;
                             }
                         }
@@ -217,49 +252,62 @@ impl Connection {
                 }
             }
         }
-        debug!(%addr, "SIP TCP connection closed");
-        let _ = self.events.send(TcpEvent::Closed { addr }).await;
+        debug!(%peer, "SIP connection closed");
+        let _ = self.events.send(TcpEvent::Closed { peer }).await;
     }
 }
 
-/// The stack's view of the open connections, by remote address.
+/// The stack's view of the open connections, by peer.
 pub(crate) struct Connections {
-    writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    writers: HashMap<Peer, mpsc::Sender<Bytes>>,
     gate: Arc<TcpGate>,
     events: mpsc::Sender<TcpEvent>,
     shutdown: CancellationToken,
+    /// For TLS connections we open; without it, sending over TLS fails.
+    connector: Option<TlsConnector>,
+    /// The host name to verify for a TLS address we call (its IP address otherwise).
+    names: HashMap<SocketAddr, String>,
 }
 
 impl Connections {
-    pub(crate) fn new(gate: Arc<TcpGate>, events: mpsc::Sender<TcpEvent>, shutdown: CancellationToken) -> Self {
-        Self { writers: HashMap::new(), gate, events, shutdown }
+    pub(crate) fn new(
+        gate: Arc<TcpGate>,
+        events: mpsc::Sender<TcpEvent>,
+        connector: Option<TlsConnector>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { writers: HashMap::new(), gate, events, shutdown, connector, names: HashMap::new() }
+    }
+
+    /// Remembers that the TLS server at `addr` is `host` (its certificate must name it).
+    pub(crate) fn name(&mut self, addr: SocketAddr, host: &str) {
+        if self.names.len() >= MAX_TLS_NAMES {
+            self.names.clear();
+        }
+        self.names.insert(addr, host.to_owned());
     }
 
     /// Applies a connection event; returns a message to hand to the user agent. `in_use` says
     /// whether a live call signals over a connection (an idle one that none uses is closed).
-    pub(crate) fn on_event(
-        &mut self,
-        event: TcpEvent,
-        in_use: impl Fn(SocketAddr) -> bool,
-    ) -> Option<(SocketAddr, Vec<u8>)> {
+    pub(crate) fn on_event(&mut self, event: TcpEvent, in_use: impl Fn(Peer) -> bool) -> Option<(Peer, Vec<u8>)> {
         match event {
-            TcpEvent::Opened { addr, writer } => {
-                self.writers.insert(addr, writer);
+            TcpEvent::Opened { peer, writer } => {
+                self.writers.insert(peer, writer);
                 None
             }
-            TcpEvent::Idle { addr } => {
-                if !in_use(addr) && self.writers.remove(&addr).is_some() {
+            TcpEvent::Idle { peer } => {
+                if !in_use(peer) && self.writers.remove(&peer).is_some() {
                     // Dropping the writer ends the connection's task, which closes the socket.
-                    debug!(%addr, "closing an idle SIP TCP connection");
+                    debug!(%peer, "closing an idle SIP connection");
                     metrics::counter!("junction_sip_tcp_idle_closed_total").increment(1);
                 }
                 None
             }
-            TcpEvent::Closed { addr } => {
-                self.writers.remove(&addr);
+            TcpEvent::Closed { peer } => {
+                self.writers.remove(&peer);
                 None
             }
-            TcpEvent::Message { addr, bytes } => Some((addr, bytes)),
+            TcpEvent::Message { peer, bytes } => Some((peer, bytes)),
         }
     }
 
@@ -268,29 +316,55 @@ impl Connections {
         self.gate.open()
     }
 
-    /// Writes on the connection to `addr`, opening one if there is none (and the gate has room).
-    pub(crate) fn send(&mut self, addr: SocketAddr, bytes: Bytes) {
-        if let Some(writer) = self.writers.get(&addr) {
+    /// Writes on the connection to `peer`, opening one if there is none (and the gate has room).
+    pub(crate) fn send(&mut self, peer: Peer, bytes: Bytes) {
+        if let Some(writer) = self.writers.get(&peer) {
             if writer.try_send(bytes).is_err() {
-                debug!(%addr, "SIP TCP write queue full or closed; message dropped");
+                debug!(%peer, "SIP connection write queue full or closed; message dropped");
             }
             return;
         }
-        let Some(slot) = self.gate.admit(addr.ip(), Instant::now()) else {
-            debug!(%addr, "no room for another SIP TCP connection; message dropped");
+        let tls = match (peer.transport, &self.connector) {
+            (Transport::Tls, Some(connector)) => {
+                let name = self.names.get(&peer.addr).cloned().unwrap_or_else(|| peer.addr.ip().to_string());
+                let Ok(name) = ServerName::try_from(name.clone()) else {
+                    warn!(%peer, name, "not a name a TLS certificate can carry; message dropped");
+                    return;
+                };
+                Some((connector.clone(), name))
+            }
+            (Transport::Tls, None) => {
+                warn!(%peer, "SIP over TLS is not set up (sip.tls_listen); message dropped");
+                return;
+            }
+            _ => None,
+        };
+        let Some(slot) = self.gate.admit(peer.addr.ip(), Instant::now()) else {
+            debug!(%peer, "no room for another SIP connection; message dropped");
             return;
         };
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let _ = writer.try_send(bytes);
-        self.writers.insert(addr, writer);
-        let connection = Connection { addr, limits: self.gate.limits, events: self.events.clone(), _slot: slot };
+        self.writers.insert(peer, writer);
+        let connection = Connection { peer, limits: self.gate.limits, events: self.events.clone(), _slot: slot };
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => connection.run(stream, queue, shutdown).await,
-                Err(err) => {
-                    warn!(%addr, "cannot open a SIP TCP connection: {err}");
-                    let _ = connection.events.send(TcpEvent::Closed { addr }).await;
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(peer.addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return connection.failed(format!("cannot connect: {err}")).await,
+                Err(_) => return connection.failed("connect timed out".into()).await,
+            };
+            match tls {
+                None => connection.run(stream, queue, shutdown).await,
+                Some((connector, name)) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream)).await {
+                        Ok(Ok(stream)) => connection.run(stream, queue, shutdown).await,
+                        Ok(Err(err)) => {
+                            warn!(%peer, "SIP TLS handshake failed: {err}");
+                            connection.failed(format!("TLS handshake failed: {err}")).await
+                        }
+                        Err(_) => connection.failed("TLS handshake timed out".into()).await,
+                    }
                 }
             }
         });

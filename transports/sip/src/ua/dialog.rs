@@ -35,6 +35,9 @@ impl Dialog {
         match transport {
             Transport::Udp => format!("<sip:junction@{local}>"),
             Transport::Tcp => format!("<sip:junction@{local};transport=tcp>"),
+            // `;transport=tls` rather than `sips:` (RFC 5630 prefers the latter, but it asks
+            // for TLS on every hop, which trunks behind plain proxies cannot promise).
+            Transport::Tls => format!("<sip:junction@{local};transport=tls>"),
         }
     }
 
@@ -95,7 +98,8 @@ pub fn uri_addr(uri: &rsip::Uri) -> Option<SocketAddr> {
         rsip::Host::IpAddr(ip) => *ip,
         rsip::Host::Domain(domain) => domain.to_string().trim_matches(['[', ']']).parse().ok()?,
     };
-    let port = uri.host_with_port.port.as_ref().map_or(5060, |p| *p.value());
+    let default_port = crate::message::Transport::of_uri(uri).default_port();
+    let port = uri.host_with_port.port.as_ref().map_or(default_port, |p| *p.value());
     Some(SocketAddr::new(host, port))
 }
 

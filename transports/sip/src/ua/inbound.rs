@@ -103,7 +103,8 @@ impl UserAgent {
         match request.method {
             Method::Invite => self.on_invite(now, key, request, head, from),
             Method::Options => {
-                let extra = vec![Self::allow(), Self::supported(), Header::Accept(headers::Accept::new("application/sdp"))];
+                let extra =
+                    vec![Self::allow(), Self::supported(), Header::Accept(headers::Accept::new("application/sdp"))];
                 self.reply(now, &key, &request, 200, extra);
             }
             Method::Bye | Method::Info | Method::Update | Method::PRack => {

@@ -67,18 +67,21 @@ impl Default for UaLimits {
 pub struct Locals {
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// Where SIP over TLS listens, when it does.
+    pub tls: Option<SocketAddr>,
 }
 
 impl Locals {
-    /// UDP and TCP on one address.
+    /// UDP and TCP on one address, no TLS.
     pub fn plain(addr: SocketAddr) -> Self {
-        Self { udp: addr, tcp: addr }
+        Self { udp: addr, tcp: addr, tls: None }
     }
 
     fn for_transport(&self, transport: Transport) -> SocketAddr {
         match transport {
             Transport::Udp => self.udp,
             Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls.unwrap_or(self.tcp),
         }
     }
 }
@@ -242,7 +245,9 @@ enum Purpose {
     Ping,
     Prack,
     /// A session refresh: a re-INVITE (`invite`) or an UPDATE.
-    Refresh { invite: bool },
+    Refresh {
+        invite: bool,
+    },
     Info,
 }
 

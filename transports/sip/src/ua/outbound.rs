@@ -235,7 +235,10 @@ impl UserAgent {
                 let min = session_timer::min_se(&response).unwrap_or(0).max(self.timer_policy.min);
                 let retried = reissue(
                     call,
-                    &[("Session-Expires", SessionExpires { seconds: min, refresher: None }.render()), ("Min-SE", min.to_string())],
+                    &[
+                        ("Session-Expires", SessionExpires { seconds: min, refresher: None }.render()),
+                        ("Min-SE", min.to_string()),
+                    ],
                 );
                 self.send_reissued(now, call_key, retried, code, &response);
             }
@@ -250,7 +253,14 @@ impl UserAgent {
     }
 
     /// Sends an INVITE rewritten after a 401/407/422, or fails the call with that response.
-    fn send_reissued(&mut self, now: Instant, call_key: CallKey, request: Option<Request>, code: u16, response: &Response) {
+    fn send_reissued(
+        &mut self,
+        now: Instant,
+        call_key: CallKey,
+        request: Option<Request>,
+        code: u16,
+        response: &Response,
+    ) {
         let Some(to) = self.calls.get(&call_key).map(|c| c.dialog.peer) else { return };
         match request.and_then(|request| self.txns.send(now, request.clone(), to).map(|txn| (txn, request))) {
             Some((txn, request)) => {

@@ -43,7 +43,8 @@ impl UserAgent {
         }
         timer.refreshing = true;
         timer.retry_at = None;
-        let mut headers = session_timer::uac_headers(timer.refresh_header().seconds, min, Some(session_timer::Role::Uac));
+        let mut headers =
+            session_timer::uac_headers(timer.refresh_header().seconds, min, Some(session_timer::Role::Uac));
         headers.push(Self::supported());
         headers.push(Self::allow());
         let invite = !call.remote_update;

@@ -210,7 +210,9 @@ fn refusals_need_no_stack_decision() {
         (phone_request("OPTIONS", "z9hG4bK-x2", 1, None, ""), "SIP/2.0 200 OK"),
         (phone_request("REGISTER", "z9hG4bK-x3", 1, None, ""), "SIP/2.0 405 Method Not Allowed"),
         (
-            phone_request("INVITE", "z9hG4bK-x4", 1, None, "").replace("Max-Forwards", "Content-Type: text/plain\r\nMax-Forwards").replace("Content-Length: 0", "Content-Length: 2\r\n\r\nhi"),
+            phone_request("INVITE", "z9hG4bK-x4", 1, None, "")
+                .replace("Max-Forwards", "Content-Type: text/plain\r\nMax-Forwards")
+                .replace("Content-Length: 0", "Content-Length: 2\r\n\r\nhi"),
             "SIP/2.0 415 Unsupported Media Type",
         ),
         (phone_request("FOO", "z9hG4bK-x5", 1, None, ""), "SIP/2.0 501 Not Implemented"),

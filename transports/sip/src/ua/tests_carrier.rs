@@ -183,7 +183,10 @@ fn dial_out_asks_for_a_timer_retries_after_422_and_refreshes_as_the_uac() {
     assert_eq!(header(&out[0], "Min-SE").as_deref(), Some("90"));
     ua.receive(t0, &reply(&out[0], 422, "b1", "Min-SE: 2000", ""), phone());
     let out = sent(&mut ua);
-    assert_eq!(lines(&out), ["ACK sip:bob@127.0.0.1:5099 SIP/2.0".to_owned(), format!("INVITE sip:bob@{PHONE} SIP/2.0")]);
+    assert_eq!(
+        lines(&out),
+        ["ACK sip:bob@127.0.0.1:5099 SIP/2.0".to_owned(), format!("INVITE sip:bob@{PHONE} SIP/2.0")]
+    );
     assert_eq!(header(&out[1], "Session-Expires").as_deref(), Some("2000"));
     ua.receive(t0, &reply(&out[1], 200, "b1", "Session-Expires: 2000;refresher=uac", OFFER), phone());
     assert!(matches!(events(&mut ua).as_slice(), [UaEvent::Answered { .. }]));

@@ -11,11 +11,13 @@ fn outbound_trunk(id: &str, address: &str, destinations: &[&str], caller_ids: &[
         numbers: vec![],
         outbound: Some(OutboundSpec {
             address: address.into(),
+            transport: Default::default(),
             username: Some("junction".into()),
             password: Some("pw".into()),
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
             caller_ids: caller_ids.iter().map(|c| c.to_string()).collect(),
         }),
+        media_encryption: Default::default(),
     })
     .unwrap()
 }
@@ -29,6 +31,7 @@ fn inbound_trunk(id: &str) -> Trunk {
         password: None,
         numbers: vec![],
         outbound: None,
+        media_encryption: Default::default(),
     })
     .unwrap()
 }
@@ -121,6 +124,7 @@ fn direct_dial_is_off_by_default_and_then_limited_to_listed_hosts() {
 fn outbound_specs_are_validated() {
     let spec = |address: &str, destinations: &[&str], caller_ids: &[&str]| OutboundSpec {
         address: address.into(),
+        transport: Default::default(),
         username: None,
         password: None,
         destinations: destinations.iter().map(|d| d.to_string()).collect(),
