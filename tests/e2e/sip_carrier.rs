@@ -15,6 +15,7 @@ use crate::sip::{
 };
 use crate::support::audio::{assert_tone, opus_to_pcm};
 use crate::support::baresip::{Baresip, Call as BaresipCall, loopback_certificate, tone_wav};
+use crate::support::browser::WsClient;
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power};
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
 use crate::support::{TestServer, eventually};
@@ -311,5 +312,155 @@ async fn a_softphone_over_tls_and_srtp_hears_a_whip_publisher_and_a_whep_viewer_
 
     viewer.close().await;
     talking.await.expect("publisher task").close().await;
+    server.wait_for_no_peers().await;
+}
+
+/// A WHIP publisher in `room` sending a `freq` Hz tone for `seconds`.
+async fn whip_voice(
+    server: &TestServer,
+    room: &str,
+    identity: &str,
+    freq: f64,
+    seconds: u32,
+) -> tokio::task::JoinHandle<()> {
+    let token = server.token(room, identity, json!({"publish": true, "subscribe": false})).await;
+    let publisher = WhipPublisher::connect(&server.base, room, &token, ClientOptions::new(&[ClientCodec::Opus]))
+        .await
+        .expect("WHIP publisher");
+    tokio::spawn(async move {
+        whip_tone(&publisher, freq, seconds).await;
+        publisher.close().await;
+    })
+}
+
+#[tokio::test]
+async fn a_refer_from_the_phone_moves_its_call_to_the_room_the_dispatch_rules_give() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    // 600 Hz in the lobby, 1000 Hz in sales; the phone starts in the lobby and asks (REFER)
+    // to go to `sales`, which the callee rule routes to room sales.
+    let lobby = whip_voice(&server, "lobby", "host", 600.0, 9).await;
+    let sales = whip_voice(&server, "sales", "agent", 1000.0, 9).await;
+    let ears = RtpRecorder::start().await;
+    let xml = scenario(
+        "uac_refer.xml",
+        &[
+            ("caller", "carol".into()),
+            ("rtp_port", ears.port.to_string()),
+            ("formats", PCMU_AND_DTMF.0.into()),
+            ("rtpmaps", PCMU_AND_DTMF.1.into()),
+            ("media", play(&[tone(&dir, 440, 7.0)], 0)),
+            ("before_ms", "1500".into()),
+            ("refer_to", "sip:sales@127.0.0.1".into()),
+            ("final", "200 OK".into()),
+            ("talk_ms", "4500".into()),
+        ],
+    );
+    let phone = Sipp::start(&dir, "carol", &xml, &uac_args(&server, "lobby", &[]));
+    eventually("the phone in sales", Duration::from_secs(10), || async {
+        let (_, body) = server.call(Method::GET, "/v1/rooms/sales/peers", None).await;
+        body["peers"].as_array()?.iter().any(|p| p["identity"] == "sip:carol").then_some(())
+    })
+    .await;
+    let (_, lobby_peers) = server.call(Method::GET, "/v1/rooms/lobby/peers", None).await;
+    assert!(
+        !lobby_peers["peers"].as_array().unwrap().iter().any(|p| p["identity"] == "sip:carol"),
+        "the phone left the lobby: {lobby_peers}"
+    );
+    phone.finish().await.assert_ok("carol (REFER)");
+
+    // Before the REFER the phone heard the lobby; from a second after it, sales alone.
+    let pcm = ears.pcm(0);
+    let (before, after) = (&pcm[8_000..12_000], &pcm[24_000..40_000]);
+    assert!((dominant_hz(before) - 600.0).abs() <= 5.0, "the lobby first");
+    assert!((dominant_hz(after) - 1000.0).abs() <= 5.0, "then sales");
+    assert!(tone_power(after, 1000.0, 8000.0) > 50.0 * tone_power(after, 600.0, 8000.0), "and not the lobby");
+    let calls = calls(&server, "sales").await;
+    assert_eq!(calls.len(), 1, "the call's record moved with it");
+    assert_eq!(calls[0]["transfers"][0]["to"], "sales", "{}", calls[0]);
+    assert_eq!(calls[0]["transfers"][0]["status"], 200);
+    assert_eq!(calls[0]["reason"], "remote_hangup");
+    lobby.await.expect("lobby publisher");
+    sales.await.expect("sales publisher");
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn the_api_sends_digits_moves_a_call_and_transfers_the_phone_by_refer() {
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let target = "sip:+15550100@192.0.2.1";
+    let xml = scenario(
+        "uac_referred.xml",
+        &[
+            ("caller", "dave".into()),
+            ("rtp_port", ears.port.to_string()),
+            ("formats", PCMU_AND_DTMF.0.into()),
+            ("rtpmaps", PCMU_AND_DTMF.1.into()),
+            ("refer_to", "sip:\\+15550100@192.0.2.1".into()),
+        ],
+    );
+    let phone = Sipp::start(&dir, "dave", &xml, &uac_args(&server, "desk", &[]));
+    opus_publishers(&server, "desk", 1).await;
+    let id = calls(&server, "desk").await[0]["id"].as_str().unwrap().to_owned();
+    let path = |room: &str, what: &str| format!("/v1/rooms/{room}/sip/calls/{id}/{what}");
+
+    // Digits to the phone: RFC 4733 events (it offered telephone-event 101), in order.
+    let (status, body) = server.call(Method::POST, &path("desk", "dtmf"), Some(json!({"digits": "19#"}))).await;
+    assert_eq!(status, 202, "{body}");
+    for (bad, why) in
+        [(json!({"digits": "12x"}), "not a digit"), (json!({"digits": ""}), "empty"), (json!({}), "missing")]
+    {
+        let (status, body) = server.call(Method::POST, &path("desk", "dtmf"), Some(bad)).await;
+        assert!(status == 422 || status == 400, "{why}: {status} {body}");
+    }
+    let events = eventually("three digits at the phone", Duration::from_secs(5), || async {
+        let mut events: Vec<(u32, u8)> =
+            ears.packets().iter().filter(|p| p.payload_type == 101).map(|p| (p.timestamp, p.payload[0])).collect();
+        events.dedup();
+        (events.len() == 3).then_some(events)
+    })
+    .await;
+    assert_eq!(events.iter().map(|e| e.1).collect::<Vec<_>>(), [1, 9, 11], "1, 9, #");
+
+    // Move the call to another room, then ask the phone to call someone else.
+    let (status, moved) = server.call(Method::POST, &path("desk", "transfer"), Some(json!({"room": "desk2"}))).await;
+    assert_eq!((status, moved["room"].as_str()), (200, Some("desk2")), "{moved}");
+    opus_publishers(&server, "desk2", 1).await;
+
+    // A room client addresses digits to the phone as `sip.dtmf` data.
+    let token = server.token("desk2", "ivr", json!({"publish": false, "subscribe": false})).await;
+    let (mut ivr, _) = WsClient::join(&server, &token).await;
+    ivr.send(json!({"type": "data", "topic": "sip.dtmf", "to": ["sip:dave"], "payload": "7*", "id": 1})).await;
+    assert_eq!(ivr.expect("ok").await["delivered"], 1);
+    eventually("two more digits at the phone", Duration::from_secs(5), || async {
+        let mut events: Vec<(u32, u8)> =
+            ears.packets().iter().filter(|p| p.payload_type == 101).map(|p| (p.timestamp, p.payload[0])).collect();
+        events.dedup();
+        (events.iter().map(|e| e.1).collect::<Vec<_>>() == [1, 9, 11, 7, 10]).then_some(())
+    })
+    .await;
+    ivr.close(1000).await;
+
+    for (bad, code) in [(json!({}), 422), (json!({"room": "a", "to": target}), 422), (json!({"to": "mailto:x"}), 422)] {
+        let (status, body) = server.call(Method::POST, &path("desk2", "transfer"), Some(bad)).await;
+        assert_eq!(status, code, "{body}");
+    }
+    let (status, _) = server.call(Method::POST, &path("desk", "transfer"), Some(json!({"room": "x"}))).await;
+    assert_eq!(status, 404, "the call is no longer in desk");
+    let (status, referred) = server.call(Method::POST, &path("desk2", "transfer"), Some(json!({"to": target}))).await;
+    assert_eq!(status, 202, "{referred}");
+    let ended = wait_state(&server, "desk2", &id, "ended").await;
+    assert_eq!(ended["reason"], "transferred", "{ended}");
+    let transfers: Vec<(String, u64)> = ended["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["to"].as_str().unwrap().to_owned(), t["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(transfers, [("desk2".to_owned(), 200), (target.to_owned(), 200)]);
+    phone.finish().await.assert_ok("dave (referred)");
     server.wait_for_no_peers().await;
 }

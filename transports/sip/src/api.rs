@@ -25,7 +25,7 @@ use crate::admission::outbound::{self, DialAsk, DialRefusal, DirectDial, Route};
 use crate::admission::{Directory, DirectoryError, RuleSpec, TrunkSpec};
 use crate::calls::CallBook;
 use crate::message::{Peer, Transport};
-use crate::stack::{Command, DialError, DialRequest};
+use crate::stack::{Command, DialError, DialRequest, TransferError, TransferTarget};
 use crate::ua::uri_addr;
 
 #[derive(Clone)]
@@ -47,6 +47,8 @@ pub(crate) fn routes(state: ApiState) -> Router {
         .route("/v1/sip/dispatch-rules/{id}", get(show_rule).delete(delete_rule))
         .route("/v1/rooms/{room}/sip/calls", post(dial).get(list_calls))
         .route("/v1/rooms/{room}/sip/calls/{id}", get(show_call).delete(hang_up))
+        .route("/v1/rooms/{room}/sip/calls/{id}/transfer", post(transfer))
+        .route("/v1/rooms/{room}/sip/calls/{id}/dtmf", post(send_dtmf))
         .with_state(state)
 }
 
@@ -209,7 +211,6 @@ async fn dial(
     let identity = body.identity.unwrap_or_else(|| crate::stack::identity_for(target.user().unwrap_or("phone")));
     let request = DialRequest { room, target, to, from_user, identity, trunk };
     let (reply, answer) = oneshot::channel();
-    let stopped = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sip_stopped", "the SIP stack is not running");
     state.commands.send(Command::Dial { request: Box::new(request), reply }).await.map_err(|_| stopped())?;
     let record = answer.await.map_err(|_| stopped())?.map_err(|err| {
         let message = err.to_string();
@@ -256,6 +257,99 @@ async fn hang_up(
     match answer.await {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
         _ => Err(no_call(&id)),
+    }
+}
+
+/// `POST …/transfer`: exactly one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    /// Move the call into this room of this server.
+    room: Option<String>,
+    /// Ask the phone to call this SIP or tel URI instead (REFER); the call ends once it has.
+    to: Option<String>,
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "sip_stopped", "the SIP stack is not running")
+}
+
+async fn transfer(
+    State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    Path((room, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<TransferBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room: RoomId = path_id("room", &room)?;
+    may_dial(principal.as_deref(), &room)?;
+    state.book.get(&id).filter(|c| c.room == room && !c.state.is_final()).ok_or_else(|| no_call(&id))?;
+    let (to, accepted) = match (body.room, body.to) {
+        (Some(target), None) => (TransferTarget::Room(path_id("room", &target)?), StatusCode::OK),
+        (None, Some(uri)) => {
+            let uri = uri.trim();
+            let lower = uri.to_ascii_lowercase();
+            let parses = if lower.starts_with("tel:") {
+                uri.len() > 4 && uri[4..].chars().all(|c| c.is_ascii_digit() || "+-.()*#".contains(c))
+            } else {
+                (lower.starts_with("sip:") || lower.starts_with("sips:")) && rsip::Uri::try_from(uri).is_ok()
+            };
+            let valid = parses && uri.len() <= 256 && !uri.contains(['<', '>', '"', '\r', '\n']);
+            if !valid {
+                return Err(ApiError::unprocessable(
+                    "invalid_field",
+                    "to: a sip:, sips: or tel: URI (at most 256 characters)",
+                ));
+            }
+            (TransferTarget::Uri(uri.to_owned()), StatusCode::ACCEPTED)
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "give exactly one of room (a room to move the call to) and to (a URI for the phone to call)",
+            ));
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    state.commands.send(Command::Transfer { id: id.clone(), to, reply }).await.map_err(|_| stopped())?;
+    let record = answer.await.map_err(|_| stopped())?.map_err(|err| match err {
+        TransferError::NoCall { .. } => no_call(&id),
+        TransferError::Refused { status, why } => match status {
+            404 => ApiError::not_found("room_not_found", why),
+            403 => ApiError::forbidden(why),
+            _ => ApiError::conflict("transfer_refused", why),
+        },
+    })?;
+    Ok((accepted, axum::Json(record)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DtmfBody {
+    /// Digits (0-9, *, #, A-D), at most 64.
+    digits: String,
+}
+
+async fn send_dtmf(
+    State(state): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    Path((room, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<DtmfBody>,
+) -> Result<StatusCode, ApiError> {
+    let room: RoomId = path_id("room", &room)?;
+    may_dial(principal.as_deref(), &room)?;
+    let valid = !body.digits.is_empty()
+        && body.digits.len() <= 64
+        && body.digits.chars().all(|c| crate::media::dtmf::digit_event(c).is_some());
+    if !valid {
+        return Err(ApiError::unprocessable("invalid_field", "digits: 1 to 64 of 0-9, *, #, A-D"));
+    }
+    state.book.get(&id).filter(|c| c.room == room && !c.state.is_final()).ok_or_else(|| no_call(&id))?;
+    let (reply, answer) = oneshot::channel();
+    state.commands.send(Command::Digits { id: id.clone(), digits: body.digits, reply }).await.map_err(|_| stopped())?;
+    match answer.await {
+        Ok(true) => Ok(StatusCode::ACCEPTED),
+        Ok(false) => Err(ApiError::conflict("call_not_up", format!("call {id} has no media yet"))),
+        Err(_) => Err(stopped()),
     }
 }
 

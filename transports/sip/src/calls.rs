@@ -87,6 +87,17 @@ pub struct CallRecord {
     pub reason: Option<String>,
     pub created_at_ms: u64,
     pub events: Vec<CallEvent>,
+    /// Transfers of this call (REFER either way, or the API's), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<TransferEvent>,
+}
+
+/// One transfer: where to, and how it went (the new leg's SIP status: 100 while it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransferEvent {
+    pub at_ms: u64,
+    pub to: String,
+    pub status: u16,
 }
 
 pub fn now_ms() -> u64 {
@@ -125,6 +136,7 @@ impl CallRecord {
             reason: None,
             created_at_ms: at_ms,
             events: vec![CallEvent { state, at_ms, status: None, reason: None }],
+            transfers: Vec::new(),
         }
     }
 }
@@ -168,6 +180,25 @@ impl CallBook {
             book.finished.push((id.to_owned(), at_ms));
             prune(&mut book, at_ms);
         }
+    }
+
+    /// Records a transfer's progress: a new one when `to` differs from the last one's target
+    /// or that one has finished, else the last one's status.
+    pub fn transfer(&self, id: &str, to: &str, status: u16) {
+        let mut book = self.inner.lock();
+        let Some(record) = book.calls.get_mut(id) else { return };
+        match record.transfers.last_mut() {
+            Some(last) if last.to == to && last.status < 200 => last.status = status,
+            _ => record.transfers.push(TransferEvent { at_ms: now_ms(), to: to.to_owned(), status }),
+        }
+    }
+
+    /// A call moved to another room: its record follows it.
+    pub fn moved(&self, id: &str, room: &RoomId) {
+        if let Some(record) = self.inner.lock().calls.get_mut(id) {
+            record.room = room.clone();
+        }
+        self.transfer(id, room.as_str(), 200);
     }
 
     /// Records what the negotiation settled: the codec and whether media is encrypted.

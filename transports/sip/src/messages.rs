@@ -40,6 +40,24 @@ pub enum DialError {
     Stopped,
 }
 
+/// Where a transfer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    /// Another room of this server: the call moves there (no SIP message needed).
+    Room(RoomId),
+    /// Someone the phone should call instead (a REFER to the phone; the call ends once the
+    /// phone's new call is up).
+    Uri(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("no call {id} is up")]
+    NoCall { id: String },
+    #[error("{why}")]
+    Refused { status: u16, why: String },
+}
+
 /// What call tasks and the REST API ask of the stack.
 pub enum Command {
     Dial {
@@ -60,6 +78,24 @@ pub enum Command {
     Ping {
         key: CallKey,
     },
+    /// Transfer a call (the API's): into another room, or — REFER to the phone — to a SIP URI.
+    Transfer {
+        id: String,
+        to: TransferTarget,
+        reply: oneshot::Sender<Result<CallRecord, TransferError>>,
+    },
+    /// Send DTMF digits to a phone (the API's, or the room's `sip.dtmf` data): replies
+    /// whether the call exists and is up.
+    Digits {
+        id: String,
+        digits: String,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A call task wants digits sent as SIP INFO (the phone did not offer RFC 4733).
+    InfoDigit {
+        key: CallKey,
+        digit: char,
+    },
     /// Tests only: panic inside the stack, as a bug would.
     #[cfg(test)]
     Crash,
@@ -78,6 +114,20 @@ pub enum ToCall {
     Alive,
     /// The call is over on the SIP side; leave.
     Stop(CallEnd),
+    /// The call was transferred to another room: leave the current one for this endpoint's
+    /// (already joined).
+    Move(Box<MovedEndpoint>),
+    /// Send these DTMF digits to the phone (RFC 4733 when negotiated, else the stack's INFO).
+    Digits(String),
+}
+
+/// The endpoint a transferred call takes over (opaque in logs).
+pub struct MovedEndpoint(pub junction_engine::Endpoint);
+
+impl std::fmt::Debug for MovedEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MovedEndpoint({})", self.0.rpc.room())
+    }
 }
 
 /// Why a call ended, as recorded in its call record.
@@ -85,6 +135,8 @@ pub enum ToCall {
 pub enum CallEnd {
     RemoteHangup,
     ApiHangup,
+    /// The far end took a transfer we asked for (REFER) and the new call is up.
+    Transferred,
     Cancelled,
     PinFailed,
     PinTimeout,
@@ -107,6 +159,7 @@ impl CallEnd {
         match self {
             CallEnd::RemoteHangup => "remote_hangup".into(),
             CallEnd::ApiHangup => "api_hangup".into(),
+            CallEnd::Transferred => "transferred".into(),
             CallEnd::Cancelled => "cancelled".into(),
             CallEnd::PinFailed => "pin_failed".into(),
             CallEnd::PinTimeout => "pin_timeout".into(),

@@ -16,6 +16,7 @@ use junction_audio::mixer::MIX_RATE;
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, MediaTime, PeerId, TrackId, TrackInfo, TrackSource};
 use junction_engine::{FrameTranscoder, TranscodeError};
 
+use crate::media::dtmf::{END_REPEATS, EventSender};
 use crate::media::rtp::{RtpIn, RtpOut};
 use crate::sdp::Negotiated;
 
@@ -121,6 +122,11 @@ pub struct Downlink {
     fifo: SampleFifo,
     rtp: RtpOut,
     payload_type: u8,
+    /// Digits for the phone, and the negotiated telephone-event payload type and clock.
+    digits: EventSender,
+    events: Option<(u8, u32)>,
+    /// The RTP timestamp of the event being sent.
+    event_start: u32,
 }
 
 impl Downlink {
@@ -137,12 +143,26 @@ impl Downlink {
             fifo: SampleFifo::new(),
             rtp: RtpOut::new(),
             payload_type: media.pt,
+            digits: EventSender::default(),
+            events: media.dtmf_pt.map(|pt| (pt, media.dtmf_rate)),
+            event_start: 0,
         })
     }
 
-    /// Renegotiation kept the codec but may have moved the payload type.
-    pub fn set_payload_type(&mut self, pt: u8) {
-        self.payload_type = pt;
+    /// Renegotiation kept the codec but may have moved the payload types.
+    pub fn renegotiated(&mut self, media: &Negotiated) {
+        self.payload_type = media.pt;
+        self.events = media.dtmf_pt.map(|pt| (pt, media.dtmf_rate));
+    }
+
+    /// Whether digits can go in the RTP stream (the phone offered telephone-event).
+    pub fn sends_events(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// Queues digits to send as RFC 4733 events in place of audio; returns how many.
+    pub fn send_digits(&mut self, digits: &str) -> usize {
+        self.digits.push(digits)
     }
 
     /// 20 ms of 48 kHz mono PCM in; RTP packets out (usually one). When `send` is false (the
@@ -155,7 +175,19 @@ impl Downlink {
         while let Some(samples) = self.fifo.pop(frame) {
             let samples = samples.to_vec();
             let payload = self.encoder.encode(&samples)?;
-            if send {
+            let event =
+                if send { self.events.and_then(|(pt, rate)| Some((pt, self.digits.tick(rate)?))) } else { None };
+            if let Some((pt, tick)) = event {
+                if tick.first {
+                    self.event_start = self.rtp.timestamp();
+                }
+                let repeats = if tick.end { END_REPEATS } else { 1 };
+                for _ in 0..repeats {
+                    let payload = Bytes::copy_from_slice(&tick.payload);
+                    out.push(self.rtp.packet_at(pt, payload, self.event_start, tick.first));
+                }
+                self.rtp.skip(frame as u32);
+            } else if send {
                 out.push(self.rtp.packet(self.payload_type, payload, frame as u32));
             } else {
                 self.rtp.skip(frame as u32);

@@ -255,9 +255,15 @@ impl CallTask {
                             return end;
                         }
                     }
+                    Some(ToCall::Move(endpoint)) => {
+                        if let Err(end) = self.move_to(phase, endpoint.0) {
+                            return end;
+                        }
+                    }
+                    Some(ToCall::Digits(digits)) => self.send_digits(&digits).await,
                     Some(ToCall::Renegotiated(media)) => {
                         info!(room = %self.room, peer = %self.identity, direction = media.direction.as_str(), "media renegotiated");
-                        self.downlink.set_payload_type(media.pt);
+                        self.downlink.renegotiated(&media);
                         if let Err(end) = self.rekey(&media) {
                             return end;
                         }
@@ -284,11 +290,18 @@ impl CallTask {
                     }
                 }
                 signal = from_room(phase) => match (signal, &mut *phase) {
-                    (FromRoom::Event(Some(event)), _) => {
-                        if let EndpointEvent::Closed { reason } = *event {
-                            return CallEnd::RoomClosed(reason.as_str().to_owned());
+                    (FromRoom::Event(Some(event)), _) => match *event {
+                        EndpointEvent::Closed { reason } => return CallEnd::RoomClosed(reason.as_str().to_owned()),
+                        // Digits for this phone: `sip.dtmf` data addressed to it by name (the
+                        // phones' own digits go to everyone and are not replayed).
+                        EndpointEvent::Data(message)
+                            if message.topic.as_deref() == Some("sip.dtmf") && message.to.contains(&self.identity) =>
+                        {
+                            let digits = String::from_utf8_lossy(&message.payload).into_owned();
+                            self.send_digits(&digits).await;
                         }
-                    }
+                        _ => {}
+                    },
                     (FromRoom::Event(None), _) => return CallEnd::RoomClosed("session closed".into()),
                     (FromRoom::Mix(Some(frame)), Phase::Room(room)) => {
                         room.mix.push_back(frame);
@@ -315,6 +328,33 @@ impl CallTask {
         if !self.invalid_logged {
             self.invalid_logged = true;
             warn!(room = %self.room, peer = %self.identity, call = %self.id, kind, "invalid {kind} datagram dropped: {invalid} (further ones are only counted)");
+        }
+    }
+
+    /// Leaves the room for another one the stack has already joined (a transfer).
+    fn move_to(&mut self, phase: &mut Phase, endpoint: Endpoint) -> Result<(), CallEnd> {
+        let Phase::Room(_) = phase else {
+            // Still entering the PIN: the stack refuses transfers then; drop the seat.
+            return Ok(());
+        };
+        let from = std::mem::replace(&mut self.room, endpoint.rpc.room().clone());
+        let room = self.enter_room(endpoint)?;
+        // Dropping the old endpoint, track and mix listener leaves the old room.
+        *phase = Phase::Room(Box::new(room));
+        info!(from = %from, room = %self.room, peer = %self.identity, call = %self.id, "moved to another room");
+        Ok(())
+    }
+
+    /// Sends digits to the phone: RFC 4733 events when it offered telephone-event, else one
+    /// SIP INFO per digit through the stack.
+    async fn send_digits(&mut self, digits: &str) {
+        if self.downlink.sends_events() {
+            let queued = self.downlink.send_digits(digits);
+            debug!(call = %self.id, queued, "DTMF to the phone (RFC 4733)");
+            return;
+        }
+        for digit in digits.chars().filter(|c| crate::media::dtmf::digit_event(*c).is_some()).take(64) {
+            let _ = self.to_stack.send(Command::InfoDigit { key: self.key, digit }).await;
         }
     }
 

@@ -1,6 +1,18 @@
 //! DTMF digits from a phone: RFC 4733 telephone-events in RTP (each event repeats in several
 //! packets sharing one timestamp, the last three flagged "end") and SIP INFO bodies
-//! (`application/dtmf-relay` `Signal=5`, or `application/dtmf` `5`).
+//! (`application/dtmf-relay` `Signal=5`, or `application/dtmf` `5`); and digits to a phone
+//! ([`EventSender`]): each a 100 ms event in 20 ms packets, its end sent three times, 60 ms of
+//! audio between digits.
+
+use std::collections::VecDeque;
+
+/// Frames (20 ms) an event we send lasts, and the frames of audio between two.
+const EVENT_FRAMES: u32 = 5;
+const GAP_FRAMES: u32 = 3;
+/// Digits waiting to be sent, at most (a longer string is cut).
+const MAX_QUEUED: usize = 64;
+/// RFC 4733 §2.5.1.1: the end packet is sent three times.
+pub const END_REPEATS: usize = 3;
 
 /// The digit of an RFC 4733 event code (0-9, `*`, `#`, A-D).
 fn event_digit(event: u8) -> Option<char> {
@@ -11,6 +23,78 @@ fn event_digit(event: u8) -> Option<char> {
         12..=15 => char::from(b'A' + event - 12),
         _ => return None,
     })
+}
+
+/// The RFC 4733 event code of a digit.
+pub fn digit_event(digit: char) -> Option<u8> {
+    Some(match digit.to_ascii_uppercase() {
+        d @ '0'..='9' => d as u8 - b'0',
+        '*' => 10,
+        '#' => 11,
+        d @ 'A'..='D' => d as u8 - b'A' + 12,
+        _ => return None,
+    })
+}
+
+/// One 20 ms tick's telephone-event: the payload, whether it starts the event (marker bit, a
+/// new RTP timestamp) and whether it is the end (sent [`END_REPEATS`] times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTick {
+    pub payload: [u8; 4],
+    pub first: bool,
+    pub end: bool,
+}
+
+/// Paces digits out as RFC 4733 events, one call to [`EventSender::tick`] per 20 ms frame.
+#[derive(Debug, Default)]
+pub struct EventSender {
+    queue: VecDeque<u8>,
+    /// The event playing and its frames so far; then the gap's frames left.
+    playing: Option<(u8, u32)>,
+    gap: u32,
+}
+
+impl EventSender {
+    /// Queues the digits of `digits` (others are skipped); returns how many were taken.
+    pub fn push(&mut self, digits: &str) -> usize {
+        let mut taken = 0;
+        for event in digits.chars().filter_map(digit_event) {
+            if self.queue.len() >= MAX_QUEUED {
+                break;
+            }
+            self.queue.push_back(event);
+            taken += 1;
+        }
+        taken
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.playing.is_none() && self.queue.is_empty()
+    }
+
+    /// This frame's event packet, or `None` for a frame of audio. `rate` is the
+    /// telephone-event clock (durations count in it).
+    pub fn tick(&mut self, rate: u32) -> Option<EventTick> {
+        if self.playing.is_none() {
+            if self.gap > 0 {
+                self.gap -= 1;
+                return None;
+            }
+            self.playing = Some((self.queue.pop_front()?, 0));
+        }
+        let (event, frames) = self.playing.as_mut()?;
+        *frames += 1;
+        let (event, frames) = (*event, *frames);
+        let end = frames >= EVENT_FRAMES;
+        let duration = u16::try_from(u64::from(frames) * 20 * u64::from(rate) / 1000).unwrap_or(u16::MAX);
+        let [high, low] = duration.to_be_bytes();
+        let flags = if end { 0x80 } else { 0 } | 10;
+        if end {
+            self.playing = None;
+            self.gap = GAP_FRAMES;
+        }
+        Some(EventTick { payload: [event, flags, high, low], first: frames == 1, end })
+    }
 }
 
 /// Turns a telephone-event RTP stream into digits, each reported once.
@@ -70,6 +154,34 @@ pub fn info_digit(content_type: Option<&str>, body: &[u8]) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_digits_read_back_once_each_paced_with_gaps() {
+        let mut sender = EventSender::default();
+        assert_eq!(sender.push("1#x9"), 3, "x is not a digit");
+        let mut receiver = EventReceiver::default();
+        let (mut heard, mut timestamp, mut audio_frames) = (String::new(), 0u32, 0);
+        for frame in 0..60u32 {
+            match sender.tick(8000) {
+                Some(tick) => {
+                    if tick.first {
+                        timestamp = frame * 160;
+                    }
+                    let repeats = if tick.end { END_REPEATS } else { 1 };
+                    for _ in 0..repeats {
+                        heard.extend(receiver.receive(timestamp, &tick.payload));
+                    }
+                    if tick.end {
+                        assert_eq!(u16::from_be_bytes([tick.payload[2], tick.payload[3]]), 800, "100 ms at 8 kHz");
+                    }
+                }
+                None => audio_frames += 1,
+            }
+        }
+        assert_eq!(heard, "1#9");
+        assert!(sender.is_idle());
+        assert_eq!(audio_frames, 60 - 15, "three digits of five frames each");
+    }
 
     #[test]
     fn repeated_event_packets_make_one_digit() {

@@ -77,18 +77,30 @@ impl RtpOut {
     /// A packet carrying `payload`, then advances the clock by `samples`. The first packet of
     /// the stream has the marker bit (RFC 3551 §4.1: start of a talkspurt).
     pub fn packet(&mut self, payload_type: u8, payload: Bytes, samples: u32) -> Bytes {
+        let packet = self.packet_at(payload_type, payload, self.timestamp, !self.started);
+        self.timestamp = self.timestamp.wrapping_add(samples);
+        packet
+    }
+
+    /// The timestamp the next packet gets.
+    pub fn timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
+    /// A packet at a given timestamp without moving the clock: the repeats of one RFC 4733
+    /// event share their start's timestamp (the audio it replaces is [`Self::skip`]ped).
+    pub fn packet_at(&mut self, payload_type: u8, payload: Bytes, timestamp: u32, marker: bool) -> Bytes {
         let header = Header {
             version: 2,
-            marker: !self.started,
+            marker,
             payload_type,
             sequence_number: self.sequence,
-            timestamp: self.timestamp,
+            timestamp,
             ssrc: self.ssrc,
             ..Header::default()
         };
         self.started = true;
         self.sequence = self.sequence.wrapping_add(1);
-        self.timestamp = self.timestamp.wrapping_add(samples);
         Packet { header, payload }.marshal().unwrap_or_default()
     }
 

@@ -10,7 +10,7 @@ use rsip::{Header, Headers, Method, Request, Response, StatusCode, Version};
 pub const AGENT: &str = "Junction";
 
 /// Methods this user agent handles, for Allow headers.
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY";
 
 /// Option tags this user agent supports (RFC 3262 reliable provisional responses, RFC 4028
 /// session timers), for Supported headers; a Require naming anything else gets 420.

@@ -144,7 +144,7 @@ impl Stack {
             request.uri.to_string(),
             state,
         );
-        record.trunk = Some(trunk);
+        record.trunk = Some(trunk.clone());
         record.rule = Some(destination.rule.clone());
         record.transport = from.transport;
         if let Some(media) = &media {
@@ -203,6 +203,8 @@ impl Stack {
                 origin,
                 media,
                 encryption,
+                admitted: Some((trunk.clone(), caller.clone())),
+                transferring: None,
             },
         );
         self.ua.answer(Instant::now(), call, body);

@@ -14,6 +14,7 @@ mod recover;
 mod settle;
 pub(crate) mod tcp;
 pub(crate) mod tls;
+mod transfer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ use crate::sdp::{MediaEncryption, Negotiated, SdpOrigin};
 use crate::transaction::{TimerConfig, Transmit};
 use crate::ua::{CallKey, EndReason, Locals, UaEvent, UserAgent};
 
-pub use crate::messages::{CallEnd, Command, DialError, DialRequest, ToCall};
+pub use crate::messages::{CallEnd, Command, DialError, DialRequest, ToCall, TransferError, TransferTarget};
 
 /// The stack's record of a live call.
 struct Live {
@@ -63,6 +64,11 @@ struct Live {
     media: Option<Negotiated>,
     /// The trunk's SRTP policy, for re-INVITEs.
     encryption: MediaEncryption,
+    /// The trunk an inbound call came over, and its caller's user part: a REFER's target is
+    /// routed by that trunk's dispatch rules as a call to it would be.
+    admitted: Option<(String, String)>,
+    /// The target of a REFER we sent, while it runs.
+    transferring: Option<String>,
 }
 
 /// A call whose task waits for the far end's SDP answer.
@@ -314,6 +320,8 @@ impl Stack {
                     self.tell(call, ToCall::Digit(digit));
                 }
             }
+            UaEvent::Refer { call, refer_to } => self.referred(call, &refer_to),
+            UaEvent::TransferProgress { call, code } => self.transfer_progress(call, code),
             UaEvent::Ended { call, reason } => {
                 let end = match reason {
                     EndReason::RemoteBye => CallEnd::RemoteHangup,
@@ -365,6 +373,21 @@ impl Stack {
                 }
             }
             Command::Ping { key } => self.ua.ping(Instant::now(), key),
+            Command::Transfer { id, to, reply } => {
+                let _ = reply.send(self.transfer(&id, to));
+            }
+            Command::Digits { id, digits, reply } => {
+                let key = self.by_id.get(&id).copied();
+                let up = key.is_some_and(|key| self.live.get(&key).is_some_and(|l| l.task.is_some()));
+                if let (Some(key), true) = (key, up) {
+                    self.tell(key, ToCall::Digits(digits));
+                }
+                let _ = reply.send(up);
+            }
+            Command::InfoDigit { key, digit } => {
+                let body = format!("Signal={digit}\r\nDuration=160\r\n").into_bytes();
+                self.ua.info(Instant::now(), key, "application/dtmf-relay", body);
+            }
             #[cfg(test)]
             Command::Crash => panic!("a bug in the SIP stack"),
         }

@@ -74,6 +74,8 @@ impl Stack {
                 origin,
                 media: None,
                 encryption,
+                admitted: None,
+                transferring: None,
             },
         );
         Ok(record)

@@ -1,5 +1,5 @@
 //! Requests inside a dialog: BYE, re-INVITE (with or without an offer), UPDATE (a session
-//! refresh, or an offer), INFO, OPTIONS. Out-of-order
+//! refresh, or an offer), INFO, OPTIONS, REFER and NOTIFY (transfers, in [`super::transfer`]). Out-of-order
 //! CSeqs get 500, overlapping offers 491, an interval under our Min-SE 422 (RFC 4028).
 
 use std::time::Instant;
@@ -49,6 +49,8 @@ impl UserAgent {
                     body: request.body.clone(),
                 });
             }
+            Method::Refer => self.on_refer(now, call_key, key, &request),
+            Method::Notify => self.on_notify(now, call_key, key, &request),
             Method::Options => {
                 let mut response = build::response(&request, 200, Some(&local_tag));
                 build::add_header(&mut response, Self::allow());

@@ -24,6 +24,7 @@ pub mod session_timer;
 mod tests;
 #[cfg(test)]
 mod tests_carrier;
+pub mod transfer;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -148,6 +149,12 @@ pub enum UaEvent {
     Alive { call: CallKey },
     /// An INFO request (already answered 200).
     Info { call: CallKey, content_type: Option<String>, body: Vec<u8> },
+    /// The far end asked (REFER, already accepted with 202) to transfer the call to
+    /// `refer_to` (the Refer-To value); report with [`UserAgent::notify_transfer`].
+    Refer { call: CallKey, refer_to: String },
+    /// How a transfer we asked for (REFER) goes: the new leg's status from the far end's
+    /// NOTIFY, or the REFER's own refusal.
+    TransferProgress { call: CallKey, code: u16 },
     /// The call is over; the key is dead.
     Ended { call: CallKey, reason: EndReason },
 }
@@ -249,6 +256,10 @@ enum Purpose {
         invite: bool,
     },
     Info,
+    /// A REFER we sent (call transfer).
+    Refer,
+    /// A NOTIFY reporting a transfer the far end asked for.
+    Notify,
 }
 
 /// How to place a call.

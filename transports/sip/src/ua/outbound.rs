@@ -134,6 +134,7 @@ impl UserAgent {
             // Any other final answer (even 405 or 501) proves the far end is there.
             Purpose::Ping if code >= 200 => self.events.push_back(UaEvent::Alive { call: call_key }),
             Purpose::Refresh { invite } => self.on_refresh_response(now, call_key, invite, &response, &head),
+            Purpose::Refer if code >= 200 => self.on_refer_response(call_key, code),
             _ => {}
         }
     }
@@ -155,7 +156,8 @@ impl UserAgent {
             Purpose::Bye => self.remove(call_key),
             // RFC 4028 §10: a refresh that gets no answer ends the session.
             Purpose::Ping | Purpose::Refresh { .. } => self.unreachable(now, call_key),
-            Purpose::Cancel | Purpose::Prack | Purpose::Info => {}
+            Purpose::Refer => self.events.push_back(UaEvent::TransferProgress { call: call_key, code: 408 }),
+            Purpose::Cancel | Purpose::Prack | Purpose::Info | Purpose::Notify => {}
         }
     }
 
