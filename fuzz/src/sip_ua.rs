@@ -114,7 +114,16 @@ impl Harness {
                 UaEvent::Info { content_type, body, .. } => {
                     let _ = junction_sip::media::dtmf::info_digit(content_type.as_deref(), &body);
                 }
-                UaEvent::Progress { .. } | UaEvent::Failed { .. } | UaEvent::Alive { .. } | UaEvent::Ended { .. } => {}
+                UaEvent::Refer { call, .. } => {
+                    self.ua.notify_transfer(self.now, call, 100);
+                    self.ua.notify_transfer(self.now, call, if decision % 2 == 0 { 200 } else { 404 });
+                }
+                UaEvent::Progress { .. }
+                | UaEvent::Failed { .. }
+                | UaEvent::Alive { .. }
+                | UaEvent::Ended { .. }
+                | UaEvent::TransferProgress { .. }
+                | UaEvent::Registration { .. } => {}
             }
             self.flush();
         }

@@ -464,3 +464,56 @@ async fn the_api_sends_digits_moves_a_call_and_transfers_the_phone_by_refer() {
     phone.finish().await.assert_ok("dave (referred)");
     server.wait_for_no_peers().await;
 }
+
+#[tokio::test]
+async fn a_trunk_registers_with_its_provider_refreshes_recovers_and_unregisters() {
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    let registrar_port = free_port();
+    let xml = scenario(
+        "uas_registrar.xml",
+        &[
+            ("user", "junction-did".into()),
+            ("password", "s3cret".into()),
+            ("expires", "120".into()),
+            ("short", "2".into()),
+            ("long", "60".into()),
+        ],
+    );
+    let args: Vec<String> =
+        ["-i", "127.0.0.1", "-p", &registrar_port.to_string()].iter().map(|s| s.to_string()).collect();
+    let registrar = Sipp::start(&dir, "registrar", &xml, &args);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let trunk = json!({
+        "name": "did",
+        "outbound": {
+            "address": format!("127.0.0.1:{registrar_port}"),
+            "username": "junction-did",
+            "password": "s3cret",
+            "destinations": ["+"],
+            "caller_ids": ["+15550100"],
+            "register": true,
+            "register_expires_s": 120,
+        },
+    });
+    let (status, created) = server.call(Method::POST, "/v1/sip/trunks", Some(trunk.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // Challenged, registered for 2 s, the refresh refused (503), the retry granted 60 s.
+    let registered = eventually("the trunk registered for 60 s", Duration::from_secs(20), || async {
+        let (_, trunk) = server.call(Method::GET, &format!("/v1/sip/trunks/{id}"), None).await;
+        (trunk["registration"]["state"] == "registered" && trunk["registration"]["expires_s"] == 60).then_some(trunk)
+    })
+    .await;
+    assert!(registered["outbound"].get("password").is_none(), "{registered}");
+    let mut bad = trunk.clone();
+    bad["outbound"]["register_expires_s"] = json!(5);
+    let (status, body) = server.call(Method::POST, "/v1/sip/trunks", Some(bad)).await;
+    assert_eq!(status, 400, "{body}");
+
+    // Deleting the trunk unregisters it (Expires: 0).
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/sip/trunks/{id}"), None).await;
+    assert_eq!(status, 204);
+    registrar.finish().await.assert_ok("registrar");
+}

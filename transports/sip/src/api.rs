@@ -21,11 +21,12 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+use crate::admission::Trunk;
 use crate::admission::outbound::{self, DialAsk, DialRefusal, DirectDial, Route};
 use crate::admission::{Directory, DirectoryError, RuleSpec, TrunkSpec};
 use crate::calls::CallBook;
 use crate::message::{Peer, Transport};
-use crate::stack::{Command, DialError, DialRequest, TransferError, TransferTarget};
+use crate::stack::{Command, DialError, DialRequest, RegistrationBook, TransferError, TransferTarget};
 use crate::ua::uri_addr;
 
 #[derive(Clone)]
@@ -33,6 +34,8 @@ pub(crate) struct ApiState {
     pub directory: Directory,
     pub direct_dial: DirectDial,
     pub book: CallBook,
+    /// Trunk registrations' states, shown with their trunks.
+    pub registrations: RegistrationBook,
     pub commands: mpsc::Sender<Command>,
     pub engine: Engine,
     /// API-created trunks and rules are written through to it (see `stored.rs`).
@@ -76,7 +79,7 @@ async fn create_trunk(
 }
 
 async fn list_trunks(State(state): State<ApiState>) -> impl IntoResponse {
-    let trunks: Vec<serde_json::Value> = state.directory.trunks().iter().map(|t| t.describe()).collect();
+    let trunks: Vec<serde_json::Value> = state.directory.trunks().iter().map(|t| describe(&state, t)).collect();
     axum::Json(json!({ "trunks": trunks }))
 }
 
@@ -86,7 +89,7 @@ fn no_trunk(id: &str) -> ApiError {
 
 async fn show_trunk(State(state): State<ApiState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let trunk = state.directory.trunk(&id).ok_or_else(|| no_trunk(&id))?;
-    Ok(axum::Json(trunk.describe()))
+    Ok(axum::Json(describe(&state, &trunk)))
 }
 
 async fn delete_trunk(State(state): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -228,6 +231,16 @@ async fn dial(
 async fn list_calls(State(state): State<ApiState>, Path(room): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let room: RoomId = path_id("room", &room)?;
     Ok(axum::Json(json!({ "calls": state.book.in_room(&room) })))
+}
+
+/// A trunk as the API shows it, with its registration's state when it registers.
+fn describe(state: &ApiState, trunk: &Trunk) -> serde_json::Value {
+    let mut value = trunk.describe();
+    if trunk.outbound.as_ref().is_some_and(|o| o.register) {
+        let registration = state.registrations.get(&trunk.id);
+        value["registration"] = registration.map_or_else(|| json!({"state": "registering"}), |r| json!(r));
+    }
+    value
 }
 
 fn no_call(id: &str) -> ApiError {

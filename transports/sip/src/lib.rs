@@ -112,6 +112,7 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
     let locals = ua::Locals { tls: tls_addr, ..ua::Locals::plain(advertised) };
     let ports = PortRange::new(config.listen.ip(), config.advertised_ip(), config.rtp_port_min, config.rtp_port_max);
     let book = CallBook::default();
+    let registrations = stack::RegistrationBook::default();
     let (commands_tx, commands) = mpsc::channel(256);
     let (tcp_tx, tcp_rx) = mpsc::channel(1024);
 
@@ -137,6 +138,7 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
             commands_tx: commands_tx.clone(),
             advertised,
             locals,
+            registrations: registrations.clone(),
         },
         shutdown.clone(),
     );
@@ -152,6 +154,7 @@ pub async fn start(ctx: &TransportContext, config: &SipConfig) -> Result<Started
         directory,
         direct_dial,
         book,
+        registrations,
         commands: commands_tx,
         engine,
         store: ctx.store.clone(),

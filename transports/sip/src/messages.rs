@@ -91,6 +91,11 @@ pub enum Command {
         digits: String,
         reply: oneshot::Sender<bool>,
     },
+    /// A trunk's registrar name resolved (or not).
+    Resolved {
+        trunk: Box<Trunk>,
+        addr: Option<std::net::SocketAddr>,
+    },
     /// A call task wants digits sent as SIP INFO (the phone did not offer RFC 4733).
     InfoDigit {
         key: CallKey,

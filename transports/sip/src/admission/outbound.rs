@@ -30,6 +30,13 @@ pub struct OutboundSpec {
     /// name `address`'s host, from the system's roots or `sip.tls_ca`).
     #[serde(default, skip_serializing_if = "Transport::is_udp")]
     pub transport: Transport,
+    /// REGISTER with the provider at `address` (as `username`, answering its digest
+    /// challenge), so that its numbers reach Junction without a fixed address.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub register: bool,
+    /// The binding lifetime to ask for (the provider may grant another), 60 to 86400 s.
+    #[serde(default = "default_register_expires", skip_serializing_if = "is_default_register_expires")]
+    pub register_expires_s: u32,
     /// Digest credentials answering the provider's 401/407 challenges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -43,8 +50,20 @@ pub struct OutboundSpec {
     pub caller_ids: Vec<String>,
 }
 
+fn default_register_expires() -> u32 {
+    3600
+}
+
+fn is_default_register_expires(value: &u32) -> bool {
+    *value == default_register_expires()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OutboundError {
+    #[error("register needs a username and password (the provider's credentials)")]
+    RegisterWithoutCredentials,
+    #[error("register_expires_s must be 60 to 86400")]
+    BadRegisterExpires,
     #[error("address {0:?} is not host or host:port")]
     BadAddress(String),
     #[error("username and password go together")]
@@ -64,6 +83,8 @@ pub enum OutboundError {
 pub struct Outbound {
     pub address: String,
     pub transport: Transport,
+    pub register: bool,
+    pub register_expires_s: u32,
     /// The address's host as written in a SIP URI (IPv6 in brackets) and its port.
     #[serde(skip)]
     host: String,
@@ -83,6 +104,12 @@ impl Outbound {
             .ok_or_else(|| OutboundError::BadAddress(spec.address.clone()))?;
         if spec.username.is_some() != spec.password.is_some() {
             return Err(OutboundError::HalfCredentials);
+        }
+        if spec.register && spec.username.is_none() {
+            return Err(OutboundError::RegisterWithoutCredentials);
+        }
+        if spec.register && !(60..=86_400).contains(&spec.register_expires_s) {
+            return Err(OutboundError::BadRegisterExpires);
         }
         if spec.destinations.is_empty() {
             return Err(OutboundError::NoDestinations);
@@ -107,6 +134,8 @@ impl Outbound {
         Ok(Outbound {
             address: spec.address.trim().to_owned(),
             transport: spec.transport,
+            register: spec.register,
+            register_expires_s: spec.register_expires_s,
             host,
             port,
             username: spec.username,
@@ -114,6 +143,11 @@ impl Outbound {
             destinations,
             caller_ids,
         })
+    }
+
+    /// The provider's host (as in a SIP URI) and port.
+    pub fn host_port(&self) -> (&str, u16) {
+        (&self.host, self.port)
     }
 
     fn allows_number(&self, number: &str) -> bool {

@@ -256,6 +256,8 @@ mod tests {
             outbound: Some(OutboundSpec {
                 address: "192.0.2.9".into(),
                 transport: Default::default(),
+                register: false,
+                register_expires_s: 3600,
                 username: None,
                 password: None,
                 destinations: vec!["+1".into()],

@@ -11,9 +11,11 @@ mod inbound;
 pub(crate) use inbound::identity_for;
 mod outbound;
 mod recover;
+mod register;
 mod settle;
 pub(crate) mod tcp;
 pub(crate) mod tls;
+pub use register::{RegistrationBook, RegistrationStatus};
 mod transfer;
 
 use std::collections::HashMap;
@@ -43,6 +45,10 @@ use crate::transaction::{TimerConfig, Transmit};
 use crate::ua::{CallKey, EndReason, Locals, UaEvent, UserAgent};
 
 pub use crate::messages::{CallEnd, Command, DialError, DialRequest, ToCall, TransferError, TransferTarget};
+
+/// How often registrations are compared with the trunks (the API and other nodes change
+/// trunks in the directory; the stack notices within this).
+const REGISTRATION_SYNC: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The stack's record of a live call.
 struct Live {
@@ -99,11 +105,17 @@ pub(crate) struct Parts {
     pub commands_tx: mpsc::Sender<Command>,
     pub advertised: SocketAddr,
     pub locals: Locals,
+    pub registrations: RegistrationBook,
 }
 
 /// One thing the driver loop got.
 enum Input {
-    Datagram { len: usize, from: SocketAddr },
+    /// Time to bring registrations in line with the trunks.
+    Sync,
+    Datagram {
+        len: usize,
+        from: SocketAddr,
+    },
     Tcp(tcp::TcpEvent),
     Command(Command),
     Timer,
@@ -126,6 +138,11 @@ pub(crate) struct Stack {
     advertised: SocketAddr,
     /// Our addresses per transport (for a fresh user agent after a panic).
     locals: Locals,
+    /// Registrations: the trunk each was started from (a changed trunk starts over), the
+    /// trunks whose registrar is being resolved, and the states the API shows.
+    registered: HashMap<String, crate::admission::Trunk>,
+    resolving: std::collections::HashSet<String>,
+    registrations: RegistrationBook,
     live: HashMap<CallKey, Live>,
     by_id: HashMap<String, CallKey>,
     /// What the synchronous part of an input wants sent; the loop sends it.
@@ -143,6 +160,9 @@ impl Stack {
         Self {
             ua: UserAgent::with_limits(parts.timers, parts.config.ua_limits(), parts.locals),
             locals: parts.locals,
+            registered: HashMap::new(),
+            resolving: std::collections::HashSet::new(),
+            registrations: parts.registrations,
             timers: parts.timers,
             udp: parts.udp,
             tcp: tcp::Connections::new(parts.tcp_gate, parts.tcp_events, parts.tls_connector, shutdown),
@@ -172,6 +192,7 @@ impl Stack {
         // One byte more than the largest message accepted: a larger datagram shows as too
         // large instead of being cut to fit.
         let mut buf = vec![0u8; self.config.max_message_bytes + 1];
+        let mut sync = tokio::time::interval(REGISTRATION_SYNC);
         loop {
             let deadline = self.ua.poll_timeout();
             let timer = async move {
@@ -190,6 +211,7 @@ impl Stack {
                 Some(event) = tcp_in.recv() => Input::Tcp(event),
                 Some(command) = commands.recv() => Input::Command(command),
                 _ = timer => Input::Timer,
+                _ = sync.tick() => Input::Sync,
             };
             let datagram = buf.as_slice();
             let handled = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -226,6 +248,7 @@ impl Stack {
             }
             Input::Command(command) => self.on_command(command),
             Input::Timer => self.ua.handle_timeout(now),
+            Input::Sync => self.sync_registrations(),
         }
     }
 
@@ -281,6 +304,10 @@ impl Stack {
                 self.ua.hangup(Instant::now(), key);
                 self.finish(key, CallEnd::Shutdown);
             }
+            // Providers stop sending calls to a server that is going away.
+            for trunk in self.ua.registered_trunks() {
+                self.ua.unregister(Instant::now(), &trunk);
+            }
             self.drain();
         }));
         if let Err(payload) = stopped {
@@ -321,6 +348,7 @@ impl Stack {
                 }
             }
             UaEvent::Refer { call, refer_to } => self.referred(call, &refer_to),
+            UaEvent::Registration { trunk, state } => self.registration_changed(&trunk, &state),
             UaEvent::TransferProgress { call, code } => self.transfer_progress(call, code),
             UaEvent::Ended { call, reason } => {
                 let end = match reason {
@@ -373,6 +401,7 @@ impl Stack {
                 }
             }
             Command::Ping { key } => self.ua.ping(Instant::now(), key),
+            Command::Resolved { trunk, addr } => self.resolved(*trunk, addr),
             Command::Transfer { id, to, reply } => {
                 let _ = reply.send(self.transfer(&id, to));
             }

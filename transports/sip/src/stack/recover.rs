@@ -130,6 +130,7 @@ mod tests {
             advertised: addr,
             locals: crate::ua::Locals::plain(addr),
             tls_connector: None,
+            registrations: Default::default(),
         };
         let stack = Stack::new(parts, shutdown.clone());
         tokio::spawn(stack.run(tcp_in, commands, shutdown.clone()));

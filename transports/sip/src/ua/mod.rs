@@ -19,6 +19,7 @@ mod in_dialog;
 mod inbound;
 mod outbound;
 mod refresh;
+pub mod register;
 pub mod session_timer;
 #[cfg(test)]
 mod tests;
@@ -155,6 +156,8 @@ pub enum UaEvent {
     /// How a transfer we asked for (REFER) goes: the new leg's status from the far end's
     /// NOTIFY, or the REFER's own refusal.
     TransferProgress { call: CallKey, code: u16 },
+    /// A trunk's registration changed state.
+    Registration { trunk: String, state: register::RegistrationState },
     /// The call is over; the key is dead.
     Ended { call: CallKey, reason: EndReason },
 }
@@ -287,6 +290,7 @@ pub struct UserAgent {
     /// Server INVITE transactions -> their call (CANCEL finds its INVITE through this).
     invites: HashMap<ServerKey, CallKey>,
     clients: HashMap<ClientKey, (CallKey, Purpose)>,
+    registrations: register::Registrations,
     events: VecDeque<UaEvent>,
     transmits: VecDeque<Transmit>,
     next_key: u64,
@@ -307,6 +311,7 @@ impl UserAgent {
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             invites: HashMap::new(),
+            registrations: register::Registrations::default(),
             clients: HashMap::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
@@ -399,7 +404,8 @@ impl UserAgent {
             .filter_map(|c| c.pending_ok.as_ref())
             .map(|p| p.retransmit.next.min(p.retransmit.give_up));
         let timers = self.calls.values().filter_map(|c| c.timer.as_ref()).map(SessionTimer::deadline);
-        self.txns.poll_timeout().into_iter().chain(oks).chain(timers).min()
+        let registrations = self.registrations.next_deadline();
+        self.txns.poll_timeout().into_iter().chain(oks).chain(timers).chain(registrations).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -417,6 +423,7 @@ impl UserAgent {
             self.retransmit_ok(now, key);
             self.session_timer_due(now, key);
         }
+        self.registrations_due(now);
         // Forget finished INVITE transactions that no call refers to any more.
         let txns = &self.txns;
         self.invites.retain(|k, _| txns.server_state(k).is_some());

@@ -125,6 +125,9 @@ impl UserAgent {
             self.reacknowledge(&head);
             return;
         };
+        if self.on_register_response(now, &key, &response) {
+            return;
+        }
         let Some((call_key, purpose)) = self.clients.get(&key).copied() else { return };
         let code = response.status_code.code();
         match purpose {
@@ -140,6 +143,9 @@ impl UserAgent {
     }
 
     pub(super) fn on_client_timeout(&mut self, now: Instant, key: ClientKey) {
+        if self.on_register_timeout(now, &key) {
+            return;
+        }
         let Some((call_key, purpose)) = self.clients.remove(&key) else { return };
         match purpose {
             Purpose::Invite => {

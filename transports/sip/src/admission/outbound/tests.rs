@@ -12,6 +12,8 @@ fn outbound_trunk(id: &str, address: &str, destinations: &[&str], caller_ids: &[
         outbound: Some(OutboundSpec {
             address: address.into(),
             transport: Default::default(),
+            register: false,
+            register_expires_s: 3600,
             username: Some("junction".into()),
             password: Some("pw".into()),
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
@@ -125,6 +127,8 @@ fn outbound_specs_are_validated() {
     let spec = |address: &str, destinations: &[&str], caller_ids: &[&str]| OutboundSpec {
         address: address.into(),
         transport: Default::default(),
+        register: false,
+        register_expires_s: 3600,
         username: None,
         password: None,
         destinations: destinations.iter().map(|d| d.to_string()).collect(),
