@@ -139,7 +139,10 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
   sip.enabled             SIP dial-in and dial-out             [true]
   sip.listen              SIP address, UDP and TCP             [127.0.0.1:5060]
+  sip.tls_listen          SIP over TLS address (with sip.tls_cert, sip.tls_key PEM; sip.tls_ca
+                          extra roots for dial-out over TLS)   [unset: no TLS]
   sip.public_address      IP written in Via/Contact/SDP        [the listen IP]
+  sip.session_expires_s   RFC 4028 interval asked/granted      [1800] (min_session_expires_s [90])
   sip.rtp_port_min/max    RTP/RTCP port range                  [20000-20999]
   sip.rtp_timeout_s       silent calls are hung up after (<=30) [20]
   sip.max_calls           calls at once, more get 503          [200]
