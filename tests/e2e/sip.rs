@@ -222,6 +222,33 @@ async fn phones_hear_each_other_and_the_room_through_the_mixer_and_never_themsel
     }
 }
 
+/// Two seconds of what `identity` (a phone, once it is in `room`) publishes, as a WHEP viewer of
+/// that peer alone decodes it (48 kHz mono); the viewer is returned for the caller to close.
+pub(crate) async fn phone_voice(server: &TestServer, room: &str, identity: &str) -> (WhepViewer, Vec<i16>) {
+    eventually("the phone in the room", Duration::from_secs(10), || async {
+        let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
+        body["peers"].as_array()?.iter().any(|p| p["identity"] == identity).then_some(())
+    })
+    .await;
+    let viewer_token = server.token(room, "viewer", json!({"publish": false, "subscribe": true})).await;
+    let query = format!("?identity={}", identity.replace(':', "%3A"));
+    let mut viewer =
+        WhepViewer::connect(&server.base, room, &viewer_token, &query, ClientOptions::new(&[ClientCodec::Opus]))
+            .await
+            .expect("WHEP viewer");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    viewer.discard_received();
+    let mut packets = Vec::new();
+    while packets.len() < 100 {
+        match viewer.next_frame_of(MediaKind::Audio, Duration::from_secs(5)).await {
+            Some(frame) => packets.push(frame.payload),
+            None => break,
+        }
+    }
+    assert_eq!(packets.len(), 100, "two seconds of the phone's Opus");
+    (viewer, opus_to_pcm(&packets, 1))
+}
+
 /// Sends a `freq` Hz Opus tone (20 ms packets, libopus) over WHIP for `seconds`, in real time.
 pub(crate) async fn whip_tone(publisher: &WhipPublisher, freq: f64, seconds: u32) {
     let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).expect("opus");
@@ -258,32 +285,7 @@ async fn a_whep_viewer_hears_the_phone_and_the_phone_hears_a_whip_publisher() {
     let phone = Sipp::start(&dir, "alice", &xml, &uac_args(&server, "standup", &[]));
 
     // A WHEP viewer of the phone alone decodes its Opus track and finds the phone's tone.
-    eventually("the phone in the room", Duration::from_secs(10), || async {
-        let (_, body) = server.call(Method::GET, "/v1/rooms/standup/peers", None).await;
-        body["peers"].as_array()?.iter().any(|p| p["identity"] == "sip:alice").then_some(())
-    })
-    .await;
-    let viewer_token = server.token("standup", "viewer", json!({"publish": false, "subscribe": true})).await;
-    let mut viewer = WhepViewer::connect(
-        &server.base,
-        "standup",
-        &viewer_token,
-        "?identity=sip%3Aalice",
-        ClientOptions::new(&[ClientCodec::Opus]),
-    )
-    .await
-    .expect("WHEP viewer");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    viewer.discard_received();
-    let mut packets = Vec::new();
-    while packets.len() < 100 {
-        match viewer.next_frame_of(MediaKind::Audio, Duration::from_secs(5)).await {
-            Some(frame) => packets.push(frame.payload),
-            None => break,
-        }
-    }
-    assert_eq!(packets.len(), 100, "two seconds of the phone's Opus");
-    let pcm = opus_to_pcm(&packets, 1);
+    let (viewer, pcm) = phone_voice(&server, "standup", "sip:alice").await;
     assert_tone(&pcm, 1, 48_000, 440.0, 2.0);
     // The phone's track is its own voice, not the mix it hears.
     assert!(

@@ -10,14 +10,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::sip::{
-    OPEN_DIAL_IN, PCMU_AND_DTMF, calls, heard, opus_publishers, pcmu_call, states, tone, uac_args, wait_state,
-    whip_tone,
+    OPEN_DIAL_IN, PCMU_AND_DTMF, calls, heard, opus_publishers, pcmu_call, phone_voice, states, tone, uac_args,
+    wait_state, whip_tone,
 };
-use crate::support::audio::{assert_tone, opus_to_pcm};
+use crate::support::audio::assert_tone;
 use crate::support::baresip::{Baresip, Call as BaresipCall, loopback_certificate, tone_wav};
 use crate::support::browser::WsClient;
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port, free_port_pair, play, rms, scenario, tone_power};
-use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer, WhipPublisher};
+use crate::support::webrtc_client::{ClientCodec, ClientOptions, WhipPublisher};
 use crate::support::{TestServer, eventually};
 
 /// The open loopback server with short session timers (RFC 4028 says 90 s at least; these
@@ -255,32 +255,7 @@ async fn a_softphone_over_tls_and_srtp_hears_a_whip_publisher_and_a_whep_viewer_
     );
 
     // A WHEP viewer of the phone alone decodes its Opus track: the phone's 440 Hz, decrypted.
-    eventually("the phone in the room", Duration::from_secs(10), || async {
-        let (_, body) = server.call(Method::GET, "/v1/rooms/secure/peers", None).await;
-        body["peers"].as_array()?.iter().any(|p| p["identity"] == "sip:alice").then_some(())
-    })
-    .await;
-    let viewer_token = server.token("secure", "viewer", json!({"publish": false, "subscribe": true})).await;
-    let mut viewer = WhepViewer::connect(
-        &server.base,
-        "secure",
-        &viewer_token,
-        "?identity=sip%3Aalice",
-        ClientOptions::new(&[ClientCodec::Opus]),
-    )
-    .await
-    .expect("WHEP viewer");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    viewer.discard_received();
-    let mut packets = Vec::new();
-    while packets.len() < 100 {
-        match viewer.next_frame_of(MediaKind::Audio, Duration::from_secs(5)).await {
-            Some(frame) => packets.push(frame.payload),
-            None => break,
-        }
-    }
-    assert_eq!(packets.len(), 100, "two seconds of the phone's Opus");
-    let pcm = opus_to_pcm(&packets, 1);
+    let (viewer, pcm) = phone_voice(&server, "secure", "sip:alice").await;
     assert_tone(&pcm, 1, 48_000, 440.0, 2.0);
 
     // The phone decrypted and decoded the WHIP publisher's 1000 Hz (and not its own 440 Hz).

@@ -5,10 +5,10 @@
 //! key, which is what browsers require of certificates pinned through WebTransport's
 //! `serverCertificateHashes`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
+use junction_transport_api::pem::{self, PemError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
@@ -21,12 +21,10 @@ pub fn alpn_protocols() -> Vec<Vec<u8>> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} holds no PEM private key: {message}")]
-    NoKey { path: PathBuf, message: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("the generated key does not load: {0}")]
+    GeneratedKey(String),
     #[error("cannot generate the development certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("the certificate and key do not make a TLS configuration: {0}")]
@@ -45,16 +43,7 @@ pub struct ServerIdentity {
 
 impl ServerIdentity {
     pub fn from_files(cert: &Path, key: &Path) -> Result<ServerIdentity, TlsError> {
-        let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source });
-        let cert_pem = read(cert)?;
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(&cert_pem).filter_map(Result::ok).collect();
-        if chain.is_empty() {
-            return Err(TlsError::NoCertificate { path: cert.into() });
-        }
-        let key_pem = read(key)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|err| TlsError::NoKey { path: key.into(), message: err.to_string() })?;
+        let (chain, key) = (pem::certificates(cert)?, pem::private_key(key)?);
         let fingerprint = fingerprint(&chain[0]);
         Ok(ServerIdentity { config: server_config(chain, key)?, fingerprint, dev_ca_pem: None })
     }
@@ -109,7 +98,7 @@ fn generate_chain(hosts: &[String]) -> Result<GeneratedChain, TlsError> {
     let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
 
     let key = PrivateKeyDer::try_from(leaf_key.serialize_der())
-        .map_err(|message| TlsError::NoKey { path: PathBuf::from("<generated>"), message: message.to_owned() })?;
+        .map_err(|message| TlsError::GeneratedKey(message.to_owned()))?;
     Ok(GeneratedChain { chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()], key, ca_pem: ca_cert.pem() })
 }
 
@@ -135,6 +124,7 @@ fn server_config(
 mod tests {
     use super::*;
     use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{ServerName, UnixTime};
 
     #[test]

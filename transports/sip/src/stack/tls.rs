@@ -3,36 +3,18 @@
 //! verifying the far end's name (or address). The handshakes are tokio-rustls'; connections
 //! then carry SIP exactly as TCP ones do (see [`super::tcp`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use junction_transport_api::pem::{self, PemError};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} holds no PEM private key: {message}")]
-    NoKey { path: PathBuf, message: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("the certificate and key do not make a TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.into(), source })
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect();
-    if chain.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.into() });
-    }
-    Ok(chain)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -41,9 +23,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// The listener's side: `cert` (the chain, leaf first) and `key`, PEM.
 pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
-    let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?)
-        .map_err(|err| TlsError::NoKey { path: key.into(), message: err.to_string() })?;
+    let (chain, key) = (pem::certificates(cert)?, pem::private_key(key)?);
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -58,7 +38,7 @@ pub(crate) fn connector(extra_ca: Option<&Path>) -> Result<TlsConnector, TlsErro
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = extra_ca {
-        roots.add_parsable_certificates(certificates(path)?);
+        roots.add_parsable_certificates(pem::certificates(path)?);
     }
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
