@@ -74,12 +74,19 @@ pub struct CallSetup {
     pub sockets: RtpSockets,
     pub media: Negotiated,
     pub entry: Entry,
+    pub services: CallServices,
+    pub inbox: mpsc::Receiver<ToCall>,
+}
+
+/// What every call's task gets from the stack: the engine and mixer, the call records, the
+/// limits, and the way back to the stack.
+#[derive(Clone)]
+pub struct CallServices {
     pub engine: Engine,
     pub mixer: Mixer,
     pub book: CallBook,
     pub settings: CallSettings,
     pub to_stack: mpsc::Sender<Command>,
-    pub inbox: mpsc::Receiver<ToCall>,
 }
 
 struct InRoom {
@@ -146,11 +153,11 @@ pub fn spawn(setup: CallSetup) -> Result<(), String> {
         rtcp,
         media: setup.media,
         srtp,
-        engine: setup.engine,
-        mixer: setup.mixer,
-        book: setup.book,
-        settings: setup.settings,
-        to_stack: setup.to_stack,
+        engine: setup.services.engine,
+        mixer: setup.services.mixer,
+        book: setup.services.book,
+        settings: setup.services.settings,
+        to_stack: setup.services.to_stack,
         inbox: setup.inbox,
         downlink,
         prompt: PromptQueue::default(),

@@ -167,11 +167,7 @@ impl Stack {
                     sockets,
                     media: media.clone(),
                     entry,
-                    engine: self.engine.clone(),
-                    mixer: self.mixer.clone(),
-                    book: self.book.clone(),
-                    settings: self.settings,
-                    to_stack: self.commands_tx.clone(),
+                    services: self.call_services(),
                     inbox,
                 })
                 .map_err(|why| refuse(500, why))?;

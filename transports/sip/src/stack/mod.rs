@@ -374,6 +374,17 @@ impl Stack {
         }
     }
 
+    /// What a call's task is started with from the stack.
+    fn call_services(&self) -> crate::call::CallServices {
+        crate::call::CallServices {
+            engine: self.engine.clone(),
+            mixer: self.mixer.clone(),
+            book: self.book.clone(),
+            settings: self.settings,
+            to_stack: self.commands_tx.clone(),
+        }
+    }
+
     fn tell(&self, call: CallKey, message: ToCall) {
         if let Some(task) = self.live.get(&call).and_then(|l| l.task.as_ref()) {
             let _ = task.try_send(message);

@@ -67,6 +67,7 @@ impl Stack {
     /// Negotiates the far end's answer and starts the call's task with what was pending;
     /// `state` is what the call record moves to (none while ringing with early media).
     fn settle(&mut self, call: CallKey, body: &[u8], state: Option<CallState>) -> Result<(), CallEnd> {
+        let services = self.call_services();
         let Some(live) = self.live.get_mut(&call) else { return Ok(()) };
         let Some(pending) = live.pending.take() else { return Ok(()) };
         if body.is_empty() {
@@ -97,11 +98,7 @@ impl Stack {
             sockets: pending.sockets,
             media: media.clone(),
             entry,
-            engine: self.engine.clone(),
-            mixer: self.mixer.clone(),
-            book: self.book.clone(),
-            settings: self.settings,
-            to_stack: self.commands_tx.clone(),
+            services,
             inbox,
         })
         .map_err(CallEnd::Failed)?;

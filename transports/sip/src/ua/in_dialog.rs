@@ -83,16 +83,10 @@ impl UserAgent {
             self.reply(now, &key, &request, 491, vec![]);
             return;
         }
-        let is_sdp = content_type(&request).is_none_or(|ct| ct == "application/sdp");
-        if !is_sdp {
-            let accept = Header::Accept(headers::Accept::new("application/sdp"));
-            self.reply(now, &key, &request, 415, vec![accept]);
+        if self.refuse_unfit_offer(now, &key, &request) {
             return;
         }
-        if let UasDecision::TooSmall { min } = session_timer::decide_as_uas(&request, self.timer_policy) {
-            self.reply(now, &key, &request, 422, vec![build::other("Min-SE", min.to_string())]);
-            return;
-        }
+        let Some(call) = self.calls.get_mut(&call_key) else { return };
         if update && request.body.is_empty() {
             // A refresh (RFC 4028 §7.4 / RFC 3311): 200 with the session's new interval.
             let mut response = build::response(&request, 200, Some(&call.dialog.local_tag));

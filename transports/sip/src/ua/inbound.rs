@@ -91,6 +91,22 @@ impl UserAgent {
         self.txns.respond(now, key, response);
     }
 
+    /// 415 for a body that is not SDP (none is a late offer), 422 with our `Min-SE` for a
+    /// session interval below it (RFC 4028); whether the request was refused.
+    pub(super) fn refuse_unfit_offer(&mut self, now: Instant, key: &ServerKey, request: &Request) -> bool {
+        let is_sdp = content_type(request).is_some_and(|ct| ct == "application/sdp");
+        if !request.body.is_empty() && !is_sdp {
+            let accept = Header::Accept(headers::Accept::new("application/sdp"));
+            self.reply(now, key, request, 415, vec![accept]);
+            return true;
+        }
+        if let UasDecision::TooSmall { min } = session_timer::decide_as_uas(request, self.timer_policy) {
+            self.reply(now, key, request, 422, vec![build::other("Min-SE", min.to_string())]);
+            return true;
+        }
+        false
+    }
+
     pub(super) fn allow() -> Header {
         Header::Allow(headers::Allow::new(ALLOW))
     }
@@ -143,14 +159,7 @@ impl UserAgent {
             return;
         }
         // An INVITE without a body is a late offer: our 2xx will carry the offer.
-        let is_sdp = content_type(&request).is_some_and(|ct| ct == "application/sdp");
-        if !request.body.is_empty() && !is_sdp {
-            let accept = Header::Accept(headers::Accept::new("application/sdp"));
-            self.reply(now, &key, &request, 415, vec![accept]);
-            return;
-        }
-        if let UasDecision::TooSmall { min } = session_timer::decide_as_uas(&request, self.timer_policy) {
-            self.reply(now, &key, &request, 422, vec![build::other("Min-SE", min.to_string())]);
+        if self.refuse_unfit_offer(now, &key, &request) {
             return;
         }
 
