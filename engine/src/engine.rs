@@ -63,6 +63,20 @@ impl Engine {
         }
     }
 
+    /// Emits a component event (`component_started`, `_finished`, `_failed`) on the engine's
+    /// event stream, for the services that run components in rooms. Room, peer and track events
+    /// come from the rooms themselves and are not accepted here.
+    pub fn announce_component(&self, event: RoomEvent) {
+        if matches!(
+            event,
+            RoomEvent::ComponentStarted { .. }
+                | RoomEvent::ComponentFinished { .. }
+                | RoomEvent::ComponentFailed { .. }
+        ) {
+            self.shared.emit(event);
+        }
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }

@@ -20,12 +20,46 @@ pub enum RoomEndReason {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RoomEvent {
-    RoomStarted { room: RoomInfo },
-    RoomFinished { room: RoomId, reason: RoomEndReason },
-    PeerJoined { room: RoomId, peer: PeerInfo },
-    PeerLeft { room: RoomId, peer: PeerInfo, reason: CloseReason },
-    TrackPublished { room: RoomId, track: TrackInfo },
-    TrackUnpublished { room: RoomId, track: TrackInfo },
+    RoomStarted {
+        room: RoomInfo,
+    },
+    RoomFinished {
+        room: RoomId,
+        reason: RoomEndReason,
+    },
+    PeerJoined {
+        room: RoomId,
+        peer: PeerInfo,
+    },
+    PeerLeft {
+        room: RoomId,
+        peer: PeerInfo,
+        reason: CloseReason,
+    },
+    TrackPublished {
+        room: RoomId,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        room: RoomId,
+        track: TrackInfo,
+    },
+    /// A room component (a source or output the server runs in the room) is running; the
+    /// component as its API shows it.
+    ComponentStarted {
+        room: RoomId,
+        component: serde_json::Value,
+    },
+    /// A component stopped (deleted, or its source ended).
+    ComponentFinished {
+        room: RoomId,
+        component: serde_json::Value,
+    },
+    /// A component failed; its `reason` says why.
+    ComponentFailed {
+        room: RoomId,
+        component: serde_json::Value,
+    },
 }
 
 impl RoomEvent {
@@ -37,6 +71,9 @@ impl RoomEvent {
             RoomEvent::PeerLeft { .. } => "peer_left",
             RoomEvent::TrackPublished { .. } => "track_published",
             RoomEvent::TrackUnpublished { .. } => "track_unpublished",
+            RoomEvent::ComponentStarted { .. } => "component_started",
+            RoomEvent::ComponentFinished { .. } => "component_finished",
+            RoomEvent::ComponentFailed { .. } => "component_failed",
         }
     }
 
@@ -47,7 +84,10 @@ impl RoomEvent {
             | RoomEvent::PeerJoined { room, .. }
             | RoomEvent::PeerLeft { room, .. }
             | RoomEvent::TrackPublished { room, .. }
-            | RoomEvent::TrackUnpublished { room, .. } => room,
+            | RoomEvent::TrackUnpublished { room, .. }
+            | RoomEvent::ComponentStarted { room, .. }
+            | RoomEvent::ComponentFinished { room, .. }
+            | RoomEvent::ComponentFailed { room, .. } => room,
         }
     }
 }

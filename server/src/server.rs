@@ -124,6 +124,8 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     wiring.add(junction_webrtc::start(&ctx, &config.webrtc).await?, &mut ctx);
     wiring.add(junction_whip::start(&ctx, &config.whip).await?, &mut ctx);
     wiring.add(junction_browser::start(&ctx, &config.browser).await?, &mut ctx);
+    // Room components (files played into rooms), restarted from the state store.
+    wiring.add(junction_components::start(&ctx).await, &mut ctx);
 
     // Cluster mode: registry, control bus and media relay over the shared Redis.
     let cluster = match &config.cluster.redis_url {

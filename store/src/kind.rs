@@ -14,11 +14,13 @@ pub enum Kind {
     SipDispatchRule,
     /// A webhook not yet delivered, scoped by the node that queued it.
     WebhookDelivery,
+    /// A room component (a file played into the room, ...), scoped by its room.
+    Component,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] =
-        [Kind::Room, Kind::Ingress, Kind::SipTrunk, Kind::SipDispatchRule, Kind::WebhookDelivery];
+    pub const ALL: [Kind; 6] =
+        [Kind::Room, Kind::Ingress, Kind::SipTrunk, Kind::SipDispatchRule, Kind::WebhookDelivery, Kind::Component];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -27,6 +29,7 @@ impl Kind {
             Kind::SipTrunk => "sip_trunk",
             Kind::SipDispatchRule => "sip_dispatch_rule",
             Kind::WebhookDelivery => "webhook_delivery",
+            Kind::Component => "component",
         }
     }
 }

@@ -10,6 +10,7 @@ mod browser;
 mod browser_rust;
 mod cli;
 mod cluster;
+mod components;
 mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;

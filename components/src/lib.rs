@@ -1,0 +1,30 @@
+//! junction-components: things the server runs inside a room that are not a person's client —
+//! for now the `file` source ([`file`]) — behind the components REST API
+//! (`/v1/rooms/{room}/components`, [`api`]). Each component is a task with a state (`starting →
+//! running → stopped | failed`, with a `reason`), announced on the engine's event stream
+//! (`component_started`, `_finished`, `_failed`, which webhooks deliver) and kept in the state
+//! store while it runs, so a restarted server starts it again.
+
+mod api;
+pub mod file;
+mod registry;
+
+use junction_transport_api::{Service, Started, TransportContext};
+
+pub use registry::{ComponentError, Components};
+
+/// Starts the components service: restarts the components the state store kept, and returns
+/// the `/v1` routes.
+pub async fn start(ctx: &TransportContext) -> Started {
+    let components = Components::new(ctx.engine.clone(), ctx.store.clone(), ctx.shutdown.clone());
+    components.restore().await;
+    Started {
+        services: vec![Service {
+            name: "components",
+            url: format!("{}/v1/rooms/{{room}}/components", ctx.public_url),
+            about: "room components: files played into rooms",
+        }],
+        api: api::routes(components),
+        ..Started::default()
+    }
+}

@@ -1,0 +1,255 @@
+//! The components in force: one entry per component with its room, options, state and the
+//! token that stops its task; state changes go to the engine's event stream and, while a
+//! component runs, its record to the state store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use junction_core::RoomId;
+use junction_engine::{Engine, RoomEvent};
+use junction_store::{Kind, Store};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::file::{self, Ended, FileOptions, Playback};
+
+/// Components at once, in all and per room.
+const MAX_COMPONENTS: usize = 1024;
+const MAX_PER_ROOM: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Starting,
+    Running,
+    Stopped,
+    Failed,
+}
+
+/// What a component is: its type and that type's options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Spec {
+    File(FileOptions),
+}
+
+impl Spec {
+    pub const TYPES: &'static [&'static str] = &["file"];
+
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        match self {
+            Spec::File(options) => options.validate(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComponentError {
+    #[error("room {0} does not exist")]
+    RoomNotFound(RoomId),
+    #[error("{0} components at once is the limit")]
+    TooMany(usize),
+    #[error("no component {0} in this room")]
+    NotFound(String),
+}
+
+/// A component as the API shows it (and the store keeps it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    id: String,
+    room: RoomId,
+    #[serde(flatten)]
+    spec: Spec,
+    created_at_ms: u64,
+}
+
+struct Entry {
+    record: Record,
+    state: State,
+    reason: Option<String>,
+    stop: CancellationToken,
+}
+
+impl Entry {
+    fn view(&self) -> Value {
+        let mut value = json!(self.record);
+        value["state"] = json!(self.state);
+        if let Some(reason) = &self.reason {
+            value["reason"] = json!(reason);
+        }
+        value
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    store: Store,
+    shutdown: CancellationToken,
+    entries: Mutex<HashMap<String, Entry>>,
+    scratch: PathBuf,
+}
+
+/// The components service (cheap to clone).
+#[derive(Clone)]
+pub struct Components {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Components {
+    pub fn new(engine: Engine, store: Store, shutdown: CancellationToken) -> Components {
+        let scratch = std::env::temp_dir().join(format!("junction-components-{}", std::process::id()));
+        Components { inner: Arc::new(Inner { engine, store, shutdown, entries: Mutex::new(HashMap::new()), scratch }) }
+    }
+
+    /// Starts the components the store kept (a restart).
+    pub async fn restore(&self) {
+        let records: Vec<Record> = match self.inner.store.list(Kind::Component, None).await {
+            Ok(records) => records,
+            Err(err) => {
+                warn!("cannot read components from the state store: {err}");
+                return;
+            }
+        };
+        for record in records {
+            info!(room = %record.room, component = %record.id, "restarting a component kept in the state store");
+            self.launch(record);
+        }
+    }
+
+    /// Creates and starts a component; returns its view.
+    pub async fn create(&self, room: RoomId, spec: Spec) -> Result<Value, ComponentError> {
+        let engine = &self.inner.engine;
+        if !engine.room_exists(&room) && !engine.config().auto_create_rooms {
+            return Err(ComponentError::RoomNotFound(room));
+        }
+        {
+            let entries = self.inner.entries.lock();
+            if entries.len() >= MAX_COMPONENTS {
+                return Err(ComponentError::TooMany(MAX_COMPONENTS));
+            }
+            if entries.values().filter(|e| e.record.room == room).count() >= MAX_PER_ROOM {
+                return Err(ComponentError::TooMany(MAX_PER_ROOM));
+            }
+        }
+        let record = Record { id: junction_core::ids::random_id("CO_", 12), room, spec, created_at_ms: now_ms() };
+        if let Err(err) = self.inner.store.put(Kind::Component, &record.id, record.room.as_str(), &record).await {
+            warn!(component = %record.id, "cannot keep the component in the state store: {err}");
+        }
+        Ok(self.launch(record))
+    }
+
+    pub fn list(&self, room: &RoomId) -> Vec<Value> {
+        let entries = self.inner.entries.lock();
+        let mut views: Vec<(u64, Value)> =
+            entries.values().filter(|e| e.record.room == *room).map(|e| (e.record.created_at_ms, e.view())).collect();
+        views.sort_by_key(|(at, _)| *at);
+        views.into_iter().map(|(_, v)| v).collect()
+    }
+
+    pub fn get(&self, room: &RoomId, id: &str) -> Option<Value> {
+        self.inner.entries.lock().get(id).filter(|e| e.record.room == *room).map(Entry::view)
+    }
+
+    /// Stops (if it runs) and forgets a component.
+    pub async fn delete(&self, room: &RoomId, id: &str) -> Result<(), ComponentError> {
+        let entry = {
+            let mut entries = self.inner.entries.lock();
+            match entries.get(id) {
+                Some(entry) if entry.record.room == *room => entries.remove(id),
+                _ => None,
+            }
+        };
+        let mut entry = entry.ok_or_else(|| ComponentError::NotFound(id.to_owned()))?;
+        entry.stop.cancel();
+        if !matches!(entry.state, State::Stopped | State::Failed) {
+            entry.state = State::Stopped;
+            entry.reason = Some("deleted".into());
+            let event = RoomEvent::ComponentFinished { room: room.clone(), component: entry.view() };
+            self.inner.engine.announce_component(event);
+        }
+        if let Err(err) = self.inner.store.remove(Kind::Component, id).await {
+            warn!(component = %id, "cannot remove the component from the state store: {err}");
+        }
+        Ok(())
+    }
+
+    /// Registers a component and spawns its task.
+    fn launch(&self, record: Record) -> Value {
+        let stop = self.inner.shutdown.child_token();
+        let entry = Entry { record: record.clone(), state: State::Starting, reason: None, stop: stop.clone() };
+        let view = entry.view();
+        self.inner.entries.lock().insert(record.id.clone(), entry);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let id = record.id.clone();
+            let scratch = this.inner.scratch.join(&id);
+            let _ = tokio::fs::create_dir_all(&scratch).await;
+            let outcome = match record.spec.clone() {
+                Spec::File(options) => {
+                    let playback = Playback {
+                        engine: this.inner.engine.clone(),
+                        room: record.room.clone(),
+                        options,
+                        scratch: scratch.clone(),
+                        stop: stop.clone(),
+                    };
+                    let started = this.clone();
+                    let started_id = id.clone();
+                    // A bug in one component's task ends that component, never the process.
+                    let task = tokio::spawn(file::play(playback, move || {
+                        started.set_state(&started_id, State::Running, None)
+                    }));
+                    match task.await {
+                        Ok(result) => result,
+                        Err(_) => Err("internal error (the component's task failed)".into()),
+                    }
+                }
+            };
+            let _ = tokio::fs::remove_dir_all(&scratch).await;
+            match outcome {
+                Ok(Ended::Finished) => this.set_state(&id, State::Stopped, Some("finished".into())),
+                Ok(Ended::Closed(reason)) => this.set_state(&id, State::Stopped, Some(reason)),
+                Err(reason) => this.set_state(&id, State::Failed, Some(reason)),
+            }
+            // A server that is shutting down keeps its components for the next start.
+            if !this.inner.shutdown.is_cancelled()
+                && let Err(err) = this.inner.store.remove(Kind::Component, &id).await
+            {
+                warn!(component = %id, "cannot remove the component from the state store: {err}");
+            }
+        });
+        view
+    }
+
+    /// Moves a component to `state` and announces it (a deleted component is only announced).
+    fn set_state(&self, id: &str, state: State, reason: Option<String>) {
+        let announced = {
+            let mut entries = self.inner.entries.lock();
+            let Some(entry) = entries.get_mut(id) else { return };
+            if matches!(entry.state, State::Stopped | State::Failed) {
+                return;
+            }
+            entry.state = state;
+            entry.reason = reason;
+            (entry.record.room.clone(), entry.view())
+        };
+        let (room, component) = announced;
+        info!(room = %room, component = %id, state = ?state, "component state");
+        let event = match state {
+            State::Starting => return,
+            State::Running => RoomEvent::ComponentStarted { room, component },
+            State::Stopped => RoomEvent::ComponentFinished { room, component },
+            State::Failed => RoomEvent::ComponentFailed { room, component },
+        };
+        self.inner.engine.announce_component(event);
+    }
+}

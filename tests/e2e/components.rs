@@ -1,0 +1,140 @@
+//! Room components end to end: a `file` component plays an MP3 (made by ffmpeg, 660 Hz,
+//! looping) into a room — a sipp phone hears it through the mixer, a WHEP viewer (the `webrtc`
+//! crate) decodes its Opus track —; an Ogg Opus file plays once and its component stops
+//! `finished`; webhooks report both; the API's errors; a SIGKILLed server starts the running
+//! component again from its state store, and deleting it takes its peer out of the room.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, phone_voice, uac_args};
+use crate::support::audio::assert_tone;
+use crate::support::sip::{RtpRecorder, Sipp, dominant_hz};
+use crate::support::{TestServer, eventually};
+use crate::webhooks::{Receiver, config as webhook_config, serve};
+
+/// A tone file made by ffmpeg with `codec` (libmp3lame, libopus).
+fn tone_file(path: &Path, freq: u32, seconds: f64, codec: &str) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency={freq}:sample_rate=48000:duration={seconds}"))
+        .args(["-ac", "1", "-c:a", codec])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg could not make {}", path.display());
+}
+
+async fn component(server: &TestServer, room: &str, id: &str) -> (u16, Value) {
+    server.call(Method::GET, &format!("/v1/rooms/{room}/components/{id}"), None).await
+}
+
+async fn wait_component(server: &TestServer, room: &str, id: &str, state: &str) -> Value {
+    eventually(&format!("component {id} {state}"), Duration::from_secs(15), || async {
+        let (_, body) = component(server, room, id).await;
+        (body["state"] == state).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_file_component_plays_for_phones_and_viewers_reports_itself_and_survives_a_restart() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let receiver = Receiver::default();
+    let hook = serve(&receiver).await;
+    let server = TestServer::start_with(&format!("{OPEN_DIAL_IN}\n{}", webhook_config(&hook)), &[]).await;
+    let dir = server.dir().to_path_buf();
+    let (mp3, ogg) = (dir.join("hold.mp3"), dir.join("chime.ogg"));
+    tone_file(&mp3, 660, 3.0, "libmp3lame");
+    tone_file(&ogg, 880, 1.5, "libopus");
+
+    // The API's refusals: each names the field.
+    let post = |body: Value| server.call(Method::POST, "/v1/rooms/lobby/components", Some(body));
+    let music = json!({"type": "file", "url": format!("file://{}", mp3.display()), "identity": "music", "loop": true});
+    for (body, status, field) in [
+        (json!({"url": "file:///x"}), 422, "type"),
+        (json!({"type": "hologram"}), 422, "type"),
+        (json!({"type": "file", "identity": "music"}), 422, "url"),
+        (json!({"type": "file", "url": "http://insecure.example/a.mp3", "identity": "music"}), 422, "url"),
+        (json!({"type": "file", "url": "file:///no/such/file.mp3", "identity": "music"}), 422, "url"),
+        (
+            json!({"type": "file", "url": format!("file://{}", mp3.display()), "identity": "bad identity!"}),
+            422,
+            "identity",
+        ),
+        (
+            json!({"type": "file", "url": format!("file://{}", mp3.display()), "identity": "m", "volume": 3}),
+            422,
+            "volume",
+        ),
+    ] {
+        let (got, error) = post(body.clone()).await;
+        assert_eq!(got, status, "{body} -> {error}");
+        assert!(error["error"]["message"].as_str().unwrap_or_default().contains(field), "{body} -> {error}");
+    }
+    let malformed = server
+        .api(Method::POST, "/v1/rooms/lobby/components")
+        .header("content-type", "application/json")
+        .body("{\"type\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+
+    // Music on hold, looping: 201, then running.
+    let (status, created) = post(music).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("CO_"), "{created}");
+    assert_eq!((created["type"].as_str(), created["loop"].as_bool()), (Some("file"), Some(true)));
+    wait_component(&server, "lobby", &id, "running").await;
+
+    // A phone in the room hears it through the mixer; a WHEP viewer decodes the track.
+    let ears = RtpRecorder::start().await;
+    let phone =
+        Sipp::start(&dir, "dave", &pcmu_call("dave", ears.port, String::new(), 4500), &uac_args(&server, "lobby", &[]));
+    let (viewer, pcm) = phone_voice(&server, "lobby", "music").await;
+    assert_tone(&pcm, 1, 48_000, 660.0, 2.0);
+    viewer.close().await;
+    phone.finish().await.assert_ok("dave");
+    assert!((dominant_hz(&heard(&ears)) - 660.0).abs() <= 5.0, "the phone hears the file");
+
+    // A chime played once stops by itself.
+    let chime = json!({"type": "file", "url": format!("file://{}", ogg.display()), "identity": "chime"});
+    let (status, created) = post(chime).await;
+    assert_eq!(status, 201, "{created}");
+    let chime_id = created["id"].as_str().unwrap().to_owned();
+    let stopped = wait_component(&server, "lobby", &chime_id, "stopped").await;
+    assert_eq!(stopped["reason"], "finished", "{stopped}");
+    let (_, list) = server.call(Method::GET, "/v1/rooms/lobby/components", None).await;
+    assert_eq!(list["components"].as_array().unwrap().len(), 2, "{list}");
+
+    // Webhooks: both started; the chime finished.
+    let events = eventually("component webhooks", Duration::from_secs(10), || async {
+        let deliveries = receiver.deliveries.lock().await;
+        let events: Vec<(String, String)> = deliveries
+            .iter()
+            .filter(|(_, e)| e["event"].as_str().unwrap_or_default().starts_with("component_"))
+            .map(|(_, e)| (e["event"].as_str().unwrap().to_owned(), e["component"]["id"].as_str().unwrap().to_owned()))
+            .collect();
+        (events.len() >= 3).then_some(events)
+    })
+    .await;
+    for expected in [("component_started", &id), ("component_started", &chime_id), ("component_finished", &chime_id)] {
+        assert!(events.iter().any(|(e, i)| e == expected.0 && i == expected.1), "{expected:?} in {events:?}");
+    }
+
+    // SIGKILL: the running component comes back from the state store; the finished one does not.
+    let server = server.kill_and_restart().await;
+    let again = wait_component(&server, "lobby", &id, "running").await;
+    assert_eq!(again["identity"], "music");
+    assert_eq!(component(&server, "lobby", &chime_id).await.0, 404);
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/lobby/components/{id}"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(component(&server, "lobby", &id).await.0, 404);
+    assert_eq!(server.call(Method::DELETE, &format!("/v1/rooms/lobby/components/{id}"), None).await.0, 404);
+    server.wait_for_no_peers().await;
+}
