@@ -1,5 +1,6 @@
 //! junction-components: things the server runs inside a room that are not a person's client —
-//! for now the `file` source ([`file`]) — behind the components REST API
+//! for now the `file` source ([`file`]) and the `rtsp` camera ([`rtsp`]) — behind the components
+//! REST API
 //! (`/v1/rooms/{room}/components`, [`api`]). Each component is a task with a state (`starting →
 //! running → stopped | failed`, with a `reason`), announced on the engine's event stream
 //! (`component_started`, `_finished`, `_failed`, which webhooks deliver) and kept in the state
@@ -8,6 +9,7 @@
 mod api;
 pub mod file;
 mod registry;
+pub mod rtsp;
 
 use junction_transport_api::{Service, Started, TransportContext};
 
@@ -22,7 +24,7 @@ pub async fn start(ctx: &TransportContext) -> Started {
         services: vec![Service {
             name: "components",
             url: format!("{}/v1/rooms/{{room}}/components", ctx.public_url),
-            about: "room components: files played into rooms",
+            about: "room components: files played into rooms, RTSP cameras pulled into them",
         }],
         api: api::routes(components),
         ..Started::default()

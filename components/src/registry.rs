@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::file::{self, Ended, FileOptions, Playback};
+use crate::rtsp::{self, Pull, RtspOptions};
 
 /// Components at once, in all and per room.
 const MAX_COMPONENTS: usize = 1024;
@@ -36,14 +37,16 @@ pub enum State {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Spec {
     File(FileOptions),
+    Rtsp(RtspOptions),
 }
 
 impl Spec {
-    pub const TYPES: &'static [&'static str] = &["file"];
+    pub const TYPES: &'static [&'static str] = &["file", "rtsp"];
 
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         match self {
             Spec::File(options) => options.validate(),
+            Spec::Rtsp(options) => options.validate(),
         }
     }
 }
@@ -213,6 +216,24 @@ impl Components {
                         Err(_) => Err("internal error (the component's task failed)".into()),
                     }
                 }
+                Spec::Rtsp(options) => {
+                    let pull = Pull {
+                        engine: this.inner.engine.clone(),
+                        room: record.room.clone(),
+                        options,
+                        stop: stop.clone(),
+                    };
+                    let states = this.clone();
+                    let state_id = id.clone();
+                    let state = move |running: bool, reason: Option<String>| {
+                        let state = if running { State::Running } else { State::Starting };
+                        states.set_state(&state_id, state, reason);
+                    };
+                    match tokio::spawn(rtsp::pull(pull, state)).await {
+                        Ok(result) => result,
+                        Err(_) => Err("internal error (the component's task failed)".into()),
+                    }
+                }
             };
             let _ = tokio::fs::remove_dir_all(&scratch).await;
             match outcome {
@@ -238,8 +259,15 @@ impl Components {
             if matches!(entry.state, State::Stopped | State::Failed) {
                 return;
             }
+            if entry.state == state && entry.reason == reason {
+                return;
+            }
+            let was = entry.state;
             entry.state = state;
             entry.reason = reason;
+            if was == State::Starting && state == State::Starting {
+                return;
+            }
             (entry.record.room.clone(), entry.view())
         };
         let (room, component) = announced;

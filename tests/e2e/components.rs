@@ -2,7 +2,9 @@
 //! looping) into a room — a sipp phone hears it through the mixer, a WHEP viewer (the `webrtc`
 //! crate) decodes its Opus track —; an Ogg Opus file plays once and its component stops
 //! `finished`; webhooks report both; the API's errors; a SIGKILLed server starts the running
-//! component again from its state store, and deleting it takes its peer out of the room.
+//! component again from its state store, and deleting it takes its peer out of the room. An RTSP
+//! camera (GStreamer's RTSP server) is decoded by a WHEP viewer and heard by a phone, and its
+//! component reconnects after the camera restarts.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +14,9 @@ use serde_json::{Value, json};
 
 use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, phone_voice, uac_args};
 use crate::support::audio::assert_tone;
-use crate::support::sip::{RtpRecorder, Sipp, dominant_hz};
+use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port};
+use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer};
+use crate::support::x264::frame_md5s;
 use crate::support::{TestServer, eventually};
 use crate::webhooks::{Receiver, config as webhook_config, serve};
 
@@ -136,5 +140,90 @@ async fn a_file_component_plays_for_phones_and_viewers_reports_itself_and_surviv
     assert_eq!(status, 204);
     assert_eq!(component(&server, "lobby", &id).await.0, 404);
     assert_eq!(server.call(Method::DELETE, &format!("/v1/rooms/lobby/components/{id}"), None).await.0, 404);
+    server.wait_for_no_peers().await;
+}
+
+/// GStreamer's RTSP server as an IP camera on `port` (see support/rtsp_camera.py); killed on drop.
+async fn camera(port: u16, freq: u32) -> tokio::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/support/rtsp_camera.py");
+    let child = tokio::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([port.to_string(), freq.to_string()])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with gir1.2-gst-rtsp-server-1.0");
+    eventually("the camera listening", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+    child
+}
+
+/// Decoded pictures a WHEP viewer of `identity` gets in `seconds`.
+async fn decoded_pictures(server: &TestServer, room: &str, identity: &str, seconds: u64) -> usize {
+    let token = server.token(room, "watcher", json!({"publish": false, "subscribe": true})).await;
+    let query = format!("?identity={identity}");
+    let mut viewer = WhepViewer::connect(&server.base, room, &token, &query, ClientOptions::new(&[ClientCodec::H264]))
+        .await
+        .expect("WHEP viewer");
+    let mut received = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(frame) = viewer.next_frame_of(MediaKind::Video, Duration::from_secs(2)).await {
+            received.extend_from_slice(&frame.payload);
+        }
+    }
+    viewer.close().await;
+    let file = server.dir().join(format!("{identity}-{}.h264", received.len()));
+    std::fs::write(&file, &received).unwrap();
+    frame_md5s(&file).await.len()
+}
+
+#[tokio::test]
+async fn an_rtsp_camera_reaches_a_viewer_and_a_phone_and_comes_back_after_it_restarts() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    let port = free_port();
+    let cam = camera(port, 550).await;
+
+    let body = json!({"type": "rtsp", "url": format!("rtsp://127.0.0.1:{port}/cam"), "identity": "camera"});
+    let bad = json!({"type": "rtsp", "url": "http://127.0.0.1/cam", "identity": "camera"});
+    let (status, error) = server.call(Method::POST, "/v1/rooms/gate/components", Some(bad)).await;
+    assert_eq!(status, 422, "{error}");
+    let (status, created) = server.call(Method::POST, "/v1/rooms/gate/components", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_component(&server, "gate", &id, "running").await;
+
+    // A WHEP viewer decodes the camera's H.264; a phone hears its 550 Hz G.711 through the mix,
+    // and the viewer's Opus (transcoded from G.711) carries it too.
+    let ears = RtpRecorder::start().await;
+    let phone = Sipp::start(
+        &dir,
+        "guard",
+        &pcmu_call("guard", ears.port, String::new(), 4500),
+        &uac_args(&server, "gate", &[]),
+    );
+    let pictures = decoded_pictures(&server, "gate", "camera", 3).await;
+    assert!(pictures >= 50, "{pictures} pictures decoded in 3 s");
+    let (viewer, pcm) = phone_voice(&server, "gate", "camera").await;
+    assert_tone(&pcm, 1, 48_000, 550.0, 2.0);
+    viewer.close().await;
+    phone.finish().await.assert_ok("guard");
+    assert!((dominant_hz(&heard(&ears)) - 550.0).abs() <= 5.0, "the phone hears the camera");
+
+    // The camera restarts: the component says it reconnects, then media flows again.
+    drop(cam);
+    let waiting = wait_component(&server, "gate", &id, "starting").await;
+    assert!(waiting["reason"].as_str().unwrap_or_default().starts_with("reconnecting"), "{waiting}");
+    let _cam = camera(port, 550).await;
+    wait_component(&server, "gate", &id, "running").await;
+    let pictures = decoded_pictures(&server, "gate", "camera", 3).await;
+    assert!(pictures >= 50, "{pictures} pictures decoded in 3 s after the camera came back");
+
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/gate/components/{id}"), None).await;
+    assert_eq!(status, 204);
     server.wait_for_no_peers().await;
 }
