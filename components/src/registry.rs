@@ -3,6 +3,7 @@
 //! component runs, its record to the state store.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -101,6 +102,12 @@ struct Inner {
 #[derive(Clone)]
 pub struct Components {
     inner: Arc<Inner>,
+}
+
+/// Runs a component's source on a task of its own: a bug (a panic) in it ends that component,
+/// never the process.
+async fn contained(source: impl Future<Output = Result<Ended, String>> + Send + 'static) -> Result<Ended, String> {
+    tokio::spawn(source).await.unwrap_or_else(|_| Err("internal error (the component's task failed)".into()))
 }
 
 fn now_ms() -> u64 {
@@ -207,14 +214,7 @@ impl Components {
                     };
                     let started = this.clone();
                     let started_id = id.clone();
-                    // A bug in one component's task ends that component, never the process.
-                    let task = tokio::spawn(file::play(playback, move || {
-                        started.set_state(&started_id, State::Running, None)
-                    }));
-                    match task.await {
-                        Ok(result) => result,
-                        Err(_) => Err("internal error (the component's task failed)".into()),
-                    }
+                    contained(file::play(playback, move || started.set_state(&started_id, State::Running, None))).await
                 }
                 Spec::Rtsp(options) => {
                     let pull = Pull {
@@ -229,10 +229,7 @@ impl Components {
                         let state = if running { State::Running } else { State::Starting };
                         states.set_state(&state_id, state, reason);
                     };
-                    match tokio::spawn(rtsp::pull(pull, state)).await {
-                        Ok(result) => result,
-                        Err(_) => Err("internal error (the component's task failed)".into()),
-                    }
+                    contained(rtsp::pull(pull, state)).await
                 }
             };
             let _ = tokio::fs::remove_dir_all(&scratch).await;
