@@ -492,3 +492,30 @@ async fn a_trunk_registers_with_its_provider_refreshes_recovers_and_unregisters(
     assert_eq!(status, 204);
     registrar.finish().await.assert_ok("registrar");
 }
+
+#[tokio::test]
+async fn digits_go_as_sip_info_to_a_phone_without_telephone_event() {
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let dir = server.dir().to_path_buf();
+    let ears = RtpRecorder::start().await;
+    let xml = scenario(
+        "uac_info_digits.xml",
+        &[
+            ("caller", "erin".into()),
+            ("rtp_port", ears.port.to_string()),
+            ("formats", "0".into()),
+            ("rtpmaps", "      a=rtpmap:0 PCMU/8000".into()),
+            ("first", "5".into()),
+            ("second", "#".into()),
+        ],
+    );
+    let phone = Sipp::start(&dir, "erin", &xml, &uac_args(&server, "desk", &[]));
+    opus_publishers(&server, "desk", 1).await;
+    let id = calls(&server, "desk").await[0]["id"].as_str().unwrap().to_owned();
+    let (status, body) =
+        server.call(Method::POST, &format!("/v1/rooms/desk/sip/calls/{id}/dtmf"), Some(json!({"digits": "5#"}))).await;
+    assert_eq!(status, 202, "{body}");
+    phone.finish().await.assert_ok("erin (INFO digits)");
+    assert!(ears.packets().iter().all(|p| p.payload_type == 0), "no RFC 4733 events to a phone that offered none");
+    server.wait_for_no_peers().await;
+}
