@@ -79,7 +79,7 @@ impl RtspOptions {
 }
 
 fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
 /// What the room gets of one stream of the camera.
@@ -332,6 +332,27 @@ async fn stream(
                 info!(room = %room, peer = %options.identity, "RTSP camera streaming");
                 state(true, None);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(url: &str) -> RtspOptions {
+        RtspOptions { url: url.into(), identity: PeerId::new("cam").unwrap(), name: None, transport: RtpTransport::Tcp }
+    }
+
+    #[test]
+    fn credentials_leave_the_url_decoded_and_bad_urls_are_refused() {
+        let (url, creds) = options("rtsp://us%40er:p%2Bw+x@10.0.0.20:554/stream1").target().unwrap();
+        assert_eq!(url.as_str(), "rtsp://10.0.0.20:554/stream1");
+        let creds = creds.unwrap();
+        assert_eq!((creds.username.as_str(), creds.password.as_str()), ("us@er", "p+w+x"));
+        assert!(options("rtsp://10.0.0.20/cam").target().unwrap().1.is_none());
+        for bad in ["http://10.0.0.20/cam", "rtsp:///cam", "not a url"] {
+            assert_eq!(options(bad).validate().unwrap_err().0, "url", "{bad}");
         }
     }
 }

@@ -18,6 +18,7 @@ use junction_core::{
 };
 use junction_engine::{DuplicatePolicy, Engine, JoinRequest};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -95,14 +96,16 @@ async fn download(url: &str, dir: &Path) -> Result<PathBuf, String> {
         }
         let name = url.rsplit('/').next().and_then(|n| n.rsplit('.').next().map(|e| format!("media.{e}")));
         let path = dir.join(name.filter(|n| n.len() < 40).unwrap_or_else(|| "media".into()));
-        let mut body = Vec::new();
+        let mut file = tokio::fs::File::create(&path).await.map_err(|e| format!("keeping {url}: {e}"))?;
+        let mut written: u64 = 0;
         while let Some(chunk) = response.chunk().await.map_err(|e| format!("fetching {url}: {e}"))? {
-            if body.len() as u64 + chunk.len() as u64 > MAX_DOWNLOAD {
+            written += chunk.len() as u64;
+            if written > MAX_DOWNLOAD {
                 return Err(format!("{url} is larger than {MAX_DOWNLOAD} bytes"));
             }
-            body.extend_from_slice(&chunk);
+            file.write_all(&chunk).await.map_err(|e| format!("keeping {url}: {e}"))?;
         }
-        tokio::fs::write(&path, body).await.map_err(|e| format!("keeping {url}: {e}"))?;
+        file.flush().await.map_err(|e| format!("keeping {url}: {e}"))?;
         Ok(path)
     };
     tokio::time::timeout(DOWNLOAD_TIMEOUT, fetch).await.map_err(|_| format!("fetching {url} took too long"))?
