@@ -15,6 +15,14 @@ use junction_transport_api::{Service, Started, TransportContext};
 
 pub use registry::{ComponentError, Components};
 
+/// How a source ended by itself (a failure is an `Err` with the reason).
+pub enum Ended {
+    /// The end of its media (a file without `loop`).
+    Finished,
+    /// Deleted, or the room ended the peer's session (room closed, peer kicked): the reason.
+    Closed(String),
+}
+
 /// Starts the components service: restarts the components the state store kept, and returns
 /// the `/v1` routes.
 pub async fn start(ctx: &TransportContext) -> Started {

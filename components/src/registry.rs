@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::file::{self, Ended, FileOptions, Playback};
+use crate::Ended;
+use crate::file::{self, FileOptions, Playback};
 use crate::rtsp::{self, Pull, RtspOptions};
 
 /// Components at once, in all and per room.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::file::Ended;
+use crate::Ended;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -295,43 +295,42 @@ async fn stream(
                 Ok(Some(Ok(item))) => item,
             },
         };
-        let (stream_id, frame) = match item {
+        if let CodecItem::VideoFrame(video) = &item
+            && video.has_new_parameters()
+        {
+            ensure_tracks(engine, room, options, in_room, session)?;
+        }
+        let stream_id = match &item {
+            CodecItem::VideoFrame(video) => video.stream_id(),
+            CodecItem::AudioFrame(audio) => audio.stream_id(),
+            _ => continue,
+        };
+        // One lookup per frame: the stream's track in the room, if the room takes that stream.
+        let Some(outlet) = in_room.as_ref().and_then(|p| p.outlets.iter().find(|o| o.stream == stream_id)) else {
+            continue;
+        };
+        let frame = match item {
             CodecItem::VideoFrame(video) => {
-                if video.has_new_parameters() {
-                    ensure_tracks(engine, room, options, in_room, session)?;
-                }
-                let stream_id = video.stream_id();
-                let Some(outlet) = in_room.as_ref().and_then(|p| p.outlets.iter().find(|o| o.stream == stream_id))
-                else {
-                    continue;
-                };
                 let Some(avc) = &outlet.avc else { continue };
-                let time = MediaTime::new(video.timestamp().elapsed().max(0) as u64, 90_000);
+                let timestamp = video.timestamp();
+                let time = MediaTime::new(timestamp.elapsed().max(0) as u64, timestamp.clock_rate().get());
                 let Ok(annexb) = h264::avcc_to_annexb_frame(video.data(), avc) else { continue };
                 let keyframe = h264::is_keyframe(&annexb);
-                (stream_id, MediaFrame::video(Codec::H264, time, keyframe, Instant::now(), annexb))
+                MediaFrame::video(Codec::H264, time, keyframe, Instant::now(), annexb)
             }
             CodecItem::AudioFrame(audio) => {
-                let stream_id = audio.stream_id();
-                let Some(outlet) = in_room.as_ref().and_then(|p| p.outlets.iter().find(|o| o.stream == stream_id))
-                else {
-                    continue;
-                };
                 let timestamp = audio.timestamp();
                 let time = MediaTime::new(timestamp.elapsed().max(0) as u64, timestamp.clock_rate().get());
-                let payload = bytes::Bytes::copy_from_slice(audio.data());
-                (stream_id, MediaFrame::audio(outlet.codec, time, Instant::now(), payload))
+                MediaFrame::audio(outlet.codec, time, Instant::now(), bytes::Bytes::copy_from_slice(audio.data()))
             }
             _ => continue,
         };
-        if let Some(outlet) = in_room.as_ref().and_then(|p| p.outlets.iter().find(|o| o.stream == stream_id)) {
-            let _ = outlet.track.send(frame);
-            if !announced {
-                announced = true;
-                *backoff = FIRST_RETRY;
-                info!(room = %room, peer = %options.identity, "RTSP camera streaming");
-                state(true, None);
-            }
+        let _ = outlet.track.send(frame);
+        if !announced {
+            announced = true;
+            *backoff = FIRST_RETRY;
+            info!(room = %room, peer = %options.identity, "RTSP camera streaming");
+            state(true, None);
         }
     }
 }

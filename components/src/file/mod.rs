@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use self::decode::FileAudio;
+use crate::Ended;
 
 /// 20 ms at 48 kHz.
 const FRAME: usize = 960;
@@ -76,14 +77,6 @@ enum Source {
     Https(String),
 }
 
-/// How a file's playing ended by itself.
-pub enum Ended {
-    /// The end of the file (without `loop`).
-    Finished,
-    /// The room ended the peer's session (room closed, peer kicked).
-    Closed(String),
-}
-
 /// Fetches an HTTPS file into `dir`; returns its path.
 async fn download(url: &str, dir: &Path) -> Result<PathBuf, String> {
     let fetch = async {
@@ -117,7 +110,9 @@ struct Pcm {
     file: FileAudio,
     resampler: Resampler,
     fifo: SampleFifo,
+    /// The last packet's PCM as decoded, downmixed, and resampled (buffers kept between packets).
     decoded: Vec<f32>,
+    mono: Vec<f32>,
     resampled: Vec<f32>,
     repeat: bool,
 }
@@ -132,19 +127,19 @@ impl Pcm {
         }
         let (rate, _) = file.format();
         let resampler = Resampler::new(rate, RATE, 1).map_err(|e| e.to_string())?;
-        let mut pcm =
-            Pcm { path, file, resampler, fifo: SampleFifo::new(), decoded: Vec::new(), resampled: Vec::new(), repeat };
-        pcm.take(&decoded)?;
+        let (fifo, mono, resampled) = (SampleFifo::new(), Vec::new(), Vec::new());
+        let mut pcm = Pcm { path, file, resampler, fifo, decoded, mono, resampled, repeat };
+        pcm.queue_decoded()?;
         Ok(pcm)
     }
 
-    /// Downmixes, resamples and queues decoded PCM.
-    fn take(&mut self, interleaved: &[f32]) -> Result<(), String> {
+    /// Downmixes, resamples and queues the packet in `decoded`.
+    fn queue_decoded(&mut self) -> Result<(), String> {
         let channels = usize::from(self.file.format().1.max(1));
-        let mono: Vec<f32> =
-            interleaved.chunks(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect();
+        self.mono.clear();
+        self.mono.extend(self.decoded.chunks(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32));
         self.resampled.clear();
-        self.resampler.process(&mono, &mut self.resampled).map_err(|e| e.to_string())?;
+        self.resampler.process(&self.mono, &mut self.resampled).map_err(|e| e.to_string())?;
         self.fifo.push(&self.resampled);
         Ok(())
     }
@@ -154,9 +149,7 @@ impl Pcm {
         while self.fifo.len() < FRAME {
             self.decoded.clear();
             if self.file.next(&mut self.decoded).map_err(|e| e.to_string())? {
-                let decoded = std::mem::take(&mut self.decoded);
-                self.take(&decoded)?;
-                self.decoded = decoded;
+                self.queue_decoded()?;
             } else if self.repeat {
                 debug!(path = %self.path.display(), "looping");
                 let mut again = Pcm::open(self.path.clone(), true)?;

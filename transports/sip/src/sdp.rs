@@ -13,7 +13,7 @@ use sdp::description::media::{MediaDescription, MediaName, RangedPort};
 use sdp::description::session::{Origin, SessionDescription, TimeDescription, Timing};
 use serde::{Deserialize, Serialize};
 
-use crate::media::srtp::{Crypto, SrtpKeys, Suite};
+use crate::media::srtp::{Crypto, MasterKey, SrtpKeys, Suite};
 
 /// The payload type we use for telephone-event in our offers.
 pub const OFFER_DTMF_PT: u8 = 101;
@@ -270,11 +270,7 @@ pub fn negotiate(remote: &RemoteAudio, policy: MediaEncryption) -> Result<Negoti
         (_, savp, Some(theirs)) => Some(Srtp {
             tag: theirs.tag,
             savp,
-            keys: SrtpKeys {
-                suite: theirs.suite,
-                remote: theirs.key.clone(),
-                local: Crypto::fresh(0, theirs.suite).key,
-            },
+            keys: SrtpKeys { suite: theirs.suite, remote: theirs.key.clone(), local: MasterKey::random() },
         }),
     };
     Ok(chosen)

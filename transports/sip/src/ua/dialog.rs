@@ -32,12 +32,17 @@ pub struct Dialog {
 impl Dialog {
     /// Our Contact header value.
     pub fn contact(local: SocketAddr, transport: Transport) -> String {
+        Self::contact_as("junction", local, transport)
+    }
+
+    /// A Contact with another user part (a registration's AOR user).
+    pub fn contact_as(user: &str, local: SocketAddr, transport: Transport) -> String {
         match transport {
-            Transport::Udp => format!("<sip:junction@{local}>"),
-            Transport::Tcp => format!("<sip:junction@{local};transport=tcp>"),
+            Transport::Udp => format!("<sip:{user}@{local}>"),
+            Transport::Tcp => format!("<sip:{user}@{local};transport=tcp>"),
             // `;transport=tls` rather than `sips:` (RFC 5630 prefers the latter, but it asks
             // for TLS on every hop, which trunks behind plain proxies cannot promise).
-            Transport::Tls => format!("<sip:junction@{local};transport=tls>"),
+            Transport::Tls => format!("<sip:{user}@{local};transport=tls>"),
         }
     }
 

@@ -153,8 +153,7 @@ impl UserAgent {
             extra.push(build::other(answer_name, answer));
         }
         let Ok(target) = rsip::Uri::try_from(uri.as_str()) else { return };
-        let contact =
-            dialog::Dialog::contact(local, spec.to.transport).replace("sip:junction@", &format!("sip:{}@", spec.user));
+        let contact = dialog::Dialog::contact_as(&spec.user, local, spec.to.transport);
         let request = build::request(RequestSpec {
             method: Method::Register,
             uri: target,
