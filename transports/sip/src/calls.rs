@@ -92,6 +92,9 @@ pub struct CallRecord {
     pub transfers: Vec<TransferEvent>,
 }
 
+/// Transfers a call record lists, at most (the oldest go first).
+const MAX_TRANSFERS: usize = 16;
+
 /// One transfer: where to, and how it went (the new leg's SIP status: 100 while it runs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TransferEvent {
@@ -189,7 +192,13 @@ impl CallBook {
         let Some(record) = book.calls.get_mut(id) else { return };
         match record.transfers.last_mut() {
             Some(last) if last.to == to && last.status < 200 => last.status = status,
-            _ => record.transfers.push(TransferEvent { at_ms: now_ms(), to: to.to_owned(), status }),
+            _ => {
+                // A phone may REFER again and again: the record keeps the latest ones.
+                if record.transfers.len() >= MAX_TRANSFERS {
+                    record.transfers.remove(0);
+                }
+                record.transfers.push(TransferEvent { at_ms: now_ms(), to: to.to_owned(), status });
+            }
         }
     }
 
@@ -269,5 +278,27 @@ mod tests {
         let json = serde_json::to_value(&call).unwrap();
         assert_eq!(json["state"], "failed");
         assert_eq!(json["events"][2]["status"], 486);
+    }
+
+    #[test]
+    fn a_call_keeps_its_latest_transfers_only() {
+        let book = CallBook::default();
+        let room = RoomId::new("r").unwrap();
+        let record = CallRecord::new(
+            Direction::Inbound,
+            room,
+            PeerId::new("sip:bob").unwrap(),
+            "sip:bob@127.0.0.1".into(),
+            "sip:r@junction".into(),
+            CallState::Answered,
+        );
+        let id = record.id.clone();
+        book.insert(record);
+        for n in 0..100 {
+            book.transfer(&id, &format!("room{n}"), 404);
+        }
+        let transfers = book.get(&id).unwrap().transfers;
+        assert_eq!(transfers.len(), MAX_TRANSFERS);
+        assert_eq!(transfers.last().unwrap().to, "room99");
     }
 }
