@@ -112,7 +112,8 @@ pub fn uri_addr(uri: &rsip::Uri) -> Option<SocketAddr> {
 pub fn addr_spec(value: &str) -> Option<rsip::Uri> {
     let inner = match (value.find('<'), value.find('>')) {
         (Some(start), Some(end)) if start < end => value.get(start + 1..end)?,
-        _ => value.split(';').next()?.trim(),
+        (None, None) => value.split(';').next()?.trim(),
+        _ => return None, // an unclosed (or unopened) bracket
     };
     rsip::Uri::try_from(inner.trim()).ok().and_then(sendable)
 }
@@ -121,8 +122,33 @@ pub fn addr_spec(value: &str) -> Option<rsip::Uri> {
 /// that it then renders with spaces or quotes: found by fuzzing sip_ua).
 pub fn sendable(uri: rsip::Uri) -> Option<rsip::Uri> {
     let text = uri.to_string();
-    let clean = !text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"');
+    let clean = !text.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
     (clean && rsip::Uri::try_from(text.as_str()).is_ok()).then_some(uri)
+}
+
+/// Whether a From/To value (name-addr or addr-spec, tag removed) can be written back into a
+/// header that parses: no control characters, quotes closed, brackets paired.
+pub fn echoable(value: &str) -> bool {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut open = 0u32;
+    for c in value.chars() {
+        if c.is_control() && c != '\t' {
+            return false;
+        }
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => open += 1,
+            '>' if !quoted => match open.checked_sub(1) {
+                Some(left) => open = left,
+                None => return false,
+            },
+            _ => {}
+        }
+    }
+    !quoted && open == 0
 }
 
 /// The Record-Route values of a message, one per route, in message order.
@@ -169,6 +195,19 @@ mod tests {
         assert_eq!(uri_addr(&addr_spec("sip:bob@example.com").unwrap()), None);
         assert_eq!(uri_addr(&addr_spec("<sip:10.0.0.6>").unwrap()), Some("10.0.0.6:5060".parse().unwrap()));
         assert_eq!(split_list("<sip:a;lr>, \"x,y\" <sip:b>,<sip:c>"), ["<sip:a;lr>", "\"x,y\" <sip:b>", "<sip:c>"]);
+        // An unclosed bracket names no target (rsip would read `<sip:…` as a URI starting with `<`).
+        assert_eq!(addr_spec("<sip:alice@127.0.0.1:34977;transport=UDP"), None);
+    }
+
+    #[test]
+    fn only_values_that_write_back_cleanly_are_echoed() {
+        assert!(echoable("\"Alice \\\"A\\\" <x>\" <sip:alice@example.com>"));
+        assert!(echoable("sip:alice@example.com"));
+        // Found by fuzzing sip_ua: a From with NULs and an unclosed quote, echoed in our BYE.
+        assert!(!echoable("\"alic\0\0\u{14}\0\0INVITE sip:standup@127.0.0.1://496151-29775-1"));
+        assert!(!echoable("\"alice <sip:alice@example.com>"));
+        assert!(!echoable("<sip:alice@example.com"));
+        assert!(!echoable("sip:alice@example.com>"));
     }
 
     #[test]

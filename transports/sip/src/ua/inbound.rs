@@ -172,14 +172,22 @@ impl UserAgent {
             self.reply(now, &key, &request, 400, vec![warning("the Contact (or From) URI cannot be used")]);
             return;
         };
+        // Our in-dialog requests echo From and To: values we could not write back (control
+        // characters, an unclosed quote or bracket that rsip read leniently) refuse the call.
+        let local_uri = strip_tag(&header_value(&request, "To").unwrap_or_default());
+        let remote_uri = strip_tag(&header_value(&request, "From").unwrap_or_default());
+        if !dialog::echoable(&local_uri) || !dialog::echoable(&remote_uri) {
+            self.reply(now, &key, &request, 400, vec![warning("the From or To header cannot be used")]);
+            return;
+        }
         let call = self.new_key();
         let local = self.local_for(from);
         let dialog = dialog::Dialog {
             call_id: head.call_id.clone(),
             local_tag: build::new_tag(),
             remote_tag: head.from.tag.clone(),
-            local_uri: strip_tag(&header_value(&request, "To").unwrap_or_default()),
-            remote_uri: strip_tag(&header_value(&request, "From").unwrap_or_default()),
+            local_uri,
+            remote_uri,
             local_cseq: 0,
             remote_cseq: Some(head.cseq),
             remote_target,
