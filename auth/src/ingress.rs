@@ -1,4 +1,4 @@
-//! Ingresses: stream keys that bind an RTMP or WHIP publisher (OBS, ffmpeg) to a room and an
+//! Ingresses: stream keys that bind an RTMP, WHIP or SRT publisher (OBS, ffmpeg) to a room and an
 //! identity, so encoders need no JWT. Held in memory for lookups; the server keeps them in its
 //! state store and puts them back here at start ([`IngressStore::restore`]).
 //! Keys are looked up by their SHA-256 digest and then compared in constant time, so how long a
@@ -20,6 +20,7 @@ use crate::{secrets_equal, unix_now};
 pub enum IngressKind {
     Rtmp,
     Whip,
+    Srt,
 }
 
 impl IngressKind {
@@ -27,6 +28,7 @@ impl IngressKind {
         match self {
             IngressKind::Rtmp => "rtmp",
             IngressKind::Whip => "whip",
+            IngressKind::Srt => "srt",
         }
     }
 }

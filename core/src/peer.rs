@@ -56,6 +56,7 @@ pub enum TransportKind {
     Whip,
     Whep,
     Rtmp,
+    Srt,
     Sip,
     Moq,
     /// Server-side peers (tests, tools, the engine's own services).
@@ -69,6 +70,7 @@ impl TransportKind {
             TransportKind::Whip => "whip",
             TransportKind::Whep => "whep",
             TransportKind::Rtmp => "rtmp",
+            TransportKind::Srt => "srt",
             TransportKind::Sip => "sip",
             TransportKind::Moq => "moq",
             TransportKind::Internal => "internal",

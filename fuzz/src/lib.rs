@@ -4,8 +4,8 @@
 //!
 //! - The panic policy: a panic is a crash ([`init`]), except for the two targets whose code
 //!   calls a library through `catch_unwind` on purpose — rml_rtmp in the RTMP session,
-//!   symphonia in the AAC decoder — where a panic that Junction catches ends one session or
-//!   costs one frame by design ([`init_containing`]); one that escapes is still a crash
+//!   symphonia in the AAC decoder, srt-protocol in the SRT listener — where a panic that Junction
+//!   catches ends one session or costs one frame by design ([`init_containing`]); one that escapes is still a crash
 //!   ([`run`]). `JUNCTION_FUZZ_STRICT=1` makes every panic a crash there too, with its backtrace.
 //! - Inputs made of several messages ([`records`]): parts separated by [`SEPARATOR`], each
 //!   starting with a few control bytes read through `arbitrary::Unstructured`.
@@ -24,6 +24,8 @@ pub mod sip_rtp;
 pub mod sip_sdp;
 pub mod sip_tcp_framer;
 pub mod sip_ua;
+pub mod srt_handshake;
+pub mod srt_ts;
 pub mod webrtc_negotiate;
 pub mod whip_sdpfrag;
 

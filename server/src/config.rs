@@ -35,6 +35,7 @@ pub struct Config {
     pub moq: junction_moq::MoqConfig,
     pub sip: junction_sip::SipConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
+    pub srt: junction_srt::SrtConfig,
     pub webrtc: junction_webrtc::WebrtcConfig,
     pub whip: junction_whip::WhipConfig,
     pub browser: junction_browser::BrowserConfig,
@@ -405,6 +406,7 @@ impl Config {
         self.moq.validate().map_err(|(key, message)| invalid(key, message))?;
         self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.srt.validate().map_err(|(key, message)| invalid(key, message))?;
         self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;

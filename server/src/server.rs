@@ -120,6 +120,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     // WHIP/WHEP and the browser socket use the WebRTC media plane, so they come after it.
     wiring.add(junction_sip::start(&ctx, &config.sip).await.context("starting SIP (sip.listen)")?, &mut ctx);
     wiring.add(junction_rtmp::start(&ctx, &config.rtmp).await?, &mut ctx);
+    wiring.add(junction_srt::start(&ctx, &config.srt).await?, &mut ctx);
     wiring.add(junction_moq::start(&ctx, &config.moq).await.context("starting Media over QUIC ([moq])")?, &mut ctx);
     wiring.add(junction_webrtc::start(&ctx, &config.webrtc).await?, &mut ctx);
     wiring.add(junction_whip::start(&ctx, &config.whip).await?, &mut ctx);

@@ -161,7 +161,7 @@ async fn camera(port: u16, freq: u32) -> tokio::process::Child {
 }
 
 /// Decoded pictures a WHEP viewer of `identity` gets in `seconds`.
-async fn decoded_pictures(server: &TestServer, room: &str, identity: &str, seconds: u64) -> usize {
+pub(crate) async fn decoded_pictures(server: &TestServer, room: &str, identity: &str, seconds: u64) -> usize {
     let token = server.token(room, "watcher", json!({"publish": false, "subscribe": true})).await;
     let query = format!("?identity={identity}");
     let mut viewer = WhepViewer::connect(&server.base, room, &token, &query, ClientOptions::new(&[ClientCodec::H264]))

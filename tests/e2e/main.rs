@@ -21,6 +21,7 @@ mod rtmp;
 mod rtmp_webrtc;
 mod sip;
 mod sip_carrier;
+mod srt;
 mod store;
 mod webhooks;
 mod whep_rtmp;

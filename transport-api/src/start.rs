@@ -89,6 +89,7 @@ pub struct Link {
 pub struct IngressUrls {
     pub rtmp: Option<String>,
     pub whip: Option<String>,
+    pub srt: Option<String>,
 }
 
 impl IngressUrls {
@@ -96,6 +97,7 @@ impl IngressUrls {
     pub fn merge(&mut self, other: IngressUrls) {
         self.rtmp = other.rtmp.or(self.rtmp.take());
         self.whip = other.whip.or(self.whip.take());
+        self.srt = other.srt.or(self.srt.take());
     }
 }
 

@@ -1,4 +1,4 @@
-//! `/v1/ingress`: stream keys for encoders (OBS, ffmpeg) that publish over RTMP or WHIP into a
+//! `/v1/ingress`: stream keys for encoders (OBS, ffmpeg) that publish over RTMP, WHIP or SRT into a
 //! room under a fixed identity. Each is kept in the state store, so keys survive restarts.
 
 use axum::Router;
@@ -28,11 +28,15 @@ struct CreateIngress {
     name: Option<String>,
 }
 
-/// The encoder URL of an ingress: the RTMP application URL or the room's WHIP endpoint.
+/// The encoder URL of an ingress: the RTMP application URL, the room's WHIP endpoint, or the
+/// complete SRT URL (the stream key is the stream id; SRT has nowhere else to put it).
 fn url_of(state: &AppState, ingress: &Ingress) -> Option<String> {
     match ingress.kind {
         IngressKind::Rtmp => state.ingress_urls.rtmp.clone(),
         IngressKind::Whip => state.ingress_urls.whip.as_ref().map(|base| format!("{base}/{}", ingress.room)),
+        IngressKind::Srt => {
+            state.ingress_urls.srt.as_ref().map(|base| format!("{base}?streamid={}", ingress.stream_key))
+        }
     }
 }
 
@@ -49,6 +53,7 @@ async fn create(
     let enabled = match body.kind {
         IngressKind::Rtmp => state.ingress_urls.rtmp.is_some(),
         IngressKind::Whip => state.ingress_urls.whip.is_some(),
+        IngressKind::Srt => state.ingress_urls.srt.is_some(),
     };
     if !enabled {
         return Err(ApiError::unprocessable(
@@ -86,6 +91,7 @@ async fn remove(State(state): State<AppState>, Path(id): Path<String>) -> Result
     let transport = match ingress.kind {
         IngressKind::Rtmp => junction_core::TransportKind::Rtmp,
         IngressKind::Whip => junction_core::TransportKind::Whip,
+        IngressKind::Srt => junction_core::TransportKind::Srt,
     };
     let streaming = state.engine.room(&ingress.room).is_some_and(|room| {
         room.peers.iter().any(|p| p.info.identity == ingress.identity && p.info.transport == transport)

@@ -23,6 +23,8 @@ listen = "127.0.0.1:0"
 empty_timeout_s = 5
 [rtmp]
 listen = "127.0.0.1:0"
+[srt]
+listen = "127.0.0.1:0"
 [moq]
 listen = "127.0.0.1:0"
 [webrtc]

@@ -1,0 +1,222 @@
+//! SRT ingest end to end. Real ffmpeg (libsrt inside) pushes `testsrc` + a 660 Hz sine as
+//! H.264 (High, B-frames) and AAC in MPEG-TS to the URL `POST /v1/ingress {"kind": "srt"}`
+//! hands out. A WHEP viewer (the `webrtc` crate) decodes its pictures (ffmpeg) and its audio
+//! (Opus, transcoded from the AAC: the tone); real ffmpeg plays the peer back over RTMP, and
+//! ffprobe and ffmpeg's decoders check codecs, timestamps, decoded pictures, audio/video
+//! alignment and the tone. Refusals are
+//! checked the way an encoder sees them: libsrt's connect fails at the handshake with SRT's
+//! reject code, and nobody joins the room.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use junction_audio::codec::tone;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::components::decoded_pictures;
+use crate::rtmp::{TONE_HZ, ffmpeg_pull, ffprobe, finish, numbers};
+use crate::sip::phone_voice;
+use crate::support::audio::{assert_tone, decode_file_audio};
+use crate::support::{TestServer, eventually};
+
+const PUSH_SECONDS: u32 = 10;
+const PLAY_SECONDS: u32 = 4;
+const PASSPHRASE: &str = "correct-horse-battery";
+
+/// Creates an ingress of `kind`; returns (stream key, encoder URL).
+async fn ingress(server: &TestServer, kind: &str, room: &str, identity: &str) -> (String, String) {
+    let body = json!({"kind": kind, "room": room, "identity": identity});
+    let (status, value) = server.call(Method::POST, "/v1/ingress", Some(body)).await;
+    assert_eq!(status, 201, "{value}");
+    (value["stream_key"].as_str().unwrap().to_owned(), value["url"].as_str().unwrap().to_owned())
+}
+
+/// ffmpeg pushing the test pattern and tone as MPEG-TS over SRT (B-frames as OBS's x264 sends).
+fn ffmpeg_srt_push(url: &str, seconds: u32) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", &format!("sine=frequency={TONE_HZ}:sample_rate=44100")])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-tune", "zerolatency", "-bf", "2"])
+        .args(["-g", "30", "-c:a", "aac", "-f", "mpegts", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg (apt-get install ffmpeg)")
+}
+
+/// Pushes for a second; returns whether ffmpeg got through and what it said.
+async fn try_push(url: &str) -> (bool, String) {
+    finish(ffmpeg_srt_push(url, 1), Duration::from_secs(30)).await
+}
+
+async fn peer(server: &TestServer, room: &str, identity: &str) -> Option<Value> {
+    let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
+    body["peers"].as_array()?.iter().find(|p| p["identity"] == identity).cloned()
+}
+
+async fn with_two_tracks(server: &TestServer, room: &str, identity: &str) -> Value {
+    eventually("the encoder's two tracks", Duration::from_secs(20), || async {
+        peer(server, room, identity).await.filter(|p| p["tracks"].as_array().is_some_and(|t| t.len() == 2))
+    })
+    .await
+}
+
+/// The counter `junction_srt_refused_total{reason}` from /metrics.
+async fn refused(server: &TestServer, reason: &str) -> f64 {
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with("junction_srt_refused_total") && l.contains(&format!("reason=\"{reason}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn ffmpeg_over_srt_reaches_an_rtmp_viewer_as_h264_and_aac_in_step() {
+    let server = TestServer::start().await;
+    let srt = server.service("srt").to_owned();
+    let rtmp = server.service("rtmp").to_owned();
+    let (key, url) = ingress(&server, "srt", "stage", "encoder").await;
+    assert_eq!(url, format!("{srt}?streamid={key}"), "the ingress URL is complete: the key is the stream id");
+
+    // An encrypting encoder is refused by a server without a passphrase, before any stream.
+    let (pushed, said) = try_push(&format!("{url}&passphrase={PASSPHRASE}")).await;
+    assert!(!pushed, "an encrypted stream to a plain listener is refused");
+    assert!(said.contains("Password required or unexpected"), "libsrt hears SRT_REJ_UNSECURE: {said}");
+    assert_eq!(refused(&server, "unexpected_passphrase").await, 1.0);
+
+    let token = server.token("stage", "rtmp-viewer", json!({"publish": false, "subscribe": true})).await;
+    let out = server.dir().join("playback.flv");
+    let player = ffmpeg_pull(&format!("{rtmp}/stage/encoder?token={token}"), PLAY_SECONDS, &out);
+    eventually("the player in the room", Duration::from_secs(10), || async {
+        peer(&server, "stage", "rtmp-viewer").await.map(|_| ())
+    })
+    .await;
+    let publisher = ffmpeg_srt_push(&url, PUSH_SECONDS);
+
+    let encoder = with_two_tracks(&server, "stage", "encoder").await;
+    assert_eq!(encoder["transport"], "srt");
+    let tracks = encoder["tracks"].as_array().unwrap();
+    let video = tracks.iter().find(|t| t["kind"] == "video").expect("video track");
+    let audio = tracks.iter().find(|t| t["kind"] == "audio").expect("audio track");
+    assert_eq!(video["codec"], "h264");
+    let fmtp = video["params"]["fmtp"].as_str().unwrap();
+    assert!(fmtp.starts_with("profile-level-id=64") && fmtp.ends_with(";packetization-mode=1"), "High profile: {fmtp}");
+    assert_eq!((audio["codec"].as_str(), audio["params"]["clock_rate"].as_u64()), (Some("aac"), Some(44_100)));
+    assert_eq!(audio["params"]["channels"], 1, "lavfi's sine is mono");
+
+    // WHEP viewers: one decodes the pictures, one the audio (Opus from the engine's AAC variant).
+    let (pictures, (listener, pcm)) =
+        tokio::join!(decoded_pictures(&server, "stage", "encoder", 3), phone_voice(&server, "stage", "encoder"));
+    listener.close().await;
+    assert!(pictures >= 60, "{pictures} distinct pictures decoded by the WHEP viewer in 3 s (30 fps testsrc)");
+    assert_tone(&pcm, 1, 48_000, TONE_HZ, 2.0);
+
+    let (played, stderr) = finish(player, Duration::from_secs(40)).await;
+    assert!(played, "ffmpeg could not play: {stderr}");
+    let (pushed, stderr) = finish(publisher, Duration::from_secs(40)).await;
+    assert!(pushed, "ffmpeg could not push over SRT: {stderr}");
+
+    let probe = ffprobe(
+        &out,
+        &[
+            "-show_entries",
+            "stream=codec_type,codec_name,profile,width,height,sample_rate",
+            "-show_entries",
+            "packet=codec_type,pts,dts,flags",
+        ],
+    )
+    .await;
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video stream");
+    assert_eq!((video["codec_name"].as_str(), video["profile"].as_str()), (Some("h264"), Some("High")));
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
+    let packets = probe["packets"].as_array().unwrap();
+    let (video_dts, video_pts) = (numbers(packets, "video", "dts"), numbers(packets, "video", "pts"));
+    assert!(video_dts.windows(2).all(|w| w[0] < w[1]), "video decode times increase: {video_dts:?}");
+    assert!(video_pts.windows(2).any(|w| w[1] < w[0]), "B-frames arrive in decode order");
+    let first = packets.iter().find(|p| p["codec_type"] == "video").unwrap();
+    assert!(first["flags"].as_str().unwrap().starts_with('K'), "video starts at a keyframe: {first}");
+    let audio_pts = numbers(packets, "audio", "pts");
+    assert!(audio_pts.windows(2).all(|w| w[0] < w[1]), "audio times increase: {audio_pts:?}");
+    // Audio and video keep the encoder's alignment: the player's clocks start within a frame
+    // or two of each other, as the transport stream stamped them.
+    let av_offset_ms = audio_pts[0] - video_pts[0];
+    println!("SRT -> RTMP: first audio {av_offset_ms} ms after first video");
+    assert!(av_offset_ms.abs() < 500, "audio and video {av_offset_ms} ms apart");
+
+    let counted =
+        ffprobe(&out, &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"]).await;
+    let frames: u32 = counted["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert!(frames >= (PLAY_SECONDS - 1) * 30, "{frames} frames decoded");
+    assert_eq!(frames as usize, video_dts.len(), "every video packet decodes to a picture");
+
+    let samples = decode_file_audio(&out, 16_000).await;
+    assert!(samples.len() >= 16_000 * (PLAY_SECONDS as usize - 1), "{} samples", samples.len());
+    let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
+    assert!((found - TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn bad_stream_ids_and_passphrases_are_refused_at_the_handshake_and_garbage_costs_nothing() {
+    let server = TestServer::start_with(&format!("[srt]\npassphrase = {PASSPHRASE:?}\n"), &[]).await;
+    let srt = server.service("srt").to_owned();
+    let (key, url) = ingress(&server, "srt", "stage", "encoder").await;
+    let (rtmp_key, _) = ingress(&server, "rtmp", "stage", "obs").await;
+    let secret = format!("passphrase={PASSPHRASE}");
+
+    // Garbage and truncated packets at the SRT port first: they are dropped, nothing else.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = srt.trim_start_matches("srt://");
+    for i in 0..2000u32 {
+        let mut datagram = i.to_be_bytes().repeat(1 + (i % 64) as usize);
+        datagram[0] |= 0x80; // a control packet
+        socket.send_to(&datagram, target).await.unwrap();
+    }
+
+    let refusals = [
+        (format!("{srt}?streamid=sk_not_a_key&{secret}"), "an unknown stream key"),
+        (format!("{srt}?streamid={rtmp_key}&{secret}"), "an RTMP ingress's key"),
+        (format!("{srt}?streamid=#!::r={key},m=request&{secret}"), "a request to play"),
+        (url.clone(), "no passphrase"),
+        (format!("{url}&passphrase=wrong-horse-battery"), "a wrong passphrase"),
+    ];
+    for (refused_url, what) in &refusals {
+        let (pushed, said) = try_push(refused_url).await;
+        assert!(!pushed, "{what} is refused");
+        assert!(said.contains("Connection") || said.contains("rror"), "{what}: ffmpeg says {said}");
+        assert!(peer(&server, "stage", "encoder").await.is_none(), "{what}: nobody joined");
+    }
+    assert_eq!(refused(&server, "unauthorized").await, 2.0);
+    assert_eq!(refused(&server, "bad_mode").await, 1.0);
+    assert_eq!(refused(&server, "passphrase_missing").await, 1.0);
+    let logs = server.logs();
+    assert!(logs.contains("password required or unexpected"), "no passphrase: SRT_REJ_UNSECURE");
+    assert!(logs.contains("wrong password"), "a wrong passphrase: SRT_REJ_BADSECRET");
+    assert!(logs.contains("SRT handshake refused") && logs.matches("SRT handshake refused").count() >= 5);
+
+    // The right passphrase with the encoder's own key length (AES-256; ours is AES-128) publishes.
+    let publisher = ffmpeg_srt_push(&format!("{url}&{secret}&pbkeylen=32"), 30);
+    let encoder = with_two_tracks(&server, "stage", "encoder").await;
+    assert_eq!(encoder["transport"], "srt");
+
+    // Deleting the ingress ends the stream that uses it.
+    let ingresses = server.call(Method::GET, "/v1/ingress", None).await.1;
+    let id = ingresses["ingress"].as_array().unwrap().iter().find(|i| i["kind"] == "srt").unwrap()["id"].clone();
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/ingress/{}", id.as_str().unwrap()), None).await;
+    assert_eq!(status, 204);
+    eventually("the encoder gone", Duration::from_secs(10), || async {
+        peer(&server, "stage", "encoder").await.is_none().then_some(())
+    })
+    .await;
+    let (pushed, _) = finish(publisher, Duration::from_secs(40)).await;
+    assert!(!pushed, "ffmpeg's stream was closed under it");
+    server.wait_for_no_peers().await;
+}
