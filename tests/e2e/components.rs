@@ -1,6 +1,6 @@
 //! Room components end to end: a `file` component plays an MP3 (made by ffmpeg, 660 Hz,
 //! looping) into a room — a sipp phone hears it through the mixer, a WHEP viewer (the `webrtc`
-//! crate) decodes its Opus track —; an Ogg Opus file plays once and its component stops
+//! crate) decodes its Opus track, a Chromium tab on the room page hears the tone —; an Ogg Opus file plays once and its component stops
 //! `finished`; webhooks report both; the API's errors; a SIGKILLed server starts the running
 //! component again from its state store, and deleting it takes its peer out of the room. An RTSP
 //! camera (GStreamer's RTSP server) is decoded by a WHEP viewer and heard by a phone, and its
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, phone_voice, uac_args};
 use crate::support::audio::assert_tone;
+use crate::support::chromium;
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port};
 use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, WhepViewer};
 use crate::support::x264::frame_md5s;
@@ -26,6 +27,25 @@ fn tone_file(path: &Path, freq: u32, seconds: f64, codec: &str) {
         .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("sine=frequency={freq}:sample_rate=48000:duration={seconds}"))
         .args(["-ac", "1", "-c:a", codec])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "ffmpeg could not make {}", path.display());
+}
+
+/// A talk made by ffmpeg: `testsrc` (30 fps, B-frames) and a `freq` Hz tone, `seconds` long,
+/// in `container` (mp4: H.264 + AAC; webm: VP8 + Opus).
+fn talk_file(path: &Path, freq: u32, seconds: u32, container: &str) {
+    let codecs: &[&str] = match container {
+        "mp4" => &["-c:v", "libx264", "-pix_fmt", "yuv420p", "-bf", "2", "-g", "30", "-c:a", "aac"],
+        _ => &["-c:v", "libvpx", "-deadline", "realtime", "-g", "30", "-c:a", "libopus"],
+    };
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency={freq}:sample_rate=48000"))
+        .args(["-t", &seconds.to_string()])
+        .args(codecs)
         .arg(path)
         .status()
         .expect("ffmpeg");
@@ -106,6 +126,16 @@ async fn a_file_component_plays_for_phones_and_viewers_reports_itself_and_surviv
     phone.finish().await.assert_ok("dave");
     assert!((dominant_hz(&heard(&ears)) - 660.0).abs() <= 5.0, "the phone hears the file");
 
+    // A browser tab on the room page hears it too (Chromium's Web Audio analyser on the track).
+    let listener = server.token("lobby", "listener", json!({"publish": false, "subscribe": true})).await;
+    let tab =
+        chromium::run("listen.mjs", json!({"base": server.base, "room": "lobby", "token": listener, "peer": "music"}))
+            .await;
+    let heard_hz = tab["heard"]["hz"].as_f64().unwrap_or_default();
+    assert!((heard_hz - 660.0).abs() <= 3.0, "the tab hears {heard_hz} Hz: {tab}");
+    assert!(tab["heard"]["energy"].as_f64().unwrap_or_default() > 0.0, "decoded audio energy: {tab}");
+    assert_eq!(tab["error"], Value::Null, "{tab}");
+
     // A chime played once stops by itself.
     let chime = json!({"type": "file", "url": format!("file://{}", ogg.display()), "identity": "chime"});
     let (status, created) = post(chime).await;
@@ -140,6 +170,48 @@ async fn a_file_component_plays_for_phones_and_viewers_reports_itself_and_surviv
     assert_eq!(status, 204);
     assert_eq!(component(&server, "lobby", &id).await.0, 404);
     assert_eq!(server.call(Method::DELETE, &format!("/v1/rooms/lobby/components/{id}"), None).await.0, 404);
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn a_video_file_plays_its_pictures_and_its_sound_and_loops_in_step() {
+    let server = TestServer::start().await;
+    let dir = server.dir().to_path_buf();
+    let (mp4, webm) = (dir.join("talk.mp4"), dir.join("talk.webm"));
+    talk_file(&mp4, 440, 2, "mp4");
+    talk_file(&webm, 550, 2, "webm");
+
+    let talk = json!({"type": "file", "url": format!("file://{}", mp4.display()), "identity": "talk", "loop": true});
+    let (status, created) = server.call(Method::POST, "/v1/rooms/hall/components", Some(talk)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_component(&server, "hall", &id, "running").await;
+    let (_, peers) = server.call(Method::GET, "/v1/rooms/hall/peers", None).await;
+    let tracks = peers["peers"][0]["tracks"].as_array().cloned().unwrap_or_default();
+    let video = tracks.iter().find(|t| t["kind"] == "video").unwrap_or_else(|| panic!("a video track: {peers}"));
+    assert_eq!((video["codec"].as_str(), video["params"]["width"].as_u64()), (Some("h264"), Some(320)), "{video}");
+    assert!(tracks.iter().any(|t| t["kind"] == "audio" && t["codec"] == "opus"), "{peers}");
+
+    // A WHEP viewer decodes the pictures for four seconds (across the 2 s file's loop) while
+    // another hears the tone.
+    let (pictures, (listener, pcm)) =
+        tokio::join!(decoded_pictures(&server, "hall", "talk", 4), phone_voice(&server, "hall", "talk"));
+    listener.close().await;
+    assert!(pictures >= 100, "{pictures} pictures in 4 s of a 30 fps file that loops every 2 s");
+    assert_tone(&pcm, 1, 48_000, 440.0, 2.0);
+
+    // WebM: VP8 passes through as VP8.
+    let clip = json!({"type": "file", "url": format!("file://{}", webm.display()), "identity": "clip"});
+    let (status, created) = server.call(Method::POST, "/v1/rooms/hall/components", Some(clip)).await;
+    assert_eq!(status, 201, "{created}");
+    let clip_id = created["id"].as_str().unwrap().to_owned();
+    wait_component(&server, "hall", &clip_id, "running").await;
+    let (_, peers) = server.call(Method::GET, "/v1/rooms/hall/peers", None).await;
+    let clip = peers["peers"].as_array().unwrap().iter().find(|p| p["identity"] == "clip").cloned().unwrap();
+    assert!(clip["tracks"].as_array().unwrap().iter().any(|t| t["codec"] == "vp8"), "{clip}");
+    let stopped = wait_component(&server, "hall", &clip_id, "stopped").await;
+    assert_eq!(stopped["reason"], "finished", "the 2 s clip ends by itself: {stopped}");
+    server.call(Method::DELETE, &format!("/v1/rooms/hall/components/{id}"), None).await;
     server.wait_for_no_peers().await;
 }
 

@@ -1,6 +1,6 @@
 //! A media file's first audio track as PCM. symphonia probes the container (WAV, MP3, Ogg, FLAC,
 //! MP4, WebM/Matroska) and decodes what it can (PCM, MP3, Vorbis, FLAC, AAC); Opus (Ogg, WebM)
-//! goes through libopus, which symphonia does not have. Video tracks are not read.
+//! goes through libopus, which symphonia does not have. Video is `super::video`'s.
 //!
 //! Sans-I/O apart from reading the file: packets in order, interleaved f32 PCM out.
 
@@ -50,18 +50,23 @@ pub struct FileAudio {
     bad_in_a_row: u32,
 }
 
+/// Opens `path` with the symphonia demuxer its contents call for.
+pub fn probe(path: &Path) -> Result<Box<dyn FormatReader>, DecodeError> {
+    let file =
+        File::open(path).map_err(|e| DecodeError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(extension);
+    }
+    symphonia::default::get_probe()
+        .probe(&hint, stream, FormatOptions::default(), MetadataOptions::default())
+        .map_err(|e| DecodeError::Format(e.to_string()))
+}
+
 impl FileAudio {
     pub fn open(path: &Path) -> Result<FileAudio, DecodeError> {
-        let file = File::open(path)
-            .map_err(|e| DecodeError::Open { path: path.display().to_string(), reason: e.to_string() })?;
-        let stream = MediaSourceStream::new(Box::new(file), Default::default());
-        let mut hint = Hint::new();
-        if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
-            hint.with_extension(extension);
-        }
-        let reader = symphonia::default::get_probe()
-            .probe(&hint, stream, FormatOptions::default(), MetadataOptions::default())
-            .map_err(|e| DecodeError::Format(e.to_string()))?;
+        let reader = probe(path)?;
         let track = reader.default_track(TrackType::Audio).ok_or(DecodeError::NoAudio)?;
         let Some(CodecParameters::Audio(params)) = track.codec_params.clone() else {
             return Err(DecodeError::NoAudio);

@@ -1,10 +1,14 @@
 //! The `file` component: a media file played into the room as a peer, paced in real time. The
 //! file comes from the server's disk (`file:///…`) or is fetched once over HTTPS (bounded in
 //! size and time) into a temporary file; its first audio track ([`decode`]) is resampled to
-//! 48 kHz mono, encoded to Opus and published as the peer's `file` track every 20 ms, from the
-//! start again when `loop` is set.
+//! 48 kHz mono, encoded to Opus and published as the peer's `file` track every 20 ms; its first
+//! H.264, VP8 or VP9 video track ([`video`]) is published as the `video` track, each frame sent
+//! when its decode time comes. From the start again when `loop` is set: an audio-only file loops
+//! seamlessly; with video, each pass starts when both tracks have ended, on the audio clock, so
+//! the two stay in step however many times the file loops.
 
 pub mod decode;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use self::decode::FileAudio;
+use self::video::{FileVideo, VideoSample};
 use crate::Ended;
 
 /// 20 ms at 48 kHz.
@@ -194,10 +199,7 @@ pub async fn play(playback: Playback, running: impl FnOnce()) -> Result<Ended, S
         None => return Err("url: not a file:// or https:// URL".into()),
     };
     let repeat = options.repeat;
-    let opened = path.clone();
-    let mut pcm = tokio::task::spawn_blocking(move || Pcm::open(opened, repeat))
-        .await
-        .map_err(|_| "opening the file failed".to_owned())??;
+    let (mut pcm, mut video) = open_media(path.clone(), repeat).await?;
 
     let mut join = JoinRequest::new(room.clone(), options.identity.clone(), TransportKind::Internal);
     join.name = options.name.clone();
@@ -206,23 +208,58 @@ pub async fn play(playback: Playback, running: impl FnOnce()) -> Result<Ended, S
     join.on_duplicate = DuplicatePolicy::Reject;
     let joined = engine.join(join).map_err(|e| e.to_string())?;
     let (mut rpc, _media) = joined.endpoint.split();
-    let params = CodecParams {
-        clock_rate: RATE,
-        channels: 2,
-        fmtp: Some(junction_audio::codec::opus::fmtp(1)),
-        ..CodecParams::default()
+    let audio_track = match &pcm {
+        Some(_) => {
+            let params = CodecParams {
+                clock_rate: RATE,
+                channels: 2,
+                fmtp: Some(junction_audio::codec::opus::fmtp(1)),
+                ..CodecParams::default()
+            };
+            let request =
+                PublishRequest::new("file", Codec::Opus).with_source(TrackSource::Unknown).with_params(params);
+            Some(rpc.publish(request).map_err(|e| e.to_string())?)
+        }
+        None => None,
     };
-    let track = rpc
-        .publish(PublishRequest::new("file", Codec::Opus).with_source(TrackSource::Unknown).with_params(params))
-        .map_err(|e| e.to_string())?;
+    let video_track = match &video {
+        Some(video) => {
+            let (codec, params) = video.track();
+            let request =
+                PublishRequest::new("video", codec).with_source(TrackSource::Camera).with_params(params.clone());
+            Some((codec, rpc.publish(request).map_err(|e| e.to_string())?))
+        }
+        None => None,
+    };
     let mut encoder = OpusEncoder::new(1, OpusMode::Music, Some(64_000)).map_err(|e| e.to_string())?;
-    info!(room = %room, peer = %options.identity, path = %path.display(), "file playing");
+    info!(room = %room, peer = %options.identity, path = %path.display(), video = video.is_some(), "file playing");
     running();
 
+    let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut ticks: u64 = 0;
+    // Where this pass starts on the 90 kHz clock, and the video frame waiting for its time.
+    let mut pass_offset: u64 = 0;
+    let mut next_video: Option<VideoSample> = next_sample(&mut video)?;
+    let (mut audio_done, mut video_done) = (pcm.is_none(), next_video.is_none());
     loop {
+        if audio_done && video_done {
+            if !repeat {
+                return Ok(Ended::Finished);
+            }
+            debug!(path = %path.display(), "looping");
+            (pcm, video) = open_media(path.clone(), repeat).await?;
+            // The next pass starts now on the audio clock (or the video's own, without audio).
+            pass_offset = if audio_track.is_some() {
+                ticks * FRAME as u64 * video::CLOCK / u64::from(RATE)
+            } else {
+                (start.elapsed().as_micros() as u64) * video::CLOCK / 1_000_000
+            };
+            next_video = next_sample(&mut video)?;
+            (audio_done, video_done) = (pcm.is_none(), next_video.is_none());
+        }
+        let video_due = next_video.as_ref().map(|sample| start + clock_duration(pass_offset + sample.dts));
         tokio::select! {
             _ = stop.cancelled() => return Ok(Ended::Closed("deleted".into())),
             event = rpc.next_event() => match event {
@@ -230,14 +267,62 @@ pub async fn play(playback: Playback, running: impl FnOnce()) -> Result<Ended, S
                 None => return Ok(Ended::Closed("session closed".into())),
                 Some(_) => {}
             },
-            _ = tick.tick() => {
-                let Some(samples) = pcm.frame()? else { return Ok(Ended::Finished) };
-                let payload: Bytes = encoder.encode(&samples).map_err(|e| e.to_string())?;
-                let frame = MediaFrame::audio(Codec::Opus, MediaTime::new(ticks * FRAME as u64, RATE), Instant::now(), payload);
+            _ = tick.tick(), if audio_track.is_some() => {
+                let time = MediaTime::new(ticks * FRAME as u64, RATE);
                 ticks += 1;
-                let _ = track.send(frame);
+                if audio_done {
+                    continue; // waiting for the video to finish this pass
+                }
+                let Some(samples) = pcm.as_mut().map(Pcm::frame).transpose()?.flatten() else {
+                    audio_done = true;
+                    continue;
+                };
+                let payload: Bytes = encoder.encode(&samples).map_err(|e| e.to_string())?;
+                if let Some(track) = &audio_track {
+                    let _ = track.send(MediaFrame::audio(Codec::Opus, time, Instant::now(), payload));
+                }
+            }
+            _ = sleep_until(video_due) => {
+                if let (Some(sample), Some((codec, track))) = (next_video.take(), &video_track) {
+                    let time = MediaTime::new(pass_offset + sample.pts, video::CLOCK as u32);
+                    let _ = track.send(MediaFrame::video(*codec, time, sample.keyframe, Instant::now(), sample.payload));
+                }
+                next_video = next_sample(&mut video)?;
+                video_done = next_video.is_none();
             }
         }
+    }
+}
+
+/// Opens the file's audio (if any) and video (if any); a file with neither is an error. The
+/// audio loops by itself only when there is no video to keep in step with.
+async fn open_media(path: PathBuf, repeat: bool) -> Result<(Option<Pcm>, Option<FileVideo>), String> {
+    tokio::task::spawn_blocking(move || {
+        let video = FileVideo::open(&path).map_err(|e| e.to_string())?;
+        let audio = match Pcm::open(path, repeat && video.is_none()) {
+            Ok(pcm) => Some(pcm),
+            Err(err) if video.is_none() => return Err(err),
+            Err(_) => None,
+        };
+        Ok((audio, video))
+    })
+    .await
+    .map_err(|_| "opening the file failed".to_owned())?
+}
+
+fn next_sample(video: &mut Option<FileVideo>) -> Result<Option<VideoSample>, String> {
+    video.as_mut().map(FileVideo::next_sample).transpose().map(Option::flatten).map_err(|e| e.to_string())
+}
+
+/// 90 kHz ticks as a duration.
+fn clock_duration(ticks: u64) -> Duration {
+    Duration::from_micros(ticks.saturating_mul(1_000_000) / video::CLOCK)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,39 @@
+// A tab opens the room page as a listener (nothing published) and measures what it hears from
+// one peer: the peer's audio track goes through Web Audio's analyser (a 32768-point FFT, 1.5 Hz
+// bins at 48 kHz) and the loudest bin is reported, with the inbound-rtp statistics' decoded
+// energy. Args: {base, room, token, peer}.
+import { run, roomPage, until, sleep } from './runner.mjs';
+
+run(async (browser, { base, room, token, peer }, logs) => {
+  const page = await roomPage(browser, base, room, token, logs);
+  await until(`an audio tile of ${peer}`, 20_000, () =>
+    page.evaluate((peer) => [...window.junction.tiles.values()].some((t) => t.peer === peer && t.track.kind === 'audio'), peer));
+  // Let the jitter buffer settle, then take the spectrum of what plays.
+  await sleep(1500);
+  const heard = await page.evaluate(async (peer) => {
+    const tile = [...window.junction.tiles.values()].find((t) => t.peer === peer && t.track.kind === 'audio');
+    const context = new AudioContext();
+    await context.resume();
+    const source = context.createMediaStreamSource(new MediaStream([tile.track]));
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 32768;
+    analyser.smoothingTimeConstant = 0;
+    source.connect(analyser);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    let loudest = 0;
+    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
+    // Parabolic interpolation between the loudest bin and its neighbours (in dB).
+    const [a, b, c] = [bins[loudest - 1], bins[loudest], bins[loudest + 1]];
+    const offset = 0.5 * (a - c) / (a - 2 * b + c || 1);
+    const hz = (loudest + offset) * context.sampleRate / analyser.fftSize;
+    let energy = 0;
+    for (const s of (await tile.receiver.getStats()).values()) {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') energy = s.totalAudioEnergy;
+    }
+    await context.close();
+    return { hz, peakDb: b, energy, codec: tile.receiver.track?.kind };
+  }, peer);
+  return { heard, error: await page.evaluate(() => window.junction.error), logs };
+});
