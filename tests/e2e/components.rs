@@ -215,6 +215,80 @@ async fn a_video_file_plays_its_pictures_and_its_sound_and_loops_in_step() {
     server.wait_for_no_peers().await;
 }
 
+/// A one-file HTTPS server on 127.0.0.1 (a self-signed certificate, written to `ca` for the
+/// server under test to trust through `SSL_CERT_FILE`): `/<name>` is `body`, anything else 404.
+async fn https_file_server(ca: &Path, name: &'static str, body: Vec<u8>) -> u16 {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    std::fs::write(ca, certified.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key.into())
+        .expect("TLS config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let found = String::from_utf8_lossy(&request).starts_with(&format!("GET /{name} "));
+                let head = if found {
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+                };
+                let _ = tls.write_all(head.as_bytes()).await;
+                if found {
+                    let _ = tls.write_all(&body).await;
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_file_fetched_over_https_plays_and_a_missing_one_fails_naming_the_status() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let scratch = tempfile::tempdir().unwrap();
+    let mp3 = scratch.path().join("remote.mp3");
+    tone_file(&mp3, 770, 3.0, "libmp3lame");
+    let ca = scratch.path().join("ca.pem");
+    let port = https_file_server(&ca, "hold.mp3", std::fs::read(&mp3).unwrap()).await;
+    let server = TestServer::start_with_env("", &[("SSL_CERT_FILE", ca.to_str().unwrap())]).await;
+
+    let url = format!("https://127.0.0.1:{port}/hold.mp3");
+    let body = json!({"type": "file", "url": url, "identity": "remote", "loop": true});
+    let (status, created) = server.call(Method::POST, "/v1/rooms/annex/components", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_component(&server, "annex", &id, "running").await;
+    let (listener, pcm) = phone_voice(&server, "annex", "remote").await;
+    listener.close().await;
+    assert_tone(&pcm, 1, 48_000, 770.0, 2.0);
+
+    let missing = json!({"type": "file", "url": format!("https://127.0.0.1:{port}/gone.mp3"), "identity": "gone"});
+    let (status, created) = server.call(Method::POST, "/v1/rooms/annex/components", Some(missing)).await;
+    assert_eq!(status, 201, "{created}");
+    let failed = wait_component(&server, "annex", created["id"].as_str().unwrap(), "failed").await;
+    assert!(failed["reason"].as_str().unwrap_or_default().contains("404"), "{failed}");
+    server.call(Method::DELETE, &format!("/v1/rooms/annex/components/{id}"), None).await;
+    server.wait_for_no_peers().await;
+}
+
 /// GStreamer's RTSP server as an IP camera on `port` (see support/rtsp_camera.py); killed on drop.
 async fn camera(port: u16, freq: u32) -> tokio::process::Child {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/support/rtsp_camera.py");

@@ -44,6 +44,8 @@ pub struct TestServer {
     dir: tempfile::TempDir,
     /// Added to `junction serve`.
     args: Vec<String>,
+    /// Added to the server's environment.
+    env: Vec<(String, String)>,
     http: reqwest::Client,
 }
 
@@ -55,7 +57,13 @@ impl TestServer {
     /// Starts a server with `extra_toml` appended to the base configuration and `args` added to
     /// `junction serve`.
     pub async fn start_with(extra_toml: &str, args: &[&str]) -> TestServer {
-        Self::launch(BASE_CONFIG, extra_toml, args, API_KEY).await
+        Self::launch(BASE_CONFIG, extra_toml, args, API_KEY, Vec::new()).await
+    }
+
+    /// Starts a server with `env` added to its environment (`SSL_CERT_FILE` for a test CA).
+    pub async fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> TestServer {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::launch(BASE_CONFIG, extra_toml, &[], API_KEY, env).await
     }
 
     /// Starts a server whose API keys are only those `keys_toml` configures (`[auth] keys`,
@@ -64,10 +72,16 @@ impl TestServer {
     pub async fn start_with_keys(keys_toml: &str, api_key: &str) -> TestServer {
         let mut base: toml::Table = BASE_CONFIG.parse().expect("base config");
         base.remove("api_key");
-        Self::launch(&toml::to_string(&base).expect("base config"), keys_toml, &[], api_key).await
+        Self::launch(&toml::to_string(&base).expect("base config"), keys_toml, &[], api_key, Vec::new()).await
     }
 
-    async fn launch(base: &str, extra_toml: &str, args: &[&str], api_key: &str) -> TestServer {
+    async fn launch(
+        base: &str,
+        extra_toml: &str,
+        args: &[&str],
+        api_key: &str,
+        env: Vec<(String, String)>,
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("junction.toml");
         // The generated MoQ development CA and the state store go in the test's own directory.
@@ -79,7 +93,7 @@ impl TestServer {
         let base = merge_toml(base, &own);
         std::fs::write(&config, merge_toml(&base, extra_toml)).expect("write config");
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Self::spawn(dir, args, api_key).await
+        Self::spawn(dir, args, api_key, env).await
     }
 
     /// Kills the server with SIGKILL (nothing is flushed or said goodbye) and starts it again
@@ -90,12 +104,12 @@ impl TestServer {
         child.start_kill().expect("SIGKILL");
         let _ = child.wait().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        let (args, api_key) = (self.args.clone(), self.api_key.clone());
+        let (args, api_key, env) = (self.args.clone(), self.api_key.clone(), self.env.clone());
         drop(self);
-        Self::spawn(dir, args, &api_key).await
+        Self::spawn(dir, args, &api_key, env).await
     }
 
-    async fn spawn(dir: tempfile::TempDir, args: Vec<String>, api_key: &str) -> TestServer {
+    async fn spawn(dir: tempfile::TempDir, args: Vec<String>, api_key: &str, env: Vec<(String, String)>) -> TestServer {
         let config = dir.path().join("junction.toml");
         let stderr = dir.path().join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_junction"))
@@ -103,6 +117,7 @@ impl TestServer {
             .arg("--config")
             .arg(&config)
             .args(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("JUNCTION_API_KEY")
             // Only the test harness reads this one; the server would take it for a config key.
             .env_remove("JUNCTION_TEST_LOG")
@@ -146,6 +161,7 @@ impl TestServer {
             stderr,
             dir,
             args,
+            env,
             http: reqwest::Client::new(),
         }
     }
