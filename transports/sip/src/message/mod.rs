@@ -109,12 +109,28 @@ pub fn parse(bytes: &[u8]) -> Result<SipMessage, Unparsed> {
     let raw = wire::split(bytes).map_err(|(err, raw)| Unparsed { error: err.into(), raw })?;
     let canonical = raw.to_bytes();
     match SipMessage::try_from(canonical.as_slice()) {
+        // rsip keeps what it does not understand inside header values, line breaks included;
+        // values are echoed in responses and dialog requests, so none may hold a control
+        // character (found by fuzzing sip_ua: a bare CR and LF inside a Via came back in our 100).
+        Ok(message) if has_control_in_headers(&message) => Err(Unparsed {
+            error: MessageError::Grammar("a control character inside a header value".into()),
+            raw: Some(raw),
+        }),
         Ok(message) => Ok(message),
         Err(err) => {
             let reason: String = err.to_string().chars().take(160).collect();
             Err(Unparsed { error: MessageError::Grammar(reason), raw: Some(raw) })
         }
     }
+}
+
+fn has_control_in_headers(message: &SipMessage) -> bool {
+    use rsip::message::HasHeaders;
+    let headers = match message {
+        SipMessage::Request(request) => request.headers(),
+        SipMessage::Response(response) => response.headers(),
+    };
+    headers.iter().any(|header| header.to_string().chars().any(|c| c.is_control() && c != '\t'))
 }
 
 /// A From or To header: URI, tag, display name.
@@ -234,6 +250,24 @@ Contact: <sip:alice@127.0.0.1:5061>\r\n\
 Max-Forwards: 70\r\n\
 Content-Type: application/sdp\r\n\
 Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_control_character_inside_a_header_value_makes_the_message_unparsed() {
+        // From the sip_ua crash: a request line cut by a blank line, and a Via holding a bare LF
+        // and CR, which rsip kept inside the value (and our 100 Trying echoed).
+        let crashed = b"INVITE si\r\n\r\np:standup@128.0.0.1:33533 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 126.0.0.1:44315;branbh=z9hG4bK-5hv1-29728-1:0\nmF\rro1-1\r\n\
+From: \"alice\" <sip:alice@127.0.0.1:34977>;tag=29501SIPpTag001\r\n\
+To: <sip:standup:@127.0.0.1:52525>\r\n\
+Call-ID: 1-29501@127.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n";
+        assert!(parse(crashed).is_err());
+        let with_nul = INVITE.replace("Max-Forwards: 70", "Max-Forwards: 7\u{0}0");
+        assert!(parse(with_nul.as_bytes()).is_err());
+        let with_tab = INVITE.replace("Call-ID: call-1@127.0.0.1", "Call-ID:\tcall-1@127.0.0.1");
+        assert!(parse(with_tab.as_bytes()).is_ok(), "a tab is whitespace, not a control character");
+    }
 
     #[test]
     fn reads_the_mandatory_headers() {
