@@ -100,6 +100,55 @@ pub(crate) fn numbers(packets: &[Value], kind: &str, field: &str) -> Vec<i64> {
     packets.iter().filter(|p| p["codec_type"] == kind).filter_map(|p| p[field].as_i64()).collect()
 }
 
+/// Checks what an ffmpeg player recorded for `play_seconds` of the test pattern and tone (640x360
+/// H.264 High with B-frames, 30 fps; AAC 44.1 kHz): codecs, duration, decode and presentation
+/// order, a keyframe first, every packet decoding to a picture, the tone. Returns how far (ms)
+/// the first audio is after the first video.
+pub(crate) async fn check_playback(out: &Path, play_seconds: u32) -> i64 {
+    let probe = ffprobe(
+        out,
+        &[
+            "-show_entries",
+            "stream=index,codec_type,codec_name,profile,width,height,sample_rate,channels:format=duration",
+            "-show_entries",
+            "packet=codec_type,pts,dts,flags",
+        ],
+    )
+    .await;
+    let streams = probe["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video stream");
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("an audio stream");
+    assert_eq!((video["codec_name"].as_str(), video["profile"].as_str()), (Some("h264"), Some("High")));
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
+    assert_eq!((audio["codec_name"].as_str(), audio["sample_rate"].as_str()), (Some("aac"), Some("44100")));
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((f64::from(play_seconds) - 0.5..f64::from(play_seconds) + 0.75).contains(&duration), "duration {duration}");
+
+    let packets = probe["packets"].as_array().unwrap();
+    let (video_dts, video_pts) = (numbers(packets, "video", "dts"), numbers(packets, "video", "pts"));
+    assert!(video_dts.windows(2).all(|w| w[0] < w[1]), "video decode times increase: {video_dts:?}");
+    assert!(video_pts.iter().zip(&video_dts).all(|(p, d)| p >= d), "presentation never before decode");
+    assert!(video_pts.windows(2).any(|w| w[1] < w[0]), "B-frames arrive in decode order");
+    let first = packets.iter().find(|p| p["codec_type"] == "video").unwrap();
+    assert!(first["flags"].as_str().unwrap().starts_with('K'), "video starts at a keyframe: {first}");
+    let audio_pts = numbers(packets, "audio", "pts");
+    assert!(audio_pts.windows(2).all(|w| w[0] < w[1]), "audio times increase: {audio_pts:?}");
+
+    // Every frame decodes: about 30 per second.
+    let counted =
+        ffprobe(out, &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"]).await;
+    let frames: u32 = counted["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert!(frames >= (play_seconds - 1) * 30, "{frames} frames decoded");
+    assert_eq!(frames as usize, video_dts.len(), "every video packet decodes to a picture");
+
+    // The audio is the tone.
+    let samples = decode_file_audio(out, 16_000).await;
+    assert!(samples.len() >= 16_000 * (play_seconds as usize - 1), "{} samples", samples.len());
+    let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
+    assert!((found - TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");
+    audio_pts[0] - video_pts[0]
+}
+
 #[tokio::test]
 async fn ffmpeg_ingest_plays_back_over_rtmp_as_h264_and_aac() {
     let server = TestServer::start().await;
@@ -138,49 +187,8 @@ async fn ffmpeg_ingest_plays_back_over_rtmp_as_h264_and_aac() {
     let (pushed, stderr) = finish(publisher, Duration::from_secs(40)).await;
     assert!(pushed, "ffmpeg could not publish: {stderr}");
 
-    let probe = ffprobe(
-        &out,
-        &[
-            "-show_entries",
-            "stream=index,codec_type,codec_name,profile,width,height,sample_rate,channels:format=duration",
-            "-show_entries",
-            "packet=codec_type,pts,dts,flags",
-        ],
-    )
-    .await;
-    let streams = probe["streams"].as_array().unwrap();
-    let video = streams.iter().find(|s| s["codec_type"] == "video").expect("a video stream");
-    let audio = streams.iter().find(|s| s["codec_type"] == "audio").expect("an audio stream");
-    assert_eq!((video["codec_name"].as_str(), video["profile"].as_str()), (Some("h264"), Some("High")));
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)));
-    assert_eq!((audio["codec_name"].as_str(), audio["sample_rate"].as_str()), (Some("aac"), Some("44100")));
-    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((f64::from(PLAY_SECONDS) - 0.5..f64::from(PLAY_SECONDS) + 0.75).contains(&duration), "duration {duration}");
-
-    let packets = probe["packets"].as_array().unwrap();
-    let (video_dts, video_pts) = (numbers(packets, "video", "dts"), numbers(packets, "video", "pts"));
-    assert!(video_dts.windows(2).all(|w| w[0] < w[1]), "video decode times increase: {video_dts:?}");
-    assert!(video_pts.iter().zip(&video_dts).all(|(p, d)| p >= d), "presentation never before decode");
-    assert!(video_pts.windows(2).any(|w| w[1] < w[0]), "B-frames arrive in decode order");
-    let first = packets.iter().find(|p| p["codec_type"] == "video").unwrap();
-    assert!(first["flags"].as_str().unwrap().starts_with('K'), "video starts at a keyframe: {first}");
-    let audio_pts = numbers(packets, "audio", "pts");
-    assert!(audio_pts.windows(2).all(|w| w[0] < w[1]), "audio times increase: {audio_pts:?}");
-    let av_offset_ms = audio_pts[0] - video_pts[0];
+    let av_offset_ms = check_playback(&out, PLAY_SECONDS).await;
     println!("RTMP playback: first audio {av_offset_ms} ms after first video");
-
-    // Every frame decodes: about 30 per second.
-    let counted =
-        ffprobe(&out, &["-count_frames", "-select_streams", "v:0", "-show_entries", "stream=nb_read_frames"]).await;
-    let frames: u32 = counted["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap();
-    assert!(frames >= (PLAY_SECONDS - 1) * 30, "{frames} frames decoded");
-    assert_eq!(frames as usize, video_dts.len(), "every video packet decodes to a picture");
-
-    // The audio is the tone.
-    let samples = decode_file_audio(&out, 16_000).await;
-    assert!(samples.len() >= 16_000 * (PLAY_SECONDS as usize - 1), "{} samples", samples.len());
-    let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
-    assert!((found - TONE_HZ).abs() <= 2.0, "dominant frequency {found} Hz");
 
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     let ingest = metrics
