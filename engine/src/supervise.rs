@@ -12,13 +12,19 @@
 //!   built again by the caller's factory after a short, growing pause. A future that returns
 //!   normally ends the service.
 //!
+//! - [`limit_panic_reports`] caps what panics write to stderr: a contained panic is still a line
+//!   and a backtrace from Rust's panic hook, and where network input can cause one (a library
+//!   panicking on a crafted packet, contained on purpose) a flood of such packets must not become
+//!   a flood of log lines.
+//!
 //! Neither can stop a stack overflow, which aborts the process: parsers must bound their
 //! recursion before input reaches them (see `docs/security.md`).
 
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use tracing::error;
@@ -77,6 +83,67 @@ where
     }
 }
 
+/// Panic reports let through per window; the rest are counted and summed up once.
+#[derive(Debug)]
+pub struct PanicBudget {
+    per_window: u32,
+    window: Duration,
+    started: Option<Instant>,
+    reported: u32,
+    suppressed: u64,
+}
+
+/// What to do with one panic's report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PanicReport {
+    /// Print it; `suppressed` reports were swallowed since the last one printed.
+    Print {
+        suppressed: u64,
+    },
+    Suppress,
+}
+
+impl PanicBudget {
+    pub fn new(per_window: u32, window: Duration) -> Self {
+        Self { per_window, window, started: None, reported: 0, suppressed: 0 }
+    }
+
+    pub fn report(&mut self, now: Instant) -> PanicReport {
+        if self.started.is_none_or(|started| now.saturating_duration_since(started) >= self.window) {
+            self.started = Some(now);
+            self.reported = 0;
+        }
+        if self.reported < self.per_window {
+            self.reported += 1;
+            PanicReport::Print { suppressed: std::mem::take(&mut self.suppressed) }
+        } else {
+            self.suppressed += 1;
+            PanicReport::Suppress
+        }
+    }
+}
+
+/// Installs a panic hook that prints (through the default hook) at most `per_minute` panic
+/// reports a minute; the others are counted in `junction_panic_reports_suppressed_total` and
+/// their number is printed with the next report that gets through.
+pub fn limit_panic_reports(per_minute: u32) {
+    let budget = Mutex::new(PanicBudget::new(per_minute, Duration::from_secs(60)));
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let report =
+            budget.lock().map(|mut b| b.report(Instant::now())).unwrap_or(PanicReport::Print { suppressed: 0 });
+        match report {
+            PanicReport::Print { suppressed } => {
+                if suppressed > 0 {
+                    eprintln!("({suppressed} panic reports suppressed: over {per_minute} a minute)");
+                }
+                print(info);
+            }
+            PanicReport::Suppress => metrics::counter!("junction_panic_reports_suppressed_total").increment(1),
+        }
+    }));
+}
+
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
 pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
@@ -84,6 +151,25 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_panics_prints_a_few_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut budget = PanicBudget::new(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(budget.report(t0), PanicReport::Print { suppressed: 0 });
+        }
+        for _ in 0..1000 {
+            assert_eq!(budget.report(t0 + Duration::from_secs(1)), PanicReport::Suppress);
+        }
+        assert_eq!(budget.report(t0 + Duration::from_secs(61)), PanicReport::Print { suppressed: 1000 });
+        assert_eq!(budget.report(t0 + Duration::from_secs(62)), PanicReport::Print { suppressed: 0 });
+    }
 }
 
 #[cfg(test)]

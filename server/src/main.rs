@@ -218,6 +218,9 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log.format, &config.log.level);
+            // Contained panics (crafted packets reaching a library that panics on them) must
+            // not flood the log.
+            junction_engine::supervise::limit_panic_reports(20);
             runtime.block_on(server::serve(config, sources))
         }
         Command::Room { client, command } => runtime.block_on(cli::room(&client, command)),

@@ -131,7 +131,7 @@ async fn bad_requests_get_json_errors_naming_the_problem() {
         ),
         (
             "/v1/ingress",
-            r#"{"kind": "srt", "room": "a", "identity": "b"}"#,
+            r#"{"kind": "hls", "room": "a", "identity": "b"}"#,
             400,
             "invalid_field",
             "kind: unknown variant",
