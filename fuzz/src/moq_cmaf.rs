@@ -1,4 +1,4 @@
-//! MoQ ingest (transports/moq/src/ingest.rs, cmaf/): what a `moq-pub`-style publisher puts in
+//! MoQ ingest (transports/moq/src/ingest.rs, the `cmaf` crate): what a `moq-pub`-style publisher puts in
 //! its namespace — the `.catalog` JSON, the CMAF init segment (ftyp + moov: trak, stsd with
 //! avc1/avcC, mp4a/esds, Opus/dOps, trex defaults) and fragments (moof + mdat: tfhd, tfdt,
 //! trun sample sizes, flags, composition offsets) — into engine frames, through the functions

@@ -7,7 +7,7 @@ use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
 use junction_core::h264::AvcConfig;
 use junction_core::{Codec, CodecParams, TrackInfo};
 
-use crate::cmaf::{InitTrack, TrackCodec};
+use junction_cmaf::{InitTrack, TrackCodec};
 
 /// Codecs Junction puts in CMAF for MoQ subscribers; others are transcoded by the engine when it
 /// can, and left out otherwise.

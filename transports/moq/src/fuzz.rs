@@ -8,9 +8,9 @@
 use bytes::Bytes;
 
 use crate::MoqConfig;
-use crate::cmaf::{ParsedTrack, TrackCodec, parse_init};
 use crate::codecs;
 use crate::ingest::{fragment_frames, read_catalog, trak_for};
+use junction_cmaf::{ParsedTrack, TrackCodec, parse_init};
 
 /// Ingests `fragments` for the tracks `catalog` picks out of `init`. When the catalog cannot be
 /// read (the network path would stop there), every supported trak gets the fragments, so the

@@ -27,10 +27,10 @@ use moq_transport::serve::{ServeError, SubgroupReader, TrackReader, TrackReaderM
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use crate::cmaf::{CmafError, InitTrack, ParsedTrack, TrackCodec, parse_fragment, parse_init};
 use crate::codecs;
 use crate::config::MoqConfig;
 use crate::naming::{CATALOG_TRACK, INIT_TRACK, PeerTrack};
+use junction_cmaf::{CmafError, InitTrack, ParsedTrack, TrackCodec, parse_fragment, parse_init};
 
 /// How long the init segment may take once the catalog named it.
 const INIT_WAIT: Duration = Duration::from_secs(10);
@@ -315,7 +315,7 @@ fn to_frame(init: &InitTrack, avc: Option<&AvcConfig>, pts: u64, keyframe: bool,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmaf::SampleDefaults;
+    use junction_cmaf::SampleDefaults;
 
     #[test]
     fn avcc_samples_become_annexb_keyframes_with_parameter_sets() {

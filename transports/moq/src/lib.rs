@@ -9,7 +9,6 @@
 //! MoQ subscribers. See docs/protocol-moq.md.
 
 mod admission;
-mod cmaf;
 mod codecs;
 mod config;
 mod congestion;

@@ -15,10 +15,10 @@ use moq_transport::serve::{TrackReader, Tracks, TracksReader, TracksRequest, Tra
 use tracing::{debug, trace};
 
 use super::catalog::{CatalogEntry, catalog_json};
-use crate::cmaf::{FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header};
 use crate::codecs;
 use crate::naming::{self, CATALOG_TRACK, INIT_TRACK};
 use crate::out_track::OutTrack;
+use junction_cmaf::{FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header};
 
 /// How long a new broadcast waits for every track's decoder configuration (a video track's
 /// first keyframe) before publishing an init segment with the tracks that are ready.
@@ -365,7 +365,7 @@ mod tests {
     use moq_transport::serve::{SubgroupsReader, TrackReaderMode};
 
     use super::*;
-    use crate::cmaf::{ParsedTrack, parse_fragment, parse_init};
+    use junction_cmaf::{ParsedTrack, parse_fragment, parse_init};
 
     const SPS: &[u8] = &[
         0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,

@@ -8,7 +8,7 @@
 //! The walk is iterative with a depth bound, looks only at box headers, descends only into the
 //! container boxes where an `sgpd` can sit, and leaves every other check to the decoder.
 
-use super::CmafError;
+use crate::CmafError;
 
 /// Boxes holding boxes, on the way to an `stbl` or a `traf`.
 const CONTAINERS: [&[u8; 4]; 11] =

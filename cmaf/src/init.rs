@@ -11,7 +11,7 @@ use mp4_atom::{
     Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Trex, Url, Visual, Vmhd, esds,
 };
 
-use super::CmafError;
+use crate::CmafError;
 
 /// A track's decoder configuration, as its sample entry carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +226,7 @@ fn from_avcc(avcc: &Avcc) -> AvcConfig {
 
 /// Parses an init segment (any boxes, one of them a moov) into its tracks.
 pub fn parse_init(bytes: &[u8]) -> Result<Vec<ParsedTrack>, CmafError> {
-    super::guard::check_boxes(bytes)?;
+    crate::guard::check_boxes(bytes)?;
     let mut cursor = std::io::Cursor::new(bytes);
     let mut moov = None;
     while (cursor.position() as usize) < bytes.len() {

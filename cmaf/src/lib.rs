@@ -1,7 +1,10 @@
-//! CMAF packaging, the media format `moq-pub` and `moq-sub` put in MoQ objects: an init segment
-//! (ftyp + moov, one trak per track) and fragments (one moof + mdat per object). Building and
-//! parsing both, with the mp4-atom crate doing the box encoding; what is here is the mapping
-//! between boxes and Junction's codecs, timestamps and keyframes.
+//! CMAF packaging (fragmented MP4): an init segment (ftyp + moov, one trak per track) and
+//! fragments (moof + mdat). Building and parsing both, with the mp4-atom crate doing the box
+//! encoding; what is here is the mapping between boxes and Junction's codecs, timestamps and
+//! keyframes, and a guard that walks boxes before mp4-atom decodes them. It is the media format
+//! `moq-pub` and `moq-sub` put in MoQ objects (one fragment per object), and the one HLS and
+//! recordings are to write: a crate of its own so those outputs share it without one transport
+//! importing another.
 
 mod fragment;
 mod guard;

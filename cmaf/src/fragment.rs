@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::{Any, Atom, Decode, Encode, Mfhd, Moof, Tfdt, Tfhd, Traf, Trun, TrunEntry};
 
-use super::{CmafError, InitTrack};
+use crate::{CmafError, InitTrack};
 
 /// Sample flags of a sync sample (depends on no other sample).
 const FLAGS_SYNC: u32 = 0x0200_0000;
@@ -84,7 +84,7 @@ pub struct ParsedSample {
 /// `max_samples` samples (a fragment with more is an error: a `trun` may claim four billion
 /// samples of zero bytes). Sample data is sliced out of `object` without copying.
 pub fn parse_fragment(object: &Bytes, track: &InitTrack, max_samples: usize) -> Result<Vec<ParsedSample>, CmafError> {
-    super::guard::check_boxes(object)?;
+    crate::guard::check_boxes(object)?;
     let mut cursor = std::io::Cursor::new(object.as_ref());
     let mut moof_at = None;
     let mut mdat_payload_at = None;
@@ -156,8 +156,8 @@ pub fn parse_fragment(object: &Bytes, track: &InitTrack, max_samples: usize) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::{SampleDefaults, TrackCodec};
     use super::*;
+    use crate::{SampleDefaults, TrackCodec};
 
     const MAX: usize = 1024;
 
