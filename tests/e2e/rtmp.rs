@@ -47,13 +47,18 @@ async fn peer(server: &TestServer, room: &str, identity: &str) -> Option<Value> 
 /// ffmpeg publishing the test pattern and tone (the TESTING.md command, with 4:2:0 pixels and two
 /// B-frames as OBS's x264 High profile sends them).
 pub(crate) fn ffmpeg_push(url: &str, seconds: u32) -> Child {
+    ffmpeg_push_as(url, seconds, "flv")
+}
+
+/// The same in another container: `mpegts` for SRT.
+pub(crate) fn ffmpeg_push_as(url: &str, seconds: u32, format: &str) -> Child {
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re"])
         .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
         .args(["-f", "lavfi", "-i", &format!("sine=frequency={TONE_HZ}:sample_rate=44100")])
         .args(["-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-tune", "zerolatency", "-bf", "2"])
-        .args(["-g", "30", "-c:a", "aac", "-f", "flv", url])
+        .args(["-g", "30", "-c:a", "aac", "-f", format, url])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -7,15 +7,14 @@
 //! checked the way an encoder sees them: libsrt's connect fails at the handshake with SRT's
 //! reject code, and nobody joins the room.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::components::decoded_pictures;
-use crate::rtmp::{TONE_HZ, check_playback, ffmpeg_pull, finish};
+use crate::rtmp::{TONE_HZ, check_playback, ffmpeg_pull, ffmpeg_push_as, finish};
 use crate::sip::phone_voice;
 use crate::support::audio::assert_tone;
 use crate::support::{TestServer, eventually};
@@ -34,19 +33,7 @@ async fn ingress(server: &TestServer, kind: &str, room: &str, identity: &str) ->
 
 /// ffmpeg pushing the test pattern and tone as MPEG-TS over SRT (B-frames as OBS's x264 sends).
 fn ffmpeg_srt_push(url: &str, seconds: u32) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", &format!("sine=frequency={TONE_HZ}:sample_rate=44100")])
-        .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-tune", "zerolatency", "-bf", "2"])
-        .args(["-g", "30", "-c:a", "aac", "-f", "mpegts", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg (apt-get install ffmpeg)")
+    ffmpeg_push_as(url, seconds, "mpegts")
 }
 
 /// Pushes for a second; returns whether ffmpeg got through and what it said.
