@@ -377,9 +377,10 @@ impl Connection {
     }
 
     /// The played peer (re)joined: a fresh clock, shared by its tracks when it publishes over
-    /// RTMP (Junction's ingest puts audio and video on one timeline).
+    /// RTMP or SRT (Junction's ingest puts audio and video on one timeline: FLV's, or the
+    /// transport stream's PTS).
     fn target_joined(&mut self, peer: &PeerInfo) {
-        self.session.play_shared_clock(peer.transport == TransportKind::Rtmp);
+        self.session.play_shared_clock(matches!(peer.transport, TransportKind::Rtmp | TransportKind::Srt));
     }
 
     fn publish_track(&mut self, request: PublishRequest) {

@@ -11,7 +11,7 @@
 //! random timestamps), so by default each track is anchored where its first frame arrived on the
 //! player's timeline and advances by its own media time from there. When the caller knows the
 //! tracks share one clock ([`Muxer::set_shared_clock`]: an RTMP publisher's audio and video come
-//! from one FLV timeline), one anchor serves both and lip-sync is exact — arrival anchoring would
+//! from one FLV timeline, an SRT publisher's from one transport stream), one anchor serves both and lip-sync is exact — arrival anchoring would
 //! shift B-frame video by its first composition offset. A track that is published again (the
 //! publisher reconnected) is anchored afresh and the player's timeline simply continues.
 //!

@@ -10,6 +10,14 @@
 //! second of headroom so a stream that starts slightly earlier than the other stays positive;
 //! audio and video stay aligned as the encoder stamped them. Audio time counts samples and
 //! follows the AAC frame length exactly while the PTS agrees with it.
+//!
+//! Arrival: a frame's `arrival` is what WebRTC sender reports and RTMP players line tracks up
+//! by. A transport stream does not carry audio and video of one instant together: ffmpeg's muxer
+//! sends audio up to 0.7 s after the video of the same time (measured: 435 ms with its defaults),
+//! so stamping frames with the instant they arrived would put the audio that far behind at every
+//! viewer. Frames are stamped instead with the instant their media time reached the server
+//! ([`ArrivalClock`]): one origin for both tracks, the earliest `arrival - media time` seen,
+//! allowed to creep later by 1 ms per second so an encoder clock slower than ours is followed.
 
 use std::time::Instant;
 
@@ -100,10 +108,41 @@ struct AudioState {
     last_ticks: Option<u64>,
 }
 
+/// Maps media times on the stream's timeline to the server instant they stand for: the earliest
+/// `arrival - media time` seen (the track that arrives first sets it), creeping later by
+/// [`ORIGIN_CREEP`] of the time elapsed, so drift between the encoder's clock and ours is
+/// followed without either track's jitter moving the other.
+#[derive(Debug, Default)]
+struct ArrivalClock {
+    /// The server instant of media time zero, and when it was last moved.
+    origin: Option<(Instant, Instant)>,
+}
+
+/// How fast (per unit of time elapsed) the origin may move later.
+const ORIGIN_CREEP: f64 = 0.001;
+
+impl ArrivalClock {
+    /// The instant `ticks` (90 kHz) stands for, given that it arrived at `arrival`.
+    fn stamp(&mut self, ticks: u64, arrival: Instant) -> Instant {
+        let media = std::time::Duration::from_micros(ticks.saturating_mul(1_000_000) / CLOCK);
+        let Some(candidate) = arrival.checked_sub(media) else { return arrival };
+        let origin = match self.origin {
+            None => candidate,
+            Some((origin, moved)) => {
+                let creep = arrival.saturating_duration_since(moved).mul_f64(ORIGIN_CREEP);
+                candidate.min(origin + creep)
+            }
+        };
+        self.origin = Some((origin, arrival));
+        (origin + media).min(arrival)
+    }
+}
+
 /// One encoder's ingest: feed it the PES packets, publish what comes out.
 #[derive(Default)]
 pub struct TsIngest {
     timeline: Timeline,
+    clock: ArrivalClock,
     video: Option<VideoState>,
     audio: Option<AudioState>,
     /// Access units dropped before the first one with parameter sets (logged once).
@@ -155,6 +194,7 @@ impl TsIngest {
         if payload.is_empty() {
             return Ok(());
         }
+        let arrival = self.clock.stamp(time, arrival);
         let time = MediaTime::new(time, CLOCK as u32);
         out.push(IngestEvent::Frame(MediaFrame::video(Codec::H264, time, keyframe, arrival, payload.into())));
         Ok(())
@@ -217,8 +257,9 @@ impl TsIngest {
                 }
             };
             state.last_ticks = Some(ticks);
+            let stamped = self.clock.stamp(ticks * CLOCK / rate, arrival);
             let time = MediaTime::new(ticks, config.sample_rate);
-            out.push(IngestEvent::Frame(MediaFrame::audio(Codec::Aac, time, arrival, Bytes::copy_from_slice(frame))));
+            out.push(IngestEvent::Frame(MediaFrame::audio(Codec::Aac, time, stamped, Bytes::copy_from_slice(frame))));
         }
         Ok(())
     }
@@ -251,6 +292,26 @@ impl TsIngest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn late_audio_is_stamped_with_the_instant_its_media_time_arrived() {
+        let t0 = Instant::now();
+        let ms = |n: u64| std::time::Duration::from_millis(n);
+        // Within the origin's creep (1 ms per second).
+        let near = |got: Instant, want: Instant| got.max(want) - got.min(want) <= ms(3);
+        let mut clock = ArrivalClock::default();
+        // Video of media time 0 and 1 s arrives on time; audio of the same times 435 ms later.
+        assert_eq!(clock.stamp(0, t0), t0);
+        assert!(near(clock.stamp(0, t0 + ms(435)), t0), "audio takes the video's instant");
+        assert!(near(clock.stamp(CLOCK, t0 + ms(1000)), t0 + ms(1000)));
+        assert!(near(clock.stamp(CLOCK, t0 + ms(1435)), t0 + ms(1000)));
+        // A frame that arrives earlier than its media time says moves the origin for both.
+        assert_eq!(clock.stamp(2 * CLOCK, t0 + ms(1990)), t0 + ms(1990));
+        assert!(near(clock.stamp(2 * CLOCK, t0 + ms(2435)), t0 + ms(1990)));
+        // Never later than the frame's own arrival.
+        let mut fresh = ArrivalClock::default();
+        assert_eq!(fresh.stamp(5 * CLOCK, t0 + ms(10)), t0 + ms(10));
+    }
 
     #[test]
     fn pts_extend_across_the_33_bit_wrap_from_a_second_of_headroom() {
