@@ -141,7 +141,9 @@ impl RtmpClient {
     fn sent(&mut self, result: Result<(), RtmpError>) {
         match result {
             Ok(()) => {}
-            Err(RtmpError::Io(_) | RtmpError::Closed) => self.closed = true,
+            // What the server sent before closing may still be waiting to be read: `closed` is
+            // for the read side to find out.
+            Err(RtmpError::Io(_) | RtmpError::Closed) => {}
             Err(err) => panic!("the RTMP client could not send: {err}"),
         }
     }

@@ -96,6 +96,28 @@ struct Connection {
     out: Vec<u8>,
 }
 
+/// How long, and how many bytes, a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Reads and discards what the client sends after our FIN, until it closes too (or for at most
+/// [`LINGER`] / [`LINGER_BYTES`]). Closing a socket with unread input makes the kernel send a
+/// reset, which can destroy our last bytes — the `NetStream.Failed` saying why — before the
+/// client reads them; a publisher is usually mid-stream when it is refused.
+async fn linger(reader: &mut tokio::net::tcp::OwnedReadHalf) {
+    let drain = async {
+        let mut scratch = vec![0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match reader.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// Whether a socket error is the client going away rather than the network failing.
 fn is_hang_up(err: &std::io::Error) -> bool {
     matches!(err.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe)
@@ -168,6 +190,7 @@ impl Connection {
             }
         };
         self.finish(end, &mut writer).await;
+        linger(&mut reader).await;
     }
 
     /// Takes the session's outputs: bytes into the write buffer, events to the engine. Returns
