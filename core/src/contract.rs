@@ -23,6 +23,15 @@ use crate::ids::{PeerId, SessionId, TrackId};
 use crate::peer::PeerInfo;
 use crate::track::{CodecParams, LayerInfo, TrackInfo, TrackSource};
 
+/// What an encoder's media turns into at an ingest (RTMP, SRT): a track to publish — or to
+/// publish again, replacing the previous track of its kind, when the encoder changed its
+/// configuration — or a frame for the track of its kind.
+#[derive(Debug, Clone)]
+pub enum IngestEvent {
+    Track(PublishRequest),
+    Frame(crate::MediaFrame),
+}
+
 /// A track a peer wants to publish.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {

@@ -15,7 +15,7 @@ pub mod track;
 
 pub use codec::{Codec, CodecConfigError, MediaKind};
 pub use contract::{
-    CloseReason, DataMessage, EndpointEvent, LayerPreference, MediaOut, PublishRequest, SubscribeOptions,
+    CloseReason, DataMessage, EndpointEvent, IngestEvent, LayerPreference, MediaOut, PublishRequest, SubscribeOptions,
 };
 pub use error::{ContractError, IdError};
 pub use frame::{MediaFrame, MediaTime};

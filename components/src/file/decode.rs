@@ -50,6 +50,16 @@ pub struct FileAudio {
     bad_in_a_row: u32,
 }
 
+/// The reader's next packet, or `None` at the end of the file (a truncated last packet counts as
+/// the end, as players treat it).
+pub fn next_packet(reader: &mut dyn FormatReader) -> Result<Option<symphonia::core::packet::Packet>, DecodeError> {
+    match reader.next_packet() {
+        Ok(packet) => Ok(packet),
+        Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(DecodeError::Read(e.to_string())),
+    }
+}
+
 /// Opens `path` with the symphonia demuxer its contents call for.
 pub fn probe(path: &Path) -> Result<Box<dyn FormatReader>, DecodeError> {
     let file =
@@ -99,14 +109,7 @@ impl FileAudio {
     /// the file with an error.
     pub fn next(&mut self, out: &mut Vec<f32>) -> Result<bool, DecodeError> {
         loop {
-            let packet = match self.reader.next_packet() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(false),
-                Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Ok(false);
-                }
-                Err(e) => return Err(DecodeError::Read(e.to_string())),
-            };
+            let Some(packet) = next_packet(self.reader.as_mut())? else { return Ok(false) };
             if packet.track_id != self.track {
                 continue;
             }

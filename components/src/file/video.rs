@@ -15,7 +15,7 @@ use symphonia::core::codecs::video::well_known::{CODEC_ID_H264, CODEC_ID_VP8, CO
 use symphonia::core::formats::{FormatReader, TrackType};
 use symphonia::core::units::TimeBase;
 
-use super::decode::{DecodeError, probe};
+use super::decode::{DecodeError, next_packet, probe};
 
 /// The clock of video frames.
 pub const CLOCK: u64 = 90_000;
@@ -83,14 +83,7 @@ impl FileVideo {
     /// corrupt AVCC length) is skipped.
     pub fn next_sample(&mut self) -> Result<Option<VideoSample>, DecodeError> {
         loop {
-            let packet = match self.reader.next_packet() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return Ok(None),
-                Err(symphonia::core::errors::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(DecodeError::Read(e.to_string())),
-            };
+            let Some(packet) = next_packet(self.reader.as_mut())? else { return Ok(None) };
             if packet.track_id != self.track || packet.data.is_empty() {
                 continue;
             }

@@ -46,14 +46,7 @@ impl IngestError {
     }
 }
 
-/// What a publisher's media turns into.
-#[derive(Debug, Clone)]
-pub enum IngestEvent {
-    /// A track to publish — or to publish again, replacing the previous track of its kind, when
-    /// the encoder changed its configuration.
-    Track(PublishRequest),
-    Frame(MediaFrame),
-}
+pub use junction_core::IngestEvent;
 
 /// Extends 32-bit millisecond timestamps to 64 bits. Steps are taken as signed 32-bit deltas, so
 /// a wrap moves forward and small backward steps (audio and video interleave loosely) stay small.

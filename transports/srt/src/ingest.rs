@@ -60,14 +60,7 @@ impl IngestError {
     }
 }
 
-/// What an encoder's media turns into.
-#[derive(Debug, Clone)]
-pub enum IngestEvent {
-    /// A track to publish — or to publish again, replacing the previous track of its kind, when
-    /// the encoder changed its configuration.
-    Track(PublishRequest),
-    Frame(MediaFrame),
-}
+pub use junction_core::IngestEvent;
 
 /// Extends 33-bit PTS values to 64 bits from the first one seen. Steps are taken as signed
 /// 33-bit deltas, so a wrap moves forward and small backward steps (B-frames, interleaving)
@@ -170,11 +163,11 @@ impl TsIngest {
         arrival: Instant,
         out: &mut Vec<IngestEvent>,
     ) -> Result<(), IngestError> {
-        if let (Some(sps), Some(pps)) = h264::parameter_sets(data) {
-            let changed = self.video.as_ref().is_none_or(|v| v.sps != sps || v.pps != pps);
-            if changed {
-                self.on_parameter_sets(sps, pps, out)?;
-            }
+        let (sps, pps) = h264::parameter_sets(data);
+        if let (Some(sps), Some(pps)) = (sps, pps)
+            && self.video.as_ref().is_none_or(|v| v.sps != sps || v.pps != pps)
+        {
+            self.on_parameter_sets(sps, pps, out)?;
         }
         let Some(state) = &self.video else {
             self.early_video += 1;
@@ -184,7 +177,7 @@ impl TsIngest {
             return Ok(());
         };
         let keyframe = h264::is_keyframe(data);
-        let has_sps = h264::parameter_sets(data).0.is_some();
+        let has_sps = sps.is_some();
         let nals = h264::annexb_nals(data).filter(|nal| !matches!(h264::nal_type(nal), NAL_AUD | NAL_FILLER));
         let mut payload = Vec::with_capacity(data.len() + state.parameter_sets.len());
         if keyframe && !has_sps {
