@@ -1,23 +1,41 @@
 //! CMAF init segments (ftyp + moov): built from Junction tracks for subscribers, parsed from
-//! publishers' `0.mp4` objects. Supported codecs: H.264 (`avc1`/`avc3`, avcC), AAC (`mp4a`,
-//! esds) and Opus (`Opus`, dOps); anything else is reported as unsupported by name.
+//! publishers' `0.mp4` objects. Supported codecs: H.264 (`avc1`/`avc3`, avcC), VP8 and VP9
+//! (`vp08`/`vp09`, vpcC), AV1 (`av01`, av1C), AAC (`mp4a`, esds) and Opus (`Opus`, dOps);
+//! anything else is reported as unsupported by name.
 
 use bytes::Bytes;
 use junction_core::Codec;
 use junction_core::aac::AacConfig;
 use junction_core::h264::AvcConfig;
 use mp4_atom::{
-    Any, Audio, Avc1, Avcc, Codec as SampleEntry, Decode, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdhd, Mdia, Minf, Moov,
-    Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Trex, Url, Visual, Vmhd, esds,
+    Any, Audio, Av01, Av1c, Avc1, Avcc, Codec as SampleEntry, Decode, Dinf, Dops, Dref, Encode, Ftyp, Hdlr, Mdhd, Mdia,
+    Minf, Moov, Mp4a, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsd, Tkhd, Trak, Trex, Url, Visual, Vmhd, Vp08, Vp09, VpcC,
+    esds,
 };
 
 use crate::CmafError;
+use crate::vpx_av1::{Av1Config, VpxConfig};
 
 /// A track's decoder configuration, as its sample entry carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrackCodec {
     H264 {
         avc: AvcConfig,
+        width: u16,
+        height: u16,
+    },
+    Vp8 {
+        config: VpxConfig,
+        width: u16,
+        height: u16,
+    },
+    Vp9 {
+        config: VpxConfig,
+        width: u16,
+        height: u16,
+    },
+    Av1 {
+        config: Av1Config,
         width: u16,
         height: u16,
     },
@@ -38,15 +56,33 @@ impl TrackCodec {
     pub fn codec(&self) -> Codec {
         match self {
             TrackCodec::H264 { .. } => Codec::H264,
+            TrackCodec::Vp8 { .. } => Codec::Vp8,
+            TrackCodec::Vp9 { .. } => Codec::Vp9,
+            TrackCodec::Av1 { .. } => Codec::Av1,
             TrackCodec::Aac { .. } => Codec::Aac,
             TrackCodec::Opus { .. } => Codec::Opus,
         }
     }
 
-    /// The RFC 6381 codec string catalogs carry (`avc1.64001f`, `mp4a.40.2`, `opus`).
+    /// The picture size of a video track.
+    pub fn dimensions(&self) -> Option<(u16, u16)> {
+        match self {
+            TrackCodec::H264 { width, height, .. }
+            | TrackCodec::Vp8 { width, height, .. }
+            | TrackCodec::Vp9 { width, height, .. }
+            | TrackCodec::Av1 { width, height, .. } => Some((*width, *height)),
+            TrackCodec::Aac { .. } | TrackCodec::Opus { .. } => None,
+        }
+    }
+
+    /// The RFC 6381 codec string catalogs carry (`avc1.64001f`, `vp09.00.31.08`,
+    /// `av01.0.04M.08`, `mp4a.40.2`, `opus`).
     pub fn codec_string(&self) -> String {
         match self {
             TrackCodec::H264 { avc, .. } => avc.codec_string(),
+            TrackCodec::Vp8 { config, .. } => config.codec_string("vp08"),
+            TrackCodec::Vp9 { config, .. } => config.codec_string("vp09"),
+            TrackCodec::Av1 { config, .. } => config.codec_string(),
             TrackCodec::Aac { config, .. } => {
                 let object_type = config.first().map_or(2, |b| b >> 3);
                 format!("mp4a.40.{object_type}")
@@ -119,12 +155,14 @@ pub fn build_init(tracks: &[InitTrack]) -> Result<Bytes, CmafError> {
 }
 
 fn trak(track: &InitTrack) -> Trak {
-    let video = matches!(track.codec, TrackCodec::H264 { .. });
-    let (width, height) = match &track.codec {
-        TrackCodec::H264 { width, height, .. } => (*width, *height),
-        _ => (0, 0),
-    };
+    let dimensions = track.codec.dimensions();
+    let video = dimensions.is_some();
+    let (width, height) = dimensions.unwrap_or((0, 0));
+    let visual = Visual { width, height, ..Default::default() };
     let entry: SampleEntry = match &track.codec {
+        TrackCodec::Vp8 { config, .. } => Vp08 { visual, vpcc: to_vpcc(config), ..Default::default() }.into(),
+        TrackCodec::Vp9 { config, .. } => Vp09 { visual, vpcc: to_vpcc(config), ..Default::default() }.into(),
+        TrackCodec::Av1 { config, .. } => Av01 { visual, av1c: to_av1c(config), ..Default::default() }.into(),
         TrackCodec::H264 { avc, width, height } => Avc1 {
             visual: Visual { width: *width, height: *height, ..Default::default() },
             avcc: to_avcc(avc),
@@ -213,6 +251,62 @@ fn to_avcc(avc: &AvcConfig) -> Avcc {
     }
 }
 
+fn to_vpcc(config: &VpxConfig) -> VpcC {
+    VpcC {
+        profile: config.profile,
+        level: config.level,
+        bit_depth: config.bit_depth,
+        chroma_subsampling: config.chroma_subsampling,
+        video_full_range_flag: config.full_range,
+        // BT.709 primaries, transfer and matrix: what browsers' encoders write.
+        color_primaries: 1,
+        transfer_characteristics: 1,
+        matrix_coefficients: 1,
+        codec_initialization_data: Vec::new(),
+    }
+}
+
+fn from_vpcc(vpcc: &VpcC) -> VpxConfig {
+    VpxConfig {
+        profile: vpcc.profile,
+        level: vpcc.level,
+        bit_depth: vpcc.bit_depth,
+        chroma_subsampling: vpcc.chroma_subsampling,
+        full_range: vpcc.video_full_range_flag,
+    }
+}
+
+fn to_av1c(config: &Av1Config) -> Av1c {
+    Av1c {
+        seq_profile: config.profile,
+        seq_level_idx_0: config.level,
+        seq_tier_0: config.high_tier,
+        high_bitdepth: config.high_bitdepth,
+        twelve_bit: config.twelve_bit,
+        monochrome: config.monochrome,
+        chroma_subsampling_x: config.subsampling_x,
+        chroma_subsampling_y: config.subsampling_y,
+        chroma_sample_position: config.chroma_sample_position,
+        initial_presentation_delay: None,
+        config_obus: config.sequence_header.to_vec(),
+    }
+}
+
+fn from_av1c(av1c: &Av1c) -> Av1Config {
+    Av1Config {
+        profile: av1c.seq_profile,
+        level: av1c.seq_level_idx_0,
+        high_tier: av1c.seq_tier_0,
+        high_bitdepth: av1c.high_bitdepth,
+        twelve_bit: av1c.twelve_bit,
+        monochrome: av1c.monochrome,
+        subsampling_x: av1c.chroma_subsampling_x,
+        subsampling_y: av1c.chroma_subsampling_y,
+        chroma_sample_position: av1c.chroma_sample_position,
+        sequence_header: Bytes::copy_from_slice(&av1c.config_obus),
+    }
+}
+
 fn from_avcc(avcc: &Avcc) -> AvcConfig {
     AvcConfig {
         profile: avcc.avc_profile_indication,
@@ -265,6 +359,21 @@ pub fn parse_init(bytes: &[u8]) -> Result<Vec<ParsedTrack>, CmafError> {
                     avc: from_avcc(&avc3.avcc),
                     width: avc3.visual.width,
                     height: avc3.visual.height,
+                }),
+                SampleEntry::Vp08(vp08) => Some(TrackCodec::Vp8 {
+                    config: from_vpcc(&vp08.vpcc),
+                    width: vp08.visual.width,
+                    height: vp08.visual.height,
+                }),
+                SampleEntry::Vp09(vp09) => Some(TrackCodec::Vp9 {
+                    config: from_vpcc(&vp09.vpcc),
+                    width: vp09.visual.width,
+                    height: vp09.visual.height,
+                }),
+                SampleEntry::Av01(av01) => Some(TrackCodec::Av1 {
+                    config: from_av1c(&av01.av1c),
+                    width: av01.visual.width,
+                    height: av01.visual.height,
                 }),
                 SampleEntry::Mp4a(mp4a) => mp4a.esds.es_desc.dec_config.dec_specific.as_ref().map(|specific| {
                     let config = if specific.raw.is_empty() {
@@ -341,6 +450,64 @@ mod tests {
                 defaults: SampleDefaults::default(),
             },
         ]
+    }
+
+    fn video_tracks() -> Vec<InitTrack> {
+        let vp8 = crate::vpx_av1::vp8_config(640, 360);
+        let (vp9, w9, h9) = crate::vpx_av1::vp9_keyframe_config(include_bytes!("../tests/data/vp9_key.bin")).unwrap();
+        let (av1, w1, h1) = crate::vpx_av1::av1_sequence_config(include_bytes!("../tests/data/av1_key.bin")).unwrap();
+        [
+            TrackCodec::Vp8 { config: vp8, width: 640, height: 360 },
+            TrackCodec::Vp9 { config: vp9, width: w9, height: h9 },
+            TrackCodec::Av1 { config: av1, width: w1, height: h1 },
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, codec)| InitTrack { id: i as u32 + 1, timescale: 90_000, codec, defaults: SampleDefaults::default() })
+        .collect()
+    }
+
+    #[test]
+    fn vp8_vp9_and_av1_init_segments_round_trip_and_ffprobe_reads_them() {
+        let tracks = video_tracks();
+        let init = build_init(&tracks).unwrap();
+        let parsed = parse_init(&init).unwrap();
+        let expected: Vec<ParsedTrack> = tracks.iter().cloned().map(ParsedTrack::Supported).collect();
+        assert_eq!(parsed, expected);
+        let strings: Vec<String> = tracks.iter().map(|t| t.codec.codec_string()).collect();
+        assert_eq!(strings[..2], ["vp08.00.21.08", "vp09.00.20.08"]);
+        assert!(strings[2].starts_with("av01.0.") && strings[2].ends_with("M.08"), "{}", strings[2]);
+
+        // ffprobe (libavformat's MP4 demuxer) decodes a keyframe of each in its own file.
+        let keyframes: [&[u8]; 2] =
+            [include_bytes!("../tests/data/vp9_key.bin"), include_bytes!("../tests/data/av1_key.bin")];
+        for (track, keyframe) in tracks[1..].iter().zip(keyframes) {
+            let mut track = track.clone();
+            track.id = 1;
+            let payload = match track.codec {
+                TrackCodec::Av1 { .. } => crate::av1_sample(&Bytes::from_static(keyframe)),
+                _ => Bytes::from_static(keyframe),
+            };
+            let sample =
+                crate::FragmentSample { decode_time: 0, duration: 3000, composition_offset: 0, keyframe: true };
+            let mut file = build_init(std::slice::from_ref(&track)).unwrap().to_vec();
+            file.extend_from_slice(&crate::fragment_header(1, 1, sample, payload.len()).unwrap());
+            file.extend_from_slice(&payload);
+            let path =
+                std::env::temp_dir().join(format!("junction-cmaf-{}-{}.mp4", track.codec.codec(), std::process::id()));
+            std::fs::write(&path, &file).unwrap();
+            let probe = std::process::Command::new("ffprobe")
+                .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries"])
+                .args(["stream=codec_name,width,height,nb_read_frames", "-of", "csv=p=0"])
+                .arg(&path)
+                .output()
+                .expect("ffprobe runs (Debian's ffmpeg package)");
+            let _ = std::fs::remove_file(&path);
+            let text = String::from_utf8_lossy(&probe.stdout).trim().to_owned();
+            let (width, height) = track.codec.dimensions().unwrap();
+            let name = if matches!(track.codec, TrackCodec::Av1 { .. }) { "av1" } else { "vp9" };
+            assert_eq!(text, format!("{name},{width},{height},1"), "{}", String::from_utf8_lossy(&probe.stderr));
+        }
     }
 
     #[test]

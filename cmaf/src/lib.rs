@@ -9,9 +9,13 @@
 mod fragment;
 mod guard;
 mod init;
+mod vpx_av1;
 
 pub use fragment::{FragmentSample, fragment_header, parse_fragment};
 pub use init::{InitTrack, ParsedTrack, SampleDefaults, TrackCodec, build_init, parse_init};
+pub use vpx_av1::{
+    Av1Config, VpxConfig, av1_sample, av1_sequence_config, vp8_config, vp8_keyframe_size, vp9_keyframe_config,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CmafError {

@@ -34,6 +34,8 @@ pub enum ContractError {
     OwnTrack { peer: PeerId, track: TrackId },
     #[error("no codec accepted by the subscriber can carry track {track} ({codec}); accepted: {accepted}")]
     NoCodecPath { track: TrackId, codec: String, accepted: String },
+    #[error("track {track} cannot be transcoded for this subscriber: {reason}")]
+    TranscodeUnavailable { track: TrackId, reason: String },
     #[error("{what} exceeds the limit of {limit}")]
     LimitExceeded { what: &'static str, limit: usize },
     #[error("the credential already holds {limit} live sessions, the most one token may hold at once")]

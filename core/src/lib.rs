@@ -21,5 +21,5 @@ pub use error::{ContractError, IdError};
 pub use frame::{MediaFrame, MediaTime};
 pub use ids::{PeerId, RoomId, SessionId, TrackId};
 pub use peer::{Grants, PeerInfo, SessionCredential, TransportKind};
-pub use room::{RoomInfo, RoomMode, RoomOptions};
+pub use room::{RoomInfo, RoomMode, RoomOptions, VideoCodecChoice};
 pub use track::{CodecParams, LayerInfo, TrackInfo, TrackSource};

@@ -1,10 +1,11 @@
-//! Rooms: their options (limits, timeouts, forwarding mode) and how they are described to the
+//! Rooms: their options (limits, timeouts, forwarding mode, the video codec asked of publishers) and how they are described to the
 //! REST API and clients.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::Codec;
 use crate::ids::RoomId;
 
 /// How media moves between a room's browsers.
@@ -18,6 +19,33 @@ pub enum RoomMode {
     Mesh,
 }
 
+/// Which video codec a room asks its WebRTC publishers for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodecChoice {
+    /// H.264 while the room has a viewer that needs it (an RTMP player, a MoQ session asking
+    /// for H.264); otherwise the publisher's own preference.
+    #[default]
+    Auto,
+    H264,
+    Vp8,
+    Vp9,
+    Av1,
+}
+
+impl VideoCodecChoice {
+    /// The codec asked for whatever the room holds, if one is set.
+    pub fn fixed(self) -> Option<Codec> {
+        match self {
+            VideoCodecChoice::Auto => None,
+            VideoCodecChoice::H264 => Some(Codec::H264),
+            VideoCodecChoice::Vp8 => Some(Codec::Vp8),
+            VideoCodecChoice::Vp9 => Some(Codec::Vp9),
+            VideoCodecChoice::Av1 => Some(Codec::Av1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomOptions {
     /// 0 means no limit.
@@ -28,6 +56,7 @@ pub struct RoomOptions {
     pub max_duration: Option<Duration>,
     pub metadata: serde_json::Value,
     pub mode: RoomMode,
+    pub video_codec: VideoCodecChoice,
 }
 
 impl Default for RoomOptions {
@@ -38,6 +67,7 @@ impl Default for RoomOptions {
             max_duration: None,
             metadata: serde_json::Value::Null,
             mode: RoomMode::Sfu,
+            video_codec: VideoCodecChoice::Auto,
         }
     }
 }
@@ -55,6 +85,8 @@ pub struct RoomInfo {
     pub metadata: serde_json::Value,
     #[serde(default)]
     pub mode: RoomMode,
+    #[serde(default)]
+    pub video_codec: VideoCodecChoice,
     /// Unix time in milliseconds.
     #[serde(default)]
     pub created_at_ms: u64,
@@ -73,6 +105,7 @@ impl RoomInfo {
             max_duration: self.max_duration_s.map(Duration::from_secs),
             metadata: self.metadata.clone(),
             mode: self.mode,
+            video_codec: self.video_codec,
         }
     }
 }

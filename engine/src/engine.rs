@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use junction_core::{CloseReason, ContractError, PeerId, RoomId, RoomInfo, RoomOptions};
+use junction_core::{CloseReason, Codec, ContractError, PeerId, RoomId, RoomInfo, RoomOptions};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +150,16 @@ impl Engine {
 
     pub fn room(&self, room: &RoomId) -> Option<RoomSnapshot> {
         self.find(room).map(|r| r.snapshot())
+    }
+
+    /// The video codec a WebRTC publisher about to join `room` should be steered to in its SDP
+    /// answer (see [`junction_core::VideoCodecChoice`]); for a room not open yet, what an auto-created one
+    /// would ask for. `None` keeps the publisher's preference.
+    pub fn publisher_video_codec(&self, room: &RoomId) -> Option<Codec> {
+        match self.find(room) {
+            Some(found) => found.publisher_video_codec(),
+            None => self.shared.config.room_defaults.video_codec.fixed(),
+        }
     }
 
     /// Deletes a room, disconnecting every peer in it with [`CloseReason::RoomDeleted`].

@@ -170,6 +170,20 @@ impl Room {
         st.info(&self.id)
     }
 
+    /// The video codec WebRTC publishers joining now should be asked for: the room's fixed
+    /// choice, or in `auto` H.264 while a peer takes only H.264 video (an RTMP player, a MoQ
+    /// session that asked for it). `None`: the publisher's own preference.
+    pub(crate) fn publisher_video_codec(&self) -> Option<Codec> {
+        let st = self.state.lock();
+        st.options.video_codec.fixed().or_else(|| {
+            let h264_only = |accept: &[Codec]| {
+                accept.contains(&Codec::H264)
+                    && !accept.iter().any(|c| c.kind() == MediaKind::Video && *c != Codec::H264)
+            };
+            st.peers.values().any(|slot| h264_only(&slot.accept)).then_some(Codec::H264)
+        })
+    }
+
     pub(crate) fn snapshot(&self) -> RoomSnapshot {
         let st = self.state.lock();
         let mut peers: Vec<PeerSnapshot> = st
@@ -670,6 +684,7 @@ impl RoomState {
             max_duration_s: self.options.max_duration.map(|d| d.as_secs()),
             metadata: self.options.metadata.clone(),
             mode: self.options.mode,
+            video_codec: self.options.video_codec,
             created_at_ms: self.created_at_ms,
             num_peers: self.members().count(),
             num_tracks: self.tracks.len(),
@@ -752,8 +767,8 @@ impl RoomState {
                 }
             });
             adapt::variant_for(&origin, codec, &factory, &shared.clone(), on_failure).map_err(|err| {
-                tracing::warn!(room = %room, track = %track_id, "{err}");
-                no_path()
+                tracing::warn!(room = %room, peer = %peer, track = %track_id, "{err}");
+                ContractError::TranscodeUnavailable { track: track_id.clone(), reason: err.to_string() }
             })?
         };
         let attached_info = attached.info();
@@ -781,7 +796,7 @@ impl RoomState {
         let options = SubscribeOptions { codecs: slot.accept.clone(), layer: LayerPreference::Highest };
         let room = slot.link.room.clone();
         if let Err(err) = self.subscribe(&room, shared, peer, track, options) {
-            debug!(room = %room, peer = %peer, track = %track, "automatic subscription failed: {err}");
+            tracing::warn!(room = %room, peer = %peer, track = %track, "automatic subscription failed: {err}");
             self.deliver(peer, EndpointEvent::SubscriptionFailed { track: track.clone(), reason: err.to_string() });
         }
     }

@@ -26,11 +26,12 @@ pub fn run(data: &[u8]) {
     let Ok(offer) = std::str::from_utf8(data) else { return };
     let (runtime, transport) = transport();
     let _context = runtime.enter();
-    if let Ok(negotiated) = transport.negotiate(offer) {
+    if let Ok(negotiated) = transport.negotiate(offer, None) {
         assert!(negotiated.media_lines().any(|line| !line.codecs.is_empty()), "negotiated without a codec");
         read_back(&negotiated);
     }
-    if let Ok(negotiated) = transport.negotiate_room(offer) {
+    // As a room steering its publishers to H.264 negotiates.
+    if let Ok(negotiated) = transport.negotiate_room(offer, Some(junction_core::Codec::H264)) {
         read_back(&negotiated);
     }
 }

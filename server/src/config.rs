@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use junction_audio::mixer::MixConfig;
+use junction_core::VideoCodecChoice;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables the client subcommands read; not server configuration.
@@ -32,6 +33,7 @@ pub struct Config {
     pub log: LogConfig,
     pub webhook: WebhookConfig,
     pub mixer: MixerConfig,
+    pub video: junction_video::VideoConfig,
     pub moq: junction_moq::MoqConfig,
     pub sip: junction_sip::SipConfig,
     pub rtmp: junction_rtmp::RtmpConfig,
@@ -134,11 +136,20 @@ pub struct RoomsConfig {
     pub max_peers: u32,
     /// Frames queued per subscriber before it starts dropping to the next keyframe.
     pub subscriber_queue: usize,
+    /// The video codec rooms created by a join ask WebRTC publishers for: `auto` (H.264 while
+    /// a viewer needs it, else the publisher's choice), `h264`, `vp8`, `vp9` or `av1`.
+    pub video_codec: VideoCodecChoice,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { auto_create: true, empty_timeout_s: 300, max_peers: 0, subscriber_queue: 1024 }
+        Self {
+            auto_create: true,
+            empty_timeout_s: 300,
+            max_peers: 0,
+            subscriber_queue: 1024,
+            video_codec: VideoCodecChoice::Auto,
+        }
     }
 }
 
@@ -407,6 +418,7 @@ impl Config {
         self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
         self.srt.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.video.validate().map_err(|(key, message)| invalid(key, message))?;
         self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;

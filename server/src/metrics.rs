@@ -9,6 +9,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     metrics::describe_gauge!("junction_rooms", "Rooms currently open");
     metrics::describe_gauge!("junction_peers", "Peers currently connected");
     metrics::describe_gauge!("junction_tracks", "Tracks currently published");
+    metrics::describe_gauge!("junction_video_transcodes", "Video transcoders running (one per track and target codec)");
     metrics::describe_counter!("junction_frames_forwarded_total", "Frames delivered to subscriber queues");
     metrics::describe_counter!("junction_frames_dropped_total", "Frames lost to full subscriber queues");
     metrics::describe_counter!("junction_transport_api_requests_total", "HTTP requests by response status");

@@ -59,6 +59,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         room_defaults: RoomOptions {
             max_peers: config.rooms.max_peers,
             empty_timeout: Duration::from_secs(config.rooms.empty_timeout_s),
+            video_codec: config.rooms.video_codec,
             ..RoomOptions::default()
         },
         max_sessions_per_token: config.auth.max_sessions_per_token,
@@ -83,9 +84,12 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     info!(file = ?sources.file, env = ?sources.env, flags = ?sources.flags, "configuration loaded");
     info!(keys = ?authority, "API keys");
     let metrics = metrics::install().context("installing the metrics recorder")?;
-    // The engine transcodes audio (AAC, Opus, G.711) for subscribers that cannot take a track's codec.
-    let engine =
-        Engine::with_parts(engine_config(&config), Arc::new(SystemClock), junction_audio::codec::default_adapters());
+    // The engine transcodes audio (AAC, Opus, G.711) and video (VP8/VP9/AV1 <-> H.264, -> VP8)
+    // for subscribers that cannot take a track's codec.
+    let mut adapters = junction_audio::codec::default_adapters();
+    let video_routes = junction_video::register_adapters(&mut adapters, config.video);
+    info!(routes = ?video_routes, max = config.video.max_transcodes, "video transcoding");
+    let engine = Engine::with_parts(engine_config(&config), Arc::new(SystemClock), adapters);
     let shutdown = CancellationToken::new();
 
     let listener = TcpListener::bind(config.http.listen)

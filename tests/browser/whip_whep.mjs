@@ -1,7 +1,7 @@
 // WHIP and WHEP from a real browser: tab 1 publishes its fake camera and microphone through
 // /whip.html, tab 2 plays the room through /whep.html. Returns tab 2's inbound RTP statistics
 // twice, 2 s apart, and tab 1's outbound ones. Args: {base, room, publishToken, viewToken,
-// simulcast}. Without `publishToken` there is no publishing tab: the player watches whoever
+// simulcast, viewCodec}; with `viewCodec` the player offers to receive only that video codec. Without `publishToken` there is no publishing tab: the player watches whoever
 // publishes into the room by other means (RTMP, SIP, MoQ).
 import { run, open, until, decodingSamples } from './runner.mjs';
 
@@ -41,7 +41,7 @@ function state(page, name, wanted, ms) {
   });
 }
 
-run(async (browser, { base, room, publishToken, viewToken, simulcast }, logs) => {
+run(async (browser, { base, room, publishToken, viewToken, simulcast, viewCodec }, logs) => {
   const q = (v) => encodeURIComponent(v);
   let publisher = null;
   if (publishToken) {
@@ -53,7 +53,8 @@ run(async (browser, { base, room, publishToken, viewToken, simulcast }, logs) =>
     );
     await state(publisher, 'whip', 'connected', 30_000);
   }
-  const viewer = await open(browser, `${base}/whep.html?room=${q(room)}&token=${q(viewToken)}&autostart=1`, logs, 'whep');
+  const codec = viewCodec ? `&codec=${q(viewCodec)}` : '';
+  const viewer = await open(browser, `${base}/whep.html?room=${q(room)}&token=${q(viewToken)}&autostart=1${codec}`, logs, 'whep');
   await state(viewer, 'whep', 'connected', 30_000);
   const samples = await decodingSamples([viewer], (page) => rtpStats(page, 'whep', 'inbound-rtp'));
   const [first, second] = [samples.first[0], samples.second[0]];

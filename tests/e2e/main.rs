@@ -23,6 +23,7 @@ mod sip;
 mod sip_carrier;
 mod srt;
 mod store;
+mod video_bridge;
 mod webhooks;
 mod whep_rtmp;
 mod whip;

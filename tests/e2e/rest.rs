@@ -69,12 +69,20 @@ async fn rooms_are_created_listed_inspected_and_deleted() {
     assert_eq!(body["room"]["max_duration_s"], 3600);
     assert_eq!(body["room"]["metadata"]["team"], "core");
     assert_eq!(body["room"]["mode"], "sfu");
+    assert_eq!(body["room"]["video_codec"], "auto");
 
     let (status, body) = server.call(Method::POST, "/v1/rooms", Some(spec)).await;
     assert_eq!((status, code(&body)), (409, "room_exists"));
 
-    let (status, body) = server.call(Method::POST, "/v1/rooms", Some(json!({"mode": "mesh"}))).await;
+    let bad_codec = json!({"name": "mpeg", "video_codec": "mpeg2"});
+    let (status, body) = server.call(Method::POST, "/v1/rooms", Some(bad_codec)).await;
+    assert_eq!((status, code(&body)), (400, "invalid_field"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("video_codec: unknown variant"), "{body}");
+
+    let (status, body) =
+        server.call(Method::POST, "/v1/rooms", Some(json!({"mode": "mesh", "video_codec": "vp9"}))).await;
     assert_eq!(status, 201);
+    assert_eq!(body["room"]["video_codec"], "vp9");
     let generated = body["room"]["name"].as_str().unwrap().to_owned();
     assert!(generated.starts_with("room-"), "{generated}");
     assert_eq!(body["room"]["mode"], "mesh");
@@ -243,6 +251,8 @@ async fn bad_configuration_stops_start_up_naming_the_key() {
         (vec!["--set", "rooms.max_peers=-1"], "config key `rooms.max_peers`"),
         (vec!["--http-listen", "not-an-address"], "config key `http.listen`"),
         (vec!["--api-key", "short"], "config key `api_key`: must be at least 16 characters"),
+        (vec!["--set", "video.max_width=8"], "config key `video.max_width`: must be 16 to 4096"),
+        (vec!["--set", "rooms.video_codec=mpeg2"], "config key `rooms.video_codec`"),
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_junction"))
             .arg("serve")

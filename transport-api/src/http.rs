@@ -113,6 +113,9 @@ impl From<ContractError> for ApiError {
             ContractError::NotTrackOwner { .. } | ContractError::OwnTrack { .. } => ApiError::forbidden(message),
             ContractError::SessionClosed { .. } => ApiError::not_found("session_not_found", message),
             ContractError::NoCodecPath { .. } => ApiError::unprocessable("no_codec", message),
+            ContractError::TranscodeUnavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "transcode_unavailable", message)
+            }
             ContractError::LimitExceeded { .. } => ApiError::unprocessable("limit_exceeded", message),
             ContractError::TooManySessions { .. } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_sessions", message)

@@ -94,7 +94,9 @@ pub(crate) fn variant_for(
         return Err(TranscodeError::Failed { from: info.codec, to: codec, reason: reason.clone() });
     }
     let (transcoder, params) = factory(&info)?;
-    let variant_info = TrackInfo { codec, params, ..TrackInfo::clone(&info) };
+    // A variant is one stream whatever the original's simulcast layers: the transcoder reads
+    // the best layer flowing and encodes one picture size.
+    let variant_info = TrackInfo { codec, params, layers: Vec::new(), ..TrackInfo::clone(&info) };
     let track = Arc::new(Track::new(variant_info, origin.feedback_sender(), shared.clone()));
 
     let runtime = transcoding_runtime().map_err(|reason| TranscodeError::Setup {
@@ -172,6 +174,11 @@ impl Worker {
                     let message = crate::supervise::panic_message(panic.as_ref());
                     return self.fail(format!("the transcoder panicked: {message}"));
                 }
+            }
+            if self.transcoder.wants_keyframe()
+                && let Some(origin) = self.origin.upgrade()
+            {
+                origin.ask_keyframe_now(origin.target_now(LayerPreference::Highest));
             }
             for frame in out.drain(..) {
                 if self.output.send(frame).is_err() {

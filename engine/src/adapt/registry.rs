@@ -25,6 +25,13 @@ pub enum TranscodeError {
 pub trait FrameTranscoder: Send + 'static {
     /// Feeds one input frame; pushes zero or more output frames onto `out`.
     fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError>;
+
+    /// Whether the transcoder needs a keyframe from the publisher (a video decoder that starts,
+    /// or lost its place); asked after every frame, and clears what it reports. The engine
+    /// passes the request on, rate-limited like any subscriber's.
+    fn wants_keyframe(&mut self) -> bool {
+        false
+    }
 }
 
 /// Builds a transcoder for a track; returns it with the parameters of its output.

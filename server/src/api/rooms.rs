@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use junction_auth::TokenRequest;
-use junction_core::{Grants, PeerId, RoomId, RoomMode, RoomOptions};
+use junction_core::{Grants, PeerId, RoomId, RoomMode, RoomOptions, VideoCodecChoice};
 use junction_engine::RoomAdminError;
 use junction_store::Kind;
 use junction_transport_api::{ApiError, ApiJson, Principal, path_id};
@@ -73,6 +73,7 @@ struct CreateRoom {
     metadata: Value,
     #[serde(default)]
     mode: RoomMode,
+    video_codec: Option<VideoCodecChoice>,
 }
 
 async fn create_room(
@@ -88,6 +89,7 @@ async fn create_room(
         max_duration: seconds("max_duration_s", body.max_duration_s, 1, MAX_ROOM_SECONDS)?.or(defaults.max_duration),
         metadata: body.metadata,
         mode: body.mode,
+        video_codec: body.video_codec.unwrap_or(defaults.video_codec),
     };
     let room = state.engine.create_room(body.name, options).map_err(admin_error)?;
     if let Err(err) = state.store.put(Kind::Room, room.name.as_str(), "", &room).await {

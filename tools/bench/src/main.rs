@@ -6,7 +6,8 @@
 //! (`/proc/<pid>` on this machine, else the server's `/metrics`).
 //!
 //! Modes: `floor` (the kernel's cost of one UDP datagram on loopback), `fanout` (WHIP publishers,
-//! WHEP subscribers), `rtmp` (RTMP ingest with viewers), `sip` (G.711 calls into mixed rooms), `churn` (join/leave cycles, leaked peers). Each prints a [`report::Report`], or one
+//! WHEP subscribers), `rtmp` (RTMP ingest with viewers), `sip` (G.711 calls into mixed rooms), `churn` (join/leave cycles, leaked peers),
+//! `transcode` (one video transcoder's CPU per frame, in process). Each prints a [`report::Report`], or one
 //! JSON object with `--json`.
 
 mod api;
@@ -20,6 +21,7 @@ mod report;
 mod rtmp;
 mod sip;
 mod stats;
+mod transcode;
 mod webrtc;
 mod window;
 
@@ -87,6 +89,9 @@ pub enum BenchCommand {
     /// Join/leave cycles: publishers and viewers connect, stream briefly and leave; reports
     /// leaked peers and the server's memory before and after.
     Churn(churn::ChurnArgs),
+    /// One video transcoder's cost, in this process: CPU per frame of a 720p/30 stream
+    /// (VP8->H.264 as for RTMP/MoQ viewers of a browser, or H.264->VP8), and the share of a core.
+    Transcode(transcode::TranscodeArgs),
 }
 
 /// A video format of the synthetic publishers.
@@ -138,6 +143,7 @@ pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rtmp(args) => rtmp::run(target, args).await?,
         BenchCommand::Sip(args) => sip::run(target, args).await?,
         BenchCommand::Churn(args) => churn::run(target, args).await?,
+        BenchCommand::Transcode(args) => transcode::run(args).await?,
     };
     if target.json {
         println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);

@@ -63,6 +63,8 @@ pub struct Report {
     pub churn: Option<ChurnFigures>,
     /// SIP mode only.
     pub sip: Option<SipFigures>,
+    /// Transcode mode only.
+    pub transcode: Option<TranscodeFigures>,
     pub notes: Vec<String>,
 }
 
@@ -135,6 +137,7 @@ impl Report {
             nodes: Vec::new(),
             churn: None,
             sip: None,
+            transcode: None,
             notes: Vec::new(),
         }
     }
@@ -208,7 +211,24 @@ impl fmt::Display for Report {
                 opt(floor.gso_us, " µs")
             )?;
         }
-        if self.mode == "floor" {
+        if let Some(t) = &self.transcode {
+            writeln!(
+                f,
+                "  transcode            {}->{} {}x{}, {} frames: {:.0} µs per frame (p50 {:.0}, p99 {:.0}) = {:.1} % of a core at 30 fps; {:.0} kb/s in, {:.0} kb/s out",
+                t.from,
+                t.to,
+                t.width,
+                t.height,
+                t.frames,
+                t.mean_us_per_frame,
+                t.p50_us_per_frame,
+                t.p99_us_per_frame,
+                t.core_percent_at_30fps,
+                t.input_kbps,
+                t.output_kbps
+            )?;
+        }
+        if self.mode == "floor" || self.mode == "transcode" {
             return Ok(());
         }
         writeln!(f, "  window               {:.1} s", self.duration_s)?;
@@ -305,6 +325,24 @@ pub struct Floor {
     pub batch: usize,
     /// Share of the datagrams the receiver got (below 1.0 it could not keep up).
     pub delivered: f64,
+}
+
+/// What one video transcoder costs (transcode mode).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TranscodeFigures {
+    pub from: &'static str,
+    pub to: &'static str,
+    pub width: u16,
+    pub height: u16,
+    pub frames: usize,
+    /// CPU time per input frame, decode + scale + encode, in µs.
+    pub mean_us_per_frame: f64,
+    pub p50_us_per_frame: f64,
+    pub p99_us_per_frame: f64,
+    /// The share of one core a 30 frames/s stream takes.
+    pub core_percent_at_30fps: f64,
+    pub input_kbps: f64,
+    pub output_kbps: f64,
 }
 
 /// What only a SIP run measures.

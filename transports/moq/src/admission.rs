@@ -4,20 +4,24 @@
 //! path and SETUP options; the connection task calls them after SETUP.
 
 use junction_auth::{AuthError, Authority, Credential};
-use junction_core::RoomId;
+use junction_core::{Codec, RoomId};
 use moq_transport::coding::KeyValuePairs;
 
+use crate::codecs;
 use crate::error::AdmissionError;
 
-/// What the connect URL says: the room, and the token if it carried one.
+/// What the connect URL says: the room, the token if it carried one, and the codecs the
+/// subscriber wants its video and audio in, if it named them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectTarget {
     pub room: RoomId,
     pub url_token: Option<String>,
+    pub video: Option<Codec>,
+    pub audio: Option<Codec>,
 }
 
-/// Parses `/<room>[?jwt=<token>]` — the WebTransport CONNECT path, or the raw-QUIC SETUP PATH
-/// option.
+/// Parses `/<room>[?jwt=<token>][&video=h264|vp8|vp9|av1][&audio=aac|opus]` — the WebTransport
+/// CONNECT path, or the raw-QUIC SETUP PATH option.
 pub fn parse_connect_path(path_and_query: Option<&str>) -> Result<ConnectTarget, AdmissionError> {
     let raw = path_and_query.unwrap_or("");
     let (path, query) = match raw.split_once('?') {
@@ -39,10 +43,27 @@ pub fn parse_connect_path(path_and_query: Option<&str>) -> Result<ConnectTarget,
         return Err(AdmissionError::BadPath { path: shorten(path) });
     }
     let room = RoomId::new(room).map_err(AdmissionError::BadRoom)?;
-    let url_token = query.and_then(|query| {
-        url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "jwt").map(|(_, value)| value.into_owned())
-    });
-    Ok(ConnectTarget { room, url_token })
+    let param = |name: &str| {
+        query.and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+        })
+    };
+    let codec = |key: &'static str, carried: &[Codec], allowed: &'static str| {
+        param(key)
+            .map(|value| {
+                Codec::from_name(&value).filter(|codec| carried.contains(codec)).ok_or(AdmissionError::BadCodec {
+                    key,
+                    value: shorten(&value),
+                    allowed,
+                })
+            })
+            .transpose()
+    };
+    let video = codec("video", &codecs::CARRIED_VIDEO, "h264, vp8, vp9, av1")?;
+    let audio = codec("audio", &codecs::CARRIED_AUDIO, "opus, aac")?;
+    Ok(ConnectTarget { room, url_token: param("jwt"), video, audio })
 }
 
 fn shorten(path: &str) -> String {
@@ -122,13 +143,23 @@ mod tests {
         assert!(matches!(parse_connect_path(Some("/a/b")), Err(AdmissionError::BadPath { .. })));
         assert!(matches!(parse_connect_path(Some("/a%2Fb")), Err(AdmissionError::BadPath { .. })));
         assert!(matches!(parse_connect_path(Some("/bad room")), Err(AdmissionError::BadRoom(_))));
+        let picky = parse_connect_path(Some("/lobby?jwt=t&video=H264&audio=aac")).unwrap();
+        assert_eq!((picky.video, picky.audio), (Some(Codec::H264), Some(Codec::Aac)));
+        assert!(matches!(
+            parse_connect_path(Some("/lobby?video=pcmu")),
+            Err(AdmissionError::BadCodec { key: "video", .. })
+        ));
+        assert!(matches!(
+            parse_connect_path(Some("/lobby?audio=h264")),
+            Err(AdmissionError::BadCodec { key: "audio", .. })
+        ));
     }
 
     #[test]
     fn tokens_come_from_the_url_or_setup_and_must_match_the_room() {
         let authority = Authority::new("moq-admission-test-key-0123456789");
         let good = token(&authority, "lobby");
-        let target = ConnectTarget { room: RoomId::new("lobby").unwrap(), url_token: None };
+        let target = ConnectTarget { room: RoomId::new("lobby").unwrap(), url_token: None, video: None, audio: None };
 
         let credential = admit(&authority, &target, &["garbage".into(), good.clone()]).unwrap();
         assert_eq!(credential.identity.as_str(), "alice");

@@ -1,7 +1,7 @@
 //! Junction's codec parameters on one side, CMAF decoder configurations and catalog codec
-//! strings on the other: which codecs MoQ carries (H.264, Opus, AAC), picture sizes from an SPS
-//! (via h264-reader), and the
-//! parameters a track published from MoQ gets.
+//! strings on the other: which codecs MoQ carries (H.264, VP8, VP9, AV1, Opus, AAC), a video
+//! track's configuration from its keyframes (an H.264 SPS/PPS via h264-reader, a VP8/VP9 frame
+//! header, an AV1 sequence header), and the parameters a track published from MoQ gets.
 
 use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
 use junction_core::h264::AvcConfig;
@@ -9,9 +9,42 @@ use junction_core::{Codec, CodecParams, TrackInfo};
 
 use junction_cmaf::{InitTrack, TrackCodec};
 
-/// Codecs Junction puts in CMAF for MoQ subscribers; others are transcoded by the engine when it
-/// can, and left out otherwise.
-pub const CARRIED: [Codec; 3] = [Codec::H264, Codec::Opus, Codec::Aac];
+/// Video codecs Junction puts in CMAF for MoQ subscribers as published.
+pub const CARRIED_VIDEO: [Codec; 4] = [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1];
+/// Audio codecs Junction puts in CMAF as published; G.711 is transcoded by the engine.
+pub const CARRIED_AUDIO: [Codec; 2] = [Codec::Opus, Codec::Aac];
+
+/// The codecs a MoQ session takes: every carried codec, or the one its connect URL asked for
+/// per kind (`?video=h264&audio=aac` for players that only read `avc1`/`mp4a`, as stock
+/// `moq-sub` does); anything else is transcoded by the engine when it can.
+pub fn accepted(video: Option<Codec>, audio: Option<Codec>) -> Vec<Codec> {
+    let mut codecs: Vec<Codec> = video.map_or_else(|| CARRIED_VIDEO.to_vec(), |codec| vec![codec]);
+    codecs.extend(audio.map_or_else(|| CARRIED_AUDIO.to_vec(), |codec| vec![codec]));
+    codecs
+}
+
+/// The decoder configuration a video keyframe gives a track in `codec`, if it carries one.
+pub fn video_config(codec: Codec, keyframe: &[u8], params: &CodecParams) -> Option<TrackCodec> {
+    match codec {
+        Codec::H264 => {
+            let (Some(sps), Some(pps)) = junction_core::h264::parameter_sets(keyframe) else { return None };
+            h264_config(sps, pps, params)
+        }
+        Codec::Vp8 => {
+            let (width, height) = junction_cmaf::vp8_keyframe_size(keyframe)?;
+            Some(TrackCodec::Vp8 { config: junction_cmaf::vp8_config(width, height), width, height })
+        }
+        Codec::Vp9 => {
+            let (config, width, height) = junction_cmaf::vp9_keyframe_config(keyframe)?;
+            Some(TrackCodec::Vp9 { config, width, height })
+        }
+        Codec::Av1 => {
+            let (config, width, height) = junction_cmaf::av1_sequence_config(keyframe)?;
+            Some(TrackCodec::Av1 { config, width, height })
+        }
+        _ => None,
+    }
+}
 
 /// Opus pre-skip for 48 kHz streams whose real value is unknown (libopus's usual encoder delay).
 const OPUS_PRE_SKIP: u16 = 312;
@@ -80,9 +113,14 @@ pub fn catalog_codec(track: &TrackInfo) -> Option<String> {
                 _ => "avc1".to_owned(),
             })
         }
+        // The exact strings (profile, level, depth) come with the peer's init segment, once a
+        // keyframe was seen; the room catalog names the codec.
+        Codec::Vp8 => Some("vp08".to_owned()),
+        Codec::Vp9 => Some("vp09".to_owned()),
+        Codec::Av1 => Some("av01".to_owned()),
         Codec::Opus => Some("opus".to_owned()),
         Codec::Aac => audio_config(Codec::Aac, &track.params).map(|config| config.codec_string()),
-        _ => None,
+        Codec::Pcmu | Codec::Pcma => None,
     }
 }
 
@@ -98,6 +136,13 @@ pub fn publish_params(track: &InitTrack) -> CodecParams {
                 "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}",
                 avc.profile_level_id()
             ));
+            params.width = (*width > 0).then_some(u32::from(*width));
+            params.height = (*height > 0).then_some(u32::from(*height));
+        }
+        TrackCodec::Vp8 { width, height, .. }
+        | TrackCodec::Vp9 { width, height, .. }
+        | TrackCodec::Av1 { width, height, .. } => {
+            params.clock_rate = 90_000;
             params.width = (*width > 0).then_some(u32::from(*width));
             params.height = (*height > 0).then_some(u32::from(*height));
         }
@@ -158,7 +203,16 @@ mod tests {
             muted: false,
         };
         assert_eq!(catalog_codec(&track).as_deref(), Some("avc1.42e01f"));
-        let vp8 = TrackInfo { codec: Codec::Vp8, ..track };
-        assert_eq!(catalog_codec(&vp8), None);
+        let vp8 = TrackInfo { codec: Codec::Vp8, ..track.clone() };
+        assert_eq!(catalog_codec(&vp8).as_deref(), Some("vp08"));
+        let pcmu = TrackInfo { codec: Codec::Pcmu, ..track };
+        assert_eq!(catalog_codec(&pcmu), None);
+    }
+
+    #[test]
+    fn a_session_takes_every_carried_codec_or_the_one_it_asked_for() {
+        assert_eq!(accepted(None, None).len(), 6);
+        assert_eq!(accepted(Some(Codec::H264), Some(Codec::Aac)), vec![Codec::H264, Codec::Aac]);
+        assert_eq!(accepted(Some(Codec::H264), None), vec![Codec::H264, Codec::Opus, Codec::Aac]);
     }
 }

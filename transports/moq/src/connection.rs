@@ -133,7 +133,8 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
     request.metadata = credential.metadata.clone();
     request.grants = credential.grants;
     request.auto_subscribe = false;
-    request.accept_codecs = codecs::CARRIED.to_vec();
+    let accept = codecs::accepted(target.video, target.audio);
+    request.accept_codecs = accept.clone();
     request.credential = credential.session.clone();
     let joined = match context.engine.join(request) {
         Ok(joined) => joined,
@@ -148,6 +149,7 @@ async fn serve_inner(incoming: wtq::quinn::Incoming, context: Arc<Context>) {
         hub: context.hub.clone(),
         shutdown: context.shutdown.clone(),
         limits: context.limits.clone(),
+        accept,
     };
     // A panic is logged (with room and peer) and counted by `contain`; the endpoint was owned by
     // the session future, so the peer has left the room. The peer is told with a session error.

@@ -92,6 +92,8 @@ pub enum AdmissionError {
     Auth(AuthError),
     #[error("room {room} does not exist")]
     RoomNotFound { room: RoomId },
+    #[error("?{key}={value:?} in the connect URL is not a {key} codec MoQ carries ({allowed})")]
+    BadCodec { key: &'static str, value: String, allowed: &'static str },
     #[error("cannot join the room: {0}")]
     Join(String),
 }
@@ -100,7 +102,9 @@ impl AdmissionError {
     pub fn termination(&self) -> Termination {
         match self {
             AdmissionError::NoRoom | AdmissionError::RoomNotFound { .. } => Termination::InvalidPath,
-            AdmissionError::BadPath { .. } | AdmissionError::BadRoom(_) => Termination::MalformedPath,
+            AdmissionError::BadPath { .. } | AdmissionError::BadRoom(_) | AdmissionError::BadCodec { .. } => {
+                Termination::MalformedPath
+            }
             AdmissionError::MissingToken => Termination::Unauthorized,
             AdmissionError::SetupToken(_) => Termination::KeyValueFormattingError,
             AdmissionError::Auth(AuthError::Expired { .. }) => Termination::ExpiredAuthToken,
@@ -128,6 +132,9 @@ pub enum RequestRefusal {
     /// A per-session limit is reached.
     #[error("{0}")]
     TooMany(String),
+    /// The track exists but cannot be given to this subscriber (no codec it takes reaches it).
+    #[error("{0}")]
+    NotSupported(String),
 }
 
 impl RequestRefusal {
@@ -136,6 +143,7 @@ impl RequestRefusal {
             RequestRefusal::Unauthorized(_) => RequestErrorCode::Unauthorized as u64,
             RequestRefusal::DoesNotExist(_) => RequestErrorCode::DoesNotExist as u64,
             RequestRefusal::TooMany(_) => RequestErrorCode::ExcessiveLoad as u64,
+            RequestRefusal::NotSupported(_) => RequestErrorCode::NotSupported as u64,
         }
     }
 

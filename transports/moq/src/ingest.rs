@@ -302,6 +302,9 @@ fn to_frame(init: &InitTrack, avc: Option<&AvcConfig>, pts: u64, keyframe: bool,
             let keyframe = keyframe || h264::is_keyframe(&annexb);
             Some(MediaFrame::video(codec, time.rebase(90_000), keyframe, arrival, annexb))
         }
+        None if codec.kind() == MediaKind::Video => {
+            Some(MediaFrame::video(codec, time.rebase(90_000), keyframe, arrival, data))
+        }
         None => {
             let rate = match &init.codec {
                 TrackCodec::Aac { sample_rate, .. } if *sample_rate > 0 => *sample_rate,

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_core::{CloseReason, EndpointEvent, Grants, MediaOut, PeerId, RoomId};
+use junction_core::{CloseReason, Codec, EndpointEvent, Grants, MediaOut, PeerId, RoomId};
 use junction_engine::{EndpointRpc, Joined};
 use moq_transport::serve::ServeError;
 use moq_transport::session::transport::quinn as wtq;
@@ -43,6 +43,8 @@ pub struct SessionParts {
     pub hub: Hub,
     pub shutdown: CancellationToken,
     pub limits: Arc<MoqConfig>,
+    /// The codecs this session takes (every carried one, or those its connect URL named).
+    pub accept: Vec<Codec>,
 }
 
 /// Runs an admitted session until it ends; returns how it was closed.
@@ -53,9 +55,9 @@ pub async fn run(
     transport: wtq::Session,
     parts: SessionParts,
 ) {
-    let SessionParts { room, identity, grants, joined, hub, shutdown, limits } = parts;
+    let SessionParts { room, identity, grants, joined, hub, shutdown, limits, accept } = parts;
     let (mut rpc, mut media) = joined.endpoint.split();
-    let Some(egress) = Egress::new(room.clone(), identity.clone(), &joined.peers, &joined.tracks) else {
+    let Some(egress) = Egress::new(room.clone(), identity.clone(), accept, &joined.peers, &joined.tracks) else {
         close(&transport, Termination::InternalError, "cannot set up the room's tracks");
         return;
     };
@@ -300,6 +302,9 @@ impl Driver {
             EndpointEvent::PeerLeft { peer, .. } => self.egress.peer_left(&peer),
             EndpointEvent::TrackPublished(track) => self.egress.track_published(track, rpc, now),
             EndpointEvent::TrackUnpublished { track, peer } => self.egress.track_unpublished(&track, &peer, now),
+            // Its transcoder failed: the track leaves the peer's broadcast (its readers get
+            // PUBLISH_DONE), and a later request for it is refused with the reason.
+            EndpointEvent::SubscriptionFailed { track, reason } => self.egress.track_lost(&track, reason, now),
             _ => {}
         }
     }

@@ -436,10 +436,6 @@ impl Connection {
         if slot.is_some() {
             return;
         }
-        if track.kind == MediaKind::Video && track.codec != Codec::H264 {
-            warn!(track = %track.id, codec = %track.codec, "RTMP playback carries H.264 video only; track skipped");
-            return;
-        }
         let options = SubscribeOptions { codecs: vec![codec], layer: LayerPreference::Highest };
         match rpc.subscribe(&track.id, options) {
             Ok(subscribed) => {
@@ -447,7 +443,14 @@ impl Connection {
                 *slot = Some(track.id.clone());
                 self.session.play_track(track.kind, &subscribed.params);
             }
-            Err(err) => warn!(track = %track.id, "cannot play track: {err}"),
+            Err(err) => {
+                warn!(track = %track.id, codec = %track.codec, "cannot play track: {err}");
+                let status = Status {
+                    code: "NetStream.Play.Failed",
+                    description: format!("{} track {} ({}) cannot be played: {err}", track.kind, track.id, track.codec),
+                };
+                self.session.play_warning(&status);
+            }
         }
     }
 
@@ -489,6 +492,10 @@ impl Connection {
             // the target may take the slot.
             EndpointEvent::SubscriptionFailed { track, reason } => {
                 warn!(track = %track, "played track lost: {reason}");
+                self.session.play_warning(&Status {
+                    code: "NetStream.Play.Failed",
+                    description: format!("track {track} lost: {reason}"),
+                });
                 self.forget_track(&track)
             }
             _ => {}

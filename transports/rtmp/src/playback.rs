@@ -5,7 +5,10 @@
 //!
 //! While a video track is set but has not reached its first keyframe, audio is dropped (for at
 //! most [`AUDIO_HOLD_MAX`]): a player's stream then opens with video, and players that size up
-//! the stream from its first tags (ffmpeg's FLV demuxer) see both tracks.
+//! the stream from its first tags (ffmpeg's FLV demuxer) see both tracks. Before anything was
+//! sent, audio also waits [`AUDIO_ALONE_WAIT`] for a video track to be set: a browser publishes
+//! its microphone a moment before its camera, and a stream opened with audio alone would have
+//! ffmpeg ignore the video that follows.
 //!
 //! Time: tracks of one peer may come from different clocks (RTP tracks of a browser start at
 //! random timestamps), so by default each track is anchored where its first frame arrived on the
@@ -35,6 +38,8 @@ use crate::flv;
 pub const PRESENTATION_DELAY_MS: i64 = 200;
 /// Longest time audio is held back waiting for the video track's first keyframe.
 pub const AUDIO_HOLD_MAX: Duration = Duration::from_secs(5);
+/// How long a stream that has sent nothing yet holds audio back in case a video track follows.
+pub const AUDIO_ALONE_WAIT: Duration = Duration::from_secs(1);
 
 /// One tag for the player.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,9 +207,14 @@ impl Muxer {
         if frame.payload.is_empty() {
             return;
         }
-        if self.video.as_ref().is_some_and(|video| video.anchor.is_none()) {
+        let hold = match &self.video {
+            Some(video) if video.anchor.is_none() => Some(AUDIO_HOLD_MAX),
+            None if self.origin.is_none() => Some(AUDIO_ALONE_WAIT),
+            _ => None,
+        };
+        if let Some(hold) = hold {
             let since = *self.audio_held_since.get_or_insert(frame.arrival);
-            if frame.arrival.saturating_duration_since(since) < AUDIO_HOLD_MAX {
+            if frame.arrival.saturating_duration_since(since) < hold {
                 return;
             }
         }
@@ -399,5 +409,34 @@ mod tests {
         muxer.push(&audio(0, t0), &mut out);
         muxer.push(&audio(48_000 * 5, t0 + AUDIO_HOLD_MAX), &mut out);
         assert_eq!(out.len(), 2, "sequence header and the frame after the hold");
+    }
+
+    #[test]
+    fn a_stream_that_starts_with_audio_alone_waits_a_moment_for_video() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let audio_params = CodecParams { clock_rate: 48_000, channels: 2, ..CodecParams::default() };
+        // The camera's track comes 200 ms after the microphone's: the stream opens with video.
+        let mut muxer = Muxer::default();
+        muxer.set_audio(&audio_params);
+        let mut out = Vec::new();
+        muxer.push(&audio(0, t0), &mut out);
+        muxer.push(&audio(9_600, ms(200)), &mut out);
+        assert!(out.is_empty());
+        muxer.set_video(&video_params());
+        muxer.push(&video(250, true, &[SPS, PPS, IDR], ms(250)), &mut out);
+        muxer.push(&audio(12_000, ms(250)), &mut out);
+        assert_eq!(out[0].kind, MediaKind::Video, "video leads");
+        assert!(out.iter().any(|t| t.kind == MediaKind::Audio));
+
+        // Audio alone flows once the wait is over, and from then on without delay.
+        let mut muxer = Muxer::default();
+        muxer.set_audio(&audio_params);
+        out.clear();
+        muxer.push(&audio(0, t0), &mut out);
+        assert!(out.is_empty());
+        muxer.push(&audio(48_000, t0 + AUDIO_ALONE_WAIT), &mut out);
+        muxer.push(&audio(48_960, t0 + AUDIO_ALONE_WAIT + Duration::from_millis(20)), &mut out);
+        assert_eq!(out.len(), 3, "sequence header and two frames");
     }
 }

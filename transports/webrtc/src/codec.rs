@@ -20,18 +20,33 @@ const H264_PROFILES: &[(u8, u8, u32)] =
 /// video (NACK), PLI/FIR and transport-wide congestion control (str0m's defaults). Audio sender
 /// reports go out every second like video's (str0m's default is 5 s): a receiver needs two of
 /// each stream before it can line audio up with video.
-pub(crate) fn rtc_builder() -> RtcConfig {
+///
+/// str0m lists an answer's codecs in this configured order, and a browser sends the first
+/// codec of the answer: `prefer_video` goes first among the video codecs, which is how a room
+/// steers its publishers (to H.264 while it has RTMP players, say). Without it VP8 leads.
+pub(crate) fn rtc_builder(prefer_video: Option<Codec>) -> RtcConfig {
     let mut config = Rtc::builder()
         .set_rtcp_report_interval_audio(std::time::Duration::from_secs(1))
         .clear_codecs()
         .enable_opus(true, false)
         .enable_pcmu(true, false)
-        .enable_pcma(true, false)
-        .enable_vp8(true)
-        .enable_vp9(true)
-        .enable_av1(true);
-    for (pt, rtx, profile) in H264_PROFILES {
-        config.codec_config().add_h264((*pt).into(), Some((*rtx).into()), true, *profile);
+        .enable_pcma(true, false);
+    let mut video = [Codec::Vp8, Codec::Vp9, Codec::Av1, Codec::H264];
+    if let Some(first) = prefer_video {
+        video.sort_by_key(|codec| *codec != first);
+    }
+    for codec in video {
+        config = match codec {
+            Codec::Vp8 => config.enable_vp8(true),
+            Codec::Vp9 => config.enable_vp9(true),
+            Codec::Av1 => config.enable_av1(true),
+            _ => {
+                for (pt, rtx, profile) in H264_PROFILES {
+                    config.codec_config().add_h264((*pt).into(), Some((*rtx).into()), true, *profile);
+                }
+                config
+            }
+        };
     }
     config
 }
@@ -112,8 +127,19 @@ mod tests {
     use super::*;
 
     fn configured() -> Vec<PayloadParams> {
-        let mut builder = rtc_builder();
+        let mut builder = rtc_builder(None);
         builder.codec_config().params().to_vec()
+    }
+
+    #[test]
+    fn a_preferred_video_codec_leads_the_video_codecs() {
+        let mut builder = rtc_builder(Some(Codec::H264));
+        assert_eq!(
+            codecs_of(builder.codec_config().params()),
+            [Codec::Opus, Codec::Pcmu, Codec::Pcma, Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1]
+        );
+        let mut builder = rtc_builder(Some(Codec::Av1));
+        assert_eq!(codecs_of(builder.codec_config().params())[3..], [Codec::Av1, Codec::Vp8, Codec::Vp9, Codec::H264]);
     }
 
     #[test]

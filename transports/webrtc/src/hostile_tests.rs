@@ -188,7 +188,7 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
     let room = RoomId::new("stage").unwrap();
 
     let (client, offer, pending) = Client::offer().await;
-    let negotiated = transport.negotiate(&offer).expect("negotiated");
+    let negotiated = transport.negotiate(&offer, None).expect("negotiated");
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("cam").unwrap(), TransportKind::Webrtc)).unwrap();
     let answer = negotiated.answer_sdp().to_owned();
@@ -246,7 +246,7 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
 
     // The media plane serves the next session as before.
     let (client, offer, pending) = Client::offer().await;
-    let negotiated = transport.negotiate(&offer).expect("negotiated");
+    let negotiated = transport.negotiate(&offer, None).expect("negotiated");
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("cam2").unwrap(), TransportKind::Webrtc)).unwrap();
     let answer = negotiated.answer_sdp().to_owned();
@@ -277,7 +277,7 @@ async fn a_session_that_never_connects_ends_at_the_connect_deadline() {
     let engine = Engine::new(EngineConfig::default());
     let (transport, shutdown) = media_plane(WebrtcConfig { connect_timeout_s: 1, ..WebrtcConfig::default() }).await;
     let (_client, offer, _pending) = Client::offer().await;
-    let negotiated = transport.negotiate(&offer).expect("negotiated");
+    let negotiated = transport.negotiate(&offer, None).expect("negotiated");
     let room = RoomId::new("lobby").unwrap();
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("ghost").unwrap(), TransportKind::Webrtc)).unwrap();

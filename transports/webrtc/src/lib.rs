@@ -15,7 +15,7 @@
 //! #   join: junction_engine::JoinRequest, offer_sdp: &str) -> Result<(), Box<dyn std::error::Error>> {
 //! use junction_webrtc::{EgressPolicy, SessionSpec};
 //! // 1. Negotiate: parse the offer, answer it (nothing is joined or registered yet).
-//! let negotiated = transport.negotiate(offer_sdp)?;
+//! let negotiated = transport.negotiate(offer_sdp, None)?;
 //! // 2. Join the engine, telling it the codecs this peer can receive.
 //! let joined = engine.join(junction_engine::JoinRequest { accept_codecs: negotiated.accept_codecs(), ..join })?;
 //! // 3. Start the session task; it runs by itself until the peer leaves, times out or is kicked.
@@ -124,15 +124,26 @@ impl WebrtcTransport {
         &self.inner.config.ice_servers
     }
 
-    /// Parses and answers a remote offer. Nothing is registered or joined until
-    /// [`Negotiated::start`]; dropping the result abandons the session.
-    pub fn negotiate(&self, offer_sdp: &str) -> Result<Negotiated, SessionError> {
-        negotiate::negotiate(self.inner.mux.clone(), &self.inner.config, self.inner.shutdown.clone(), offer_sdp)
+    /// Parses and answers a remote offer, with `prefer_video` first among the answer's video
+    /// codecs when given (what the room asks publishers for). Nothing is registered or joined
+    /// until [`Negotiated::start`]; dropping the result abandons the session.
+    pub fn negotiate(
+        &self,
+        offer_sdp: &str,
+        prefer_video: Option<junction_core::Codec>,
+    ) -> Result<Negotiated, SessionError> {
+        let (mux, shutdown) = (self.inner.mux.clone(), self.inner.shutdown.clone());
+        negotiate::negotiate(mux, &self.inner.config, shutdown, offer_sdp, prefer_video)
     }
 
     /// Like [`WebrtcTransport::negotiate`], for a peer that will renegotiate: an offer with no
     /// usable media yet (only data channels) is answered too.
-    pub fn negotiate_room(&self, offer_sdp: &str) -> Result<Negotiated, SessionError> {
-        negotiate::negotiate_any(self.inner.mux.clone(), &self.inner.config, self.inner.shutdown.clone(), offer_sdp)
+    pub fn negotiate_room(
+        &self,
+        offer_sdp: &str,
+        prefer_video: Option<junction_core::Codec>,
+    ) -> Result<Negotiated, SessionError> {
+        let (mux, shutdown) = (self.inner.mux.clone(), self.inner.shutdown.clone());
+        negotiate::negotiate_any(mux, &self.inner.config, shutdown, offer_sdp, prefer_video)
     }
 }

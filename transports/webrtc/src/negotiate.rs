@@ -41,8 +41,9 @@ pub(crate) fn negotiate(
     config: &WebrtcConfig,
     shutdown: CancellationToken,
     offer_sdp: &str,
+    prefer_video: Option<Codec>,
 ) -> Result<Negotiated, SessionError> {
-    let negotiated = negotiate_any(mux, config, shutdown, offer_sdp)?;
+    let negotiated = negotiate_any(mux, config, shutdown, offer_sdp, prefer_video)?;
     if !negotiated.lines.iter().any(|(_, line)| !line.codecs.is_empty()) {
         return Err(SessionError::NoCodec { offered: offered_codecs(offer_sdp) });
     }
@@ -56,11 +57,12 @@ pub(crate) fn negotiate_any(
     config: &WebrtcConfig,
     shutdown: CancellationToken,
     offer_sdp: &str,
+    prefer_video: Option<Codec>,
 ) -> Result<Negotiated, SessionError> {
     let candidates = SdpLimits::of(config).check(offer_sdp)?;
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
     let creds = IceCreds::new();
-    let mut rtc = codec::rtc_builder()
+    let mut rtc = codec::rtc_builder(prefer_video)
         .set_ice_lite(true)
         .set_local_ice_credentials(creds.clone())
         .enable_bwe(Some(str0m::bwe::Bitrate::bps(session::INITIAL_ESTIMATE_BPS)))
@@ -192,7 +194,7 @@ mod tests {
     }
 
     fn negotiate_text(mux: MuxHandle, sdp: &str) -> Result<Negotiated, SessionError> {
-        negotiate(mux, &WebrtcConfig::default(), CancellationToken::new(), sdp)
+        negotiate(mux, &WebrtcConfig::default(), CancellationToken::new(), sdp, None)
     }
 
     #[tokio::test]
@@ -266,16 +268,16 @@ mod tests {
         let section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         let many_lines = format!("{SESSION}{}", section.repeat(3000));
         assert!(many_lines.len() <= config.max_sdp_bytes);
-        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &many_lines).err().unwrap();
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &many_lines, None).err().unwrap();
         assert_eq!(err, SessionError::TooManyMediaLines { count: 3000, limit: config.max_media_lines });
         // One attribute larger than the whole cap.
         let huge = format!("{}a=x-huge:{}\r\n", whep_offer("VP8"), "x".repeat(config.max_sdp_bytes));
-        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &huge).err().unwrap();
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &huge, None).err().unwrap();
         assert!(matches!(err, SessionError::SdpTooLarge { limit, .. } if limit == config.max_sdp_bytes), "{err}");
         // Hundreds of candidates.
         let candidate = "a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n";
         let crowded = format!("{}{}", whep_offer("VP8"), candidate.repeat(500));
-        let err = negotiate(mux, &config, CancellationToken::new(), &crowded).err().unwrap();
+        let err = negotiate(mux, &config, CancellationToken::new(), &crowded, None).err().unwrap();
         assert_eq!(err, SessionError::TooManyCandidates { count: 500, limit: config.max_remote_candidates });
     }
 }

@@ -136,7 +136,7 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     let offer = pc.local_description().await.unwrap().sdp;
 
     // The signalling layer's three steps, with a room policy and an event channel.
-    let negotiated = transport.negotiate(&offer).expect("negotiated");
+    let negotiated = transport.negotiate(&offer, None).expect("negotiated");
     let mut join = JoinRequest::new(room.clone(), PeerId::new("browser").unwrap(), TransportKind::Webrtc);
     join.accept_codecs = vec![Codec::Opus, Codec::Vp8];
     let joined = engine.join(join).expect("joined");

@@ -90,7 +90,8 @@ async fn post_whip(
     let slot = state.per_source.acquire(source.0, state.config.max_resources_per_ip)?;
     let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
     let offer = sdp_text(&body)?;
-    let negotiated = state.transport.negotiate(offer).map_err(from_session)?;
+    let prefer_video = state.engine.publisher_video_codec(&room);
+    let negotiated = state.transport.negotiate(offer, prefer_video).map_err(from_session)?;
     if !negotiated.peer_sends() {
         return Err(ApiError::bad_request(
             "bad_sdp",
@@ -136,7 +137,7 @@ async fn post_whep(
     let slot = state.per_source.acquire(source.0, state.config.max_resources_per_ip)?;
     let body = read_body(body, state.transport.config().max_sdp_bytes).await?;
     let offer = sdp_text(&body)?;
-    let negotiated = state.transport.negotiate(offer).map_err(from_session)?;
+    let negotiated = state.transport.negotiate(offer, None).map_err(from_session)?;
     if !negotiated.peer_receives() {
         return Err(ApiError::bad_request(
             "bad_sdp",

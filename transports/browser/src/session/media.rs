@@ -104,7 +104,8 @@ impl Session {
                         "this server runs without WebRTC media (webrtc.enabled = false)",
                     )
                 })?;
-                let negotiated = transport.negotiate_room(&sdp).map_err(sdp_error)?;
+                let prefer_video = self.ctx.engine.publisher_video_codec(&peer.info.name);
+                let negotiated = transport.negotiate_room(&sdp, prefer_video).map_err(sdp_error)?;
                 let answer = negotiated.answer_sdp().to_owned();
                 let spec = SessionSpec::new("webrtc", true, EgressPolicy::Room).with_labels(labels);
                 if let Some(peer) = self.room.as_mut() {

@@ -10,10 +10,10 @@ mod peer;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use junction_core::{MediaFrame, PeerId, PeerInfo, RoomId, SubscribeOptions, TrackId, TrackInfo};
+use junction_core::{Codec, MediaFrame, PeerId, PeerInfo, RoomId, SubscribeOptions, TrackId, TrackInfo};
 use junction_engine::EndpointRpc;
 use moq_transport::serve::{TrackReader, Tracks, TracksReader, TracksRequest};
-use tracing::debug;
+use tracing::{debug, warn};
 
 pub use catalog::{CatalogEntry, CatalogPeer, catalog_json};
 pub use peer::{BroadcastUser, PeerBroadcast};
@@ -36,6 +36,10 @@ struct PeerTracks {
 pub struct Egress {
     room: RoomId,
     me: PeerId,
+    /// The codecs this session takes; the engine transcodes other tracks into one when it can.
+    accept: Vec<Codec>,
+    /// Tracks this session could not be given, with why: a subscriber asking for one is told.
+    refused: HashMap<TrackId, String>,
     _writer: moq_transport::serve::TracksWriter,
     _requests: TracksRequest,
     reader: TracksReader,
@@ -48,12 +52,20 @@ pub struct Egress {
 
 impl Egress {
     /// The room as this session first sees it: `peers` and their `tracks`.
-    pub fn new(room: RoomId, me: PeerId, peers: &[PeerInfo], tracks: &[TrackInfo]) -> Option<Egress> {
+    pub fn new(
+        room: RoomId,
+        me: PeerId,
+        accept: Vec<Codec>,
+        peers: &[PeerInfo],
+        tracks: &[TrackInfo],
+    ) -> Option<Egress> {
         let (mut writer, requests, mut reader) = Tracks::new(naming::room_namespace(&room)).produce();
         let room_catalog = OutTrack::create(&mut writer, &mut reader, CATALOG_TRACK, 0)?;
         let mut egress = Egress {
             room,
             me,
+            accept,
+            refused: HashMap::new(),
             _writer: writer,
             _requests: requests,
             reader,
@@ -139,10 +151,20 @@ impl Egress {
         if let Some(known) = self.known.get_mut(peer) {
             known.tracks.retain(|_, info| &info.id != track);
         }
+        self.refused.remove(track);
         if let Some(broadcast) = self.broadcasts.get_mut(peer) {
             broadcast.remove_track(track, now);
         }
         self.publish_room_catalog();
+    }
+
+    /// The engine stopped delivering `track` (its transcoder failed for good).
+    pub fn track_lost(&mut self, track: &TrackId, reason: String, now: Instant) {
+        warn!(room = %self.room, track = %track, "track lost to this MoQ session: {reason}");
+        if let Some(broadcast) = self.broadcasts.values_mut().find(|b| b.has_track(track)) {
+            broadcast.remove_track(track, now);
+        }
+        self.refused.insert(track.clone(), reason);
     }
 
     /// Subscribes this session to one of `peer`'s tracks and adds it to the peer's broadcast.
@@ -158,10 +180,16 @@ impl Egress {
         if broadcast.has_track(engine) {
             return;
         }
-        let options = SubscribeOptions { codecs: codecs::CARRIED.to_vec(), ..SubscribeOptions::default() };
+        let options = SubscribeOptions { codecs: self.accept.clone(), ..SubscribeOptions::default() };
         match rpc.subscribe(engine, options) {
-            Ok(subscribed) => broadcast.add_track(id, engine.clone(), subscribed.codec, subscribed.params, now),
-            Err(err) => debug!(room = %self.room, peer = %peer, track = %engine, "not carried over MoQ: {err}"),
+            Ok(subscribed) => {
+                self.refused.remove(engine);
+                broadcast.add_track(id, engine.clone(), subscribed.codec, subscribed.params, now);
+            }
+            Err(err) => {
+                warn!(room = %self.room, peer = %peer, track = %engine, "track not carried to this MoQ session: {err}");
+                self.refused.insert(engine.clone(), err.to_string());
+            }
         }
     }
 
@@ -230,7 +258,13 @@ impl Egress {
         let name = match track {
             PeerTrack::Catalog => CATALOG_TRACK.to_owned(),
             PeerTrack::Init => naming::INIT_TRACK.to_owned(),
-            PeerTrack::Media(id) => naming::media_track_name(*id),
+            PeerTrack::Media(id) => {
+                let engine = self.known.get(peer).and_then(|known| known.tracks.get(id)).map(|info| &info.id);
+                if let Some(reason) = engine.and_then(|engine| self.refused.get(engine)) {
+                    return Err(RequestRefusal::NotSupported(format!("track {id} of {peer}: {reason}")));
+                }
+                naming::media_track_name(*id)
+            }
         };
         self.broadcasts
             .get_mut(peer)

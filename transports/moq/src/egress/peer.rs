@@ -215,14 +215,14 @@ impl PeerBroadcast {
     }
 
     fn catalog_entry(&self, track: &InitTrack) -> CatalogEntry {
-        let (width, height) = match &track.codec {
-            TrackCodec::H264 { width, height, .. } => (Some(u32::from(*width)), Some(u32::from(*height))),
-            _ => (None, None),
-        };
+        let (width, height) = track
+            .codec
+            .dimensions()
+            .map_or((None, None), |(width, height)| (Some(u32::from(width)), Some(u32::from(height))));
         let (sample_rate, channels) = match &track.codec {
             TrackCodec::Aac { sample_rate, channels, .. } => (Some(*sample_rate), Some((*channels).min(255) as u8)),
             TrackCodec::Opus { channels, .. } => (Some(48_000), Some((*channels).min(255) as u8)),
-            TrackCodec::H264 { .. } => (None, None),
+            _ => (None, None),
         };
         CatalogEntry {
             namespace: naming::namespace_path(&self.namespace),
@@ -317,13 +317,13 @@ impl PeerBroadcast {
 }
 
 impl MediaTrack {
-    /// Takes the SPS/PPS of a keyframe as the track's configuration; true when it changed.
+    /// Takes what a keyframe says (an H.264 SPS/PPS, a VP8/VP9 frame header, an AV1 sequence
+    /// header) as the track's configuration; true when it changed.
     fn update_video_config(&mut self, frame: &MediaFrame) -> bool {
         if !frame.keyframe {
             return false;
         }
-        let (Some(sps), Some(pps)) = h264::parameter_sets(&frame.payload) else { return false };
-        let Some(config) = codecs::h264_config(sps, pps, &self.params) else { return false };
+        let Some(config) = codecs::video_config(frame.codec, &frame.payload, &self.params) else { return false };
         if self.config.as_ref() == Some(&config) {
             return false;
         }
@@ -332,11 +332,12 @@ impl MediaTrack {
     }
 
     fn write_sample(&mut self, frame: MediaFrame, dts: u64, pts: u64) {
-        let payload = match self.kind {
-            MediaKind::Video => {
+        let payload = match frame.codec {
+            Codec::H264 => {
                 h264::to_avcc(h264::annexb_nals(&frame.payload).filter(|nal| h264::nal_type(nal) != NAL_AUD))
             }
-            MediaKind::Audio => frame.payload,
+            Codec::Av1 => junction_cmaf::av1_sample(&frame.payload),
+            _ => frame.payload,
         };
         self.sequence = self.sequence.wrapping_add(1);
         let sample = FragmentSample {

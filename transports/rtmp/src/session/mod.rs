@@ -262,6 +262,17 @@ impl Session {
         }
     }
 
+    /// Tells a player about something it does not get (a track no codec path reaches) with a
+    /// `warning` `onStatus`; playback goes on.
+    pub fn play_warning(&mut self, status: &Status) {
+        let Role::Playing { stream_id, .. } = self.role else { return };
+        if matches!(self.phase, Phase::Active(_))
+            && let Some(bytes) = status::warning_status_bytes(stream_id, status)
+        {
+            self.transmit(bytes);
+        }
+    }
+
     /// Sets the player's track of `kind` (its codec parameters), replacing the previous one.
     pub fn play_track(&mut self, kind: MediaKind, params: &CodecParams) {
         if let Role::Playing { muxer, .. } = &mut self.role {

@@ -1,6 +1,7 @@
 //! The NetStream status a refused publisher or player is told before its connection closes:
 //! `onStatus` with level `error` and a standard code (`NetStream.Publish.BadName`, ...), as
-//! ffmpeg, OBS (librtmp) and Flash-era clients read it.
+//! ffmpeg, OBS (librtmp) and Flash-era clients read it; and the `warning` a player is sent while
+//! it keeps playing (a track it cannot be given).
 
 use std::collections::HashMap;
 
@@ -45,8 +46,32 @@ impl Status {
 /// the peer decodes a type 0 header whatever it received before, and since nothing follows on
 /// this connection, no later compressed header can be misread.
 pub fn final_status_bytes(stream_id: u32, status: &Status) -> Option<Vec<u8>> {
+    status_bytes(stream_id, status, "error")
+}
+
+/// The chunk stream a mid-stream warning goes on. `rml_rtmp` puts commands on chunk stream 6 and
+/// compresses each header against its own previous one there; a message of ours on that stream
+/// would become the peer's reference for rml's next header, so warnings use a stream rml never
+/// writes (it uses 2 to 6).
+const WARNING_CHUNK_STREAM: u8 = 9;
+
+/// The bytes of a `warning` `onStatus` on `stream_id`, sent while the stream goes on (ffmpeg logs
+/// it and keeps reading; only `error` ends its playback). `None` if it does not fit one chunk
+/// (its chunk stream is rewritten in the basic header, which a continuation chunk repeats).
+pub fn warning_status_bytes(stream_id: u32, status: &Status) -> Option<Vec<u8>> {
+    let mut bytes = status_bytes(stream_id, status, "warning")?;
+    // A type 0 basic header: 2 bits of format (0) and a one-byte chunk stream id.
+    let header_len = 1 + 11;
+    if bytes.len() > header_len + super::CHUNK_SIZE as usize || bytes.first()? >> 6 != 0 {
+        return None;
+    }
+    bytes[0] = WARNING_CHUNK_STREAM;
+    Some(bytes)
+}
+
+fn status_bytes(stream_id: u32, status: &Status, level: &str) -> Option<Vec<u8>> {
     let mut object = HashMap::new();
-    object.insert("level".to_owned(), Amf0Value::Utf8String("error".to_owned()));
+    object.insert("level".to_owned(), Amf0Value::Utf8String(level.to_owned()));
     object.insert("code".to_owned(), Amf0Value::Utf8String(status.code.to_owned()));
     object.insert("description".to_owned(), Amf0Value::Utf8String(status.description.clone()));
     let message = RtmpMessage::Amf0Command {

@@ -1,0 +1,36 @@
+// One tab publishes its fake camera and microphone through /whip.html, in `codec` when given
+// (the page offers only that video codec), and keeps publishing for `hold_ms` while the test
+// watches with other protocols. Returns its outbound video statistics (codec, frames encoded)
+// at the start and at the end. Args: {base, room, token, codec, hold_ms}.
+import { run, open, until, sleep } from './runner.mjs';
+
+const outboundVideo = (page) => page.evaluate(async () => {
+  const pc = window.whip?.pc;
+  if (!pc) return [];
+  const reports = await pc.getStats();
+  const codecs = {};
+  reports.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
+  const out = [];
+  reports.forEach((r) => {
+    if (r.type === 'outbound-rtp' && r.kind === 'video') {
+      out.push({ codec: codecs[r.codecId] ?? null, framesEncoded: r.framesEncoded ?? 0 });
+    }
+  });
+  return out;
+});
+
+run(async (browser, { base, room, token, codec, hold_ms }, logs) => {
+  const q = (v) => encodeURIComponent(v);
+  const url = `${base}/whip.html?room=${q(room)}&token=${q(token)}&autostart=1${codec ? `&codec=${q(codec)}` : ''}`;
+  const page = await open(browser, url, logs, 'whip');
+  await until('the WHIP tab connected', 30_000, async () => {
+    const { state, error } = await page.evaluate(() => window.whip);
+    if (state === 'failed') throw new Error(`whip page failed: ${error}`);
+    return state === 'connected';
+  });
+  await until('the tab sending video', 30_000, async () => (await outboundVideo(page)).some((s) => s.framesEncoded > 0));
+  const first = await outboundVideo(page);
+  await sleep(hold_ms);
+  const second = await outboundVideo(page);
+  return { first, second, logs };
+});

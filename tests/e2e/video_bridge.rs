@@ -1,0 +1,218 @@
+//! Video codec bridging with real clients on both sides: a Chromium tab forced to VP8 is played
+//! as H.264 by ffmpeg over RTMP and by stock `moq-sub` — through one shared transcoder; in `auto`
+//! rooms an unforced Chromium tab is steered to H.264 while an RTMP player waits, and nothing is
+//! transcoded; a Chromium player that offers only VP8 watches an ffmpeg RTMP publisher's H.264.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::moq::spawn;
+use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress};
+use crate::support::browser::{metric, metrics};
+use crate::support::moq::{MoqTarget, tool};
+use crate::support::{TestServer, chromium, eventually};
+
+/// The tracks `identity` publishes in `room`, as the REST API lists them.
+async fn tracks(server: &TestServer, room: &str, identity: &str) -> Vec<Value> {
+    let (_, body) = server.call(reqwest::Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
+    let peers = body["peers"].as_array().cloned().unwrap_or_default();
+    let peer = peers.into_iter().find(|p| p["identity"] == identity);
+    peer.and_then(|p| p["tracks"].as_array().cloned()).unwrap_or_default()
+}
+
+async fn video_codec_of(server: &TestServer, room: &str, identity: &str) -> Option<String> {
+    let tracks = tracks(server, room, identity).await;
+    let video = tracks.iter().find(|t| t["kind"] == "video")?;
+    video["codec"].as_str().map(str::to_owned)
+}
+
+async fn transcodes(server: &TestServer) -> f64 {
+    metric(&metrics(server).await, "junction_video_transcodes").expect("junction_video_transcodes in /metrics")
+}
+
+/// MD5 of every decoded picture of the file's first video stream.
+async fn picture_md5s(file: &Path) -> Vec<String> {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "quiet", "-i"])
+        .arg(file)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
+        .output()
+        .await
+        .expect("ffmpeg framemd5");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|md5| md5.trim().to_owned()))
+        .collect()
+}
+
+/// Checks a recording holds decodable H.264 pictures that change (Chromium's fake camera
+/// animates); returns how many were decoded.
+async fn assert_moving_h264(file: &Path, at_least: usize, what: &str) -> usize {
+    let probe = ffprobe(file, &["-show_entries", "stream=codec_type,codec_name,width,height"]).await;
+    let streams = probe["streams"].as_array().cloned().unwrap_or_default();
+    let video =
+        streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("{what}: no video: {probe}"));
+    assert_eq!(video["codec_name"], "h264", "{what}: {probe}");
+    let md5s = picture_md5s(file).await;
+    assert!(md5s.len() >= at_least, "{what}: {} pictures decoded, wanted {at_least}", md5s.len());
+    let mut distinct = md5s.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        distinct.len() * 2 > md5s.len(),
+        "{what}: the picture hardly moves ({} distinct of {})",
+        distinct.len(),
+        md5s.len()
+    );
+    md5s.len()
+}
+
+#[tokio::test]
+async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_transcoder() {
+    let server = TestServer::start().await;
+    let room = "bridge";
+    let publish_token = server.token(room, "cam", json!({"publish": true, "subscribe": false})).await;
+    let args = json!({"base": server.base, "room": room, "token": publish_token, "codec": "vp8", "hold_ms": 14_000});
+    let browser = tokio::spawn(chromium::run("publish_whip.mjs", args));
+    eventually("the tab's VP8 video track", Duration::from_secs(45), || async {
+        (video_codec_of(&server, room, "cam").await.as_deref() == Some("vp8")).then_some(())
+    })
+    .await;
+    assert_eq!(transcodes(&server).await, 0.0, "nothing transcodes before a viewer needs it");
+
+    // ffmpeg over RTMP playback and stock moq-sub (which reads only avc1/mp4a tracks: it asks for
+    // H.264 and AAC in its connect URL) at once.
+    let rtmp_token = server.token(room, "rtmp-player", json!({"publish": false, "subscribe": true})).await;
+    let flv = server.dir().join("vp8-as-h264.flv");
+    let player = ffmpeg_pull(&format!("{}/{room}/cam?token={rtmp_token}", server.service("rtmp")), 4, &flv);
+    let target = MoqTarget::of(&server);
+    let moq_token = server.token(room, "moq-player", json!({"publish": false, "subscribe": true})).await;
+    let mp4 = server.dir().join("vp8-as-h264-moq.mp4");
+    let moq_log = server.dir().join("moq-sub.log");
+    let mut moq_sub = spawn(
+        &tool("moq-sub"),
+        &[
+            "--name",
+            &format!("{room}/cam"),
+            "--catalog",
+            "--tls-root",
+            target.ca.to_str().unwrap(),
+            &target.https(&format!("/{room}?jwt={moq_token}&video=h264&audio=aac")),
+        ],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(&mp4).unwrap()),
+        &moq_log,
+    );
+
+    // Both viewers attach to one H.264 variant of the track: one transcoder, never two.
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        seen.push(transcodes(&server).await);
+    }
+    assert!(seen.contains(&1.0) && seen.iter().all(|n| *n <= 1.0), "running transcoders over 6 s: {seen:?}");
+    let (played, stderr) = finish(player, Duration::from_secs(40)).await;
+    assert!(played, "ffmpeg could not play the VP8 tab over RTMP: {stderr}");
+    moq_sub.kill().await.unwrap();
+
+    let rtmp_pictures = assert_moving_h264(&flv, 45, "RTMP playback").await;
+    let moq_log_text = || std::fs::read_to_string(&moq_log).unwrap_or_default();
+    let probe = ffprobe(&mp4, &["-show_entries", "stream=codec_type,codec_name"]).await;
+    assert!(
+        probe["streams"].as_array().is_some_and(|s| s.iter().any(|s| s["codec_name"] == "aac")),
+        "moq-sub got the tab's Opus as AAC: {probe}\nmoq-sub:\n{}",
+        moq_log_text()
+    );
+    let moq_pictures = assert_moving_h264(&mp4, 45, "moq-sub").await;
+    println!("VP8 tab -> H.264: {rtmp_pictures} pictures over RTMP, {moq_pictures} over MoQ, one transcoder");
+
+    let published = browser.await.expect("browser task");
+    assert!(
+        published["second"].as_array().unwrap().iter().all(|s| s["codec"] == "video/VP8"),
+        "the tab sent VP8 throughout: {published}"
+    );
+    eventually("the transcoder to stop with its last viewer", Duration::from_secs(20), || async {
+        (transcodes(&server).await == 0.0).then_some(())
+    })
+    .await;
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn in_auto_rooms_an_unforced_browser_tab_is_steered_to_h264_while_an_rtmp_player_waits() {
+    let server = TestServer::start().await;
+    let room = "steered";
+    // The RTMP player connects first and waits for `cam`: the room now has a viewer that takes
+    // only H.264.
+    let rtmp_token = server.token(room, "rtmp-player", json!({"publish": false, "subscribe": true})).await;
+    let flv = server.dir().join("steered.flv");
+    let player = ffmpeg_pull(&format!("{}/{room}/cam?token={rtmp_token}", server.service("rtmp")), 4, &flv);
+    eventually("the RTMP player in the room", Duration::from_secs(15), || async {
+        let (_, body) = server.call(reqwest::Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
+        body["peers"].as_array()?.iter().any(|p| p["identity"] == "rtmp-player").then_some(())
+    })
+    .await;
+
+    let publish_token = server.token(room, "cam", json!({"publish": true, "subscribe": true})).await;
+    let args = json!({"base": server.base, "room": room, "token": publish_token, "hold_ms": 8_000});
+    let browser = tokio::spawn(chromium::run("publish.mjs", args));
+    eventually("the tab's video track", Duration::from_secs(45), || async {
+        video_codec_of(&server, room, "cam").await
+    })
+    .await;
+    assert_eq!(video_codec_of(&server, room, "cam").await.as_deref(), Some("h264"), "steered to H.264");
+    let (played, stderr) = finish(player, Duration::from_secs(60)).await;
+    assert!(played, "ffmpeg could not play the tab over RTMP: {stderr}");
+    assert_eq!(transcodes(&server).await, 0.0, "H.264 from the tab needs no transcoder");
+    let pictures = assert_moving_h264(&flv, 45, "RTMP playback").await;
+    let published = browser.await.expect("browser task");
+    assert!(
+        published["second"].as_array().unwrap().iter().all(|s| s["framesEncoded"].as_u64() > Some(0)),
+        "{published}"
+    );
+    println!("auto room: the tab sent H.264, {pictures} pictures played over RTMP, 0 transcoders");
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
+async fn a_browser_player_without_h264_watches_an_rtmp_publisher_in_vp8() {
+    let server = TestServer::start().await;
+    let (key, url) = ingress(&server, "vp8-viewer", "obs").await;
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "60", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+        .args(["-g", "30", "-c:a", "aac", "-f", "flv", &format!("{url}/{key}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg");
+    eventually("the RTMP publisher's H.264", Duration::from_secs(20), || async {
+        (video_codec_of(&server, "vp8-viewer", "obs").await.as_deref() == Some("h264")).then_some(())
+    })
+    .await;
+    let view_token = server.token("vp8-viewer", "player", json!({"publish": false, "subscribe": true})).await;
+    let args = json!({"base": server.base, "room": "vp8-viewer", "viewToken": view_token, "viewCodec": "vp8"});
+    let result = chromium::run("whip_whep.mjs", args).await;
+    let (first, second) = (&result["first"], &result["second"]);
+    let video = |sample: &Value| sample.as_array().unwrap().iter().find(|s| s["kind"] == "video").cloned().unwrap();
+    let (before, after) = (video(first), video(second));
+    assert_eq!(after["codec"], "video/VP8", "the player decodes VP8: {result}");
+    let decoded = after["framesDecoded"].as_u64().unwrap() - before["framesDecoded"].as_u64().unwrap();
+    assert!(decoded >= 30, "{decoded} VP8 frames decoded in 2 s: {result}");
+    assert_eq!((after["frameWidth"].as_u64(), after["frameHeight"].as_u64()), (Some(640), Some(360)));
+    let text = metrics(&server).await;
+    let transcoded = metric(&text, "junction_transcode_cpu_microseconds_total{from=\"h264\"}").unwrap_or(0.0);
+    assert!(transcoded > 0.0, "an H.264->VP8 transcoder ran: {transcoded} µs");
+    println!("RTMP H.264 -> VP8-only player: {decoded} frames in 2 s, transcoder CPU {:.0} ms", transcoded / 1000.0);
+    let _ = ffmpeg.kill().await;
+    server.wait_for_no_peers().await;
+}

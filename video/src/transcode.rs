@@ -1,0 +1,402 @@
+//! The video transcoders the engine's codec adaptation runs (VP8/VP9/AV1 -> H.264 for RTMP, MoQ
+//! and HLS viewers of a browser; H.264 and the others -> VP8 for a WebRTC viewer without H.264),
+//! the routes they are registered under, and the process-wide bound on how many run at once
+//! (`video.max_transcodes`, counted by the `junction_video_transcodes` gauge).
+//!
+//! A transcoder decodes the best simulcast layer flowing, fits the picture inside
+//! `video.max_width`x`video.max_height`, and encodes it with no frame of delay. Keyframes are
+//! mapped both ways: a viewer's keyframe request reaches the publisher (the variant shares the
+//! original's feedback path), a keyframe from the publisher becomes a keyframe out, and a
+//! keyframe goes out at least every `video.keyframe_interval_s` for players that join between
+//! requests (RTMP, HLS). A decoder that loses its place asks the publisher for a keyframe and
+//! waits for it instead of encoding garbage.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ffmpeg_next as ff;
+use junction_core::{Codec, CodecParams, MediaFrame, MediaTime, TrackInfo};
+use junction_engine::adapt::{AdapterRegistry, FrameTranscoder, TranscodeError};
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+
+use crate::codec::{Decoder, Encoded, Encoder, EncoderSettings, Scaler, VideoError, bitrate_for, fitted_size};
+
+/// The `[video]` section: the transcoders that give viewers a video codec they can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    /// Video transcoders running at once in this process (one per track and target codec,
+    /// shared by its viewers); a viewer needing one more is refused with a
+    /// `transcode_unavailable` error [4]. 0 turns video transcoding off.
+    pub max_transcodes: usize,
+    /// The largest picture a transcoder encodes; larger ones are scaled down, keeping their
+    /// aspect ratio [1280 x 720].
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Seconds between the keyframes a transcoder sends when nobody asks for one sooner [2].
+    pub keyframe_interval_s: u32,
+}
+
+impl VideoConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let side = 16..=crate::codec::MAX_INPUT_SIDE;
+        if !side.contains(&self.max_width) {
+            return Err(("video.max_width", format!("must be 16 to {}", crate::codec::MAX_INPUT_SIDE)));
+        }
+        if !side.contains(&self.max_height) {
+            return Err(("video.max_height", format!("must be 16 to {}", crate::codec::MAX_INPUT_SIDE)));
+        }
+        if !(1..=60).contains(&self.keyframe_interval_s) {
+            return Err(("video.keyframe_interval_s", "must be 1 to 60".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self { max_transcodes: 4, max_width: 1280, max_height: 720, keyframe_interval_s: 2 }
+    }
+}
+
+/// The codecs a transcoder reads.
+const DECODED: [Codec; 4] = [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1];
+/// The codecs a transcoder writes: what RTMP/MoQ/HLS players and WebRTC viewers without H.264
+/// need.
+const ENCODED: [Codec; 2] = [Codec::H264, Codec::Vp8];
+/// Frame rate the encoders' rate control plans for.
+const NOMINAL_FPS: u32 = 30;
+/// Pictures in the encoder whose media time is remembered (the encoders hold none back; this
+/// bounds the bookkeeping if one ever did).
+const MAX_PENDING: usize = 32;
+
+/// Registers a route for every pair this libavcodec can decode and encode; returns the pairs.
+pub fn register_adapters(registry: &mut AdapterRegistry, config: VideoConfig) -> Vec<(Codec, Codec)> {
+    let mut registered = Vec::new();
+    metrics::gauge!("junction_video_transcodes").set(0.0);
+    if config.max_transcodes == 0 {
+        return registered;
+    }
+    let limit = Arc::new(Limit { max: config.max_transcodes, running: AtomicUsize::new(0) });
+    for from in DECODED.into_iter().filter(|c| crate::codec::can_decode(*c)) {
+        for to in ENCODED.into_iter().filter(|to| *to != from && crate::codec::can_encode(*to)) {
+            let limit = limit.clone();
+            registry.register(
+                from,
+                to,
+                Arc::new(move |info: &TrackInfo| build_transcoder(from, to, info, config, &limit)),
+            );
+            registered.push((from, to));
+        }
+    }
+    registered
+}
+
+/// How many video transcoders run, against the configured most.
+struct Limit {
+    max: usize,
+    running: AtomicUsize,
+}
+
+/// One running transcoder's place under the limit, given back when it is dropped.
+struct Slot(Arc<Limit>);
+
+impl Slot {
+    fn take(limit: &Arc<Limit>) -> Option<Slot> {
+        let taken = limit
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit.max).then_some(n + 1))
+            .ok()?;
+        metrics::gauge!("junction_video_transcodes").set((taken + 1) as f64);
+        Some(Slot(limit.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let left = self.0.running.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("junction_video_transcodes").set(left as f64);
+    }
+}
+
+fn build_transcoder(
+    from: Codec,
+    to: Codec,
+    track: &TrackInfo,
+    config: VideoConfig,
+    limit: &Arc<Limit>,
+) -> Result<(Box<dyn FrameTranscoder>, CodecParams), TranscodeError> {
+    let setup = |reason: String| TranscodeError::Setup { from, to, reason };
+    let slot = Slot::take(limit)
+        .ok_or_else(|| setup(format!("video.max_transcodes ({}) video transcoders are already running", limit.max)))?;
+    let decoder = Decoder::new(from).map_err(|err| setup(err.to_string()))?;
+    let mut params = CodecParams::for_codec(to);
+    if to == Codec::H264 {
+        // Constrained baseline (what libx264's baseline profile writes), level 3.1: 720p30.
+        params.fmtp = Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into());
+    }
+    if let (Some(width), Some(height)) = (track.params.width, track.params.height)
+        && width >= 2
+        && height >= 2
+    {
+        let (width, height) = fitted_size(width, height, config.max_width, config.max_height);
+        (params.width, params.height) = (Some(width), Some(height));
+    }
+    debug!(track = %track.id, %from, %to, "building video transcoder");
+    let transcoder = VideoTranscoder {
+        from,
+        to,
+        config,
+        decoder,
+        scaler: Scaler::default(),
+        encoder: None,
+        synced: false,
+        wants_keyframe: true,
+        last_keyframe: None,
+        sequence: 0,
+        pending: VecDeque::new(),
+        pictures: Vec::new(),
+        packets: Vec::new(),
+        _slot: slot,
+    };
+    Ok((Box::new(transcoder), params))
+}
+
+/// One track's decoder, scaler and encoder.
+struct VideoTranscoder {
+    from: Codec,
+    to: Codec,
+    config: VideoConfig,
+    decoder: Decoder,
+    scaler: Scaler,
+    /// Opened at the first picture, at its fitted size; later pictures are scaled to it.
+    encoder: Option<Encoder>,
+    /// Whether the decoder has a keyframe to decode from.
+    synced: bool,
+    wants_keyframe: bool,
+    /// Media time of the last keyframe sent.
+    last_keyframe: Option<MediaTime>,
+    sequence: i64,
+    /// Pictures handed to the encoder: sequence number, media time, arrival.
+    pending: VecDeque<(i64, MediaTime, Instant)>,
+    pictures: Vec<ff::frame::Video>,
+    packets: Vec<Encoded>,
+    _slot: Slot,
+}
+
+impl VideoTranscoder {
+    fn keyframe_due(&self, time: MediaTime) -> bool {
+        let Some(last) = self.last_keyframe else { return true };
+        let elapsed = time.rebase(last.rate).ticks.wrapping_sub(last.ticks);
+        // A timestamp that went backwards (a new publisher session) also starts afresh.
+        elapsed >= u64::from(self.config.keyframe_interval_s) * u64::from(last.rate) || elapsed > 1 << 62
+    }
+
+    fn encoder_for(&mut self, width: u32, height: u32) -> Result<&mut Encoder, VideoError> {
+        if self.encoder.is_none() {
+            let (width, height) = fitted_size(width, height, self.config.max_width, self.config.max_height);
+            let settings = EncoderSettings {
+                width,
+                height,
+                bitrate_bps: bitrate_for(width, height),
+                fps: NOMINAL_FPS,
+                keyframe_interval: self.config.keyframe_interval_s.max(1) * NOMINAL_FPS * 2,
+            };
+            debug!(from = %self.from, to = %self.to, width, height, "opening video encoder");
+            self.encoder = Some(Encoder::new(self.to, settings)?);
+        }
+        Ok(self.encoder.as_mut().expect("opened above"))
+    }
+
+    fn decode_error(&mut self, err: VideoError) -> TranscodeError {
+        self.synced = false;
+        self.wants_keyframe = true;
+        TranscodeError::Decode { codec: self.from, reason: err.to_string() }
+    }
+}
+
+impl FrameTranscoder for VideoTranscoder {
+    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+        if !self.synced {
+            if !frame.keyframe {
+                // Asked again on every frame until one comes: the engine rate-limits requests.
+                self.wants_keyframe = true;
+                return Ok(());
+            }
+            self.synced = true;
+        }
+        let mut pictures = std::mem::take(&mut self.pictures);
+        if let Err(err) = self.decoder.decode(&frame.payload, &mut pictures) {
+            pictures.clear();
+            self.pictures = pictures;
+            return Err(self.decode_error(err));
+        }
+        let mut packets = std::mem::take(&mut self.packets);
+        let mut result = Ok(());
+        for picture in pictures.drain(..) {
+            let keyframe = frame.keyframe || self.keyframe_due(frame.time);
+            let size = self.encoder_for(picture.width(), picture.height()).map(|encoder| encoder.settings());
+            let step = size.and_then(|EncoderSettings { width, height, .. }| {
+                let mut scaled = self.scaler.scale(picture, width, height)?;
+                let encoder = self.encoder.as_mut().expect("opened above");
+                encoder.encode(&mut scaled, self.sequence, keyframe, &mut packets)
+            });
+            if let Err(err) = step {
+                result = Err(TranscodeError::Encode { codec: self.to, reason: err.to_string() });
+                break;
+            }
+            self.pending.push_back((self.sequence, frame.time, frame.arrival));
+            if self.pending.len() > MAX_PENDING {
+                self.pending.pop_front();
+            }
+            self.sequence += 1;
+        }
+        self.pictures = pictures;
+        for packet in packets.drain(..) {
+            while self.pending.front().is_some_and(|(sequence, ..)| *sequence < packet.sequence) {
+                self.pending.pop_front();
+            }
+            let Some(&(_, time, arrival)) = self.pending.front() else { continue };
+            if packet.keyframe {
+                self.last_keyframe = Some(time);
+            }
+            out.push(MediaFrame::video(self.to, time, packet.keyframe, arrival, packet.payload));
+        }
+        self.packets = packets;
+        result
+    }
+
+    fn wants_keyframe(&mut self) -> bool {
+        std::mem::take(&mut self.wants_keyframe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ff::format::Pixel;
+    use junction_core::{MediaKind, PeerId, TrackId, TrackSource};
+
+    fn track(codec: Codec) -> TrackInfo {
+        TrackInfo {
+            id: TrackId::new("TR_test").unwrap(),
+            peer: PeerId::new("pub").unwrap(),
+            name: "camera".into(),
+            kind: MediaKind::Video,
+            source: TrackSource::Camera,
+            codec,
+            params: CodecParams { width: Some(320), height: Some(192), ..CodecParams::for_codec(codec) },
+            layers: Vec::new(),
+            muted: false,
+        }
+    }
+
+    /// `count` VP8 frames of a bar moving right, keyframes where `keyframes` says.
+    fn vp8_frames(count: i64, keyframes: &[i64]) -> Vec<MediaFrame> {
+        let settings =
+            EncoderSettings { width: 320, height: 192, bitrate_bps: 500_000, fps: 30, keyframe_interval: 1000 };
+        let mut encoder = Encoder::new(Codec::Vp8, settings).unwrap();
+        let mut packets = Vec::new();
+        for n in 0..count {
+            let mut picture = ff::frame::Video::new(Pixel::YUV420P, 320, 192);
+            let stride = picture.stride(0);
+            for (i, px) in picture.data_mut(0).iter_mut().enumerate() {
+                *px = if (i % stride).abs_diff(n as usize * 8 % 320) < 12 { 235 } else { 16 };
+            }
+            picture.data_mut(1).fill(128);
+            picture.data_mut(2).fill(128);
+            encoder.encode(&mut picture, n, keyframes.contains(&n), &mut packets).unwrap();
+        }
+        let start = Instant::now();
+        packets
+            .into_iter()
+            .map(|p| {
+                let time = MediaTime::new(1_000 + p.sequence as u64 * 3_000, 90_000);
+                MediaFrame::video(Codec::Vp8, time, p.keyframe, start, p.payload)
+            })
+            .collect()
+    }
+
+    fn has_nal(payload: &Bytes, kind: u8) -> bool {
+        junction_core::h264::annexb_nals(payload).any(|nal| junction_core::h264::nal_type(nal) == kind)
+    }
+
+    #[test]
+    fn vp8_becomes_h264_keyframe_for_keyframe_with_times_kept_and_the_limit_holds() {
+        let mut registry = AdapterRegistry::default();
+        let config = VideoConfig { max_transcodes: 1, keyframe_interval_s: 60, ..VideoConfig::default() };
+        let routes = register_adapters(&mut registry, config);
+        assert!(routes.contains(&(Codec::Vp8, Codec::H264)) && routes.contains(&(Codec::H264, Codec::Vp8)));
+        let (to, factory) = registry.route(Codec::Vp8, &[Codec::H264]).unwrap();
+        assert_eq!(to, Codec::H264);
+        let (mut transcoder, params) = factory(&track(Codec::Vp8)).unwrap();
+        assert_eq!((params.width, params.height), (Some(320), Some(192)));
+        assert!(params.fmtp.as_deref().unwrap().contains("packetization-mode=1"));
+        let refused = factory(&track(Codec::Vp8)).err().unwrap();
+        assert!(refused.to_string().contains("video.max_transcodes (1)"), "{refused}");
+
+        let frames = vp8_frames(40, &[0, 25]);
+        let mut out = Vec::new();
+        // Joining mid-stream: frames before a keyframe are skipped, and a keyframe is asked for.
+        transcoder.transcode(&frames[5], &mut out).unwrap();
+        assert!(out.is_empty() && transcoder.wants_keyframe());
+        for frame in &frames {
+            transcoder.transcode(frame, &mut out).unwrap();
+        }
+        assert!(!transcoder.wants_keyframe());
+        assert_eq!(out.len(), 40);
+        for (input, output) in frames.iter().zip(&out) {
+            assert_eq!((output.codec, output.time), (Codec::H264, input.time));
+            assert_eq!(output.keyframe, input.keyframe, "keyframes map one to one at {:?}", input.time);
+        }
+        assert!(has_nal(&out[0].payload, 7) && has_nal(&out[0].payload, 5), "SPS and IDR lead");
+        assert!(has_nal(&out[25].payload, 7) && has_nal(&out[25].payload, 5));
+        assert!(!has_nal(&out[10].payload, 5));
+
+        // The H.264 decodes, and the bar still moves.
+        let mut decoder = Decoder::new(Codec::H264).unwrap();
+        let mut pictures = Vec::new();
+        for frame in &out {
+            decoder.decode(&frame.payload, &mut pictures).unwrap();
+        }
+        let bar = |picture: &ff::frame::Video| {
+            let row = &picture.data(0)[96 * picture.stride(0)..96 * picture.stride(0) + 320];
+            row.iter().enumerate().max_by_key(|(_, v)| **v).map(|(i, _)| i).unwrap()
+        };
+        assert!(pictures.len() >= 39);
+        assert!(bar(&pictures[30]).abs_diff(bar(&pictures[10])) > 100, "the bar moved");
+
+        drop(transcoder);
+        assert!(factory(&track(Codec::Vp8)).is_ok(), "a stopped transcoder frees its slot");
+    }
+
+    #[test]
+    fn a_keyframe_goes_out_every_interval_and_garbage_asks_for_a_keyframe() {
+        let mut registry = AdapterRegistry::default();
+        let config = VideoConfig { keyframe_interval_s: 1, ..VideoConfig::default() };
+        register_adapters(&mut registry, config);
+        let (_, factory) = registry.route(Codec::Vp8, &[Codec::H264]).unwrap();
+        let (mut transcoder, _) = factory(&track(Codec::Vp8)).unwrap();
+        let frames = vp8_frames(70, &[0]);
+        let mut out = Vec::new();
+        for frame in &frames {
+            transcoder.transcode(frame, &mut out).unwrap();
+        }
+        let keyframes: Vec<usize> = out.iter().enumerate().filter(|(_, f)| f.keyframe).map(|(i, _)| i).collect();
+        assert_eq!(keyframes, vec![0, 30, 60], "one a second at 30 frames/s");
+
+        let garbage =
+            MediaFrame::video(Codec::Vp8, frames[69].time, false, frames[69].arrival, Bytes::from_static(&[0xff; 7]));
+        let _ = transcoder.transcode(&garbage, &mut out);
+        let after = out.len();
+        if transcoder.wants_keyframe() {
+            // Lost its place: nothing more until a keyframe.
+            transcoder.transcode(&frames[10], &mut out).unwrap();
+            assert_eq!(out.len(), after);
+        }
+    }
+}
