@@ -1,10 +1,21 @@
 // A tab opens the room page as a listener (nothing published) and measures what it hears from
 // one peer: the peer's audio track goes through Web Audio's analyser (a 32768-point FFT, 1.5 Hz
 // bins at 48 kHz) and the loudest bin is reported, with the inbound-rtp statistics' decoded
-// energy. Args: {base, room, token, peer}.
+// energy; with `video`, also how many of the peer's video frames the tab decoded over 2 s.
+// Args: {base, room, token, peer, video}.
 import { run, roomPage, until, sleep } from './runner.mjs';
 
-run(async (browser, { base, room, token, peer }, logs) => {
+const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
+  const tile = [...window.junction.tiles.values()].find((t) => t.peer === peer && t.track.kind === 'video');
+  if (!tile) return 0;
+  let frames = 0;
+  for (const s of (await tile.receiver.getStats()).values()) {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') frames = s.framesDecoded ?? 0;
+  }
+  return frames;
+}, peer);
+
+run(async (browser, { base, room, token, peer, video }, logs) => {
   const page = await roomPage(browser, base, room, token, logs);
   await until(`an audio tile of ${peer}`, 20_000, () =>
     page.evaluate((peer) => [...window.junction.tiles.values()].some((t) => t.peer === peer && t.track.kind === 'audio'), peer));
@@ -35,5 +46,12 @@ run(async (browser, { base, room, token, peer }, logs) => {
     await context.close();
     return { hz, peakDb: b, energy, codec: tile.receiver.track?.kind };
   }, peer);
-  return { heard, error: await page.evaluate(() => window.junction.error), logs };
+  let decoded = null;
+  if (video) {
+    await until(`${peer}'s video decoding`, 20_000, async () => (await framesDecoded(page, peer)) > 0);
+    const before = await framesDecoded(page, peer);
+    await sleep(2000);
+    decoded = (await framesDecoded(page, peer)) - before;
+  }
+  return { heard, decoded, error: await page.evaluate(() => window.junction.error), logs };
 });

@@ -19,10 +19,12 @@ export const CHROMIUM_ARGS = [
 
 export async function run(scenario) {
   const args = JSON.parse(process.argv[2] ?? '{}');
+  // `fake_audio`: a WAV file the fake microphone plays (looping) instead of Chromium's beeps.
+  const extra = args.fake_audio ? [`--use-file-for-fake-audio-capture=${args.fake_audio}`] : [];
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extra],
   });
   const logs = [];
   browser.on('disconnected', () => logs.push('browser disconnected'));

@@ -16,6 +16,7 @@ mod hardening_media;
 mod hardening_sip;
 mod hardening_webrtc;
 mod moq;
+mod pair_matrix;
 mod rest;
 mod rtmp;
 mod rtmp_webrtc;

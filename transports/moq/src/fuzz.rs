@@ -73,6 +73,10 @@ fn keyframe_configs(keyframe: &[u8]) {
         };
         let init = junction_cmaf::build_init(std::slice::from_ref(&track)).expect("an init segment of a parsed config");
         let parsed = parse_init(&init).expect("our own init segment parses");
-        assert_eq!(parsed, vec![ParsedTrack::Supported(track)], "a {codec} configuration does not survive the init segment");
+        assert_eq!(
+            parsed,
+            vec![ParsedTrack::Supported(track)],
+            "a {codec} configuration does not survive the init segment"
+        );
     }
 }

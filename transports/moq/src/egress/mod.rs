@@ -143,7 +143,10 @@ impl Egress {
         self.remember(track);
         self.publish_room_catalog();
         if self.broadcasts.contains_key(&peer) {
-            self.attach(&peer, &engine, rpc, now);
+            self.attach(&peer, &engine, rpc);
+            if let Some(broadcast) = self.broadcasts.get_mut(&peer) {
+                broadcast.refresh(now);
+            }
         }
     }
 
@@ -168,7 +171,7 @@ impl Egress {
     }
 
     /// Subscribes this session to one of `peer`'s tracks and adds it to the peer's broadcast.
-    fn attach(&mut self, peer: &PeerId, engine: &TrackId, rpc: &EndpointRpc, now: Instant) {
+    fn attach(&mut self, peer: &PeerId, engine: &TrackId, rpc: &EndpointRpc) {
         let Some(id) = self
             .known
             .get(peer)
@@ -184,7 +187,7 @@ impl Egress {
         match rpc.subscribe(engine, options) {
             Ok(subscribed) => {
                 self.refused.remove(engine);
-                broadcast.add_track(id, engine.clone(), subscribed.codec, subscribed.params, now);
+                broadcast.add_track(id, engine.clone(), subscribed.codec, subscribed.params);
             }
             Err(err) => {
                 warn!(room = %self.room, peer = %peer, track = %engine, "track not carried to this MoQ session: {err}");
@@ -252,7 +255,10 @@ impl Egress {
             let engines: Vec<TrackId> =
                 self.known.get(peer).map(|k| k.tracks.values().map(|t| t.id.clone()).collect()).unwrap_or_default();
             for engine in engines {
-                self.attach(peer, &engine, rpc, now);
+                self.attach(peer, &engine, rpc);
+            }
+            if let Some(broadcast) = self.broadcasts.get_mut(peer) {
+                broadcast.refresh(now);
             }
         }
         let name = match track {

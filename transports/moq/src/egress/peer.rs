@@ -125,8 +125,11 @@ impl PeerBroadcast {
         now.saturating_duration_since(*self.idle_since.get_or_insert(now))
     }
 
-    /// Adds a track the engine now delivers to this session as `codec`/`params`.
-    pub fn add_track(&mut self, id: u32, engine: TrackId, codec: Codec, params: CodecParams, now: Instant) {
+    /// Adds a track the engine now delivers to this session as `codec`/`params`. The caller
+    /// calls [`PeerBroadcast::refresh`] once it added what it had to add: an init segment made
+    /// after the first of several tracks would hold that one alone, and players such as
+    /// `moq-sub` read only the first init segment.
+    pub fn add_track(&mut self, id: u32, engine: TrackId, codec: Codec, params: CodecParams) {
         let name = naming::media_track_name(id);
         let kind = codec.kind();
         let priority = if kind == MediaKind::Audio { PRIORITY_AUDIO } else { PRIORITY_VIDEO };
@@ -163,7 +166,6 @@ impl PeerBroadcast {
                 pending_group: None,
             },
         );
-        self.refresh(now);
     }
 
     pub fn remove_track(&mut self, engine: &TrackId, now: Instant) {
@@ -413,8 +415,11 @@ mod tests {
         let t0 = Instant::now();
         let mut broadcast = PeerBroadcast::new(&room, PeerId::new("cam").unwrap(), t0).unwrap();
         let (video_id, audio_id) = (TrackId::generate(), TrackId::generate());
-        broadcast.add_track(1, video_id.clone(), Codec::H264, CodecParams::for_codec(Codec::H264), t0);
-        broadcast.add_track(2, audio_id.clone(), Codec::Opus, CodecParams::for_codec(Codec::Opus), t0);
+        // Audio first (a browser publishes its microphone before its camera): the init segment
+        // still waits for the video's configuration instead of going out with audio alone.
+        broadcast.add_track(2, audio_id.clone(), Codec::Opus, CodecParams::for_codec(Codec::Opus));
+        broadcast.add_track(1, video_id.clone(), Codec::H264, CodecParams::for_codec(Codec::H264));
+        broadcast.refresh(t0);
         let mut init = groups(&mut broadcast, INIT_TRACK).await;
         let mut catalog = groups(&mut broadcast, CATALOG_TRACK).await;
         let mut video_groups = groups(&mut broadcast, "1.m4s").await;
@@ -474,8 +479,8 @@ mod tests {
         let room = RoomId::new("lobby").unwrap();
         let t0 = Instant::now();
         let mut broadcast = PeerBroadcast::new(&room, PeerId::new("cam").unwrap(), t0).unwrap();
-        broadcast.add_track(1, TrackId::generate(), Codec::H264, CodecParams::for_codec(Codec::H264), t0);
-        broadcast.add_track(2, TrackId::generate(), Codec::Opus, CodecParams::for_codec(Codec::Opus), t0);
+        broadcast.add_track(1, TrackId::generate(), Codec::H264, CodecParams::for_codec(Codec::H264));
+        broadcast.add_track(2, TrackId::generate(), Codec::Opus, CodecParams::for_codec(Codec::Opus));
         let mut init = groups(&mut broadcast, INIT_TRACK).await;
         broadcast.refresh(t0 + Duration::from_secs(1));
         assert!(drain(&mut init).await.is_empty());

@@ -1,0 +1,238 @@
+//! The cells of the publisher × viewer matrix (`docs/interop.md`) that no protocol's own tests
+//! cover, with real clients on both ends and content checked: a MoQ publisher (ffmpeg's CMAF into
+//! stock `moq-pub`) played by ffmpeg over RTMP, heard by a sipp phone and seen and heard by a
+//! Chromium room tab; a phone heard by an RTMP player, by stock `moq-sub` and by a room tab; a
+//! Chromium room tab (its microphone a known tone) read by `moq-sub` and heard by a phone; an
+//! RTMP publisher seen and heard by a room tab. One server serves them all (rooms apart, so each
+//! listener hears one source).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::moq::spawn;
+use crate::rtmp::{ffmpeg_pull, ffprobe, finish};
+use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, tone, uac_args};
+use crate::support::audio::{decode_file_audio, dominant_frequency};
+use crate::support::baresip::tone_wav;
+use crate::support::moq::{MoqTarget, tool, wait_for_peer};
+use crate::support::sip::{RtpRecorder, Sipp, play, tone_power};
+use crate::support::{TestServer, chromium};
+
+/// The dominant frequency of a recording's audio (decoded by ffmpeg at 16 kHz, mono), skipping
+/// its first half second.
+async fn recorded_tone(file: &Path) -> f64 {
+    let samples = decode_file_audio(file, 16_000).await;
+    let settled = &samples[samples.len().min(8_000)..];
+    assert!(settled.len() >= 16_000, "{}: only {} samples of audio", file.display(), samples.len());
+    dominant_frequency(settled, 1, 16_000).unwrap_or(0.0)
+}
+
+/// Decoded pictures of a recording's first video stream, and how many differ from the one before.
+async fn pictures(file: &Path) -> (usize, usize) {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "quiet", "-i"])
+        .arg(file)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
+        .output()
+        .await
+        .expect("ffmpeg framemd5");
+    let md5s: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|m| m.trim().to_owned()))
+        .collect();
+    let changes = md5s.windows(2).filter(|w| w[0] != w[1]).count();
+    (md5s.len(), changes)
+}
+
+/// A sipp phone calling `room` that plays `freq` Hz for `seconds` and records what it hears.
+async fn phone(server: &TestServer, room: &str, caller: &str, freq: u32, seconds: f64) -> (Sipp, RtpRecorder) {
+    let recorder = RtpRecorder::start().await;
+    let dir = server.dir();
+    let xml = pcmu_call(caller, recorder.port, play(&[tone(dir, freq, seconds)], 0), (seconds * 1000.0) as u32 + 500);
+    (Sipp::start(dir, caller, &xml, &uac_args(server, room, &[])), recorder)
+}
+
+/// Stock moq-sub reading `peer` of `room` into `out`, asking for H.264 and AAC.
+fn moq_sub(server: &TestServer, room: &str, peer: &str, token: &str, out: &Path) -> Child {
+    let target = MoqTarget::of(server);
+    spawn(
+        &tool("moq-sub"),
+        &[
+            "--name",
+            &format!("{room}/{peer}"),
+            "--catalog",
+            "--tls-root",
+            target.ca.to_str().unwrap(),
+            &target.https(&format!("/{room}?jwt={token}&video=h264&audio=aac")),
+        ],
+        Stdio::null(),
+        Stdio::from(std::fs::File::create(out).unwrap()),
+        &out.with_extension("log"),
+    )
+}
+
+async fn viewer_token(server: &TestServer, room: &str, identity: &str) -> String {
+    server.token(room, identity, json!({"publish": false, "subscribe": true})).await
+}
+
+#[tokio::test]
+async fn a_moq_publisher_is_played_over_rtmp_heard_by_a_phone_and_seen_and_heard_by_a_room_tab() {
+    const HZ: u32 = 880;
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let room = "moq-source";
+    let target = MoqTarget::of(&server);
+    // ffmpeg's CMAF (H.264 + an AAC tone, one fragment per frame) into stock moq-pub.
+    let mut packager = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", &format!("sine=frequency={HZ}:sample_rate=48000")])
+        .args(["-t", "40", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-tune", "zerolatency"])
+        .args([
+            "-c:a",
+            "aac",
+            "-f",
+            "mp4",
+            "-movflags",
+            "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame",
+            "-",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
+    let publish_token = server.token(room, "cam", json!({"publish": true, "subscribe": false})).await;
+    let url = target.https(&format!("/{room}?jwt={publish_token}"));
+    let _moq_pub = spawn(
+        &tool("moq-pub"),
+        &["--name", &format!("{room}/feed"), "--tls-root", target.ca.to_str().unwrap(), &url],
+        cmaf,
+        Stdio::null(),
+        &server.dir().join("moq-pub.log"),
+    );
+    wait_for_peer(&server, room, "cam", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
+
+    let flv = server.dir().join("moq-over-rtmp.flv");
+    let player = ffmpeg_pull(
+        &format!("{}/{room}/cam?token={}", server.service("rtmp"), viewer_token(&server, room, "rtmp").await),
+        4,
+        &flv,
+    );
+    let (sipp, ears) = phone(&server, room, "ears", 300, 5.0).await;
+    let tab_args = json!({"base": server.base, "room": room, "token": viewer_token(&server, room, "tab").await, "peer": "cam", "video": true});
+    let (played, sipp_result, tab) =
+        tokio::join!(finish(player, Duration::from_secs(60)), sipp.finish(), chromium::run("listen.mjs", tab_args));
+
+    assert!(played.0, "ffmpeg could not play the MoQ publisher over RTMP: {}", played.1);
+    let (decoded, changes) = pictures(&flv).await;
+    assert!(decoded >= 60 && changes * 2 > decoded, "RTMP: {decoded} pictures, {changes} changes");
+    let rtmp_hz = recorded_tone(&flv).await;
+    assert!((rtmp_hz - f64::from(HZ)).abs() <= 3.0, "RTMP player hears {rtmp_hz} Hz");
+    sipp_result.assert_ok("ears");
+    let audio = heard(&ears);
+    assert!(tone_power(&audio, f64::from(HZ), 8000.0) > 1e-4, "the phone hears the MoQ publisher's {HZ} Hz");
+    let tab_hz = tab["heard"]["hz"].as_f64().unwrap_or_default();
+    assert!((tab_hz - f64::from(HZ)).abs() <= 3.0, "the room tab hears {tab_hz} Hz: {tab}");
+    assert!(tab["decoded"].as_u64().unwrap_or(0) >= 20, "the room tab decodes the MoQ video: {tab}");
+    println!(
+        "MoQ -> RTMP {decoded} pictures {rtmp_hz:.1} Hz; -> phone; -> room tab {tab_hz:.1} Hz, {} frames in 2 s",
+        tab["decoded"]
+    );
+}
+
+#[tokio::test]
+async fn a_phone_is_heard_over_rtmp_by_moq_sub_and_by_a_room_tab() {
+    const HZ: u32 = 440;
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let room = "phone-source";
+    let (sipp, _ears) = phone(&server, room, "alice", HZ, 12.0).await;
+    let identity = "sip:alice";
+    wait_for_peer(&server, room, identity, |p| p["tracks"].as_array().is_some_and(|t| !t.is_empty())).await;
+
+    let flv = server.dir().join("phone-over-rtmp.flv");
+    let player = ffmpeg_pull(
+        &format!("{}/{room}/{identity}?token={}", server.service("rtmp"), viewer_token(&server, room, "rtmp").await),
+        4,
+        &flv,
+    );
+    let mp4 = server.dir().join("phone-over-moq.mp4");
+    let mut sub = moq_sub(&server, room, identity, &viewer_token(&server, room, "moq").await, &mp4);
+    let tab_args =
+        json!({"base": server.base, "room": room, "token": viewer_token(&server, room, "tab").await, "peer": identity});
+    let (played, tab) = tokio::join!(finish(player, Duration::from_secs(60)), chromium::run("listen.mjs", tab_args));
+    sub.kill().await.unwrap();
+
+    assert!(played.0, "ffmpeg could not play the phone over RTMP: {}", played.1);
+    let probe = ffprobe(&flv, &["-show_entries", "stream=codec_type,codec_name"]).await;
+    assert_eq!(probe["streams"][0]["codec_name"], "aac", "{probe}");
+    let rtmp_hz = recorded_tone(&flv).await;
+    assert!((rtmp_hz - f64::from(HZ)).abs() <= 3.0, "RTMP player hears {rtmp_hz} Hz");
+    let moq_hz = recorded_tone(&mp4).await;
+    assert!((moq_hz - f64::from(HZ)).abs() <= 3.0, "moq-sub hears {moq_hz} Hz");
+    let tab_hz = tab["heard"]["hz"].as_f64().unwrap_or_default();
+    assert!((tab_hz - f64::from(HZ)).abs() <= 3.0, "the room tab hears {tab_hz} Hz: {tab}");
+    println!("phone -> RTMP {rtmp_hz:.1} Hz, MoQ {moq_hz:.1} Hz, room tab {tab_hz:.1} Hz");
+    sipp.finish().await.assert_ok("alice");
+}
+
+#[tokio::test]
+async fn a_browser_room_tab_is_read_by_moq_sub_and_heard_by_a_phone() {
+    const HZ: f64 = 1000.0;
+    let server = TestServer::start_with(OPEN_DIAL_IN, &[]).await;
+    let room = "tab-source";
+    let wav = tone_wav(server.dir(), HZ, 48_000, 5.0);
+    let token = server.token(room, "tab", json!({"publish": true, "subscribe": true})).await;
+    let args = json!({"base": server.base, "room": room, "token": token, "hold_ms": 9_000, "fake_audio": wav});
+    let browser = tokio::spawn(chromium::run("publish.mjs", args));
+    wait_for_peer(&server, room, "tab", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
+
+    let mp4 = server.dir().join("tab-over-moq.mp4");
+    let mut sub = moq_sub(&server, room, "tab", &viewer_token(&server, room, "moq").await, &mp4);
+    let (sipp, ears) = phone(&server, room, "ears", 300, 5.0).await;
+    let sipp_result = sipp.finish().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sub.kill().await.unwrap();
+    browser.await.expect("browser task");
+
+    let (decoded, changes) = pictures(&mp4).await;
+    assert!(decoded >= 60 && changes * 2 > decoded, "moq-sub: {decoded} pictures, {changes} changes");
+    let moq_hz = recorded_tone(&mp4).await;
+    assert!((moq_hz - HZ).abs() <= 3.0, "moq-sub hears {moq_hz} Hz");
+    sipp_result.assert_ok("ears");
+    let audio = heard(&ears);
+    assert!(tone_power(&audio, HZ, 8000.0) > 1e-4, "the phone hears the tab's {HZ} Hz");
+    println!("room tab -> moq-sub {decoded} pictures {moq_hz:.1} Hz; -> phone");
+}
+
+#[tokio::test]
+async fn an_rtmp_publisher_is_seen_and_heard_by_a_room_tab() {
+    const HZ: u32 = 660;
+    let server = TestServer::start().await;
+    let room = "rtmp-source";
+    let (key, url) = crate::rtmp::ingress(&server, room, "obs").await;
+    // Browsers' WebRTC decoders take no B-frames: the encoder is set up as for low latency.
+    let _ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", &format!("sine=frequency={HZ}:sample_rate=48000")])
+        .args(["-t", "30", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+        .args(["-g", "30", "-c:a", "aac", "-f", "flv", &format!("{url}/{key}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    wait_for_peer(&server, room, "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
+    let tab_args = json!({"base": server.base, "room": room, "token": viewer_token(&server, room, "tab").await, "peer": "obs", "video": true});
+    let tab = chromium::run("listen.mjs", tab_args).await;
+    let tab_hz = tab["heard"]["hz"].as_f64().unwrap_or_default();
+    assert!((tab_hz - f64::from(HZ)).abs() <= 3.0, "the room tab hears {tab_hz} Hz: {tab}");
+    assert!(tab["decoded"].as_u64().unwrap_or(0) >= 20, "the room tab decodes the RTMP video: {tab}");
+    println!("RTMP -> room tab {tab_hz:.1} Hz, {} frames in 2 s", tab["decoded"]);
+}
