@@ -1,5 +1,6 @@
 //! Video codec bridging with real clients on both sides: a Chromium tab forced to VP8 is played
-//! as H.264 by ffmpeg over RTMP and by stock `moq-sub` — through one shared transcoder; in `auto`
+//! as H.264 by ffmpeg over RTMP and by stock `moq-sub` — through one shared transcoder, its
+//! microphone's tone (a WAV fed to Chromium's fake device) arriving as AAC; in `auto`
 //! rooms an unforced Chromium tab is steered to H.264 while an RTMP player waits, and nothing is
 //! transcoded; a Chromium player that offers only VP8 watches an ffmpeg RTMP publisher's H.264.
 
@@ -10,10 +11,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::moq::spawn;
 use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress};
+use crate::support::audio::{decode_file_audio, dominant_frequency};
+use crate::support::baresip::tone_wav;
 use crate::support::browser::{metric, metrics};
-use crate::support::moq::{MoqTarget, tool};
+use crate::support::x264::frame_md5s;
 use crate::support::{TestServer, chromium, eventually};
 
 /// The tracks `identity` publishes in `room`, as the REST API lists them.
@@ -34,22 +36,6 @@ async fn transcodes(server: &TestServer) -> f64 {
     metric(&metrics(server).await, "junction_video_transcodes").expect("junction_video_transcodes in /metrics")
 }
 
-/// MD5 of every decoded picture of the file's first video stream.
-async fn picture_md5s(file: &Path) -> Vec<String> {
-    let output = Command::new("ffmpeg")
-        .args(["-v", "quiet", "-i"])
-        .arg(file)
-        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
-        .output()
-        .await
-        .expect("ffmpeg framemd5");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(',').next().map(|md5| md5.trim().to_owned()))
-        .collect()
-}
-
 /// Checks a recording holds decodable H.264 pictures that change (Chromium's fake camera
 /// animates); returns how many were decoded.
 async fn assert_moving_h264(file: &Path, at_least: usize, what: &str) -> usize {
@@ -58,7 +44,7 @@ async fn assert_moving_h264(file: &Path, at_least: usize, what: &str) -> usize {
     let video =
         streams.iter().find(|s| s["codec_type"] == "video").unwrap_or_else(|| panic!("{what}: no video: {probe}"));
     assert_eq!(video["codec_name"], "h264", "{what}: {probe}");
-    let md5s = picture_md5s(file).await;
+    let md5s = frame_md5s(file).await;
     assert!(md5s.len() >= at_least, "{what}: {} pictures decoded, wanted {at_least}", md5s.len());
     let mut distinct = md5s.clone();
     distinct.sort();
@@ -72,12 +58,24 @@ async fn assert_moving_h264(file: &Path, at_least: usize, what: &str) -> usize {
     md5s.len()
 }
 
+/// The tone the tabs' fake microphones play.
+const TAB_HZ: f64 = 1000.0;
+
+/// Checks a recording's audio is the tab's microphone tone (Opus from the tab, AAC here).
+async fn assert_tone(file: &Path, what: &str) {
+    let samples = decode_file_audio(file, 16_000).await;
+    let settled = &samples[samples.len().min(8_000)..];
+    let found = dominant_frequency(settled, 1, 16_000).unwrap_or(0.0);
+    assert!((found - TAB_HZ).abs() <= 3.0, "{what}: the tab's {TAB_HZ} Hz tone, found {found:.1} Hz");
+}
+
 #[tokio::test]
 async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_transcoder() {
     let server = TestServer::start().await;
     let room = "bridge";
     let publish_token = server.token(room, "cam", json!({"publish": true, "subscribe": false})).await;
-    let args = json!({"base": server.base, "room": room, "token": publish_token, "codec": "vp8", "hold_ms": 14_000});
+    let wav = tone_wav(server.dir(), TAB_HZ, 48_000, 5.0);
+    let args = json!({"base": server.base, "room": room, "token": publish_token, "codec": "vp8", "hold_ms": 14_000, "fake_audio": wav});
     let browser = tokio::spawn(chromium::run("publish_whip.mjs", args));
     eventually("the tab's VP8 video track", Duration::from_secs(45), || async {
         (video_codec_of(&server, room, "cam").await.as_deref() == Some("vp8")).then_some(())
@@ -90,24 +88,10 @@ async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_trans
     let rtmp_token = server.token(room, "rtmp-player", json!({"publish": false, "subscribe": true})).await;
     let flv = server.dir().join("vp8-as-h264.flv");
     let player = ffmpeg_pull(&format!("{}/{room}/cam?token={rtmp_token}", server.service("rtmp")), 4, &flv);
-    let target = MoqTarget::of(&server);
     let moq_token = server.token(room, "moq-player", json!({"publish": false, "subscribe": true})).await;
     let mp4 = server.dir().join("vp8-as-h264-moq.mp4");
-    let moq_log = server.dir().join("moq-sub.log");
-    let mut moq_sub = spawn(
-        &tool("moq-sub"),
-        &[
-            "--name",
-            &format!("{room}/cam"),
-            "--catalog",
-            "--tls-root",
-            target.ca.to_str().unwrap(),
-            &target.https(&format!("/{room}?jwt={moq_token}&video=h264&audio=aac")),
-        ],
-        Stdio::null(),
-        Stdio::from(std::fs::File::create(&mp4).unwrap()),
-        &moq_log,
-    );
+    let moq_log = mp4.with_extension("log");
+    let mut moq_sub = crate::pair_matrix::moq_sub(&server, room, "cam", &moq_token, &mp4);
 
     // Both viewers attach to one H.264 variant of the track: one transcoder, never two.
     let mut seen = Vec::new();
@@ -121,6 +105,7 @@ async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_trans
     moq_sub.kill().await.unwrap();
 
     let rtmp_pictures = assert_moving_h264(&flv, 45, "RTMP playback").await;
+    assert_tone(&flv, "RTMP playback").await;
     let moq_log_text = || std::fs::read_to_string(&moq_log).unwrap_or_default();
     let probe = ffprobe(&mp4, &["-show_entries", "stream=codec_type,codec_name"]).await;
     assert!(
@@ -129,6 +114,7 @@ async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_trans
         moq_log_text()
     );
     let moq_pictures = assert_moving_h264(&mp4, 45, "moq-sub").await;
+    assert_tone(&mp4, "moq-sub").await;
     println!("VP8 tab -> H.264: {rtmp_pictures} pictures over RTMP, {moq_pictures} over MoQ, one transcoder");
 
     let published = browser.await.expect("browser task");
@@ -159,7 +145,8 @@ async fn in_auto_rooms_an_unforced_browser_tab_is_steered_to_h264_while_an_rtmp_
     .await;
 
     let publish_token = server.token(room, "cam", json!({"publish": true, "subscribe": true})).await;
-    let args = json!({"base": server.base, "room": room, "token": publish_token, "hold_ms": 8_000});
+    let wav = tone_wav(server.dir(), TAB_HZ, 48_000, 5.0);
+    let args = json!({"base": server.base, "room": room, "token": publish_token, "hold_ms": 8_000, "fake_audio": wav});
     let browser = tokio::spawn(chromium::run("publish.mjs", args));
     eventually("the tab's video track", Duration::from_secs(45), || async {
         video_codec_of(&server, room, "cam").await
@@ -170,6 +157,7 @@ async fn in_auto_rooms_an_unforced_browser_tab_is_steered_to_h264_while_an_rtmp_
     assert!(played, "ffmpeg could not play the tab over RTMP: {stderr}");
     assert_eq!(transcodes(&server).await, 0.0, "H.264 from the tab needs no transcoder");
     let pictures = assert_moving_h264(&flv, 45, "RTMP playback").await;
+    assert_tone(&flv, "RTMP playback").await;
     let published = browser.await.expect("browser task");
     assert!(
         published["second"].as_array().unwrap().iter().all(|s| s["framesEncoded"].as_u64() > Some(0)),

@@ -17,8 +17,8 @@
 //! transcoder through the variant's bounded subscription queue, so one that falls behind loses
 //! frames, never memory. A transcoder that panics, or fails on [`MAX_CONSECUTIVE_FAILURES`]
 //! frames in a row, ends its variant: the variant is closed, the failure is remembered on the
-//! track (a later subscriber needing that codec gets `NoCodecPath` instead of a transcoder that
-//! fails again), and the room detaches the variant's subscribers and tells them
+//! track (a later subscriber needing that codec gets `TranscodeUnavailable` instead of a transcoder
+//! that fails again), and the room detaches the variant's subscribers and tells them
 //! (`Unsubscribed`, then `SubscriptionFailed` with the reason). Nothing else is affected.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod baresip;
 pub mod browser;
 pub mod chromium;
+pub mod lipsync;
 pub mod moq;
 pub mod redis;
 pub mod rtmp_client;

@@ -34,7 +34,7 @@ pub async fn frame_md5s(file: &Path) -> Vec<String> {
     let output = tokio::process::Command::new("ffmpeg")
         .args(["-v", "quiet", "-i"])
         .arg(file)
-        .args(["-f", "framemd5", "-"])
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
         .output()
         .await
         .expect("ffmpeg framemd5");

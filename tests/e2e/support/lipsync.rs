@@ -1,0 +1,60 @@
+//! Lip sync in a recording a player made (an RTMP player's FLV, `moq-sub`'s fragmented MP4):
+//! the source is a picture that turns white while a tone sounds, every second ([`SOURCE_VIDEO`],
+//! [`source_audio`]); in the recording, each flash (a frame whose mean luma jumps, from ffmpeg's
+//! `signalstats`) is paired with the beep that starts nearest to it (10 ms blocks' RMS level from
+//! `astats`), both on the recording's own timeline, and the median of beep minus flash is the
+//! offset a viewer of that recording sees.
+
+use std::path::Path;
+
+/// ffmpeg's test pattern, all white for the first half of every second.
+pub const SOURCE_VIDEO: &str =
+    "testsrc=size=640x360:rate=25,drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.5)'";
+
+/// A `hz` tone sounding during the first half of every second (with the flash).
+pub fn source_audio(hz: u32) -> String {
+    format!("sine=frequency={hz}:sample_rate=48000,volume=volume=0:enable='gte(mod(t,1),0.5)'")
+}
+
+/// (time, value) of each frame of `filter` applied to the file's `kind` stream (`movie` or
+/// `amovie`), reading the frame tag `tag`.
+async fn frame_tags(file: &Path, source: &str, filter: &str, tag: &str) -> Vec<(f64, f64)> {
+    let graph = format!("{source}='{}',{filter}", file.display());
+    let output = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-f", "lavfi", "-i", &graph, "-show_entries"])
+        .arg(format!("frame=pts_time:frame_tags={tag}"))
+        .args(["-of", "csv=p=0"])
+        .output()
+        .await
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (time, value) = line.split_once(',')?;
+            Some((time.trim().parse().ok()?, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Beep minus flash in ms (median over the recording's flashes), with how many pairs were found.
+pub async fn offset_ms(file: &Path) -> (f64, usize) {
+    let lumas = frame_tags(file, "movie", "signalstats", "lavfi.signalstats.YAVG").await;
+    let flashes: Vec<f64> = lumas.windows(2).filter(|w| w[1].1 > 200.0 && w[0].1 <= 200.0).map(|w| w[1].0).collect();
+    // 10 ms blocks at 48 kHz; RMS level in dBFS (-inf for silence parses as a non-number).
+    let levels = frame_tags(
+        file,
+        "amovie",
+        "aresample=48000,asetnsamples=480,astats=metadata=1:reset=1",
+        "lavfi.astats.Overall.RMS_level",
+    )
+    .await;
+    let loud = |db: f64| db.is_finite() && db > -40.0;
+    let beeps: Vec<f64> = levels.windows(2).filter(|w| loud(w[1].1) && !loud(w[0].1)).map(|w| w[1].0).collect();
+    let mut offsets: Vec<f64> = flashes
+        .iter()
+        .filter_map(|flash| beeps.iter().map(|beep| (beep - flash) * 1000.0).find(|ms| ms.abs() < 500.0))
+        .collect();
+    assert!(offsets.len() >= 2, "{}: flashes {flashes:?} and beeps {beeps:?} do not pair up", file.display());
+    offsets.sort_by(f64::total_cmp);
+    (offsets[offsets.len() / 2], offsets.len())
+}
