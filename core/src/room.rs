@@ -1,5 +1,5 @@
-//! Rooms: their options (limits, timeouts, forwarding mode, the video codec asked of publishers) and how they are described to the
-//! REST API and clients.
+//! Rooms: their options (limits, timeouts, forwarding mode, the video codec asked of publishers)
+//! and how they are described to the REST API and clients.
 
 use std::time::Duration;
 

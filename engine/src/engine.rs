@@ -153,8 +153,8 @@ impl Engine {
     }
 
     /// The video codec a WebRTC publisher about to join `room` should be steered to in its SDP
-    /// answer (see [`junction_core::VideoCodecChoice`]); for a room not open yet, what an auto-created one
-    /// would ask for. `None` keeps the publisher's preference.
+    /// answer (see [`junction_core::VideoCodecChoice`]); for a room not open yet, what an
+    /// auto-created one would ask for. `None` keeps the publisher's preference.
     pub fn publisher_video_codec(&self, room: &RoomId) -> Option<Codec> {
         match self.find(room) {
             Some(found) => found.publisher_video_codec(),

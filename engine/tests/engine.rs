@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use junction_core::{
     CloseReason, Codec, ContractError, DataMessage, EndpointEvent, Grants, LayerPreference, MediaOut, PeerId, RoomId,
-    RoomOptions, SubscribeOptions,
+    RoomOptions, SubscribeOptions, VideoCodecChoice,
 };
 use junction_engine::Clock;
 use junction_engine::{
@@ -402,4 +402,22 @@ fn bitrate_hints_reach_the_publisher() {
         .collect();
     assert_eq!(hints, [500_000, 2_000_000], "small moves are not repeated");
     let _ = LayerPreference::Highest;
+}
+
+#[test]
+fn publishers_are_asked_for_h264_while_a_viewer_takes_only_h264() {
+    let (engine, _) = engine();
+    let room = RoomId::new("r").unwrap();
+    assert_eq!(engine.publisher_video_codec(&room), None, "an auto-created room would ask for nothing");
+    let _browser = join_with(&engine, "r", "tab", |r| r.accept_codecs = vec![Codec::Opus, Codec::Vp8, Codec::H264]);
+    let _moq = join(&engine, "r", "anything"); // accepts every codec
+    assert_eq!(engine.publisher_video_codec(&room), None, "WebRTC-only rooms keep the publisher's choice");
+    let player = join_with(&engine, "r", "rtmp", |r| r.accept_codecs = vec![Codec::H264, Codec::Aac]);
+    assert_eq!(engine.publisher_video_codec(&room), Some(Codec::H264));
+    player.endpoint.rpc.leave(CloseReason::Left);
+    assert_eq!(engine.publisher_video_codec(&room), None, "only while the H.264 viewer is there");
+
+    let fixed = RoomOptions { video_codec: VideoCodecChoice::Vp9, ..Default::default() };
+    engine.create_room(Some(RoomId::new("vp9").unwrap()), fixed).unwrap();
+    assert_eq!(engine.publisher_video_codec(&RoomId::new("vp9").unwrap()), Some(Codec::Vp9));
 }
