@@ -176,6 +176,10 @@ pub struct CodecParams {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// H.264 whose frames come out of presentation order (B-frames), as its SPS states; set by
+    /// the engine when the track is published. WebRTC decoders cannot take such a stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reorders: bool,
 }
 
 fn is_zero(v: &u8) -> bool {

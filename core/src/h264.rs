@@ -4,6 +4,8 @@
 //!
 //! Written by hand: it is a few dozen lines of framing that every transport needs identically;
 //! crates such as `h264-reader` parse far more (slice headers, SEI) than forwarding calls for.
+//! The one question that needs an SPS parsed — does the stream reorder frames? — is asked of
+//! `h264-reader` ([`config_reorders`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -258,6 +260,29 @@ pub fn avcc_to_annexb_frame(data: &[u8], config: &AvcConfig) -> Result<Bytes, H2
 
 #[cfg(test)]
 mod tests {
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// SPS/PPS as ffmpeg's libx264 writes them with its default B-frames and with
+    /// `-tune zerolatency` (none).
+    #[test]
+    fn an_sps_says_whether_the_stream_reorders_frames() {
+        let with_b = AvcConfig::from_parameter_sets(
+            &hex("67f4000d919b28283f6022000003000200000300781e28532c"),
+            &hex("68ef8f192190"),
+        )
+        .unwrap();
+        let without = AvcConfig::from_parameter_sets(
+            &hex("67f4000d91968141fb0110000003001000000303c8f142aa"),
+            &hex("68ef0f192190"),
+        )
+        .unwrap();
+        assert!(config_reorders(&with_b.to_bytes()));
+        assert!(!config_reorders(&without.to_bytes()));
+        assert!(!config_reorders(&[1, 2, 3]));
+    }
     use super::*;
 
     const SPS: &[u8] = &[0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9];
@@ -311,4 +336,19 @@ mod tests {
         let delta = avcc_to_annexb_frame(&to_avcc([&SLICE[..2]]), &config).unwrap();
         assert_eq!(annexb_nals(&delta).count(), 1);
     }
+}
+
+/// Whether the stream an avcC record describes sends frames out of presentation order
+/// (B-frames): its first SPS says so in its VUI bitstream restriction (`max_num_reorder_frames`
+/// above 0), which x264 — OBS's and ffmpeg's encoder — and hardware encoders write. A record
+/// whose SPS does not say is taken as not reordering.
+pub fn config_reorders(record: &[u8]) -> bool {
+    use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
+    let Ok(config) = AvcConfig::parse(record) else { return false };
+    let Some(sps) = config.sps.first().filter(|sps| !sps.is_empty()) else { return false };
+    let nal = RefNal::new(sps, &[], true);
+    let Ok(sps) = SeqParameterSet::from_bits(nal.rbsp_bits()) else { return false };
+    sps.vui_parameters
+        .and_then(|vui| vui.bitstream_restrictions)
+        .is_some_and(|restrictions| restrictions.max_num_reorder_frames > 0)
 }

@@ -15,6 +15,7 @@ use junction_core::codec::codec_list;
 use junction_core::{
     CloseReason, Codec, CodecParams, ContractError, DataMessage, EndpointEvent, LayerPreference, MediaKind, MediaOut,
     PeerId, PeerInfo, PublishRequest, RoomId, RoomInfo, RoomOptions, SessionId, SubscribeOptions, TrackId, TrackInfo,
+    TransportKind,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -472,6 +473,10 @@ impl Room {
             }
             // Transports validate where the parameters enter; this catches any that did not.
             req.params.validate(req.codec).map_err(|err| ContractError::Invalid(err.to_string()))?;
+            let mut params = req.params;
+            if req.codec == Codec::H264 {
+                params.reorders = params.config.as_deref().is_some_and(junction_core::h264::config_reorders);
+            }
             let info = TrackInfo {
                 id: id.unwrap_or_else(TrackId::generate),
                 peer: link.peer.clone(),
@@ -479,7 +484,7 @@ impl Room {
                 kind,
                 source: req.source,
                 codec: req.codec,
-                params: req.params,
+                params,
                 layers: req.layers,
                 muted: req.muted,
             };
@@ -751,7 +756,14 @@ impl RoomState {
             return Ok(SubscribedTrack { track: info, codec: attached.codec, params: attached.params.clone() });
         }
 
-        let attached = if options.codecs.is_empty() || options.codecs.contains(&info.codec) {
+        // WebRTC decoders take frames in presentation order only: H.264 with B-frames reaches
+        // them re-encoded without (a variant in the same codec).
+        let decode_order_only = matches!(slot.info.transport, TransportKind::Webrtc | TransportKind::Whep);
+        let reordered = decode_order_only && info.params.reorders;
+        let accepted = options.codecs.is_empty() || options.codecs.contains(&info.codec);
+        // Without a transcoder for that (video transcoding off), the stream goes as it is.
+        let reordered = reordered && shared.adapters.route(info.codec, &[info.codec]).is_some();
+        let attached = if accepted && !reordered {
             origin.clone()
         } else {
             let no_path = || ContractError::NoCodecPath {
@@ -759,7 +771,8 @@ impl RoomState {
                 codec: info.codec.to_string(),
                 accepted: codec_list(&options.codecs),
             };
-            let (codec, factory) = shared.adapters.route(info.codec, &options.codecs).ok_or_else(no_path)?;
+            let targets = if reordered { vec![info.codec] } else { options.codecs.clone() };
+            let (codec, factory) = shared.adapters.route(info.codec, &targets).ok_or_else(no_path)?;
             let (me, origin_id) = (self.me.clone(), track_id.clone());
             let on_failure: adapt::OnVariantFailure = Box::new(move |variant, reason| {
                 if let Some(room) = me.upgrade() {

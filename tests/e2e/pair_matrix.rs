@@ -20,6 +20,7 @@ use crate::rtmp::{ffmpeg_pull, ffprobe, finish};
 use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, tone, uac_args};
 use crate::support::audio::{decode_file_audio, dominant_frequency};
 use crate::support::baresip::tone_wav;
+use crate::support::browser::{metric, metrics};
 use crate::support::moq::{MoqTarget, tool, wait_for_peer};
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, play};
 use crate::support::x264::frame_md5s;
@@ -209,16 +210,17 @@ async fn a_browser_room_tab_is_read_by_moq_sub_and_heard_by_a_phone() {
 }
 
 #[tokio::test]
-async fn an_rtmp_publisher_is_seen_and_heard_by_a_room_tab_and_in_sync_by_rtmp_and_moq_players() {
+async fn an_rtmp_publisher_with_b_frames_is_seen_and_heard_by_a_room_tab_and_in_sync_by_rtmp_and_moq_players() {
     const HZ: u32 = 660;
     let server = TestServer::start().await;
     let room = "rtmp-source";
     let (key, url) = crate::rtmp::ingress(&server, room, "obs").await;
-    // Browsers' WebRTC decoders take no B-frames: the encoder is set up as for low latency.
+    // x264 with its default B-frames, as OBS sends: browsers' WebRTC decoders take none, so the
+    // room tab gets the stream re-encoded without them; the RTMP and MoQ players get it as sent.
     let _ffmpeg = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", lipsync::SOURCE_VIDEO])
         .args(["-f", "lavfi", "-i", &lipsync::source_audio(HZ)])
-        .args(["-t", "40", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
+        .args(["-t", "40", "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p"])
         .args(["-g", "25", "-c:a", "aac", "-f", "flv", &format!("{url}/{key}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -226,7 +228,9 @@ async fn an_rtmp_publisher_is_seen_and_heard_by_a_room_tab_and_in_sync_by_rtmp_a
         .kill_on_drop(true)
         .spawn()
         .expect("ffmpeg");
-    wait_for_peer(&server, room, "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
+    let obs = wait_for_peer(&server, room, "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
+    let video = obs["tracks"].as_array().unwrap().iter().find(|t| t["kind"] == "video").cloned().unwrap();
+    assert_eq!(video["params"]["reorders"], true, "the track is known to carry B-frames: {video}");
 
     let flv = server.dir().join("rtmp-over-rtmp.flv");
     let rtmp_token = viewer_token(&server, room, "rtmp").await;
@@ -240,6 +244,9 @@ async fn an_rtmp_publisher_is_seen_and_heard_by_a_room_tab_and_in_sync_by_rtmp_a
     let tab_hz = tab["heard"]["hz"].as_f64().unwrap_or_default();
     assert!((tab_hz - f64::from(HZ)).abs() <= 3.0, "the room tab hears {tab_hz} Hz: {tab}");
     assert!(tab["decoded"].as_u64().unwrap_or(0) >= 20, "the room tab decodes the RTMP video: {tab}");
+    let text = metrics(&server).await;
+    let transcoded = metric(&text, "junction_transcode_cpu_microseconds_total{from=\"h264\"}").unwrap_or(0.0);
+    assert!(transcoded > 0.0, "the room tab's copy was re-encoded without B-frames");
     assert!(played.0, "ffmpeg could not play the RTMP publisher: {}", played.1);
     let mut figures = Vec::new();
     for (file, who) in [(&flv, "RTMP player"), (&mp4, "moq-sub")] {

@@ -94,9 +94,12 @@ impl Decoder {
         Ok(Self { codec, inner })
     }
 
-    /// Decodes one frame; pushes the pictures it completes (usually one) onto `out`.
-    pub fn decode(&mut self, payload: &[u8], out: &mut Vec<ff::frame::Video>) -> Result<(), VideoError> {
-        let packet = ff::Packet::copy(payload);
+    /// Decodes one frame stamped `pts`; pushes the pictures it completes onto `out`, each with
+    /// its own frame's pts (in presentation order: a stream with B-frames gives them back later
+    /// and reordered).
+    pub fn decode(&mut self, payload: &[u8], pts: i64, out: &mut Vec<ff::frame::Video>) -> Result<(), VideoError> {
+        let mut packet = ff::Packet::copy(payload);
+        packet.set_pts(Some(pts));
         self.inner.send_packet(&packet).map_err(codec_error(self.codec, "decoding"))?;
         loop {
             let mut picture = ff::frame::Video::empty();
@@ -324,7 +327,7 @@ mod tests {
             assert_eq!(packets.iter().map(|p| p.sequence).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
             let mut pictures = Vec::new();
             for packet in &packets {
-                decoder.decode(&packet.payload, &mut pictures).unwrap();
+                decoder.decode(&packet.payload, packet.sequence, &mut pictures).unwrap();
             }
             assert!(pictures.len() >= 11, "{codec}: decoded {}", pictures.len());
             let last = &pictures[pictures.len() - 1];

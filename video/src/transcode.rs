@@ -1,5 +1,6 @@
 //! The video transcoders the engine's codec adaptation runs (VP8/VP9/AV1 -> H.264 for RTMP, MoQ
-//! and HLS viewers of a browser; H.264 and the others -> VP8 for a WebRTC viewer without H.264),
+//! and HLS viewers of a browser; H.264 and the others -> VP8 for a WebRTC viewer without H.264;
+//! H.264 with B-frames -> H.264 without, for WebRTC viewers, whose decoders take none),
 //! the routes they are registered under, and the process-wide bound on how many run at once
 //! (`video.max_transcodes`, counted by the `junction_video_transcodes` gauge).
 //!
@@ -82,7 +83,8 @@ pub fn register_adapters(registry: &mut AdapterRegistry, config: VideoConfig) ->
     }
     let limit = Arc::new(Limit { max: config.max_transcodes, running: AtomicUsize::new(0) });
     for from in DECODED.into_iter().filter(|c| crate::codec::can_decode(*c)) {
-        for to in ENCODED.into_iter().filter(|to| *to != from && crate::codec::can_encode(*to)) {
+        // H.264 -> H.264 too: a stream with B-frames re-encoded without them, for WebRTC viewers.
+        for to in ENCODED.into_iter().filter(|to| crate::codec::can_encode(*to)) {
             let limit = limit.clone();
             registry.register(
                 from,
@@ -229,7 +231,8 @@ impl FrameTranscoder for VideoTranscoder {
             self.synced = true;
         }
         let mut pictures = std::mem::take(&mut self.pictures);
-        if let Err(err) = self.decoder.decode(&frame.payload, &mut pictures) {
+        let pts = i64::try_from(frame.time.ticks).unwrap_or(i64::MAX);
+        if let Err(err) = self.decoder.decode(&frame.payload, pts, &mut pictures) {
             pictures.clear();
             self.pictures = pictures;
             return Err(self.decode_error(err));
@@ -237,7 +240,12 @@ impl FrameTranscoder for VideoTranscoder {
         let mut packets = std::mem::take(&mut self.packets);
         let mut result = Ok(());
         for picture in pictures.drain(..) {
-            let keyframe = frame.keyframe || self.keyframe_due(frame.time);
+            // A picture carries its own frame's time: with B-frames it is not the frame just fed.
+            let time = picture
+                .pts()
+                .and_then(|pts| u64::try_from(pts).ok())
+                .map_or(frame.time, |ticks| MediaTime { ticks, rate: frame.time.rate });
+            let keyframe = picture.is_key() || self.keyframe_due(time);
             let size = self.encoder_for(picture.width(), picture.height()).map(|encoder| encoder.settings());
             let step = size.and_then(|EncoderSettings { width, height, .. }| {
                 let mut scaled = self.scaler.scale(picture, width, height)?;
@@ -248,7 +256,7 @@ impl FrameTranscoder for VideoTranscoder {
                 result = Err(TranscodeError::Encode { codec: self.to, reason: err.to_string() });
                 break;
             }
-            self.pending.push_back((self.sequence, frame.time, frame.arrival));
+            self.pending.push_back((self.sequence, time, frame.arrival));
             if self.pending.len() > MAX_PENDING {
                 self.pending.pop_front();
             }
@@ -361,7 +369,7 @@ mod tests {
         let mut decoder = Decoder::new(Codec::H264).unwrap();
         let mut pictures = Vec::new();
         for frame in &out {
-            decoder.decode(&frame.payload, &mut pictures).unwrap();
+            decoder.decode(&frame.payload, frame.time.ticks as i64, &mut pictures).unwrap();
         }
         let bar = |picture: &ff::frame::Video| {
             let row = &picture.data(0)[96 * picture.stride(0)..96 * picture.stride(0) + 320];
