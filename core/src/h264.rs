@@ -258,6 +258,21 @@ pub fn avcc_to_annexb_frame(data: &[u8], config: &AvcConfig) -> Result<Bytes, H2
     Ok(to_annexb(prefix.into_iter().chain(nals.into_iter().filter(|n| nal_type(n) != NAL_AUD))))
 }
 
+/// Whether the stream an avcC record describes sends frames out of presentation order
+/// (B-frames): its first SPS says so in its VUI bitstream restriction (`max_num_reorder_frames`
+/// above 0), which x264 — OBS's and ffmpeg's encoder — and hardware encoders write. A record
+/// whose SPS does not say is taken as not reordering.
+pub fn config_reorders(record: &[u8]) -> bool {
+    use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
+    let Ok(config) = AvcConfig::parse(record) else { return false };
+    let Some(sps) = config.sps.first().filter(|sps| !sps.is_empty()) else { return false };
+    let nal = RefNal::new(sps, &[], true);
+    let Ok(sps) = SeqParameterSet::from_bits(nal.rbsp_bits()) else { return false };
+    sps.vui_parameters
+        .and_then(|vui| vui.bitstream_restrictions)
+        .is_some_and(|restrictions| restrictions.max_num_reorder_frames > 0)
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -336,19 +351,4 @@ mod tests {
         let delta = avcc_to_annexb_frame(&to_avcc([&SLICE[..2]]), &config).unwrap();
         assert_eq!(annexb_nals(&delta).count(), 1);
     }
-}
-
-/// Whether the stream an avcC record describes sends frames out of presentation order
-/// (B-frames): its first SPS says so in its VUI bitstream restriction (`max_num_reorder_frames`
-/// above 0), which x264 — OBS's and ffmpeg's encoder — and hardware encoders write. A record
-/// whose SPS does not say is taken as not reordering.
-pub fn config_reorders(record: &[u8]) -> bool {
-    use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
-    let Ok(config) = AvcConfig::parse(record) else { return false };
-    let Some(sps) = config.sps.first().filter(|sps| !sps.is_empty()) else { return false };
-    let nal = RefNal::new(sps, &[], true);
-    let Ok(sps) = SeqParameterSet::from_bits(nal.rbsp_bits()) else { return false };
-    sps.vui_parameters
-        .and_then(|vui| vui.bitstream_restrictions)
-        .is_some_and(|restrictions| restrictions.max_num_reorder_frames > 0)
 }
