@@ -87,3 +87,35 @@ fn status_bytes(stream_id: u32, status: &Status, level: &str) -> Option<Vec<u8>>
     serializer.set_max_chunk_size(super::CHUNK_SIZE, RtmpTimestamp::new(0)).ok()?;
     serializer.serialize(&payload, true, false).ok().map(|packet| packet.bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use rml_rtmp::chunk_io::ChunkDeserializer;
+
+    use super::*;
+
+    /// A mid-stream warning reads back, with a fresh chunk reader at our chunk size, as an
+    /// `onStatus` of level `warning` on the play stream, carried on a chunk stream rml_rtmp's
+    /// serializer never uses.
+    #[test]
+    fn a_warning_is_an_onstatus_of_level_warning_on_a_chunk_stream_of_its_own() {
+        let status = Status::play_failed("video track TR_x (vp9) cannot be played: no transcoder");
+        let bytes = warning_status_bytes(1, &status).expect("one chunk");
+        assert_eq!(bytes[0], WARNING_CHUNK_STREAM, "format 0, chunk stream {WARNING_CHUNK_STREAM}");
+        let mut reader = ChunkDeserializer::new();
+        reader.set_max_chunk_size(super::super::CHUNK_SIZE as usize).unwrap();
+        let payload = reader.get_next_message(&bytes).unwrap().expect("a whole message");
+        assert_eq!(payload.message_stream_id, 1);
+        let RtmpMessage::Amf0Command { command_name, additional_arguments, .. } = payload.to_rtmp_message().unwrap()
+        else {
+            panic!("not a command");
+        };
+        assert_eq!(command_name, "onStatus");
+        let Some(Amf0Value::Object(object)) = additional_arguments.first() else { panic!("no info object") };
+        assert_eq!(object.get("level"), Some(&Amf0Value::Utf8String("warning".into())));
+        assert_eq!(object.get("code"), Some(&Amf0Value::Utf8String("NetStream.Play.Failed".into())));
+
+        let long = Status::failed("x".repeat(super::super::CHUNK_SIZE as usize));
+        assert_eq!(warning_status_bytes(1, &long), None, "more than a chunk is not sent");
+    }
+}
