@@ -204,3 +204,61 @@ async fn a_browser_player_without_h264_watches_an_rtmp_publisher_in_vp8() {
     let _ = ffmpeg.kill().await;
     server.wait_for_no_peers().await;
 }
+
+/// `video.max_transcodes` bounds the video transcoders: with one allowed, a MoQ session asking
+/// for H.264 gets the first VP8 publisher's video transcoded, and its request for a second VP8
+/// publisher's video is refused with MoQ's `NOT_SUPPORTED` (0x3); the REST API's metrics show one
+/// transcoder throughout.
+#[tokio::test]
+async fn past_video_max_transcodes_a_moq_subscriber_is_refused_with_not_supported() {
+    use moq_transport::coding::TrackNamespace;
+    use moq_transport::serve::{ServeError, Track};
+
+    use crate::support::moq::{raw_session, wait_for_peer};
+    use crate::support::webrtc_client::{ClientCodec, ClientOptions, WhipPublisher, synthetic};
+
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let server = TestServer::start_with("[video]\nmax_transcodes = 1\n", &[]).await;
+    let room = "limited";
+    let mut publishers = Vec::new();
+    for name in ["one", "two"] {
+        let token = server.token(room, name, json!({"publish": true, "subscribe": false})).await;
+        let options = ClientOptions::new(&[ClientCodec::Vp8]);
+        let publisher = WhipPublisher::connect(&server.base, room, &token, options).await.expect("WHIP publisher");
+        for index in 0..5 {
+            publisher.send_video(synthetic::vp8_frame(index, index == 0), Duration::from_millis(33)).await.unwrap();
+        }
+        wait_for_peer(&server, room, name, |p| p["tracks"].as_array().is_some_and(|t| !t.is_empty())).await;
+        publishers.push(publisher);
+    }
+
+    let target = crate::support::moq::MoqTarget::of(&server);
+    let viewer = server.token(room, "viewer", json!({"publish": false, "subscribe": true})).await;
+    let (_connection, setup) = raw_session(&target, &format!("/{room}?jwt={viewer}&video=h264"), Vec::new()).await;
+    let (session, _publisher, subscriber) = setup.expect("SETUP");
+    let _driver = tokio::spawn(session.run());
+    let subscribe = |peer: &str| {
+        let mut subscriber = subscriber.clone();
+        let (writer, reader) = Track::new(TrackNamespace::from_utf8_path(&format!("{room}/{peer}")), "1.m4s").produce();
+        async move {
+            let answer = tokio::time::timeout(Duration::from_secs(3), subscriber.subscribe(writer)).await;
+            drop(reader);
+            answer
+        }
+    };
+    // The first publisher's video: its transcoder runs (the subscription stays open).
+    assert!(subscribe("one").await.is_err(), "the first subscription is served, not answered with an error");
+    assert_eq!(transcodes(&server).await, 1.0);
+    // The second: refused, naming the limit in the log; still one transcoder.
+    let refused = subscribe("two").await.expect("answered in time");
+    // moq-transport's client reads the 0x3 of REQUEST_ERROR as "not implemented".
+    let not_supported = match &refused {
+        Err(ServeError::Closed(code)) => *code == 0x3,
+        Err(ServeError::NotImplemented(what)) => what.contains("code=3"),
+        _ => false,
+    };
+    assert!(not_supported, "NOT_SUPPORTED expected: {refused:?}");
+    assert_eq!(transcodes(&server).await, 1.0);
+    assert!(server.logs().contains("video.max_transcodes (1)"), "the refusal names the limit");
+    drop(publishers);
+}
