@@ -15,12 +15,13 @@ use tokio::process::Command;
 use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress, numbers};
 use crate::support::audio::decode_file_audio;
 use crate::support::webrtc_client::{ClientOptions, WhipPublisher};
-use crate::support::{TestServer, chromium, eventually, x264};
+use crate::support::{TestServer, chromium, eventually, lipsync, x264};
 
 const TONE_HZ: f64 = 880.0;
 const FPS: u32 = 30;
 
-/// Publishes `video` at 30 fps and a libopus `TONE_HZ` tone in 20 ms packets, in real time.
+/// Publishes `video` at 30 fps and a libopus `TONE_HZ` tone in 20 ms packets, in real time; the
+/// tone sounds during the first half of every second, when the video (lipsync's flash) is white.
 async fn publish(publisher: &WhipPublisher, video: &[Bytes]) {
     let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).expect("opus");
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
@@ -36,7 +37,8 @@ async fn publish(publisher: &WhipPublisher, video: &[Bytes]) {
             let pcm: Vec<i16> = (0..960)
                 .map(|i| {
                     let t = (audio_sent * 960 + i) as f64 / 48_000.0;
-                    (8_000.0 * (std::f64::consts::TAU * TONE_HZ * t).sin()) as i16
+                    let gate = if t.fract() < 0.5 { 8_000.0 } else { 0.0 };
+                    (gate * (std::f64::consts::TAU * TONE_HZ * t).sin()) as i16
                 })
                 .collect();
             let packet = encoder.encode_vec(&pcm, 4_000).expect("encode");
@@ -56,7 +58,11 @@ async fn ffmpeg_plays_a_whip_publisher_over_rtmp_as_h264_and_aac() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let server = TestServer::start().await;
     let rtmp = server.service("rtmp").to_owned();
-    let (_, video) = x264::baseline_access_units(server.dir(), "pattern", 6, FPS).await;
+    // The test pattern, white during the first half of every second (with the tone).
+    let flashing = format!(
+        "testsrc=size=320x240:rate={FPS},drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.5)'"
+    );
+    let (_, video) = x264::baseline_access_units_of(server.dir(), "pattern", &flashing, 6, FPS).await;
     assert_eq!(video.len(), 6 * FPS as usize);
 
     let viewer_token = server.token("bridge", "rtmp-player", json!({"publish": false, "subscribe": true})).await;
@@ -104,7 +110,9 @@ async fn ffmpeg_plays_a_whip_publisher_over_rtmp_as_h264_and_aac() {
     let samples = decode_file_audio(&out, 16_000).await;
     let found = tone::dominant_frequency_i16(&samples, 1, 16_000).expect("audible audio");
     assert!((found - TONE_HZ).abs() <= 3.0, "the WHIP publisher's tone, found {found} Hz");
-    println!("WHIP -> RTMP: {decoded} pictures, {:.2} s, tone {found:.1} Hz", duration);
+    let (sync, pairs) = lipsync::offset_ms(&out).await;
+    assert!(sync.abs() <= 80.0, "the beep {sync:+.0} ms from its flash ({pairs} pairs)");
+    println!("WHIP -> RTMP: {decoded} pictures, {:.2} s, tone {found:.1} Hz, beep {sync:+.0} ms from flash", duration);
 
     assert_eq!(publisher.delete().await.expect("DELETE"), 200);
     server.wait_for_no_peers().await;

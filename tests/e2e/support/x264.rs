@@ -9,9 +9,20 @@ use bytes::Bytes;
 /// Encodes `seconds` of `testsrc` at `fps` (a keyframe every second) into `dir/<name>.h264`;
 /// returns the file and its access units (Annex B, each opened by x264's access unit delimiter).
 pub async fn baseline_access_units(dir: &Path, name: &str, seconds: u32, fps: u32) -> (PathBuf, Vec<Bytes>) {
+    baseline_access_units_of(dir, name, &format!("testsrc=size=320x240:rate={fps}"), seconds, fps).await
+}
+
+/// The same for any lavfi video `source` at `fps`.
+pub async fn baseline_access_units_of(
+    dir: &Path,
+    name: &str,
+    source: &str,
+    seconds: u32,
+    fps: u32,
+) -> (PathBuf, Vec<Bytes>) {
     let file = dir.join(format!("{name}.h264"));
     let output = tokio::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", &format!("testsrc=size=320x240:rate={fps}")])
+        .args(["-v", "error", "-f", "lavfi", "-i", source])
         .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p"])
         .args(["-g", &fps.to_string(), "-tune", "zerolatency", "-x264-params", "aud=1", "-f", "h264", "-y"])
         .arg(&file)
