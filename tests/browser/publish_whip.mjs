@@ -2,22 +2,10 @@
 // (the page offers only that video codec), and keeps publishing for `hold_ms` while the test
 // watches with other protocols. Returns its outbound video statistics (codec, frames encoded)
 // at the start and at the end. Args: {base, room, token, codec, hold_ms}.
-import { run, open, until, sleep } from './runner.mjs';
+import { run, open, until, sleep, rtpStats } from './runner.mjs';
 
-const outboundVideo = (page) => page.evaluate(async () => {
-  const pc = window.whip?.pc;
-  if (!pc) return [];
-  const reports = await pc.getStats();
-  const codecs = {};
-  reports.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
-  const out = [];
-  reports.forEach((r) => {
-    if (r.type === 'outbound-rtp' && r.kind === 'video') {
-      out.push({ codec: codecs[r.codecId] ?? null, framesEncoded: r.framesEncoded ?? 0 });
-    }
-  });
-  return out;
-});
+const outboundVideo = async (page) =>
+  (await rtpStats(page, 'whip', 'outbound-rtp')).filter((s) => s.kind === 'video');
 
 run(async (browser, { base, room, token, codec, hold_ms }, logs) => {
   const q = (v) => encodeURIComponent(v);

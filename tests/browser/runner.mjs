@@ -110,3 +110,30 @@ export async function decodingSamples(pages, stats = inboundVideo) {
   const second = await Promise.all(pages.map((p) => stats(p)));
   return { first, second };
 }
+
+/** RTP statistics of the page's `window[name].pc`, of `type` (inbound-rtp/outbound-rtp). */
+export function rtpStats(page, name, type) {
+  return page.evaluate(async ({ name, type }) => {
+    const pc = window[name]?.pc;
+    if (!pc) return [];
+    const reports = await pc.getStats();
+    const codecs = {};
+    reports.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
+    const out = [];
+    reports.forEach((r) => {
+      if (r.type !== type) return;
+      out.push({
+        kind: r.kind,
+        rid: r.rid ?? null,
+        codec: codecs[r.codecId] ?? null,
+        framesDecoded: r.framesDecoded ?? 0,
+        framesEncoded: r.framesEncoded ?? 0,
+        frameWidth: r.frameWidth ?? 0,
+        frameHeight: r.frameHeight ?? 0,
+        packets: r.packetsReceived ?? r.packetsSent ?? 0,
+        bytes: r.bytesReceived ?? r.bytesSent ?? 0,
+      });
+    });
+    return out;
+  }, { name, type });
+}

@@ -3,34 +3,7 @@
 // twice, 2 s apart, and tab 1's outbound ones. Args: {base, room, publishToken, viewToken,
 // simulcast, viewCodec}; with `viewCodec` the player offers to receive only that video codec. Without `publishToken` there is no publishing tab: the player watches whoever
 // publishes into the room by other means (RTMP, SIP, MoQ).
-import { run, open, until, decodingSamples } from './runner.mjs';
-
-/** RTP statistics of the page's `window[name].pc`, of `type` (inbound-rtp/outbound-rtp). */
-function rtpStats(page, name, type) {
-  return page.evaluate(async ({ name, type }) => {
-    const pc = window[name]?.pc;
-    if (!pc) return [];
-    const reports = await pc.getStats();
-    const codecs = {};
-    reports.forEach((r) => { if (r.type === 'codec') codecs[r.id] = r.mimeType; });
-    const out = [];
-    reports.forEach((r) => {
-      if (r.type !== type) return;
-      out.push({
-        kind: r.kind,
-        rid: r.rid ?? null,
-        codec: codecs[r.codecId] ?? null,
-        framesDecoded: r.framesDecoded ?? 0,
-        framesEncoded: r.framesEncoded ?? 0,
-        frameWidth: r.frameWidth ?? 0,
-        frameHeight: r.frameHeight ?? 0,
-        packets: r.packetsReceived ?? r.packetsSent ?? 0,
-        bytes: r.bytesReceived ?? r.bytesSent ?? 0,
-      });
-    });
-    return out;
-  }, { name, type });
-}
+import { run, open, until, decodingSamples, rtpStats } from './runner.mjs';
 
 /** Waits for `window[name].state` to be `wanted`; fails at once when the page failed. */
 function state(page, name, wanted, ms) {

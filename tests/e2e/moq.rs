@@ -120,6 +120,25 @@ async fn stock_clock_publishes_into_a_room_and_subscribes_from_it() {
     server.wait_for_no_peers().await;
 }
 
+/// ffmpeg reading `input` (its input and codec arguments) and pacing it out as CMAF, one fragment
+/// per frame, into stock moq-pub publishing `name` at `url` (trusting `ca`, logging to `log`).
+/// Both processes are returned: dropping them ends the publication.
+pub(crate) fn cmaf_into_moq_pub(input: &[&str], ca: &str, name: &str, url: &str, log: &Path) -> (Child, Child) {
+    let mut packager = Command::new("ffmpeg")
+        .args(["-v", "error", "-re"])
+        .args(input)
+        .args(["-f", "mp4", "-movflags", "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg");
+    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
+    let moq_pub = spawn(&tool("moq-pub"), &["--name", name, "--tls-root", ca, url], cmaf, Stdio::null(), log);
+    (packager, moq_pub)
+}
+
 /// Runs ffmpeg to completion; panics with its stderr on failure.
 async fn ffmpeg(args: &[&str]) -> Vec<u8> {
     let output = Command::new("ffmpeg").args(["-v", "error"]).args(args).output().await.expect("ffmpeg");
@@ -164,23 +183,12 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
     assert_eq!(empty["tracks"], serde_json::json!([]), "{empty}");
 
     // ffmpeg paces the file out as CMAF, one fragment per frame, into stock moq-pub.
-    let mut packager = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i", source.to_str().unwrap(), "-c", "copy", "-f", "mp4", "-movflags"])
-        .arg("cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame")
-        .arg("-")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg");
-    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
     let cam_token = token(&server, "studio", "cam", true, false).await;
-    let _moq_pub = spawn(
-        &tool("moq-pub"),
-        &["--name", "studio/cam-feed", "--tls-root", &ca, &target.https(&format!("/studio?jwt={cam_token}"))],
-        cmaf,
-        Stdio::null(),
+    let (packager, _moq_pub) = cmaf_into_moq_pub(
+        &["-i", source.to_str().unwrap(), "-c", "copy"],
+        &ca,
+        "studio/cam-feed",
+        &target.https(&format!("/studio?jwt={cam_token}")),
         &dir.join("moq-pub.log"),
     );
 
@@ -551,23 +559,12 @@ async fn moq_pub_frames_reach_a_whep_viewer() {
         source.to_str().unwrap(),
     ])
     .await;
-    let mut packager = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i", source.to_str().unwrap(), "-c", "copy", "-f", "mp4", "-movflags"])
-        .arg("cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame")
-        .arg("-")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg");
-    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
     let cam_token = token(&server, "studio", "cam", true, false).await;
-    let _moq_pub = spawn(
-        &tool("moq-pub"),
-        &["--name", "studio/feed", "--tls-root", &ca, &target.moqt(&format!("/studio?jwt={cam_token}"))],
-        cmaf,
-        Stdio::null(),
+    let (packager, _moq_pub) = cmaf_into_moq_pub(
+        &["-i", source.to_str().unwrap(), "-c", "copy"],
+        &ca,
+        "studio/feed",
+        &target.moqt(&format!("/studio?jwt={cam_token}")),
         &dir.join("moq-pub.log"),
     );
     wait_for_peer(&server, "studio", "cam", |p| p["tracks"].as_array().is_some_and(|t| !t.is_empty())).await;

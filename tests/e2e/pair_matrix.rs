@@ -13,10 +13,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-use crate::moq::spawn;
-use crate::rtmp::{ffmpeg_pull, ffprobe, finish};
+use crate::moq::{cmaf_into_moq_pub, spawn};
+use crate::rtmp::{ffmpeg_pull, ffmpeg_push_sources, ffprobe, finish};
 use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, tone, uac_args};
 use crate::support::audio::{decode_file_audio, dominant_frequency};
 use crate::support::baresip::tone_wav;
@@ -29,8 +29,8 @@ use crate::support::{TestServer, chromium, lipsync};
 /// The most a viewer's audio may be off its video (docs/interop.md).
 const SYNC_MS: f64 = 80.0;
 
-/// The dominant frequency of a recording's audio (decoded by ffmpeg at 16 kHz, mono), skipping
-/// its first half second.
+/// The dominant frequency of a recording's audio (decoded by ffmpeg at 16 kHz, mono), leaving
+/// out its first half second.
 async fn recorded_tone(file: &Path) -> f64 {
     let samples = decode_file_audio(file, 16_000).await;
     let settled = &samples[samples.len().min(8_000)..];
@@ -84,33 +84,35 @@ async fn a_moq_publisher_is_played_over_rtmp_heard_by_a_phone_and_seen_and_heard
     let room = "moq-source";
     let target = MoqTarget::of(&server);
     // ffmpeg's CMAF (H.264 + an AAC tone, one fragment per frame) into stock moq-pub.
-    let mut packager = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", lipsync::SOURCE_VIDEO])
-        .args(["-f", "lavfi", "-i", &lipsync::source_audio(HZ)])
-        .args(["-t", "40", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "25", "-tune", "zerolatency"])
-        .args([
-            "-c:a",
-            "aac",
-            "-f",
-            "mp4",
-            "-movflags",
-            "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame",
-            "-",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg");
-    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
     let publish_token = server.token(room, "cam", json!({"publish": true, "subscribe": false})).await;
-    let url = target.https(&format!("/{room}?jwt={publish_token}"));
-    let _moq_pub = spawn(
-        &tool("moq-pub"),
-        &["--name", &format!("{room}/feed"), "--tls-root", target.ca.to_str().unwrap(), &url],
-        cmaf,
-        Stdio::null(),
+    let audio = lipsync::source_audio(HZ);
+    let input = [
+        "-f",
+        "lavfi",
+        "-i",
+        lipsync::SOURCE_VIDEO,
+        "-f",
+        "lavfi",
+        "-i",
+        &audio,
+        "-t",
+        "40",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "25",
+        "-tune",
+        "zerolatency",
+        "-c:a",
+        "aac",
+    ];
+    let _publisher = cmaf_into_moq_pub(
+        &input,
+        target.ca.to_str().unwrap(),
+        &format!("{room}/feed"),
+        &target.https(&format!("/{room}?jwt={publish_token}")),
         &server.dir().join("moq-pub.log"),
     );
     wait_for_peer(&server, room, "cam", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
@@ -217,17 +219,13 @@ async fn an_rtmp_publisher_with_b_frames_is_seen_and_heard_by_a_room_tab_and_in_
     let (key, url) = crate::rtmp::ingress(&server, room, "obs").await;
     // x264 with its default B-frames, as OBS sends: browsers' WebRTC decoders take none, so the
     // room tab gets the stream re-encoded without them; the RTMP and MoQ players get it as sent.
-    let _ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", lipsync::SOURCE_VIDEO])
-        .args(["-f", "lavfi", "-i", &lipsync::source_audio(HZ)])
-        .args(["-t", "40", "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p"])
-        .args(["-g", "25", "-c:a", "aac", "-f", "flv", &format!("{url}/{key}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg");
+    let _ffmpeg = ffmpeg_push_sources(
+        &format!("{url}/{key}"),
+        lipsync::SOURCE_VIDEO,
+        &lipsync::source_audio(HZ),
+        40,
+        &["-bf", "2", "-g", "25"],
+    );
     let obs = wait_for_peer(&server, room, "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
     let video = obs["tracks"].as_array().unwrap().iter().find(|t| t["kind"] == "video").cloned().unwrap();
     assert_eq!(video["params"]["reorders"], true, "the track is known to carry B-frames: {video}");

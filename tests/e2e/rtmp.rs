@@ -67,6 +67,23 @@ pub(crate) fn ffmpeg_push_as(url: &str, seconds: u32, format: &str) -> Child {
         .expect("spawn ffmpeg (apt-get install ffmpeg)")
 }
 
+/// ffmpeg publishing the lavfi sources `video` and `audio` to `url` as FLV for `seconds`: libx264
+/// `veryfast` with the `x264` arguments after it (`-tune zerolatency` for no B-frames, as WebRTC
+/// viewers need; `-bf 2` for some) and AAC.
+pub(crate) fn ffmpeg_push_sources(url: &str, video: &str, audio: &str, seconds: u32, x264: &[&str]) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio])
+        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
+        .args(x264)
+        .args(["-c:a", "aac", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg")
+}
+
 /// ffmpeg playing `url` for `seconds`, copying the streams into `out`.
 pub(crate) fn ffmpeg_pull(url: &str, seconds: u32, out: &Path) -> Child {
     Command::new("ffmpeg")

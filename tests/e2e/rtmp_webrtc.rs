@@ -4,15 +4,13 @@
 //! ffmpeg RTMP ingest through the `/whep.html` page. (RTMP into a WHEP viewer of the `webrtc`
 //! crate is `whep_rtmp`.)
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use junction_audio::codec::tone;
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress, numbers};
+use crate::rtmp::{ffmpeg_pull, ffmpeg_push_sources, ffprobe, finish, ingress, numbers};
 use crate::support::audio::decode_file_audio;
 use crate::support::webrtc_client::{ClientOptions, WhipPublisher};
 use crate::support::{TestServer, chromium, eventually, lipsync, x264};
@@ -122,18 +120,13 @@ async fn ffmpeg_plays_a_whip_publisher_over_rtmp_as_h264_and_aac() {
 async fn chromium_plays_an_rtmp_ingest_through_whep_html() {
     let server = TestServer::start().await;
     let (key, url) = ingress(&server, "broadcast", "obs").await;
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", &format!("sine=frequency={TONE_HZ}:sample_rate=48000")])
-        .args(["-t", "90", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
-        .args(["-g", "30", "-c:a", "aac", "-f", "flv", &format!("{url}/{key}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg");
+    let mut ffmpeg = ffmpeg_push_sources(
+        &format!("{url}/{key}"),
+        "testsrc=size=640x360:rate=30",
+        &format!("sine=frequency={TONE_HZ}:sample_rate=48000"),
+        90,
+        &["-tune", "zerolatency", "-g", "30"],
+    );
     eventually("the RTMP publisher's two tracks", Duration::from_secs(20), || async {
         let (_, body) = server.call(reqwest::Method::GET, "/v1/rooms/broadcast/peers", None).await;
         let peers = body["peers"].as_array()?.clone();

@@ -5,13 +5,11 @@
 //! transcoded; a Chromium player that offers only VP8 watches an ffmpeg RTMP publisher's H.264.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use crate::rtmp::{ffmpeg_pull, ffprobe, finish, ingress};
+use crate::rtmp::{ffmpeg_pull, ffmpeg_push_sources, ffprobe, finish, ingress};
 use crate::support::audio::{decode_file_audio, dominant_frequency};
 use crate::support::baresip::tone_wav;
 use crate::support::browser::{metric, metrics};
@@ -171,18 +169,13 @@ async fn in_auto_rooms_an_unforced_browser_tab_is_steered_to_h264_while_an_rtmp_
 async fn a_browser_player_without_h264_watches_an_rtmp_publisher_in_vp8() {
     let server = TestServer::start().await;
     let (key, url) = ingress(&server, "vp8-viewer", "obs").await;
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "60", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"])
-        .args(["-g", "30", "-c:a", "aac", "-f", "flv", &format!("{url}/{key}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg");
+    let mut ffmpeg = ffmpeg_push_sources(
+        &format!("{url}/{key}"),
+        "testsrc=size=640x360:rate=30",
+        "sine=frequency=440:sample_rate=48000",
+        60,
+        &["-tune", "zerolatency", "-g", "30"],
+    );
     eventually("the RTMP publisher's H.264", Duration::from_secs(20), || async {
         (video_codec_of(&server, "vp8-viewer", "obs").await.as_deref() == Some("h264")).then_some(())
     })
