@@ -58,17 +58,28 @@ pub struct MediaFrame {
     /// When the frame entered the server: the base for forwarding latency and for keeping
     /// timestamps continuous when a subscriber switches simulcast layers.
     pub arrival: Instant,
+    /// When the frame was captured, on the server's clock, as well as the publisher tells: from
+    /// a WebRTC publisher's sender reports; its arrival otherwise. Never later than `arrival`.
+    /// Frames of one publisher captured together have the same instant whatever each queued on
+    /// the way: WebRTC sender reports are built from it (lip sync).
+    pub captured: Instant,
     pub payload: Bytes,
 }
 
 impl MediaFrame {
     /// An audio frame: always a keyframe, layer 0.
     pub fn audio(codec: Codec, time: MediaTime, arrival: Instant, payload: Bytes) -> Self {
-        Self { codec, time, keyframe: true, layer: 0, arrival, payload }
+        Self { codec, time, keyframe: true, layer: 0, arrival, captured: arrival, payload }
     }
 
     pub fn video(codec: Codec, time: MediaTime, keyframe: bool, arrival: Instant, payload: Bytes) -> Self {
-        Self { codec, time, keyframe, layer: 0, arrival, payload }
+        Self { codec, time, keyframe, layer: 0, arrival, captured: arrival, payload }
+    }
+
+    /// The frame, captured at `at` (at most its arrival).
+    pub fn captured_at(mut self, at: Instant) -> Self {
+        self.captured = at.min(self.arrival);
+        self
     }
 
     pub fn with_layer(mut self, layer: u8) -> Self {

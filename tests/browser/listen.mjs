@@ -1,9 +1,13 @@
 // A tab opens the room page as a listener (nothing published) and measures what it hears from
 // one peer: the peer's audio track goes through Web Audio's analyser (a 32768-point FFT, 1.5 Hz
 // bins at 48 kHz) and the loudest bin is reported, with the inbound-rtp statistics' decoded
-// energy; with `video`, also how many of the peer's video frames the tab decoded over 2 s.
-// Args: {base, room, token, peer, video}.
+// energy; with `video`, also how many of the peer's video frames the tab decoded over 2 s; with
+// `sync`, the lip sync the tab presents (lipsync.mjs: the peer flashes and beeps together), and
+// with `whep` (a token), that of a `/whep.html` player of the peer in the same browser, and
+// the browser's own peer-to-peer offset for reference.
+// Args: {base, room, token, peer, video, sync, whep}.
 import { run, roomPage, until, sleep } from './runner.mjs';
+import { SETTLE_MS, syncMeter, roomTabSync, whepPlayer, whepSync, referenceSync } from './lipsync.mjs';
 
 const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
   const tile = [...window.junction.tiles.values()].find((t) => t.peer === peer && t.track.kind === 'video');
@@ -15,8 +19,9 @@ const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
   return frames;
 }, peer);
 
-run(async (browser, { base, room, token, peer, video }, logs) => {
-  const page = await roomPage(browser, base, room, token, logs);
+run(async (browser, { base, room, token, peer, video, sync, whep }, logs) => {
+  const page = await roomPage(browser, base, room, token, logs, sync ? [[syncMeter]] : []);
+  const whepPage = whep ? whepPlayer(browser, { base, room, token: whep, identity: peer }, logs) : null;
   await until(`an audio tile of ${peer}`, 20_000, () =>
     page.evaluate((peer) => [...window.junction.tiles.values()].some((t) => t.peer === peer && t.track.kind === 'audio'), peer));
   // Let the jitter buffer settle, then take the spectrum of what plays.
@@ -53,5 +58,14 @@ run(async (browser, { base, room, token, peer, video }, logs) => {
     await sleep(2000);
     decoded = (await framesDecoded(page, peer)) - before;
   }
-  return { heard, decoded, error: await page.evaluate(() => window.junction.error), logs };
+  let synced = null;
+  if (sync) {
+    const reference = referenceSync(browser, base, logs);
+    const whepTab = await whepPage;
+    await sleep(SETTLE_MS);
+    const [tab, whepResult] = await Promise.all([roomTabSync(page, peer), whepTab ? whepSync(whepTab) : null]);
+    synced = { tab, whep: whepResult, reference: await reference };
+  }
+  const error = await page.evaluate(() => window.junction.error);
+  return { heard, decoded, sync: synced, error, logs };
 });

@@ -39,9 +39,13 @@ export async function run(scenario) {
   }
 }
 
-/** Opens a tab at `url`, collecting its console errors into `logs`. */
-export async function open(browser, url, logs, label) {
+/**
+ * Opens a tab at `url`, collecting its console errors into `logs`; `init` lists `[script, arg]`
+ * pairs run in the tab before its own scripts (lipsync.mjs's source and meter).
+ */
+export async function open(browser, url, logs, label, init = []) {
   const page = await browser.newPage();
+  for (const [script, arg] of init) await page.addInitScript(script, arg);
   page.on('console', (m) => {
     if (m.type() !== 'error' && m.type() !== 'warning') return;
     const where = m.location()?.url;
@@ -68,9 +72,9 @@ export async function whipPublisher(browser, base, room, token, logs) {
 }
 
 /** Opens the room page of `base` for `room` and waits (20 s at most) until it joined. */
-export async function roomPage(browser, base, room, token, logs) {
+export async function roomPage(browser, base, room, token, logs, init = []) {
   const q = (v) => encodeURIComponent(v);
-  const page = await open(browser, `${base}/room/${q(room)}?token=${q(token)}`, logs, 'room');
+  const page = await open(browser, `${base}/room/${q(room)}?token=${q(token)}`, logs, 'room', init);
   await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
   return page;
 }

@@ -15,6 +15,7 @@ mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;
 mod hardening_webrtc;
+mod lip_sync;
 mod moq;
 mod pair_matrix;
 mod rest;

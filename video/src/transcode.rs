@@ -182,8 +182,10 @@ struct VideoTranscoder {
     /// Media time of the last keyframe sent.
     last_keyframe: Option<MediaTime>,
     sequence: i64,
-    /// Pictures handed to the encoder: sequence number, media time, arrival.
-    pending: VecDeque<(i64, MediaTime, Instant)>,
+    /// Pictures handed to the encoder: sequence number, media time, and the arrival and capture
+    /// time of the frame that made the decoder let the picture out (with B-frames, a later frame
+    /// than the picture's own, as its arrival the instant the picture could be sent on).
+    pending: VecDeque<(i64, MediaTime, Instant, Instant)>,
     pictures: Vec<ff::frame::Video>,
     packets: Vec<Encoded>,
     _slot: Slot,
@@ -256,7 +258,7 @@ impl FrameTranscoder for VideoTranscoder {
                 result = Err(TranscodeError::Encode { codec: self.to, reason: err.to_string() });
                 break;
             }
-            self.pending.push_back((self.sequence, time, frame.arrival));
+            self.pending.push_back((self.sequence, time, frame.arrival, frame.captured));
             if self.pending.len() > MAX_PENDING {
                 self.pending.pop_front();
             }
@@ -267,11 +269,11 @@ impl FrameTranscoder for VideoTranscoder {
             while self.pending.front().is_some_and(|(sequence, ..)| *sequence < packet.sequence) {
                 self.pending.pop_front();
             }
-            let Some(&(_, time, arrival)) = self.pending.front() else { continue };
+            let Some(&(_, time, arrival, captured)) = self.pending.front() else { continue };
             if packet.keyframe {
                 self.last_keyframe = Some(time);
             }
-            out.push(MediaFrame::video(self.to, time, packet.keyframe, arrival, packet.payload));
+            out.push(MediaFrame::video(self.to, time, packet.keyframe, arrival, packet.payload).captured_at(captured));
         }
         self.packets = packets;
         result

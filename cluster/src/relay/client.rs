@@ -256,12 +256,15 @@ async fn receive_track(mut stream: quinn::RecvStream, wants: Wants) {
         metrics::counter!("junction_relay_bytes_in_total").increment((FRAME_HEADER_BYTES + payload.len()) as u64);
         let age = Duration::from_micros(transit_us.min(1_000_000) + fields.age_us as u64);
         let now = Instant::now();
+        let arrival = now.checked_sub(age).unwrap_or(now);
         let frame = MediaFrame {
             codec,
             time: MediaTime::new(fields.ticks, fields.rate),
             keyframe: fields.keyframe,
             layer: fields.layer,
-            arrival: now.checked_sub(age).unwrap_or(now),
+            arrival,
+            // The relay carries the frame's age, not its capture time.
+            captured: arrival,
             payload: Bytes::from(payload),
         };
         if publisher.send(frame).is_err() {

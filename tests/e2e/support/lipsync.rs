@@ -4,8 +4,44 @@
 //! `signalstats`) is paired with the beep that starts nearest to it (10 ms blocks' RMS level from
 //! `astats`), both on the recording's own timeline, and the median of beep minus flash is the
 //! offset a viewer of that recording sees.
+//!
+//! Browser viewers (a room tab, `/whep.html`) measure the same in Chromium, as presented
+//! (`tests/browser/lipsync.mjs`), beside Chromium's own offset between two of its peer
+//! connections with nothing between them: [`assert_browser_sync`] checks the server against what
+//! the browser does by itself. Browser publishers flash and beep the same way.
 
 use std::path::Path;
+
+use serde_json::Value;
+
+/// The most a viewer's audio may be off its video (docs/interop.md).
+pub const BAR_MS: f64 = 80.0;
+
+/// The tone a synced browser source (`synced_hz` of the publishing scenarios) beeps at.
+pub const BROWSER_HZ: u32 = 1000;
+
+/// How far beyond Chromium's own peer-to-peer offset a browser viewer may be before the test
+/// fails. Not the 80 ms bar: run to run, Chromium's settling moves these figures by ±50 ms
+/// (docs/interop.md lists them), so this guards against what the measurements found broken —
+/// audio 450 ms off a room tab's video, a WHEP player never synchronised.
+pub const BROWSER_GUARD_MS: f64 = 150.0;
+
+/// Checks the lip sync a browser scenario measured at `viewer` (`tab` or `whep`): at least four
+/// flashes paired with beeps, and beep minus flash within [`BROWSER_GUARD_MS`] of the browser's
+/// own peer-to-peer reference. Returns (offset, reference) in ms.
+pub fn assert_browser_sync(result: &Value, viewer: &str, who: &str) -> (f64, f64) {
+    let sync = &result["sync"];
+    let measured = &sync[viewer];
+    let offset = measured["offset_ms"].as_f64().unwrap_or_else(|| panic!("{who}: no lip sync measured: {sync}"));
+    let reference =
+        sync["reference"]["offset_ms"].as_f64().unwrap_or_else(|| panic!("{who}: no reference measured: {sync}"));
+    assert!(measured["pairs"].as_u64().unwrap_or(0) >= 4, "{who}: too few flashes and beeps paired: {measured}");
+    assert!(
+        (offset - reference).abs() <= BROWSER_GUARD_MS,
+        "{who}: beep {offset:+.0} ms from its flash, Chromium peer-to-peer {reference:+.0} ms: {sync}"
+    );
+    (offset, reference)
+}
 
 /// ffmpeg's test pattern, all white for the first half of every second.
 pub const SOURCE_VIDEO: &str =
@@ -57,4 +93,11 @@ pub async fn offset_ms(file: &Path) -> (f64, usize) {
     assert!(offsets.len() >= 2, "{}: flashes {flashes:?} and beeps {beeps:?} do not pair up", file.display());
     offsets.sort_by(f64::total_cmp);
     (offsets[offsets.len() / 2], offsets.len())
+}
+
+/// Checks a recording's lip sync (its beep within [`BAR_MS`] of its flash); returns the offset.
+pub async fn assert_recording_sync(file: &Path, who: &str) -> f64 {
+    let (offset, pairs) = offset_ms(file).await;
+    assert!(offset.abs() <= BAR_MS, "{who}: beep {offset:+.0} ms from its flash ({pairs} pairs)");
+    offset
 }

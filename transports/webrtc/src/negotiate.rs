@@ -3,6 +3,9 @@
 //! agreed to are read back so the caller knows what the peer sends, what it can receive, and
 //! in which codecs, before joining the engine.
 //!
+//! The answer puts every m-line in one media stream, so that browsers play a WHEP viewer's audio
+//! and video in sync (`sdp::one_media_stream`).
+//!
 //! Every SDP from a peer (offers, renegotiations, answers) is measured before str0m parses it:
 //! its size, its m-lines and its candidates have caps ([`SdpLimits`], in `sdp.rs`).
 
@@ -19,7 +22,7 @@ use crate::codec;
 use crate::config::WebrtcConfig;
 use crate::driver::MuxHandle;
 use crate::error::{SessionError, offered_codecs};
-use crate::sdp::{MediaLine, SdpLimits, describe, offer_sections};
+use crate::sdp::{MediaLine, SdpLimits, describe, offer_sections, one_media_stream};
 use crate::session::{self, SessionHandle, SessionSpec};
 
 /// An answered offer, not yet started.
@@ -82,7 +85,7 @@ pub(crate) fn negotiate_any(
         .collect();
     Ok(Negotiated {
         rtc,
-        answer: answer.to_sdp_string(),
+        answer: one_media_stream(&answer.to_sdp_string()),
         lines,
         ufrag: creds.ufrag,
         pwd: creds.pass,

@@ -2,7 +2,8 @@
 //! against before str0m parses it ([`SdpLimits`], from `[webrtc]`), the offer's m-sections as
 //! str0m does not expose them (mids, `a=rid` restrictions), and each m-line as negotiated
 //! ([`MediaLine`]), read back from the `Rtc`. Both the negotiation (`negotiate.rs`) and a running
-//! session (its renegotiations) use it.
+//! session (its renegotiations) use it. One thing is written into our answers: every m-line in
+//! one media stream ([`one_media_stream`]).
 
 use junction_core::{Codec, LayerInfo, MediaKind};
 use str0m::Rtc;
@@ -175,9 +176,60 @@ pub fn candidate_lines(sdp: &str) -> Vec<String> {
         .collect()
 }
 
+/// `answer` with all its m-lines in one media stream: every `a=msid:<stream> <track>` (and
+/// `a=ssrc:<n> msid:…`) names the stream of the first one, and `a=msid-semantic` lists only it.
+/// str0m gives each m-line it answers a random stream id, and a browser plays the audio and
+/// video of one stream in sync (Chromium's sync group is the stream id) but never two streams:
+/// a WHEP player's audio would drift off its video by whatever the jitter buffers hold.
+pub(crate) fn one_media_stream(answer: &str) -> String {
+    let Some(stream) = answer.lines().find_map(|l| l.strip_prefix("a=msid:")?.split(' ').next()) else {
+        return answer.to_owned();
+    };
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        let (text, end) = line.find(['\r', '\n']).map_or((line, ""), |at| line.split_at(at));
+        if let Some(value) = text.strip_prefix("a=msid-semantic:") {
+            let semantic = value.split_whitespace().next().unwrap_or("WMS");
+            out.push_str(&format!("a=msid-semantic: {semantic} {stream}"));
+        } else if let Some((head, track)) = msid_value(text).and_then(|at| {
+            let value = &text[at..];
+            value.split_once(' ').map(|(_, track)| (&text[..at], track))
+        }) {
+            out.push_str(&format!("{head}{stream} {track}"));
+        } else {
+            out.push_str(text);
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+/// Where the `<stream> <track>` value of an `a=msid:` or `a=ssrc:<n> msid:` line starts.
+fn msid_value(line: &str) -> Option<usize> {
+    if line.starts_with("a=msid:") {
+        return Some("a=msid:".len());
+    }
+    let rest = line.strip_prefix("a=ssrc:")?;
+    let at = rest.find(" msid:")?;
+    Some("a=ssrc:".len() + at + " msid:".len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_puts_every_m_line_in_the_first_ones_stream() {
+        let answer = "v=0\r\na=msid-semantic: WMS s1 s2\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:s1 ta\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s2 tv\r\na=ssrc:7 msid:s2 tv\r\na=ssrc:7 cname:x\r\n";
+        assert_eq!(
+            one_media_stream(answer),
+            "v=0\r\na=msid-semantic: WMS s1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:s1 ta\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s1 tv\r\na=ssrc:7 msid:s1 tv\r\na=ssrc:7 cname:x\r\n"
+        );
+        let plain = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\n";
+        assert_eq!(one_media_stream(plain), plain);
+    }
 
     #[test]
     fn offer_sections_carry_mids_and_rid_restrictions() {

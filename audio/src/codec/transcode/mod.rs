@@ -85,12 +85,14 @@ pub struct AudioTranscoder {
     out_ahead: u64,
 }
 
-/// The input frame being transcoded, which output frames take their arrival from.
+/// The input frame being transcoded, which output frames take their arrival and capture time
+/// from.
 #[derive(Debug, Clone, Copy)]
 struct Arrived {
     /// Its time, on the output's clock.
     ticks: u64,
     at: Instant,
+    captured: Instant,
 }
 
 /// Where the input is expected to continue: the run's anchor plus what has been decoded since.
@@ -238,10 +240,13 @@ impl AudioTranscoder {
         let out_ahead = self.out_ahead;
         while let Some(samples) = self.fifo.pop(frame_len) {
             let time = MediaTime::new(self.next_out, rate);
-            let arrival = arrival_at(time, out_ahead, arrived);
+            let arrival = moved_back(time, out_ahead, arrived.ticks, arrived.at);
+            let captured = moved_back(time, out_ahead, arrived.ticks, arrived.captured);
             self.next_out = self.next_out.saturating_add(self.encoder.frame_samples() as u64);
             match self.encoder.encode(samples) {
-                Ok(payload) if !payload.is_empty() => out.push(MediaFrame::audio(codec, time, arrival, payload)),
+                Ok(payload) if !payload.is_empty() => {
+                    out.push(MediaFrame::audio(codec, time, arrival, payload).captured_at(captured))
+                }
                 Ok(_) => {}
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -259,13 +264,14 @@ impl AudioTranscoder {
     }
 }
 
-/// When an output frame stamped `time` reached the server: the input frame's arrival, moved
-/// back by how far `time` (mapped to the input's timeline) lags the input's time. Never later
-/// than the input's arrival, so never in the future.
-fn arrival_at(time: MediaTime, out_ahead: u64, input: Arrived) -> Instant {
-    let lag_ticks = input.ticks.saturating_sub(time.ticks.saturating_sub(out_ahead));
+/// When an output frame stamped `time` reached the server (or was captured): the input frame's
+/// instant `at` (its arrival, or its capture time), moved back by how far `time` (mapped to the
+/// input's timeline) lags the input's time `input_ticks`. Never later than `at`, so never in
+/// the future.
+fn moved_back(time: MediaTime, out_ahead: u64, input_ticks: u64, at: Instant) -> Instant {
+    let lag_ticks = input_ticks.saturating_sub(time.ticks.saturating_sub(out_ahead));
     let lag = Duration::from_secs_f64(lag_ticks as f64 / f64::from(time.rate.max(1))).min(MAX_LAG);
-    input.at.checked_sub(lag).unwrap_or(input.at)
+    at.checked_sub(lag).unwrap_or(at)
 }
 
 impl FrameTranscoder for AudioTranscoder {
@@ -278,7 +284,8 @@ impl FrameTranscoder for AudioTranscoder {
         }
         // `MediaTime::new` never makes a 0 Hz clock, but its fields are public.
         let time = MediaTime { ticks: frame.time.ticks, rate: frame.time.rate.max(1) };
-        let arrived = Arrived { ticks: time.rebase(self.output_rate()).ticks, at: frame.arrival };
+        let arrived =
+            Arrived { ticks: time.rebase(self.output_rate()).ticks, at: frame.arrival, captured: frame.captured };
         self.follow_input_clock(time, arrived, out)?;
         let mut decoded = std::mem::take(&mut self.decoded);
         decoded.clear();

@@ -220,7 +220,9 @@ impl Egress {
         };
         let ticks = line.timeline.map(track, frame.time, frame.arrival, rate);
         let Some(frequency) = Frequency::new(rate) else { return };
-        if let Err(err) = writer.write(pt, frame.arrival, WireTime::new(ticks, frequency), &frame.payload[..]) {
+        // Sender reports map RTP time to the instant written with it: when the frame was
+        // captured, so that a viewer lines up tracks captured together (`MediaFrame::captured`).
+        if let Err(err) = writer.write(pt, frame.captured, WireTime::new(ticks, frequency), &frame.payload[..]) {
             debug!(mid = %line.mid, "frame not written: {err}");
             return;
         }

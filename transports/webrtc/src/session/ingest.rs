@@ -13,6 +13,7 @@ use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as WireKind, Mid, R
 use tracing::{debug, info, warn};
 
 use super::h264_fixup::ParameterSets;
+use super::sender_clock::SenderClock;
 use super::signals::TrackLabel;
 use crate::codec;
 
@@ -72,11 +73,13 @@ pub(crate) struct Ingest {
     labels: Vec<TrackLabel>,
     /// Tracks published since the last [`Ingest::take_published`].
     fresh: Vec<(Mid, TrackInfo)>,
+    /// The peer's capture clock: each frame's `captured`.
+    clock: SenderClock,
 }
 
 impl Ingest {
     pub(crate) fn new(lines: Vec<IngestLine>, enabled: bool) -> Self {
-        Self { lines, enabled, labels: Vec::new(), fresh: Vec::new() }
+        Self { lines, enabled, labels: Vec::new(), fresh: Vec::new(), clock: SenderClock::default() }
     }
 
     /// Names and sources for the tracks of the peer's m-lines (newer labels win).
@@ -147,7 +150,9 @@ impl Ingest {
             _ => (payload, data.is_keyframe()),
         };
         let time = MediaTime::new(data.time.numer(), data.time.denom());
-        let frame = MediaFrame { codec, time, keyframe, layer: layer as u8, arrival: data.network_time, payload };
+        let captured = self.clock.captured(&data);
+        let arrival = data.network_time;
+        let frame = MediaFrame { codec, time, keyframe, layer: layer as u8, arrival, captured, payload };
         if published.publisher.send(frame).is_err() {
             // Unpublished under us (the room is closing): the session ends with it shortly.
             return;

@@ -11,6 +11,7 @@ mod h264_fixup;
 mod ingest;
 mod request;
 mod room;
+mod sender_clock;
 pub(crate) mod signals;
 pub(crate) mod simulcast;
 mod task;
