@@ -93,6 +93,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_frame_is_captured_when_it_arrived_unless_told_earlier_never_later() {
+        let arrival = Instant::now() + Duration::from_secs(1);
+        let frame = MediaFrame::audio(Codec::Opus, MediaTime::new(0, 48_000), arrival, Bytes::new());
+        assert_eq!(frame.captured, arrival);
+        let earlier = arrival - Duration::from_millis(40);
+        assert_eq!(frame.clone().captured_at(earlier).captured, earlier);
+        assert_eq!(frame.captured_at(arrival + Duration::from_millis(40)).captured, arrival);
+    }
+
+    #[test]
     fn media_time_converts_between_clocks() {
         let t = MediaTime::new(90_000, 90_000);
         assert_eq!(t.rebase(48_000), MediaTime::new(48_000, 48_000));

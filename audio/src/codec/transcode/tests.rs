@@ -75,15 +75,18 @@ fn source(codec: Codec, seconds: f64, start_ticks: u64) -> Source {
         .enumerate()
         .map(|(i, chunk)| {
             let time = MediaTime::new(start_ticks + (i * frame) as u64, rate);
-            // Arriving live: each frame when its media time comes.
+            // Arriving live: each frame when its media time comes, captured a moment before.
             let arrival = now + Duration::from_secs_f64((i * frame) as f64 / f64::from(rate));
-            MediaFrame::audio(codec, time, arrival, encoder.encode(chunk).unwrap())
+            MediaFrame::audio(codec, time, arrival, encoder.encode(chunk).unwrap()).captured_at(arrival - CAPTURE_LEAD)
         })
         .filter(|f| !f.payload.is_empty())
         .collect();
     let onset = start_ticks as f64 / f64::from(rate) + LEAD_MS as f64 / 1000.0;
     Source { frames, params, onset }
 }
+
+/// How long before its arrival a source frame was captured (a WebRTC publisher's network delay).
+const CAPTURE_LEAD: Duration = Duration::from_millis(30);
 
 fn decoder(codec: Codec, params: &CodecParams) -> Box<dyn AudioDecoder> {
     match codec {
@@ -172,6 +175,12 @@ fn every_route_keeps_the_tone_the_timeline_and_the_sync() {
             assert!(
                 late_ms < 0.5 && early_ms < input_frame_ms + 0.5,
                 "{from}->{to}: arrival {early_ms:.2} ms early, {late_ms:.2} ms late"
+            );
+            // The capture time moves with it: the same distance before the arrival as the input's.
+            let lead = frame.arrival.duration_since(frame.captured);
+            assert!(
+                lead.abs_diff(CAPTURE_LEAD) < Duration::from_micros(500),
+                "{from}->{to}: captured {lead:?} before arrival"
             );
         }
     }
