@@ -183,12 +183,13 @@ export async function whepPlayer(browser, { base, room, token, identity }, logs)
 }
 
 /**
- * The offsets measured for `peer` of `room` by a room tab (when `tab`, its token, is given) and by
- * a `/whep.html` player (when `whep` is), side by side in `browser`.
+ * The offsets measured for `peer` of `room` by a room tab (`tabPage`, a room page opened with
+ * [`syncMeter`], or a new one when `tab`, its token, is given) and by a `/whep.html` player (when
+ * `whep` is), side by side in `browser`, with the browser's own reference.
  */
-export async function syncAtViewers(browser, { base, room, peer, tab, whep }, logs) {
+export async function syncAtViewers(browser, { base, room, peer, tab, whep, tabPage: given }, logs) {
   const reference = referenceSync(browser, base, logs);
-  const tabPage = tab ? await roomPage(browser, base, room, tab, logs, [[syncMeter]]) : null;
+  const tabPage = given ?? (tab ? await roomPage(browser, base, room, tab, logs, [[syncMeter]]) : null);
   const whepPage = whep ? await whepPlayer(browser, { base, room, token: whep, identity: peer }, logs) : null;
   if (tabPage) {
     await until(`${peer}'s video and audio in the room tab`, 20_000, () => tabPage.evaluate((peer) => {

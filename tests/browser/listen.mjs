@@ -7,7 +7,7 @@
 // the browser's own peer-to-peer offset for reference.
 // Args: {base, room, token, peer, video, sync, whep}.
 import { run, roomPage, until, sleep } from './runner.mjs';
-import { SETTLE_MS, syncMeter, roomTabSync, whepPlayer, whepSync, referenceSync } from './lipsync.mjs';
+import { syncMeter, syncAtViewers } from './lipsync.mjs';
 
 const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
   const tile = [...window.junction.tiles.values()].find((t) => t.peer === peer && t.track.kind === 'video');
@@ -21,7 +21,6 @@ const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
 
 run(async (browser, { base, room, token, peer, video, sync, whep }, logs) => {
   const page = await roomPage(browser, base, room, token, logs, sync ? [[syncMeter]] : []);
-  const whepPage = whep ? whepPlayer(browser, { base, room, token: whep, identity: peer }, logs) : null;
   await until(`an audio tile of ${peer}`, 20_000, () =>
     page.evaluate((peer) => [...window.junction.tiles.values()].some((t) => t.peer === peer && t.track.kind === 'audio'), peer));
   // Let the jitter buffer settle, then take the spectrum of what plays.
@@ -58,14 +57,7 @@ run(async (browser, { base, room, token, peer, video, sync, whep }, logs) => {
     await sleep(2000);
     decoded = (await framesDecoded(page, peer)) - before;
   }
-  let synced = null;
-  if (sync) {
-    const reference = referenceSync(browser, base, logs);
-    const whepTab = await whepPage;
-    await sleep(SETTLE_MS);
-    const [tab, whepResult] = await Promise.all([roomTabSync(page, peer), whepTab ? whepSync(whepTab) : null]);
-    synced = { tab, whep: whepResult, reference: await reference };
-  }
+  const synced = sync ? await syncAtViewers(browser, { base, room, peer, whep, tabPage: page }, logs) : null;
   const error = await page.evaluate(() => window.junction.error);
   return { heard, decoded, sync: synced, error, logs };
 });

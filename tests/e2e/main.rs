@@ -15,7 +15,6 @@ mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;
 mod hardening_webrtc;
-mod lip_sync;
 mod moq;
 mod pair_matrix;
 mod rest;

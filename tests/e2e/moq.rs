@@ -11,26 +11,15 @@ use moq_transport::coding::{Encode, KeyValuePairs, TrackNamespace};
 use moq_transport::serve::{ServeError, Track, TrackReaderMode, Tracks};
 use moq_transport::setup::{AuthorizationToken, ParameterType, Setup};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::support::TestServer;
 use crate::support::moq::{
     MoqTarget, auth_token_arg, catalog_where, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
     watch_catalog, webtransport_close, webtransport_session,
 };
+pub(crate) use crate::support::players::{cmaf_into_moq_pub, spawn};
 use crate::support::x264::frame_md5s;
-
-pub(crate) fn spawn(program: &Path, args: &[&str], stdin: Stdio, stdout: Stdio, log: &Path) -> Child {
-    Command::new(program)
-        .args(args)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .env("RUST_LOG", "info")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {}: {err}", program.display()))
-}
 
 /// Seconds since the Unix epoch of a UTC `YYYY-MM-DD HH:MM:SS`.
 fn parse_utc(text: &str) -> Option<i64> {
@@ -118,25 +107,6 @@ async fn stock_clock_publishes_into_a_room_and_subscribes_from_it() {
 
     drop(_publisher);
     server.wait_for_no_peers().await;
-}
-
-/// ffmpeg reading `input` (its input and codec arguments) and pacing it out as CMAF, one fragment
-/// per frame, into stock moq-pub publishing `name` at `url` (trusting `ca`, logging to `log`).
-/// Both processes are returned: dropping them ends the publication.
-pub(crate) fn cmaf_into_moq_pub(input: &[&str], ca: &str, name: &str, url: &str, log: &Path) -> (Child, Child) {
-    let mut packager = Command::new("ffmpeg")
-        .args(["-v", "error", "-re"])
-        .args(input)
-        .args(["-f", "mp4", "-movflags", "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("ffmpeg");
-    let cmaf: Stdio = packager.stdout.take().unwrap().try_into().unwrap();
-    let moq_pub = spawn(&tool("moq-pub"), &["--name", name, "--tls-root", ca, url], cmaf, Stdio::null(), log);
-    (packager, moq_pub)
 }
 
 /// Runs ffmpeg to completion; panics with its stderr on failure.

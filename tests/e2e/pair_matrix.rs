@@ -5,43 +5,24 @@
 //! Chromium room tab (its microphone a known tone) read by `moq-sub` and heard by a phone; an
 //! RTMP publisher seen and heard by a room tab and read by an RTMP player and `moq-sub`. Where a
 //! recording holds both media, a white flash and a beep that start together at the source must
-//! be within 80 ms of each other in it (`support::lipsync`; `lip_sync.rs` measures every cell,
+//! be within 80 ms of each other in it (`support::lipsync`; `tests/lip_sync/` measures every cell,
 //! browsers included, one test at a time). Each test has its own server; rooms
 //! hold one source each, so a listener hears one tone.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::process::Child;
+use serde_json::json;
 
-use crate::moq::{cmaf_into_moq_pub, spawn};
-use crate::rtmp::{ffmpeg_pull, ffmpeg_push_sources, ffprobe, finish};
+use crate::rtmp::ffprobe;
 use crate::sip::{OPEN_DIAL_IN, heard, pcmu_call, tone, uac_args};
-use crate::support::audio::{decode_file_audio, dominant_frequency};
 use crate::support::baresip::tone_wav;
 use crate::support::browser::{metric, metrics};
-use crate::support::moq::{MoqTarget, tool, wait_for_peer};
+use crate::support::moq::wait_for_peer;
+use crate::support::players::{
+    ffmpeg_pull, finish, flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, viewer_token,
+};
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, play};
-use crate::support::x264::frame_md5s;
 use crate::support::{TestServer, chromium, lipsync};
-
-/// The dominant frequency of a recording's audio (decoded by ffmpeg at 16 kHz, mono), leaving
-/// out its first half second.
-pub(crate) async fn recorded_tone(file: &Path) -> f64 {
-    let samples = decode_file_audio(file, 16_000).await;
-    let settled = &samples[samples.len().min(8_000)..];
-    assert!(settled.len() >= 16_000, "{}: only {} samples of audio", file.display(), samples.len());
-    dominant_frequency(settled, 1, 16_000).unwrap_or(0.0)
-}
-
-/// Decoded pictures of a recording's first video stream, and how many differ from the one before.
-pub(crate) async fn pictures(file: &Path) -> (usize, usize) {
-    let md5s = frame_md5s(file).await;
-    let changes = md5s.windows(2).filter(|w| w[0] != w[1]).count();
-    (md5s.len(), changes)
-}
 
 /// A sipp phone calling `room` that plays `freq` Hz for `seconds` and records what it hears.
 async fn phone(server: &TestServer, room: &str, caller: &str, freq: u32, seconds: f64) -> (Sipp, RtpRecorder) {
@@ -49,76 +30,6 @@ async fn phone(server: &TestServer, room: &str, caller: &str, freq: u32, seconds
     let dir = server.dir();
     let xml = pcmu_call(caller, recorder.port, play(&[tone(dir, freq, seconds)], 0), (seconds * 1000.0) as u32 + 500);
     (Sipp::start(dir, caller, &xml, &uac_args(server, room, &[])), recorder)
-}
-
-/// Stock moq-sub reading `peer` of `room` into `out` (its log beside it), asking for H.264 and
-/// AAC.
-pub(crate) fn moq_sub(server: &TestServer, room: &str, peer: &str, token: &str, out: &Path) -> Child {
-    let target = MoqTarget::of(server);
-    spawn(
-        &tool("moq-sub"),
-        &[
-            "--name",
-            &format!("{room}/{peer}"),
-            "--catalog",
-            "--tls-root",
-            target.ca.to_str().unwrap(),
-            &target.https(&format!("/{room}?jwt={token}&video=h264&audio=aac")),
-        ],
-        Stdio::null(),
-        Stdio::from(std::fs::File::create(out).unwrap()),
-        &out.with_extension("log"),
-    )
-}
-
-pub(crate) async fn viewer_token(server: &TestServer, room: &str, identity: &str) -> String {
-    server.token(room, identity, json!({"publish": false, "subscribe": true})).await
-}
-
-/// ffmpeg pushing the flashing, beeping source (`hz`, x264 with `x264` options, AAC) over RTMP
-/// as `obs` of `room` for 40 s; returns it once the peer has both tracks, with the peer.
-pub(crate) async fn flashing_into_rtmp(server: &TestServer, room: &str, hz: u32, x264: &[&str]) -> (Child, Value) {
-    let (key, url) = crate::rtmp::ingress(server, room, "obs").await;
-    let ffmpeg =
-        ffmpeg_push_sources(&format!("{url}/{key}"), lipsync::SOURCE_VIDEO, &lipsync::source_audio(hz), 40, x264);
-    let obs = wait_for_peer(server, room, "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
-    (ffmpeg, obs)
-}
-
-/// ffmpeg's CMAF of the flashing, beeping source (`hz`; H.264 and AAC, one fragment per frame)
-/// into stock moq-pub, publishing `room/feed` with `token` for 40 s.
-pub(crate) fn flashing_into_moq_pub(server: &TestServer, room: &str, token: &str, hz: u32) -> (Child, Child) {
-    let target = MoqTarget::of(server);
-    let audio = lipsync::source_audio(hz);
-    let input = [
-        "-f",
-        "lavfi",
-        "-i",
-        lipsync::SOURCE_VIDEO,
-        "-f",
-        "lavfi",
-        "-i",
-        &audio,
-        "-t",
-        "40",
-        "-c:v",
-        "libx264",
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "25",
-        "-tune",
-        "zerolatency",
-        "-c:a",
-        "aac",
-    ];
-    cmaf_into_moq_pub(
-        &input,
-        target.ca.to_str().unwrap(),
-        &format!("{room}/feed"),
-        &target.https(&format!("/{room}?jwt={token}")),
-        &server.dir().join("moq-pub.log"),
-    )
 }
 
 #[tokio::test]

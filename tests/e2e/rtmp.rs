@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 use crate::support::audio::decode_file_audio;
+pub(crate) use crate::support::players::{ffmpeg_pull, ffmpeg_push_sources, finish, ingress};
 use crate::support::rtmp_client::{RtmpClient, host_of};
 use crate::support::{TestServer, eventually};
 
@@ -25,14 +26,6 @@ use crate::support::{TestServer, eventually};
 const PUSH_SECONDS: u32 = 8;
 const PLAY_SECONDS: u32 = 4;
 pub(crate) const TONE_HZ: f64 = 660.0;
-
-/// Creates an RTMP ingress; returns (stream key, encoder URL).
-pub(crate) async fn ingress(server: &TestServer, room: &str, identity: &str) -> (String, String) {
-    let body = json!({"kind": "rtmp", "room": room, "identity": identity});
-    let (status, value) = server.call(Method::POST, "/v1/ingress", Some(body)).await;
-    assert_eq!(status, 201, "{value}");
-    (value["stream_key"].as_str().unwrap().to_owned(), value["url"].as_str().unwrap().to_owned())
-}
 
 /// The peers of a room as the REST API shows them (empty when the room does not exist).
 async fn peers(server: &TestServer, room: &str) -> Vec<Value> {
@@ -65,43 +58,6 @@ pub(crate) fn ffmpeg_push_as(url: &str, seconds: u32, format: &str) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn ffmpeg (apt-get install ffmpeg)")
-}
-
-/// ffmpeg publishing the lavfi sources `video` and `audio` to `url` as FLV for `seconds`: libx264
-/// `veryfast` with the `x264` arguments after it (`-tune zerolatency` for no B-frames, as WebRTC
-/// viewers need; `-bf 2` for some) and AAC.
-pub(crate) fn ffmpeg_push_sources(url: &str, video: &str, audio: &str, seconds: u32, x264: &[&str]) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio])
-        .args(["-t", &seconds.to_string(), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
-        .args(x264)
-        .args(["-c:a", "aac", "-f", "flv", url])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
-/// ffmpeg playing `url` for `seconds`, copying the streams into `out`.
-pub(crate) fn ffmpeg_pull(url: &str, seconds: u32, out: &Path) -> Child {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i", url, "-t", &seconds.to_string(), "-c", "copy", "-y"])
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ffmpeg")
-}
-
-/// Waits for an ffmpeg to exit; returns (success, its stderr).
-pub(crate) async fn finish(child: Child, timeout: Duration) -> (bool, String) {
-    let output = tokio::time::timeout(timeout, child.wait_with_output()).await.expect("ffmpeg finished in time");
-    let output = output.expect("ffmpeg output");
-    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 async fn run(program: &str, args: &[&str]) -> std::process::Output {

@@ -1,6 +1,7 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests (the `e2e` and `lip_sync` test binaries; each uses
+//! part of them, hence the allowances).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod audio;
 pub mod baresip;
@@ -8,6 +9,7 @@ pub mod browser;
 pub mod chromium;
 pub mod lipsync;
 pub mod moq;
+pub mod players;
 pub mod redis;
 pub mod rtmp_client;
 pub mod server;

@@ -11,9 +11,8 @@
 //! ffmpeg ignore the video that follows.
 //!
 //! Time: tracks of one peer may come from different clocks (RTP tracks of a browser start at
-//! random timestamps), so by default each track is anchored where its first frame was captured
-//! (`MediaFrame::captured`: its arrival, or for a WebRTC publisher the capture time its sender
-//! reports give) on the player's timeline and advances by its own media time from there. When the caller knows the
+//! random timestamps), so by default each track is anchored where its first frame arrived on the
+//! player's timeline and advances by its own media time from there. When the caller knows the
 //! tracks share one clock ([`Muxer::set_shared_clock`]: an RTMP publisher's audio and video come
 //! from one FLV timeline, an SRT publisher's from one transport stream), one anchor serves both and lip-sync is exact — arrival anchoring would
 //! shift B-frame video by its first composition offset. A track that is published again (the
@@ -146,10 +145,8 @@ impl Muxer {
         {
             return shared;
         }
-        // Capture time: a WebRTC publisher's tracks captured together start together even when
-        // one queued longer on the way (`MediaFrame::captured`); the arrival for the others.
-        let origin = *self.origin.get_or_insert(frame.captured);
-        let at_ms = frame.captured.saturating_duration_since(origin).as_millis() as i64;
+        let origin = *self.origin.get_or_insert(frame.arrival);
+        let at_ms = frame.arrival.saturating_duration_since(origin).as_millis() as i64;
         let anchor = Anchor { at_ms, first_us: frame.time.as_micros() as i64 };
         if self.shared_clock {
             self.shared_anchor = Some(anchor);

@@ -30,8 +30,7 @@ const PRIORITY_VIDEO: u8 = 128;
 const PRIORITY_METADATA: u8 = 0;
 
 /// A track's clock, anchored so all tracks of the peer share one timeline: the first frame's
-/// timestamp maps to its capture time (`MediaFrame::captured`: its arrival, or for a WebRTC
-/// publisher the capture time its sender reports give) since the broadcast began.
+/// timestamp maps to its arrival time since the broadcast began.
 #[derive(Debug, Clone, Copy)]
 struct TrackClock {
     first_ticks: u64,
@@ -301,7 +300,7 @@ impl PeerBroadcast {
         let Some(track) = self.tracks.get_mut(&id) else { return (0, 0) };
         let ticks = frame.time.rebase(track.timescale).ticks;
         let clock = *track.clock.get_or_insert_with(|| {
-            let since = frame.captured.saturating_duration_since(created);
+            let since = frame.arrival.saturating_duration_since(created);
             let base = (since.as_micros() as u64).saturating_mul(u64::from(track.timescale)) / 1_000_000;
             TrackClock { first_ticks: ticks, base }
         });

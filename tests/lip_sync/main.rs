@@ -10,9 +10,9 @@
 //! figures). Pictures, motion and the tone are checked in the recordings too.
 //!
 //! These measure time, and Chromium's capture and playout starve when another test shares the
-//! two cores (a browser source measured -143 ms beside another browser test, -13 ms alone): they
-//! are ignored by a plain `cargo test` and run alone, after the suite, by `scripts/test`
-//! (`cargo test -p junction --test e2e -- --ignored --test-threads=1`).
+//! two cores (a browser source measured -143 ms beside another browser test, -13 ms alone), so
+//! they are a test binary of their own — cargo runs test binaries one after another — whose
+//! tests take turns ([`one_at_a_time`]). They share the end-to-end tests' support code.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,11 +20,22 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use crate::pair_matrix::{flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, viewer_token};
-use crate::rtmp::{ffmpeg_pull, finish};
-use crate::support::lipsync::{BROWSER_HZ, assert_browser_sync, assert_recording_sync};
-use crate::support::moq::wait_for_peer;
-use crate::support::{TestServer, chromium};
+#[path = "../e2e/support/mod.rs"]
+mod support;
+
+use support::lipsync::{BROWSER_HZ, assert_browser_sync, assert_recording_sync};
+use support::moq::wait_for_peer;
+use support::players::{
+    ffmpeg_pull, finish, flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, viewer_token,
+};
+use support::{TestServer, chromium};
+
+/// Held by each test for its whole run: the binary's tests measure one at a time, whatever
+/// `--test-threads` says.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
 
 /// How long the RTMP player records, in seconds.
 const RECORD_SECONDS: u32 = 6;
@@ -115,22 +126,22 @@ async fn watched_in_sync(server: &TestServer, room: &str, peer: &str, hz: u32) -
 }
 
 #[tokio::test]
-#[ignore = "measures timing: run alone, after the suite, by scripts/test"]
 async fn a_browser_tab_publisher_is_in_sync_at_every_viewer() {
+    let _turn = one_at_a_time().await;
     let figures = browser_publisher_in_sync("publish.mjs", "tab-sync", "tab").await;
     println!("room tab (VP8, Opus) -> {figures}");
 }
 
 #[tokio::test]
-#[ignore = "measures timing: run alone, after the suite, by scripts/test"]
 async fn a_whip_publisher_is_in_sync_at_every_viewer() {
+    let _turn = one_at_a_time().await;
     let figures = browser_publisher_in_sync("publish_whip.mjs", "whip-sync", "cam").await;
     println!("WHIP (VP8, Opus) -> {figures}");
 }
 
 #[tokio::test]
-#[ignore = "measures timing: run alone, after the suite, by scripts/test"]
 async fn an_rtmp_publisher_is_in_sync_at_every_viewer() {
+    let _turn = one_at_a_time().await;
     const HZ: u32 = 660;
     let server = TestServer::start().await;
     let room = "rtmp-sync";
@@ -140,8 +151,8 @@ async fn an_rtmp_publisher_is_in_sync_at_every_viewer() {
 }
 
 #[tokio::test]
-#[ignore = "measures timing: run alone, after the suite, by scripts/test"]
 async fn a_moq_publisher_is_in_sync_at_every_viewer() {
+    let _turn = one_at_a_time().await;
     const HZ: u32 = 880;
     let server = TestServer::start().await;
     let room = "moq-sync";
