@@ -46,6 +46,9 @@ pub struct JoinRequest {
     /// Codecs the transport can deliver to this peer, best first (empty: any). Used for
     /// automatic subscriptions; tracks in other codecs are transcoded when the engine can.
     pub accept_codecs: Vec<Codec>,
+    /// Whether the peer's decoders take frames only in presentation order (WebRTC's do): H.264
+    /// with B-frames then reaches it re-encoded without. Off by default.
+    pub presentation_order_only: bool,
     pub on_duplicate: DuplicatePolicy,
     /// Whether the peer counts against the room's `max_peers`. On by default; off for engine
     /// services that join rooms to serve the peers in them (the room audio mixer).
@@ -67,6 +70,7 @@ impl JoinRequest {
             transport,
             auto_subscribe: true,
             accept_codecs: Vec::new(),
+            presentation_order_only: false,
             on_duplicate: DuplicatePolicy::Replace,
             takes_seat: true,
             credential: SessionCredential::default(),

@@ -23,7 +23,7 @@ mod subscription;
 pub mod supervise;
 pub mod track;
 
-pub use adapt::{AdapterRegistry, FrameTranscoder, TranscodeError, TranscoderFactory};
+pub use adapt::{AdapterRegistry, FrameTranscoder, LayerMove, TranscodeError, TranscoderFactory};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use endpoint::{Endpoint, EndpointMedia, EndpointRpc};
 pub use engine::{DuplicatePolicy, Engine, EngineConfig, JoinRequest, PeerRole, RoomAdminError};

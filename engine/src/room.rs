@@ -15,7 +15,6 @@ use junction_core::codec::codec_list;
 use junction_core::{
     CloseReason, Codec, CodecParams, ContractError, DataMessage, EndpointEvent, LayerPreference, MediaKind, MediaOut,
     PeerId, PeerInfo, PublishRequest, RoomId, RoomInfo, RoomOptions, SessionId, SubscribeOptions, TrackId, TrackInfo,
-    TransportKind,
 };
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -104,6 +103,8 @@ struct PeerSlot {
     /// Counted against the room's `max_peers` (false for engine services: the mixer).
     takes_seat: bool,
     accept: Vec<Codec>,
+    /// Takes no B-frames (see [`JoinRequest::presentation_order_only`]).
+    presentation_order_only: bool,
     published: Vec<TrackId>,
     subscriptions: HashMap<TrackId, SubLink>,
     /// The session's place among its token's live sessions, given back when the slot goes.
@@ -338,6 +339,7 @@ impl Room {
                 auto_subscribe: req.auto_subscribe,
                 takes_seat: req.takes_seat,
                 accept: req.accept_codecs,
+                presentation_order_only: req.presentation_order_only,
                 published: Vec::new(),
                 subscriptions: HashMap::new(),
                 seat,
@@ -756,10 +758,9 @@ impl RoomState {
             return Ok(SubscribedTrack { track: info, codec: attached.codec, params: attached.params.clone() });
         }
 
-        // WebRTC decoders take frames in presentation order only: H.264 with B-frames reaches
-        // them re-encoded without (a variant in the same codec).
-        let decode_order_only = matches!(slot.info.transport, TransportKind::Webrtc | TransportKind::Whep);
-        let reordered = decode_order_only && info.params.reorders;
+        // A peer that takes frames in presentation order only gets H.264 with B-frames
+        // re-encoded without (a variant in the same codec).
+        let reordered = slot.presentation_order_only && info.params.reorders;
         let accepted = options.codecs.is_empty() || options.codecs.contains(&info.codec);
         // Without a transcoder for that (video transcoding off), the stream goes as it is.
         let reordered = reordered && shared.adapters.route(info.codec, &[info.codec]).is_some();
@@ -779,7 +780,7 @@ impl RoomState {
                     room.variant_failed(&origin_id, variant, &reason);
                 }
             });
-            adapt::variant_for(&origin, codec, &factory, &shared.clone(), on_failure).map_err(|err| {
+            adapt::variant_for(&origin, codec, options.layer, &factory, &shared.clone(), on_failure).map_err(|err| {
                 tracing::warn!(room = %room, peer = %peer, track = %track_id, "{err}");
                 ContractError::TranscodeUnavailable { track: track_id.clone(), reason: err.to_string() }
             })?

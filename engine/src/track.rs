@@ -4,11 +4,12 @@
 //! or with room membership.
 //!
 //! A track may also own transcoded *variants* (see [`crate::adapt`]): one per target codec,
-//! shared by every subscriber that needs that codec.
+//! shared by every subscriber that needs that codec. A variant is a track too; a keyframe asked
+//! of it is asked of the original, for the simulcast layer its transcoder reads.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -58,15 +59,38 @@ pub(crate) struct Track {
     published_ns: u64,
     keyframe_asked_ns: [AtomicU64; MAX_LAYERS],
     last_hint_bps: AtomicU64,
-    demand: watch::Sender<Demand>,
+    pub(crate) demand: watch::Sender<Demand>,
     closed: AtomicBool,
     pub(crate) variants: Mutex<HashMap<Codec, Variant>>,
     /// Target codecs whose transcoder failed for good, with why: not started again.
     pub(crate) failed_variants: Mutex<HashMap<Codec, String>>,
+    /// Set on a transcoded variant: what its transcoder reads.
+    input: Option<VariantInput>,
+}
+
+/// What a transcoded variant reads: the original track and the transcoder's subscription on it.
+pub(crate) struct VariantInput {
+    pub(crate) origin: Weak<Track>,
+    pub(crate) source: Arc<Subscription>,
 }
 
 impl Track {
     pub(crate) fn new(info: TrackInfo, feedback: mpsc::Sender<MediaOut>, shared: Arc<Shared>) -> Self {
+        Self::with_input(info, feedback, shared, None)
+    }
+
+    /// A transcoded variant of `origin` whose transcoder reads it through `source`.
+    pub(crate) fn variant_of(info: TrackInfo, origin: &Arc<Track>, source: Arc<Subscription>) -> Self {
+        let input = VariantInput { origin: Arc::downgrade(origin), source };
+        Self::with_input(info, origin.feedback.clone(), origin.shared.clone(), Some(input))
+    }
+
+    fn with_input(
+        info: TrackInfo,
+        feedback: mpsc::Sender<MediaOut>,
+        shared: Arc<Shared>,
+        input: Option<VariantInput>,
+    ) -> Self {
         let layer_count = info.layers.len().clamp(1, MAX_LAYERS) as u8;
         let published_ns = shared.clock.now().saturating_duration_since(shared.epoch).as_nanos() as u64 + 1;
         Self {
@@ -84,7 +108,13 @@ impl Track {
             closed: AtomicBool::new(false),
             variants: Mutex::new(HashMap::new()),
             failed_variants: Mutex::new(HashMap::new()),
+            input,
         }
+    }
+
+    /// What this track's transcoder reads, if it is a variant.
+    pub(crate) fn variant_input(&self) -> Option<&VariantInput> {
+        self.input.as_ref()
     }
 
     pub(crate) fn info(&self) -> Arc<TrackInfo> {
@@ -97,10 +127,6 @@ impl Track {
             f(&mut new);
             new
         });
-    }
-
-    pub(crate) fn feedback_sender(&self) -> mpsc::Sender<MediaOut> {
-        self.feedback.clone()
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -207,6 +233,16 @@ impl Track {
 
     /// Asks the publisher for a keyframe of `layer`, at most once per configured interval.
     pub(crate) fn ask_keyframe(&self, layer: u8, now_ns: u64) {
+        if let Some(input) = &self.input {
+            // A variant's transcoder sends a keyframe when the original does: ask the original,
+            // for the layer the transcoder is on (or waits for), whatever `layer` says.
+            if let Some(origin) = input.origin.upgrade() {
+                let source = &input.source;
+                let layer = source.current_layer().unwrap_or_else(|| origin.target_now(source.preference()));
+                origin.ask_keyframe(layer, now_ns);
+            }
+            return;
+        }
         let interval = self.shared.config.keyframe_request_interval.as_nanos() as u64;
         let slot = &self.keyframe_asked_ns[(layer as usize).min(MAX_LAYERS - 1)];
         let last = slot.load(Ordering::Relaxed);

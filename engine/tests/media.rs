@@ -10,7 +10,7 @@ use bytes::Bytes;
 use junction_core::{
     Codec, CodecParams, LayerInfo, LayerPreference, MediaFrame, MediaTime, PublishRequest, SubscribeOptions,
 };
-use junction_engine::{AdapterRegistry, Clock, EngineConfig, FrameTranscoder, TranscodeError};
+use junction_engine::{AdapterRegistry, Clock, EngineConfig, FrameTranscoder, LayerMove, TranscodeError};
 use support::*;
 
 fn layers() -> Vec<LayerInfo> {
@@ -237,4 +237,118 @@ async fn a_transcoder_that_panics_ends_its_variant_and_its_subscribers_are_told(
     });
     assert!(refused, "the failed route is not retried");
     assert_eq!(created.load(Ordering::SeqCst), 1);
+}
+
+/// Pretends to transcode VP8 into H.264: each output frame names the input layer it came from
+/// (`h264(L2#7)`), and every `input_changed` call is recorded.
+struct FakeVp8ToH264 {
+    moves: Arc<parking_lot::Mutex<Vec<LayerMove>>>,
+}
+
+impl FrameTranscoder for FakeVp8ToH264 {
+    fn transcode(&mut self, frame: &MediaFrame, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+        let payload = Bytes::from(format!("h264({})", String::from_utf8_lossy(&frame.payload)));
+        out.push(MediaFrame::video(Codec::H264, frame.time, frame.keyframe, frame.arrival, payload));
+        Ok(())
+    }
+
+    fn input_changed(&mut self, to: LayerMove) {
+        self.moves.lock().push(to);
+    }
+}
+
+/// The input layers named by a fake transcoder's output frames, in order.
+fn transcoded_layers(frames: &[MediaFrame]) -> Vec<u8> {
+    frames.iter().map(|f| f.payload[6] - b'0').collect()
+}
+
+#[tokio::test]
+async fn a_transcoded_variant_reads_the_simulcast_layer_its_viewers_want() {
+    let moves = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut adapters = AdapterRegistry::default();
+    let recorded = moves.clone();
+    adapters.register(
+        Codec::Vp8,
+        Codec::H264,
+        Arc::new(move |_info| {
+            Ok((Box::new(FakeVp8ToH264 { moves: recorded.clone() }) as _, CodecParams::for_codec(Codec::H264)))
+        }),
+    );
+    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let mut publisher = join(&engine, "r", "tab").endpoint;
+    let track = publisher.rpc.publish(PublishRequest::new("cam", Codec::Vp8).with_layers(layers())).unwrap();
+    let h264_only = |name: &str| {
+        join_with(&engine, "r", name, |r| {
+            r.auto_subscribe = false;
+            r.accept_codecs = vec![Codec::H264];
+        })
+        .endpoint
+    };
+    let only_h264 = SubscribeOptions { codecs: vec![Codec::H264], ..Default::default() };
+    let settle = || tokio::time::sleep(Duration::from_millis(30));
+    let mut seq = 0;
+    let mut send = |frames: u64, keyframe_every: u64| {
+        for _ in 0..frames {
+            for layer in 0..3 {
+                track.send(simulcast_frame(layer, seq, seq % keyframe_every == 0, clock.now())).unwrap();
+            }
+            clock.advance(FRAME);
+            seq += 1;
+        }
+    };
+
+    // A small tile: the variant's first viewer wants the lowest layer, so that is what the
+    // transcoder decodes, and the publisher is not asked for more.
+    let mut small = h264_only("small");
+    small
+        .rpc
+        .subscribe(track.id(), SubscribeOptions { layer: LayerPreference::AtMost(0), ..only_h264.clone() })
+        .unwrap();
+    let asked = keyframe_requests(&media(&mut publisher));
+    assert_eq!(asked, vec![(track.id().clone(), 0)], "a keyframe of the layer the transcoder reads");
+    for _ in 0..10 {
+        send(1, 10);
+        settle().await;
+    }
+    let frames = frames_of(&media(&mut small), track.id());
+    assert!(frames.iter().all(|f| f.codec == Codec::H264) && frames.len() == 10, "{frames:?}");
+    assert_eq!(transcoded_layers(&frames), vec![0; 10]);
+
+    // An RTMP-like player joins the variant wanting the best: the transcoder moves up at the top
+    // layer's next keyframe (asked for), both viewers sharing it.
+    let mut best = h264_only("best");
+    best.rpc.subscribe(track.id(), only_h264.clone()).unwrap();
+    send(1, 10);
+    settle().await;
+    assert_eq!(engine.stats().variants, 1, "one transcoder for both viewers");
+    assert!(
+        keyframe_requests(&media(&mut publisher)).contains(&(track.id().clone(), 2)),
+        "the top layer's keyframe asked for"
+    );
+    for _ in 0..12 {
+        send(1, 5);
+        settle().await;
+    }
+    let layers_seen = transcoded_layers(&frames_of(&media(&mut best), track.id()));
+    let switch = layers_seen.iter().position(|l| *l == 2).expect("moved to the top layer");
+    assert!(layers_seen[switch..].iter().all(|l| *l == 2), "{layers_seen:?}");
+    assert_eq!(transcoded_layers(&frames_of(&media(&mut small), track.id())).last(), Some(&2));
+    assert_eq!(*moves.lock(), [LayerMove::ToTop(2)], "the transcoder was told its input moved up");
+
+    // A viewer's keyframe request through the variant reaches the publisher for the layer the
+    // transcoder reads, not the variant's own layer 0.
+    clock.advance(Duration::from_secs(1));
+    small.media.request_keyframe(track.id()).unwrap();
+    assert_eq!(keyframe_requests(&media(&mut publisher)), vec![(track.id().clone(), 2)]);
+
+    // The best viewer leaves: the transcoder goes back down to what the small tile wants.
+    best.rpc.unsubscribe(track.id()).unwrap();
+    for _ in 0..12 {
+        send(1, 5);
+        settle().await;
+    }
+    let layers_seen = transcoded_layers(&frames_of(&media(&mut small), track.id()));
+    assert_eq!(layers_seen.last(), Some(&0), "{layers_seen:?}");
+    assert_eq!(*moves.lock(), [LayerMove::ToTop(2), LayerMove::BelowTop]);
+    assert_eq!(engine.stats().variants, 1);
 }

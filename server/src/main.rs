@@ -5,6 +5,7 @@ mod api;
 mod bench;
 mod cli;
 mod config;
+mod events;
 mod listener;
 mod metrics;
 mod pages;

@@ -90,6 +90,8 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let video_routes = junction_video::register_adapters(&mut adapters, config.video);
     info!(routes = ?video_routes, max = config.video.max_transcodes, "video transcoding");
     let engine = Engine::with_parts(engine_config(&config), Arc::new(SystemClock), adapters);
+    // Kept for `/v1/events` from the first event on (restored rooms starting included).
+    let events = crate::events::EventLog::start(&engine);
     let shutdown = CancellationToken::new();
 
     let listener = TcpListener::bind(config.http.listen)
@@ -170,6 +172,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         services: Arc::new(wiring.services.clone()),
         cluster: cluster.clone(),
         store,
+        events,
     };
     let request_timeout = Duration::from_secs(config.http.request_timeout_s);
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);

@@ -185,9 +185,11 @@ export async function whepPlayer(browser, { base, room, token, identity }, logs)
 /**
  * The offsets measured for `peer` of `room` by a room tab (`tabPage`, a room page opened with
  * [`syncMeter`], or a new one when `tab`, its token, is given) and by a `/whep.html` player (when
- * `whep` is), side by side in `browser`, with the browser's own reference.
+ * `whep` is), side by side in `browser`, with the browser's own reference. With `after_ms` the
+ * pages open that much later (other viewers start meanwhile without Chromium's start-up load).
  */
-export async function syncAtViewers(browser, { base, room, peer, tab, whep, tabPage: given }, logs) {
+export async function syncAtViewers(browser, { base, room, peer, tab, whep, tabPage: given, after_ms }, logs) {
+  if (after_ms) await sleep(after_ms);
   const reference = referenceSync(browser, base, logs);
   const tabPage = given ?? (tab ? await roomPage(browser, base, room, tab, logs, [[syncMeter]]) : null);
   const whepPage = whep ? await whepPlayer(browser, { base, room, token: whep, identity: peer }, logs) : null;

@@ -350,6 +350,65 @@ async fn sfu_room_tabs_see_and_hear_each_other_through_the_server() {
 }
 
 #[tokio::test]
+async fn the_room_page_shows_one_tile_per_peer_with_a_name_plate_for_microphones_and_who_speaks() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens = [
+        token(&server, "tiles", "ann").await,
+        token(&server, "tiles", "bob").await,
+        token(&server, "tiles", "cy").await,
+    ];
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("room-page.png");
+    let args = json!({"base": server.base, "room": "tiles", "tokens": tokens, "screenshot": screenshot});
+    let result = chromium("tiles.mjs", args).await;
+    let shown = result["shown"].as_array().unwrap();
+    assert_eq!(shown.len(), 2, "one tile per peer, not one per track: {result}");
+    let tile =
+        |peer: &str| shown.iter().find(|t| t["peer"] == peer).unwrap_or_else(|| panic!("no tile of {peer}: {result}"));
+    let (ann, bob) = (tile("ann"), tile("bob"));
+    // A camera: its picture, the name, its microphone playing unseen.
+    assert_eq!(ann["label"], "ann");
+    assert_eq!(ann["nameplate"], false);
+    assert!(ann["videos"][0]["width"].as_u64() > Some(0) && ann["videos"][0]["visible"] == true, "{ann}");
+    assert_eq!(ann["audios"], json!([{"controls": false, "visible": false, "playing": true}]), "{ann}");
+    // A microphone alone: a name plate, no black video, no bare audio player.
+    assert_eq!(
+        (bob["nameplate"].as_bool(), bob["avatar"].as_str(), bob["videos"].as_array().map(Vec::len)),
+        (Some(true), Some("b"), Some(0))
+    );
+    assert_eq!(bob["audios"], json!([{"controls": false, "visible": false, "playing": true}]), "{bob}");
+    // Side by side at one height: a name plate as large as a picture, nothing under either.
+    assert_eq!(ann["height"], bob["height"], "{result}");
+    assert_eq!(result["lit"], json!(["ann", "bob"]), "each tile lit up while its peer spoke: {result}");
+    assert_eq!(result["errors"], json!([null, null, null]));
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000), "screenshot at {}", screenshot.display());
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
+async fn six_tabs_joining_at_once_each_decode_the_other_five_without_an_error() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let mut tokens = Vec::new();
+    for name in ["ann", "ben", "cat", "dan", "eve", "fay"] {
+        tokens.push(token(&server, "crowd", name).await);
+    }
+    let result = chromium("crowd.mjs", json!({"base": server.base, "room": "crowd", "tokens": tokens})).await;
+    // Opened together: the pages load and join within a second or two of each other.
+    assert!(result["joinedWithinMs"].as_u64().unwrap() < 5_000, "{result}");
+    for tab in 0..6 {
+        let (first, second) = (result["first"][tab].as_array().unwrap(), result["second"][tab].as_array().unwrap());
+        assert!(first.len() >= 5 && second.len() >= 5, "tab {tab} decodes {} cameras: {result}", second.len());
+        let total = |s: &[Value]| s.iter().map(|n| n.as_u64().unwrap()).sum::<u64>();
+        assert!(total(second) > total(first), "tab {tab} stopped decoding: {result}");
+        assert_eq!(result["errors"][tab], Value::Null, "{result}");
+    }
+    // No negotiation error, nor anything else, in any tab's console.
+    assert_eq!(result["logs"], json!([]), "{result}");
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+#[tokio::test]
 async fn a_browser_room_peer_is_watched_over_whep_by_an_independent_webrtc_stack() {
     let server = TestServer::start_with(QUICK_GRACE, &[]).await;
     let ann = token(&server, "mixed", "ann").await;

@@ -11,6 +11,7 @@ mod browser_rust;
 mod cli;
 mod cluster;
 mod components;
+mod events;
 mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;

@@ -49,9 +49,14 @@ async fn v1_needs_the_api_key() {
     }
     let (status, body) = server.call(Method::GET, "/v1/openapi.json", None).await;
     assert_eq!(status, 200);
-    for path in
-        ["/v1/rooms", "/v1/rooms/{room}", "/v1/rooms/{room}/tokens", "/v1/rooms/{room}/peers/{identity}", "/v1/ingress"]
-    {
+    for path in [
+        "/v1/rooms",
+        "/v1/rooms/{room}",
+        "/v1/rooms/{room}/tokens",
+        "/v1/rooms/{room}/peers/{identity}",
+        "/v1/ingress",
+        "/v1/events",
+    ] {
         assert!(body["paths"][path].is_object(), "openapi lacks {path}");
     }
     assert_eq!(body["servers"][0]["url"], server.base);

@@ -198,6 +198,34 @@ async fn a_browser_player_without_h264_watches_an_rtmp_publisher_in_vp8() {
     server.wait_for_no_peers().await;
 }
 
+/// A tab that decodes only H.264 (`?receive=h264`) in a room that keeps its publishers' VP8
+/// watches a three-layer simulcast tab through one transcoder, and forcing each layer in turn
+/// gives it that layer's picture size: the transcoder reads the layer its viewer asks for.
+#[tokio::test]
+async fn a_tab_that_decodes_only_h264_gets_each_simulcast_layer_it_asks_for_transcoded() {
+    let server = TestServer::start().await;
+    let room = "sim-h264";
+    let (status, body) =
+        server.call(reqwest::Method::POST, "/v1/rooms", Some(json!({"name": room, "video_codec": "vp8"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let tokens = [server.token(room, "cam", json!({})).await, server.token(room, "tile", json!({})).await];
+    let result =
+        chromium::run("simulcast.mjs", json!({"base": server.base, "room": room, "tokens": tokens, "receive": "h264"}))
+            .await;
+    let failed = |what: String| -> String { format!("{what}: {result}\nserver log:\n{}", server.logs()) };
+    let layers = result["layers"].as_array().unwrap_or_else(|| panic!("{}", failed("no layers".into())));
+    assert_eq!(layers.len(), 3, "{}", failed("three layers".into()));
+    let widths: Vec<u64> = layers.iter().map(|l| l["width"].as_u64().unwrap_or(0)).collect();
+    assert!(widths[0] < widths[1] && widths[1] < widths[2], "{}", failed(format!("layer sizes {widths:?}")));
+    for layer in layers {
+        assert_eq!(layer["codec"], "video/H264", "{}", failed(format!("transcoded: {layer}")));
+        assert_eq!(layer["stillWidth"], layer["width"], "{}", failed(format!("the layer holds: {layer}")));
+        assert!(layer["after"].as_u64() > layer["before"].as_u64(), "{}", failed(format!("decoding: {layer}")));
+    }
+    assert_eq!(result["errors"], json!([null, null]));
+    server.wait_for_no_peers().await;
+}
+
 /// `video.max_transcodes` bounds the video transcoders: with one allowed, a MoQ session asking
 /// for H.264 gets the first VP8 publisher's video transcoded, and its request for a second VP8
 /// publisher's video is refused with MoQ's `NOT_SUPPORTED` (0x3); the REST API's metrics show one

@@ -4,13 +4,19 @@
 //! the routes they are registered under, and the process-wide bound on how many run at once
 //! (`video.max_transcodes`, counted by the `junction_video_transcodes` gauge).
 //!
-//! A transcoder decodes the best simulcast layer flowing, fits the picture inside
-//! `video.max_width`x`video.max_height`, and encodes it with no frame of delay. Keyframes are
-//! mapped both ways: a viewer's keyframe request reaches the publisher (the variant shares the
-//! original's feedback path), a keyframe from the publisher becomes a keyframe out, and a
-//! keyframe goes out at least every `video.keyframe_interval_s` for players that join between
-//! requests (RTMP, HLS). A decoder that loses its place asks the publisher for a keyframe and
-//! waits for it instead of encoding garbage.
+//! A transcoder decodes the simulcast layer its viewers want (the best any of them prefers, as
+//! the engine picks it), fits the picture inside `video.max_width`x`video.max_height`, and
+//! encodes it with no frame of delay. Moved below the top layer (WebRTC viewers, which take any
+//! size), it encodes each layer at its own size from the layer's first keyframe; moved to the
+//! top layer, that layer's first keyframe sets the size for good, and a layer the publisher
+//! falls back to is scaled to it, so that players that cannot take a size change mid-stream
+//! (CMAF init segments) never see one (see [`LayerMove`]).
+//! Keyframes are mapped both ways: a viewer's keyframe request reaches the publisher (for the
+//! layer the transcoder reads: the engine routes a variant's requests to its original), a
+//! keyframe from the publisher becomes a keyframe out, and a keyframe goes out at least every
+//! `video.keyframe_interval_s` for players that join between requests (RTMP, HLS). A decoder
+//! that loses its place asks the publisher for a keyframe and waits for it instead of encoding
+//! garbage.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use std::time::Instant;
 
 use ffmpeg_next as ff;
 use junction_core::{Codec, CodecParams, MediaFrame, MediaTime, TrackInfo};
-use junction_engine::adapt::{AdapterRegistry, FrameTranscoder, TranscodeError};
+use junction_engine::adapt::{AdapterRegistry, FrameTranscoder, LayerMove, TranscodeError};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -156,6 +162,8 @@ fn build_transcoder(
         scaler: Scaler::default(),
         encoder: None,
         synced: false,
+        resize: Resize::Never,
+        encoder_layer: 0,
         wants_keyframe: true,
         last_keyframe: None,
         sequence: 0,
@@ -178,6 +186,10 @@ struct VideoTranscoder {
     encoder: Option<Encoder>,
     /// Whether the decoder has a keyframe to decode from.
     synced: bool,
+    /// Which keyframes of another layer than the encoder's reopen it at their own size.
+    resize: Resize,
+    /// The simulcast layer of the frame the encoder was opened at.
+    encoder_layer: u8,
     wants_keyframe: bool,
     /// Media time of the last keyframe sent.
     last_keyframe: Option<MediaTime>,
@@ -232,6 +244,15 @@ impl FrameTranscoder for VideoTranscoder {
             }
             self.synced = true;
         }
+        if frame.keyframe && self.resize.at(frame.layer) {
+            if let Resize::AtLayer(_) = self.resize {
+                self.resize = Resize::Never;
+            }
+            if frame.layer != self.encoder_layer {
+                // The next picture opens an encoder at its own size.
+                self.encoder = None;
+            }
+        }
         let mut pictures = std::mem::take(&mut self.pictures);
         let pts = i64::try_from(frame.time.ticks).unwrap_or(i64::MAX);
         if let Err(err) = self.decoder.decode(&frame.payload, pts, &mut pictures) {
@@ -247,6 +268,9 @@ impl FrameTranscoder for VideoTranscoder {
                 .pts()
                 .and_then(|pts| u64::try_from(pts).ok())
                 .map_or(frame.time, |ticks| MediaTime { ticks, rate: frame.time.rate });
+            if self.encoder.is_none() {
+                self.encoder_layer = frame.layer;
+            }
             let keyframe = picture.is_key() || self.keyframe_due(time);
             let size = self.encoder_for(picture.width(), picture.height()).map(|encoder| encoder.settings());
             let step = size.and_then(|EncoderSettings { width, height, .. }| {
@@ -282,6 +306,34 @@ impl FrameTranscoder for VideoTranscoder {
     fn wants_keyframe(&mut self) -> bool {
         std::mem::take(&mut self.wants_keyframe)
     }
+
+    fn input_changed(&mut self, to: LayerMove) {
+        self.resize = match to {
+            LayerMove::ToTop(top) => Resize::AtLayer(top),
+            LayerMove::BelowTop => Resize::EachLayer,
+        };
+    }
+}
+
+/// When a transcoder reopens its encoder at the size of the layer it reads (see [`LayerMove`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resize {
+    /// The size it started with is kept.
+    Never,
+    /// Once, at the first keyframe of this layer; then never.
+    AtLayer(u8),
+    /// At the first keyframe of each layer it moves to.
+    EachLayer,
+}
+
+impl Resize {
+    fn at(self, layer: u8) -> bool {
+        match self {
+            Resize::Never => false,
+            Resize::AtLayer(at) => at == layer,
+            Resize::EachLayer => true,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -307,15 +359,19 @@ mod tests {
 
     /// `count` VP8 frames of a bar moving right, keyframes where `keyframes` says.
     fn vp8_frames(count: i64, keyframes: &[i64]) -> Vec<MediaFrame> {
-        let settings =
-            EncoderSettings { width: 320, height: 192, bitrate_bps: 500_000, fps: 30, keyframe_interval: 1000 };
+        vp8_frames_sized(count, keyframes, (320, 192))
+    }
+
+    /// [`vp8_frames`] at another picture size.
+    fn vp8_frames_sized(count: i64, keyframes: &[i64], (width, height): (u32, u32)) -> Vec<MediaFrame> {
+        let settings = EncoderSettings { width, height, bitrate_bps: 500_000, fps: 30, keyframe_interval: 1000 };
         let mut encoder = Encoder::new(Codec::Vp8, settings).unwrap();
         let mut packets = Vec::new();
         for n in 0..count {
-            let mut picture = ff::frame::Video::new(Pixel::YUV420P, 320, 192);
+            let mut picture = ff::frame::Video::new(Pixel::YUV420P, width, height);
             let stride = picture.stride(0);
             for (i, px) in picture.data_mut(0).iter_mut().enumerate() {
-                *px = if (i % stride).abs_diff(n as usize * 8 % 320) < 12 { 235 } else { 16 };
+                *px = if (i % stride).abs_diff(n as usize * 8 % width as usize) < 12 { 235 } else { 16 };
             }
             picture.data_mut(1).fill(128);
             picture.data_mut(2).fill(128);
@@ -408,5 +464,63 @@ mod tests {
             transcoder.transcode(&frames[10], &mut out).unwrap();
             assert_eq!(out.len(), after);
         }
+    }
+
+    /// The picture sizes H.264 `frames` decode to, in order.
+    fn decoded_sizes(frames: &[MediaFrame]) -> Vec<(u32, u32)> {
+        let mut decoder = Decoder::new(Codec::H264).unwrap();
+        let mut pictures = Vec::new();
+        for frame in frames {
+            decoder.decode(&frame.payload, frame.time.ticks as i64, &mut pictures).unwrap();
+        }
+        pictures.iter().map(|p| (p.width(), p.height())).collect()
+    }
+
+    #[test]
+    fn a_transcoder_follows_the_layers_its_viewers_move_it_to_and_keeps_its_size_otherwise() {
+        let mut registry = AdapterRegistry::default();
+        register_adapters(&mut registry, VideoConfig { keyframe_interval_s: 60, ..VideoConfig::default() });
+        let (_, factory) = registry.route(Codec::Vp8, &[Codec::H264]).unwrap();
+        // Ten frames of a simulcast publisher's layer, from a keyframe, with times that carry on
+        // after `segment` earlier ones (the engine's subscription rebases them across a switch).
+        let layer = |layer: u8, segment: u64| -> Vec<MediaFrame> {
+            let size = [(160, 96), (240, 144), (320, 192)][usize::from(layer)];
+            vp8_frames_sized(10, &[0], size)
+                .into_iter()
+                .map(|mut f| {
+                    f.time.ticks += segment * 30_000;
+                    f.with_layer(layer)
+                })
+                .collect()
+        };
+        // The transcoder reads the layers in `read` one after another (ten frames each), told of
+        // `moves` after the first; returns the picture sizes it encoded, one per layer read.
+        let run = |read: &[u8], moves: &[LayerMove]| {
+            let (mut transcoder, _) = factory(&track(Codec::Vp8)).unwrap();
+            let mut out = Vec::new();
+            for (segment, l) in read.iter().enumerate() {
+                if segment == 1 {
+                    moves.iter().for_each(|to| transcoder.input_changed(*to));
+                }
+                for frame in layer(*l, segment as u64) {
+                    transcoder.transcode(&frame, &mut out).unwrap();
+                }
+            }
+            assert_eq!(out.len(), 10 * read.len());
+            assert!(out.iter().step_by(10).all(|f| f.keyframe), "each layer starts with a keyframe out");
+            let sizes = decoded_sizes(&out);
+            assert!(sizes.chunks(10).all(|c| c.iter().all(|s| *s == c[0])), "{sizes:?}");
+            sizes.iter().step_by(10).copied().collect::<Vec<_>>()
+        };
+        // The viewers asked for a lower layer: they get its own size.
+        assert_eq!(run(&[2, 0], &[LayerMove::BelowTop]), [(320, 192), (160, 96)]);
+        // The publisher stopped its top layer: the stream keeps the size it started with.
+        assert_eq!(run(&[2, 0], &[]), [(320, 192), (320, 192)]);
+        // Below the top, every layer read gets its own size: frames of the middle layer still
+        // queued from a first move, then the lowest one the viewers moved on to.
+        assert_eq!(run(&[2, 1, 0], &[LayerMove::BelowTop, LayerMove::BelowTop]), [(320, 192), (240, 144), (160, 96)]);
+        // Up to the top from the lowest: lower frames still queued keep the size, the top layer
+        // sets it, and a fallback after it keeps it.
+        assert_eq!(run(&[0, 1, 2, 1], &[LayerMove::ToTop(2)]), [(160, 96), (160, 96), (320, 192), (320, 192)]);
     }
 }

@@ -22,21 +22,21 @@
 //! (`Unsubscribed`, then `SubscriptionFailed` with the reason). Nothing else is affected.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use junction_core::{Codec, LayerPreference, MediaOut, TrackInfo};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
 use crate::shared::Shared;
 use crate::subscription::Subscription;
-use crate::track::Track;
+use crate::track::{Demand, Track, VariantInput};
 
 pub(crate) mod registry;
 
-pub use registry::{AdapterRegistry, FrameTranscoder, TranscodeError, TranscoderFactory};
+pub use registry::{AdapterRegistry, FrameTranscoder, LayerMove, TranscodeError, TranscoderFactory};
 
 /// Input frames in a row that may fail before a transcoder counts as broken.
 pub const MAX_CONSECUTIVE_FAILURES: u32 = 100;
@@ -45,15 +45,22 @@ pub const MAX_CONSECUTIVE_FAILURES: u32 = 100;
 /// Called on the transcoding runtime with the variant's track and the reason.
 pub(crate) type OnVariantFailure = Box<dyn FnOnce(&Arc<Track>, String) + Send>;
 
-/// A running variant: the transcoded track subscribers attach to, the transcoder's own
-/// subscription on the original, and its task on the transcoding runtime.
+/// A running variant: the transcoded track subscribers attach to (which holds the transcoder's
+/// own subscription on the original, see [`VariantInput`]), and its task on the transcoding
+/// runtime.
 pub(crate) struct Variant {
     pub(crate) track: Arc<Track>,
-    source: Arc<Subscription>,
     task: AbortHandle,
 }
 
 impl Variant {
+    /// Takes the transcoder's subscription off `origin`.
+    fn detach_from(&self, origin: &Track) {
+        if let Some(input) = self.track.variant_input() {
+            origin.remove_subscriber(&input.source);
+        }
+    }
+
     pub(crate) fn stop(self, shared: &Shared) {
         self.task.abort();
         self.track.close();
@@ -76,11 +83,13 @@ fn transcoding_runtime() -> Result<&'static tokio::runtime::Handle, String> {
     runtime.as_ref().map(|runtime| runtime.handle()).map_err(Clone::clone)
 }
 
-/// The variant of `origin` in `codec`, started if it is not running yet. `on_failure` is called
-/// if its transcoder fails for good.
+/// The variant of `origin` in `codec`, started if it is not running yet, for a viewer that
+/// prefers `layer` of a simulcast original. `on_failure` is called if its transcoder fails for
+/// good.
 pub(crate) fn variant_for(
     origin: &Arc<Track>,
     codec: Codec,
+    layer: LayerPreference,
     factory: &TranscoderFactory,
     shared: &Arc<Shared>,
     on_failure: OnVariantFailure,
@@ -93,11 +102,11 @@ pub(crate) fn variant_for(
     if let Some(reason) = origin.failed_variants.lock().get(&codec) {
         return Err(TranscodeError::Failed { from: info.codec, to: codec, reason: reason.clone() });
     }
-    let (transcoder, params) = factory(&info)?;
+    let input = input_preference(&info, layer);
+    let (transcoder, params) = factory(&input_info(&info, input))?;
     // A variant is one stream whatever the original's simulcast layers: the transcoder reads
-    // the best layer flowing and encodes one picture size.
+    // the layer its viewers want (see `Worker::follow_viewers`) and encodes one picture size.
     let variant_info = TrackInfo { codec, params, layers: Vec::new(), ..TrackInfo::clone(&info) };
-    let track = Arc::new(Track::new(variant_info, origin.feedback_sender(), shared.clone()));
 
     let runtime = transcoding_runtime().map_err(|reason| TranscodeError::Setup {
         from: info.codec,
@@ -105,23 +114,48 @@ pub(crate) fn variant_for(
         reason: format!("no runtime: {reason}"),
     })?;
     let (tx, rx) = mpsc::channel(shared.config.subscriber_queue);
-    let source = Arc::new(Subscription::new(origin.id.clone(), tx, LayerPreference::Highest));
+    let source = Arc::new(Subscription::new(origin.id.clone(), tx, input));
+    let track = Arc::new(Track::variant_of(variant_info, origin, source.clone()));
     let worker = Worker {
         input: rx,
         transcoder,
         output: track.clone(),
-        origin: Arc::downgrade(origin),
+        viewers: track.demand.subscribe(),
         from: info.codec,
         to: codec,
         shared: shared.clone(),
         on_failure,
     };
     let task = runtime.spawn(worker.run()).abort_handle();
-    origin.add_subscriber(source.clone());
-    debug!(track = %origin.id, from = %info.codec, to = %codec, "started transcoded variant");
+    origin.add_subscriber(source);
+    debug!(track = %origin.id, from = %info.codec, to = %codec, ?input, "started transcoded variant");
     shared.counters.variants.add(1);
-    variants.insert(codec, Variant { track: track.clone(), source, task });
+    variants.insert(codec, Variant { track: track.clone(), task });
     Ok(track)
+}
+
+/// How a variant reads a simulcast original for viewers whose best wish is `wanted`: `Highest`
+/// for the top layer (or a single-layer original), so that it follows the top layer that is
+/// being sent.
+fn input_preference(info: &TrackInfo, wanted: LayerPreference) -> LayerPreference {
+    let top = info.layers.len().saturating_sub(1);
+    match wanted {
+        LayerPreference::AtMost(layer) if usize::from(layer) < top => LayerPreference::AtMost(layer),
+        _ => LayerPreference::Highest,
+    }
+}
+
+/// The original as its transcoder will read it: the picture size of the layer it starts on,
+/// when the publisher declared one.
+fn input_info(info: &TrackInfo, input: LayerPreference) -> TrackInfo {
+    let mut info = TrackInfo::clone(info);
+    if let LayerPreference::AtMost(layer) = input
+        && let Some(declared) = info.layers.get(usize::from(layer))
+        && let (Some(width), Some(height)) = (declared.width, declared.height)
+    {
+        (info.params.width, info.params.height) = (Some(width), Some(height));
+    }
+    info
 }
 
 /// Stops `origin`'s variant in `codec` if nobody is attached to it any more.
@@ -129,7 +163,7 @@ pub(crate) fn release_if_unused(origin: &Arc<Track>, codec: Codec, shared: &Shar
     let mut variants = origin.variants.lock();
     let unused = variants.get(&codec).is_some_and(|v| v.track.subscriber_count() == 0);
     if unused && let Some(variant) = variants.remove(&codec) {
-        origin.remove_subscriber(&variant.source);
+        variant.detach_from(origin);
         debug!(track = %origin.id, to = %codec, "stopped transcoded variant");
         variant.stop(shared);
     }
@@ -140,7 +174,8 @@ struct Worker {
     input: mpsc::Receiver<MediaOut>,
     transcoder: Box<dyn FrameTranscoder>,
     output: Arc<Track>,
-    origin: Weak<Track>,
+    /// What the variant's viewers ask of it (their number and best layer).
+    viewers: watch::Receiver<Demand>,
     from: Codec,
     to: Codec,
     shared: Arc<Shared>,
@@ -155,6 +190,9 @@ impl Worker {
         let (mut failures, mut in_a_row) = (0u64, 0u32);
         while let Some(item) = self.input.recv().await {
             let MediaOut::Frame { frame, .. } = item else { continue };
+            if self.viewers.has_changed().unwrap_or(false) {
+                self.follow_viewers();
+            }
             let started = Instant::now();
             let result = catch_unwind(AssertUnwindSafe(|| self.transcoder.transcode(&frame, &mut out)));
             cpu.increment(started.elapsed().as_micros() as u64);
@@ -175,10 +213,9 @@ impl Worker {
                     return self.fail(format!("the transcoder panicked: {message}"));
                 }
             }
-            if self.transcoder.wants_keyframe()
-                && let Some(origin) = self.origin.upgrade()
-            {
-                origin.ask_keyframe_now(origin.target_now(LayerPreference::Highest));
+            if self.transcoder.wants_keyframe() {
+                // Asked of the original, for the layer the transcoder reads (see `Track`).
+                self.output.ask_keyframe_now(0);
             }
             for frame in out.drain(..) {
                 if self.output.send(frame).is_err() {
@@ -188,13 +225,40 @@ impl Worker {
         }
     }
 
+    /// Moves the transcoder to the simulcast layer the variant's viewers want now: the best any
+    /// of them prefers (an RTMP or MoQ player takes the top one; a WebRTC viewer the one its
+    /// bandwidth or tile allows). The switch happens at that layer's next keyframe, which is asked
+    /// for; the transcoder is told so that it encodes the new layer at its own size.
+    fn follow_viewers(&mut self) {
+        let viewers = *self.viewers.borrow_and_update();
+        let Some(VariantInput { origin, source }) = self.output.variant_input() else { return };
+        let Some(origin) = origin.upgrade() else { return };
+        if viewers.subscribers == 0 {
+            return;
+        }
+        let input = input_preference(&origin.info(), LayerPreference::AtMost(viewers.max_layer));
+        if input == source.preference() {
+            return;
+        }
+        debug!(track = %origin.id, to = %self.to, ?input, "transcoded variant follows its viewers' layer");
+        source.set_preference(input);
+        origin.refresh_demand();
+        // The new layer's keyframe, which the transcoder's subscription waits for to switch.
+        origin.ask_keyframe_now(origin.target_now(input));
+        let top = origin.info().layers.len().saturating_sub(1) as u8;
+        self.transcoder.input_changed(match input {
+            LayerPreference::Highest => LayerMove::ToTop(top),
+            LayerPreference::AtMost(_) => LayerMove::BelowTop,
+        });
+    }
+
     /// Ends the variant: out of its track's variants, remembered as failed, closed, and the
     /// room told.
     fn fail(self, reason: String) {
         metrics::counter!("junction_transcoders_failed_total", "from" => self.from.as_str(), "to" => self.to.as_str())
             .increment(1);
         warn!(track = %self.output.id, from = %self.from, to = %self.to, "transcoded variant ended: {reason}");
-        let Some(origin) = self.origin.upgrade() else { return };
+        let Some(origin) = self.output.variant_input().and_then(|input| input.origin.upgrade()) else { return };
         let removed = {
             let mut variants = origin.variants.lock();
             let ours = variants.get(&self.to).is_some_and(|v| Arc::ptr_eq(&v.track, &self.output));
@@ -202,7 +266,7 @@ impl Worker {
             if ours { variants.remove(&self.to) } else { None }
         };
         let Some(variant) = removed else { return };
-        origin.remove_subscriber(&variant.source);
+        variant.detach_from(&origin);
         variant.stop(&self.shared);
         (self.on_failure)(&self.output, reason);
     }

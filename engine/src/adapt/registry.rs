@@ -32,6 +32,26 @@ pub trait FrameTranscoder: Send + 'static {
     fn wants_keyframe(&mut self) -> bool {
         false
     }
+
+    /// The variant's viewers moved it to another simulcast layer of the original, which comes
+    /// from that layer's next keyframe on, possibly at another picture size (see
+    /// [`LayerMove`]). Until the first call a video transcoder keeps the size it started with,
+    /// whatever layer the publisher falls back to.
+    fn input_changed(&mut self, _to: LayerMove) {}
+}
+
+/// Where a variant's viewers moved its transcoder on a simulcast original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerMove {
+    /// To the top layer (its index): what players that cannot take a picture size change
+    /// mid-stream (CMAF init segments: MoQ, HLS, recordings) ask for. That layer's first keyframe
+    /// sets the size, kept from then on whatever the publisher falls back to. Frames of a lower
+    /// layer still queued from before the move, or sent while the top layer is paused, are
+    /// scaled to the size the encoder has.
+    ToTop(u8),
+    /// Below the top, as only viewers that take any size (WebRTC, by bandwidth or tile) ask:
+    /// every layer read from now on is encoded at its own size, from its first keyframe.
+    BelowTop,
 }
 
 /// Builds a transcoder for a track; returns it with the parameters of its output.

@@ -1,5 +1,5 @@
 //! The HTTP server's routes: health and metrics, the operator REST API under `/v1` (rooms,
-//! tokens, peers, ingress, OpenAPI), the web pages, and whatever routes the transports bring.
+//! tokens, peers, ingress, OpenAPI, the room event stream), the web pages, and whatever routes the transports bring.
 //! `/v1` takes any of the server's API keys, or a client token with the admin grant for routes
 //! under its own room; every route is answered within `http.request_timeout_s` (408 past it).
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub cluster: Option<junction_cluster::Cluster>,
     /// Where API-created rooms and ingress keys are kept across restarts.
     pub store: junction_store::Store,
+    /// Room events kept for `/v1/events`.
+    pub events: crate::events::EventLog,
 }
 
 /// Builds the whole HTTP application: core routes, `/v1` (with `transport_api` merged in), the
@@ -55,6 +57,7 @@ pub fn app(
         .merge(ingress::routes())
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/events", get(crate::events::stream_events))
         .with_state(state.clone())
         .merge(transport_api)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))

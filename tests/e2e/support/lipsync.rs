@@ -8,7 +8,8 @@
 //! Browser viewers (a room tab, `/whep.html`) measure the same in Chromium, as presented
 //! (`tests/browser/lipsync.mjs`), beside Chromium's own offset between two of its peer
 //! connections with nothing between them: [`assert_browser_sync`] checks the server against what
-//! the browser does by itself. Browser publishers flash and beep the same way.
+//! the browser does by itself. What WebRTC viewers are sent is measured on the wire
+//! (`super::wire_sync`). Browser publishers flash and beep the same way.
 
 use std::path::Path;
 
@@ -21,10 +22,11 @@ pub const BAR_MS: f64 = 80.0;
 pub const BROWSER_HZ: u32 = 1000;
 
 /// How far beyond Chromium's own peer-to-peer offset a browser viewer may be before the test
-/// fails. Not the 80 ms bar: run to run, Chromium's settling moves these figures by ±50 ms
-/// (docs/interop.md lists them), so this guards against what the measurements found broken —
-/// audio 450 ms off a room tab's video, a WHEP player never synchronised.
-pub const BROWSER_GUARD_MS: f64 = 150.0;
+/// fails. Not the 80 ms bar, which the server is held to on the wire (`super::wire_sync`): run
+/// to run, Chromium's settling moves these figures over about ±120 ms while the wire stays
+/// within ±40 (docs/interop.md lists them), so this guards against gross breakage only, such as
+/// the 450 ms a room tab once played audio off its video.
+pub const BROWSER_GUARD_MS: f64 = 200.0;
 
 /// Checks the lip sync a browser scenario measured at `viewer` (`tab` or `whep`): at least four
 /// flashes paired with beeps, and beep minus flash within [`BROWSER_GUARD_MS`] of the browser's

@@ -15,6 +15,7 @@ pub mod rtmp_client;
 pub mod server;
 pub mod sip;
 pub mod webrtc_client;
+pub mod wire_sync;
 pub mod x264;
 
 pub use server::TestServer;

@@ -245,9 +245,13 @@ export class Session extends Emitter {
     this.emit(message.type, message);
   }
 
-  /** Joins the room the token names (anonymous sessions name it). Resolves with `joined`. */
-  async join({ room, name, metadata } = {}) {
-    const joined = await this.request({ type: 'join', room, name, metadata });
+  /**
+   * Joins the room the token names (anonymous sessions name it). Resolves with `joined`.
+   * `receive`: the video codecs this client decodes (`['h264']`); the server transcodes the
+   * others for it. All that a browser decodes when absent.
+   */
+  async join({ room, name, metadata, receive } = {}) {
+    const joined = await this.request({ type: 'join', room, name, metadata, receive });
     if (joined.room.mode === 'sfu') {
       this.media?.close();
       this.media = new SfuMedia(this);

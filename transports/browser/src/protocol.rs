@@ -87,6 +87,8 @@ pub enum ClientMessage {
         room: Option<RoomId>,
         name: Option<String>,
         metadata: Option<Value>,
+        /// The video codecs the client decodes (`["h264"]`); every browser codec when absent.
+        receive: Option<Vec<String>>,
     },
     /// Ends the session: leaves the room, hangs up calls, closes the socket.
     Leave {},
@@ -477,7 +479,10 @@ mod tests {
         let req = parse(r#"{"type":"join","id":7,"name":"Alice"}"#).unwrap();
         assert_eq!(req.id, Some(json!(7)));
         assert_eq!(req.kind, "join");
-        assert_eq!(req.message, ClientMessage::Join { room: None, name: Some("Alice".into()), metadata: None });
+        assert_eq!(
+            req.message,
+            ClientMessage::Join { room: None, name: Some("Alice".into()), metadata: None, receive: None }
+        );
         let req = parse(r#"{"type":"set_layer","track":"TR_abc","layer":1}"#).unwrap();
         assert!(matches!(req.message, ClientMessage::SetLayer { layer: WireLayer::Index(1), .. }));
         let req = parse(r#"{"type":"set_layer","track":"TR_abc","layer":"highest"}"#).unwrap();

@@ -171,6 +171,8 @@ fn join_request(room: &RoomId, credential: &Credential, identity: PeerId, transp
     join.name = credential.name.clone();
     join.metadata = credential.metadata.clone();
     join.auto_subscribe = false;
+    // WebRTC decoders take no B-frames.
+    join.presentation_order_only = true;
     join
 }
 

@@ -188,6 +188,11 @@ impl RoomClient {
         self.client.request_keyframe().await
     }
 
+    /// The RTCP sender reports received so far, oldest first.
+    pub fn sender_reports(&self) -> Vec<super::SenderReportSeen> {
+        self.client.sender_reports.lock().map(|seen| seen.clone()).unwrap_or_default()
+    }
+
     /// Sends `leave`, waits for the server to close the socket, and closes the connection.
     /// Fails if the session went wrong on the way: an `error` from the server, or a server
     /// answer, candidate or offer this client could not apply.

@@ -5,7 +5,7 @@
 //! [`PeerRequest`]s through its handle, one hop each, and room events come back as its signals.
 //! Either way one task owns the endpoint.
 
-use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
+use junction_core::{CloseReason, Codec, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
 use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
 use junction_webrtc::{PeerReply, PeerRequest, SessionError, SessionHandle, SessionSignal, SessionSpec};
 use tokio::sync::mpsc;
@@ -42,6 +42,8 @@ pub struct RoomPeer {
     link: Link,
     /// Data channels of the media session that are open (`junction-reliable`, ...).
     pub(super) channels: Vec<String>,
+    /// The codecs the client decodes: what its subscriptions ask for.
+    pub(super) accept: Vec<Codec>,
 }
 
 fn media_gone(err: SessionError) -> WireError {
@@ -49,9 +51,9 @@ fn media_gone(err: SessionError) -> WireError {
 }
 
 impl RoomPeer {
-    pub fn new(info: RoomInfo, rpc: EndpointRpc, media: EndpointMedia) -> Self {
+    pub fn new(info: RoomInfo, rpc: EndpointRpc, media: EndpointMedia, accept: Vec<Codec>) -> Self {
         let identity = rpc.peer().clone();
-        RoomPeer { info, identity, link: Link::Direct { rpc, media }, channels: Vec::new() }
+        RoomPeer { info, identity, link: Link::Direct { rpc, media }, channels: Vec::new(), accept }
     }
 
     pub fn mode(&self) -> RoomMode {

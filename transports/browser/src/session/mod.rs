@@ -242,7 +242,9 @@ impl Session {
             return;
         }
         let result = match message {
-            ClientMessage::Join { room, name, metadata } => self.join(id.clone(), room, name, metadata),
+            ClientMessage::Join { room, name, metadata, receive } => {
+                self.join(id.clone(), room, name, metadata, receive)
+            }
             ClientMessage::Leave {} => {
                 self.end(Ending::from_close(&CloseReason::Left), None);
                 Ok(Reply::Ok)

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use junction_core::{
-    CloseReason, Codec, DataMessage, EndpointEvent, LayerPreference, PeerId, PeerInfo, RoomId, RoomMode,
+    CloseReason, Codec, DataMessage, EndpointEvent, LayerPreference, MediaKind, PeerId, PeerInfo, RoomId, RoomMode,
     SubscribeOptions, TransportKind,
 };
 use junction_engine::{DuplicatePolicy, JoinRequest};
@@ -45,6 +45,30 @@ fn check_metadata(metadata: &Option<Value>) -> Result<(), WireError> {
     Ok(())
 }
 
+/// The codecs a browser session takes: every one a browser decodes, or Opus and the video
+/// codecs it names in `receive` (a client without a decoder, or one that wants hardware-decoded
+/// H.264, gets the others transcoded).
+fn receive_codecs(receive: &Option<Vec<String>>) -> Result<Vec<Codec>, WireError> {
+    let Some(names) = receive else { return Ok(BROWSER_CODECS.to_vec()) };
+    let mut accept = vec![Codec::Opus];
+    for name in names {
+        let codec = Codec::from_name(name)
+            .filter(|codec| codec.kind() == MediaKind::Video && BROWSER_CODECS.contains(codec))
+            .ok_or_else(|| {
+                let message =
+                    format!("receive: \"{name:.32}\" is not a video codec a browser decodes (vp8, h264, vp9, av1)");
+                WireError::new("invalid_field", message)
+            })?;
+        if !accept.contains(&codec) {
+            accept.push(codec);
+        }
+    }
+    if accept.len() == 1 {
+        return Err(WireError::new("invalid_field", "receive: name at least one video codec"));
+    }
+    Ok(accept)
+}
+
 fn not_joined() -> WireError {
     WireError::new("not_joined", "join a room first")
 }
@@ -56,6 +80,7 @@ impl Session {
         room: Option<RoomId>,
         name: Option<String>,
         metadata: Option<Value>,
+        receive: Option<Vec<String>>,
     ) -> Result<Reply, WireError> {
         if let Some(joined) = &self.room {
             let message = format!("this session has already joined room {}; leave first", joined.info.name);
@@ -63,6 +88,7 @@ impl Session {
         }
         check_name(&name)?;
         check_metadata(&metadata)?;
+        let accept = receive_codecs(&receive)?;
         let room = match (&self.principal.room, room) {
             (Some(granted), Some(asked)) if *granted != asked => {
                 let message = format!("the token is for room {granted}, not {asked}");
@@ -83,7 +109,8 @@ impl Session {
             grants: self.principal.grants,
             transport: TransportKind::Webrtc,
             auto_subscribe: mode == RoomMode::Sfu,
-            accept_codecs: BROWSER_CODECS.to_vec(),
+            accept_codecs: accept.clone(),
+            presentation_order_only: true,
             on_duplicate: DuplicatePolicy::Replace,
             takes_seat: true,
             credential: self.principal.session.clone(),
@@ -114,7 +141,7 @@ impl Session {
             peers,
             tracks: joined.tracks,
         };
-        self.room = Some(RoomPeer::new(joined.room, rpc, media));
+        self.room = Some(RoomPeer::new(joined.room, rpc, media, accept));
         self.engaged = true;
         Ok(Reply::Message(Box::new(reply)))
     }
@@ -144,7 +171,7 @@ impl Session {
                     return Err(mesh());
                 }
                 let layer: LayerPreference = layer.map(Into::into).unwrap_or_default();
-                let options = SubscribeOptions { codecs: BROWSER_CODECS.to_vec(), layer };
+                let options = SubscribeOptions { codecs: peer.accept.clone(), layer };
                 // A media session subscribes and holds the layer on the peer's m-line in one hop.
                 peer.request(PeerRequest::Subscribe { track, options }).await?;
                 Ok(Reply::Ok)

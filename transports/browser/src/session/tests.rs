@@ -138,6 +138,16 @@ async fn join_refuses_other_rooms_and_requests_need_a_room() {
     assert_eq!(error["message"], "the token is for room lobby, not elsewhere");
     alice.send(json!({"type": "join", "name": "x".repeat(300)})).await;
     assert_eq!(alice.expect("error").await["code"], "invalid_field");
+    for (receive, why) in [
+        (json!(["mpeg2"]), "\"mpeg2\" is not a video codec a browser decodes"),
+        (json!(["opus"]), "\"opus\" is not a video codec"),
+        (json!([]), "name at least one video codec"),
+    ] {
+        alice.send(json!({"type": "join", "receive": receive})).await;
+        let error = alice.expect("error").await;
+        assert_eq!(error["code"], "invalid_field");
+        assert!(error["message"].as_str().unwrap().contains(why), "{error}");
+    }
 
     let mut anon = Client::new(&ctx, Principal { room: None, anonymous: true, ..principal("x", "anon-1") });
     anon.send(json!({"type": "join"})).await;
