@@ -41,11 +41,13 @@ export async function run(scenario) {
 
 /**
  * Opens a tab at `url`, collecting its console errors into `logs`; `init` lists `[script, arg]`
- * pairs run in the tab before its own scripts (lipsync.mjs's source and meter).
+ * pairs run in the tab before its own scripts (lipsync.mjs's source and meter); `prepare(page)`
+ * runs before the tab loads (crowd.mjs holds requests back with it).
  */
-export async function open(browser, url, logs, label, init = []) {
+export async function open(browser, url, logs, label, init = [], prepare = async () => {}) {
   const page = await browser.newPage();
   for (const [script, arg] of init) await page.addInitScript(script, arg);
+  await prepare(page);
   page.on('console', (m) => {
     if (m.type() !== 'error' && m.type() !== 'warning') return;
     const where = m.location()?.url;
