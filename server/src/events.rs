@@ -13,7 +13,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -123,7 +124,7 @@ impl EventLog {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub struct EventsQuery {
     /// Only this room's events.
     room: Option<String>,
 }
@@ -136,11 +137,10 @@ fn sse_event(logged: &Logged) -> Event {
 /// `Last-Event-ID` (see the module header).
 pub async fn stream_events(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    query: Result<Query<EventsQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let query: EventsQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
-        .map_err(|err| ApiError::bad_request("invalid_query", format!("query: {err}")))?;
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
     let room = match query.room {
         Some(room) => Some(RoomId::new(room).map_err(|err| ApiError::invalid_field("room", err))?),
         None => None,

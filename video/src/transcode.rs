@@ -244,14 +244,9 @@ impl FrameTranscoder for VideoTranscoder {
             }
             self.synced = true;
         }
-        if frame.keyframe && self.resize.at(frame.layer) {
-            if let Resize::AtLayer(_) = self.resize {
-                self.resize = Resize::Never;
-            }
-            if frame.layer != self.encoder_layer {
-                // The next picture opens an encoder at its own size.
-                self.encoder = None;
-            }
+        if frame.keyframe && self.resize.take_at(frame.layer) && frame.layer != self.encoder_layer {
+            // The next picture opens an encoder at its own size.
+            self.encoder = None;
         }
         let mut pictures = std::mem::take(&mut self.pictures);
         let pts = i64::try_from(frame.time.ticks).unwrap_or(i64::MAX);
@@ -327,11 +322,15 @@ enum Resize {
 }
 
 impl Resize {
-    fn at(self, layer: u8) -> bool {
-        match self {
-            Resize::Never => false,
-            Resize::AtLayer(at) => at == layer,
+    /// Whether a keyframe of `layer` may set the encoder's size; a one-time move is used up.
+    fn take_at(&mut self, layer: u8) -> bool {
+        match *self {
+            Resize::AtLayer(at) if at == layer => {
+                *self = Resize::Never;
+                true
+            }
             Resize::EachLayer => true,
+            Resize::Never | Resize::AtLayer(_) => false,
         }
     }
 }

@@ -236,7 +236,8 @@ impl Worker {
         if viewers.subscribers == 0 {
             return;
         }
-        let input = input_preference(&origin.info(), LayerPreference::AtMost(viewers.max_layer));
+        let info = origin.info();
+        let input = input_preference(&info, LayerPreference::AtMost(viewers.max_layer));
         if input == source.preference() {
             return;
         }
@@ -245,9 +246,8 @@ impl Worker {
         origin.refresh_demand();
         // The new layer's keyframe, which the transcoder's subscription waits for to switch.
         origin.ask_keyframe_now(origin.target_now(input));
-        let top = origin.info().layers.len().saturating_sub(1) as u8;
         self.transcoder.input_changed(match input {
-            LayerPreference::Highest => LayerMove::ToTop(top),
+            LayerPreference::Highest => LayerMove::ToTop(info.layers.len().saturating_sub(1) as u8),
             LayerPreference::AtMost(_) => LayerMove::BelowTop,
         });
     }

@@ -88,13 +88,19 @@ pub async fn offset_ms(file: &Path) -> (f64, usize) {
     .await;
     let loud = |db: f64| db.is_finite() && db > -40.0;
     let beeps: Vec<f64> = levels.windows(2).filter(|w| loud(w[1].1) && !loud(w[0].1)).map(|w| w[1].0).collect();
+    let offsets = paired_offsets(&flashes, &beeps);
+    assert!(offsets.len() >= 2, "{}: flashes {flashes:?} and beeps {beeps:?} do not pair up", file.display());
+    (offsets[offsets.len() / 2], offsets.len())
+}
+
+/// Beep minus flash in ms, sorted, for each flash (seconds) with a beep within 500 ms of it.
+pub fn paired_offsets(flashes: &[f64], beeps: &[f64]) -> Vec<f64> {
     let mut offsets: Vec<f64> = flashes
         .iter()
         .filter_map(|flash| beeps.iter().map(|beep| (beep - flash) * 1000.0).find(|ms| ms.abs() < 500.0))
         .collect();
-    assert!(offsets.len() >= 2, "{}: flashes {flashes:?} and beeps {beeps:?} do not pair up", file.display());
     offsets.sort_by(f64::total_cmp);
-    (offsets[offsets.len() / 2], offsets.len())
+    offsets
 }
 
 /// Checks a recording's lip sync (its beep within [`BAR_MS`] of its flash); returns the offset.

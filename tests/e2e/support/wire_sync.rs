@@ -144,12 +144,8 @@ async fn measure(viewer: WireViewer, peer: &str, frames: &[ReceivedFrame], repor
             sender_seconds(&at, 48_000, reports)
         })
         .collect();
-    let mut offsets: Vec<f64> = flashes
-        .iter()
-        .filter_map(|flash| beeps.iter().map(|beep| (beep - flash) * 1000.0).find(|ms| ms.abs() < 500.0))
-        .collect();
+    let offsets = super::lipsync::paired_offsets(&flashes, &beeps);
     assert!(offsets.len() >= 3, "{peer}: flashes {flashes:?} and beeps {beeps:?} do not pair up");
-    offsets.sort_by(f64::total_cmp);
     WireSync { offset_ms: offsets[offsets.len() / 2], pairs: offsets.len(), codec, frames: video.len() }
 }
 
