@@ -9,10 +9,12 @@
 mod fragment;
 mod guard;
 mod init;
+mod picture;
 mod vpx_av1;
 
 pub use fragment::{FragmentSample, fragment_header, parse_fragment};
 pub use init::{InitTrack, ParsedTrack, SampleDefaults, TrackCodec, build_init, parse_init};
+pub use picture::{h264_dimensions, picture_size};
 pub use vpx_av1::{
     Av1Config, VpxConfig, av1_sample, av1_sequence_config, vp8_config, vp8_keyframe_size, vp9_keyframe_config,
 };

@@ -20,6 +20,6 @@ pub use contract::{
 pub use error::{ContractError, IdError};
 pub use frame::{MediaFrame, MediaTime};
 pub use ids::{PeerId, RoomId, SessionId, TrackId};
-pub use peer::{Grants, PeerInfo, SessionCredential, TransportKind};
+pub use peer::{Grants, PeerInfo, SessionCredential, TransportKind, client_label};
 pub use room::{RoomInfo, RoomMode, RoomOptions, VideoCodecChoice};
 pub use track::{CodecParams, LayerInfo, TrackInfo, TrackSource};

@@ -89,6 +89,33 @@ pub struct PeerInfo {
     pub metadata: serde_json::Value,
     pub grants: Grants,
     pub transport: TransportKind,
+    /// The client software, as it named itself (a browser's User-Agent); see [`client_label`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Unix time in milliseconds.
     pub joined_at_ms: u64,
+}
+
+/// Longest client label kept (a User-Agent can be any length).
+pub const MAX_CLIENT_LABEL: usize = 200;
+
+/// A client's self-description from the network (User-Agent and the like) made safe to keep and
+/// show: control characters dropped, whitespace trimmed, at most [`MAX_CLIENT_LABEL`]
+/// characters; `None` when nothing is left.
+pub fn client_label(raw: &str) -> Option<String> {
+    let label: String = raw.chars().filter(|c| !c.is_control()).take(MAX_CLIENT_LABEL).collect();
+    let label = label.trim();
+    (!label.is_empty()).then(|| label.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_label_keeps_printable_text_and_caps_it() {
+        assert_eq!(client_label("  OBS-Studio/31.0 \u{7}\n"), Some("OBS-Studio/31.0".to_owned()));
+        assert_eq!(client_label("\t \r"), None);
+        assert_eq!(client_label(&"é".repeat(1000)).map(|l| l.chars().count()), Some(MAX_CLIENT_LABEL));
+    }
 }

@@ -13,6 +13,7 @@ use junction_core::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::meter::LinkQuality;
 use crate::room::{Room, RoomSnapshot, SubscribedTrack};
 use crate::track::TrackPublisher;
 
@@ -203,6 +204,12 @@ impl EndpointMedia {
     /// highest figure among its subscribers.
     pub fn report_bitrate(&self, track: &TrackId, bps: u64) -> Result<(), ContractError> {
         self.room.report_bitrate(&self.link, track, bps)
+    }
+
+    /// Reports how this subscriber's connection carries `track` (loss, round trip, jitter), for
+    /// the stats API.
+    pub fn report_link(&self, track: &TrackId, quality: LinkQuality) -> Result<(), ContractError> {
+        self.room.report_link(&self.link, track, quality)
     }
 
     pub fn is_closed(&self) -> bool {

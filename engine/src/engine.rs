@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use junction_core::{CloseReason, Codec, ContractError, PeerId, RoomId, RoomInfo, RoomOptions};
+use junction_core::{CloseReason, Codec, ContractError, PeerId, RoomId, RoomInfo, RoomOptions, TrackId, TrackInfo};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ pub use crate::config::EngineConfig;
 use crate::credential::TokenSessions;
 use crate::events::{EngineEvent, RoomEndReason, RoomEvent};
 pub use crate::join::{DuplicatePolicy, JoinRequest, PeerRole};
+use crate::meter::{PictureSize, RoomStats};
 use crate::room::{Joined, Room, RoomSnapshot};
 use crate::shared::Shared;
 use crate::stats::{Counters, EngineStats};
@@ -31,6 +32,8 @@ pub enum RoomAdminError {
     RoomNotFound { room: RoomId },
     #[error("peer {peer} is not in room {room}")]
     PeerNotFound { room: RoomId, peer: PeerId },
+    #[error("track {track} is not published in room {room}")]
+    TrackNotFound { room: RoomId, track: TrackId },
 }
 
 /// The engine. Cheap to clone; every clone is the same engine.
@@ -168,6 +171,19 @@ impl Engine {
         let found = found.ok_or_else(|| RoomAdminError::RoomNotFound { room: room.clone() })?;
         found.close(RoomEndReason::Deleted);
         Ok(())
+    }
+
+    /// The live measures of a room's peers, tracks and subscriptions.
+    pub fn room_stats(&self, room: &RoomId, picture_size: PictureSize) -> Option<RoomStats> {
+        self.find(room).map(|r| r.stats(picture_size))
+    }
+
+    /// An operator mutes or unmutes a track: while muted its frames reach no subscriber.
+    pub fn mute_track(&self, room: &RoomId, track: &TrackId, muted: bool) -> Result<TrackInfo, RoomAdminError> {
+        let found = self.find(room).ok_or_else(|| RoomAdminError::RoomNotFound { room: room.clone() })?;
+        found
+            .hold_track(track, muted)
+            .map_err(|_| RoomAdminError::TrackNotFound { room: room.clone(), track: track.clone() })
     }
 
     /// Removes a peer from a room ([`CloseReason::Kicked`]).

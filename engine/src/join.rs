@@ -57,6 +57,8 @@ pub struct JoinRequest {
     /// session ends when it expires. Empty (the default) for peers without one.
     pub credential: SessionCredential,
     pub role: PeerRole,
+    /// The client software (see [`junction_core::client_label`]), for operators.
+    pub client: Option<String>,
 }
 
 impl JoinRequest {
@@ -75,6 +77,7 @@ impl JoinRequest {
             takes_seat: true,
             credential: SessionCredential::default(),
             role: PeerRole::Client,
+            client: None,
         }
     }
 

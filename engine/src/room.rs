@@ -28,6 +28,7 @@ use crate::endpoint::{Endpoint, PeerLink};
 use crate::events::{RoomEndReason, RoomEvent};
 use crate::join::PeerRole;
 use crate::join::{DuplicatePolicy, JoinRequest};
+use crate::meter::{LayerStats, LinkQuality, PeerStats, PictureSize, RoomStats, SubscriptionStats, TrackStats};
 use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::track::{Track, TrackPublisher};
@@ -205,6 +206,77 @@ impl Room {
         RoomSnapshot { info: st.info(&self.id), peers }
     }
 
+    /// The room's live measures (see [`crate::meter`]). Gathered under the room's lock; the
+    /// keyframes' picture sizes are read after it is released.
+    pub(crate) fn stats(&self, picture_size: PictureSize) -> RoomStats {
+        /// A subscription: the track id its peer knows, and the track it is attached to.
+        type Received = (TrackId, Arc<Subscription>, Arc<Track>);
+        type Member = (PeerInfo, Vec<Arc<Track>>, Vec<Received>);
+        let (peers, at_ms): (Vec<Member>, u64) = {
+            let st = self.state.lock();
+            let mut peers: Vec<_> = st
+                .members()
+                .map(|slot| {
+                    let tracks = slot.published.iter().filter_map(|t| st.tracks.get(t).cloned()).collect();
+                    let subs = slot
+                        .subscriptions
+                        .iter()
+                        .map(|(id, l)| (id.clone(), l.sub.clone(), l.attached.clone()))
+                        .collect();
+                    (slot.info.clone(), tracks, subs)
+                })
+                .collect();
+            peers.sort_by(|a, b| a.0.joined_at_ms.cmp(&b.0.joined_at_ms).then(a.0.identity.cmp(&b.0.identity)));
+            (peers, self.shared.clock.unix_ms())
+        };
+        let peers = peers
+            .into_iter()
+            .map(|(info, tracks, subs)| {
+                let mut subscriptions: Vec<SubscriptionStats> = subs
+                    .into_iter()
+                    .map(|(track, sub, attached)| {
+                        let rate = sub.rate.read(attached.now_ns());
+                        SubscriptionStats {
+                            track,
+                            codec: attached.info().codec,
+                            layer: sub.current_layer(),
+                            bitrate_bps: rate.bitrate_bps,
+                            fps: rate.fps,
+                            link: *sub.link.lock(),
+                        }
+                    })
+                    .collect();
+                subscriptions.sort_by(|a, b| a.track.cmp(&b.track));
+                PeerStats {
+                    identity: info.identity,
+                    name: info.name,
+                    transport: info.transport,
+                    client: info.client,
+                    joined_at_ms: info.joined_at_ms,
+                    tracks: tracks.iter().map(|t| track_stats(t, picture_size)).collect(),
+                    subscriptions,
+                }
+            })
+            .collect();
+        RoomStats { room: self.id.clone(), at_ms, peers }
+    }
+
+    /// An operator mutes (or unmutes) a track: its frames go to no subscriber meanwhile, and
+    /// everyone in the room, its publisher too, is told it is muted.
+    pub(crate) fn hold_track(&self, track: &TrackId, held: bool) -> Result<TrackInfo, ContractError> {
+        let mut st = self.state.lock();
+        let found = st
+            .tracks
+            .get(track)
+            .cloned()
+            .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+        found.hold(held);
+        found.update_info(|info| info.muted = held);
+        st.broadcast(EndpointEvent::TrackMuted { track: track.clone(), muted: held }, None);
+        st.reap_overloaded(&self.id, &self.shared);
+        Ok(TrackInfo::clone(&found.info()))
+    }
+
     /// Returns why the room should end now, if it should.
     pub(crate) fn expiry(&self, now: Instant) -> Option<RoomEndReason> {
         let st = self.state.lock();
@@ -323,6 +395,7 @@ impl Room {
             metadata: req.metadata,
             grants: req.grants,
             transport: req.transport,
+            client: req.client,
             joined_at_ms,
         };
         let peers: Vec<PeerInfo> = st.members().map(|s| s.info.clone()).collect();
@@ -599,6 +672,22 @@ impl Room {
                 .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
             sub.sub.wanted_bps.store(bps, Ordering::Relaxed);
             sub.origin.refresh_bitrate_hint();
+            Ok(())
+        })
+    }
+
+    pub(crate) fn report_link(
+        &self,
+        link: &PeerLink,
+        track: &TrackId,
+        quality: LinkQuality,
+    ) -> Result<(), ContractError> {
+        self.with_session(link, |st, _| {
+            let sub = st.peers[&link.peer]
+                .subscriptions
+                .get(track)
+                .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+            *sub.sub.link.lock() = Some(quality.sanitized());
             Ok(())
         })
     }
@@ -891,4 +980,53 @@ impl RoomState {
             self.empty_since = Some(shared.clock.now());
         }
     }
+}
+
+/// One published track's readings: each layer's, and the best active layer's as the track's.
+fn track_stats(track: &Track, picture_size: PictureSize) -> TrackStats {
+    let info = track.info();
+    let readings = track.layer_readings();
+    let layers: Vec<LayerStats> = readings
+        .into_iter()
+        .enumerate()
+        .map(|(layer, (rate, active, keyframe, link))| {
+            let size = keyframe.and_then(|frame| picture_size(info.codec, &frame));
+            LayerStats {
+                layer: layer as u8,
+                rid: info.layers.get(layer).map(|l| l.rid.clone()),
+                active,
+                bitrate_bps: rate.bitrate_bps,
+                fps: rate.fps,
+                width: size.map(|s| s.0),
+                height: size.map(|s| s.1),
+                link,
+            }
+        })
+        .collect();
+    let best = layers.iter().rev().find(|l| l.active && l.fps > 0).or(layers.first());
+    let mut transcoded_to: Vec<Codec> = track.variants.lock().keys().copied().collect();
+    transcoded_to.sort_by_key(|c| c.to_string());
+    TrackStats {
+        id: info.id.clone(),
+        kind: info.kind,
+        source: info.source,
+        codec: info.codec,
+        muted: info.muted,
+        muted_by_operator: track.is_held(),
+        bitrate_bps: layers.iter().map(|l| l.bitrate_bps).sum(),
+        fps: best.map_or(0, |l| l.fps),
+        width: best.and_then(|l| l.width),
+        height: best.and_then(|l| l.height),
+        link: best.and_then(|l| l.link),
+        subscribers: subscriber_count(track),
+        transcoded_to,
+        layers,
+    }
+}
+
+/// Subscribers of a track, counting those served through its transcoded variants (each variant
+/// holds one subscription on the original: its transcoder's).
+pub(crate) fn subscriber_count(track: &Track) -> usize {
+    let variants = track.variants.lock();
+    track.subscriber_count() - variants.len() + variants.values().map(|v| v.track.subscriber_count()).sum::<usize>()
 }

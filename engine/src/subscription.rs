@@ -10,6 +10,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use junction_core::{LayerPreference, MediaFrame, MediaKind, MediaOut, TrackId};
+
+use crate::meter::{LinkQuality, RateMeter};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -36,6 +38,10 @@ pub(crate) struct Subscription {
     state: Mutex<SubState>,
     /// The bitrate this subscriber can take, in bits/s (0 = unknown).
     pub(crate) wanted_bps: AtomicU64,
+    /// What is forwarded to this subscriber, for the stats API.
+    pub(crate) rate: RateMeter,
+    /// The subscriber's connection as its transport measures it.
+    pub(crate) link: Mutex<Option<LinkQuality>>,
 }
 
 struct SubState {
@@ -76,7 +82,14 @@ impl Subscription {
                 waiting: None,
             }),
             wanted_bps: AtomicU64::new(0),
+            rate: RateMeter::default(),
+            link: Mutex::new(None),
         }
+    }
+
+    /// Waits for a keyframe again before forwarding anything (after frames were held back).
+    pub(crate) fn restart(&self) {
+        self.state.lock().current = None;
     }
 
     pub(crate) fn set_preference(&self, preference: LayerPreference) {

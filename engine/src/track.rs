@@ -13,11 +13,12 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use junction_core::{Codec, LayerPreference, MediaFrame, MediaOut, TrackId, TrackInfo};
+use junction_core::{Codec, LayerPreference, MediaFrame, MediaKind, MediaOut, TrackId, TrackInfo};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::adapt::Variant;
+use crate::meter::{LayerMeter, LinkQuality, Rate};
 use crate::shared::Shared;
 use crate::subscription::{Offer, Subscription, target_layer};
 
@@ -66,6 +67,10 @@ pub(crate) struct Track {
     pub(crate) failed_variants: Mutex<HashMap<Codec, String>>,
     /// Set on a transcoded variant: what its transcoder reads.
     input: Option<VariantInput>,
+    /// Rates, last keyframe and link quality per layer, for the stats API.
+    meters: [LayerMeter; MAX_LAYERS],
+    /// Muted by an operator: frames still arrive (and are counted) but go to no subscriber.
+    held: AtomicBool,
 }
 
 /// What a transcoded variant reads: the original track and the transcoder's subscription on it.
@@ -109,6 +114,8 @@ impl Track {
             variants: Mutex::new(HashMap::new()),
             failed_variants: Mutex::new(HashMap::new()),
             input,
+            meters: Default::default(),
+            held: AtomicBool::new(false),
         }
     }
 
@@ -195,14 +202,25 @@ impl Track {
         let at = self.ns_since_epoch(frame.arrival);
         self.layer_seen_ns[frame.layer as usize].store(at, Ordering::Relaxed);
         let active = self.active_layers(at);
+        let meter = &self.meters[frame.layer as usize];
+        meter.rate.count(at, frame.payload.len());
+        if frame.keyframe && frame.codec.kind() == MediaKind::Video {
+            *meter.keyframe.lock() = Some(frame.payload.clone());
+        }
 
         let counters = &self.shared.counters;
         counters.frames_in.add(1);
+        if self.held.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let (mut forwarded, mut dropped) = (0, 0);
         for sub in self.subscribers.load().iter() {
             let (offer, want) = sub.offer(&frame, self.layer_count, active);
             match offer {
-                Offer::Forwarded => forwarded += 1,
+                Offer::Forwarded => {
+                    forwarded += 1;
+                    sub.rate.count(at, frame.payload.len());
+                }
                 Offer::Dropped => dropped += 1,
                 Offer::Skipped => {}
             }
@@ -214,6 +232,47 @@ impl Track {
         counters.bytes_forwarded.add(forwarded * frame.payload.len() as u64);
         counters.frames_dropped.add(dropped);
         Ok(())
+    }
+
+    /// Holds back (or lets through again) every frame of this track: an operator's mute. On
+    /// release, video subscribers start again from a keyframe, which is asked for.
+    pub(crate) fn hold(&self, held: bool) {
+        if self.held.swap(held, Ordering::AcqRel) == held || held {
+            return;
+        }
+        for sub in self.subscribers.load().iter() {
+            sub.restart();
+        }
+        for layer in 0..self.layer_count {
+            self.ask_keyframe_now(layer);
+        }
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The publisher's transport measured `layer`'s stream.
+    pub(crate) fn report_link(&self, layer: u8, quality: LinkQuality) {
+        if let Some(meter) = self.meters.get(layer as usize) {
+            *meter.link.lock() = Some(quality.sanitized());
+        }
+    }
+
+    /// Per layer: its rate over the last second, whether it is being sent, its last keyframe
+    /// and its link quality.
+    pub(crate) fn layer_readings(&self) -> Vec<(Rate, bool, Option<bytes::Bytes>, Option<LinkQuality>)> {
+        let now = self.ns_since_epoch(self.shared.clock.now());
+        let active = self.active_layers(now);
+        self.meters[..self.layer_count as usize]
+            .iter()
+            .enumerate()
+            .map(|(layer, m)| (m.rate.read(now), active & (1 << layer) != 0, m.keyframe.lock().clone(), *m.link.lock()))
+            .collect()
+    }
+
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.ns_since_epoch(self.shared.clock.now())
     }
 
     fn active_layers(&self, now_ns: u64) -> u8 {
@@ -303,14 +362,17 @@ impl TrackPublisher {
 
     /// Subscribers of this track, counting those served through transcoded variants.
     pub fn subscriber_count(&self) -> usize {
-        let variants = self.track.variants.lock();
-        // Each variant holds one subscription on the original: its transcoder's.
-        self.track.subscriber_count() - variants.len()
-            + variants.values().map(|v| v.track.subscriber_count()).sum::<usize>()
+        crate::room::subscriber_count(&self.track)
     }
 
     pub fn is_closed(&self) -> bool {
         self.track.is_closed()
+    }
+
+    /// Reports how the publisher's connection carries `layer` (loss, round trip, jitter), for
+    /// the stats API; the latest report replaces the one before.
+    pub fn report_link(&self, layer: u8, quality: LinkQuality) {
+        self.track.report_link(layer, quality);
     }
 
     /// Follows what this track's subscribers ask of it (see [`Demand`]).

@@ -352,3 +352,103 @@ async fn a_transcoded_variant_reads_the_simulcast_layer_its_viewers_want() {
     assert_eq!(*moves.lock(), [LayerMove::ToTop(2), LayerMove::BelowTop]);
     assert_eq!(engine.stats().variants, 1);
 }
+
+/// The stats reader's stand-in for a bitstream parser: a "picture" as wide as the frame is long.
+fn payload_size(_: Codec, keyframe: &[u8]) -> Option<(u32, u32)> {
+    Some((keyframe.len() as u32, 1))
+}
+
+#[test]
+fn room_stats_give_each_layer_its_rate_and_size_and_each_side_its_link() {
+    let (engine, clock) = engine();
+    let mut publisher = join(&engine, "r", "pub").endpoint;
+    let track = publisher.rpc.publish(PublishRequest::new("cam", Codec::Vp8).with_layers(layers())).unwrap();
+    let viewer = join_with(&engine, "r", "viewer", |r| r.auto_subscribe = false).endpoint;
+    viewer
+        .rpc
+        .subscribe(track.id(), SubscribeOptions { layer: LayerPreference::AtMost(1), ..Default::default() })
+        .unwrap();
+    // Two seconds at 25 frames/s; the top layer's frames are 10 bytes longer than the others.
+    for seq in 0..50u64 {
+        for layer in 0..3 {
+            let mut frame = simulcast_frame(layer, seq, seq % 25 == 0, clock.now());
+            if layer == 2 {
+                frame.payload = Bytes::from(format!("{:>14}", seq));
+            }
+            track.send(frame).unwrap();
+        }
+        clock.advance(Duration::from_millis(40));
+    }
+    track.report_link(2, junction_engine::LinkQuality { loss: Some(0.02), rtt_ms: Some(31.0), jitter_ms: Some(4.5) });
+    let quality = junction_engine::LinkQuality { loss: Some(0.1), rtt_ms: Some(80.0), jitter_ms: None };
+    viewer.media.report_link(track.id(), quality).unwrap();
+
+    let (room, _) = ids("r", "pub");
+    let stats = serde_json::to_value(engine.room_stats(&room, payload_size).unwrap()).unwrap();
+    let published = &stats["peers"][0]["tracks"][0];
+    assert_eq!(stats["peers"][0]["identity"], "pub", "{stats}");
+    let layer_fps: Vec<u64> =
+        published["layers"].as_array().unwrap().iter().map(|l| l["fps"].as_u64().unwrap()).collect();
+    assert!(layer_fps.iter().all(|fps| (24..=26).contains(fps)), "{stats}");
+    assert_eq!(published["fps"], layer_fps[2], "{stats}");
+    // The last second's bytes: "L0#25".."L0#49" are 5 bytes each, 14 bytes on the top layer.
+    let bps = |l: usize| published["layers"][l]["bitrate_bps"].as_u64().unwrap();
+    assert_eq!(bps(2), 14 * 8 * layer_fps[2], "{stats}");
+    assert_eq!(published["bitrate_bps"].as_u64().unwrap(), bps(0) + bps(1) + bps(2), "{stats}");
+    assert_eq!((published["width"].as_u64(), published["layers"][0]["width"].as_u64()), (Some(14), Some(5)), "{stats}");
+    assert_eq!(published["link"]["rtt_ms"], 31.0, "{stats}");
+    assert_eq!(published["subscribers"], 1, "{stats}");
+    let received = &stats["peers"][1]["subscriptions"][0];
+    assert_eq!((received["layer"].as_u64(), received["fps"].as_u64()), (Some(1), Some(layer_fps[1])), "{stats}");
+    assert_eq!(received["bitrate_bps"].as_u64(), Some(bps(1)), "{stats}");
+    assert_eq!(received["link"]["loss"].as_f64().map(|l| (l * 100.0).round()), Some(10.0), "{stats}");
+
+    // Two quiet seconds later nothing is flowing, and the readings say so.
+    clock.advance(Duration::from_secs(2));
+    let stats = serde_json::to_value(engine.room_stats(&room, payload_size).unwrap()).unwrap();
+    assert_eq!(stats["peers"][0]["tracks"][0]["bitrate_bps"], 0, "{stats}");
+    assert_eq!(stats["peers"][1]["subscriptions"][0]["fps"], 0, "{stats}");
+    let _ = events(&mut publisher);
+}
+
+#[test]
+fn an_operator_mute_holds_a_tracks_frames_back_and_unmuting_resumes_on_a_keyframe() {
+    let (engine, clock) = engine();
+    let mut publisher = join(&engine, "r", "pub").endpoint;
+    let track = publish(&publisher, "cam", Codec::Vp8);
+    let mut viewer = join(&engine, "r", "viewer").endpoint;
+    let _ = events(&mut viewer);
+    let (room, _) = ids("r", "pub");
+    let send = |seq: u64, key: bool| {
+        track.send(video(seq, key, clock.now())).unwrap();
+        clock.advance(FRAME);
+    };
+    for seq in 0..5 {
+        send(seq, seq == 0);
+    }
+    assert_eq!(frames_of(&media(&mut viewer), track.id()).len(), 5);
+
+    let info = engine.mute_track(&room, track.id(), true).unwrap();
+    assert!(info.muted);
+    for seq in 5..10 {
+        send(seq, false);
+    }
+    assert!(frames_of(&media(&mut viewer), track.id()).is_empty(), "nothing forwarded while muted");
+    let muted = |events: Vec<junction_core::EndpointEvent>| {
+        events.into_iter().any(|e| matches!(e, junction_core::EndpointEvent::TrackMuted { muted: true, .. }))
+    };
+    assert!(muted(events(&mut viewer)) && muted(events(&mut publisher)), "everyone, the publisher too, is told");
+    let stats = serde_json::to_value(engine.room_stats(&room, payload_size).unwrap()).unwrap();
+    assert_eq!(stats["peers"][0]["tracks"][0]["muted_by_operator"], true, "{stats}");
+
+    engine.mute_track(&room, track.id(), false).unwrap();
+    assert!(!keyframe_requests(&media(&mut publisher)).is_empty(), "a keyframe is asked for on unmute");
+    send(10, false);
+    send(11, true);
+    send(12, false);
+    let frames = frames_of(&media(&mut viewer), track.id());
+    assert_eq!(frames.len(), 2, "resumes at the keyframe: {frames:?}");
+    assert!(frames[0].keyframe);
+    let unknown = junction_core::TrackId::new("TR_nope").unwrap();
+    assert!(engine.mute_track(&room, &unknown, true).is_err());
+}

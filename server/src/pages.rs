@@ -35,6 +35,8 @@ Media-over-QUIC clients meet in the same rooms. Version {version}.</p>
 <p><strong>{rooms}</strong> rooms, <strong>{peers}</strong> peers, <strong>{tracks}</strong> tracks live.</p>
 <h2>Try it</h2><ul>{links}</ul>
 <h2>Listening</h2><table>{services}</table>
+<h2>Operate</h2>
+<p>The <a href="/dashboard">dashboard</a> shows live rooms, peers and media stats and acts on them (it asks for the API key).</p>
 <h2>API</h2>
 <p>The REST API lives under <code>/v1</code> (bearer: the API key); its description is
 <code>GET /v1/openapi.json</code>. Prometheus metrics: <a href="/metrics">/metrics</a>. Health: <a href="/healthz">/healthz</a>.</p>

@@ -3,13 +3,18 @@
 // it, so that they join within a moment of each other however long Chromium takes to open six
 // pages. Each must come to decode every other tab's camera, keep decoding, and see no error.
 // Prints, per tab, how many video streams it decodes and their frames in two samples two seconds
-// apart, its error, and the console errors and warnings of all. Args: {base, room, tokens}.
+// apart, its error, and the console errors and warnings of all.
+//
+// Then the operator's view: /dashboard opened with `api_key` must list the six peers with
+// non-zero bitrates (each peer's row carries what it sends and receives), a screenshot of it
+// goes to `screenshot`, and its Kick button on the last tab's peer must remove that peer, whose
+// tab must say why. Args: {base, room, tokens, identities, api_key, screenshot}.
 import { run, open, until, sleep, inboundVideo } from './runner.mjs';
 
 const decodedPerStream = async (page) =>
   (await inboundVideo(page)).filter((s) => s.framesDecoded > 0).map((s) => s.framesDecoded);
 
-run(async (browser, { base, room, tokens }, logs) => {
+run(async (browser, { base, room, tokens, identities, api_key, screenshot }, logs) => {
   let asked = 0;
   let releaseSdk;
   const sdkReleased = new Promise((resolve) => { releaseSdk = resolve; });
@@ -29,5 +34,42 @@ run(async (browser, { base, room, tokens }, logs) => {
   await sleep(2000);
   const second = await Promise.all(pages.map(decodedPerStream));
   const errors = await Promise.all(pages.map((p) => p.evaluate(() => window.junction.error ?? null)));
-  return { first, second, errors, logs };
+  const dashboard = await operate(browser, { base, api_key, screenshot, kicked: identities.at(-1), tab: pages.at(-1) }, logs);
+  return { first, second, errors, dashboard, logs };
 });
+
+/** What the dashboard shows of each peer: `{identity: {sent, received, tracks: [bitrates]}}`. */
+const dashboardPeers = (page) => page.evaluate(() => Object.fromEntries([...document.querySelectorAll('tr.peer')].map((row) => [
+  row.dataset.identity,
+  {
+    sent: Number(row.dataset.sent),
+    received: Number(row.dataset.received),
+    tracks: [...document.querySelectorAll(`tr.track[data-peer="${row.dataset.identity}"]`)].map((t) => Number(t.dataset.bitrate)),
+  },
+])));
+
+async function operate(browser, { base, api_key, screenshot, kicked, tab }, logs) {
+  const page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') logs.push(`dashboard: ${m.text()}`); });
+  page.on('pageerror', (err) => logs.push(`dashboard: ${err.message}`));
+  page.on('dialog', (dialog) => dialog.accept());
+  await page.goto(`${base}/dashboard`);
+  await page.fill('#key', api_key);
+  await page.click('#login-form button');
+  // Six peers, each sending and receiving, each of its tracks with a bitrate.
+  let seen;
+  await until('the dashboard showing six busy peers', 20_000, async () => {
+    seen = await dashboardPeers(page);
+    const peers = Object.values(seen);
+    return peers.length === 6 && peers.every((p) => p.sent > 0 && p.received > 0 && p.tracks.length >= 2 && p.tracks.every((b) => b > 0));
+  });
+  // Two seconds more so the charts have some history to draw.
+  await sleep(2000);
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  await page.click(`tr.peer[data-identity="${kicked}"] button.kick`);
+  await until('the kicked peer gone from the dashboard', 10_000, async () => !(kicked in (await dashboardPeers(page))));
+  await until('the kicked tab saying why', 10_000, async () => (await tab.evaluate(() => document.body.innerText)).includes('kicked'));
+  const after = Object.keys(await dashboardPeers(page));
+  const events = await page.evaluate(() => [...document.querySelectorAll('#events li')].map((li) => li.dataset.event));
+  return { seen, after, events };
+}

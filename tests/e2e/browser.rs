@@ -386,14 +386,21 @@ async fn the_room_page_shows_one_tile_per_peer_with_a_name_plate_for_microphones
 }
 
 #[tokio::test]
-async fn six_tabs_joining_at_once_each_decode_the_other_five_without_an_error() {
+async fn six_tabs_joining_at_once_each_decode_the_other_five_and_the_dashboard_shows_and_kicks_them() {
     let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let identities = ["ann", "ben", "cat", "dan", "eve", "fay"];
     let mut tokens = Vec::new();
-    for name in ["ann", "ben", "cat", "dan", "eve", "fay"] {
+    for name in identities {
         tokens.push(token(&server, "crowd", name).await);
     }
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let args = json!({
+        "base": server.base, "room": "crowd", "tokens": tokens, "identities": identities,
+        "api_key": server.api_key, "screenshot": screenshot,
+    });
+    let stats = tokio::spawn(media_stats_while_six_tabs_talk(server.base.clone(), server.api_key.clone()));
     let (result, joined_ms) = tokio::join!(
-        chromium("crowd.mjs", json!({"base": server.base, "room": "crowd", "tokens": tokens})),
+        chromium("crowd.mjs", args),
         eventually("six peers in the room", Duration::from_secs(60), || async {
             let (_, body) = server.call(Method::GET, "/v1/rooms/crowd/peers", None).await;
             let peers = body["peers"].as_array()?;
@@ -414,6 +421,20 @@ async fn six_tabs_joining_at_once_each_decode_the_other_five_without_an_error() 
     }
     // No negotiation error, nor anything else, in any tab's console.
     assert_eq!(result["logs"], json!([]), "{result}");
+
+    // The dashboard listed all six, each sending and receiving; its Kick removed the last one,
+    // whose tab said why, and its event list showed it leave.
+    let dashboard = &result["dashboard"];
+    for name in identities {
+        let peer = &dashboard["seen"][name];
+        assert!(peer["sent"].as_u64() > Some(0) && peer["received"].as_u64() > Some(0), "{name}: {dashboard}");
+    }
+    let mut after: Vec<&str> = dashboard["after"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    after.sort();
+    assert_eq!(after, identities[..5], "{dashboard}");
+    assert!(dashboard["events"].as_array().unwrap().contains(&json!("peer_left")), "{dashboard}");
+    println!("dashboard screenshot: {}", screenshot.display());
+    stats.await.unwrap();
     server.wait_for_no_peers().await;
     wait_for_no_sessions(&server).await;
 }
@@ -517,4 +538,98 @@ fn assert_decoding_grows(result: &Value) {
         assert!(first > 0, "tab {tab} decoded nothing: {result}");
         assert!(second > first, "tab {tab} stopped decoding ({first} then {second}): {result}");
     }
+}
+
+/// While six tabs talk: `GET /v1/rooms/crowd/stats` gives every camera its picture size and frame
+/// rate and the WebRTC links their loss and round trip, and an operator's mute stops one camera
+/// reaching every subscriber until it is unmuted.
+async fn media_stats_while_six_tabs_talk(base: String, api_key: String) {
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let request = http.get(format!("{base}{path}")).bearer_auth(&api_key);
+        async move { request.send().await.ok()?.json::<Value>().await.ok() }
+    };
+    let cameras = |stats: &Value| -> Vec<Value> {
+        let peers = stats["peers"].as_array().cloned().unwrap_or_default();
+        peers
+            .iter()
+            .flat_map(|p| p["tracks"].as_array().cloned().unwrap_or_default())
+            .filter(|t| t["kind"] == "video")
+            .collect()
+    };
+    let stats = eventually("six cameras measured", Duration::from_secs(60), || async {
+        let stats = get("/v1/rooms/crowd/stats".into()).await?;
+        let cameras = cameras(&stats);
+        let measured = cameras.iter().filter(|t| t["width"].as_u64() > Some(0) && t["fps"].as_u64() >= Some(5));
+        let linked =
+            cameras.iter().filter(|t| t["link"]["loss"].is_number() && t["link"]["rtt_ms"].as_f64() > Some(0.0));
+        (cameras.len() == 6 && measured.count() == 6 && linked.count() == 6).then_some(stats)
+    })
+    .await;
+    let camera = &cameras(&stats)[0];
+    // Chromium's fake camera is 640x480; simulcast-less room tabs send it whole or scaled down.
+    assert!(camera["width"].as_u64() <= Some(640) && camera["height"].as_u64() <= Some(480), "{camera}");
+    for peer in stats["peers"].as_array().unwrap() {
+        // The client is the tab's User-Agent, as its WebSocket named it.
+        assert!(peer["client"].as_str().is_some_and(|c| c.contains("Chrome/")), "{peer}");
+        let receiving = peer["subscriptions"].as_array().unwrap();
+        assert!(
+            receiving.iter().any(|s| s["bitrate_bps"].as_u64() > Some(0) && s["link"]["rtt_ms"].is_number()),
+            "{peer}"
+        );
+    }
+
+    let track = camera["id"].as_str().unwrap().to_owned();
+    let mute = |muted: bool| {
+        let request = http
+            .post(format!("{base}/v1/rooms/crowd/tracks/{track}/mute"))
+            .bearer_auth(&api_key)
+            .json(&json!({ "muted": muted }));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let received = |stats: &Value| -> Vec<u64> {
+        let peers = stats["peers"].as_array().cloned().unwrap_or_default();
+        peers
+            .iter()
+            .flat_map(|p| p["subscriptions"].as_array().cloned().unwrap_or_default())
+            .filter(|s| s["track"] == track.as_str())
+            .map(|s| s["bitrate_bps"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    assert_eq!(mute(true).await, 200);
+    eventually("the muted camera reaching nobody", Duration::from_secs(10), || async {
+        let stats = get("/v1/rooms/crowd/stats".into()).await?;
+        let camera = cameras(&stats).into_iter().find(|t| t["id"] == track.as_str())?;
+        let rates = received(&stats);
+        (camera["muted_by_operator"] == true
+            && camera["bitrate_bps"].as_u64() > Some(0)
+            && rates.len() == 5
+            && rates.iter().all(|b| *b == 0))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(mute(false).await, 200);
+    eventually("the unmuted camera reaching all five again", Duration::from_secs(15), || async {
+        let rates = received(&get("/v1/rooms/crowd/stats".into()).await?);
+        (rates.len() == 5 && rates.iter().all(|b| *b > 0)).then_some(())
+    })
+    .await;
+    let (bad, missing) = (
+        http.post(format!("{base}/v1/rooms/crowd/tracks/{track}/mute"))
+            .bearer_auth(&api_key)
+            .json(&json!({"muted": "yes"})),
+        http.post(format!("{base}/v1/rooms/crowd/tracks/TR_none/mute"))
+            .bearer_auth(&api_key)
+            .json(&json!({"muted": true})),
+    );
+    let bad = bad.send().await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let bad = bad.json::<Value>().await.unwrap();
+    assert!(
+        bad["error"]["code"] == "invalid_field" && bad["error"]["message"].as_str().unwrap().contains("muted"),
+        "{bad}"
+    );
+    let missing = missing.send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "track_not_found");
 }

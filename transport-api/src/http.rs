@@ -134,6 +134,13 @@ where
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
+/// The client software a request names (its User-Agent), made safe to keep and show (see
+/// [`junction_core::client_label`]).
+pub fn user_agent(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(header::USER_AGENT)?;
+    junction_core::client_label(&String::from_utf8_lossy(raw.as_bytes()))
+}
+
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

@@ -1,5 +1,6 @@
 //! The HTTP server's routes: health and metrics, the operator REST API under `/v1` (rooms,
-//! tokens, peers, ingress, OpenAPI, the room event stream), the web pages, and whatever routes the transports bring.
+//! tokens, peers, stats, ingress, OpenAPI, the room event stream), the home page and the operator
+//! dashboard, and whatever routes the transports bring.
 //! `/v1` takes any of the server's API keys, or a client token with the admin grant for routes
 //! under its own room; every route is answered within `http.request_timeout_s` (408 past it).
 
@@ -65,6 +66,7 @@ pub fn app(
 
     Router::new()
         .route("/", get(home))
+        .route("/dashboard", get(dashboard))
         .route("/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
         .route("/healthz", get(healthz))
@@ -193,6 +195,16 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The icon the home and demo pages link to; browsers ask for `/favicon.ico` on their own.
 async fn favicon() -> Response {
     ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")], include_str!("favicon.svg"))
+        .into_response()
+}
+
+/// The operator dashboard: a static page (no secret in it) that asks for the API key and then
+/// works through `/v1` like any other API client.
+async fn dashboard() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("../dashboard.html"),
+    )
         .into_response()
 }
 

@@ -1,4 +1,5 @@
-//! `/v1/rooms`: create, list, inspect and delete rooms; mint client tokens; list and kick peers.
+//! `/v1/rooms`: create, list, inspect and delete rooms; mint client tokens; list and kick peers;
+//! the room's live media stats; mute a track.
 //! Rooms created here are kept in the state store until they end (not at a server shutdown), so
 //! a restart brings them back with their settings.
 
@@ -11,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use junction_auth::TokenRequest;
-use junction_core::{Grants, PeerId, RoomId, RoomMode, RoomOptions, VideoCodecChoice};
+use junction_core::{Grants, PeerId, RoomId, RoomMode, RoomOptions, TrackId, VideoCodecChoice};
 use junction_engine::RoomAdminError;
 use junction_store::Kind;
 use junction_transport_api::{ApiError, ApiJson, Principal, path_id};
@@ -32,6 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/rooms/{room}/tokens", post(create_token))
         .route("/v1/rooms/{room}/peers", get(list_peers))
         .route("/v1/rooms/{room}/peers/{identity}", delete(kick_peer))
+        .route("/v1/rooms/{room}/stats", get(room_stats))
+        .route("/v1/rooms/{room}/tracks/{track}/mute", post(mute_track))
 }
 
 fn admin_error(err: RoomAdminError) -> ApiError {
@@ -40,6 +43,7 @@ fn admin_error(err: RoomAdminError) -> ApiError {
         RoomAdminError::RoomExists { .. } => ApiError::conflict("room_exists", message),
         RoomAdminError::RoomNotFound { .. } => ApiError::not_found("room_not_found", message),
         RoomAdminError::PeerNotFound { .. } => ApiError::not_found("peer_not_found", message),
+        RoomAdminError::TrackNotFound { .. } => ApiError::not_found("track_not_found", message),
     }
 }
 
@@ -214,4 +218,31 @@ async fn kick_peer(
     }
     state.engine.kick(&room, &identity).map_err(admin_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Per peer, per track and per layer: bitrate, frame rate, picture size, and the loss, round
+/// trip and jitter its transport measures; per subscription what the peer receives.
+async fn room_stats(State(state): State<AppState>, Path(room): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let room = room_param(&room)?;
+    let stats = state.engine.room_stats(&room, junction_cmaf::picture_size).ok_or_else(|| room_missing(&room))?;
+    Ok(axum::Json(stats))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MuteRequest {
+    muted: bool,
+}
+
+/// An operator mutes or unmutes a track: while muted the server forwards none of its media, and
+/// every peer (its publisher too) is told the track is muted.
+async fn mute_track(
+    State(state): State<AppState>,
+    Path((room, track)): Path<(String, String)>,
+    ApiJson(request): ApiJson<MuteRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room = room_param(&room)?;
+    let track: TrackId = path_id("track", &track)?;
+    let info = state.engine.mute_track(&room, &track, request.muted).map_err(admin_error)?;
+    Ok(axum::Json(info))
 }

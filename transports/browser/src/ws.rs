@@ -49,6 +49,7 @@ pub async fn handler(
     State(state): State<WsState>,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -62,10 +63,14 @@ pub async fn handler(
         Err(rejection) => return ApiError::bad_request("invalid_query", rejection.body_text()).into_response(),
     };
     let limit = state.ctx.config.max_message_bytes;
-    upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| connected(state, query, socket))
+    let client = junction_transport_api::user_agent(&headers);
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| connected(state, query, client, socket))
 }
 
-async fn connected(state: WsState, query: WsQuery, mut socket: WebSocket) {
+async fn connected(state: WsState, query: WsQuery, client: Option<String>, mut socket: WebSocket) {
     let ctx = state.ctx.clone();
     let principal = match Principal::authenticate(&ctx.authority, query.token.as_deref(), ctx.config.allow_anonymous) {
         Ok(principal) => principal,
@@ -96,6 +101,7 @@ async fn connected(state: WsState, query: WsQuery, mut socket: WebSocket) {
 
     let identity = principal.identity.clone();
     let (mut session, inbox) = Session::new(ctx.clone(), principal);
+    session.set_client(client);
     let span = info_span!("browser", session = %session.id, peer = %identity, room = tracing::field::Empty);
     span.in_scope(|| info!(anonymous = session.principal().anonymous, "session started"));
     session.welcome(false);

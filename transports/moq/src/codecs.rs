@@ -1,9 +1,8 @@
 //! Junction's codec parameters on one side, CMAF decoder configurations and catalog codec
 //! strings on the other: which codecs MoQ carries (H.264, VP8, VP9, AV1, Opus, AAC), a video
-//! track's configuration from its keyframes (an H.264 SPS/PPS via h264-reader, a VP8/VP9 frame
+//! track's configuration from its keyframes (an H.264 SPS/PPS, a VP8/VP9 frame
 //! header, an AV1 sequence header), and the parameters a track published from MoQ gets.
 
-use h264_reader::nal::{Nal, RefNal, sps::SeqParameterSet};
 use junction_core::h264::AvcConfig;
 use junction_core::{Codec, CodecParams, TrackInfo};
 
@@ -49,15 +48,6 @@ pub fn video_config(codec: Codec, keyframe: &[u8], params: &CodecParams) -> Opti
 /// Opus pre-skip for 48 kHz streams whose real value is unknown (libopus's usual encoder delay).
 const OPUS_PRE_SKIP: u16 = 312;
 
-/// The picture size an H.264 SPS (with its NAL header byte) describes.
-pub fn h264_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
-    if sps.is_empty() {
-        return None;
-    }
-    let nal = RefNal::new(sps, &[], true);
-    SeqParameterSet::from_bits(nal.rbsp_bits()).ok()?.pixel_dimensions().ok()
-}
-
 /// The decoder configuration of an audio track, from its parameters alone; `None` for video,
 /// which needs an SPS/PPS from the stream.
 pub fn audio_config(codec: Codec, params: &CodecParams) -> Option<TrackCodec> {
@@ -80,7 +70,8 @@ pub fn audio_config(codec: Codec, params: &CodecParams) -> Option<TrackCodec> {
 /// The decoder configuration of an H.264 track from an SPS and a PPS seen in its stream.
 pub fn h264_config(sps: &[u8], pps: &[u8], params: &CodecParams) -> Option<TrackCodec> {
     let avc = AvcConfig::from_parameter_sets(sps, pps)?;
-    let (width, height) = h264_dimensions(sps).or_else(|| params.width.zip(params.height)).unwrap_or((0, 0));
+    let (width, height) =
+        junction_cmaf::h264_dimensions(sps).or_else(|| params.width.zip(params.height)).unwrap_or((0, 0));
     Some(TrackCodec::H264 {
         avc,
         width: width.min(u32::from(u16::MAX)) as u16,
@@ -165,19 +156,6 @@ pub fn publish_params(track: &InitTrack) -> CodecParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // A 320x240 SPS as x264 writes it (High 4:4:4 Predictive, level 1.3).
-    const SPS: &[u8] = &[
-        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
-        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
-    ];
-
-    #[test]
-    fn sps_gives_the_picture_size() {
-        assert_eq!(h264_dimensions(SPS), Some((320, 240)));
-        assert_eq!(h264_dimensions(&[0x67]), None);
-        assert_eq!(h264_dimensions(&[]), None);
-    }
 
     #[test]
     fn aac_configs_are_synthesised_from_rate_and_channels() {

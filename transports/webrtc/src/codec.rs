@@ -19,7 +19,8 @@ const H264_PROFILES: &[(u8, u8, u32)] =
 /// The codecs every session negotiates: Opus, G.711, VP8, VP9, H.264 and AV1, with RTX for
 /// video (NACK), PLI/FIR and transport-wide congestion control (str0m's defaults). Audio sender
 /// reports go out every second like video's (str0m's default is 5 s): a receiver needs two of
-/// each stream before it can line audio up with video.
+/// each stream before it can line audio up with video. str0m reports each stream's loss, round
+/// trip and jitter every second, for the stats API.
 ///
 /// str0m lists an answer's codecs in this configured order, and a browser sends the first
 /// codec of the answer: `prefer_video` goes first among the video codecs, which is how a room
@@ -27,6 +28,7 @@ const H264_PROFILES: &[(u8, u8, u32)] =
 pub(crate) fn rtc_builder(prefer_video: Option<Codec>) -> RtcConfig {
     let mut config = Rtc::builder()
         .set_rtcp_report_interval_audio(std::time::Duration::from_secs(1))
+        .set_stats_interval(Some(std::time::Duration::from_secs(1)))
         .clear_codecs()
         .enable_opus(true, false)
         .enable_pcmu(true, false)

@@ -99,6 +99,7 @@ async fn post_whip(
         ));
     }
     let mut join = join_request(&room, &credential, credential.identity.clone(), TransportKind::Whip);
+    join.client = junction_transport_api::user_agent(&headers);
     join.grants = credential.grants;
     join.on_duplicate = if state.config.replace_existing { DuplicatePolicy::Replace } else { DuplicatePolicy::Reject };
     let joined = state.engine.join(join).map_err(|err| match err {
@@ -149,6 +150,7 @@ async fn post_whep(
     let mut identity = credential.identity.clone();
     let joined = loop {
         let mut join = join_request(&room, &credential, identity.clone(), TransportKind::Whep);
+        join.client = junction_transport_api::user_agent(&headers);
         join.grants = Grants { admin: credential.grants.admin, ..Grants::SUBSCRIBE_ONLY };
         join.accept_codecs = negotiated.accept_codecs();
         join.on_duplicate = DuplicatePolicy::Reject;

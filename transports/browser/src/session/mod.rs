@@ -95,6 +95,8 @@ pub struct Session {
     /// Serialised messages for the client, oldest first, and their total size.
     outbox: VecDeque<String>,
     outbox_bytes: usize,
+    /// The client software (the socket's User-Agent), told to the engine on join.
+    client: Option<String>,
     /// The session joined a room or took part in a direct call (the join deadline is met).
     engaged: bool,
     ending: Option<Ending>,
@@ -115,6 +117,7 @@ impl Session {
             room: None,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
+            client: None,
             engaged: false,
             ending: None,
             exit: None,
@@ -124,6 +127,11 @@ impl Session {
 
     pub fn principal(&self) -> &Principal {
         &self.principal
+    }
+
+    /// Names the client software (the socket's User-Agent, already made safe to show).
+    pub fn set_client(&mut self, client: Option<String>) {
+        self.client = client;
     }
 
     /// The `welcome` a (re)attached socket gets first, ahead of anything queued for it.

@@ -114,6 +114,7 @@ impl Session {
             on_duplicate: DuplicatePolicy::Replace,
             takes_seat: true,
             credential: self.principal.session.clone(),
+            client: self.client.clone(),
             ..JoinRequest::new(room.clone(), self.principal.identity.clone(), TransportKind::Webrtc)
         };
         // Indexed before joining, so peers told of the join can already see the session id.

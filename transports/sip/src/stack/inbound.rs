@@ -124,6 +124,7 @@ impl Stack {
                 join.metadata = metadata.clone();
                 join.auto_subscribe = false;
                 join.on_duplicate = DuplicatePolicy::Reject;
+                join.client = header_value(request, "User-Agent").and_then(|ua| junction_core::client_label(&ua));
                 let joined = self.engine.join(join).map_err(|err| match &err {
                     ContractError::RoomNotFound { .. } => refuse(404, &err),
                     ContractError::IdentityTaken { .. } => refuse(486, &err),

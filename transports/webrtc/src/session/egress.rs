@@ -4,13 +4,14 @@
 //! source changes; the peer's PLI/FIR go to the engine as keyframe requests; its bandwidth
 //! estimate picks simulcast layers and is reported to the publishers.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use junction_core::{Codec, LayerInfo, LayerPreference, MediaFrame, MediaKind, TrackId};
-use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack};
+use junction_engine::{EndpointMedia, EndpointRpc, LinkQuality, SubscribedTrack};
 use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};
+use str0m::stats::MediaEgressStats;
 use tracing::{debug, info};
 
 use super::simulcast::choose_layer;
@@ -240,6 +241,21 @@ impl Egress {
             info!(mid = %line.mid, %track, layer, forced = forced.is_some(), "simulcast layer chosen");
             let _ = rpc.set_layer(track, LayerPreference::AtMost(layer));
         }
+    }
+
+    /// str0m summed up the peer's receiver reports for one sending m-line: the subscription
+    /// gets its loss, round trip and the jitter the peer measured.
+    pub(crate) fn on_stats(&self, stats: &MediaEgressStats, connection_rtt: Option<Duration>, media: &EndpointMedia) {
+        let Some(source) = self.lines.iter().find(|l| l.mid == stats.mid).and_then(|l| l.source.as_ref()) else {
+            return;
+        };
+        let clock_rate = source.payload.map_or(0, |(_, _, rate)| rate);
+        let quality = LinkQuality {
+            loss: stats.loss,
+            rtt_ms: stats.rtt.or(connection_rtt).map(|rtt| rtt.as_secs_f32() * 1000.0),
+            jitter_ms: stats.remote.as_ref().and_then(|remote| super::ingest::jitter_ms(remote.jitter, clock_rate)),
+        };
+        let _ = media.report_link(&source.track, quality);
     }
 
     /// The peer asked for a keyframe on one of its receiving m-lines.

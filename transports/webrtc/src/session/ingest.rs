@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_core::{Codec, LayerInfo, MediaFrame, MediaTime, PublishRequest, TrackId, TrackInfo, TrackSource};
-use junction_engine::{EndpointRpc, TrackPublisher};
+use junction_engine::{EndpointRpc, LinkQuality, TrackPublisher};
 use str0m::Rtc;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind as WireKind, Mid, Rid};
+use str0m::stats::MediaIngressStats;
 use tracing::{debug, info, warn};
 
 use super::h264_fixup::ParameterSets;
@@ -42,6 +43,7 @@ struct StreamState {
 struct Published {
     publisher: TrackPublisher,
     codec: Codec,
+    clock_rate: u32,
 }
 
 impl IngestLine {
@@ -167,6 +169,20 @@ impl Ingest {
         }
     }
 
+    /// str0m measured one of the peer's streams: the track's layer gets its loss and jitter,
+    /// and the connection's round trip when the stream has none of its own (browsers send no
+    /// RTCP XR, from which a receiver's round trip comes).
+    pub(crate) fn on_stats(&self, stats: &MediaIngressStats, connection_rtt: Option<Duration>) {
+        let Some(line) = self.lines.iter().find(|l| l.mid == stats.mid) else { return };
+        let (Some(published), Some(layer)) = (&line.published, line.layer_of(stats.rid)) else { return };
+        let quality = LinkQuality {
+            loss: stats.loss,
+            rtt_ms: stats.rtt.or(connection_rtt).map(|rtt| rtt.as_secs_f32() * 1000.0),
+            jitter_ms: jitter_ms(stats.jitter, published.clock_rate),
+        };
+        published.publisher.report_link(layer as u8, quality);
+    }
+
     /// A subscriber needs a keyframe of one of this peer's tracks.
     pub(crate) fn on_keyframe_request(&mut self, rtc: &mut Rtc, track: &TrackId, layer: u8) {
         let Some(line) = self.lines.iter().find(|l| l.published.as_ref().is_some_and(|p| p.publisher.id() == track))
@@ -210,13 +226,19 @@ fn publish(line: &mut IngestLine, rpc: &EndpointRpc, codec: Codec, data: &MediaD
     match rpc.publish(request) {
         Ok(publisher) => {
             info!(mid = %line.mid, track = %publisher.id(), %codec, layers = line.layers.len(), "publishing");
-            line.published = Some(Published { publisher, codec });
+            let clock_rate = data.params.spec().clock_rate.get();
+            line.published = Some(Published { publisher, codec, clock_rate });
         }
         Err(err) => {
             warn!(mid = %line.mid, %codec, "cannot publish: {err}");
             line.refused = true;
         }
     }
+}
+
+/// RTCP jitter (in RTP timestamp units) in milliseconds.
+pub(crate) fn jitter_ms(jitter: u32, clock_rate: u32) -> Option<f32> {
+    (clock_rate > 0).then(|| jitter as f32 * 1000.0 / clock_rate as f32)
 }
 
 /// Asks the peer for a keyframe: PLI where negotiated, else FIR.

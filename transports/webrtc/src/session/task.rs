@@ -83,6 +83,9 @@ pub(crate) struct Session {
     /// When the last datagram arrived from the peer.
     last_heard: Instant,
     disconnected_since: Option<Instant>,
+    /// The connection's last measured round trip (str0m's peer stats), for streams that have
+    /// no round trip of their own.
+    rtt: Option<Duration>,
     shutdown: CancellationToken,
 }
 
@@ -138,6 +141,7 @@ impl Session {
             connect_timeout,
             last_heard: Instant::now(),
             disconnected_since: None,
+            rtt: None,
             shutdown,
         }
     }
@@ -352,6 +356,9 @@ impl Session {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 self.egress.on_estimate(estimate.as_u64(), &self.rpc, &self.media);
             }
+            Event::PeerStats(stats) => self.rtt = stats.rtt.or(self.rtt),
+            Event::MediaIngressStats(stats) => self.ingest.on_stats(&stats, self.rtt),
+            Event::MediaEgressStats(stats) => self.egress.on_stats(&stats, self.rtt, &self.media),
             Event::Closed => return Err(CloseReason::Left),
             _ => {}
         }
