@@ -1,12 +1,14 @@
 //! H.264 parsing (core/src/h264.rs), used by RTMP ingest, MoQ ingest and the WebRTC plane:
 //! Annex B NAL splitting, AVCC length-prefixed NAL splitting (1, 2 and 4-byte lengths),
 //! the AVCDecoderConfigurationRecord (`avcC`, FLV sequence headers), AVCC access units to
-//! Annex B frames with parameter sets in front of IDRs, keyframe detection.
+//! Annex B frames with parameter sets in front of IDRs, keyframe detection; and the picture
+//! size the stats API reads from a keyframe of each video codec (`junction_cmaf::picture_size`).
 //!
 //! Input: an `avcC` record, then access units, separated by [`crate::SEPARATOR`]. Checked: a
 //! record that parses writes back into one that parses to the same thing, and so does a record
 //! built from the parameter sets of an Annex B frame.
 
+use junction_core::Codec;
 use junction_core::h264::{self, AvcConfig};
 
 pub fn run(data: &[u8]) {
@@ -23,6 +25,9 @@ pub fn run(data: &[u8]) {
             let _ = h264::nal_type(nal);
         }
         let _ = h264::is_keyframe(unit);
+        for codec in [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1] {
+            let _ = junction_cmaf::picture_size(codec, unit);
+        }
         if let (Some(sps), Some(pps)) = h264::parameter_sets(unit)
             && let Some(built) = AvcConfig::from_parameter_sets(sps, pps)
             && sps.len() <= usize::from(u16::MAX)

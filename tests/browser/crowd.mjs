@@ -71,5 +71,22 @@ async function operate(browser, { base, api_key, screenshot, kicked, tab }, logs
   await until('the kicked tab saying why', 10_000, async () => (await tab.evaluate(() => document.body.innerText)).includes('kicked'));
   const after = Object.keys(await dashboardPeers(page));
   const events = await page.evaluate(() => [...document.querySelectorAll('#events li')].map((li) => li.dataset.event));
-  return { seen, after, events };
+
+  // An ingress key made with the form shows what to paste into OBS.
+  await page.selectOption('#new-ingress select[name=kind]', 'rtmp');
+  await page.fill('#new-ingress input[name=room]', 'crowd');
+  await page.fill('#new-ingress input[name=identity]', 'obs');
+  await page.click('#new-ingress button');
+  let ingress;
+  await until('the new ingress key listed', 10_000, async () => {
+    ingress = await page.evaluate(() => [...document.querySelectorAll('details.ingress')].map((d) => d.textContent));
+    return ingress.length === 1;
+  });
+  // A room made with the form gets a card; its End button ends it.
+  await page.fill('#new-room input[name=name]', 'standby');
+  await page.click('#new-room button');
+  await page.waitForSelector('article.room[data-room="standby"]', { timeout: 10_000 });
+  await page.click('article.room[data-room="standby"] button.end');
+  await page.waitForSelector('article.room[data-room="standby"]', { state: 'detached', timeout: 10_000 });
+  return { seen, after, events, ingress };
 }

@@ -433,6 +433,15 @@ async fn six_tabs_joining_at_once_each_decode_the_other_five_and_the_dashboard_s
     after.sort();
     assert_eq!(after, identities[..5], "{dashboard}");
     assert!(dashboard["events"].as_array().unwrap().contains(&json!("peer_left")), "{dashboard}");
+    // The ingress key made on the dashboard is the server's, shown with its OBS settings.
+    let (_, keys) = server.call(Method::GET, "/v1/ingress", None).await;
+    let key = &keys["ingress"][0];
+    let shown = dashboard["ingress"][0].as_str().unwrap();
+    for part in [key["stream_key"].as_str().unwrap(), key["url"].as_str().unwrap(), "Stream Key:"] {
+        assert!(shown.contains(part), "{part} not in {shown}");
+    }
+    // The room made and ended on the dashboard is gone.
+    assert_eq!(server.call(Method::GET, "/v1/rooms/standby", None).await.0, 404);
     println!("dashboard screenshot: {}", screenshot.display());
     stats.await.unwrap();
     server.wait_for_no_peers().await;
