@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::webrtc_client::synthetic::{self, AUDIO_FRAME, VIDEO_FRAME};
-use crate::support::webrtc_client::{ClientCodec, ClientOptions, MediaKind, ReceivedFrame, WhepViewer, WhipPublisher};
+use crate::support::webrtc_client::{
+    CLIENT_USER_AGENT, ClientCodec, ClientOptions, MediaKind, ReceivedFrame, WhepViewer, WhipPublisher,
+};
 use crate::support::{TestServer, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -95,6 +97,10 @@ async fn whip_frames_reach_a_whep_viewer_unchanged_and_keyframe_requests_travel_
         room["room"]["peers"].as_array().unwrap().iter().map(|p| p["transport"].as_str().unwrap()).collect();
     assert_eq!(transports.len(), 2, "{room}");
     assert!(transports.contains(&"whip") && transports.contains(&"whep"), "{room}");
+    // Each names the client software its offer's request came from.
+    for peer in room["room"]["peers"].as_array().unwrap() {
+        assert_eq!(peer["client"], CLIENT_USER_AGENT, "{room}");
+    }
 
     let cpu_before = server_cpu_seconds(&server).await;
     let sent = send_media(&publisher, 0, 90, 30).await;

@@ -305,7 +305,8 @@ impl Client {
             gathered,
             keyframe_requests,
             sender_reports,
-            http: reqwest::Client::new(),
+            // Named like an encoder names itself, so tests can find it as the peer's `client`.
+            http: reqwest::Client::builder().user_agent(CLIENT_USER_AGENT).build().map_err(rtc_err)?,
             bearer: bearer.to_owned(),
             resource: String::new(),
             etag: None,
@@ -681,3 +682,6 @@ pub use relay::UdpRelay;
 pub use room::RoomClient;
 pub use rtp::SenderReportSeen;
 use rtp::{FrameAssembler, KeyframeRequestCounter};
+
+/// The User-Agent of every WHIP/WHEP request these clients make.
+pub const CLIENT_USER_AGENT: &str = "junction-e2e/1 webrtc-rs";
