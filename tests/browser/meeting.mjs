@@ -19,9 +19,12 @@ const decodedFrom = (page, peer, source = 'camera') => page.evaluate(async ({ pe
   return frames;
 }, { peer, source });
 
-/** Waits until `peer`'s video decodes in `page` and goes on decoding: two counts, 1.5 s apart. */
-async function decodingGoesOn(page, peer, what, source = 'camera') {
-  await until(what, 20_000, async () => (await decodedFrom(page, peer, source)) > 0);
+/**
+ * Waits until `page` has decoded more than `since` frames of `peer`'s video, then counts them
+ * twice, 1.5 s apart (to see decoding go on).
+ */
+async function decodingGoesOn(page, peer, what, source = 'camera', since = 0) {
+  await until(what, 20_000, async () => (await decodedFrom(page, peer, source)) > since);
   const before = await decodedFrom(page, peer, source);
   await sleep(1500);
   return { before, after: await decodedFrom(page, peer, source) };
@@ -58,6 +61,11 @@ run(async (browser, { base, room, tokens, screenshot }, logs) => {
       && [...document.querySelectorAll('#tiles .tile video')].filter((v) => v.videoWidth > 0).length === 3));
   }
 
+  // How many console lines each step had logged by its end (which step a line came from).
+  const steps = {};
+  const step = (name) => { steps[name] = logs.length; };
+  step('joined');
+
   // The grid: three tiles at 1280×720 make 2×2, all in view, no scrolling.
   await sleep(300);
   const grid = await geometry(annTab);
@@ -86,6 +94,7 @@ run(async (browser, { base, room, tokens, screenshot }, logs) => {
     holders: runs.map((r) => r.holder),
   };
 
+  step('speakers');
   // A phone: ben's tab at 390×780.
   await benTab.setViewportSize({ width: 390, height: 780 });
   await sleep(500);
@@ -114,6 +123,7 @@ run(async (browser, { base, room, tokens, screenshot }, logs) => {
   switched.renegotiated = sdpBefore !== await annTab.evaluate(() => window.junction.session.media.pc.localDescription.sdp);
   switched.ben = afterSwitch;
 
+  step('switched');
   // Screen share: ann's screen becomes the stage at ben and cat.
   await annTab.click('#screen');
   const stage = {};
@@ -129,6 +139,7 @@ run(async (browser, { base, room, tokens, screenshot }, logs) => {
   stage.ann = await geometry(annTab);
   await annTab.screenshot({ path: screenshot });
 
+  step('screen');
   // The socket drops: cat's banner says so, goes by itself, and cat decodes ann again.
   const banner = () => catTab.evaluate(() => ({ shown: !document.querySelector('#banner').hidden, text: document.querySelector('#banner').textContent }));
   await catTab.evaluate(() => { window.bannerSeen = []; new MutationObserver(() => window.bannerSeen.push(document.querySelector('#banner').textContent)).observe(document.querySelector('#banner'), { childList: true, attributes: true }); });
@@ -147,22 +158,26 @@ run(async (browser, { base, room, tokens, screenshot }, logs) => {
     decoding: await decodingGoesOn(catTab, 'ann', 'cat decoding ann after the reconnect'),
   };
 
+  step('reconnected');
   // An ICE restart of cat's connection (what the SDK does by itself when it fails).
   const ufrag = () => catTab.evaluate(() => /a=ice-ufrag:(\S+)/.exec(window.junction.session.media.pc.localDescription.sdp)?.[1]);
   const remoteUfrag = () => catTab.evaluate(() => /a=ice-ufrag:(\S+)/.exec(window.junction.session.media.pc.remoteDescription.sdp)?.[1]);
   const before = { local: await ufrag(), remote: await remoteUfrag() };
   await catTab.evaluate(() => window.junction.session.restartIce());
   await until('cat\'s ICE restarted', 10_000, async () => (await remoteUfrag()) !== before.remote && await catTab.evaluate(() => window.junction.session.media.pc.signalingState === 'stable'));
+  // Frames may pause while the new credentials are checked: decoding must pick up after it.
+  const decodedAtRestart = await decodedFrom(catTab, 'ann');
   const restart = {
     before,
     after: { local: await ufrag(), remote: await remoteUfrag() },
-    decoding: await decodingGoesOn(catTab, 'ann', 'cat decoding ann after the ICE restart'),
+    decoding: await decodingGoesOn(catTab, 'ann', 'cat decoding ann after the ICE restart', 'camera', decodedAtRestart),
     state: await catTab.evaluate(() => window.junction.session.mediaState()),
   };
 
+  step('restarted');
   const errors = await Promise.all(pages.map((p) => p.evaluate(() => window.junction.error ?? null)));
   // Chromium's own report of each reconnect attempt made while cat was offline is expected.
   const offline = logs.filter((l) => l.startsWith('cat: ') && l.includes('net::ERR_INTERNET_DISCONNECTED'));
   const others = logs.filter((l) => !offline.includes(l));
-  return { grid, fits, speakers, phone, pickers, switched, stage, reconnect, restart, errors, offline: offline.length, logs: others };
+  return { grid, fits, speakers, phone, pickers, switched, stage, reconnect, restart, errors, offline: offline.length, steps, logs: others };
 });

@@ -782,7 +782,10 @@ class SfuMedia {
           break;
       }
     } catch (err) {
-      this.session.emit('error', { code: 'negotiation_failed', message: String(err) });
+      // The m-lines of both descriptions, for a refused offer to say what did not match.
+      const mids = (sdp) => [...(sdp ?? '').matchAll(/^a=mid:(\S+)/gm)].map((m) => m[1]).join(',');
+      const lines = message.type === 'offer' ? ` (offered m-lines ${mids(message.sdp)}; negotiated ${mids(this.pc.currentRemoteDescription?.sdp)})` : '';
+      this.session.emit('error', { code: 'negotiation_failed', message: `${err}${lines}` });
     }
   }
 
