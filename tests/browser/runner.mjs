@@ -19,8 +19,10 @@ export const CHROMIUM_ARGS = [
 
 export async function run(scenario) {
   const args = JSON.parse(process.argv[2] ?? '{}');
-  // `fake_audio`: a WAV file the fake microphone plays (looping) instead of Chromium's beeps.
+  // `fake_audio`: a WAV file the fake microphone plays (looping) instead of Chromium's beeps;
+  // `chromium_args`: more switches (a switch given twice takes its last value).
   const extra = args.fake_audio ? [`--use-file-for-fake-audio-capture=${args.fake_audio}`] : [];
+  extra.push(...(args.chromium_args ?? []));
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,

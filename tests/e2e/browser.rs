@@ -642,3 +642,131 @@ async fn media_stats_while_six_tabs_talk(base: String, api_key: String) {
     assert_eq!(missing.status().as_u16(), 404);
     assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "track_not_found");
 }
+
+#[tokio::test]
+async fn the_room_page_fits_its_tiles_shows_a_shared_screen_large_switches_devices_and_recovers_by_itself() {
+    let server = TestServer::start_with(QUICK_GRACE, &[]).await;
+    let tokens =
+        [token(&server, "meet", "ann").await, token(&server, "meet", "ben").await, token(&server, "meet", "cat").await];
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("meeting.png");
+    // Three fake cameras: ann switches to the third (the second, Chromium's fake depth camera,
+    // sent no frame a peer could decode when tried).
+    let args = json!({
+        "base": server.base, "room": "meet", "tokens": tokens, "screenshot": screenshot,
+        "chromium_args": ["--use-fake-device-for-media-stream=device-count=3"],
+    });
+    let result = chromium("meeting.mjs", args).await;
+    let num = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("not a number: {v} in {result}"));
+
+    // Three tiles (ann's own first) in a 2×2 grid, all inside the viewport, none overlapping,
+    // and the page does not scroll.
+    let grid = &result["grid"];
+    assert_eq!(grid["grid"]["cols"], 2, "{grid}");
+    assert_eq!(grid["scrolls"], false, "{grid}");
+    let tiles = grid["tiles"].as_array().unwrap();
+    let mut peers: Vec<&str> = tiles.iter().map(|t| t["peer"].as_str().unwrap()).collect();
+    assert_eq!(peers[0], "ann", "her own tile first: {grid}");
+    peers.sort_unstable();
+    assert_eq!(peers, ["ann", "ben", "cat"], "{grid}");
+    assert_tiles_within(tiles, &grid["viewport"]);
+    let columns: std::collections::BTreeSet<i64> = tiles.iter().map(|t| t["x"].as_i64().unwrap()).collect();
+    assert_eq!(columns.len(), 2, "{grid}");
+    // The fit for 1 to 16 tiles in a 16:9 box: 1, side by side, 2×2, 3×3, 4×4.
+    let expected: Vec<u64> = (1..=16).map(|n| [1, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4][n - 1]).collect();
+    assert_eq!(result["fits"], json!(expected));
+
+    // One active speaker at a time (the fake microphones all beep: it went round), and no
+    // flicker: each one that took it from another kept it for the 1.5 s hold, at least.
+    let speakers = &result["speakers"];
+    assert_eq!(speakers["most"], 1, "{speakers}");
+    assert!(speakers["seen"].as_array().unwrap().len() >= 2, "{speakers}");
+    for held in speakers["held"].as_array().unwrap() {
+        assert!(num(held) >= 1_400.0, "an active speaker held it {held} ms: {speakers}");
+    }
+
+    // A phone: at most two columns, every tile on screen, the side panel not beside the call.
+    let phone = &result["phone"];
+    assert!(num(&phone["grid"]["cols"]) <= 2.0, "{phone}");
+    assert_tiles_within(phone["tiles"].as_array().unwrap(), &phone["viewport"]);
+    assert_eq!(phone["scrolls"], false, "{phone}");
+    let lowest = phone["tiles"].as_array().unwrap().iter().map(|t| num(&t["y"]) + num(&t["h"])).fold(0.0, f64::max);
+    assert!(phone["aside"]["shown"] == false || num(&phone["aside"]["y"]) >= lowest, "{phone}");
+
+    // The pickers list the fake devices; the third camera replaced the first on ann's sender
+    // without a renegotiation, and ben went on decoding her.
+    let pickers = &result["pickers"];
+    assert_eq!(pickers["cameras"].as_array().map(Vec::len), Some(3), "{pickers}");
+    assert!(pickers["microphones"].as_array().is_some_and(|m| m.len() >= 2), "{pickers}");
+    let switched = &result["switched"];
+    assert_eq!(switched["device"], pickers["cameras"][2]["id"], "{switched}");
+    assert_eq!((&switched["sending"], &switched["renegotiated"]), (&json!(true), &json!(false)), "{switched}");
+    assert!(num(&switched["ben"]["after"]) > num(&switched["ben"]["before"]), "ben stopped decoding ann: {switched}");
+
+    // Ann's screen is the stage, for her and for the others: much larger than any camera tile,
+    // which sit in a strip beside it; it decodes.
+    for tab in ["ann", "ben", "cat"] {
+        let view = &result["stage"][tab];
+        let stage = &view["stage"][0];
+        assert_eq!(stage["peer"], "ann", "{view}");
+        assert!(num(&view["stageVideoWidth"]) > 0.0, "{view}");
+        let area = |t: &Value| num(&t["w"]) * num(&t["h"]);
+        let tiles = view["tiles"].as_array().unwrap();
+        assert_eq!(tiles.len(), 3, "{view}");
+        for tile in tiles {
+            assert!(area(stage) > 4.0 * area(tile), "stage {stage} vs tile {tile}");
+        }
+        assert_tiles_within(tiles, &view["viewport"]);
+        if tab != "ann" {
+            let decoding = &view["decoding"];
+            assert!(num(&decoding["after"]) > num(&decoding["before"]), "{tab} on ann's screen: {decoding}");
+        }
+    }
+
+    // Cat offline with its socket cut: the banner says so, then goes by itself; the session
+    // resumed and cat decodes ann again.
+    let reconnect = &result["reconnect"];
+    assert_eq!(reconnect["during"], json!({"shown": true, "text": "Reconnecting…"}), "{reconnect}");
+    assert_eq!(reconnect["after"]["shown"], false, "{reconnect}");
+    assert_eq!(reconnect["resumedSession"], true, "{reconnect}");
+    assert!(num(&reconnect["decoding"]["after"]) > num(&reconnect["decoding"]["before"]), "{reconnect}");
+    // An ICE restart: new credentials both ways, media flowing again.
+    let restart = &result["restart"];
+    assert_ne!(restart["after"]["local"], restart["before"]["local"], "{restart}");
+    assert_ne!(restart["after"]["remote"], restart["before"]["remote"], "{restart}");
+    assert_eq!(restart["state"], "connected", "{restart}");
+    assert!(num(&restart["decoding"]["after"]) > num(&restart["decoding"]["before"]), "{restart}");
+
+    println!(
+        "active speaker held {} ms between changes; ben's stage {}x{} beside camera tiles {}x{}; \
+         ben decoded ann's third camera {} -> {} frames; {} reconnect attempts while offline",
+        speakers["held"],
+        result["stage"]["ben"]["stage"][0]["w"],
+        result["stage"]["ben"]["stage"][0]["h"],
+        result["stage"]["ben"]["tiles"][0]["w"],
+        result["stage"]["ben"]["tiles"][0]["h"],
+        switched["ben"]["before"],
+        switched["ben"]["after"],
+        result["offline"],
+    );
+    assert_eq!(result["errors"], json!([null, null, null]), "{result}");
+    // Nothing in any console but Chromium's report of the reconnect attempts made offline.
+    assert_eq!(result["logs"], json!([]), "{result}");
+    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 10_000), "screenshot at {}", screenshot.display());
+    server.wait_for_no_peers().await;
+    wait_for_no_sessions(&server).await;
+}
+
+/// Every tile box lies inside the viewport, and no two overlap.
+fn assert_tiles_within(tiles: &[Value], viewport: &Value) {
+    let bounds =
+        |t: &Value| ["x", "y", "w", "h"].map(|k| t[k].as_i64().unwrap_or_else(|| panic!("tile {t} has no {k}")));
+    let (width, height) = (viewport["w"].as_i64().unwrap(), viewport["h"].as_i64().unwrap());
+    for (i, a) in tiles.iter().enumerate() {
+        let [x, y, w, h] = bounds(a);
+        assert!(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= width && y + h <= height, "tile {a} outside {viewport}");
+        for b in &tiles[i + 1..] {
+            let [bx, by, bw, bh] = bounds(b);
+            assert!(x + w <= bx || bx + bw <= x || y + h <= by || by + bh <= y, "tiles {a} and {b} overlap");
+        }
+    }
+}

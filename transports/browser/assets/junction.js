@@ -8,14 +8,28 @@
 //   session.send('hello', { topic: 'chat' });          // data message to the room
 //   session.on('data', ({ from, payload }) => ...);
 //   const call = await session.call(otherSessionId, { camera: true, microphone: true });
+//   await session.switchDevice('camera', deviceId);     // another camera, no renegotiation
 //   await session.leave();
 //
 // Events (session.on(name, handler) returns a function that removes the handler):
 //   joined, peer_joined, peer_left, peer_updated, track_published, track_unpublished,
 //   track_muted, subscribed, unsubscribed, data, signal, incoming_call, call_ended,
 //   track ({track, stream, peer, source, receiver, trackInfo, call}), track_ended ({track, peer}),
-//   reconnecting, reconnected, session_lost, closed ({reason}), error ({code, message}).
+//   reconnecting, reconnected, session_lost, closed ({reason}), error ({code, message}),
+//   local_track ({source, track}: a captured or switched local source),
+//   media_state ({state, peer}: the worst connectionState of this session's RTCPeerConnections,
+//   'connected' when all are; `peer` names the mesh link that changed, null for the SFU one).
+// Media recovers by itself: a connection that goes 'failed', or stays 'disconnected' for
+// MEDIA_RESTART_MS, restarts ICE (session.restartIce() does it at once) — a new offer with new
+// ICE credentials on the same connection, so no track is lost and nothing is renegotiated.
 // The wire protocol is documented in docs/protocol-websocket.md.
+
+/** How long a connection may stay 'disconnected' before its ICE restarts. */
+const MEDIA_RESTART_MS = 3000;
+
+/** The SDK's source names ('screen') as the protocol spells them ('screen_share'), and back. */
+const wireSource = (source) => (source === 'screen' ? 'screen_share' : source);
+const sdkSource = (source) => (source === 'screen_share' ? 'screen' : source);
 
 const SIMULCAST_LAYERS = [
   { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
@@ -82,6 +96,7 @@ export class Session extends Emitter {
     this.calls = new Map();    // call id -> Call
     this.media = null;         // SfuMedia (SFU rooms)
     this.simulcast = false;
+    this.devices = {};         // source -> deviceId picked with switchDevice
     this.#nextId = 1;
   }
 
@@ -150,6 +165,7 @@ export class Session extends Emitter {
       try {
         await this.open(true);
         this.#reconnecting = false;
+        this.media?.resendOffer();
         return;
       } catch { /* try again */ }
     }
@@ -200,8 +216,11 @@ export class Session extends Emitter {
         break;
       case 'peer_left':
         this.peers.delete(message.identity);
-        this.links.get(message.identity)?.close();
-        this.links.delete(message.identity);
+        if (this.links.has(message.identity)) {
+          this.links.get(message.identity).close();
+          this.links.delete(message.identity);
+          this.emit('media_state', { state: this.mediaState(), peer: message.identity });
+        }
         break;
       case 'track_published':
         this.tracks.set(message.track.id, message.track);
@@ -282,8 +301,9 @@ export class Session extends Emitter {
    */
   async capture({ camera = false, microphone = false, screen = false } = {}) {
     const wanted = { camera: camera && !this.local.has('camera'), microphone: microphone && !this.local.has('microphone'), screen: screen && !this.local.has('screen') };
-    for (const [source, track] of await captureMedia(wanted)) {
+    for (const [source, track] of await captureMedia(wanted, this.devices)) {
       this.local.set(source, track);
+      this.emit('local_track', { source, track });
       for (const link of this.links.values()) link.addTrack(track, source);
       for (const call of this.calls.values()) call.link?.addTrack(track, source);
     }
@@ -300,6 +320,54 @@ export class Session extends Emitter {
     if (!track) throw new JunctionError('not_published', `nothing published from ${source}`);
     track.enabled = !muted;
     if (this.media) await this.media.mute(source, muted);
+  }
+
+  /**
+   * Switches a local source ('camera' or 'microphone') to another device (a `deviceId` from
+   * `navigator.mediaDevices.enumerateDevices()`): the new track replaces the old one on every
+   * sender (the SFU connection, mesh links, calls) with RTCRtpSender.replaceTrack — no
+   * renegotiation — and the old track stops. A source not captured yet is only remembered for
+   * the next capture. Resolves with the new MediaStreamTrack (or null); emits `local_track`.
+   */
+  async switchDevice(source, deviceId) {
+    if (source !== 'camera' && source !== 'microphone') throw new JunctionError('bad_source', `cannot switch ${source}`);
+    this.devices[source] = deviceId;
+    const old = this.local.get(source);
+    if (!old) return null;
+    const [[, track]] = await captureMedia({ [source]: true }, this.devices);
+    track.enabled = old.enabled;
+    const senders = this.peerConnections().flatMap((pc) => pc.getSenders()).filter((s) => s.track === old);
+    await Promise.all(senders.map((sender) => sender.replaceTrack(track)));
+    this.local.set(source, track);
+    old.stop();
+    this.emit('local_track', { source, track });
+    return track;
+  }
+
+  /** Restarts ICE on every connection of this session (done by itself when one fails). */
+  restartIce() {
+    for (const pc of this.peerConnections()) if (pc.connectionState !== 'closed') pc.restartIce();
+  }
+
+  /** The worst connectionState of this session's connections ('connected' when all are, or none). */
+  mediaState() {
+    const states = this.peerConnections().map((pc) => pc.connectionState);
+    return ['failed', 'disconnected', 'connecting', 'new'].find((s) => states.includes(s)) ?? 'connected';
+  }
+
+  /**
+   * Watches `pc`: reports its state as `media_state`, and restarts its ICE when it fails or stays
+   * disconnected (a dropped network; the other side answers with new credentials).
+   */
+  watchMedia(pc, peer = null) {
+    let timer = null;
+    pc.addEventListener('connectionstatechange', () => {
+      clearTimeout(timer);
+      const state = pc.connectionState;
+      if (state === 'failed') pc.restartIce();
+      if (state === 'disconnected') timer = setTimeout(() => { if (pc.connectionState === 'disconnected') pc.restartIce(); }, MEDIA_RESTART_MS);
+      this.emit('media_state', { state: this.mediaState(), peer });
+    });
   }
 
   /** Sends a data message: text (or bytes, sent base64) to the room or to `to` identities. */
@@ -402,13 +470,17 @@ export class Session extends Emitter {
   }
 }
 
-/** Captures the requested local sources; resolves with [source, MediaStreamTrack] pairs. */
-async function captureMedia({ camera, microphone, screen }) {
+/**
+ * Captures the requested local sources (from the devices picked in `devices`, {camera,
+ * microphone} -> deviceId); resolves with [source, MediaStreamTrack] pairs.
+ */
+async function captureMedia({ camera, microphone, screen }, devices = {}) {
   const out = [];
+  const pick = (constraints, deviceId) => (deviceId ? { ...constraints, deviceId: { exact: deviceId } } : constraints);
   if (camera || microphone) {
     const stream = await navigator.mediaDevices.getUserMedia({
-      video: camera ? (camera === true ? { width: 1280, height: 720 } : camera) : false,
-      audio: microphone ? microphone : false,
+      video: camera ? pick(camera === true ? { width: 1280, height: 720 } : camera, devices.camera) : false,
+      audio: microphone ? pick(microphone === true ? {} : microphone, devices.microphone) : false,
     });
     for (const track of stream.getTracks()) out.push([track.kind === 'video' ? 'camera' : 'microphone', track]);
   }
@@ -436,6 +508,7 @@ class PeerLink {
     this.sources = {};         // local stream id -> source
     this.remoteSources = {};   // remote stream id -> source
     this.pc = new RTCPeerConnection({ iceServers: session.options.iceServers });
+    session.watchMedia(this.pc, peer);
     this.pc.onicecandidate = ({ candidate }) => { if (candidate) this.send({ candidate: candidate.toJSON() }); };
     this.pc.onnegotiationneeded = async () => {
       try {
@@ -585,7 +658,11 @@ export class Call extends Emitter {
   end(reason) {
     if (this.ended) return;
     this.ended = true;
-    this.link?.close();
+    if (this.link) {
+      this.link.close();
+      // A closed connection reports no state change: the session's may be better now.
+      this.session.emit('media_state', { state: this.session.mediaState(), peer: this.link.peer });
+    }
     this.emit('ended', { reason });
   }
 }
@@ -603,6 +680,7 @@ class SfuMedia {
   constructor(session) {
     this.session = session;
     this.pc = new RTCPeerConnection({ iceServers: session.options.iceServers, bundlePolicy: 'max-bundle' });
+    session.watchMedia(this.pc);
     this.remote = new Map();     // mid -> {mid, track, peer, kind, source} from the server's offers
     this.received = new Map();   // server track id -> {track, receiver, peer}
     this.published = new Map();  // source -> {source, transceiver, info}
@@ -630,7 +708,7 @@ class SfuMedia {
       this.received.set(info.track, { track, receiver: transceiver.receiver, peer: info.peer });
       const stream = streams[0] ?? new MediaStream([track]);
       session.emit('track', {
-        track, stream, peer: info.peer, source: info.source, receiver: transceiver.receiver, mid: transceiver.mid,
+        track, stream, peer: info.peer, source: sdkSource(info.source), receiver: transceiver.receiver, mid: transceiver.mid,
         trackInfo: session.tracks.get(info.track) ?? { id: info.track, peer: info.peer, kind: info.kind, source: info.source },
       });
     };
@@ -645,13 +723,22 @@ class SfuMedia {
     if (this.pc.signalingState !== 'stable') return;
     try {
       await this.pc.setLocalDescription();
-      const tracks = [...this.published.values()]
-        .filter((p) => p.transceiver.mid !== null)
-        .map((p) => ({ mid: p.transceiver.mid, source: p.source }));
-      this.session.post({ type: 'offer', sdp: this.pc.localDescription.sdp, tracks });
+      this.#postOffer();
     } catch (err) {
       this.session.emit('error', { code: 'negotiation_failed', message: String(err) });
     }
+  }
+
+  #postOffer() {
+    const tracks = [...this.published.values()]
+      .filter((p) => p.transceiver.mid !== null)
+      .map((p) => ({ mid: p.transceiver.mid, source: wireSource(p.source) }));
+    this.session.post({ type: 'offer', sdp: this.pc.localDescription.sdp, tracks });
+  }
+
+  /** After a dropped socket: an offer still waiting for its answer may never have left. */
+  resendOffer() {
+    this.#enqueue(async () => { if (this.pc.signalingState === 'have-local-offer') this.#postOffer(); });
   }
 
   #enqueue(task) {
@@ -695,7 +782,10 @@ class SfuMedia {
           break;
       }
     } catch (err) {
-      this.session.emit('error', { code: 'negotiation_failed', message: String(err) });
+      // The m-lines of both descriptions, for a refused offer to say what did not match.
+      const mids = (sdp) => [...(sdp ?? '').matchAll(/^a=mid:(\S+)/gm)].map((m) => m[1]).join(',');
+      const lines = message.type === 'offer' ? ` (offered m-lines ${mids(message.sdp)}; negotiated ${mids(this.pc.currentRemoteDescription?.sdp)})` : '';
+      this.session.emit('error', { code: 'negotiation_failed', message: `${err}${lines}` });
     }
   }
 

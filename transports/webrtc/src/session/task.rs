@@ -435,8 +435,16 @@ impl Session {
         if let Policy::Room(room) = &mut self.policy {
             room.abandon_offer();
         }
+        let before = self.rtc.direct_api().local_ice_credentials();
         let answer =
             self.rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
+        // An offer with new ICE credentials restarts ICE (the browser's `restartIce()`): our
+        // answer carries new ones too, and the socket must route checks for them to us.
+        let local = self.rtc.direct_api().local_ice_credentials();
+        if local.ufrag != before.ufrag {
+            info!("ICE restarted by the peer's offer");
+            self.mux.add_ufrag(self.key, &local.ufrag, &local.pass);
+        }
         for section in sdp::offer_sections(sdp) {
             let mid = Mid::from(section.mid.as_str());
             let Some(media) = self.rtc.media(mid) else { continue };
