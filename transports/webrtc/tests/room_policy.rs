@@ -253,6 +253,35 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
         }
     }
 
+    // Glare: the server offers an m-line for a new track, and before the browser sees that
+    // offer it sends one of its own. The server yields (its offer is withdrawn, so a signalling
+    // layer must not pass it on after the answer), then offers again, and that offer fits.
+    let mic2 = other.endpoint.rpc.publish(PublishRequest::new("mic2", Codec::Opus)).unwrap();
+    let withdrawn = loop {
+        if let SessionSignal::Offer { id, .. } = next_event(&mut events, "the offer for mic2").await {
+            break id;
+        }
+    };
+    assert!(!handle.offer_withdrawn(withdrawn));
+    let own = pc.create_offer(None).await.unwrap();
+    pc.set_local_description(own).await.unwrap();
+    let answer = handle.accept_offer(&pc.local_description().await.unwrap().sdp).await.expect("the browser's offer");
+    pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+    assert!(handle.offer_withdrawn(withdrawn), "the offer the browser's replaced is withdrawn");
+    loop {
+        match next_event(&mut events, "the offer again").await {
+            SessionSignal::Offer { id, sdp, .. } if !handle.offer_withdrawn(id) => {
+                assert!(id > withdrawn);
+                pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.expect("the offer fits");
+                let answer = pc.create_answer(None).await.unwrap();
+                pc.set_local_description(answer).await.unwrap();
+                handle.accept_answer(&pc.local_description().await.unwrap().sdp).await.expect("answer accepted");
+            }
+            SessionSignal::Event(SessionEvent::Sending { track, .. }) if &track == mic2.id() => break,
+            _ => {}
+        }
+    }
+
     handle.close();
     tokio::time::timeout(WAIT, handle.closed()).await.expect("the session ends");
     assert!(matches!(next_event(&mut events, "Closed").await, SessionSignal::Event(SessionEvent::Closed { .. })));

@@ -24,9 +24,13 @@ pub(crate) struct RoomEgress {
     negotiating: Option<Negotiation>,
     /// m-lines offered so far: numbers each one's msid track id (see `place`).
     offered_lines: u64,
+    /// Offers made so far: numbers each one.
+    offers: u64,
 }
 
 struct Negotiation {
+    /// The offer's number in this session (from 1).
+    id: u64,
     pending: SdpPendingOffer,
     /// The m-lines the offer adds, and the subscriptions they are for.
     added: Vec<(Mid, SubscribedTrack)>,
@@ -35,7 +39,7 @@ struct Negotiation {
 impl RoomEgress {
     /// Starts from the subscriptions the peer already has.
     pub(crate) fn new(existing: Vec<SubscribedTrack>) -> Self {
-        Self { waiting: existing, negotiating: None, offered_lines: 0 }
+        Self { waiting: existing, negotiating: None, offered_lines: 0, offers: 0 }
     }
 
     pub(crate) fn on_room_event(&mut self, event: &EndpointEvent, egress: &mut Egress) {
@@ -106,8 +110,9 @@ impl RoomEgress {
             added.push((mid, subscribed));
         }
         let (offer, pending) = api.apply()?;
-        info!(m_lines = added.len(), "renegotiating: offering new m-lines");
-        self.negotiating = Some(Negotiation { pending, added });
+        self.offers += 1;
+        info!(m_lines = added.len(), offer = self.offers, "renegotiating: offering new m-lines");
+        self.negotiating = Some(Negotiation { id: self.offers, pending, added });
         Some(offer.to_sdp_string())
     }
 
@@ -159,10 +164,16 @@ impl RoomEgress {
             .collect()
     }
 
-    /// A remote offer replaced ours: its subscriptions wait for the next one.
-    pub(crate) fn abandon_offer(&mut self) {
-        if let Some(negotiation) = self.negotiating.take() {
-            self.waiting.extend(negotiation.added.into_iter().map(|(_, s)| s));
-        }
+    /// The number of the outstanding offer, if one is out.
+    pub(crate) fn offer_id(&self) -> Option<u64> {
+        self.negotiating.as_ref().map(|n| n.id)
+    }
+
+    /// A remote offer replaced ours: its subscriptions wait for the next one. Returns the
+    /// abandoned offer's number.
+    pub(crate) fn abandon_offer(&mut self) -> Option<u64> {
+        let negotiation = self.negotiating.take()?;
+        self.waiting.extend(negotiation.added.into_iter().map(|(_, s)| s));
+        Some(negotiation.id)
     }
 }

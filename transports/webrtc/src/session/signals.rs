@@ -18,6 +18,8 @@ pub enum SessionSignal {
     /// [`SessionHandle::accept_answer`](super::SessionHandle::accept_answer). `tracks` names the
     /// room track each new sending m-line carries once the offer is answered.
     Offer {
+        /// Counts the session's offers from 1; see [`SessionHandle::offer_withdrawn`](super::SessionHandle::offer_withdrawn).
+        id: u64,
         sdp: String,
         tracks: Vec<OfferedTrack>,
     },
