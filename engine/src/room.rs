@@ -630,17 +630,29 @@ impl Room {
         })
     }
 
+    /// Runs `f` on the session's subscription to `track` (`TrackNotFound` without one).
+    fn with_subscription<T>(
+        &self,
+        link: &PeerLink,
+        track: &TrackId,
+        f: impl FnOnce(&SubLink) -> Result<T, ContractError>,
+    ) -> Result<T, ContractError> {
+        self.with_session(link, |st, _| {
+            let sub = st.peers[&link.peer]
+                .subscriptions
+                .get(track)
+                .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+            f(sub)
+        })
+    }
+
     pub(crate) fn set_layer(
         &self,
         link: &PeerLink,
         track: &TrackId,
         layer: LayerPreference,
     ) -> Result<(), ContractError> {
-        self.with_session(link, |st, _| {
-            let sub = st.peers[&link.peer]
-                .subscriptions
-                .get(track)
-                .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+        self.with_subscription(link, track, |sub| {
             let before = sub.sub.preference();
             sub.sub.set_preference(layer);
             sub.attached.refresh_demand();
@@ -652,11 +664,7 @@ impl Room {
     }
 
     pub(crate) fn request_keyframe(&self, link: &PeerLink, track: &TrackId) -> Result<(), ContractError> {
-        self.with_session(link, |st, _| {
-            let sub = st.peers[&link.peer]
-                .subscriptions
-                .get(track)
-                .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+        self.with_subscription(link, track, |sub| {
             // The subscriber lost a frame of the layer it is on; while it waits, its target.
             let layer = sub.sub.current_layer().unwrap_or_else(|| sub.attached.target_now(sub.sub.preference()));
             sub.attached.ask_keyframe_now(layer);
@@ -665,11 +673,7 @@ impl Room {
     }
 
     pub(crate) fn report_bitrate(&self, link: &PeerLink, track: &TrackId, bps: u64) -> Result<(), ContractError> {
-        self.with_session(link, |st, _| {
-            let sub = st.peers[&link.peer]
-                .subscriptions
-                .get(track)
-                .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+        self.with_subscription(link, track, |sub| {
             sub.sub.wanted_bps.store(bps, Ordering::Relaxed);
             sub.origin.refresh_bitrate_hint();
             Ok(())
@@ -682,11 +686,7 @@ impl Room {
         track: &TrackId,
         quality: LinkQuality,
     ) -> Result<(), ContractError> {
-        self.with_session(link, |st, _| {
-            let sub = st.peers[&link.peer]
-                .subscriptions
-                .get(track)
-                .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
+        self.with_subscription(link, track, |sub| {
             *sub.sub.link.lock() = Some(quality.sanitized());
             Ok(())
         })
