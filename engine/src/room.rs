@@ -193,16 +193,11 @@ impl Room {
             .members()
             .map(|slot| PeerSnapshot {
                 info: slot.info.clone(),
-                tracks: slot
-                    .published
-                    .iter()
-                    .filter_map(|t| st.tracks.get(t))
-                    .map(|t| TrackInfo::clone(&t.info()))
-                    .collect(),
+                tracks: slot.published.iter().filter_map(|t| st.tracks.get(t)).map(|t| t.shown_info()).collect(),
                 subscriptions: slot.subscriptions.keys().cloned().collect(),
             })
             .collect();
-        peers.sort_by(|a, b| a.info.joined_at_ms.cmp(&b.info.joined_at_ms).then(a.info.identity.cmp(&b.info.identity)));
+        peers.sort_by(|a, b| join_order(&a.info, &b.info));
         RoomSnapshot { info: st.info(&self.id), peers }
     }
 
@@ -226,7 +221,7 @@ impl Room {
                     (slot.info.clone(), tracks, subs)
                 })
                 .collect();
-            peers.sort_by(|a, b| a.0.joined_at_ms.cmp(&b.0.joined_at_ms).then(a.0.identity.cmp(&b.0.identity)));
+            peers.sort_by(|a, b| join_order(&a.0, &b.0));
             (peers, self.shared.clock.unix_ms())
         };
         let peers = peers
@@ -262,7 +257,8 @@ impl Room {
     }
 
     /// An operator mutes (or unmutes) a track: its frames go to no subscriber meanwhile, and
-    /// everyone in the room, its publisher too, is told it is muted.
+    /// everyone in the room, its publisher too, is told it is muted. The publisher's own mute
+    /// (`TrackInfo::muted`) is its own: an operator's unmute does not undo it.
     pub(crate) fn hold_track(&self, track: &TrackId, held: bool) -> Result<TrackInfo, ContractError> {
         let mut st = self.state.lock();
         let found = st
@@ -271,10 +267,10 @@ impl Room {
             .cloned()
             .ok_or_else(|| ContractError::TrackNotFound { room: self.id.clone(), track: track.clone() })?;
         found.hold(held);
-        found.update_info(|info| info.muted = held);
-        st.broadcast(EndpointEvent::TrackMuted { track: track.clone(), muted: held }, None);
+        let info = found.shown_info();
+        st.broadcast(EndpointEvent::TrackMuted { track: track.clone(), muted: info.muted }, None);
         st.reap_overloaded(&self.id, &self.shared);
-        Ok(TrackInfo::clone(&found.info()))
+        Ok(info)
     }
 
     /// Returns why the room should end now, if it should.
@@ -399,7 +395,7 @@ impl Room {
             joined_at_ms,
         };
         let peers: Vec<PeerInfo> = st.members().map(|s| s.info.clone()).collect();
-        let tracks: Vec<TrackInfo> = st.tracks.values().map(|t| TrackInfo::clone(&t.info())).collect();
+        let tracks: Vec<TrackInfo> = st.tracks.values().map(|t| t.shown_info()).collect();
         st.peers.insert(
             req.identity.clone(),
             PeerSlot {
@@ -624,7 +620,10 @@ impl Room {
     pub(crate) fn set_muted(&self, link: &PeerLink, track: &TrackId, muted: bool) -> Result<(), ContractError> {
         self.with_session(link, |st, _| {
             st.check_owner(&self.id, &link.peer, track)?;
-            st.tracks[track].update_info(|info| info.muted = muted);
+            let found = &st.tracks[track];
+            found.update_info(|info| info.muted = muted);
+            // Peers hear "unmuted" only when an operator does not hold the track either.
+            let muted = muted || found.is_held();
             st.broadcast(EndpointEvent::TrackMuted { track: track.clone(), muted }, Some(&link.peer));
             Ok(())
         })
@@ -1011,22 +1010,20 @@ fn track_stats(track: &Track, picture_size: PictureSize) -> TrackStats {
         kind: info.kind,
         source: info.source,
         codec: info.codec,
-        muted: info.muted,
+        muted: info.muted || track.is_held(),
         muted_by_operator: track.is_held(),
         bitrate_bps: layers.iter().map(|l| l.bitrate_bps).sum(),
         fps: best.map_or(0, |l| l.fps),
         width: best.and_then(|l| l.width),
         height: best.and_then(|l| l.height),
         link: best.and_then(|l| l.link),
-        subscribers: subscriber_count(track),
+        subscribers: track.subscriber_total(),
         transcoded_to,
         layers,
     }
 }
 
-/// Subscribers of a track, counting those served through its transcoded variants (each variant
-/// holds one subscription on the original: its transcoder's).
-pub(crate) fn subscriber_count(track: &Track) -> usize {
-    let variants = track.variants.lock();
-    track.subscriber_count() - variants.len() + variants.values().map(|v| v.track.subscriber_count()).sum::<usize>()
+/// Peers in the order they joined (identity among peers that joined in the same millisecond).
+fn join_order(a: &PeerInfo, b: &PeerInfo) -> std::cmp::Ordering {
+    a.joined_at_ms.cmp(&b.joined_at_ms).then(a.identity.cmp(&b.identity))
 }

@@ -252,6 +252,13 @@ impl Track {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// The track as peers and operators are shown it: muted by its publisher or an operator.
+    pub(crate) fn shown_info(&self) -> TrackInfo {
+        let mut info = TrackInfo::clone(&self.info());
+        info.muted |= self.is_held();
+        info
+    }
+
     /// The publisher's transport measured `layer`'s stream.
     pub(crate) fn report_link(&self, layer: u8, quality: LinkQuality) {
         if let Some(meter) = self.meters.get(layer as usize) {
@@ -262,7 +269,7 @@ impl Track {
     /// Per layer: its rate over the last second, whether it is being sent, its last keyframe
     /// and its link quality.
     pub(crate) fn layer_readings(&self) -> Vec<(Rate, bool, Option<bytes::Bytes>, Option<LinkQuality>)> {
-        let now = self.ns_since_epoch(self.shared.clock.now());
+        let now = self.now_ns();
         let active = self.active_layers(now);
         self.meters[..self.layer_count as usize]
             .iter()
@@ -271,8 +278,16 @@ impl Track {
             .collect()
     }
 
+    /// Now, on the engine's clock, as the meters and layer records count time.
     pub(crate) fn now_ns(&self) -> u64 {
         self.ns_since_epoch(self.shared.clock.now())
+    }
+
+    /// Subscribers, counting those served through transcoded variants (each variant holds one
+    /// subscription on the original: its transcoder's).
+    pub(crate) fn subscriber_total(&self) -> usize {
+        let variants = self.variants.lock();
+        self.subscriber_count() - variants.len() + variants.values().map(|v| v.track.subscriber_count()).sum::<usize>()
     }
 
     fn active_layers(&self, now_ns: u64) -> u8 {
@@ -316,14 +331,14 @@ impl Track {
     }
 
     pub(crate) fn ask_keyframe_now(&self, layer: u8) {
-        let now = self.ns_since_epoch(self.shared.clock.now());
+        let now = self.now_ns();
         self.ask_keyframe(layer, now);
     }
 
     /// The layer a subscriber preferring `preference` should get among the layers being sent
     /// now: a keyframe request for a layer the publisher does not send would go unanswered.
     pub(crate) fn target_now(&self, preference: LayerPreference) -> u8 {
-        let now = self.ns_since_epoch(self.shared.clock.now());
+        let now = self.now_ns();
         target_layer(preference, self.layer_count, self.active_layers(now))
     }
 
@@ -362,7 +377,7 @@ impl TrackPublisher {
 
     /// Subscribers of this track, counting those served through transcoded variants.
     pub fn subscriber_count(&self) -> usize {
-        crate::room::subscriber_count(&self.track)
+        self.track.subscriber_total()
     }
 
     pub fn is_closed(&self) -> bool {

@@ -449,6 +449,10 @@ fn an_operator_mute_holds_a_tracks_frames_back_and_unmuting_resumes_on_a_keyfram
     let frames = frames_of(&media(&mut viewer), track.id());
     assert_eq!(frames.len(), 2, "resumes at the keyframe: {frames:?}");
     assert!(frames[0].keyframe);
+    // The publisher's own mute is its own: an operator's unmute does not undo it.
+    publisher.rpc.set_muted(track.id(), true).unwrap();
+    engine.mute_track(&room, track.id(), true).unwrap();
+    assert!(engine.mute_track(&room, track.id(), false).unwrap().muted, "still muted by its publisher");
     let unknown = junction_core::TrackId::new("TR_nope").unwrap();
     assert!(engine.mute_track(&room, &unknown, true).is_err());
 }

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use junction_core::{Codec, LayerInfo, LayerPreference, MediaFrame, MediaKind, TrackId};
-use junction_engine::{EndpointMedia, EndpointRpc, LinkQuality, SubscribedTrack};
+use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack};
 use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};
@@ -250,11 +250,8 @@ impl Egress {
             return;
         };
         let clock_rate = source.payload.map_or(0, |(_, _, rate)| rate);
-        let quality = LinkQuality {
-            loss: stats.loss,
-            rtt_ms: stats.rtt.or(connection_rtt).map(|rtt| rtt.as_secs_f32() * 1000.0),
-            jitter_ms: stats.remote.as_ref().and_then(|remote| super::ingest::jitter_ms(remote.jitter, clock_rate)),
-        };
+        let jitter = stats.remote.as_ref().map(|remote| remote.jitter);
+        let quality = super::ingest::link_quality(stats.loss, stats.rtt.or(connection_rtt), jitter, clock_rate);
         let _ = media.report_link(&source.track, quality);
     }
 

@@ -175,11 +175,7 @@ impl Ingest {
     pub(crate) fn on_stats(&self, stats: &MediaIngressStats, connection_rtt: Option<Duration>) {
         let Some(line) = self.lines.iter().find(|l| l.mid == stats.mid) else { return };
         let (Some(published), Some(layer)) = (&line.published, line.layer_of(stats.rid)) else { return };
-        let quality = LinkQuality {
-            loss: stats.loss,
-            rtt_ms: stats.rtt.or(connection_rtt).map(|rtt| rtt.as_secs_f32() * 1000.0),
-            jitter_ms: jitter_ms(stats.jitter, published.clock_rate),
-        };
+        let quality = link_quality(stats.loss, stats.rtt.or(connection_rtt), Some(stats.jitter), published.clock_rate);
         published.publisher.report_link(layer as u8, quality);
     }
 
@@ -236,9 +232,19 @@ fn publish(line: &mut IngestLine, rpc: &EndpointRpc, codec: Codec, data: &MediaD
     }
 }
 
-/// RTCP jitter (in RTP timestamp units) in milliseconds.
-pub(crate) fn jitter_ms(jitter: u32, clock_rate: u32) -> Option<f32> {
-    (clock_rate > 0).then(|| jitter as f32 * 1000.0 / clock_rate as f32)
+/// A stream's link quality from str0m's figures: loss as a fraction, the round trip, and RTCP
+/// jitter in RTP timestamp units of `clock_rate` (converted to milliseconds).
+pub(crate) fn link_quality(
+    loss: Option<f32>,
+    rtt: Option<Duration>,
+    jitter: Option<u32>,
+    clock_rate: u32,
+) -> LinkQuality {
+    LinkQuality {
+        loss,
+        rtt_ms: rtt.map(|rtt| rtt.as_secs_f32() * 1000.0),
+        jitter_ms: jitter.filter(|_| clock_rate > 0).map(|j| j as f32 * 1000.0 / clock_rate as f32),
+    }
 }
 
 /// Asks the peer for a keyframe: PLI where negotiated, else FIR.
