@@ -60,9 +60,18 @@ async function operate(browser, { base, api_key, screenshot, kicked, tab }, logs
   await page.fill('#key', api_key);
   await page.click('#login-form button');
   // Six peers, each sending and receiving, each of its tracks with a bitrate.
-  let seen;
-  await until('the dashboard showing six busy peers', 20_000, async () => {
-    seen = await dashboardPeers(page);
+  // The most each peer and each of its tracks showed: on a loaded machine Chromium starves a
+  // camera for a second now and then, so six peers all busy in one same second is not asked.
+  const seen = {};
+  await until('the dashboard showing six busy peers', 30_000, async () => {
+    for (const [identity, now] of Object.entries(await dashboardPeers(page))) {
+      const best = seen[identity] ?? { sent: 0, received: 0, tracks: [] };
+      seen[identity] = {
+        sent: Math.max(best.sent, now.sent),
+        received: Math.max(best.received, now.received),
+        tracks: now.tracks.map((b, i) => Math.max(b, best.tracks[i] ?? 0)),
+      };
+    }
     const peers = Object.values(seen);
     return peers.length === 6 && peers.every((p) => p.sent > 0 && p.received > 0 && p.tracks.length >= 2 && p.tracks.every((b) => b > 0));
   });
