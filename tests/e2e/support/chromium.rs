@@ -9,7 +9,19 @@ use std::time::Duration;
 use serde_json::Value;
 
 /// Longest a scenario may run.
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(150);
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Scenarios with many publishing tabs (six room tabs; three with a screen share) each keep a
+/// core or more busy encoding and decoding. Two at once on CI's two slower cores starved each
+/// other's cameras past every deadline, so they take turns (tokio's semaphore needs no runtime:
+/// every test has its own).
+static MANY_TABS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Waits for the turn of a many-tab scenario; the turn lasts until the permit is dropped. Taken
+/// at the start of the test, before its server and its deadlines start.
+pub async fn many_tabs_turn() -> tokio::sync::SemaphorePermit<'static> {
+    MANY_TABS.acquire().await.expect("the semaphore is never closed")
+}
 
 /// Runs `tests/browser/<script>` with `args` and returns its result, failing the test (with the
 /// scenario's error, browser console logs and stderr) unless it reports `"ok": true`.
