@@ -6,7 +6,8 @@
 //!
 //! Input: frames separated by [`crate::SEPARATOR`]; each starts with one byte: the browser (low
 //! two bits), a binary frame instead (bit 2), a camera event before it (bit 3: mute, unmute or
-//! unpublish, by the frame's length). Placeholders: `$s0`..`$s3` stand for the browsers'
+//! unpublish, by the frame's length), a resumed socket before it (bit 4: the client says it
+//! received as many messages as the frame has bytes). Placeholders: `$s0`..`$s3` stand for the browsers'
 //! session ids, `$track` for the camera's track id, `$call` for the last call id handed out.
 //!
 //! Checked: every message out is JSON with a `type`, and once all sessions end the registry has
@@ -45,6 +46,9 @@ async fn drive(data: &[u8], webrtc: WebrtcTransport) {
             browsers.camera_event(frame.len() as u8);
         }
         let index = usize::from(control & 0b11);
+        if control & 0b1_0000 != 0 {
+            browsers.resume(index, frame.len() as u64);
+        }
         if control & 0b100 != 0 {
             browsers.binary(index);
         } else {

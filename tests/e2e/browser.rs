@@ -218,9 +218,13 @@ async fn a_dropped_socket_resumes_within_the_grace_period_and_is_reaped_after_it
     let session = alice.session().to_owned();
     let key = alice.welcome["resume_key"].as_str().unwrap().to_owned();
 
-    // Alice's network fails; Bob writes to her while she is away.
-    alice.drop_connection().await;
-    bob.send(json!({"type": "data", "payload": "are you there?", "id": 1})).await;
+    // Bob writes to Alice; her socket takes it, but her network fails before she reads it. Then
+    // Bob writes again while she is away.
+    bob.send(json!({"type": "data", "payload": "hello", "id": 1})).await;
+    assert_eq!(bob.expect("ok").await["delivered"], 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = alice.drop_connection().await;
+    bob.send(json!({"type": "data", "payload": "are you there?", "id": 2})).await;
     assert_eq!(bob.expect("ok").await["delivered"], 1);
 
     // Resuming needs the key; a wrong one starts a fresh session and says why.
@@ -232,11 +236,22 @@ async fn a_dropped_socket_resumes_within_the_grace_period_and_is_reaped_after_it
     assert!(error["message"].as_str().unwrap().contains("resume key"), "{error}");
     wrong.send(json!({"type": "leave"})).await;
 
-    let mut alice = WsClient::connect(&server, &format!("token={alice_token}&resume={session}&key={key}")).await;
+    let mut alice = WsClient::resume(&server, &alice_token, &session, &key, received).await;
     assert_eq!(alice.welcome["resumed"], true);
     assert_eq!(alice.session(), session);
-    let missed = alice.expect("data").await;
-    assert_eq!((missed["from"].as_str(), missed["payload"].as_str()), (Some("bob"), Some("are you there?")));
+    // What the dead socket swallowed (Bob's arrival, his first message) is written again, then
+    // what waited: each once, in order.
+    let joined = alice.next().await.unwrap();
+    assert_eq!(
+        (joined["type"].as_str(), joined["peer"]["identity"].as_str()),
+        (Some("peer_joined"), Some("bob")),
+        "{joined}"
+    );
+    for payload in ["hello", "are you there?"] {
+        let missed = alice.next().await.unwrap();
+        let got = (missed["type"].as_str(), missed["from"].as_str(), missed["payload"].as_str());
+        assert_eq!(got, (Some("data"), Some("bob"), Some(payload)), "{missed}");
+    }
     // Still the same peer: a second join is refused, and Bob never saw her leave.
     alice.send(json!({"type": "join"})).await;
     assert_eq!(alice.expect("error").await["code"], "already_joined");

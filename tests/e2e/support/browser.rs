@@ -23,6 +23,8 @@ pub struct WsClient {
     backlog: Vec<Value>,
     /// The `welcome` this socket got.
     pub welcome: Value,
+    /// Messages read on this session after a welcome (what a resume says it `received`).
+    pub received: u64,
 }
 
 impl WsClient {
@@ -37,7 +39,27 @@ impl WsClient {
     pub async fn connect_raw(server: &TestServer, query: &str) -> WsClient {
         let url = format!("{}/ws?{query}", server.base.replacen("http", "ws", 1));
         let (stream, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("websocket connect");
-        WsClient { stream, backlog: Vec::new(), welcome: Value::Null }
+        WsClient { stream, backlog: Vec::new(), welcome: Value::Null, received: 0 }
+    }
+
+    /// Resumes the session of a client whose connection dropped after it had read `received`
+    /// messages, as the SDK does; reads the `welcome`.
+    pub async fn resume(server: &TestServer, token: &str, session: &str, key: &str, received: u64) -> WsClient {
+        let mut client =
+            Self::connect(server, &format!("token={token}&resume={session}&key={key}&received={received}")).await;
+        if client.welcome["resumed"] == true {
+            client.received = received;
+        }
+        client
+    }
+
+    /// One text frame from the server, parsed and counted.
+    fn read(&mut self, text: &str) -> Value {
+        let value: Value = serde_json::from_str(text).expect("JSON from the server");
+        if value["type"] != "welcome" {
+            self.received += 1;
+        }
+        value
     }
 
     /// Opens a socket with a token and joins its room; returns the client and the `joined`.
@@ -72,9 +94,7 @@ impl WsClient {
         loop {
             let frame = tokio::time::timeout(RECV_TIMEOUT, self.stream.next()).await.expect("a message in time");
             match frame {
-                Some(Ok(Message::Text(text))) => {
-                    return Some(serde_json::from_str(&text).expect("JSON from the server"));
-                }
+                Some(Ok(Message::Text(text))) => return Some(self.read(&text)),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
                 Some(Ok(_)) => continue,
             }
@@ -92,7 +112,7 @@ impl WsClient {
                 .unwrap_or_else(|_| panic!("no {kind} within {RECV_TIMEOUT:?}; got {:?}", self.backlog));
             match frame {
                 Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(&text).expect("JSON from the server");
+                    let value = self.read(&text);
                     if value["type"] == kind {
                         return value;
                     }
@@ -111,7 +131,10 @@ impl WsClient {
             let frame = tokio::time::timeout(RECV_TIMEOUT, self.stream.next()).await.expect("close in time");
             match frame {
                 Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(Message::Text(text))) => self.backlog.push(serde_json::from_str(&text).expect("JSON")),
+                Some(Ok(Message::Text(text))) => {
+                    let value = self.read(&text);
+                    self.backlog.push(value);
+                }
                 None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
             }
@@ -123,7 +146,7 @@ impl WsClient {
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(frame) = tokio::time::timeout_at(deadline, self.stream.next()).await {
             if let Some(Ok(Message::Text(text))) = frame {
-                let value: Value = serde_json::from_str(&text).expect("JSON");
+                let value = self.read(&text);
                 assert_ne!(value["type"], kind, "unexpected {value}");
                 self.backlog.push(value);
             } else if !matches!(frame, Some(Ok(_))) {
@@ -133,9 +156,11 @@ impl WsClient {
     }
 
     /// Closes the TCP connection without a WebSocket close frame, as a network failure would.
-    pub async fn drop_connection(self) {
+    /// Returns how many messages it had read (for [`WsClient::resume`]).
+    pub async fn drop_connection(self) -> u64 {
         let stream = self.stream.into_inner();
         drop(stream);
+        self.received
     }
 
     /// Closes politely with a close frame of `code`.

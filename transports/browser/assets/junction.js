@@ -104,6 +104,8 @@ export class Session extends Emitter {
   #nextId;
   #pending = new Map();
   #resumeKey = null;
+  // Messages received on this session (welcomes aside): a resume asks for what came after them.
+  #received = 0;
   #closed = false;
   #reconnecting = false;
 
@@ -114,6 +116,7 @@ export class Session extends Emitter {
     if (resume && this.id) {
       params.set('resume', this.id);
       params.set('key', this.#resumeKey);
+      params.set('received', String(this.#received));
     }
     const ws = new WebSocket(`${this.options.url}?${params}`);
     this.#ws = ws;
@@ -121,7 +124,9 @@ export class Session extends Emitter {
       let welcomed = false;
       ws.onmessage = (event) => {
         let message;
-        try { message = JSON.parse(event.data); } catch { return; }
+        // Counted as the server counts what it writes: everything after this socket's welcome.
+        try { message = JSON.parse(event.data); } catch { if (welcomed) this.#received += 1; return; }
+        if (welcomed && message.type !== 'welcome') this.#received += 1;
         if (message.type === 'welcome') {
           welcomed = true;
           this.#onWelcome(message, resume);
@@ -141,6 +146,7 @@ export class Session extends Emitter {
 
   #onWelcome(message, resuming) {
     const lost = resuming && !message.resumed;
+    if (!message.resumed) this.#received = 0;
     this.id = message.session;
     this.identity = message.identity;
     this.#resumeKey = message.resume_key;

@@ -119,6 +119,14 @@ impl Browsers {
         }
     }
 
+    /// Browser `index`'s socket drops and a new one resumes its session, saying it received
+    /// `received` messages (any number: more than were written, or fewer than are kept).
+    pub fn resume(&mut self, index: usize, received: u64) {
+        if let Some(Some((session, _))) = self.sessions.get_mut(index) {
+            let _ = session.resume(Some(received));
+        }
+    }
+
     /// The camera mutes, unmutes or unpublishes its track (room events for the browsers).
     pub fn camera_event(&mut self, what: u8) {
         let Some((joined, publisher)) = &self.camera else { return };

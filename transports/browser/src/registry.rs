@@ -22,8 +22,9 @@ use crate::protocol::{CallId, ServerMessage};
 
 /// Messages a session task receives from outside its socket.
 pub enum Inbound {
-    /// A socket that resumed this session.
-    Attach(WebSocket),
+    /// A socket that resumed this session, and how many messages its client received before
+    /// (`received=` on the resume URL; `None` when it did not say).
+    Attach { socket: WebSocket, received: Option<u64> },
     /// A message for the client relayed from another session.
     Deliver(ServerMessage),
 }
@@ -31,7 +32,7 @@ pub enum Inbound {
 impl std::fmt::Debug for Inbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Inbound::Attach(_) => f.write_str("Attach"),
+            Inbound::Attach { received, .. } => f.debug_struct("Attach").field("received", received).finish(),
             Inbound::Deliver(msg) => f.debug_tuple("Deliver").field(msg).finish(),
         }
     }

@@ -43,6 +43,8 @@ pub struct WsQuery {
     token: Option<String>,
     resume: Option<String>,
     key: Option<String>,
+    /// Messages the resuming client received from the session before its socket dropped.
+    received: Option<u64>,
 }
 
 pub async fn handler(
@@ -86,10 +88,10 @@ async fn connected(state: WsState, query: WsQuery, client: Option<String>, mut s
     let mut resume_failure = None;
     if let Some(raw) = query.resume.as_deref() {
         match resume(&ctx, raw, query.key.as_deref().unwrap_or(""), &principal) {
-            Ok(inbox) => match inbox.send(Inbound::Attach(socket)).await {
+            Ok(inbox) => match inbox.send(Inbound::Attach { socket, received: query.received }).await {
                 Ok(()) => return,
                 // The session ended between the lookup and now; the socket comes back.
-                Err(tokio::sync::mpsc::error::SendError(Inbound::Attach(returned))) => {
+                Err(tokio::sync::mpsc::error::SendError(Inbound::Attach { socket: returned, .. })) => {
                     socket = returned;
                     resume_failure = Some(WireError::new("resume_failed", format!("session {raw} has just ended")));
                 }
@@ -284,6 +286,42 @@ pub(crate) mod tests {
         assert_eq!((left["type"].as_str(), left["reason"].as_str()), (Some("peer_left"), Some("error")), "{left}");
         ping(&mut bystander).await;
         settles(|| registry.len() == 1).await;
+    }
+
+    #[tokio::test]
+    async fn what_a_dropped_socket_swallowed_reaches_the_socket_that_resumes_once_and_in_order() {
+        let (url, _registry) = serve(BrowserConfig::default()).await;
+        let mut talker = connect(&url).await;
+        talker.send(WsMessage::text(json!({"type": "join", "room": "hall"}).to_string())).await.unwrap();
+        assert_eq!(next(&mut talker).await.unwrap()["type"], "joined");
+        let (mut listener, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let welcome = next(&mut listener).await.unwrap();
+        listener.send(WsMessage::text(json!({"type": "join", "room": "hall"}).to_string())).await.unwrap();
+        assert_eq!(next(&mut listener).await.unwrap()["type"], "joined");
+        assert_eq!(next(&mut talker).await.unwrap()["type"], "peer_joined");
+        // Written to the listener's socket while it is up, never read by its client: lost with
+        // the connection, as a message in flight is when a network drops.
+        talker.send(WsMessage::text(json!({"type": "data", "payload": "one", "id": 1}).to_string())).await.unwrap();
+        assert_eq!(next(&mut talker).await.unwrap()["delivered"], 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(listener);
+        talker.send(WsMessage::text(json!({"type": "data", "payload": "two", "id": 2}).to_string())).await.unwrap();
+        assert_eq!(next(&mut talker).await.unwrap()["delivered"], 1);
+
+        // The client received one message (`joined`) after its welcome.
+        let resume = format!(
+            "{url}?resume={}&key={}&received=1",
+            welcome["session"].as_str().unwrap(),
+            welcome["resume_key"].as_str().unwrap()
+        );
+        let (mut listener, _) = tokio_tungstenite::connect_async(resume.as_str()).await.unwrap();
+        assert_eq!(next(&mut listener).await.unwrap()["resumed"], true);
+        for payload in ["one", "two"] {
+            let data = next(&mut listener).await.unwrap();
+            assert_eq!((data["type"].as_str(), data["payload"].as_str()), (Some("data"), Some(payload)), "{data}");
+        }
+        // Nothing twice: the next message is the answer to a ping.
+        ping(&mut listener).await;
     }
 
     #[tokio::test]

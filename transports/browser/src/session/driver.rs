@@ -116,15 +116,15 @@ pub async fn run(
                 RoomInput::Signal(signal) => session.on_media_signal(signal).await,
             },
             inbound = inbox.recv() => match inbound {
-                Some(Inbound::Attach(new_socket)) => {
+                Some(Inbound::Attach { socket: new_socket, received }) => {
                     if let Some(old) = socket.replace(new_socket) {
                         // Not awaited: the old client may never answer the close.
                         tokio::spawn(close(old, CLOSE_MOVED, "session resumed on another socket"));
                     }
-                    info!("socket resumed the session ({} messages queued)", session.outbox_len());
+                    let replayed = session.resume(received);
+                    info!(?replayed, "socket resumed the session ({} messages queued)", session.outbox_len());
                     detached_at = None;
                     last_heard = Instant::now();
-                    session.welcome(true);
                 }
                 Some(Inbound::Deliver(message)) => session.deliver(message),
                 // The registry holds the sender for as long as the session is registered.
@@ -180,15 +180,12 @@ async fn next_frame(socket: &mut Option<WebSocket>) -> Frame {
     }
 }
 
-/// Writes the outbox; on failure the unsent message goes back and `false` is returned.
+/// Writes the outbox; on failure the message stays queued and `false` is returned.
 async fn flush(ws: &mut WebSocket, session: &mut Session) -> bool {
-    while let Some(text) = session.next_outgoing() {
-        match timeout(SEND_TIMEOUT, ws.send(Message::Text(Utf8Bytes::from(text.clone())))).await {
-            Ok(Ok(())) => {}
-            _ => {
-                session.unsend(text);
-                return false;
-            }
+    while let Some(text) = session.peek_outgoing() {
+        match timeout(SEND_TIMEOUT, ws.send(Message::Text(Utf8Bytes::from(text.to_owned())))).await {
+            Ok(Ok(())) => session.written(),
+            _ => return false,
         }
     }
     true

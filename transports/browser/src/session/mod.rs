@@ -8,6 +8,12 @@
 //! the outbox collecting what the client misses, and a socket that resumes it gets it all. The
 //! outbox holds messages already serialised, so what it holds is counted in bytes (and capped by
 //! the driver: `browser.max_outbox_bytes`).
+//!
+//! A socket takes writes until the kernel learns that its peer is gone, so the last messages
+//! written to a dropped socket may never have reached the client. The session counts the
+//! messages it wrote (welcomes aside) and keeps the latest [`REPLAY_BYTES`] of them; a resuming
+//! client says how many it received (`received=` on the resume URL) and gets the rest again,
+//! ahead of what waited in the outbox.
 
 pub mod driver;
 mod link;
@@ -30,6 +36,20 @@ use crate::protocol::{self, ClientMessage, Request, ServerMessage};
 use crate::registry::{INBOX_CAPACITY, Inbound, Registry};
 
 pub use link::{RoomInput, RoomPeer};
+
+/// The most recent written messages a session keeps for a resuming client, in bytes of JSON. What
+/// a dying socket swallows is the last moment's signalling (a few offers and events); keeping
+/// more would cost every idle session of a large room this much memory.
+pub const REPLAY_BYTES: usize = 64 * 1024;
+
+/// A resuming client received fewer messages than the session can give again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{missing} messages written before the socket dropped are no longer kept (the last {kept} are)")]
+    TooOld { missing: u64, kept: usize },
+    #[error("the client says it received {received} messages; the session wrote {written}")]
+    Impossible { received: u64, written: u64 },
+}
 
 /// What every session shares.
 pub struct Context {
@@ -92,9 +112,16 @@ pub struct Session {
     principal: Principal,
     ctx: Arc<Context>,
     room: Option<RoomPeer>,
+    /// The `welcome` for the socket just attached: written before the outbox, and not counted.
+    welcome: Option<String>,
     /// Serialised messages for the client, oldest first, and their total size.
     outbox: VecDeque<String>,
     outbox_bytes: usize,
+    /// Messages written to the client's sockets (welcomes aside) since the session began.
+    written: u64,
+    /// The latest of them, oldest first, for a resuming client: at most `REPLAY_BYTES`.
+    replay: VecDeque<String>,
+    replay_bytes: usize,
     /// The client software (the socket's User-Agent), told to the engine on join.
     client: Option<String>,
     /// The session joined a room or took part in a direct call (the join deadline is met).
@@ -115,8 +142,12 @@ impl Session {
             principal,
             ctx,
             room: None,
+            welcome: None,
             outbox: VecDeque::new(),
             outbox_bytes: 0,
+            written: 0,
+            replay: VecDeque::new(),
+            replay_bytes: 0,
             client: None,
             engaged: false,
             ending: None,
@@ -147,7 +178,7 @@ impl Session {
             reconnect_grace_s: self.ctx.config.reconnect_grace_s,
             ice_servers: self.ctx.webrtc.as_ref().map(|w| w.ice_servers().to_vec()).unwrap_or_default(),
         };
-        self.unsend(welcome.to_json());
+        self.welcome = Some(welcome.to_json());
     }
 
     pub fn push(&mut self, message: ServerMessage) {
@@ -164,17 +195,68 @@ impl Session {
         self.push(message);
     }
 
-    /// Puts a message that could not be sent back at the head of the outbox.
-    pub fn unsend(&mut self, text: String) {
-        self.outbox_bytes += text.len();
-        self.outbox.push_front(text);
+    /// The next message for the client, as JSON text: the socket's welcome, then the outbox.
+    /// It stays queued until [`Session::written`] says the socket took it.
+    pub fn peek_outgoing(&self) -> Option<&str> {
+        self.welcome.as_deref().or_else(|| self.outbox.front().map(String::as_str))
     }
 
-    /// The next message for the client, as JSON text.
-    pub fn next_outgoing(&mut self) -> Option<String> {
-        let text = self.outbox.pop_front()?;
+    /// The message [`Session::peek_outgoing`] gave was written to the socket.
+    pub fn written(&mut self) {
+        if self.welcome.take().is_some() {
+            return;
+        }
+        let Some(text) = self.outbox.pop_front() else { return };
         self.outbox_bytes -= text.len();
+        self.written += 1;
+        self.replay_bytes += text.len();
+        self.replay.push_back(text);
+        while self.replay_bytes > REPLAY_BYTES
+            && let Some(old) = self.replay.pop_front()
+        {
+            self.replay_bytes -= old.len();
+        }
+    }
+
+    /// Takes the next message for the client as written (tests and fuzzing, which have no socket).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn next_outgoing(&mut self) -> Option<String> {
+        let text = self.peek_outgoing()?.to_owned();
+        self.written();
         Some(text)
+    }
+
+    /// A socket resumed the session, its client having received `received` of the messages
+    /// written so far (`None`: a client that does not count): queues its `welcome`, then the
+    /// messages it missed ahead of the outbox, or an `error` (`resume_incomplete`) when they are
+    /// no longer kept. Returns how many are written again.
+    pub fn resume(&mut self, received: Option<u64>) -> Result<usize, ReplayError> {
+        let replayed = self.replay_for(received);
+        self.welcome(true);
+        if let Err(lost) = &replayed {
+            // The session goes on; the client knows that what it has may be incomplete.
+            self.push(ServerMessage::error(None, None, WireError::new("resume_incomplete", lost.to_string())));
+        }
+        replayed
+    }
+
+    /// Queues again the written messages after the first `received`; returns how many.
+    fn replay_for(&mut self, received: Option<u64>) -> Result<usize, ReplayError> {
+        let Some(received) = received else { return Ok(0) };
+        let missing =
+            self.written.checked_sub(received).ok_or(ReplayError::Impossible { received, written: self.written })?;
+        if missing > self.replay.len() as u64 {
+            return Err(ReplayError::TooOld { missing, kept: self.replay.len() });
+        }
+        for _ in 0..missing {
+            let text = self.replay.pop_back().expect("checked against the replay's length");
+            self.replay_bytes -= text.len();
+            self.outbox_bytes += text.len();
+            self.outbox.push_front(text);
+        }
+        // Written again when the new socket takes them.
+        self.written = received;
+        Ok(missing as usize)
     }
 
     pub fn outbox_len(&self) -> usize {

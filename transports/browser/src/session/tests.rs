@@ -334,3 +334,48 @@ async fn a_session_dropped_without_finishing_still_releases_everything() {
     assert!(out.iter().any(|m| m["type"] == "call_ended" && m["reason"] == "gone"), "{out:?}");
     assert!(out.iter().any(|m| m["type"] == "peer_left" && m["reason"] == "error"), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_resuming_client_gets_again_what_it_did_not_receive_within_the_replay_window() {
+    let ctx = context(BrowserConfig::default());
+    let mut alice = Client::new(&ctx, principal("lobby", "alice"));
+    let mut bob = Client::new(&ctx, principal("lobby", "bob"));
+    alice.send(json!({"type": "join"})).await;
+    alice.drain().await;
+    bob.send(json!({"type": "join"})).await;
+    bob.drain().await;
+    // Alice's socket took `joined`, then `peer_joined` and three messages; her client got the
+    // first two.
+    for n in 0..3 {
+        bob.send(json!({"type": "data", "payload": format!("m{n}")})).await;
+    }
+    let written: Vec<Value> = alice.drain().await;
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert_eq!(alice.session.resume(Some(2)), Ok(3));
+    let again = alice.drain().await;
+    assert_eq!((again[0]["type"].as_str(), again[0]["resumed"].as_bool()), (Some("welcome"), Some(true)));
+    assert_eq!(again[1..], written[1..], "the three it missed, in order, after the welcome");
+    // The count goes on from there (welcomes aside): a client that got everything, or that does
+    // not count, gets only its welcome.
+    let welcome_only = |out: Vec<Value>| out.len() == 1 && out[0]["type"] == "welcome";
+    assert_eq!(alice.session.resume(Some(5)), Ok(0));
+    assert!(welcome_only(alice.drain().await));
+    assert_eq!(alice.session.resume(None), Ok(0));
+    assert!(welcome_only(alice.drain().await));
+    // One that counts more than was written, or whose missed messages are older than the window,
+    // resumes with an error saying so, and nothing is written again.
+    let incomplete =
+        |out: Vec<Value>| out.len() == 2 && out[0]["type"] == "welcome" && out[1]["code"] == "resume_incomplete";
+    assert_eq!(alice.session.resume(Some(6)), Err(ReplayError::Impossible { received: 6, written: 5 }));
+    assert!(incomplete(alice.drain().await));
+    let chunk = "x".repeat(8 * 1024);
+    for _ in 0..10 {
+        bob.send(json!({"type": "data", "payload": chunk})).await;
+    }
+    assert_eq!(alice.drain().await.len(), 10);
+    // The error just written counts too: 6 written before the chunks, 16 with them, and the
+    // window holds fewer than 8 of the chunks.
+    let kept = REPLAY_BYTES / (8 * 1024);
+    assert!(matches!(alice.session.resume(Some(6)), Err(ReplayError::TooOld { missing: 10, kept: k }) if k < kept));
+    assert!(incomplete(alice.drain().await));
+}
