@@ -147,6 +147,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webrtc.public_addr      IP[:port] put in ICE candidates      [the bound address]
   webrtc.ice_timeout_s    silence before a session is reaped   [15] (1-30)
   webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
+  webrtc.video_resend_packets  RTP packets kept per video stream for NACK resends [128]
   whip.enabled            /whip and /whep endpoints            [true]
   whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
   sip.enabled             SIP dial-in and dial-out             [true]

@@ -66,6 +66,7 @@ pub(crate) fn negotiate_any(
     let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|err| SessionError::BadSdp(err.to_string()))?;
     let creds = IceCreds::new();
     let mut rtc = codec::rtc_builder(prefer_video)
+        .set_send_buffer_video(config.video_resend_packets)
         .set_ice_lite(true)
         .set_local_ice_credentials(creds.clone())
         .enable_bwe(Some(str0m::bwe::Bitrate::bps(session::INITIAL_ESTIMATE_BPS)))
