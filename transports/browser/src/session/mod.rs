@@ -42,7 +42,7 @@ pub use link::{RoomInput, RoomPeer};
 /// more would cost every idle session of a large room this much memory.
 pub const REPLAY_BYTES: usize = 64 * 1024;
 
-/// A resuming client received fewer messages than the session can give again.
+/// Why a resuming client cannot have again what it says it missed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
     #[error("{missing} messages written before the socket dropped are no longer kept (the last {kept} are)")]
