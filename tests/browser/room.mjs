@@ -1,6 +1,7 @@
 // Two tabs open the demo room page with ?autopublish=1; each must decode the other's camera —
 // through Junction in an SFU room, peer to peer in a mesh room. Prints, per tab, two samples of
-// its inbound video statistics taken two seconds apart, its tiles, and what it logged.
+// its inbound video statistics taken two seconds apart, its tiles, what it logged, the session
+// events it saw and its connections' transceivers.
 // Args: {base, room, tokens: [a, b]}.
 import { run, open, sleep, decodingSamples } from './runner.mjs';
 
@@ -29,5 +30,11 @@ run(async (browser, { base, room, tokens }, logs) => {
   }
   const errors = await Promise.all(pages.map((p) => p.evaluate(() => window.junction.error)));
   const trace = await Promise.all(pages.map((p) => p.evaluate(() => window.trace)));
-  return { first, second, tiles, errors, trace, logs };
+  // Each connection's transceivers as the tab ends: for a missing tile to show whether the
+  // media was negotiated (directions) and whether the track lives.
+  const transceivers = await Promise.all(pages.map((p) => p.evaluate(() => window.junction.session.peerConnections().map((pc) => ({
+    signaling: pc.signalingState,
+    transceivers: pc.getTransceivers().map((t) => [t.mid, t.direction, t.currentDirection, t.receiver.track.kind, t.receiver.track.readyState, t.receiver.track.muted].join(' ')),
+  })))));
+  return { first, second, tiles, errors, trace, transceivers, logs };
 });
