@@ -87,6 +87,60 @@ fn assert_consistent(report: &Value, server: &TestServer, receivers: u64) {
 }
 
 #[tokio::test]
+async fn fanout_find_max_ramps_until_a_step_is_not_clean_and_reports_the_largest_clean_one() {
+    let server = TestServer::start().await;
+    let ramp = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "fanout",
+            "--find-max",
+            "--subscribers",
+            "1",
+            "--step",
+            "1",
+            "--max-subscribers",
+            "3",
+            "--duration",
+            "2s",
+            "--ramp",
+            "20",
+            "--video",
+            "360p",
+            "--keyframe-interval",
+            "1s",
+            "--no-floor",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    // Limits nothing on loopback reaches: every step is clean, up to --max-subscribers.
+    let report = bench(&server, &ramp(&["--loss-limit", "100", "--latency-limit", "60s"])).await;
+    assert_eq!(report["mode"], "fanout-find-max");
+    let find = &report["find_max"];
+    let steps: Vec<(u64, bool)> = find["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["subscribers"].as_u64().unwrap(), s["clean"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(steps, [(1, true), (2, true), (3, true)], "{report:#}");
+    assert_eq!(find["largest_clean"], 3);
+    assert!(find["stopped"].as_str().unwrap().contains("--max-subscribers"), "{report:#}");
+    // The report's own figures are the largest clean run's.
+    assert_consistent(&report, &server, 3);
+    server.wait_for_no_peers().await;
+
+    // A latency limit no run can meet: the first step is not clean and the ramp stops there.
+    let report = bench(&server, &ramp(&["--latency-limit", "0ms"])).await;
+    let find = &report["find_max"];
+    assert_eq!(find["steps"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_eq!(find["steps"][0]["clean"], false);
+    assert_eq!(find["largest_clean"], Value::Null);
+    assert!(find["stopped"].as_str().unwrap().contains("p99 latency"), "{report:#}");
+    assert_consistent(&report, &server, 1);
+    server.wait_for_no_peers().await;
+}
+
+#[tokio::test]
 async fn floor_is_measured_with_send_and_sendmmsg() {
     let server = TestServer::start().await;
     let report = bench(&server, &["floor", "--packets", "2000"]).await;

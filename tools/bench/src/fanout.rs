@@ -6,6 +6,13 @@
 //! Against another server: `--whip-url`/`--whep-url`/`--token` skip Junction's REST API and use
 //! the given endpoints and bearer token for every session.
 //!
+//! `--find-max` measures a saturation point instead of one load: runs of `--subscribers`, then
+//! `--step` more each time, each with a fresh room and its own window, until a run loses at
+//! least `--loss-limit` % of its frames, its p99 latency reaches `--latency-limit`, not every
+//! subscriber connects, or `--max-subscribers` is passed. The report is the largest clean run's,
+//! with every step listed. With the server pinned to one core (as `scripts/bench` starts it),
+//! the largest clean count is the subscribers one server core carries.
+//!
 //! Across a cluster: `--subscribe-at URL` (repeatable) sends the subscribers, round robin, to
 //! other nodes of the same cluster while the publishers stay on the target, so every subscriber
 //! is served through the node-to-node relay; CPU and memory are then the sum over the nodes, and
@@ -27,7 +34,7 @@ use super::floor;
 use super::media::Stream;
 use super::media::{RunClock, SendLog, VideoPattern};
 use super::probe::ServerProbe;
-use super::report::Report;
+use super::report::{FindMaxFigures, FindMaxStep, Report};
 use super::stats::{Outcome, Traffic};
 use super::webrtc::{PeerKit, VideoCodec, WhepViewer, WhipPublisher};
 use super::{Target, VideoSize, parse_duration, window};
@@ -83,6 +90,87 @@ pub struct FanoutArgs {
     /// and the report gives the memory an idle subscriber costs.
     #[arg(long, conflicts_with = "publishers")]
     pub idle: bool,
+    /// Ramp the subscriber count run after run (from `--subscribers`, `--step` more each time)
+    /// and report the largest count carried cleanly.
+    #[arg(long, conflicts_with = "idle")]
+    pub find_max: bool,
+    /// Subscribers added per `--find-max` step.
+    #[arg(long, default_value_t = 50, requires = "find_max", value_parser = clap::value_parser!(u64).range(1..))]
+    pub step: u64,
+    /// Largest subscriber count a `--find-max` ramp tries.
+    #[arg(long, default_value_t = 2000, requires = "find_max")]
+    pub max_subscribers: usize,
+    /// Frame loss, in percent, at which a `--find-max` step is no longer clean.
+    #[arg(long, default_value_t = 0.5, requires = "find_max")]
+    pub loss_limit: f64,
+    /// p99 forwarding latency at which a `--find-max` step is no longer clean.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, requires = "find_max")]
+    pub latency_limit: Duration,
+}
+
+/// `--find-max`: fan-out runs of growing size until one is not clean; the largest clean run's
+/// report, with every step in `find_max`.
+pub async fn find_max(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
+    let latency_limit_ms = args.latency_limit.as_secs_f64() * 1000.0;
+    let mut figures = FindMaxFigures {
+        loss_limit_percent: args.loss_limit,
+        latency_limit_ms,
+        largest_clean: None,
+        stopped: String::new(),
+        steps: Vec::new(),
+    };
+    let mut best: Option<Report> = None;
+    let mut first: Option<Report> = None;
+    let mut subscribers = args.subscribers.max(1);
+    loop {
+        let step_args = FanoutArgs { subscribers, find_max: false, ..args.clone() };
+        let report = run(target, step_args).await?;
+        let p99 = report.latency_ms.p99;
+        let connected = report.subscribers_connected == subscribers;
+        let clean = connected && report.loss_percent < args.loss_limit && p99.is_some_and(|p| p < latency_limit_ms);
+        figures.steps.push(FindMaxStep {
+            subscribers,
+            connected: report.subscribers_connected,
+            loss_percent: report.loss_percent,
+            latency_p99_ms: p99,
+            server_cpu_percent: report.server_cpu_percent,
+            client_cpu_percent: report.conditions.client_cpu_percent,
+            clean,
+        });
+        if !clean {
+            figures.stopped = if !connected {
+                format!("{} of {subscribers} subscribers connected", report.subscribers_connected)
+            } else if report.loss_percent >= args.loss_limit {
+                format!("{:.3} % lost at {subscribers}", report.loss_percent)
+            } else {
+                format!("p99 latency {} ms at {subscribers}", p99.map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")))
+            };
+            first.get_or_insert(report);
+            break;
+        }
+        figures.largest_clean = Some(subscribers);
+        first.get_or_insert_with(|| report.clone());
+        best = Some(report);
+        let next = subscribers.saturating_add(args.step as usize);
+        if next > args.max_subscribers {
+            figures.stopped = format!("clean up to --max-subscribers ({})", args.max_subscribers);
+            break;
+        }
+        subscribers = next;
+        // The last run's room was deleted; its sessions end before the next run's baseline.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut report = best.or(first).context("find-max ran no step")?;
+    report.mode = "fanout-find-max";
+    if figures.steps.len() > 1 {
+        report.notes.push(
+            "memory per receiver after the first step reads low: the server's allocator keeps what earlier steps freed, \
+             so the baseline already holds it; take that figure from a run on a fresh server"
+                .to_owned(),
+        );
+    }
+    report.find_max = Some(figures);
+    Ok(report)
 }
 
 /// Where sessions go and with which credentials.

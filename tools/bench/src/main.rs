@@ -139,6 +139,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
     let report: report::Report = match command {
         BenchCommand::Floor(args) => floor::run(args).await?,
+        BenchCommand::Fanout(args) if args.find_max => fanout::find_max(target, args).await?,
         BenchCommand::Fanout(args) => fanout::run(target, args).await?,
         BenchCommand::Rtmp(args) => rtmp::run(target, args).await?,
         BenchCommand::Sip(args) => sip::run(target, args).await?,

@@ -65,7 +65,34 @@ pub struct Report {
     pub sip: Option<SipFigures>,
     /// Transcode mode only.
     pub transcode: Option<TranscodeFigures>,
+    /// `fanout --find-max` only: every step of the ramp (the rest of the report is the largest
+    /// clean step's, or the first step's when none was clean).
+    pub find_max: Option<FindMaxFigures>,
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FindMaxFigures {
+    /// What a step had to stay under to count as clean.
+    pub loss_limit_percent: f64,
+    pub latency_limit_ms: f64,
+    /// The most subscribers carried cleanly, if any step was clean.
+    pub largest_clean: Option<usize>,
+    /// Why the ramp stopped.
+    pub stopped: String,
+    pub steps: Vec<FindMaxStep>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FindMaxStep {
+    pub subscribers: usize,
+    pub connected: usize,
+    pub loss_percent: f64,
+    /// p99 of every frame's forwarding latency (audio and video).
+    pub latency_p99_ms: Option<f64>,
+    pub server_cpu_percent: Option<f64>,
+    pub client_cpu_percent: Option<f64>,
+    pub clean: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -138,6 +165,7 @@ impl Report {
             churn: None,
             sip: None,
             transcode: None,
+            find_max: None,
             notes: Vec::new(),
         }
     }
@@ -278,6 +306,29 @@ impl fmt::Display for Report {
             mib(self.server_rss_baseline_bytes),
             self.bytes_per_subscriber.map_or_else(|| "-".to_owned(), |b| format!("{:.1} KiB", b / 1024.0))
         )?;
+        if let Some(find) = &self.find_max {
+            writeln!(
+                f,
+                "  find-max             largest clean: {} subscribers (loss < {} %, p99 < {} ms); stopped: {}",
+                find.largest_clean.map_or_else(|| "none".to_owned(), |n| n.to_string()),
+                find.loss_limit_percent,
+                find.latency_limit_ms,
+                find.stopped
+            )?;
+            for step in &find.steps {
+                writeln!(
+                    f,
+                    "    {:>5} subscribers: {} connected, loss {:.3} %, p99 {}, server CPU {}, tool CPU {}{}",
+                    step.subscribers,
+                    step.connected,
+                    step.loss_percent,
+                    opt(step.latency_p99_ms, " ms"),
+                    opt(step.server_cpu_percent, " %"),
+                    opt(step.client_cpu_percent, " %"),
+                    if step.clean { "  clean" } else { "" }
+                )?;
+            }
+        }
         if let Some(churn) = &self.churn {
             writeln!(
                 f,
