@@ -623,7 +623,7 @@ impl Room {
             let found = &st.tracks[track];
             found.update_info(|info| info.muted = muted);
             // Peers hear "unmuted" only when an operator does not hold the track either.
-            let muted = muted || found.is_held();
+            let muted = found.shown_muted();
             st.broadcast(EndpointEvent::TrackMuted { track: track.clone(), muted }, Some(&link.peer));
             Ok(())
         })
@@ -1010,7 +1010,7 @@ fn track_stats(track: &Track, picture_size: PictureSize) -> TrackStats {
         kind: info.kind,
         source: info.source,
         codec: info.codec,
-        muted: info.muted || track.is_held(),
+        muted: track.shown_muted(),
         muted_by_operator: track.is_held(),
         bitrate_bps: layers.iter().map(|l| l.bitrate_bps).sum(),
         fps: best.map_or(0, |l| l.fps),

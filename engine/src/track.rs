@@ -255,8 +255,13 @@ impl Track {
     /// The track as peers and operators are shown it: muted by its publisher or an operator.
     pub(crate) fn shown_info(&self) -> TrackInfo {
         let mut info = TrackInfo::clone(&self.info());
-        info.muted |= self.is_held();
+        info.muted = self.shown_muted();
         info
+    }
+
+    /// Muted as peers and operators are told: by its publisher or held by an operator.
+    pub(crate) fn shown_muted(&self) -> bool {
+        self.info().muted || self.is_held()
     }
 
     /// The publisher's transport measured `layer`'s stream.

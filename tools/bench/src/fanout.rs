@@ -119,8 +119,8 @@ pub async fn find_max(target: &Target, args: FanoutArgs) -> anyhow::Result<Repor
         stopped: String::new(),
         steps: Vec::new(),
     };
-    let mut best: Option<Report> = None;
-    let mut first: Option<Report> = None;
+    // The largest clean run's report, or the first run's when it was not clean.
+    let mut chosen: Option<Report> = None;
     let mut subscribers = args.subscribers.max(1);
     loop {
         let step_args = FanoutArgs { subscribers, find_max: false, ..args.clone() };
@@ -145,12 +145,11 @@ pub async fn find_max(target: &Target, args: FanoutArgs) -> anyhow::Result<Repor
             } else {
                 format!("p99 latency {} ms at {subscribers}", p99.map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")))
             };
-            first.get_or_insert(report);
+            chosen.get_or_insert(report);
             break;
         }
         figures.largest_clean = Some(subscribers);
-        first.get_or_insert_with(|| report.clone());
-        best = Some(report);
+        chosen = Some(report);
         let next = subscribers.saturating_add(args.step as usize);
         if next > args.max_subscribers {
             figures.stopped = format!("clean up to --max-subscribers ({})", args.max_subscribers);
@@ -160,7 +159,7 @@ pub async fn find_max(target: &Target, args: FanoutArgs) -> anyhow::Result<Repor
         // The last run's room was deleted; its sessions end before the next run's baseline.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let mut report = best.or(first).context("find-max ran no step")?;
+    let mut report = chosen.context("find-max ran no step")?;
     report.mode = "fanout-find-max";
     if figures.steps.len() > 1 {
         report.notes.push(

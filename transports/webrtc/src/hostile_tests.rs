@@ -18,14 +18,15 @@ use crate as junction_webrtc;
 use junction_core::{CloseReason, Codec, MediaOut, PeerId, RoomId, TransportKind};
 use junction_engine::{Engine, EngineConfig, JoinRequest};
 use junction_webrtc::{
-    EgressPolicy, SIGNAL_CAPACITY, SessionEvent, SessionSignal, SessionSpec, WebrtcConfig, WebrtcTransport,
+    EgressPolicy, SessionEvent, SessionSignal, SessionSpec, SignalReceiver, WebrtcConfig, WebrtcTransport,
+    signal_channel,
 };
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -192,7 +193,7 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("cam").unwrap(), TransportKind::Webrtc)).unwrap();
     let answer = negotiated.answer_sdp().to_owned();
-    let (signals_tx, mut events) = mpsc::channel(SIGNAL_CAPACITY);
+    let (signals_tx, mut events) = signal_channel();
     let handle = negotiated
         .start(joined.endpoint, SessionSpec::new("webrtc", true, EgressPolicy::Nothing).with_signals(signals_tx));
     let mut client_rtc = client;
@@ -264,7 +265,7 @@ async fn hostile_datagrams_are_dropped_while_the_session_keeps_publishing_and_a_
 }
 
 /// The next [`SessionEvent`] among a session's signals (the room's events pass by too).
-async fn next_event(signals: &mut mpsc::Receiver<SessionSignal>) -> Option<SessionEvent> {
+async fn next_event(signals: &mut SignalReceiver) -> Option<SessionEvent> {
     loop {
         if let SessionSignal::Event(event) = signals.recv().await? {
             return Some(event);
@@ -281,7 +282,7 @@ async fn a_session_that_never_connects_ends_at_the_connect_deadline() {
     let room = RoomId::new("lobby").unwrap();
     let joined =
         engine.join(JoinRequest::new(room.clone(), PeerId::new("ghost").unwrap(), TransportKind::Webrtc)).unwrap();
-    let (signals_tx, mut events) = mpsc::channel(SIGNAL_CAPACITY);
+    let (signals_tx, mut events) = signal_channel();
     let handle = negotiated
         .start(joined.endpoint, SessionSpec::new("whep", false, EgressPolicy::Nothing).with_signals(signals_tx));
     let started = Instant::now();

@@ -45,7 +45,7 @@ pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
 pub use negotiate::Negotiated;
 pub use sdp::{MediaLine, candidate_lines};
-pub use session::signals::{OfferedTrack, SIGNAL_CAPACITY, SessionSignal, TrackLabel};
+pub use session::signals::{OfferedTrack, SessionSignal, SignalReceiver, SignalSender, TrackLabel, signal_channel};
 pub use session::{EgressPolicy, IceCredentials, PeerReply, PeerRequest, SessionEvent, SessionHandle, SessionSpec};
 
 use junction_transport_api::{Service, Started, TransportContext};

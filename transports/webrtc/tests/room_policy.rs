@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use junction_core::{Codec, MediaFrame, MediaKind, MediaTime, PeerId, PublishRequest, RoomId, TransportKind};
 use junction_engine::{Engine, EngineConfig, JoinRequest};
-use junction_webrtc::{EgressPolicy, SIGNAL_CAPACITY, SessionEvent, SessionSignal, SessionSpec, WebrtcConfig};
+use junction_webrtc::{
+    EgressPolicy, SessionEvent, SessionSignal, SessionSpec, SignalReceiver, WebrtcConfig, signal_channel,
+};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -143,12 +145,12 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
     let answer = negotiated.answer_sdp().to_owned();
     // The session's signals, as the browser socket reads them; room events and the like are not
     // what this test is about.
-    let (signals_tx, mut events) = mpsc::channel(SIGNAL_CAPACITY);
+    let (signals_tx, mut events) = signal_channel();
     let handle = negotiated
         .start(joined.endpoint, SessionSpec::new("webrtc", true, EgressPolicy::Room).with_signals(signals_tx));
     pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
     tokio::time::timeout(WAIT, state.wait_for(|s| *s == RTCPeerConnectionState::Connected)).await.unwrap().unwrap();
-    let next_event = async |events: &mut mpsc::Receiver<SessionSignal>, what: &str| loop {
+    let next_event = async |events: &mut SignalReceiver, what: &str| loop {
         let signal = tokio::time::timeout(WAIT, events.recv()).await.unwrap_or_else(|_| panic!("no {what}"));
         match signal.expect("signals") {
             signal @ (SessionSignal::Event(_) | SessionSignal::Offer { .. }) => break signal,
@@ -262,15 +264,15 @@ async fn a_room_session_renegotiates_for_new_tracks_and_publishes_its_own() {
             break id;
         }
     };
-    assert!(!handle.offer_withdrawn(withdrawn));
+    assert!(!events.offer_withdrawn(withdrawn));
     let own = pc.create_offer(None).await.unwrap();
     pc.set_local_description(own).await.unwrap();
     let answer = handle.accept_offer(&pc.local_description().await.unwrap().sdp).await.expect("the browser's offer");
     pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
-    assert!(handle.offer_withdrawn(withdrawn), "the offer the browser's replaced is withdrawn");
+    assert!(events.offer_withdrawn(withdrawn), "the offer the browser's replaced is withdrawn");
     loop {
         match next_event(&mut events, "the offer again").await {
-            SessionSignal::Offer { id, sdp, .. } if !handle.offer_withdrawn(id) => {
+            SessionSignal::Offer { id, sdp, .. } if !events.offer_withdrawn(id) => {
                 assert!(id > withdrawn);
                 pc.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.expect("the offer fits");
                 let answer = pc.create_answer(None).await.unwrap();

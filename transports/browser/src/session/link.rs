@@ -7,8 +7,9 @@
 
 use junction_core::{CloseReason, Codec, EndpointEvent, MediaOut, PeerId, RoomInfo, RoomMode};
 use junction_engine::{Endpoint, EndpointMedia, EndpointRpc};
-use junction_webrtc::{PeerReply, PeerRequest, SessionError, SessionHandle, SessionSignal, SessionSpec};
-use tokio::sync::mpsc;
+use junction_webrtc::{
+    PeerReply, PeerRequest, SessionError, SessionHandle, SessionSignal, SessionSpec, SignalReceiver,
+};
 
 use crate::error::WireError;
 
@@ -29,7 +30,7 @@ enum Link {
     },
     Media {
         handle: SessionHandle,
-        signals: mpsc::Receiver<SessionSignal>,
+        signals: SignalReceiver,
     },
     /// Only while the endpoint moves to a media session.
     Moving,
@@ -89,7 +90,7 @@ impl RoomPeer {
         let Link::Direct { rpc, media } = std::mem::replace(&mut self.link, Link::Moving) else {
             return false;
         };
-        let (tx, signals) = mpsc::channel(junction_webrtc::SIGNAL_CAPACITY);
+        let (tx, signals) = junction_webrtc::signal_channel();
         let handle = start(Endpoint { rpc, media }, spec.with_signals(tx));
         self.link = Link::Media { handle, signals };
         true

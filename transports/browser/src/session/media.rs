@@ -149,14 +149,7 @@ impl Session {
         };
         match signal {
             SessionSignal::Room(event) => self.on_room_event(event).await,
-            SessionSignal::Offer { id, sdp, tracks } => {
-                let media = self.room.as_ref().and_then(|peer| peer.media_handle());
-                if media.is_some_and(|handle| handle.offer_withdrawn(id)) {
-                    // The browser's own offer replaced it and has its answer: after that answer
-                    // this offer's m-lines would be out of order (Chromium refuses it).
-                    tracing::debug!(offer = id, "dropping an offer the browser's offer replaced");
-                    return;
-                }
+            SessionSignal::Offer { sdp, tracks, .. } => {
                 let tracks = tracks
                     .into_iter()
                     .map(|t| OfferedTrackView {

@@ -19,7 +19,7 @@ mod timeline;
 mod viewer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use junction_core::{CloseReason, ContractError, MediaKind, PeerId, RoomId, SessionId, TrackId};
@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
-use self::signals::{SessionSignal, TrackLabel};
+use self::signals::{SignalSender, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
 use crate::sdp::{MediaLine, SdpLimits};
@@ -48,7 +48,7 @@ pub struct SessionSpec {
     pub publish: bool,
     pub egress: EgressPolicy,
     /// Where [`SessionSignal`]s go ([`SessionEvent`]s among them), if anyone listens.
-    pub signals: Option<mpsc::Sender<SessionSignal>>,
+    pub signals: Option<SignalSender>,
     /// The peer's names and sources for the m-lines it sends on.
     pub labels: Vec<TrackLabel>,
 }
@@ -60,7 +60,7 @@ impl SessionSpec {
 
     /// Sends [`SessionSignal`]s (and the events among them) to `signals`; a surface that stops
     /// reading them (the queue fills up) ends the session.
-    pub fn with_signals(mut self, signals: mpsc::Sender<SessionSignal>) -> Self {
+    pub fn with_signals(mut self, signals: SignalSender) -> Self {
         self.signals = Some(signals);
         self
     }
@@ -155,8 +155,6 @@ pub struct SessionHandle {
     limits: SdpLimits,
     /// Remote candidates of the current ICE session (the offer's and the trickled ones).
     candidates: Arc<AtomicUsize>,
-    /// The latest of this session's offers that a peer's offer replaced (0: none).
-    withdrawn: Arc<AtomicU64>,
 }
 
 impl SessionHandle {
@@ -223,15 +221,6 @@ impl SessionHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Command::AcceptOffer { sdp: sdp.to_owned(), labels, reply }).await?;
         answer.await.map_err(|_| SessionError::Closed)?
-    }
-
-    /// Whether the offer numbered `id` ([`SessionSignal::Offer`]) was replaced by an offer of
-    /// the peer: the peer has (or will have) the answer to its own offer, in which the offer's
-    /// m-lines are not, so it must not receive this one after it. Answering the peer's offer
-    /// and passing signals on are two paths, so an offer made just before the peer's can still
-    /// be waiting to be passed on when the answer has gone out: this says to drop it.
-    pub fn offer_withdrawn(&self, id: u64) -> bool {
-        id <= self.withdrawn.load(Ordering::Acquire)
     }
 
     /// Ends the session; the endpoint leaves its room for `reason`.
@@ -321,7 +310,6 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
     let (commands_tx, commands) = mpsc::channel(64);
     let done = CancellationToken::new();
     let span = info_span!("session", %room, %peer, %session, transport = parts.spec.label);
-    let withdrawn = Arc::new(AtomicU64::new(0));
     let task = task::Session::new(task::Setup {
         rtc: parts.rtc,
         lines: parts.lines,
@@ -335,7 +323,6 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         connect_timeout: parts.connect_timeout,
         shutdown: parts.shutdown,
         spec: parts.spec,
-        withdrawn: withdrawn.clone(),
     });
     let guard = Guard { done: done.clone(), mux: parts.mux, key };
     tokio::spawn(
@@ -353,7 +340,6 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         session,
         limits: parts.limits,
         candidates: Arc::new(AtomicUsize::new(parts.offered_candidates)),
-        withdrawn,
     }
 }
 

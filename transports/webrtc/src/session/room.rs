@@ -71,15 +71,15 @@ impl RoomEgress {
         }
     }
 
-    /// Puts waiting subscriptions on idle m-lines; returns a local offer when some still need
-    /// one and no offer is outstanding.
+    /// Puts waiting subscriptions on idle m-lines; returns a local offer, with its number, when
+    /// some still need one and no offer is outstanding.
     pub(crate) fn place(
         &mut self,
         egress: &mut Egress,
         rtc: &mut Rtc,
         rpc: &EndpointRpc,
         media: &EndpointMedia,
-    ) -> Option<String> {
+    ) -> Option<(u64, String)> {
         let mut still_waiting = Vec::new();
         for subscribed in std::mem::take(&mut self.waiting) {
             match egress.idle_line(subscribed.track.kind, subscribed.codec) {
@@ -113,7 +113,7 @@ impl RoomEgress {
         self.offers += 1;
         info!(m_lines = added.len(), offer = self.offers, "renegotiating: offering new m-lines");
         self.negotiating = Some(Negotiation { id: self.offers, pending, added });
-        Some(offer.to_sdp_string())
+        Some((self.offers, offer.to_sdp_string()))
     }
 
     /// The peer's answer to our offer: the new m-lines start sending.
@@ -162,11 +162,6 @@ impl RoomEgress {
                 source: s.track.source,
             })
             .collect()
-    }
-
-    /// The number of the outstanding offer, if one is out.
-    pub(crate) fn offer_id(&self) -> Option<u64> {
-        self.negotiating.as_ref().map(|n| n.id)
     }
 
     /// A remote offer replaced ours: its subscriptions wait for the next one. Returns the

@@ -3,9 +3,19 @@
 //! session owns the endpoint, so it reads them and passes them on), the tracks the peer now
 //! publishes, data channel traffic, and offers with the room track each new m-line carries.
 //! Plus the labels such a surface gives the m-lines a peer sends on.
+//!
+//! The channel ([`signal_channel`]) also withdraws offers: when the peer's own offer crosses
+//! one of ours, the session answers the peer's and drops its own, but its offer may already be
+//! queued here while the answer goes back another way (the command's reply). The receiver
+//! skips such an offer, so no surface can hand the peer an offer whose m-lines no longer fit
+//! after that answer (Chromium refuses it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use junction_core::{EndpointEvent, MediaKind, PeerId, TrackId, TrackInfo, TrackSource};
 use tokio::sync::mpsc;
+use tracing::debug;
 
 use super::SessionEvent;
 
@@ -18,7 +28,7 @@ pub enum SessionSignal {
     /// [`SessionHandle::accept_answer`](super::SessionHandle::accept_answer). `tracks` names the
     /// room track each new sending m-line carries once the offer is answered.
     Offer {
-        /// Counts the session's offers from 1; see [`SessionHandle::offer_withdrawn`](super::SessionHandle::offer_withdrawn).
+        /// Counts the session's offers from 1; see [`SignalReceiver::offer_withdrawn`].
         id: u64,
         sdp: String,
         tracks: Vec<OfferedTrack>,
@@ -64,16 +74,60 @@ pub struct TrackLabel {
 }
 
 /// Signals queued for the surface before the session gives up on it.
-pub const SIGNAL_CAPACITY: usize = 4096;
+const SIGNAL_CAPACITY: usize = 4096;
+
+/// A channel for a session's signals: the sender goes to [`SessionSpec::with_signals`](super::SessionSpec::with_signals),
+/// the surface reads the receiver.
+pub fn signal_channel() -> (SignalSender, SignalReceiver) {
+    let (tx, rx) = mpsc::channel(SIGNAL_CAPACITY);
+    let withdrawn = Arc::new(AtomicU64::new(0));
+    (SignalSender { tx, withdrawn: withdrawn.clone() }, SignalReceiver { rx, withdrawn })
+}
+
+/// The session's end of a [`signal_channel`].
+#[derive(Debug, Clone)]
+pub struct SignalSender {
+    tx: mpsc::Sender<SessionSignal>,
+    /// The latest offer a peer's offer replaced (0: none).
+    withdrawn: Arc<AtomicU64>,
+}
+
+/// The surface's end of a [`signal_channel`].
+pub struct SignalReceiver {
+    rx: mpsc::Receiver<SessionSignal>,
+    withdrawn: Arc<AtomicU64>,
+}
+
+impl SignalReceiver {
+    /// The next signal, skipping offers withdrawn since they were queued; `None` once the
+    /// session is gone.
+    pub async fn recv(&mut self) -> Option<SessionSignal> {
+        loop {
+            let signal = self.rx.recv().await?;
+            match &signal {
+                SessionSignal::Offer { id, .. } if self.offer_withdrawn(*id) => {
+                    debug!(offer = id, "dropping an offer the peer's offer replaced");
+                }
+                _ => return Some(signal),
+            }
+        }
+    }
+
+    /// Whether the offer numbered `id` was replaced by an offer of the peer, which has (or
+    /// will have) the answer to its own offer, without this offer's m-lines.
+    pub fn offer_withdrawn(&self, id: u64) -> bool {
+        id <= self.withdrawn.load(Ordering::Acquire)
+    }
+}
 
 /// The session's end of the signal channel; absent for surfaces that do not listen.
 #[derive(Default)]
 pub(crate) struct Signals {
-    tx: Option<mpsc::Sender<SessionSignal>>,
+    tx: Option<SignalSender>,
 }
 
 impl Signals {
-    pub(crate) fn new(tx: Option<mpsc::Sender<SessionSignal>>) -> Self {
+    pub(crate) fn new(tx: Option<SignalSender>) -> Self {
         Self { tx }
     }
 
@@ -81,8 +135,16 @@ impl Signals {
     /// full or gone), which ends the session.
     pub(crate) fn send(&self, signal: SessionSignal) -> bool {
         match &self.tx {
-            Some(tx) => tx.try_send(signal).is_ok(),
+            Some(sender) => sender.tx.try_send(signal).is_ok(),
             None => true,
+        }
+    }
+
+    /// A peer's offer replaced our offer `id`: the receiver drops it if it is still queued.
+    /// Called before the answer to the peer's offer goes back.
+    pub(crate) fn withdraw(&self, id: u64) {
+        if let Some(sender) = &self.tx {
+            sender.withdrawn.fetch_max(id, Ordering::Release);
         }
     }
 }

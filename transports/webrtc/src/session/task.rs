@@ -11,8 +11,6 @@
 //! endpoint leaves its room on every way out.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, SubscribeOptions};
@@ -58,7 +56,6 @@ pub(crate) struct Setup {
     pub(crate) connect_timeout: Duration,
     pub(crate) shutdown: CancellationToken,
     pub(crate) spec: SessionSpec,
-    pub(crate) withdrawn: Arc<AtomicU64>,
 }
 
 pub(crate) struct Session {
@@ -89,8 +86,6 @@ pub(crate) struct Session {
     /// The connection's last measured round trip (str0m's peer stats), for streams that have
     /// no round trip of their own.
     rtt: Option<Duration>,
-    /// The latest offer of ours a peer's offer replaced (shared with the [`SessionHandle`]).
-    withdrawn: Arc<AtomicU64>,
     shutdown: CancellationToken,
 }
 
@@ -101,21 +96,8 @@ const CLOSE_OUTPUTS: usize = 64;
 
 impl Session {
     pub(crate) fn new(setup: Setup) -> Session {
-        let Setup {
-            rtc,
-            lines,
-            key,
-            mux,
-            inbox,
-            commands,
-            rpc,
-            media,
-            ice_timeout,
-            connect_timeout,
-            shutdown,
-            spec,
-            withdrawn,
-        } = setup;
+        let Setup { rtc, lines, key, mux, inbox, commands, rpc, media, ice_timeout, connect_timeout, shutdown, spec } =
+            setup;
         let usable = |l: &&(Mid, MediaLine)| !l.1.codecs.is_empty();
         let ingest_lines = lines
             .iter()
@@ -160,7 +142,6 @@ impl Session {
             last_heard: Instant::now(),
             disconnected_since: None,
             rtt: None,
-            withdrawn,
             shutdown,
         }
     }
@@ -313,8 +294,8 @@ impl Session {
             Policy::Nothing => {}
             Policy::Viewer(viewer) => viewer.reassign(&mut self.egress, &mut self.rtc, &self.rpc, &self.media),
             Policy::Room(room) => {
-                if let Some(sdp) = room.place(&mut self.egress, &mut self.rtc, &self.rpc, &self.media) {
-                    let (tracks, id) = (room.offered(), room.offer_id().unwrap_or_default());
+                if let Some((id, sdp)) = room.place(&mut self.egress, &mut self.rtc, &self.rpc, &self.media) {
+                    let tracks = room.offered();
                     self.signal(SessionSignal::Offer { id, sdp, tracks });
                 }
             }
@@ -454,9 +435,9 @@ impl Session {
         if let Policy::Room(room) = &mut self.policy
             && let Some(id) = room.abandon_offer()
         {
-            // Marked before the answer goes back: the signalling layer may not have passed the
-            // abandoned offer on yet, and must not once the peer has this answer.
-            self.withdrawn.fetch_max(id, Ordering::Release);
+            // Marked before the answer goes back: the abandoned offer may still be queued for
+            // the surface, which must not pass it on once the peer has this answer.
+            self.signals.withdraw(id);
         }
         let before = self.rtc.direct_api().local_ice_credentials();
         let answer =
