@@ -322,6 +322,17 @@ pub(crate) mod tests {
         }
         // Nothing twice: the next message is the answer to a ping.
         ping(&mut listener).await;
+
+        // A count that is not a number is refused before the upgrade, with the API's JSON error.
+        let bad = format!("{url}?resume={}&key=x&received=lots", welcome["session"].as_str().unwrap());
+        let Err(tokio_tungstenite::tungstenite::Error::Http(response)) =
+            tokio_tungstenite::connect_async(bad.as_str()).await
+        else {
+            panic!("a resume with received=lots was upgraded");
+        };
+        assert_eq!(response.status(), 400);
+        let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_query", "{body}");
     }
 
     #[tokio::test]
