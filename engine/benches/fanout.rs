@@ -30,7 +30,7 @@ struct Room {
 
 impl Room {
     fn new(subscribers: usize, queue: usize) -> Room {
-        let config = EngineConfig { subscriber_queue: queue, event_queue: 1 << 16, ..EngineConfig::default() };
+        let config = EngineConfig { subscriber_queue_frames: queue, event_queue: 1 << 16, ..EngineConfig::default() };
         let engine = Engine::new(config);
         let room = RoomId::new("bench").unwrap();
         let join = |name: String| {

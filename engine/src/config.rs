@@ -7,8 +7,11 @@ use junction_core::RoomOptions;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Frames queued per subscribing peer before it starts losing them.
-    pub subscriber_queue: usize,
+    /// How long a frame may wait in a subscribing peer's queue before it is dropped as stale
+    /// (video to the track's next keyframe; see `queue.rs`).
+    pub subscriber_queue_delay: Duration,
+    /// Frames a subscribing peer's queue holds at most, however fresh: the memory bound.
+    pub subscriber_queue_frames: usize,
     /// Feedback items (keyframe requests, bitrate hints) queued per publishing peer.
     pub feedback_queue: usize,
     /// Room events queued per peer before the peer counts as overloaded and is closed.
@@ -32,7 +35,8 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            subscriber_queue: 1024,
+            subscriber_queue_delay: Duration::from_millis(250),
+            subscriber_queue_frames: 1024,
             feedback_queue: 64,
             event_queue: 4096,
             keyframe_request_interval: Duration::from_millis(500),

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::meter::LinkQuality;
+use crate::queue::MediaReceiver;
 use crate::room::{Room, RoomSnapshot, SubscribedTrack};
 use crate::track::TrackPublisher;
 
@@ -37,7 +38,7 @@ impl Endpoint {
         room: Arc<Room>,
         link: Arc<PeerLink>,
         events: mpsc::Receiver<EndpointEvent>,
-        media: mpsc::Receiver<MediaOut>,
+        media: MediaReceiver,
         feedback: mpsc::Receiver<MediaOut>,
     ) -> Self {
         Endpoint {
@@ -169,7 +170,7 @@ impl std::fmt::Debug for EndpointRpc {
 pub struct EndpointMedia {
     room: Arc<Room>,
     link: Arc<PeerLink>,
-    media: mpsc::Receiver<MediaOut>,
+    media: MediaReceiver,
     feedback: mpsc::Receiver<MediaOut>,
 }
 
@@ -188,9 +189,9 @@ impl EndpointMedia {
     /// Takes whatever is queued without waiting, up to `limit` items, into `out`.
     pub fn drain_into(&mut self, out: &mut Vec<MediaOut>, limit: usize) {
         while out.len() < limit {
-            match self.feedback.try_recv().or_else(|_| self.media.try_recv()) {
-                Ok(item) => out.push(item),
-                Err(_) => break,
+            match self.feedback.try_recv().ok().or_else(|| self.media.try_recv().ok()) {
+                Some(item) => out.push(item),
+                None => break,
             }
         }
     }

@@ -66,6 +66,11 @@ impl Engine {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Emits a component event (`component_started`, `_finished`, `_failed`) on the engine's
     /// event stream, for the services that run components in rooms. Room, peer and track events
     /// come from the rooms themselves and are not accepted here.

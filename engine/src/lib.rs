@@ -17,6 +17,7 @@ pub mod events;
 pub mod gate;
 mod join;
 pub mod meter;
+mod queue;
 pub mod room;
 mod shared;
 pub mod stats;

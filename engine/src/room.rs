@@ -29,6 +29,7 @@ use crate::events::{RoomEndReason, RoomEvent};
 use crate::join::PeerRole;
 use crate::join::{DuplicatePolicy, JoinRequest};
 use crate::meter::{LayerStats, LinkQuality, PeerStats, PictureSize, RoomStats, SubscriptionStats, TrackStats};
+use crate::queue::{MediaSender, media_queue};
 use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::track::{Track, TrackPublisher};
@@ -98,7 +99,7 @@ struct PeerSlot {
     role: PeerRole,
     link: Arc<PeerLink>,
     events: mpsc::Sender<EndpointEvent>,
-    media: mpsc::Sender<MediaOut>,
+    media: MediaSender,
     feedback: mpsc::Sender<MediaOut>,
     auto_subscribe: bool,
     /// Counted against the room's `max_peers` (false for engine services: the mixer).
@@ -376,7 +377,7 @@ impl Room {
             _ => (SessionId::random(), self.shared.clock.unix_ms()),
         };
         let (events_tx, events_rx) = mpsc::channel(config.event_queue);
-        let (media_tx, media_rx) = mpsc::channel(config.subscriber_queue);
+        let (media_tx, media_rx) = media_queue(&self.shared);
         let (feedback_tx, feedback_rx) = mpsc::channel(config.feedback_queue);
         let link = Arc::new(PeerLink {
             room: self.id.clone(),

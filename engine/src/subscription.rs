@@ -3,18 +3,18 @@
 //! the bounded queue its frames go into.
 //!
 //! The publisher's thread runs [`Subscription::offer`] for every frame and every subscriber, so
-//! it takes one uncontended lock and never blocks: a full queue drops the frame, sends the
-//! subscriber back to "waiting for a keyframe" (video) and asks the publisher for one.
+//! it takes one uncontended lock and never blocks: a frame the peer's queue refuses (at its cap,
+//! or a delta of a video track whose stale frames the queue dropped) sends the subscriber back
+//! to "waiting for a keyframe" (video) and asks the publisher for one.
 
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use junction_core::{LayerPreference, MediaFrame, MediaKind, MediaOut, TrackId};
+use junction_core::{LayerPreference, MediaFrame, MediaKind, TrackId};
 
 use crate::meter::{LinkQuality, RateMeter};
+use crate::queue::{MediaSender, Refused};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
 /// What became of one frame offered to one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub(crate) struct Subscription {
     /// The id the subscriber knows the track by (the original's, even when attached to a
     /// transcoded variant).
     pub(crate) track: TrackId,
-    tx: mpsc::Sender<MediaOut>,
+    tx: MediaSender,
     state: Mutex<SubState>,
     /// The bitrate this subscriber can take, in bits/s (0 = unknown).
     pub(crate) wanted_bps: AtomicU64,
@@ -69,7 +69,7 @@ struct Waiting {
 const TARGET_KEYFRAME_PATIENCE: Duration = Duration::from_millis(1500);
 
 impl Subscription {
-    pub(crate) fn new(track: TrackId, tx: mpsc::Sender<MediaOut>, preference: LayerPreference) -> Self {
+    pub(crate) fn new(track: TrackId, tx: MediaSender, preference: LayerPreference) -> Self {
         Self {
             track,
             tx,
@@ -163,16 +163,16 @@ impl Subscription {
         if simulcast {
             st.last_out = Some((out.time.ticks, frame.arrival));
         }
-        match self.tx.try_send(MediaOut::Frame { track: self.track.clone(), frame: out }) {
+        match self.tx.try_send(self.track.clone(), out) {
             Ok(()) => (Offer::Forwarded, want),
-            Err(TrySendError::Full(_)) => {
+            Err(Refused::Dropped) => {
                 if frame.codec.kind() == MediaKind::Video {
                     st.current = None;
                     want = Some(WantKeyframe(target));
                 }
                 (Offer::Dropped, want)
             }
-            Err(TrySendError::Closed(_)) => (Offer::Skipped, None),
+            Err(Refused::Closed) => (Offer::Skipped, None),
         }
     }
 }
@@ -203,7 +203,8 @@ mod tests {
 
     #[test]
     fn a_target_layer_that_never_sends_a_keyframe_does_not_freeze_the_subscriber() {
-        let (tx, mut rx) = mpsc::channel(16);
+        let engine = crate::Engine::new(crate::EngineConfig::default());
+        let (tx, mut rx) = crate::queue::media_queue(engine.shared());
         let sub = Subscription::new(TrackId::new("TR_cam").unwrap(), tx, LayerPreference::Highest);
         let start = Instant::now();
         let frame = |layer: u8, ms: u64, keyframe: bool| {

@@ -63,7 +63,8 @@ fn n_publishers_by_m_subscribers_receive_every_frame_in_order_with_shared_payloa
 
 #[test]
 fn a_slow_subscriber_loses_frames_alone_and_resumes_on_a_keyframe() {
-    let config = EngineConfig { subscriber_queue: 16, ..EngineConfig::default() };
+    // The frame cap, with the time bound out of the way.
+    let config = EngineConfig { subscriber_queue_frames: 16, ..unhurried() };
     let (engine, clock) = engine_with(config, Default::default());
     let mut publisher = join(&engine, "r", "pub").endpoint;
     let track = publish(&publisher, "camera", Codec::Vp8);
@@ -99,6 +100,88 @@ fn a_slow_subscriber_loses_frames_alone_and_resumes_on_a_keyframe() {
     assert!(resumed[0].keyframe, "resumed on {:?}", resumed[0]);
     assert_eq!(resumed[0].time.ticks / 3000, 250);
     assert_eq!(resumed.len(), 11);
+}
+
+#[test]
+fn a_stalled_subscriber_gets_only_fresh_media_video_from_a_keyframe_and_audio_throughout() {
+    let config = EngineConfig { subscriber_queue_delay: Duration::from_millis(250), ..EngineConfig::default() };
+    let (engine, clock) = engine_with(config, Default::default());
+    let mut publisher = join(&engine, "r", "pub").endpoint;
+    let camera = publish(&publisher, "camera", Codec::Vp8);
+    let mic = publish(&publisher, "mic", Codec::Opus);
+    let mut fast = join(&engine, "r", "fast").endpoint;
+    let mut stalled = join(&engine, "r", "stalled").endpoint;
+    let _ = media(&mut publisher);
+
+    // Two seconds at 30 fps video (a keyframe every second) and 50 fps audio; the stalled
+    // subscriber reads nothing meanwhile.
+    let tick = Duration::from_millis(10);
+    let (mut fast_video, mut fast_audio) = (0, 0);
+    for ms in (0..2000u64).step_by(10) {
+        if ms % 33 < 10 {
+            let seq = ms / 33;
+            camera.send(video(seq, seq % 30 == 0, clock.now())).unwrap();
+        }
+        if ms % 20 == 0 {
+            mic.send(audio(ms / 20, clock.now())).unwrap();
+        }
+        let items = media(&mut fast);
+        fast_video += frames_of(&items, camera.id()).len();
+        fast_audio += frames_of(&items, mic.id()).len();
+        clock.advance(tick);
+    }
+    assert_eq!((fast_video, fast_audio), (61, 100), "the reading subscriber lost nothing");
+
+    // What it gets now is at most 250 ms old: the audio since 1.75 s, unbroken, and the video
+    // from the last keyframe (frame 60, at 1.98 s): the deltas before it could not be decoded.
+    let now = clock.now();
+    let items = media(&mut stalled);
+    let audio_frames = frames_of(&items, mic.id());
+    let video_frames = frames_of(&items, camera.id());
+    assert!(items.iter().all(|item| match item {
+        MediaOut::Frame { frame, .. } => now.duration_since(frame.arrival) <= Duration::from_millis(260),
+        _ => true,
+    }));
+    let audio_seqs: Vec<u64> = audio_frames.iter().map(|f| f.time.ticks / 960).collect();
+    assert_eq!(audio_seqs, (88..100).collect::<Vec<_>>(), "the last 250 ms of audio, in order");
+    let video_seqs: Vec<u64> = video_frames.iter().map(|f| f.time.ticks / 3000).collect();
+    assert!(video_frames.first().is_none_or(|f| f.keyframe), "video starts on a keyframe: {video_seqs:?}");
+    assert_eq!(video_seqs, [60], "the stale deltas were dropped, the fresh keyframe kept");
+    assert!(engine.stats().frames_dropped > 100, "{:?}", engine.stats());
+
+    // Video then flows on from that keyframe to a subscriber that reads again.
+    let mut next = Vec::new();
+    for seq in 61..70 {
+        camera.send(video(seq, false, clock.now())).unwrap();
+        next.extend(frames_of(&media(&mut stalled), camera.id()).iter().map(|f| f.time.ticks / 3000));
+        clock.advance(FRAME);
+    }
+    assert_eq!(next, (61..70).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_subscriber_whose_stale_video_was_cut_is_asked_a_keyframe_for() {
+    let config = EngineConfig { subscriber_queue_delay: Duration::from_millis(250), ..EngineConfig::default() };
+    let (engine, clock) = engine_with(config, Default::default());
+    let mut publisher = join(&engine, "r", "pub").endpoint;
+    let camera = publish(&publisher, "camera", Codec::Vp8);
+    let mut stalled = join(&engine, "r", "stalled").endpoint;
+    camera.send(video(0, true, clock.now())).unwrap();
+    for seq in 1..20 {
+        clock.advance(FRAME);
+        camera.send(video(seq, false, clock.now())).unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let _ = media(&mut publisher);
+    // The next delta finds its track cut (everything queued is stale): refused, and the
+    // publisher is asked for a keyframe.
+    camera.send(video(20, false, clock.now())).unwrap();
+    assert_eq!(keyframe_requests(&media(&mut publisher)), vec![(camera.id().clone(), 0)]);
+    clock.advance(FRAME);
+    camera.send(video(21, true, clock.now())).unwrap();
+    camera.send(video(22, false, clock.now())).unwrap();
+    let got: Vec<u64> = frames_of(&media(&mut stalled), camera.id()).iter().map(|f| f.time.ticks / 3000).collect();
+    assert_eq!(got, [21, 22], "the subscriber starts again on the keyframe");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use junction_core::{
     Codec, CodecParams, LayerInfo, LayerPreference, MediaFrame, MediaTime, PublishRequest, SubscribeOptions,
 };
-use junction_engine::{AdapterRegistry, Clock, EngineConfig, FrameTranscoder, LayerMove, TranscodeError};
+use junction_engine::{AdapterRegistry, Clock, FrameTranscoder, LayerMove, TranscodeError};
 use support::*;
 
 fn layers() -> Vec<LayerInfo> {
@@ -128,7 +128,7 @@ fn aac_to_opus(
 #[tokio::test]
 async fn one_transcoder_per_track_and_codec_is_shared_and_released() {
     let (adapters, created) = aac_to_opus(|| Box::new(FakeAacToOpus { frames: 0 }));
-    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let (engine, clock) = engine_with(unhurried(), adapters);
     let publisher = join(&engine, "r", "rtmp").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
 
@@ -188,7 +188,7 @@ impl FrameTranscoder for PanickingTranscoder {
 #[tokio::test]
 async fn a_transcoder_that_panics_ends_its_variant_and_its_subscribers_are_told() {
     let (adapters, created) = aac_to_opus(|| Box::new(PanickingTranscoder(FakeAacToOpus { frames: 0 })));
-    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let (engine, clock) = engine_with(unhurried(), adapters);
     let publisher = join(&engine, "r", "rtmp").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("audio", Codec::Aac)).unwrap();
     let browser =
@@ -274,7 +274,7 @@ async fn a_transcoded_variant_reads_the_simulcast_layer_its_viewers_want() {
             Ok((Box::new(FakeVp8ToH264 { moves: recorded.clone() }) as _, CodecParams::for_codec(Codec::H264)))
         }),
     );
-    let (engine, clock) = engine_with(EngineConfig::default(), adapters);
+    let (engine, clock) = engine_with(unhurried(), adapters);
     let mut publisher = join(&engine, "r", "tab").endpoint;
     let track = publisher.rpc.publish(PublishRequest::new("cam", Codec::Vp8).with_layers(layers())).unwrap();
     let h264_only = |name: &str| {

@@ -134,8 +134,9 @@ pub struct RoomsConfig {
     pub empty_timeout_s: u64,
     /// Peers per room (0: no limit) for rooms created by a join.
     pub max_peers: u32,
-    /// Frames queued per subscriber before it starts dropping to the next keyframe.
-    pub subscriber_queue: usize,
+    /// Milliseconds a frame may wait in a subscriber's queue; older ones are dropped (video to
+    /// the track's next keyframe, audio frame by frame).
+    pub subscriber_queue_ms: u64,
     /// The video codec rooms created by a join ask WebRTC publishers for: `auto` (H.264 while
     /// a viewer needs it, else the publisher's choice), `h264`, `vp8`, `vp9` or `av1`.
     pub video_codec: VideoCodecChoice,
@@ -147,7 +148,7 @@ impl Default for RoomsConfig {
             auto_create: true,
             empty_timeout_s: 300,
             max_peers: 0,
-            subscriber_queue: 1024,
+            subscriber_queue_ms: 250,
             video_codec: VideoCodecChoice::Auto,
         }
     }
@@ -408,8 +409,8 @@ impl Config {
             return Err(invalid("rooms.empty_timeout_s", "must be at least 1 second"));
         }
         self.browser.validate().map_err(|(key, message)| invalid(key, message))?;
-        if self.rooms.subscriber_queue < 8 {
-            return Err(invalid("rooms.subscriber_queue", "must be at least 8 frames"));
+        if !(20..=10_000).contains(&self.rooms.subscriber_queue_ms) {
+            return Err(invalid("rooms.subscriber_queue_ms", "must be 20 to 10000 milliseconds"));
         }
         if self.mixer.speakers == Some(0) {
             return Err(invalid("mixer.speakers", "must be at least 1"));

@@ -106,7 +106,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   rooms.auto_create       joining a missing room creates it    [true]
   rooms.empty_timeout_s   seconds an empty room stays open     [300]
   rooms.max_peers         peers per auto-created room, 0 = any [0]
-  rooms.subscriber_queue  frames queued per subscriber         [1024]
+  rooms.subscriber_queue_ms  ms a frame may wait for a subscriber, older is dropped [250]
   rooms.video_codec       codec asked of WebRTC publishers: auto | h264 | vp8 | vp9 | av1 [auto]
   log.format              text | json                          [text]
   log.level               tracing filter; RUST_LOG wins        [info]
@@ -148,6 +148,8 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webrtc.ice_timeout_s    silence before a session is reaped   [15] (1-30)
   webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
   webrtc.video_resend_packets  RTP packets kept per video stream for NACK resends [128]
+  webrtc.pace_video       send video at 1.1 x the peer's estimate, not as it arrives [false]
+  webrtc.max_send_delay_ms  ms video may wait in the pacer, then it is shed to a keyframe [250]
   whip.enabled            /whip and /whep endpoints            [true]
   whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
   sip.enabled             SIP dial-in and dial-out             [true]

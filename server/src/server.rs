@@ -54,7 +54,7 @@ impl Wiring {
 
 pub fn engine_config(config: &Config) -> EngineConfig {
     EngineConfig {
-        subscriber_queue: config.rooms.subscriber_queue,
+        subscriber_queue_delay: Duration::from_millis(config.rooms.subscriber_queue_ms),
         auto_create_rooms: config.rooms.auto_create,
         room_defaults: RoomOptions {
             max_peers: config.rooms.max_peers,

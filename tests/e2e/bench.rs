@@ -38,15 +38,18 @@ fn build_bench_tool() {
     }
 }
 
-/// Runs `junction bench <args> --json` against `server`; returns the report.
+/// Runs `junction bench <args> --json` against `server`; returns the report. Nothing is pinned
+/// unless `args` ask for it: the suite's other tests share these cores.
 async fn bench(server: &TestServer, args: &[&str]) -> Value {
     build_bench_tool();
+    let placing = args.iter().any(|a| *a == "--pin" || *a == "--server-cores");
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(120),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_junction"))
             .arg("bench")
             .args(["--url", &server.base, "--api-key", &server.api_key, "--json"])
             .args(args)
+            .args(if placing { &[][..] } else { &["--pin", "off"][..] })
             .kill_on_drop(true)
             .output(),
     )
@@ -138,6 +141,43 @@ async fn fanout_find_max_ramps_until_a_step_is_not_clean_and_reports_the_largest
     assert!(find["stopped"].as_str().unwrap().contains("p99 latency"), "{report:#}");
     assert_consistent(&report, &server, 1);
     server.wait_for_no_peers().await;
+}
+
+/// The cores every thread of `pid` may run on, as the kernel lists them (`0`, `0-1`).
+fn allowed_cores(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            let line = status.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+            Some(line.split_once(':')?.1.trim().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_load_run_puts_the_server_and_the_tool_on_cores_of_their_own() {
+    let server = TestServer::start().await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report =
+        bench(&server, &["--server-cores", "0", "rtmp", "--streams", "1", "--duration", "2s", "--video", "360p"]).await;
+    let placement = &report["conditions"]["placement"];
+    if cores < 2 {
+        assert!(placement.is_null(), "one core cannot be split: {report:#}");
+        return;
+    }
+    assert_eq!(placement["server_cores"], "0", "{report:#}");
+    assert_eq!(placement["tool_cores"], if cores == 2 { "1".to_owned() } else { format!("1-{}", cores - 1) });
+    assert_eq!(placement["server_moved"], true);
+    let threads = allowed_cores(server.pid());
+    assert!(threads.len() > 1, "the server runs several threads: {threads:?}");
+    assert!(threads.iter().all(|t| t == "0"), "every server thread is on core 0: {threads:?}");
+    assert_eq!(report["subscribers_connected"], 1, "the run itself went on: {report:#}");
+
+    // Left alone when asked.
+    let report =
+        bench(&server, &["--pin", "off", "rtmp", "--streams", "1", "--duration", "1s", "--video", "360p"]).await;
+    assert!(report["conditions"]["placement"].is_null(), "{report:#}");
 }
 
 #[tokio::test]

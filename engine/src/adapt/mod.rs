@@ -26,10 +26,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use junction_core::{Codec, LayerPreference, MediaOut, TrackInfo};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, warn};
 
+use crate::queue::{MediaReceiver, media_queue};
 use crate::shared::Shared;
 use crate::subscription::Subscription;
 use crate::track::{Demand, Track, VariantInput};
@@ -113,7 +114,7 @@ pub(crate) fn variant_for(
         to: codec,
         reason: format!("no runtime: {reason}"),
     })?;
-    let (tx, rx) = mpsc::channel(shared.config.subscriber_queue);
+    let (tx, rx) = media_queue(shared);
     let source = Arc::new(Subscription::new(origin.id.clone(), tx, input));
     let track = Arc::new(Track::variant_of(variant_info, origin, source.clone()));
     let worker = Worker {
@@ -171,7 +172,7 @@ pub(crate) fn release_if_unused(origin: &Arc<Track>, codec: Codec, shared: &Shar
 
 /// One variant's transcoder and everything its task needs.
 struct Worker {
-    input: mpsc::Receiver<MediaOut>,
+    input: MediaReceiver,
     transcoder: Box<dyn FrameTranscoder>,
     output: Arc<Track>,
     /// What the variant's viewers ask of it (their number and best layer).

@@ -16,7 +16,13 @@ pub fn ids(room: &str, peer: &str) -> (RoomId, PeerId) {
 }
 
 pub fn engine() -> (Engine, ManualClock) {
-    engine_with(EngineConfig::default(), AdapterRegistry::default())
+    engine_with(unhurried(), AdapterRegistry::default())
+}
+
+/// The default configuration, but subscriber queues keep frames for an hour: for tests that
+/// move the clock on and read what was queued only at the end.
+pub fn unhurried() -> EngineConfig {
+    EngineConfig { subscriber_queue_delay: Duration::from_secs(3600), ..EngineConfig::default() }
 }
 
 pub fn engine_with(config: EngineConfig, adapters: AdapterRegistry) -> (Engine, ManualClock) {

@@ -15,6 +15,7 @@ mod churn;
 mod fanout;
 mod floor;
 mod media;
+mod pin;
 mod probe;
 mod progress;
 mod report;
@@ -71,6 +72,33 @@ pub struct Target {
     /// Print one JSON object instead of the readable report.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Keep the server and this tool on separate cores (load modes, one server on this
+    /// machine): `auto` leaves a server confined to some cores there and takes the rest, and
+    /// moves a server on every core to the first half of them; `off` pins nothing.
+    #[arg(long, value_enum, default_value_t = pin::PinMode::Auto, global = true)]
+    pub pin: pin::PinMode,
+    /// The server's cores (`0`, `0-1`, `0,2`); the tool takes the others.
+    #[arg(long, global = true)]
+    pub server_cores: Option<String>,
+}
+
+impl Target {
+    /// Places the server and the tool on their cores before a load mode runs.
+    fn place(&self, command: &BenchCommand) -> anyhow::Result<Option<pin::Placement>> {
+        let single_server = match command {
+            BenchCommand::Floor(_) | BenchCommand::Transcode(_) => return Ok(None),
+            BenchCommand::Fanout(args) => args.subscribe_at.is_empty() && args.cluster_node.is_empty(),
+            BenchCommand::Rtmp(_) | BenchCommand::Sip(_) | BenchCommand::Churn(_) => true,
+        };
+        if !single_server {
+            if self.server_cores.is_some() {
+                bail!("--server-cores places one server; start cluster nodes under taskset instead");
+            }
+            return Ok(None);
+        }
+        let pid = self.server_pid.or_else(|| probe::listening_pid(&self.url));
+        pin::place(pid, self.pin, self.server_cores.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,7 +165,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
-    let report: report::Report = match command {
+    let placement = target.place(&command)?;
+    let mut report: report::Report = match command {
         BenchCommand::Floor(args) => floor::run(args).await?,
         BenchCommand::Fanout(args) if args.find_max => fanout::find_max(target, args).await?,
         BenchCommand::Fanout(args) => fanout::run(target, args).await?,
@@ -146,6 +175,7 @@ pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Churn(args) => churn::run(target, args).await?,
         BenchCommand::Transcode(args) => transcode::run(args).await?,
     };
+    report.conditions.placement = placement;
     if target.json {
         println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
     } else {

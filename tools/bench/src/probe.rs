@@ -168,7 +168,7 @@ pub fn load_average() -> Option<f64> {
 }
 
 /// The process on this machine that listens on the URL's TCP port, if the URL points here.
-fn listening_pid(url: &str) -> Option<u32> {
+pub fn listening_pid(url: &str) -> Option<u32> {
     let parsed = url::Url::parse(url).ok()?;
     let port = parsed.port_or_known_default()?;
     let host = parsed.host_str()?.trim_matches(['[', ']']);

@@ -101,6 +101,8 @@ pub struct Conditions {
     pub load_average_before: Option<f64>,
     /// CPU the bench tool itself used during the window, in percent of one core.
     pub client_cpu_percent: Option<f64>,
+    /// The cores the server and the tool were pinned to (`junction bench --pin`).
+    pub placement: Option<crate::pin::Placement>,
 }
 
 /// One cluster node's share of a run.
@@ -138,6 +140,7 @@ impl Report {
                 cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 load_average_before: super::probe::load_average(),
                 client_cpu_percent: None,
+                placement: None,
             },
             duration_s: 0.0,
             publishers: 0,
@@ -228,6 +231,10 @@ impl fmt::Display for Report {
             opt(c.load_average_before, ""),
             opt(c.client_cpu_percent, " %")
         )?;
+        if let Some(p) = &c.placement {
+            let how = if p.server_moved { "pinned there by the tool" } else { "as started" };
+            writeln!(f, "  cores                server {} ({how}), bench tool {}", p.server_cores, p.tool_cores)?;
+        }
         if let Some(floor) = &self.floor {
             writeln!(
                 f,

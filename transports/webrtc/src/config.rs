@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::session::SendPacing;
+
 /// Longest ICE timeout accepted: a vanished client must be reaped within this.
 pub const MAX_ICE_TIMEOUT_S: u64 = 30;
 /// Longest connect deadline accepted.
@@ -51,6 +53,13 @@ pub struct WebrtcConfig {
     /// to come back a few round trips late, not for seconds: 128 packets are about 0.4 s of a
     /// 2.5 Mb/s stream in about 150 KiB; str0m's default, 1000, costs a 720p subscriber ~1.2 MB.
     pub video_resend_packets: usize,
+    /// Whether video sent to peers goes through str0m's pacer (at 1.1 x the peer's bandwidth
+    /// estimate) rather than out as it arrives, already paced by its publisher.
+    pub pace_video: bool,
+    /// Milliseconds a session's video may wait in str0m's pacer. Past it, video frames are
+    /// dropped until the next keyframe (asked for) and the backlog drains, rather than handing
+    /// the peer seconds of stale video.
+    pub max_send_delay_ms: u64,
 }
 
 impl Default for WebrtcConfig {
@@ -69,6 +78,8 @@ impl Default for WebrtcConfig {
             max_addresses: 65_536,
             session_inbox_datagrams: 512,
             video_resend_packets: 128,
+            pace_video: false,
+            max_send_delay_ms: 250,
         }
     }
 }
@@ -96,6 +107,10 @@ pub struct ConfigError {
 impl WebrtcConfig {
     pub fn ice_timeout(&self) -> Duration {
         Duration::from_secs(self.ice_timeout_s)
+    }
+
+    pub(crate) fn send_pacing(&self) -> SendPacing {
+        SendPacing { max_send_delay: Duration::from_millis(self.max_send_delay_ms), pace_video: self.pace_video }
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -130,6 +145,9 @@ impl WebrtcConfig {
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError { key, message: "must be at least 1".into() });
+        }
+        if !(20..=10_000).contains(&self.max_send_delay_ms) {
+            return Err(ConfigError { key: "max_send_delay_ms", message: "must be 20 to 10000 milliseconds".into() });
         }
         if let Some(raw) = &self.public_addr {
             parse_public_addr(raw, self.udp_listen.port())?;

@@ -147,6 +147,7 @@ impl Negotiated {
             mux: self.mux,
             ice_timeout: self.config.ice_timeout(),
             connect_timeout: self.config.connect_timeout(),
+            pacing: self.config.send_pacing(),
             limits: SdpLimits::of(&self.config),
             offered_candidates: self.candidates,
             shutdown: self.shutdown,

@@ -3,6 +3,14 @@
 //! with the payload type negotiated for their codec and a timestamp kept continuous across
 //! source changes; the peer's PLI/FIR go to the engine as keyframe requests; its bandwidth
 //! estimate picks simulcast layers and is reported to the publishers.
+//!
+//! Video is forwarded unpaced by default (`webrtc.pace_video`), as mediasoup and Janus do: the
+//! publisher's encoder already paced it, and str0m's pacer, which sends at 1.1 x the bandwidth
+//! estimate, holds each keyframe for a few hundred milliseconds and a track that cannot go down
+//! a layer for seconds. Paced or not, when the oldest packet the pacer holds for an m-line has
+//! waited longer than `webrtc.max_send_delay_ms`, that m-line's frames are shed until the
+//! backlog is back under it and a keyframe (asked for) can start the picture again. Audio is
+//! never paced nor shed.
 
 use std::time::{Duration, Instant};
 
@@ -73,16 +81,23 @@ pub(crate) struct Egress {
     estimate_bps: u64,
     connected: bool,
     latency: metrics::Histogram,
+    max_send_delay: Duration,
+    pace_video: bool,
+    /// Video frames dropped because the pacer's backlog was too old.
+    shed: metrics::Counter,
 }
 
 impl Egress {
-    pub(crate) fn new(lines: Vec<EgressLine>) -> Self {
+    pub(crate) fn new(lines: Vec<EgressLine>, SendPacing { max_send_delay, pace_video }: SendPacing) -> Self {
         Self {
             lines,
             changes: Vec::new(),
             estimate_bps: INITIAL_ESTIMATE_BPS,
             connected: false,
             latency: metrics::histogram!("junction_webrtc_forward_latency_seconds"),
+            max_send_delay,
+            pace_video,
+            shed: metrics::counter!("junction_webrtc_video_frames_shed_total"),
         }
     }
 
@@ -195,6 +210,17 @@ impl Egress {
             return;
         };
         let Some(source) = line.source.as_mut() else { return };
+        if line.kind == MediaKind::Video && send_backlog(rtc, line.mid, self.pace_video) > self.max_send_delay {
+            // Everything after this frame depends on it: the picture starts again at a
+            // keyframe once the backlog has drained.
+            if !source.keyframe_needed {
+                debug!(mid = %line.mid, %track, "video backlog past the send delay: shedding to the next keyframe");
+            }
+            source.keyframe_needed = true;
+            let _ = media.request_keyframe(track);
+            self.shed.increment(1);
+            return;
+        }
         if source.keyframe_needed {
             if !frame.keyframe {
                 let _ = media.request_keyframe(track);
@@ -312,4 +338,22 @@ impl Egress {
             rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
         }
     }
+}
+
+/// How a session sends video (`webrtc.pace_video`, `webrtc.max_send_delay_ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendPacing {
+    pub(crate) max_send_delay: Duration,
+    pub(crate) pace_video: bool,
+}
+
+/// Readies `mid`'s video stream for a frame (paced or not; a stream can appear with any
+/// renegotiation, so this is set every time) and says how long the oldest packet str0m's pacer
+/// holds for it has waited, as of the pacer's last update (every timeout runs one).
+fn send_backlog(rtc: &mut Rtc, mid: Mid, paced: bool) -> Duration {
+    let mut api = rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(mid, None) else { return Duration::ZERO };
+    stream.set_unpaced(!paced);
+    let first_unsent = stream.queue_info().and_then(|q| q.first_unsent());
+    first_unsent.map_or(Duration::ZERO, |at| Instant::now().saturating_duration_since(at))
 }

@@ -7,6 +7,7 @@
 
 pub(crate) mod assign;
 mod egress;
+pub(crate) use egress::SendPacing;
 mod h264_fixup;
 mod ingest;
 mod request;
@@ -294,6 +295,8 @@ pub(crate) struct Parts {
     pub(crate) mux: MuxHandle,
     pub(crate) ice_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    /// Whether video is paced, and how long it may wait in the pacer before frames are shed.
+    pub(crate) pacing: SendPacing,
     pub(crate) limits: SdpLimits,
     /// Remote candidates the offer carried.
     pub(crate) offered_candidates: usize,
@@ -321,6 +324,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         media,
         ice_timeout: parts.ice_timeout,
         connect_timeout: parts.connect_timeout,
+        pacing: parts.pacing,
         shutdown: parts.shutdown,
         spec: parts.spec,
     });

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, trace};
 
 use super::assign::{Assignment, RoomTrack};
-use super::egress::{Egress, EgressLine, LineChange};
+use super::egress::{Egress, EgressLine, LineChange, SendPacing};
 use super::ingest::{Ingest, IngestLine};
 use super::room::RoomEgress;
 use super::signals::{SessionSignal, Signals};
@@ -54,6 +54,7 @@ pub(crate) struct Setup {
     pub(crate) media: EndpointMedia,
     pub(crate) ice_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) pacing: SendPacing,
     pub(crate) shutdown: CancellationToken,
     pub(crate) spec: SessionSpec,
 }
@@ -96,8 +97,21 @@ const CLOSE_OUTPUTS: usize = 64;
 
 impl Session {
     pub(crate) fn new(setup: Setup) -> Session {
-        let Setup { rtc, lines, key, mux, inbox, commands, rpc, media, ice_timeout, connect_timeout, shutdown, spec } =
-            setup;
+        let Setup {
+            rtc,
+            lines,
+            key,
+            mux,
+            inbox,
+            commands,
+            rpc,
+            media,
+            ice_timeout,
+            connect_timeout,
+            pacing,
+            shutdown,
+            spec,
+        } = setup;
         let usable = |l: &&(Mid, MediaLine)| !l.1.codecs.is_empty();
         let ingest_lines = lines
             .iter()
@@ -130,7 +144,7 @@ impl Session {
             rpc,
             media,
             ingest,
-            egress: Egress::new(egress_lines),
+            egress: Egress::new(egress_lines, pacing),
             policy,
             signals: Signals::new(spec.signals),
             signals_lost: false,
