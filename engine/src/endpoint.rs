@@ -186,14 +186,16 @@ impl EndpointMedia {
         }
     }
 
-    /// Takes whatever is queued without waiting, up to `limit` items, into `out`.
+    /// Takes whatever is queued without waiting, up to `limit` items, into `out` (feedback
+    /// first).
     pub fn drain_into(&mut self, out: &mut Vec<MediaOut>, limit: usize) {
         while out.len() < limit {
-            match self.feedback.try_recv().ok().or_else(|| self.media.try_recv().ok()) {
-                Some(item) => out.push(item),
-                None => break,
+            match self.feedback.try_recv() {
+                Ok(item) => out.push(item),
+                Err(_) => break,
             }
         }
+        self.media.drain_into(out, limit);
     }
 
     /// Asks the publisher of a subscribed track for a keyframe (rate-limited per track).

@@ -63,6 +63,9 @@ impl TimedFrames {
     /// frames dropped as stale, and whether this one was queued.
     pub(crate) fn push(&mut self, track: TrackId, frame: MediaFrame, now: Instant) -> (usize, Result<(), Refused>) {
         let stale = self.drop_stale(now);
+        if self.items.len() >= self.max_frames {
+            return (stale, Err(Refused::Dropped));
+        }
         if is_video(&frame)
             && let Some(at) = self.cut.iter().position(|t| *t == track)
         {
@@ -70,9 +73,6 @@ impl TimedFrames {
                 return (stale, Err(Refused::Dropped));
             }
             self.cut.swap_remove(at);
-        }
-        if self.items.len() >= self.max_frames {
-            return (stale, Err(Refused::Dropped));
         }
         self.items.push_back(Queued { at: now, track, frame });
         (stale, Ok(()))
@@ -154,9 +154,10 @@ pub(crate) fn media_queue(shared: &Arc<Shared>) -> (MediaSender, MediaReceiver) 
 pub(crate) struct MediaSender(Arc<Channel>);
 
 impl MediaSender {
-    pub(crate) fn try_send(&self, track: TrackId, frame: MediaFrame) -> Result<(), Refused> {
+    /// Queues `frame` at `now` (the engine clock's, read once per frame by the publisher for
+    /// all its subscribers).
+    pub(crate) fn try_send(&self, track: TrackId, frame: MediaFrame, now: Instant) -> Result<(), Refused> {
         let channel = &self.0;
-        let now = channel.shared.clock.now();
         let (stale, queued) = {
             let mut frames = channel.frames.lock();
             if !frames.receiver_alive {
@@ -210,19 +211,48 @@ impl MediaReceiver {
     }
 
     pub(crate) fn try_recv(&mut self) -> Result<MediaOut, Empty> {
-        let channel = &self.0;
-        let now = channel.shared.clock.now();
-        let (stale, next, closed) = {
-            let mut frames = channel.frames.lock();
-            let (stale, next) = frames.queue.pop(now);
-            (stale, next, frames.senders == 0)
-        };
-        channel.shared.counters.frames_dropped.add(stale as u64);
+        let mut next = None;
+        let closed = self.take(|item| {
+            next = Some(item);
+            false
+        });
         match next {
-            Some((track, frame)) => Ok(MediaOut::Frame { track, frame }),
+            Some(item) => Ok(item),
             None if closed => Err(Empty::Closed),
             None => Err(Empty::Waiting),
         }
+    }
+
+    /// Moves fresh frames into `out` until it holds `limit` items.
+    pub(crate) fn drain_into(&mut self, out: &mut Vec<MediaOut>, limit: usize) {
+        if out.len() < limit {
+            self.take(|item| {
+                out.push(item);
+                out.len() < limit
+            });
+        }
+    }
+
+    /// Hands fresh frames to `each` while it asks for more, under one lock and one reading of
+    /// the clock; returns whether every sender is gone.
+    fn take(&mut self, mut each: impl FnMut(MediaOut) -> bool) -> bool {
+        let channel = &self.0;
+        let now = channel.shared.clock.now();
+        let mut stale = 0;
+        let closed = {
+            let mut frames = channel.frames.lock();
+            loop {
+                let (dropped, next) = frames.queue.pop(now);
+                stale += dropped;
+                let Some((track, frame)) = next else { break };
+                if !each(MediaOut::Frame { track, frame }) {
+                    break;
+                }
+            }
+            frames.senders == 0
+        };
+        channel.shared.counters.frames_dropped.add(stale as u64);
+        closed
     }
 }
 

@@ -106,9 +106,15 @@ impl Subscription {
     }
 
     /// Offers one frame of a track with `layer_count` layers, of which `active` (a bit mask) are
-    /// currently being sent. Returns what happened and, when the subscriber waits for a layer,
-    /// which keyframe it needs.
-    pub(crate) fn offer(&self, frame: &MediaFrame, layer_count: u8, active: u8) -> (Offer, Option<WantKeyframe>) {
+    /// currently being sent, at `now` (the engine clock). Returns what happened and, when the
+    /// subscriber waits for a layer, which keyframe it needs.
+    pub(crate) fn offer(
+        &self,
+        frame: &MediaFrame,
+        layer_count: u8,
+        active: u8,
+        now: Instant,
+    ) -> (Offer, Option<WantKeyframe>) {
         let simulcast = layer_count > 1;
         let mut st = self.state.lock();
         let target = if simulcast { target_layer(st.preference, layer_count, active) } else { 0 };
@@ -163,7 +169,7 @@ impl Subscription {
         if simulcast {
             st.last_out = Some((out.time.ticks, frame.arrival));
         }
-        match self.tx.try_send(self.track.clone(), out) {
+        match self.tx.try_send(self.track.clone(), out, now) {
             Ok(()) => (Offer::Forwarded, want),
             Err(Refused::Dropped) => {
                 if frame.codec.kind() == MediaKind::Video {
@@ -219,27 +225,27 @@ mod tests {
             .with_layer(layer)
         };
         // Layer 2 counts as active but only layer 1 sends keyframes.
-        let (offer, want) = sub.offer(&frame(1, 0, true), 3, 0b111);
+        let (offer, want) = sub.offer(&frame(1, 0, true), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Skipped) && want.is_none(), "the target is layer 2 at first");
-        let (offer, _) = sub.offer(&frame(1, 1000, true), 3, 0b111);
+        let (offer, _) = sub.offer(&frame(1, 1000, true), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Skipped), "still within the patience");
-        let (offer, want) = sub.offer(&frame(0, 1550, false), 3, 0b111);
+        let (offer, want) = sub.offer(&frame(0, 1550, false), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Skipped) && want.is_none(), "a lower layer than the best flowing one");
-        let (offer, want) = sub.offer(&frame(1, 1550, false), 3, 0b111);
+        let (offer, want) = sub.offer(&frame(1, 1550, false), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Skipped), "a delta cannot start the stream");
         assert!(matches!(want, Some(WantKeyframe(1))), "the best flowing layer is asked for a keyframe");
-        let (offer, want) = sub.offer(&frame(1, 1600, true), 3, 0b111);
+        let (offer, want) = sub.offer(&frame(1, 1600, true), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Forwarded), "after it, layer 1's keyframe starts the stream");
         assert!(matches!(want, Some(WantKeyframe(2))), "and layer 2's keyframe is still asked for");
         assert!(rx.try_recv().is_ok());
-        let (offer, _) = sub.offer(&frame(1, 1633, false), 3, 0b111);
+        let (offer, _) = sub.offer(&frame(1, 1633, false), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Forwarded), "layer 1 keeps flowing");
         // Layer 2's keyframe moves the subscriber up.
-        let (offer, _) = sub.offer(&frame(2, 1666, true), 3, 0b111);
+        let (offer, _) = sub.offer(&frame(2, 1666, true), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Forwarded));
-        let (offer, _) = sub.offer(&frame(1, 1700, false), 3, 0b111);
+        let (offer, _) = sub.offer(&frame(1, 1700, false), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Skipped), "layer 1 stops after the switch");
-        let (offer, want) = sub.offer(&frame(1, 4000, true), 3, 0b111);
+        let (offer, want) = sub.offer(&frame(1, 4000, true), 3, 0b111, Instant::now());
         assert!(matches!(offer, Offer::Skipped) && want.is_none(), "a flowing subscriber never falls back");
     }
 }

@@ -214,8 +214,9 @@ impl Track {
             return Ok(());
         }
         let (mut forwarded, mut dropped) = (0, 0);
+        let now = self.shared.clock.now();
         for sub in self.subscribers.load().iter() {
-            let (offer, want) = sub.offer(&frame, self.layer_count, active);
+            let (offer, want) = sub.offer(&frame, self.layer_count, active, now);
             match offer {
                 Offer::Forwarded => {
                     forwarded += 1;

@@ -149,7 +149,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
   webrtc.video_resend_packets  RTP packets kept per video stream for NACK resends [128]
   webrtc.pace_video       send video at 1.1 x the peer's estimate, not as it arrives [false]
-  webrtc.max_send_delay_ms  ms video may wait in the pacer, then it is shed to a keyframe [250]
+  webrtc.max_send_delay_ms  ms paced video may wait in the pacer, then it is shed to a keyframe [250]
   whip.enabled            /whip and /whep endpoints            [true]
   whip.replace_existing   a WHIP publisher replaces its identity's older session (else 409) [false]
   sip.enabled             SIP dial-in and dial-out             [true]

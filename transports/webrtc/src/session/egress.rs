@@ -7,7 +7,7 @@
 //! Video is forwarded unpaced by default (`webrtc.pace_video`), as mediasoup and Janus do: the
 //! publisher's encoder already paced it, and str0m's pacer, which sends at 1.1 x the bandwidth
 //! estimate, holds each keyframe for a few hundred milliseconds and a track that cannot go down
-//! a layer for seconds. Paced or not, when the oldest packet the pacer holds for an m-line has
+//! a layer for seconds. With pacing on, when the oldest packet the pacer holds for an m-line has
 //! waited longer than `webrtc.max_send_delay_ms`, that m-line's frames are shed until the
 //! backlog is back under it and a keyframe (asked for) can start the picture again. Audio is
 //! never paced nor shed.
@@ -42,6 +42,9 @@ pub(crate) struct EgressLine {
     pub(crate) codecs: Vec<Codec>,
     source: Option<Source>,
     timeline: Timeline,
+    /// Whether the m-line's send stream was told to be paced or not (`webrtc.pace_video`),
+    /// which is done once the stream exists.
+    pacing_set: bool,
 }
 
 struct Source {
@@ -64,7 +67,7 @@ struct Source {
 
 impl EgressLine {
     pub(crate) fn new(mid: Mid, kind: MediaKind, codecs: Vec<Codec>) -> Self {
-        Self { mid, kind, codecs, source: None, timeline: Timeline::default() }
+        Self { mid, kind, codecs, source: None, timeline: Timeline::default(), pacing_set: false }
     }
 }
 
@@ -210,7 +213,9 @@ impl Egress {
             return;
         };
         let Some(source) = line.source.as_mut() else { return };
-        if line.kind == MediaKind::Video && send_backlog(rtc, line.mid, self.pace_video) > self.max_send_delay {
+        if line.kind == MediaKind::Video
+            && paced_backlog(rtc, line.mid, &mut line.pacing_set, self.pace_video) > self.max_send_delay
+        {
             // Everything after this frame depends on it: the picture starts again at a
             // keyframe once the backlog has drained.
             if !source.keyframe_needed {
@@ -347,13 +352,20 @@ pub(crate) struct SendPacing {
     pub(crate) pace_video: bool,
 }
 
-/// Readies `mid`'s video stream for a frame (paced or not; a stream can appear with any
-/// renegotiation, so this is set every time) and says how long the oldest packet str0m's pacer
-/// holds for it has waited, as of the pacer's last update (every timeout runs one).
-fn send_backlog(rtc: &mut Rtc, mid: Mid, paced: bool) -> Duration {
+/// Tells `mid`'s video stream whether to go through the pacer, once the stream exists
+/// (`pacing_set`); with pacing on, says how long the oldest packet the pacer holds for it has
+/// waited, as of the pacer's last update (every timeout runs one). Unpaced video never waits
+/// there, so it is not looked up again.
+fn paced_backlog(rtc: &mut Rtc, mid: Mid, pacing_set: &mut bool, paced: bool) -> Duration {
+    if *pacing_set && !paced {
+        return Duration::ZERO;
+    }
     let mut api = rtc.direct_api();
     let Some(stream) = api.stream_tx_by_mid(mid, None) else { return Duration::ZERO };
-    stream.set_unpaced(!paced);
-    let first_unsent = stream.queue_info().and_then(|q| q.first_unsent());
+    if !*pacing_set {
+        stream.set_unpaced(!paced);
+        *pacing_set = true;
+    }
+    let first_unsent = if paced { stream.queue_info().and_then(|q| q.first_unsent()) } else { None };
     first_unsent.map_or(Duration::ZERO, |at| Instant::now().saturating_duration_since(at))
 }
