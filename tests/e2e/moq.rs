@@ -18,7 +18,7 @@ use crate::support::moq::{
     MoqTarget, auth_token_arg, catalog_where, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
     watch_catalog, webtransport_close, webtransport_session,
 };
-pub(crate) use crate::support::players::{cmaf_into_moq_pub, spawn};
+pub(crate) use crate::support::players::{cmaf_into_moq_pub, spawn, stop_moq_sub};
 use crate::support::x264::frame_md5s;
 
 /// Seconds since the Unix epoch of a UTC `YYYY-MM-DD HH:MM:SS`.
@@ -193,7 +193,7 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
     // Stock moq-sub reads the peer `studio/cam` — muxed by Junction from engine frames.
     let view_token = token(&server, "studio", "viewer", false, true).await;
     let received = dir.join("received.mp4");
-    let mut moq_sub = spawn(
+    let moq_sub = spawn(
         &tool("moq-sub"),
         &["--name", "studio/cam", "--catalog", "--tls-root", &ca, &target.https(&format!("/studio?jwt={view_token}"))],
         Stdio::null(),
@@ -201,7 +201,7 @@ async fn moq_pub_h264_goes_through_the_engine_and_moq_sub_reads_it_back() {
         &dir.join("moq-sub.log"),
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
-    moq_sub.kill().await.unwrap();
+    stop_moq_sub(moq_sub, &received).await;
 
     let probe = Command::new("ffprobe")
         .args(["-v", "quiet", "-show_streams", "-count_frames", "-of", "json"])
@@ -428,7 +428,7 @@ async fn an_rtmp_publisher_is_read_by_stock_moq_sub_as_h264_with_b_frames_and_an
     // Stock moq-sub reads the RTMP peer as the MoQ broadcast `stage/obs`.
     let view_token = token(&server, "stage", "viewer", false, true).await;
     let received = dir.join("received.mp4");
-    let mut moq_sub = spawn(
+    let moq_sub = spawn(
         &tool("moq-sub"),
         &["--name", "stage/obs", "--tls-root", &ca, &target.moqt(&format!("/stage?jwt={view_token}"))],
         Stdio::null(),
@@ -436,7 +436,7 @@ async fn an_rtmp_publisher_is_read_by_stock_moq_sub_as_h264_with_b_frames_and_an
         &dir.join("moq-sub.log"),
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
-    moq_sub.kill().await.unwrap();
+    stop_moq_sub(moq_sub, &received).await;
 
     let probe = Command::new("ffprobe")
         .args([
@@ -602,7 +602,7 @@ async fn a_whip_publisher_is_read_by_stock_moq_sub() {
     // Stock moq-sub reads the WHIP peer as `stage/whip-cam`.
     let view_token = token(&server, "stage", "moq-viewer", false, true).await;
     let received = dir.join("received.mp4");
-    let mut moq_sub = spawn(
+    let moq_sub = spawn(
         &tool("moq-sub"),
         &["--name", "stage/whip-cam", "--tls-root", &ca, &target.https(&format!("/stage?jwt={view_token}"))],
         Stdio::null(),
@@ -610,7 +610,7 @@ async fn a_whip_publisher_is_read_by_stock_moq_sub() {
         &dir.join("moq-sub.log"),
     );
     tokio::time::sleep(Duration::from_secs(6)).await;
-    moq_sub.kill().await.unwrap();
+    stop_moq_sub(moq_sub, &received).await;
 
     let probe = Command::new("ffprobe")
         .args(["-v", "quiet", "-show_streams", "-of", "json"])

@@ -19,7 +19,8 @@ use crate::support::baresip::tone_wav;
 use crate::support::browser::{metric, metrics};
 use crate::support::moq::wait_for_peer;
 use crate::support::players::{
-    ffmpeg_pull, finish, flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, viewer_token,
+    ffmpeg_pull, finish, flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, stop_moq_sub,
+    viewer_token,
 };
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, play};
 use crate::support::{TestServer, chromium, lipsync};
@@ -87,11 +88,11 @@ async fn a_phone_is_heard_over_rtmp_by_moq_sub_and_by_a_room_tab() {
         &flv,
     );
     let mp4 = server.dir().join("phone-over-moq.mp4");
-    let mut sub = moq_sub(&server, room, identity, &viewer_token(&server, room, "moq").await, &mp4);
+    let sub = moq_sub(&server, room, identity, &viewer_token(&server, room, "moq").await, &mp4);
     let tab_args =
         json!({"base": server.base, "room": room, "token": viewer_token(&server, room, "tab").await, "peer": identity});
     let (played, tab) = tokio::join!(finish(player, Duration::from_secs(60)), chromium::run("listen.mjs", tab_args));
-    sub.kill().await.unwrap();
+    stop_moq_sub(sub, &mp4).await;
 
     assert!(played.0, "ffmpeg could not play the phone over RTMP: {}", played.1);
     let probe = ffprobe(&flv, &["-show_entries", "stream=codec_type,codec_name"]).await;
@@ -118,11 +119,11 @@ async fn a_browser_room_tab_is_read_by_moq_sub_and_heard_by_a_phone() {
     wait_for_peer(&server, room, "tab", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
 
     let mp4 = server.dir().join("tab-over-moq.mp4");
-    let mut sub = moq_sub(&server, room, "tab", &viewer_token(&server, room, "moq").await, &mp4);
+    let sub = moq_sub(&server, room, "tab", &viewer_token(&server, room, "moq").await, &mp4);
     let (sipp, ears) = phone(&server, room, "ears", 300, 5.0).await;
     let sipp_result = sipp.finish().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    sub.kill().await.unwrap();
+    stop_moq_sub(sub, &mp4).await;
     browser.await.expect("browser task");
 
     let (decoded, changes) = pictures(&mp4).await;
@@ -150,10 +151,10 @@ async fn an_rtmp_publisher_with_b_frames_is_seen_and_heard_by_a_room_tab_and_in_
     let rtmp_token = viewer_token(&server, room, "rtmp").await;
     let player = ffmpeg_pull(&format!("{}/{room}/obs?token={rtmp_token}", server.service("rtmp")), 5, &flv);
     let mp4 = server.dir().join("rtmp-over-moq.mp4");
-    let mut sub = moq_sub(&server, room, "obs", &viewer_token(&server, room, "moq").await, &mp4);
+    let sub = moq_sub(&server, room, "obs", &viewer_token(&server, room, "moq").await, &mp4);
     let tab_args = json!({"base": server.base, "room": room, "token": viewer_token(&server, room, "tab").await, "peer": "obs", "video": true});
     let (played, tab) = tokio::join!(finish(player, Duration::from_secs(60)), chromium::run("listen.mjs", tab_args));
-    sub.kill().await.unwrap();
+    stop_moq_sub(sub, &mp4).await;
 
     let tab_hz = tab["heard"]["hz"].as_f64().unwrap_or_default();
     assert!((tab_hz - f64::from(HZ)).abs() <= 3.0, "the room tab hears {tab_hz} Hz: {tab}");

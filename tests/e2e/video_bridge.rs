@@ -89,7 +89,7 @@ async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_trans
     let moq_token = server.token(room, "moq-player", json!({"publish": false, "subscribe": true})).await;
     let mp4 = server.dir().join("vp8-as-h264-moq.mp4");
     let moq_log = mp4.with_extension("log");
-    let mut moq_sub = crate::support::players::moq_sub(&server, room, "cam", &moq_token, &mp4);
+    let moq_sub = crate::support::players::moq_sub(&server, room, "cam", &moq_token, &mp4);
 
     // Both viewers attach to one H.264 variant of the track: one transcoder, never two.
     let mut seen = Vec::new();
@@ -100,7 +100,7 @@ async fn a_vp8_browser_tab_is_played_as_h264_over_rtmp_and_moq_through_one_trans
     assert!(seen.contains(&1.0) && seen.iter().all(|n| *n <= 1.0), "running transcoders over 6 s: {seen:?}");
     let (played, stderr) = finish(player, Duration::from_secs(40)).await;
     assert!(played, "ffmpeg could not play the VP8 tab over RTMP: {stderr}");
-    moq_sub.kill().await.unwrap();
+    crate::support::players::stop_moq_sub(moq_sub, &mp4).await;
 
     let rtmp_pictures = assert_moving_h264(&flv, 45, "RTMP playback").await;
     assert_tone(&flv, "RTMP playback").await;

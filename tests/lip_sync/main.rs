@@ -30,7 +30,8 @@ mod support;
 use support::lipsync::{BAR_MS, BROWSER_HZ, assert_browser_sync, assert_recording_sync};
 use support::moq::wait_for_peer;
 use support::players::{
-    ffmpeg_pull, finish, flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, viewer_token,
+    ffmpeg_pull, finish, flashing_into_moq_pub, flashing_into_rtmp, moq_sub, pictures, recorded_tone, stop_moq_sub,
+    viewer_token,
 };
 use support::wire_sync::{WireSync, WireViewer, wire_sync};
 use support::{TestServer, chromium};
@@ -76,9 +77,9 @@ impl Recorders {
     /// Waits for the RTMP recording, stops moq-sub, and checks both: pictures that move, the
     /// `hz` tone, lip sync; and the wire viewer's lip sync. Returns what was measured, for the
     /// log.
-    async fn check(mut self, server: &TestServer, hz: u32) -> String {
+    async fn check(self, server: &TestServer, hz: u32) -> String {
         let (played, stderr) = finish(self.rtmp, Duration::from_secs(60)).await;
-        self.moq.kill().await.unwrap();
+        stop_moq_sub(self.moq, &self.mp4).await;
         assert!(played, "ffmpeg could not play over RTMP: {stderr}");
         let mut figures = Vec::new();
         for (file, who) in [(&self.flv, "RTMP player"), (&self.mp4, "moq-sub")] {

@@ -130,6 +130,40 @@ pub fn moq_sub(server: &TestServer, room: &str, peer: &str, token: &str, out: &P
     )
 }
 
+/// Stops a `moq-sub` recording into `out` and cuts the file after its last whole MP4 box: the
+/// kill can land while moq-sub writes a fragment, and ffmpeg refuses a file whose last box is a
+/// half-written `moof` ("error reading header"), though every fragment before it is whole.
+pub async fn stop_moq_sub(mut sub: Child, out: &Path) {
+    sub.kill().await.unwrap();
+    let recorded = std::fs::read(out).unwrap_or_default();
+    let whole = whole_boxes_len(&recorded);
+    if whole < recorded.len() {
+        std::fs::OpenOptions::new().write(true).open(out).unwrap().set_len(whole as u64).unwrap();
+    }
+}
+
+/// The length of the run of whole top-level MP4 boxes `file` starts with.
+fn whole_boxes_len(file: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(header) = file.get(at..at + 8) {
+        let size = match u32::from_be_bytes([header[0], header[1], header[2], header[3]]) {
+            // A 64-bit size follows the type.
+            1 => match file.get(at + 8..at + 16) {
+                Some(large) => u64::from_be_bytes(large.try_into().unwrap()),
+                None => break,
+            },
+            // "To the end of the file": whole by definition.
+            0 => (file.len() - at) as u64,
+            size => u64::from(size),
+        };
+        match usize::try_from(size).ok().filter(|&size| size >= 8).and_then(|size| at.checked_add(size)) {
+            Some(end) if end <= file.len() => at = end,
+            _ => break,
+        }
+    }
+    at
+}
+
 pub async fn viewer_token(server: &TestServer, room: &str, identity: &str) -> String {
     server.token(room, identity, json!({"publish": false, "subscribe": true})).await
 }
@@ -178,4 +212,28 @@ pub fn flashing_into_moq_pub(server: &TestServer, room: &str, token: &str, hz: u
         &target.https(&format!("/{room}?jwt={token}")),
         &server.dir().join("moq-pub.log"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_boxes_len;
+
+    fn mp4_box(kind: &[u8; 4], body: usize) -> Vec<u8> {
+        let mut b = ((8 + body) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.resize(8 + body, 0);
+        b
+    }
+
+    #[test]
+    fn a_recording_is_cut_after_its_last_whole_box() {
+        let whole = [mp4_box(b"ftyp", 20), mp4_box(b"moov", 100), mp4_box(b"moof", 96), mp4_box(b"mdat", 300)].concat();
+        assert_eq!(whole_boxes_len(&whole), whole.len());
+        let half_moof = [&whole[..], &mp4_box(b"moof", 96)[..50]].concat();
+        assert_eq!(whole_boxes_len(&half_moof), whole.len(), "a moof cut mid-write goes");
+        let short_header = [&whole[..], &[0, 0, 1][..]].concat();
+        assert_eq!(whole_boxes_len(&short_header), whole.len());
+        let bad_size = [&whole[..], &[0, 0, 0, 4, b'f', b'r', b'e', b'e'][..]].concat();
+        assert_eq!(whole_boxes_len(&bad_size), whole.len(), "a size under a header is not a box");
+    }
 }

@@ -216,17 +216,27 @@ impl PeerConnectionEventHandler for Events {
         let frames = self.frames.clone();
         tokio::spawn(async move {
             let mut assembler = None;
+            let mut last_pli: Option<Instant> = None;
             while let Some(event) = track.poll().await {
                 let TrackRemoteEvent::OnRtpPacket(packet) = event else { continue };
+                let ssrc = packet.header.ssrc;
                 if assembler.is_none() {
-                    let ssrc = packet.header.ssrc;
                     let Some(codec) = track.codec(ssrc).await.and_then(|c| ClientCodec::from_mime(&c.mime_type)) else {
                         continue;
                     };
                     assembler = Some(FrameAssembler::new(codec));
                 }
-                if let Some(frame) = assembler.as_mut().and_then(|a| a.push(packet)) {
+                let Some(assembler) = assembler.as_mut() else { continue };
+                if let Some(frame) = assembler.push(packet) {
                     let _ = frames.send(frame);
+                }
+                // A frame lost to a gap leaves nothing decodable until a keyframe: ask for one,
+                // as a browser does, at most twice a second.
+                if assembler.take_lost() && last_pli.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
+                    last_pli = Some(Instant::now());
+                    let _ = track
+                        .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })])
+                        .await;
                 }
             }
         });

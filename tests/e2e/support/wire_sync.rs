@@ -116,7 +116,8 @@ async fn measure(viewer: WireViewer, peer: &str, frames: &[ReceivedFrame], repor
     let peer = format!("{viewer:?} wire viewer of {peer}");
     let video: Vec<&ReceivedFrame> =
         frames.iter().filter(|f| f.kind() == MediaKind::Video).skip_while(|f| !f.keyframe).collect();
-    assert!(video.len() >= 25, "{peer}: {} decodable video frames", video.len());
+    let received = frames.iter().filter(|f| f.kind() == MediaKind::Video).count();
+    assert!(video.len() >= 25, "{peer}: {} decodable video frames of {received} received", video.len());
     let codec = video[0].codec;
     let lumas = mean_lumas(&video).await;
     assert_eq!(lumas.len(), video.len(), "{peer}: ffmpeg decoded every {codec:?} frame received");

@@ -25,6 +25,8 @@ pub(super) struct FrameAssembler {
     buffer: BytesMut,
     next_seq: Option<u16>,
     broken: bool,
+    /// Set when a frame was discarded for a gap: the receiver should ask for a keyframe.
+    lost: bool,
 }
 
 impl FrameAssembler {
@@ -36,7 +38,14 @@ impl FrameAssembler {
             buffer: BytesMut::new(),
             next_seq: None,
             broken: false,
+            lost: false,
         }
+    }
+
+    /// Whether a video frame was discarded since the last call: what follows cannot be decoded
+    /// until a keyframe, which a real receiver asks for (PLI) as this one's owner should.
+    pub(super) fn take_lost(&mut self) -> bool {
+        std::mem::take(&mut self.lost)
     }
 
     pub(super) fn push(&mut self, packet: rtc::rtp::Packet) -> Option<ReceivedFrame> {
@@ -60,6 +69,7 @@ impl FrameAssembler {
         let payload = std::mem::take(&mut self.buffer).freeze();
         let broken = std::mem::replace(&mut self.broken, false);
         if broken || payload.is_empty() {
+            self.lost |= broken && self.codec != ClientCodec::Opus;
             return None;
         }
         let keyframe = match self.codec {
