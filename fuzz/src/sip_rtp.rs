@@ -1,7 +1,8 @@
 //! A phone call's media uplink (transports/sip/src/media, call/audio.rs): datagrams arriving at
 //! a call's RTP port parsed by `media::rtp::parse` (RTCP told apart, then the `rtp` crate), the
-//! call's audio payload type through the uplink (G.711 decoded, resampled, Opus-encoded for the
-//! room; Opus passed through), RFC 4733 telephone-events turned into digits and typed into a
+//! call's audio payload type through the uplink into frames of the room track (G.711 or Opus as
+//! they came), each decoded as the room's mixer decodes it (`mixer::SourceDecoder`: G.711 or
+//! libopus, resampled to 48 kHz), RFC 4733 telephone-events turned into digits and typed into a
 //! PIN prompt, as the call task does for every datagram.
 //!
 //! Input: the first byte picks the negotiated media (PCMU, PCMA or Opus, each with
@@ -9,7 +10,7 @@
 
 use std::time::Instant;
 
-use junction_core::{PeerId, TrackId};
+use junction_audio::mixer::SourceDecoder;
 use junction_sip::call::audio::Uplink;
 use junction_sip::media::dtmf::EventReceiver;
 use junction_sip::media::pin::{PinEntry, PinProgress};
@@ -34,17 +35,17 @@ pub fn run(data: &[u8]) {
     let Some((&media, datagrams)) = data.split_first() else { return };
     let Ok(remote) = sdp::parse(offer(media).as_bytes()) else { return };
     let Ok(negotiated) = sdp::negotiate(&remote, sdp::MediaEncryption::Optional) else { return };
-    let Ok(peer) = PeerId::new("sip:alice") else { return };
-    let Ok(mut uplink) = Uplink::new(&negotiated, TrackId::generate(), peer) else { return };
+    let mut uplink = Uplink::new(&negotiated);
+    let Ok(mut mixer_decoder) = SourceDecoder::new(uplink.codec()) else { return };
     let mut events = EventReceiver::default();
     let mut pin = PinEntry::new("1234", 3);
     let arrival = Instant::now();
-    let mut frames = Vec::new();
     for datagram in crate::records(datagrams) {
         let Some(packet) = rtp::parse(datagram) else { continue };
         if packet.payload_type == negotiated.pt {
-            frames.clear();
-            let _ = uplink.push(&packet, arrival, &mut frames);
+            if let Some(frame) = uplink.push(&packet, arrival) {
+                let _ = mixer_decoder.decode(&frame.payload);
+            }
         } else if Some(packet.payload_type) == negotiated.dtmf_pt
             && let Some(digit) = events.receive(packet.timestamp, &packet.payload)
             && pin.press(digit) == PinProgress::Failed

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tokio::net::UdpSocket;
 
 use crate::sip::{
-    OPEN_DIAL_IN, calls, code, collect, heard, opus_publishers, pcmu_call, sip_addr, states, tone, uac_args, wait_state,
+    OPEN_DIAL_IN, calls, code, collect, heard, pcmu_call, phone_publishers, sip_addr, states, tone, uac_args,
+    wait_state,
 };
 use crate::support::audio::{G711, g711_to_pcm};
 use crate::support::sip::{RtpRecorder, Sipp, dominant_hz, free_port, free_port_pair, scenario};
@@ -60,11 +61,11 @@ async fn a_malformed_rtp_datagram_is_dropped_and_the_phone_keeps_hearing_the_roo
     let bob_ears = RtpRecorder::start().await;
     let bob = pcmu_call("bob", bob_ears.port, crate::support::sip::play(&[tone(&dir, 1000, 7.0)], 0), 7000);
     let bob = Sipp::start(&dir, "bob", &bob, &uac_args(&server, "standup", &[]));
-    opus_publishers(&server, "standup", 1).await;
+    phone_publishers(&server, "standup", 1).await;
     let alice_ears = RtpRecorder::start().await;
     let alice = pcmu_call("alice", alice_ears.port, crate::support::sip::play(&[tone(&dir, 440, 6.0)], 0), 6000);
     let alice = Sipp::start(&dir, "alice", &alice, &uac_args(&server, "standup", &[]));
-    opus_publishers(&server, "standup", 2).await;
+    phone_publishers(&server, "standup", 2).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // The attack on bob's RTP port, repeated, with its relatives and junk on the RTCP port.
@@ -255,7 +256,7 @@ async fn dial_out_needs_the_sip_call_grant_and_goes_only_where_the_trunk_allows(
     let alice_ears = RtpRecorder::start().await;
     let alice = pcmu_call("alice", alice_ears.port, crate::support::sip::play(&[tone(&dir, 440, 6.0)], 0), 6000);
     let alice = Sipp::start(&dir, "alice", &alice, &uac_args(&server, "standup", &[]));
-    opus_publishers(&server, "standup", 1).await;
+    phone_publishers(&server, "standup", 1).await;
 
     // The attack: a moderator's admin token, any host, a bank's caller id.
     let admin = server.token("standup", "moderator", json!({"admin": true})).await;
@@ -362,7 +363,7 @@ kind = "callee"
     let auth_uri = format!("support@{target}");
     let args = uac_args(&server, "support", &["-au", "acme", "-ap", "acme-pw-42", "-auth_uri", &auth_uri]);
     let phone = Sipp::start(&dir, "oscar", &xml, &args);
-    opus_publishers(&server, "support", 1).await;
+    phone_publishers(&server, "support", 1).await;
     let result = phone.finish().await;
     result.assert_ok("oscar");
     let authorization = result

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::sip::{
-    OPEN_DIAL_IN, PCMU_AND_DTMF, calls, heard, opus_publishers, pcmu_call, phone_voice, states, tone, uac_args,
+    OPEN_DIAL_IN, PCMU_AND_DTMF, calls, heard, pcmu_call, phone_publishers, phone_voice, states, tone, uac_args,
     wait_state, whip_tone,
 };
 use crate::support::audio::assert_tone;
@@ -63,7 +63,7 @@ async fn a_late_offer_call_gets_our_offer_in_the_200_and_its_answer_from_the_ack
     let dave_ears = RtpRecorder::start().await;
     let dave = pcmu_call("dave", dave_ears.port, play(&[tone(&dir, 1000, 4.0)], 0), 4500);
     let dave = Sipp::start(&dir, "dave", &dave, &uac_args(&server, "late", &[]));
-    let mut publishers = opus_publishers(&server, "late", 2).await;
+    let mut publishers = phone_publishers(&server, "late", 2).await;
     publishers.sort();
     assert_eq!(publishers, ["sip:carol", "sip:dave"]);
     carol.finish().await.assert_ok("carol (late offer)");
@@ -168,7 +168,7 @@ async fn dial_out_hears_early_media_after_prack_while_the_far_end_rings() {
     let listener_ears = RtpRecorder::start().await;
     let listener = pcmu_call("hank", listener_ears.port, String::new(), 6000);
     let listener = Sipp::start(&dir, "hank", &listener, &uac_args(&server, "early", &[]));
-    opus_publishers(&server, "early", 1).await;
+    phone_publishers(&server, "early", 1).await;
 
     let far_ears = RtpRecorder::start().await;
     let far_port = free_port();
@@ -378,7 +378,7 @@ async fn the_api_sends_digits_moves_a_call_and_transfers_the_phone_by_refer() {
         ],
     );
     let phone = Sipp::start(&dir, "dave", &xml, &uac_args(&server, "desk", &[]));
-    opus_publishers(&server, "desk", 1).await;
+    phone_publishers(&server, "desk", 1).await;
     let id = calls(&server, "desk").await[0]["id"].as_str().unwrap().to_owned();
     let path = |room: &str, what: &str| format!("/v1/rooms/{room}/sip/calls/{id}/{what}");
 
@@ -403,7 +403,7 @@ async fn the_api_sends_digits_moves_a_call_and_transfers_the_phone_by_refer() {
     // Move the call to another room, then ask the phone to call someone else.
     let (status, moved) = server.call(Method::POST, &path("desk", "transfer"), Some(json!({"room": "desk2"}))).await;
     assert_eq!((status, moved["room"].as_str()), (200, Some("desk2")), "{moved}");
-    opus_publishers(&server, "desk2", 1).await;
+    phone_publishers(&server, "desk2", 1).await;
 
     // A room client addresses digits to the phone as `sip.dtmf` data.
     let token = server.token("desk2", "ivr", json!({"publish": false, "subscribe": false})).await;
@@ -510,7 +510,7 @@ async fn digits_go_as_sip_info_to_a_phone_without_telephone_event() {
         ],
     );
     let phone = Sipp::start(&dir, "erin", &xml, &uac_args(&server, "desk", &[]));
-    opus_publishers(&server, "desk", 1).await;
+    phone_publishers(&server, "desk", 1).await;
     let id = calls(&server, "desk").await[0]["id"].as_str().unwrap().to_owned();
     let (status, body) =
         server.call(Method::POST, &format!("/v1/rooms/desk/sip/calls/{id}/dtmf"), Some(json!({"digits": "5#"}))).await;

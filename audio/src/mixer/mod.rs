@@ -31,6 +31,7 @@ use junction_engine::engine::{DuplicatePolicy, Engine, JoinRequest};
 use junction_engine::supervise;
 
 pub use self::core::{FRAME_SAMPLES, MIX_RATE, MixConfig, MixCore, MixFrame};
+pub use self::room::SourceDecoder;
 
 /// The identity the mixer joins rooms under (only a name: nothing treats it specially).
 const IDENTITY: &str = "junction:mixer";

@@ -23,8 +23,9 @@ use junction_engine::room::Joined;
 /// Codecs the mixer decodes itself; others reach it through the engine's transcoded variants.
 const DECODED: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
 
-/// One source track: its decoder and the resampler to the mix rate.
-struct SourceDecoder {
+/// One source track: its decoder and the resampler to the mix rate. Public so that the fuzz
+/// target for a phone's media can run what the mixer runs on the payloads a call publishes.
+pub struct SourceDecoder {
     decoder: Box<dyn AudioDecoder>,
     resampler: Resampler,
     decoded: Vec<f32>,
@@ -34,7 +35,8 @@ struct SourceDecoder {
 }
 
 impl SourceDecoder {
-    fn new(codec: Codec) -> Result<Self, CodecError> {
+    /// A decoder for a track in `codec`: Opus, PCMU or PCMA ([`DECODED`]; others as PCMU).
+    pub fn new(codec: Codec) -> Result<Self, CodecError> {
         let decoder: Box<dyn AudioDecoder> = match codec {
             Codec::Opus => Box::new(OpusDecoder::new(1)?),
             other => Box::new(G711Decoder::new(G711Law::from_codec(other).unwrap_or(G711Law::MuLaw))),
@@ -44,7 +46,7 @@ impl SourceDecoder {
     }
 
     /// Decodes one frame into 48 kHz mono samples (in `self.resampled`).
-    fn decode(&mut self, payload: &[u8]) -> Result<&[f32], CodecError> {
+    pub fn decode(&mut self, payload: &[u8]) -> Result<&[f32], CodecError> {
         self.decoded.clear();
         self.mono.clear();
         self.resampled.clear();

@@ -2,8 +2,8 @@
 //! transaction ([`transaction`]) and dialog ([`ua`]) layers; dial-in admission by trunks and
 //! dispatch rules ([`admission`]), digest authentication ([`digest`]), SDP offer/answer
 //! ([`sdp`]); per-call tasks ([`call`]) that carry RTP audio between the phone (G.711 or Opus)
-//! and the room (an Opus track up, the engine mixer's minus-one down), collect PINs over DTMF
-//! ([`media`]); dial-out and the REST API ([`api`], state in [`calls`]).
+//! and the room (the phone's audio up in its own codec, the engine mixer's minus-one down),
+//! collect PINs over DTMF ([`media`]); dial-out and the REST API ([`api`], state in [`calls`]).
 //!
 //! [`start`] (the start shape every transport has) binds the sockets and spawns the stack's
 //! driver ([`stack`]); what it returns carries the banner line and the routes the server mounts

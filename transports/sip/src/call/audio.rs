@@ -1,7 +1,6 @@
 //! A call's two audio paths, built from the engine's codec toolkit.
-//! - Uplink: the phone's RTP -> frames of the room track. G.711 goes through the toolkit's
-//!   PCMU/PCMA->Opus transcoder (decode, 8 -> 48 kHz, Opus, timestamps kept, gaps concealed);
-//!   an Opus call's packets are published as they are.
+//! - Uplink: the phone's RTP -> frames of the room track, in the call's codec (G.711 or Opus)
+//!   as they came; other codecs are the engine's transcoded variants, made on demand.
 //! - Downlink: 48 kHz mono PCM (the room's minus-one, or a prompt) -> the negotiated codec at
 //!   its own rate -> RTP packets, one per 20 ms.
 
@@ -10,11 +9,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use junction_audio::codec::g711::{G711Encoder, G711Law};
 use junction_audio::codec::opus::{OpusEncoder, OpusMode};
-use junction_audio::codec::transcode::build_transcoder;
 use junction_audio::codec::{AudioEncoder, CodecError, Resampler, SampleFifo};
 use junction_audio::mixer::MIX_RATE;
-use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, MediaTime, PeerId, TrackId, TrackInfo, TrackSource};
-use junction_engine::{FrameTranscoder, TranscodeError};
+use junction_core::{Codec, CodecParams, MediaFrame, MediaTime};
 
 use crate::media::dtmf::{END_REPEATS, EventSender};
 use crate::media::rtp::{RtpIn, RtpOut};
@@ -42,11 +39,14 @@ impl TimestampExtender {
     }
 }
 
-/// The phone's audio on its way into the room.
+/// The phone's audio on its way into the room: its payloads as they are (G.711 or Opus), on a
+/// timeline that starts at zero. Nothing is transcoded here: the room's mixer decodes G.711
+/// itself, and a viewer that takes another codec (a browser's Opus, an RTMP player's AAC) gets it
+/// from the engine's transcoded variant of the track, made once a viewer needs it and shared by
+/// all of them. A call in a room of phones thus costs no Opus encoding at all.
 pub struct Uplink {
     codec: Codec,
     clock_rate: u32,
-    transcoder: Option<Box<dyn FrameTranscoder>>,
     /// The first RTP timestamp: the published track's timeline starts at zero.
     base: Option<u64>,
     timestamps: TimestampExtender,
@@ -55,62 +55,37 @@ pub struct Uplink {
 }
 
 impl Uplink {
-    pub fn new(media: &Negotiated, track: TrackId, peer: PeerId) -> Result<Self, TranscodeError> {
-        if media.codec == Codec::Opus {
-            let params = CodecParams {
+    pub fn new(media: &Negotiated) -> Self {
+        let params = match media.codec {
+            Codec::Opus => CodecParams {
                 clock_rate: 48_000,
                 channels: 2,
                 fmtp: Some(junction_audio::codec::opus::fmtp(1)),
                 ..CodecParams::default()
-            };
-            return Ok(Self {
-                codec: Codec::Opus,
-                clock_rate: 48_000,
-                transcoder: None,
-                base: None,
-                timestamps: TimestampExtender::default(),
-                params,
-            });
-        }
-        let input = TrackInfo {
-            id: track,
-            peer,
-            name: "phone".into(),
-            kind: MediaKind::Audio,
-            source: TrackSource::Microphone,
-            codec: media.codec,
-            params: CodecParams::for_codec(media.codec),
-            layers: Vec::new(),
-            muted: false,
+            },
+            other => CodecParams { clock_rate: media.clock_rate, ..CodecParams::for_codec(other) },
         };
-        let (transcoder, params) = build_transcoder(media.codec, Codec::Opus, &input)?;
-        Ok(Self {
+        Self {
             codec: media.codec,
-            clock_rate: media.clock_rate,
-            transcoder: Some(transcoder),
+            clock_rate: params.clock_rate,
             base: None,
             timestamps: TimestampExtender::default(),
             params,
-        })
+        }
     }
 
-    /// One audio RTP packet in; Opus frames for the room track out (into `out`).
-    pub fn push(&mut self, packet: &RtpIn, arrival: Instant, out: &mut Vec<MediaFrame>) -> Result<(), TranscodeError> {
+    /// The published track's codec: the call's.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// One audio RTP packet in; the room track's frame out (none for a packet older than the
+    /// first).
+    pub fn push(&mut self, packet: &RtpIn, arrival: Instant) -> Option<MediaFrame> {
         let ts = self.timestamps.extend(packet.timestamp);
         let base = *self.base.get_or_insert(ts);
-        let Some(ticks) = ts.checked_sub(base) else {
-            // Older than the first packet: nothing to place it at.
-            return Ok(());
-        };
-        let frame =
-            MediaFrame::audio(self.codec, MediaTime::new(ticks, self.clock_rate), arrival, packet.payload.clone());
-        match self.transcoder.as_mut() {
-            Some(transcoder) => transcoder.transcode(&frame, out),
-            None => {
-                out.push(frame);
-                Ok(())
-            }
-        }
+        let ticks = ts.checked_sub(base)?;
+        Some(MediaFrame::audio(self.codec, MediaTime::new(ticks, self.clock_rate), arrival, packet.payload.clone()))
     }
 }
 
@@ -229,26 +204,52 @@ mod tests {
     }
 
     #[test]
-    fn a_g711_tone_comes_out_as_opus_frames_with_a_continuous_timeline() {
-        let mut uplink = Uplink::new(&pcmu(), TrackId::generate(), PeerId::new("sip:alice").unwrap()).unwrap();
-        assert_eq!(uplink.params.clock_rate, 48_000);
+    fn a_g711_call_is_published_as_g711_on_a_timeline_from_zero() {
+        let mut uplink = Uplink::new(&pcmu());
+        assert_eq!((uplink.codec(), uplink.params.clock_rate, uplink.params.channels), (Codec::Pcmu, 8000, 1));
         let mut encoder = G711Encoder::new(G711Law::MuLaw);
         let mut frames = Vec::new();
+        // Starting just before the 32-bit wrap: the timeline goes on across it.
+        let first = u32::MAX - 10 * 160;
         for n in 0..50u32 {
             let pcm = sine_from(u64::from(n) * 160, 440.0, 0.3, 8000, 1, 160);
             let packet = RtpIn {
                 payload_type: 0,
                 sequence: n as u16,
-                timestamp: 1_000_000 + n * 160,
+                timestamp: first.wrapping_add(n * 160),
                 ssrc: 1,
                 marker: n == 0,
                 payload: encoder.encode(&pcm).unwrap(),
             };
-            uplink.push(&packet, Instant::now(), &mut frames).unwrap();
+            frames.extend(uplink.push(&packet, Instant::now()));
         }
-        assert!(frames.len() >= 45, "about one Opus frame per packet, got {}", frames.len());
-        assert!(frames.iter().all(|f| f.codec == Codec::Opus && f.time.rate == 48_000));
-        assert!(frames.windows(2).all(|w| w[1].time.ticks == w[0].time.ticks + 960));
+        assert_eq!(frames.len(), 50);
+        assert!(frames.iter().all(|f| f.codec == Codec::Pcmu && f.time.rate == 8000));
+        let ticks: Vec<u64> = frames.iter().map(|f| f.time.ticks).collect();
+        assert!(ticks.iter().enumerate().all(|(n, t)| *t == n as u64 * 160), "{ticks:?}");
+        let mut decoder = G711Decoder::new(G711Law::MuLaw);
+        let mut pcm = Vec::new();
+        for frame in &frames {
+            decoder.decode(&frame.payload, &mut pcm).unwrap();
+        }
+        let freq = dominant_frequency(&pcm, 1, 8000).unwrap();
+        assert!((freq - 440.0).abs() < 5.0, "the payloads are the phone's: {freq}");
+        let before = RtpIn { timestamp: first.wrapping_sub(160), ..rtp_in(0) };
+        assert!(
+            uplink.push(&before, Instant::now()).is_none(),
+            "older than the first packet: no place on the timeline"
+        );
+    }
+
+    fn rtp_in(payload_type: u8) -> RtpIn {
+        RtpIn {
+            payload_type,
+            sequence: 0,
+            timestamp: 0,
+            ssrc: 1,
+            marker: false,
+            payload: Bytes::from_static(&[0xff; 160]),
+        }
     }
 
     #[test]
@@ -277,7 +278,7 @@ mod tests {
     #[test]
     fn an_opus_call_is_published_as_is_and_hears_opus() {
         let opus = Negotiated { codec: Codec::Opus, pt: 96, clock_rate: 48_000, channels: 2, ..pcmu() };
-        let mut uplink = Uplink::new(&opus, TrackId::generate(), PeerId::new("sip:olga").unwrap()).unwrap();
+        let mut uplink = Uplink::new(&opus);
         let mut frames = Vec::new();
         for n in 0..3u32 {
             let packet = RtpIn {
@@ -288,7 +289,7 @@ mod tests {
                 marker: false,
                 payload: Bytes::from_static(&[0xf8, 0xff, 0xfe]),
             };
-            uplink.push(&packet, Instant::now(), &mut frames).unwrap();
+            frames.extend(uplink.push(&packet, Instant::now()));
         }
         let ticks: Vec<u64> = frames.iter().map(|f| f.time.ticks).collect();
         assert_eq!(ticks, [0, 960, 1920]);

@@ -1,5 +1,5 @@
 //! One call's task. It owns everything the call holds — its RTP/RTCP sockets, its endpoint in
-//! the room (so the phone leaves the room however the task ends), its published Opus track,
+//! the room (so the phone leaves the room however the task ends), its published audio track,
 //! its place in the room's mix — and moves the audio: the phone's RTP up into the room, the
 //! room's minus-one (or a PIN prompt) down to the phone every 20 ms. It also collects the PIN,
 //! and notices a phone gone silent (RTP timeout) or a room that closed. The SIP side (BYE,
@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use junction_audio::mixer::{FRAME_SAMPLES, MixListener, Mixer};
-use junction_core::{
-    Codec, DataMessage, EndpointEvent, PeerId, PublishRequest, RoomId, TrackId, TrackSource, TransportKind,
-};
+use junction_core::{DataMessage, EndpointEvent, PeerId, PublishRequest, RoomId, TrackSource, TransportKind};
 use junction_engine::supervise;
 use junction_engine::{DuplicatePolicy, Endpoint, EndpointMedia, EndpointRpc, Engine, JoinRequest, TrackPublisher};
 use tokio::net::UdpSocket;
@@ -98,7 +96,6 @@ struct InRoom {
     uplink: Uplink,
     listener: MixListener,
     mix: VecDeque<Vec<f32>>,
-    uplink_failures: u64,
 }
 
 enum Phase {
@@ -222,15 +219,14 @@ impl CallTask {
 
     fn enter_room(&mut self, endpoint: Endpoint) -> Result<InRoom, CallEnd> {
         let (rpc, media) = endpoint.split();
-        let uplink = Uplink::new(&self.media, TrackId::generate(), self.identity.clone())
-            .map_err(|e| CallEnd::Failed(e.to_string()))?;
-        let request = PublishRequest::new("phone", Codec::Opus)
+        let uplink = Uplink::new(&self.media);
+        let request = PublishRequest::new("phone", uplink.codec())
             .with_source(TrackSource::Microphone)
             .with_params(uplink.params.clone());
         let track = rpc.publish(request).map_err(|e| CallEnd::Failed(e.to_string()))?;
         let listener = self.mixer.listen(&self.room, &self.identity).map_err(|e| CallEnd::Failed(e.to_string()))?;
         info!(room = %self.room, peer = %self.identity, call = %self.id, track = %track.id(), codec = %self.media.codec, "phone in the room");
-        Ok(InRoom { rpc, _media: media, track, uplink, listener, mix: VecDeque::new(), uplink_failures: 0 })
+        Ok(InRoom { rpc, _media: media, track, uplink, listener, mix: VecDeque::new() })
     }
 
     /// Joins the room after the right PIN.
@@ -428,17 +424,9 @@ impl CallTask {
             self.last_heard = now;
             if let Phase::Room(room) = phase
                 && self.media.direction.receives()
+                && let Some(frame) = room.uplink.push(&packet, now)
             {
-                let mut frames = Vec::new();
-                if let Err(err) = room.uplink.push(&packet, now, &mut frames) {
-                    room.uplink_failures += 1;
-                    if room.uplink_failures.is_power_of_two() {
-                        warn!(call = %self.id, failures = room.uplink_failures, "phone audio: {err}");
-                    }
-                }
-                for frame in frames {
-                    let _ = room.track.send(frame);
-                }
+                let _ = room.track.send(frame);
             }
         } else if Some(packet.payload_type) == self.media.dtmf_pt {
             self.last_heard = now;
