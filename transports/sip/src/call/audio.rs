@@ -43,7 +43,7 @@ impl TimestampExtender {
 /// timeline that starts at zero. Nothing is transcoded here: the room's mixer decodes G.711
 /// itself, and a viewer that takes another codec (a browser's Opus, an RTMP player's AAC) gets it
 /// from the engine's transcoded variant of the track, made once a viewer needs it and shared by
-/// all of them. A call in a room of phones thus costs no Opus encoding at all.
+/// all of them. A G.711 call in a room of phones thus costs no Opus encoding at all.
 pub struct Uplink {
     codec: Codec,
     clock_rate: u32,
@@ -234,22 +234,18 @@ mod tests {
         }
         let freq = dominant_frequency(&pcm, 1, 8000).unwrap();
         assert!((freq - 440.0).abs() < 5.0, "the payloads are the phone's: {freq}");
-        let before = RtpIn { timestamp: first.wrapping_sub(160), ..rtp_in(0) };
+        let before = RtpIn {
+            payload_type: 0,
+            sequence: 50,
+            timestamp: first.wrapping_sub(160),
+            ssrc: 1,
+            marker: false,
+            payload: Bytes::from_static(&[0xff; 160]),
+        };
         assert!(
             uplink.push(&before, Instant::now()).is_none(),
             "older than the first packet: no place on the timeline"
         );
-    }
-
-    fn rtp_in(payload_type: u8) -> RtpIn {
-        RtpIn {
-            payload_type,
-            sequence: 0,
-            timestamp: 0,
-            ssrc: 1,
-            marker: false,
-            payload: Bytes::from_static(&[0xff; 160]),
-        }
     }
 
     #[test]
