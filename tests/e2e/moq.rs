@@ -18,7 +18,8 @@ use crate::support::moq::{
     MoqTarget, auth_token_arg, catalog_where, forge_token, quic, raw_close, raw_session, token, tool, wait_for_peer,
     watch_catalog, webtransport_close, webtransport_session,
 };
-pub(crate) use crate::support::players::{cmaf_into_moq_pub, spawn, stop_moq_sub};
+use crate::support::players::stop_moq_sub;
+pub(crate) use crate::support::players::{cmaf_into_moq_pub, spawn};
 use crate::support::x264::frame_md5s;
 
 /// Seconds since the Unix epoch of a UTC `YYYY-MM-DD HH:MM:SS`.

@@ -35,7 +35,8 @@ pub struct SourceDecoder {
 }
 
 impl SourceDecoder {
-    /// A decoder for a track in `codec`: Opus, PCMU or PCMA ([`DECODED`]; others as PCMU).
+    /// A decoder for a track in `codec`: Opus, PCMU or PCMA (the codecs the mixer takes; any
+    /// other is read as PCMU).
     pub fn new(codec: Codec) -> Result<Self, CodecError> {
         let decoder: Box<dyn AudioDecoder> = match codec {
             Codec::Opus => Box::new(OpusDecoder::new(1)?),

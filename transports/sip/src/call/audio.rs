@@ -46,7 +46,6 @@ impl TimestampExtender {
 /// all of them. A G.711 call in a room of phones thus costs no Opus encoding at all.
 pub struct Uplink {
     codec: Codec,
-    clock_rate: u32,
     /// The first RTP timestamp: the published track's timeline starts at zero.
     base: Option<u64>,
     timestamps: TimestampExtender,
@@ -65,13 +64,7 @@ impl Uplink {
             },
             other => CodecParams { clock_rate: media.clock_rate, ..CodecParams::for_codec(other) },
         };
-        Self {
-            codec: media.codec,
-            clock_rate: params.clock_rate,
-            base: None,
-            timestamps: TimestampExtender::default(),
-            params,
-        }
+        Self { codec: media.codec, base: None, timestamps: TimestampExtender::default(), params }
     }
 
     /// The published track's codec: the call's.
@@ -85,7 +78,8 @@ impl Uplink {
         let ts = self.timestamps.extend(packet.timestamp);
         let base = *self.base.get_or_insert(ts);
         let ticks = ts.checked_sub(base)?;
-        Some(MediaFrame::audio(self.codec, MediaTime::new(ticks, self.clock_rate), arrival, packet.payload.clone()))
+        let time = MediaTime::new(ticks, self.params.clock_rate);
+        Some(MediaFrame::audio(self.codec, time, arrival, packet.payload.clone()))
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) struct EgressLine {
     source: Option<Source>,
     timeline: Timeline,
     /// Whether the m-line's send stream was told to be paced or not (`webrtc.pace_video`),
-    /// which is done once the stream exists.
+    /// which is done once the stream exists, and again for each source attached.
     pacing_set: bool,
 }
 
@@ -170,6 +170,8 @@ impl Egress {
             payload: None,
             keyframe_needed: line.kind == MediaKind::Video,
         });
+        // The line may have been renegotiated since its stream was last told: tell it again.
+        line.pacing_set = false;
         self.changes.push(LineChange::Sending { mid: line.mid, track: track.clone() });
         if self.connected {
             let _ = media.request_keyframe(track);
