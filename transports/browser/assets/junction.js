@@ -511,6 +511,11 @@ class PeerLink {
     this.peer = peer;
     this.makingOffer = false;
     this.ignoreOffer = false;
+    // Set while an answer is being applied: the connection is about to be stable, so an offer
+    // arriving then is no collision (the "perfect negotiation" pattern's
+    // isSettingRemoteAnswerPending; without it the impolite side dropped such an offer for good
+    // and the other side stayed in have-local-offer, its tracks never shown).
+    this.settingRemoteAnswer = false;
     this.sources = {};         // local stream id -> source
     this.remoteSources = {};   // remote stream id -> source
     this.pc = new RTCPeerConnection({ iceServers: session.options.iceServers });
@@ -560,10 +565,16 @@ class PeerLink {
     try {
       if (sdp) {
         Object.assign(this.remoteSources, sources ?? {});
-        const collision = sdp.type === 'offer' && (this.makingOffer || this.pc.signalingState !== 'stable');
+        const ready = !this.makingOffer && (this.pc.signalingState === 'stable' || this.settingRemoteAnswer);
+        const collision = sdp.type === 'offer' && !ready;
         this.ignoreOffer = !this.polite && collision;
         if (this.ignoreOffer) return;
-        await this.pc.setRemoteDescription(sdp);
+        this.settingRemoteAnswer = sdp.type === 'answer';
+        try {
+          await this.pc.setRemoteDescription(sdp);
+        } finally {
+          this.settingRemoteAnswer = false;
+        }
         if (sdp.type === 'offer') {
           for (const [source, track] of this.session.local) this.addTrack(track, source);
           await this.pc.setLocalDescription();
