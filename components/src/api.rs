@@ -24,22 +24,37 @@ fn invalid(field: &str, problem: impl std::fmt::Display) -> ApiError {
     ApiError::unprocessable("invalid_field", format!("{field}: {problem}"))
 }
 
-/// Reads a component from the request body: its `type`, then that type's options.
-fn spec(body: Value) -> Result<Spec, ApiError> {
+/// Reads a component from the request body: its `type`, then that type's options (read as
+/// that type's own struct, so an error names the option's path, as `layout`).
+fn spec(mut body: Value) -> Result<Spec, ApiError> {
     let kind = match body.get("type") {
         Some(Value::String(kind)) => kind.clone(),
         Some(_) => return Err(invalid("type", "a string")),
         None => return Err(invalid("type", format!("missing (one of: {})", Spec::TYPES.join(", ")))),
     };
-    if !Spec::TYPES.contains(&kind.as_str()) {
-        return Err(invalid("type", format!("unknown component type {kind:?} (one of: {})", Spec::TYPES.join(", "))));
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("type");
     }
-    let spec: Spec = serde_path_to_error::deserialize(body).map_err(|err| {
-        let path = err.path().to_string();
-        invalid(if path == "." { "body" } else { path.as_str() }, err.into_inner())
-    })?;
+    let spec = match kind.as_str() {
+        "file" => Spec::File(options(body)?),
+        "rtsp" => Spec::Rtsp(options(body)?),
+        "recording" => Spec::Recording(options(body)?),
+        _ => {
+            return Err(invalid(
+                "type",
+                format!("unknown component type {kind:?} (one of: {})", Spec::TYPES.join(", ")),
+            ));
+        }
+    };
     spec.validate().map_err(|(field, problem)| invalid(field, problem))?;
     Ok(spec)
+}
+
+fn options<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|err| {
+        let path = err.path().to_string();
+        invalid(if path == "." { "body" } else { path.as_str() }, err.into_inner())
+    })
 }
 
 fn error(err: ComponentError) -> ApiError {

@@ -1,6 +1,6 @@
 //! junction-components: things the server runs inside a room that are not a person's client —
-//! for now the `file` source ([`file`]) and the `rtsp` camera ([`rtsp`]) — behind the components
-//! REST API
+//! the `file` source ([`file`]), the `rtsp` camera ([`rtsp`]) and the `recording` output
+//! ([`recording`]) — behind the components REST API
 //! (`/v1/rooms/{room}/components`, [`api`]). Each component is a task with a state (`starting →
 //! running → stopped | failed`, with a `reason`), announced on the engine's event stream
 //! (`component_started`, `_finished`, `_failed`, which webhooks deliver) and kept in the state
@@ -8,11 +8,13 @@
 
 mod api;
 pub mod file;
+pub mod recording;
 mod registry;
 pub mod rtsp;
 
 use junction_transport_api::{Service, Started, TransportContext};
 
+pub use recording::{RecordingConfig, Recordings, S3Config};
 pub use registry::{ComponentError, Components};
 
 /// How a source ended by itself (a failure is an `Err` with the reason).
@@ -24,15 +26,15 @@ pub enum Ended {
 }
 
 /// Starts the components service: restarts the components the state store kept, and returns
-/// the `/v1` routes.
-pub async fn start(ctx: &TransportContext) -> Started {
-    let components = Components::new(ctx.engine.clone(), ctx.store.clone(), ctx.shutdown.clone());
+/// the `/v1` routes. Recordings go where `recordings` says (`[recording]`, resolved).
+pub async fn start(ctx: &TransportContext, recordings: Recordings) -> Started {
+    let components = Components::new(ctx.engine.clone(), ctx.store.clone(), ctx.shutdown.clone(), recordings);
     components.restore().await;
     Started {
         services: vec![Service {
             name: "components",
             url: format!("{}/v1/rooms/{{room}}/components", ctx.public_url),
-            about: "room components: files played into rooms, RTSP cameras pulled into them",
+            about: "room components: files played into rooms, RTSP cameras pulled into them, recordings",
         }],
         api: api::routes(components),
         ..Started::default()

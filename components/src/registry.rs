@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::Ended;
 use crate::file::{self, FileOptions, Playback};
+use crate::recording::{self, Recorder, RecordingOptions, Recordings};
 use crate::rtsp::{self, Pull, RtspOptions};
 
 /// Components at once, in all and per room.
@@ -40,15 +41,17 @@ pub enum State {
 pub enum Spec {
     File(FileOptions),
     Rtsp(RtspOptions),
+    Recording(RecordingOptions),
 }
 
 impl Spec {
-    pub const TYPES: &'static [&'static str] = &["file", "rtsp"];
+    pub const TYPES: &'static [&'static str] = &["file", "rtsp", "recording"];
 
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         match self {
             Spec::File(options) => options.validate(),
             Spec::Rtsp(options) => options.validate(),
+            Spec::Recording(options) => options.validate(),
         }
     }
 }
@@ -71,6 +74,9 @@ struct Record {
     #[serde(flatten)]
     spec: Spec,
     created_at_ms: u64,
+    /// Where an output writes (a recording's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
 }
 
 struct Entry {
@@ -97,6 +103,8 @@ struct Inner {
     shutdown: CancellationToken,
     entries: Mutex<HashMap<String, Entry>>,
     scratch: PathBuf,
+    /// `[recording]`: recordings go to `<dir>/<room>/<component id>/`, and are copied to S3.
+    recordings: Recordings,
 }
 
 /// The components service (cheap to clone).
@@ -116,9 +124,10 @@ fn now_ms() -> u64 {
 }
 
 impl Components {
-    pub fn new(engine: Engine, store: Store, shutdown: CancellationToken) -> Components {
+    pub fn new(engine: Engine, store: Store, shutdown: CancellationToken, recordings: Recordings) -> Components {
         let scratch = std::env::temp_dir().join(format!("junction-components-{}", std::process::id()));
-        Components { inner: Arc::new(Inner { engine, store, shutdown, entries: Mutex::new(HashMap::new()), scratch }) }
+        let entries = Mutex::new(HashMap::new());
+        Components { inner: Arc::new(Inner { engine, store, shutdown, entries, scratch, recordings }) }
     }
 
     /// Starts the components the store kept (a restart).
@@ -151,7 +160,10 @@ impl Components {
                 return Err(ComponentError::TooMany(MAX_PER_ROOM));
             }
         }
-        let record = Record { id: junction_core::ids::random_id("CO_", 12), room, spec, created_at_ms: now_ms() };
+        let id = junction_core::ids::random_id("CO_", 12);
+        let path =
+            matches!(spec, Spec::Recording(_)).then(|| recording::directory(&self.inner.recordings.dir, &room, &id));
+        let record = Record { id, room, spec, created_at_ms: now_ms(), path };
         if let Err(err) = self.inner.store.put(Kind::Component, &record.id, record.room.as_str(), &record).await {
             warn!(component = %record.id, "cannot keep the component in the state store: {err}");
         }
@@ -231,6 +243,24 @@ impl Components {
                         states.set_state(&state_id, state, reason);
                     };
                     contained(rtsp::pull(pull, state)).await
+                }
+                Spec::Recording(options) => {
+                    let recorder = Recorder {
+                        engine: this.inner.engine.clone(),
+                        room: record.room.clone(),
+                        component: id.clone(),
+                        options,
+                        dir: record
+                            .path
+                            .clone()
+                            .unwrap_or_else(|| recording::directory(&this.inner.recordings.dir, &record.room, &id)),
+                        s3: this.inner.recordings.s3.clone(),
+                        stop: stop.clone(),
+                    };
+                    let started = this.clone();
+                    let started_id = id.clone();
+                    contained(recording::record(recorder, move || started.set_state(&started_id, State::Running, None)))
+                        .await
                 }
             };
             let _ = tokio::fs::remove_dir_all(&scratch).await;

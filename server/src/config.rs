@@ -33,6 +33,7 @@ pub struct Config {
     pub log: LogConfig,
     pub webhook: WebhookConfig,
     pub mixer: MixerConfig,
+    pub recording: junction_components::RecordingConfig,
     pub video: junction_video::VideoConfig,
     pub moq: junction_moq::MoqConfig,
     pub sip: junction_sip::SipConfig,
@@ -354,11 +355,21 @@ impl Config {
         }
     }
 
+    /// Where recording components write (`recording.dir`, else `<data_dir>/recordings`, the
+    /// default data directory's when state is kept in memory or in Redis) and copy to.
+    pub fn recordings(&self) -> Result<junction_components::Recordings, String> {
+        let default_dir = self.data_dir().unwrap_or_else(crate::state::default_data_dir).join("recordings");
+        self.recording.resolve(default_dir)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(key) = &self.api_key
             && !junction_auth::is_strong_secret(key)
         {
             return Err(invalid("api_key", "must be at least 16 characters, without spaces"));
+        }
+        if let Some(s3) = &self.recording.s3 {
+            s3.store().map_err(|err| invalid("recording.s3", err))?;
         }
         if !self.dev_mode() {
             junction_auth::Authority::with_keys(self.api_keys(), &self.signing_key())

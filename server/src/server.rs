@@ -131,8 +131,9 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     wiring.add(junction_webrtc::start(&ctx, &config.webrtc).await?, &mut ctx);
     wiring.add(junction_whip::start(&ctx, &config.whip).await?, &mut ctx);
     wiring.add(junction_browser::start(&ctx, &config.browser).await?, &mut ctx);
-    // Room components (files played into rooms), restarted from the state store.
-    wiring.add(junction_components::start(&ctx).await, &mut ctx);
+    // Room components (files played into rooms, recordings), restarted from the state store.
+    let recordings = config.recordings().map_err(anyhow::Error::msg)?;
+    wiring.add(junction_components::start(&ctx, recordings).await, &mut ctx);
 
     // Cluster mode: registry, control bus and media relay over the shared Redis.
     let cluster = match &config.cluster.redis_url {

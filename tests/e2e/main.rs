@@ -18,6 +18,7 @@ mod hardening_sip;
 mod hardening_webrtc;
 mod moq;
 mod pair_matrix;
+mod recording;
 mod rest;
 mod rtmp;
 mod rtmp_webrtc;

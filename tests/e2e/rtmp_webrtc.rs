@@ -15,12 +15,18 @@ use crate::support::audio::decode_file_audio;
 use crate::support::webrtc_client::{ClientOptions, WhipPublisher};
 use crate::support::{TestServer, chromium, eventually, lipsync, x264};
 
-const TONE_HZ: f64 = 880.0;
-const FPS: u32 = 30;
+pub(crate) const TONE_HZ: f64 = 880.0;
+pub(crate) const FPS: u32 = 30;
+
+/// The test pattern at [`FPS`], white during the first half of every second (with the tone of
+/// [`publish`]).
+pub(crate) fn flashing() -> String {
+    format!("testsrc=size=320x240:rate={FPS},drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.5)'")
+}
 
 /// Publishes `video` at 30 fps and a libopus `TONE_HZ` tone in 20 ms packets, in real time; the
 /// tone sounds during the first half of every second, when the video (lipsync's flash) is white.
-async fn publish(publisher: &WhipPublisher, video: &[Bytes]) {
+pub(crate) async fn publish(publisher: &WhipPublisher, video: &[Bytes]) {
     let mut encoder = opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Audio).expect("opus");
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     let frame = Duration::from_micros(1_000_000 / u64::from(FPS));
@@ -56,11 +62,7 @@ async fn ffmpeg_plays_a_whip_publisher_over_rtmp_as_h264_and_aac() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let server = TestServer::start().await;
     let rtmp = server.service("rtmp").to_owned();
-    // The test pattern, white during the first half of every second (with the tone).
-    let flashing = format!(
-        "testsrc=size=320x240:rate={FPS},drawbox=x=0:y=0:w=iw:h=ih:color=white:t=fill:enable='lt(mod(t,1),0.5)'"
-    );
-    let (_, video) = x264::baseline_access_units_of(server.dir(), "pattern", &flashing, 6, FPS).await;
+    let (_, video) = x264::baseline_access_units_of(server.dir(), "pattern", &flashing(), 6, FPS).await;
     assert_eq!(video.len(), 6 * FPS as usize);
 
     let viewer_token = server.token("bridge", "rtmp-player", json!({"publish": false, "subscribe": true})).await;

@@ -74,10 +74,16 @@ async fn frame_tags(file: &Path, source: &str, filter: &str, tag: &str) -> Vec<(
         .collect()
 }
 
-/// Beep minus flash in ms (median over the recording's flashes), with how many pairs were found.
-pub async fn offset_ms(file: &Path) -> (f64, usize) {
+/// When the picture turns white (seconds on the file's timeline): frames whose mean luma
+/// crosses 200.
+pub async fn flashes(file: &Path) -> Vec<f64> {
     let lumas = frame_tags(file, "movie", "signalstats", "lavfi.signalstats.YAVG").await;
-    let flashes: Vec<f64> = lumas.windows(2).filter(|w| w[1].1 > 200.0 && w[0].1 <= 200.0).map(|w| w[1].0).collect();
+    lumas.windows(2).filter(|w| w[1].1 > 200.0 && w[0].1 <= 200.0).map(|w| w[1].0).collect()
+}
+
+/// When a beep starts (seconds on the file's timeline): a 10 ms block above -40 dBFS after one
+/// below.
+pub async fn beeps(file: &Path) -> Vec<f64> {
     // 10 ms blocks at 48 kHz; RMS level in dBFS (-inf for silence parses as a non-number).
     let levels = frame_tags(
         file,
@@ -87,7 +93,12 @@ pub async fn offset_ms(file: &Path) -> (f64, usize) {
     )
     .await;
     let loud = |db: f64| db.is_finite() && db > -40.0;
-    let beeps: Vec<f64> = levels.windows(2).filter(|w| loud(w[1].1) && !loud(w[0].1)).map(|w| w[1].0).collect();
+    levels.windows(2).filter(|w| loud(w[1].1) && !loud(w[0].1)).map(|w| w[1].0).collect()
+}
+
+/// Beep minus flash in ms (median over the recording's flashes), with how many pairs were found.
+pub async fn offset_ms(file: &Path) -> (f64, usize) {
+    let (flashes, beeps) = (flashes(file).await, beeps(file).await);
     let offsets = paired_offsets(&flashes, &beeps);
     assert!(offsets.len() >= 2, "{}: flashes {flashes:?} and beeps {beeps:?} do not pair up", file.display());
     (offsets[offsets.len() / 2], offsets.len())

@@ -12,6 +12,7 @@ pub mod moq;
 pub mod players;
 pub mod redis;
 pub mod rtmp_client;
+pub mod s3;
 pub mod server;
 pub mod sip;
 pub mod webrtc_client;

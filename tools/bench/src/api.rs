@@ -73,6 +73,12 @@ impl Api {
         Ok((field("id")?, field("stream_key")?, field("url")?))
     }
 
+    /// A room component (`{"type": …, …options}`); returns its id.
+    pub async fn create_component(&self, room: &str, body: Value) -> anyhow::Result<String> {
+        let value = self.call(reqwest::Method::POST, &format!("/v1/rooms/{room}/components"), Some(body)).await?;
+        value["id"].as_str().map(str::to_owned).context("the component response has no id")
+    }
+
     pub async fn delete_ingress(&self, id: &str) -> anyhow::Result<()> {
         self.call(reqwest::Method::DELETE, &format!("/v1/ingress/{id}"), None).await?;
         Ok(())

@@ -2,7 +2,9 @@
 //! ingress key each), each watched by a viewer, measured for a window: what the server spends per
 //! ingested stream, and what reaches the viewers. The default viewer is a WHEP player, which
 //! takes Opus only: the server runs its AAC->Opus transcoder for every stream, as it would for
-//! browsers watching an OBS stream. The RTMP client is junction-testkit's.
+//! browsers watching an OBS stream. With `--record`, each stream's room is also recorded (a
+//! `recording` component, `tracks` layout: two files per stream), so a run with and one without
+//! give what a recording costs. The RTMP client is junction-testkit's.
 
 mod endpoints;
 
@@ -52,6 +54,10 @@ pub struct RtmpArgs {
     /// Publishers started per second while ramping up.
     #[arg(long, default_value_t = 20.0)]
     pub ramp: f64,
+    /// Record each stream's room too (a `recording` component, one file per track, written
+    /// where the server's `recording.dir` says).
+    #[arg(long)]
+    pub record: bool,
 }
 
 /// Rooms, ingress keys and viewer tokens of one run, removed again at the end.
@@ -79,19 +85,19 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
     let aac = tokio::task::spawn_blocking(AacSource::new).await??;
     let pattern = VideoPattern::new(args.video, 30, Duration::from_secs(2));
     let run_id = random_id("", 6).to_lowercase();
-    let mut report = Report::new(
-        "rtmp",
-        match args.viewer {
-            Viewer::Whep => "rtmp+whep",
-            Viewer::Rtmp => "rtmp",
-            Viewer::None => "rtmp-ingest",
-        },
-    );
+    let viewer = match args.viewer {
+        Viewer::Whep => "rtmp+whep",
+        Viewer::Rtmp => "rtmp",
+        Viewer::None => "rtmp-ingest",
+    };
+    let label = if args.record { format!("{viewer}+recording") } else { viewer.to_owned() };
+    let mut report = Report::new("rtmp", label);
     report.server_url = api.base().to_owned();
     report.server_cpu_source = probe.source();
     report.settings = serde_json::json!({
         "streams": args.streams, "duration_s": args.duration.as_secs_f64(), "video": format!("{:?}", args.video),
         "viewer": format!("{:?}", args.viewer).to_lowercase(), "audio": "AAC-LC 44.1 kHz stereo 128 kb/s",
+        "record": args.record,
     });
     report.publishers = args.streams;
     report.subscribers_requested = if args.viewer == Viewer::None { 0 } else { args.streams };
@@ -105,6 +111,11 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
     if args.viewer == Viewer::None {
         // Nobody received anything: the per-stream figures are per ingest.
         report.notes.push("no viewers: CPU and memory are per ingested stream".to_owned());
+    }
+    if args.record {
+        report
+            .notes
+            .push("each room recorded (tracks layout): CPU and memory per stream include its recording".to_owned());
     }
     report.notes.push(
         "RTMP has no keyframe request: join time includes waiting for the publisher's next keyframe (every 2 s)"
@@ -195,6 +206,20 @@ async fn load(
 
     let expected = viewers.len() as u64;
     window::wait_for_joins(&traffic, expected, Duration::from_secs(15)).await;
+    if args.record {
+        // The server's memory with every stream flowing, before the recordings: what they add
+        // is measured within this run (a run before this one leaves the allocator's cache).
+        let before = probe.sample().await?;
+        report.settings["rss_before_recordings_bytes"] = serde_json::json!(before.rss_bytes);
+        for room in &setup.rooms {
+            // Deleting the room at the end stops its recording.
+            api.create_component(room, serde_json::json!({"type": "recording", "layout": "tracks"}))
+                .await
+                .with_context(|| format!("recording room {room}"))?;
+        }
+        // Every recording's files open at the next keyframe (every 2 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     let measured = window::measure(probe, &traffic, args.duration).await;
 
     // Frames in flight reach the viewers before they stop counting.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use junction_core::h264::{self, NAL_AUD};
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, PeerId, RoomId, TrackId};
 use moq_transport::coding::TrackNamespace;
 use moq_transport::serve::{TrackReader, Tracks, TracksReader, TracksRequest, TracksWriter};
@@ -134,19 +133,9 @@ impl PeerBroadcast {
         let kind = codec.kind();
         let priority = if kind == MediaKind::Audio { PRIORITY_AUDIO } else { PRIORITY_VIDEO };
         let Some(out) = OutTrack::create(&mut self.writer, &mut self.reader, &name, priority) else { return };
-        let config = match codec {
-            Codec::H264 => params.config.as_ref().and_then(|record| {
-                let avc = h264::AvcConfig::parse(record).ok()?;
-                codecs::h264_config(avc.sps.first()?, avc.pps.first()?, &params)
-            }),
-            other => codecs::audio_config(other, &params),
-        };
+        let config = junction_cmaf::initial_config(codec, &params);
         let timescale = codecs::timescale(codec, &params);
-        let duration = match codec {
-            Codec::Opus => 960,
-            Codec::Aac => 1024,
-            _ => timescale / 30,
-        };
+        let duration = junction_cmaf::nominal_duration(codec, timescale);
         debug!(peer = %self.identity, track = %engine, id, %codec, "egress track added");
         self.tracks.insert(
             id,
@@ -334,13 +323,7 @@ impl MediaTrack {
     }
 
     fn write_sample(&mut self, frame: MediaFrame, dts: u64, pts: u64) {
-        let payload = match frame.codec {
-            Codec::H264 => {
-                h264::to_avcc(h264::annexb_nals(&frame.payload).filter(|nal| h264::nal_type(nal) != NAL_AUD))
-            }
-            Codec::Av1 => junction_cmaf::av1_sample(&frame.payload),
-            _ => frame.payload,
-        };
+        let payload = junction_cmaf::sample_payload(frame.codec, frame.payload);
         self.sequence = self.sequence.wrapping_add(1);
         let sample = FragmentSample {
             decode_time: dts,
@@ -364,6 +347,7 @@ impl MediaTrack {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use junction_core::h264;
     use junction_core::{MediaTime, TrackId};
     use moq_transport::serve::{SubgroupsReader, TrackReaderMode};
 

@@ -1,0 +1,218 @@
+//! One track of a `tracks` recording as fragmented MP4, sans I/O: frames in, the bytes of its
+//! file out — an init segment when a file begins, then one fragment (moof + mdat) per frame, so
+//! whatever a crash leaves on disk is whole fragments a player reads. A video file begins at a
+//! keyframe; a new decoder configuration (a resolution change) begins a new file. Each file's
+//! timeline starts at zero; [`Step::Open`] says when its first sample was captured, which the
+//! manifest turns into wall-clock time so files line up.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use junction_cmaf::{
+    CmafError, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header, initial_config,
+    nominal_duration, sample_payload, timescale, video_config,
+};
+use junction_core::{Codec, CodecParams, MediaFrame, MediaKind};
+
+/// The MP4 track id of the one track in each file.
+const TRACK_ID: u32 = 1;
+
+/// What a frame does to the track's files.
+#[derive(Debug)]
+pub enum Step {
+    /// Close the current file (if any) and begin a new one with `bytes` (init segment and the
+    /// first fragment); its first sample was captured at `captured`.
+    Open { bytes: Bytes, captured: Instant, codec_string: String },
+    /// Append a fragment to the current file.
+    Append(Bytes),
+}
+
+/// The current file's timeline.
+struct Timeline {
+    first_ticks: u64,
+    last_dts: Option<u64>,
+    sequence: u32,
+}
+
+pub struct TrackMuxer {
+    codec: Codec,
+    params: CodecParams,
+    timescale: u32,
+    duration: u32,
+    config: Option<TrackCodec>,
+    file: Option<Timeline>,
+}
+
+impl TrackMuxer {
+    /// A track the engine delivers as `codec` with `params` (one of the codecs CMAF carries).
+    pub fn new(codec: Codec, params: CodecParams) -> TrackMuxer {
+        let timescale = timescale(codec, &params);
+        TrackMuxer {
+            codec,
+            config: initial_config(codec, &params),
+            params,
+            timescale,
+            duration: nominal_duration(codec, timescale),
+            file: None,
+        }
+    }
+
+    /// Muxes one frame; `None` when it is dropped (video before a keyframe, or before the
+    /// track's decoder configuration is known).
+    pub fn push(&mut self, frame: &MediaFrame) -> Result<Option<Step>, CmafError> {
+        if frame.codec != self.codec {
+            return Ok(None);
+        }
+        let video = self.codec.kind() == MediaKind::Video;
+        if video
+            && frame.keyframe
+            && let Some(config) = video_config(self.codec, &frame.payload, &self.params)
+            && self.config.as_ref() != Some(&config)
+        {
+            self.config = Some(config);
+            self.file = None;
+        }
+        let Some(config) = &self.config else { return Ok(None) };
+        let ticks = frame.time.rebase(self.timescale).ticks;
+        let opening = self.file.is_none();
+        if opening {
+            if video && !frame.keyframe {
+                return Ok(None);
+            }
+            self.file = Some(Timeline { first_ticks: ticks, last_dts: None, sequence: 0 });
+        }
+        let init = if opening {
+            let track = InitTrack {
+                id: TRACK_ID,
+                timescale: self.timescale,
+                codec: config.clone(),
+                defaults: SampleDefaults::default(),
+            };
+            Some((build_init(std::slice::from_ref(&track))?, config.codec_string()))
+        } else {
+            None
+        };
+        let Some(file) = self.file.as_mut() else { return Ok(None) };
+        // Frames come in decode order stamped with presentation times: when those go backwards
+        // (B-frames) the decode time keeps increasing and the sample gets a negative offset.
+        let pts = ticks.saturating_sub(file.first_ticks);
+        let mut dts = pts;
+        if let Some(last) = file.last_dts {
+            if dts <= last {
+                dts = last + 1;
+            } else {
+                self.duration = u32::try_from(dts - last).unwrap_or(self.duration);
+            }
+        }
+        file.last_dts = Some(dts);
+        file.sequence = file.sequence.wrapping_add(1);
+        let payload = sample_payload(self.codec, frame.payload.clone());
+        let sample = FragmentSample {
+            decode_time: dts,
+            duration: self.duration,
+            composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
+            keyframe: frame.keyframe,
+        };
+        let header = fragment_header(TRACK_ID, file.sequence, sample, payload.len())?;
+        let init_len = init.as_ref().map_or(0, |(init, _)| init.len());
+        let mut bytes = BytesMut::with_capacity(init_len + header.len() + payload.len());
+        if let Some((init, _)) = &init {
+            bytes.extend_from_slice(init);
+        }
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&payload);
+        let bytes = bytes.freeze();
+        Ok(Some(match init {
+            Some((_, codec_string)) => Step::Open { bytes, captured: frame.captured, codec_string },
+            None => Step::Append(bytes),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use junction_cmaf::{ParsedTrack, parse_fragment, parse_init};
+    use junction_core::MediaTime;
+    use junction_core::h264;
+
+    use super::*;
+
+    const SPS: &[u8] = &[
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
+        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
+    ];
+    const PPS: &[u8] = &[0x68, 0xeb, 0xc3, 0xc4, 0x48, 0x44];
+
+    fn video(ticks: u64, keyframe: bool, at: Instant) -> MediaFrame {
+        let payload = if keyframe {
+            h264::to_annexb([SPS, PPS, &[0x65, 0x88, 0x80, 0x10][..]])
+        } else {
+            h264::to_annexb([&[0x41, 0x9a, 0x02, ticks as u8][..]])
+        };
+        MediaFrame::video(Codec::H264, MediaTime::new(ticks, 90_000), keyframe, at, payload)
+    }
+
+    /// Splits a file's bytes into its top-level boxes.
+    fn boxes(mut data: &[u8]) -> Vec<(String, &[u8])> {
+        let mut out = Vec::new();
+        while data.len() >= 8 {
+            let size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            out.push((String::from_utf8_lossy(&data[4..8]).into_owned(), &data[..size]));
+            data = &data[size..];
+        }
+        out
+    }
+
+    #[test]
+    fn a_video_file_begins_at_a_keyframe_and_counts_time_from_it() {
+        let t0 = Instant::now();
+        let mut muxer = TrackMuxer::new(Codec::H264, CodecParams::for_codec(Codec::H264));
+        assert!(muxer.push(&video(1_000, false, t0)).unwrap().is_none(), "no file before a keyframe");
+        let captured = t0 + Duration::from_millis(40);
+        let Some(Step::Open { bytes: first, captured: at, codec_string }) =
+            muxer.push(&video(4_000, true, captured)).unwrap()
+        else {
+            panic!("a keyframe opens the file")
+        };
+        assert_eq!((at, codec_string.as_str()), (captured, "avc1.f4000d"));
+        let Some(Step::Append(second)) = muxer.push(&video(7_000, false, captured)).unwrap() else { panic!() };
+        let Some(Step::Append(b_frame)) = muxer.push(&video(5_500, false, captured)).unwrap() else { panic!() };
+
+        let file: Vec<u8> = [first, second, b_frame].concat();
+        let top = boxes(&file);
+        let names: Vec<&str> = top.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["ftyp", "moov", "moof", "mdat", "moof", "mdat", "moof", "mdat"]);
+        let init = [top[0].1, top[1].1].concat();
+        let tracks = parse_init(&init).unwrap();
+        let ParsedTrack::Supported(track) = &tracks[0] else { panic!("{tracks:?}") };
+        let samples: Vec<_> = (0..3)
+            .map(|i| {
+                let fragment = Bytes::from([top[2 + 2 * i].1, top[3 + 2 * i].1].concat());
+                parse_fragment(&fragment, track, 1 << 20).unwrap().remove(0)
+            })
+            .collect();
+        let pts: Vec<i64> = samples.iter().map(|s| s.decode_time as i64 + s.composition_offset).collect();
+        assert_eq!(pts, [0, 3_000, 1_500], "presentation times from the first keyframe (B-frame kept)");
+        assert!(samples[0].keyframe && !samples[1].keyframe);
+        assert_eq!(h264::avcc_nals(&samples[1].data, 4).unwrap().len(), 1, "length-prefixed samples");
+    }
+
+    #[test]
+    fn a_new_resolution_begins_a_new_file_and_audio_needs_no_keyframe() {
+        let t0 = Instant::now();
+        let mut muxer = TrackMuxer::new(Codec::H264, CodecParams::for_codec(Codec::H264));
+        assert!(matches!(muxer.push(&video(0, true, t0)).unwrap(), Some(Step::Open { .. })));
+        assert!(matches!(muxer.push(&video(3_000, true, t0)).unwrap(), Some(Step::Append(_))), "same SPS");
+        let mut wider = video(6_000, true, t0);
+        let sps_640 = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x3d, 0xa1, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00];
+        wider.payload = h264::to_annexb([&sps_640[..], PPS, &[0x65, 0x88][..]]);
+        assert!(matches!(muxer.push(&wider).unwrap(), Some(Step::Open { .. })), "a new SPS: a new file");
+
+        let mut opus = TrackMuxer::new(Codec::Opus, CodecParams::for_codec(Codec::Opus));
+        let frame = MediaFrame::audio(Codec::Opus, MediaTime::new(960, 48_000), t0, Bytes::from_static(&[0xfc, 1]));
+        let Some(Step::Open { codec_string, .. }) = opus.push(&frame).unwrap() else { panic!("audio opens at once") };
+        assert_eq!(codec_string, "opus");
+    }
+}
