@@ -39,6 +39,7 @@ fn spec(mut body: Value) -> Result<Spec, ApiError> {
         "file" => Spec::File(options(body)?),
         "rtsp" => Spec::Rtsp(options(body)?),
         "recording" => Spec::Recording(options(body)?),
+        "hls" => Spec::Hls(options(body)?),
         _ => {
             return Err(invalid(
                 "type",

@@ -1,6 +1,7 @@
 //! junction-components: things the server runs inside a room that are not a person's client —
-//! the `file` source ([`file`]), the `rtsp` camera ([`rtsp`]) and the `recording` output
-//! ([`recording`]) — behind the components REST API
+//! the `file` source ([`file`]), the `rtsp` camera ([`rtsp`]), the `recording` output
+//! ([`recording`]) and the `hls` output ([`hls`], served at `/hls/…`) — behind the components
+//! REST API
 //! (`/v1/rooms/{room}/components`, [`api`]). Each component is a task with a state (`starting →
 //! running → stopped | failed`, with a `reason`), announced on the engine's event stream
 //! (`component_started`, `_finished`, `_failed`, which webhooks deliver) and kept in the state
@@ -8,6 +9,7 @@
 
 mod api;
 pub mod file;
+pub mod hls;
 pub mod recording;
 mod registry;
 pub mod rtsp;
@@ -28,14 +30,21 @@ pub enum Ended {
 /// Starts the components service: restarts the components the state store kept, and returns
 /// the `/v1` routes. Recordings go where `recordings` says (`[recording]`, resolved).
 pub async fn start(ctx: &TransportContext, recordings: Recordings) -> Started {
-    let components = Components::new(ctx.engine.clone(), ctx.store.clone(), ctx.shutdown.clone(), recordings);
+    let components = Components::new(
+        ctx.engine.clone(),
+        ctx.store.clone(),
+        ctx.shutdown.clone(),
+        recordings,
+        ctx.public_url.clone(),
+    );
     components.restore().await;
     Started {
         services: vec![Service {
             name: "components",
             url: format!("{}/v1/rooms/{{room}}/components", ctx.public_url),
-            about: "room components: files played into rooms, RTSP cameras pulled into them, recordings",
+            about: "room components: files played into rooms, RTSP cameras pulled into them, recordings, HLS",
         }],
+        public: hls::routes(components.hls(), ctx.authority.clone()),
         api: api::routes(components),
         ..Started::default()
     }

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::Ended;
 use crate::file::{self, FileOptions, Playback};
+use crate::hls::{self, HlsOptions, HlsOutputs, HlsRun};
 use crate::recording::{self, Recorder, RecordingOptions, Recordings};
 use crate::rtsp::{self, Pull, RtspOptions};
 
@@ -42,16 +43,18 @@ pub enum Spec {
     File(FileOptions),
     Rtsp(RtspOptions),
     Recording(RecordingOptions),
+    Hls(HlsOptions),
 }
 
 impl Spec {
-    pub const TYPES: &'static [&'static str] = &["file", "rtsp", "recording"];
+    pub const TYPES: &'static [&'static str] = &["file", "rtsp", "recording", "hls"];
 
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         match self {
             Spec::File(options) => options.validate(),
             Spec::Rtsp(options) => options.validate(),
             Spec::Recording(options) => options.validate(),
+            Spec::Hls(options) => options.validate(),
         }
     }
 }
@@ -84,11 +87,17 @@ struct Entry {
     state: State,
     reason: Option<String>,
     stop: CancellationToken,
+    /// Where an output is served (an HLS playlist), shown as `url`. Not a field of [`Record`]:
+    /// a flattened `file` option has that name.
+    served_at: Option<String>,
 }
 
 impl Entry {
     fn view(&self) -> Value {
         let mut value = json!(self.record);
+        if let Some(url) = &self.served_at {
+            value["url"] = json!(url);
+        }
         value["state"] = json!(self.state);
         if let Some(reason) = &self.reason {
             value["reason"] = json!(reason);
@@ -105,6 +114,10 @@ struct Inner {
     scratch: PathBuf,
     /// `[recording]`: recordings go to `<dir>/<room>/<component id>/`, and are copied to S3.
     recordings: Recordings,
+    /// The HLS outputs being served.
+    hls: HlsOutputs,
+    /// The server's public URL, for the URLs outputs are served at.
+    public_url: String,
 }
 
 /// The components service (cheap to clone).
@@ -124,10 +137,22 @@ fn now_ms() -> u64 {
 }
 
 impl Components {
-    pub fn new(engine: Engine, store: Store, shutdown: CancellationToken, recordings: Recordings) -> Components {
+    pub fn new(
+        engine: Engine,
+        store: Store,
+        shutdown: CancellationToken,
+        recordings: Recordings,
+        public_url: String,
+    ) -> Components {
         let scratch = std::env::temp_dir().join(format!("junction-components-{}", std::process::id()));
         let entries = Mutex::new(HashMap::new());
-        Components { inner: Arc::new(Inner { engine, store, shutdown, entries, scratch, recordings }) }
+        let hls = HlsOutputs::default();
+        Components { inner: Arc::new(Inner { engine, store, shutdown, entries, scratch, recordings, hls, public_url }) }
+    }
+
+    /// The HLS outputs, for the routes that serve them.
+    pub(crate) fn hls(&self) -> HlsOutputs {
+        self.inner.hls.clone()
     }
 
     /// Starts the components the store kept (a restart).
@@ -193,6 +218,7 @@ impl Components {
         };
         let mut entry = entry.ok_or_else(|| ComponentError::NotFound(id.to_owned()))?;
         entry.stop.cancel();
+        self.inner.hls.remove(room, id);
         if !matches!(entry.state, State::Stopped | State::Failed) {
             entry.state = State::Stopped;
             entry.reason = Some("deleted".into());
@@ -208,7 +234,9 @@ impl Components {
     /// Registers a component and spawns its task.
     fn launch(&self, record: Record) -> Value {
         let stop = self.inner.shutdown.child_token();
-        let entry = Entry { record: record.clone(), state: State::Starting, reason: None, stop: stop.clone() };
+        let served_at = matches!(record.spec, Spec::Hls(_))
+            .then(|| format!("{}{}", self.inner.public_url, hls::playlist_path(&record.room, &record.id)));
+        let entry = Entry { record: record.clone(), state: State::Starting, reason: None, stop: stop.clone(), served_at };
         let view = entry.view();
         self.inner.entries.lock().insert(record.id.clone(), entry);
         let this = self.clone();
@@ -262,6 +290,19 @@ impl Components {
                     contained(recording::record(recorder, move || started.set_state(&started_id, State::Running, None)))
                         .await
                 }
+                Spec::Hls(options) => {
+                    let run = HlsRun {
+                        engine: this.inner.engine.clone(),
+                        room: record.room.clone(),
+                        component: id.clone(),
+                        options,
+                        outputs: this.inner.hls.clone(),
+                        stop: stop.clone(),
+                    };
+                    let started = this.clone();
+                    let started_id = id.clone();
+                    contained(hls::run(run, move || started.set_state(&started_id, State::Running, None))).await
+                }
             };
             let _ = tokio::fs::remove_dir_all(&scratch).await;
             match outcome {
@@ -307,5 +348,37 @@ impl Components {
             State::Failed => RoomEvent::ComponentFailed { room, component },
         };
         self.inner.engine.announce_component(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store keeps a component as its record, the spec's options flattened beside the
+    /// record's own fields: a field of the record named like an option would swallow it and
+    /// the component would not come back after a restart.
+    #[test]
+    fn every_kind_of_record_reads_back_from_the_store() {
+        let specs = [
+            json!({"type": "file", "url": "file:///srv/a.mp3", "identity": "music", "loop": true}),
+            json!({"type": "rtsp", "url": "rtsp://cam/1", "identity": "cam"}),
+            json!({"type": "recording", "layout": "tracks", "peer": "cam"}),
+            json!({"type": "hls", "peer": "cam", "public": true, "segment_s": 2.0, "part_ms": 500, "window": 6}),
+        ];
+        for spec in specs {
+            let spec: Spec = serde_json::from_value(spec).unwrap();
+            let record = Record {
+                id: "CO_x".into(),
+                room: RoomId::new("lobby").unwrap(),
+                spec: spec.clone(),
+                created_at_ms: 1,
+                path: Some(PathBuf::from("/srv/recordings/lobby/CO_x")),
+            };
+            let stored = serde_json::to_value(&record).unwrap();
+            let back: Record = serde_json::from_value(stored.clone()).unwrap_or_else(|e| panic!("{stored}: {e}"));
+            assert_eq!(back.spec, spec);
+            assert_eq!(back.path, record.path);
+        }
     }
 }

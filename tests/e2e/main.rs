@@ -16,6 +16,7 @@ mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;
 mod hardening_webrtc;
+mod hls;
 mod moq;
 mod pair_matrix;
 mod recording;

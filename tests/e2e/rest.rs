@@ -56,9 +56,12 @@ async fn v1_needs_the_api_key() {
         "/v1/rooms/{room}/peers/{identity}",
         "/v1/ingress",
         "/v1/events",
+        "/v1/rooms/{room}/components",
     ] {
         assert!(body["paths"][path].is_object(), "openapi lacks {path}");
     }
+    let kinds = &body["components"]["schemas"]["Component"]["properties"]["type"]["enum"];
+    assert_eq!(kinds, &serde_json::json!(["file", "rtsp", "recording", "hls"]), "every component type is documented");
     assert_eq!(body["servers"][0]["url"], server.base);
 }
 

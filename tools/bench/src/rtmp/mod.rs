@@ -2,9 +2,10 @@
 //! ingress key each), each watched by a viewer, measured for a window: what the server spends per
 //! ingested stream, and what reaches the viewers. The default viewer is a WHEP player, which
 //! takes Opus only: the server runs its AAC->Opus transcoder for every stream, as it would for
-//! browsers watching an OBS stream. With `--record`, each stream's room is also recorded (a
-//! `recording` component, `tracks` layout: two files per stream), so a run with and one without
-//! give what a recording costs. The RTMP client is junction-testkit's.
+//! browsers watching an OBS stream. With `--output recording` (or `hls`), each stream's room also
+//! gets that output component once every stream flows (a `tracks` recording: two files per
+//! stream; an LL-HLS output of the publisher, nobody pulling it), so a run with and one without
+//! give what an output costs. The RTMP client is junction-testkit's.
 
 mod endpoints;
 
@@ -54,10 +55,33 @@ pub struct RtmpArgs {
     /// Publishers started per second while ramping up.
     #[arg(long, default_value_t = 20.0)]
     pub ramp: f64,
-    /// Record each stream's room too (a `recording` component, one file per track, written
-    /// where the server's `recording.dir` says).
-    #[arg(long)]
-    pub record: bool,
+    /// An output component for each stream's room too: `recording` (one file per track, where
+    /// the server's `recording.dir` says) or `hls` (LL-HLS of the publisher, in memory).
+    #[arg(long, value_enum)]
+    pub output: Option<Output>,
+}
+
+/// An output component the run adds to every room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Recording,
+    Hls,
+}
+
+impl Output {
+    fn name(self) -> &'static str {
+        match self {
+            Output::Recording => "recording",
+            Output::Hls => "hls",
+        }
+    }
+
+    fn component(self) -> serde_json::Value {
+        match self {
+            Output::Recording => serde_json::json!({"type": "recording", "layout": "tracks"}),
+            Output::Hls => serde_json::json!({"type": "hls", "peer": "publisher"}),
+        }
+    }
 }
 
 /// Rooms, ingress keys and viewer tokens of one run, removed again at the end.
@@ -90,14 +114,17 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
         Viewer::Rtmp => "rtmp",
         Viewer::None => "rtmp-ingest",
     };
-    let label = if args.record { format!("{viewer}+recording") } else { viewer.to_owned() };
+    let label = match args.output {
+        Some(output) => format!("{viewer}+{}", output.name()),
+        None => viewer.to_owned(),
+    };
     let mut report = Report::new("rtmp", label);
     report.server_url = api.base().to_owned();
     report.server_cpu_source = probe.source();
     report.settings = serde_json::json!({
         "streams": args.streams, "duration_s": args.duration.as_secs_f64(), "video": format!("{:?}", args.video),
         "viewer": format!("{:?}", args.viewer).to_lowercase(), "audio": "AAC-LC 44.1 kHz stereo 128 kb/s",
-        "record": args.record,
+        "output": args.output.map(Output::name),
     });
     report.publishers = args.streams;
     report.subscribers_requested = if args.viewer == Viewer::None { 0 } else { args.streams };
@@ -112,10 +139,8 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
         // Nobody received anything: the per-stream figures are per ingest.
         report.notes.push("no viewers: CPU and memory are per ingested stream".to_owned());
     }
-    if args.record {
-        report
-            .notes
-            .push("each room recorded (tracks layout): CPU and memory per stream include its recording".to_owned());
+    if let Some(output) = args.output {
+        report.notes.push(format!("each room has a {} output: CPU and memory per stream include it", output.name()));
     }
     report.notes.push(
         "RTMP has no keyframe request: join time includes waiting for the publisher's next keyframe (every 2 s)"
@@ -206,18 +231,18 @@ async fn load(
 
     let expected = viewers.len() as u64;
     window::wait_for_joins(&traffic, expected, Duration::from_secs(15)).await;
-    if args.record {
-        // The server's memory with every stream flowing, before the recordings: what they add
-        // is measured within this run (a run before this one leaves the allocator's cache).
+    if let Some(output) = args.output {
+        // The server's memory with every stream flowing, before the outputs: what they add is
+        // measured within this run (a run before this one leaves the allocator's cache).
         let before = probe.sample().await?;
-        report.settings["rss_before_recordings_bytes"] = serde_json::json!(before.rss_bytes);
+        report.settings["rss_before_outputs_bytes"] = serde_json::json!(before.rss_bytes);
         for room in &setup.rooms {
-            // Deleting the room at the end stops its recording.
-            api.create_component(room, serde_json::json!({"type": "recording", "layout": "tracks"}))
+            // Deleting the room at the end stops its output.
+            api.create_component(room, output.component())
                 .await
-                .with_context(|| format!("recording room {room}"))?;
+                .with_context(|| format!("{} output of room {room}", output.name()))?;
         }
-        // Every recording's files open at the next keyframe (every 2 s).
+        // Every output begins at the next keyframe (every 2 s).
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let measured = window::measure(probe, &traffic, args.duration).await;

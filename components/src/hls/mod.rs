@@ -1,0 +1,251 @@
+//! The `hls` component, `"layout": "single"`: one peer of the room — `peer`, or else the first
+//! to publish video, then the next when it leaves — as LL-HLS (fMP4/CMAF, H.264 + AAC; the
+//! engine transcodes VP8/VP9/AV1 and Opus for it), served at `/hls/{room}/{id}/index.m3u8`
+//! ([`serve`]) to holders of a subscribe token for the room, or to anyone when `public`. The
+//! outputs live in memory: a bounded window of segments ([`playlist`]), made by [`muxer`].
+
+mod muxer;
+mod playlist;
+mod serve;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use junction_core::{
+    CloseReason, Codec, EndpointEvent, Grants, MediaKind, MediaOut, PeerId, RoomId, SubscribeOptions, TrackId,
+    TrackInfo, TransportKind,
+};
+use junction_engine::{EndpointMedia, EndpointRpc, Engine, JoinRequest, PeerRole};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::Ended;
+use muxer::HlsMuxer;
+use playlist::Timing;
+pub(crate) use serve::routes;
+
+/// How an HLS output composes the room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HlsLayout {
+    /// One peer's video and audio.
+    #[default]
+    Single,
+}
+
+fn default_segment() -> f64 {
+    2.0
+}
+fn default_part() -> u64 {
+    500
+}
+fn default_window() -> usize {
+    6
+}
+
+/// What an `hls` component is created with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsOptions {
+    #[serde(default)]
+    pub layout: HlsLayout,
+    /// The peer to follow (default: the first to publish video, then the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerId>,
+    /// Served to anyone (a CDN pulling it), not only to holders of a subscribe token.
+    #[serde(default)]
+    pub public: bool,
+    /// Segment duration aimed at, in seconds (segments end at a keyframe).
+    #[serde(default = "default_segment")]
+    pub segment_s: f64,
+    /// Partial segment duration aimed at, in ms.
+    #[serde(default = "default_part")]
+    pub part_ms: u64,
+    /// Complete segments kept and listed.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+impl Eq for HlsOptions {}
+
+impl HlsOptions {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1.0..=10.0).contains(&self.segment_s) {
+            return Err(("segment_s", format!("{} is not between 1 and 10", self.segment_s)));
+        }
+        if !(100..=2000).contains(&self.part_ms) || self.part_ms as f64 >= self.segment_s * 1000.0 {
+            return Err(("part_ms", format!("{} is not between 100 and 2000, below segment_s", self.part_ms)));
+        }
+        if !(3..=60).contains(&self.window) {
+            return Err(("window", format!("{} is not between 3 and 60", self.window)));
+        }
+        Ok(())
+    }
+
+    fn timing(&self) -> Timing {
+        Timing { segment: self.segment_s, part: self.part_ms as f64 / 1000.0, window: self.window }
+    }
+}
+
+/// One output as the HTTP side sees it: its media and a counter bumped whenever it grows.
+pub struct HlsOutput {
+    public: bool,
+    muxer: Mutex<HlsMuxer>,
+    changed: watch::Sender<u64>,
+}
+
+/// An output's key: its room and component id.
+type OutputKey = (RoomId, String);
+
+/// The outputs being served.
+#[derive(Clone, Default)]
+pub struct HlsOutputs {
+    outputs: Arc<Mutex<HashMap<OutputKey, Arc<HlsOutput>>>>,
+}
+
+impl HlsOutputs {
+    fn get(&self, room: &RoomId, id: &str) -> Option<Arc<HlsOutput>> {
+        self.outputs.lock().get(&(room.clone(), id.to_owned())).cloned()
+    }
+
+    /// Stops serving a deleted component's output.
+    pub fn remove(&self, room: &RoomId, id: &str) {
+        self.outputs.lock().remove(&(room.clone(), id.to_owned()));
+    }
+}
+
+/// The URL path of an output's playlist.
+pub fn playlist_path(room: &RoomId, id: &str) -> String {
+    format!("/hls/{room}/{id}/index.m3u8")
+}
+
+/// An HLS output to run.
+pub struct HlsRun {
+    pub engine: Engine,
+    pub room: RoomId,
+    pub component: String,
+    pub options: HlsOptions,
+    pub outputs: HlsOutputs,
+    pub stop: CancellationToken,
+}
+
+/// The peer an output follows and the tracks it took from it.
+struct Following {
+    peer: Option<PeerId>,
+    tracks: HashMap<MediaKind, TrackId>,
+}
+
+impl Following {
+    /// Subscribes to `track` when it is the followed peer's first of its kind (adopting its
+    /// peer when none is followed and the options name none).
+    fn offer(&mut self, track: &TrackInfo, fixed: bool, rpc: &EndpointRpc, media: &EndpointMedia, output: &HlsOutput) {
+        if self.peer.is_none() && !fixed && track.kind == MediaKind::Video {
+            self.peer = Some(track.peer.clone());
+        }
+        if self.peer.as_ref() != Some(&track.peer) || self.tracks.contains_key(&track.kind) {
+            return;
+        }
+        let codecs = match track.kind {
+            MediaKind::Video => vec![Codec::H264],
+            MediaKind::Audio => vec![Codec::Aac],
+        };
+        match rpc.subscribe(&track.id, SubscribeOptions { codecs, ..SubscribeOptions::default() }) {
+            Ok(subscribed) => {
+                debug!(track = %track.id, codec = %subscribed.codec, "hls output takes a track");
+                output.muxer.lock().set_track(track.id.clone(), subscribed.codec, subscribed.params);
+                self.tracks.insert(track.kind, track.id.clone());
+                if track.kind == MediaKind::Video {
+                    let _ = media.request_keyframe(&track.id);
+                }
+            }
+            Err(err) => debug!(track = %track.id, "hls output cannot take a track: {err}"),
+        }
+    }
+}
+
+/// Runs an output until it is deleted or its room closes; `running` is called once it is in
+/// the room.
+pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
+    let HlsRun { engine, room, component, options, outputs, stop } = hls;
+    let identity = PeerId::new(format!("hls:{component}")).map_err(|e| e.to_string())?;
+    let mut join = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
+    join.role = PeerRole::Service;
+    join.takes_seat = false;
+    join.auto_subscribe = false;
+    join.grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
+    join.metadata = serde_json::json!({"component": "hls", "id": component});
+    let joined = engine.join(join).map_err(|e| e.to_string())?;
+    let existing = joined.tracks.clone();
+    let (mut rpc, mut media) = joined.endpoint.split();
+    let output = Arc::new(HlsOutput {
+        public: options.public,
+        muxer: Mutex::new(HlsMuxer::new(options.timing(), Instant::now())),
+        changed: watch::channel(0).0,
+    });
+    outputs.outputs.lock().insert((room.clone(), component.clone()), output.clone());
+    let fixed = options.peer.is_some();
+    let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new() };
+    // Video first, so an unnamed peer is adopted by its video.
+    let mut offered: Vec<&TrackInfo> = existing.iter().collect();
+    offered.sort_by_key(|t| t.kind != MediaKind::Video);
+    for track in offered {
+        following.offer(track, fixed, &rpc, &media, &output);
+    }
+    info!(room = %room, component = %component, peer = ?following.peer, "hls output running");
+    running();
+
+    // Segments end at keyframes: ask for one every segment (publishers that take requests).
+    let mut keyframes = tokio::time::interval(Duration::from_secs_f64(options.segment_s));
+    let ended = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Ended::Closed("deleted".into()),
+            event = rpc.next_event() => match event {
+                Some(EndpointEvent::TrackPublished(track)) => {
+                    following.offer(&track, fixed, &rpc, &media, &output);
+                }
+                Some(EndpointEvent::TrackUnpublished { track, .. } | EndpointEvent::Unsubscribed { track }) => {
+                    if following.tracks.values().any(|t| *t == track) {
+                        following.tracks.retain(|_, t| *t != track);
+                        output.muxer.lock().remove_track(&track);
+                    }
+                    if following.tracks.is_empty() && !fixed && following.peer.is_some() {
+                        // The followed peer is gone: the next one with video.
+                        following.peer = None;
+                        let snapshot = rpc.snapshot();
+                        let mut tracks: Vec<&TrackInfo> = snapshot.peers.iter().flat_map(|p| p.tracks.iter()).collect();
+                        tracks.sort_by_key(|t| t.kind != MediaKind::Video);
+                        for track in tracks {
+                            following.offer(track, fixed, &rpc, &media, &output);
+                        }
+                    }
+                }
+                Some(EndpointEvent::Closed { reason }) => break Ended::Closed(reason.as_str().to_owned()),
+                None => break Ended::Closed("session closed".into()),
+                Some(_) => {}
+            },
+            out = media.recv() => match out {
+                Some(MediaOut::Frame { track, frame }) => {
+                    if output.muxer.lock().push(&track, &frame) {
+                        output.changed.send_modify(|n| *n += 1);
+                    }
+                }
+                Some(_) => {}
+                None => break Ended::Closed("session closed".into()),
+            },
+            _ = keyframes.tick() => {
+                if let Some(video) = following.tracks.get(&MediaKind::Video) {
+                    let _ = media.request_keyframe(video);
+                }
+            }
+        }
+    };
+    output.muxer.lock().finish();
+    output.changed.send_modify(|n| *n += 1);
+    rpc.leave(CloseReason::Left);
+    info!(room = %room, component = %component, "hls output ended");
+    Ok(ended)
+}

@@ -1,0 +1,77 @@
+// A tab plays an HLS output with hls.js (npm, its low-latency mode) in a <video>: the page is
+// the server's home page (same origin as the playlist), hls.js is added from node_modules. It
+// reports how many frames Chromium decoded and presented over `seconds`, the tone the
+// element plays (Web Audio analyser on the element, 32768-point FFT), and the latency: now
+// minus the wall-clock time of the picture being shown (EXT-X-PROGRAM-DATE-TIME, the capture
+// time on the server's clock), i.e. glass-to-glass from the server's ingest; and hls.js's own
+// distance to the live edge.
+// Args: {base, url, seconds}.
+import { fileURLToPath } from 'node:url';
+import { run, open, until, sleep } from './runner.mjs';
+
+const HLS_JS = fileURLToPath(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url));
+
+run(async (browser, { base, url, seconds }, logs) => {
+  const page = await open(browser, `${base}/`, logs, 'hls');
+  await page.addScriptTag({ path: HLS_JS });
+  await page.evaluate((url) => {
+    const video = document.createElement('video');
+    video.muted = false;
+    video.autoplay = true;
+    document.body.append(video);
+    const hls = new window.Hls({ lowLatencyMode: true });
+    window.player = { video, hls, errors: [] };
+    hls.on(window.Hls.Events.ERROR, (_, data) => {
+      if (data.fatal) window.player.errors.push(`${data.type}/${data.details}`);
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  }, url);
+  await until('hls.js playing', 30_000, async () => {
+    const { time, errors } = await page.evaluate(() => ({ time: window.player.video.currentTime, errors: window.player.errors }));
+    if (errors.length) throw new Error(`hls.js: ${errors.join(', ')}`);
+    return time > 0.5;
+  });
+  const quality = () => page.evaluate(() => {
+    const q = window.player.video.getVideoPlaybackQuality();
+    return { frames: q.totalVideoFrames - q.droppedVideoFrames, time: window.player.video.currentTime };
+  });
+  const before = await quality();
+  const latencies = [];
+  for (let i = 0; i < seconds * 2; i++) {
+    await sleep(500);
+    latencies.push(await page.evaluate(() => {
+      const { hls } = window.player;
+      const shown = hls.playingDate?.getTime();
+      return { glass_ms: shown ? Date.now() - shown : null, edge_s: hls.latency };
+    }));
+  }
+  const after = await quality();
+  const heard = await page.evaluate(async () => {
+    const context = new AudioContext();
+    await context.resume();
+    const source = context.createMediaElementSource(window.player.video);
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 32768;
+    analyser.smoothingTimeConstant = 0;
+    source.connect(analyser);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    let loudest = 0;
+    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
+    const [a, b, c] = [bins[loudest - 1], bins[loudest], bins[loudest + 1]];
+    const offset = 0.5 * (a - c) / (a - 2 * b + c || 1);
+    await context.close();
+    return { hz: (loudest + offset) * context.sampleRate / analyser.fftSize, peak_db: b };
+  });
+  const glass = latencies.map((l) => l.glass_ms).filter((v) => v !== null).sort((x, y) => x - y);
+  return {
+    frames: after.frames - before.frames,
+    played_s: after.time - before.time,
+    heard,
+    glass_ms: glass.length ? glass[Math.floor(glass.length / 2)] : null,
+    edge_s: latencies.at(-1)?.edge_s ?? null,
+    errors: await page.evaluate(() => window.player.errors),
+  };
+});
