@@ -236,7 +236,8 @@ impl Components {
         let stop = self.inner.shutdown.child_token();
         let served_at = matches!(record.spec, Spec::Hls(_))
             .then(|| format!("{}{}", self.inner.public_url, hls::playlist_path(&record.room, &record.id)));
-        let entry = Entry { record: record.clone(), state: State::Starting, reason: None, stop: stop.clone(), served_at };
+        let entry =
+            Entry { record: record.clone(), state: State::Starting, reason: None, stop: stop.clone(), served_at };
         let view = entry.view();
         self.inner.entries.lock().insert(record.id.clone(), entry);
         let this = self.clone();

@@ -2,7 +2,8 @@
 //! an `hls` output follows that peer, and two players nobody here wrote play the playlist with a
 //! subscribe token: ffmpeg (pictures that move, the tone) and hls.js in Chromium in its
 //! low-latency mode (frames presented, the tone through Web Audio, the latency from the server's
-//! ingest to the picture shown, reported). The LL-HLS side is
+//! ingest to the picture shown, reported). A Chromium room tab publishing H.264 (its camera, and
+//! a 1 kHz tone as its microphone) is played by hls.js the same way. The LL-HLS side is
 //! checked on the wire: partial segments and the preload hint in the playlist, a blocking reload
 //! (`_HLS_msn`/`_HLS_part`) held until that part exists, the hinted part served when it is made,
 //! and the refusals (no token 401, another room's token 403, too far ahead 400, unknown file 404).
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::baresip::tone_wav;
 use crate::support::players::{ffmpeg_pull, ffmpeg_push_sources, finish, ingress, pictures, recorded_tone};
 use crate::support::{TestServer, chromium, eventually};
 
@@ -163,4 +165,36 @@ async fn ffmpeg_plays_the_ll_hls_of_an_rtmp_publisher() {
     let id = created["id"].as_str().unwrap();
     assert_eq!(server.call(Method::DELETE, &format!("/v1/rooms/{room}/components/{id}"), None).await.0, 204);
     assert_eq!(get(with_token).await.0, 404, "a deleted output is no longer served");
+}
+
+#[tokio::test]
+async fn hls_js_plays_the_ll_hls_of_a_browser_room_tab_publishing_h264() {
+    const HZ: f64 = 1000.0;
+    let server = TestServer::start_with("[rooms]\nvideo_codec = \"h264\"\n", &[]).await;
+    let room = "tab-hls";
+    let wav = tone_wav(server.dir(), HZ, 48_000, 5.0);
+    let token = server.token(room, "tab", json!({"publish": true, "subscribe": true})).await;
+    let args = json!({"base": server.base, "room": room, "token": token, "hold_ms": 12_000, "fake_audio": wav});
+    let browser = tokio::spawn(chromium::run("publish.mjs", args));
+    eventually("the tab publishing H.264 and audio", Duration::from_secs(30), || async {
+        let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
+        let tab = body["peers"].as_array()?.iter().find(|p| p["identity"] == "tab")?.clone();
+        let tracks = tab["tracks"].as_array()?;
+        (tracks.len() == 2 && tracks.iter().any(|t| t["codec"] == "h264")).then_some(())
+    })
+    .await;
+
+    let body = json!({"type": "hls", "peer": "tab", "segment_s": 1, "part_ms": 250});
+    let (status, created) = server.call(Method::POST, &format!("/v1/rooms/{room}/components"), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let viewer = server.token(room, "hls-viewer", json!({"publish": false, "subscribe": true})).await;
+    let url = format!("{}?token={viewer}", created["url"].as_str().unwrap());
+    let tab = chromium::run("hls.mjs", json!({"base": server.base, "url": url, "seconds": 4})).await;
+    let frames = tab["frames"].as_u64().unwrap_or_default();
+    assert!(frames >= 40, "hls.js presented {frames} frames of the tab's camera in 4 s: {tab}");
+    let heard = tab["heard"]["hz"].as_f64().unwrap_or_default();
+    assert!((heard - HZ).abs() <= 3.0, "hls.js plays {heard} Hz of the tab's microphone: {tab}");
+    assert_eq!(tab["errors"], json!([]), "{tab}");
+    println!("room tab (H.264) -> hls.js: {frames} frames, {heard:.1} Hz, ingest-to-glass {} ms", tab["glass_ms"]);
+    browser.await.expect("the publishing tab");
 }
