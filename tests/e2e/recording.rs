@@ -6,10 +6,12 @@
 //! frequency — and the manifest's start times put the beeps of the audio file on the flashes of
 //! the video file within 40 ms. The restarted server starts the recording again into the same
 //! manifest and copies what the crash left to S3 (`s3s-fs`, read back over the S3 API); the
-//! API's refusals name their field.
+//! API's refusals name their field. A Chromium room tab publishing VP8 (ramping its resolution
+//! up, as browsers do) and a 1 kHz microphone is recorded to one file per track, each closed when
+//! the tab's tracks end, the VP8 in MP4 decoded by ffmpeg.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -17,6 +19,8 @@ use serde_json::{Value, json};
 use crate::rtmp::ffprobe;
 use crate::rtmp_webrtc::{FPS, TONE_HZ, flashing, publish};
 use crate::sip::{OPEN_DIAL_IN, pcmu_call, tone, uac_args};
+use crate::support::baresip::tone_wav;
+use crate::support::chromium;
 use crate::support::lipsync::{beeps, flashes, paired_offsets};
 use crate::support::players::{pictures, recorded_tone};
 use crate::support::s3::{BUCKET, S3Server};
@@ -180,4 +184,57 @@ async fn a_tracks_recording_of_a_whip_publisher_and_a_phone_decodes_lines_up_and
     assert_eq!(status, 204);
     publishing.abort();
     drop(phone);
+}
+
+#[tokio::test]
+async fn a_browser_tab_publishing_vp8_is_recorded_to_one_closed_file_per_track() {
+    const HZ: f64 = 1000.0;
+    let server = TestServer::start().await;
+    let room = "tab-rec";
+    let wav = tone_wav(server.dir(), HZ, 48_000, 5.0);
+    let token = server.token(room, "tab", json!({"publish": true, "subscribe": true})).await;
+    let args = json!({"base": server.base, "room": room, "token": token, "hold_ms": 7_000, "fake_audio": wav});
+    let browser = tokio::spawn(chromium::run("publish.mjs", args));
+    eventually("the tab publishing VP8 and audio", Duration::from_secs(30), || async {
+        let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
+        let tab = body["peers"].as_array()?.iter().find(|p| p["identity"] == "tab")?.clone();
+        let tracks = tab["tracks"].as_array()?;
+        (tracks.len() == 2 && tracks.iter().any(|t| t["codec"] == "vp8")).then_some(())
+    })
+    .await;
+    let body = json!({"type": "recording", "peer": "tab"});
+    let (status, created) = server.call(Method::POST, &format!("/v1/rooms/{room}/components"), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let recording = PathBuf::from(created["path"].as_str().unwrap());
+    browser.await.expect("the publishing tab");
+    // The tab is gone (its session would wait for a reconnection first): its tracks end.
+    let (status, _) = server.call(Method::DELETE, &format!("/v1/rooms/{room}/peers/tab"), None).await;
+    assert!(status == 204 || status == 404, "kicking the tab: {status}");
+
+    // Both files are closed, one per track (the resolution ramp stays in one).
+    let closed = |manifest: &Value| {
+        let files = manifest["files"].as_array().cloned().unwrap_or_default();
+        files.len() == 2 && files.iter().all(|f| f["end_unix_ms"].is_f64())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let written = loop {
+        let manifest = manifest(&recording).await;
+        if closed(&manifest) {
+            break manifest;
+        }
+        assert!(Instant::now() < deadline, "both files closed, one per track: {manifest}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (video_entry, video_file) = entry(&written, &recording, "tab", "video");
+    let (_, audio_file) = entry(&written, &recording, "tab", "audio");
+    assert_eq!(video_entry["codec"], "vp8", "{written}");
+    let (decoded, changes) = pictures(&video_file).await;
+    assert!(decoded >= 60, "{decoded} VP8 pictures decoded from {}", video_file.display());
+    assert!(changes * 2 >= decoded, "the pictures move: {changes} changes in {decoded}");
+    let heard = recorded_tone(&audio_file).await;
+    assert!((heard - HZ).abs() <= 3.0, "the tab's file holds {heard} Hz");
+    let sizes = ffprobe(&video_file, &["-show_entries", "frame=width", "-select_streams", "v:0"]).await;
+    let widths: std::collections::BTreeSet<u64> =
+        sizes["frames"].as_array().into_iter().flatten().filter_map(|f| f["width"].as_u64()).collect();
+    println!("room tab (VP8) recorded: {decoded} pictures, widths {widths:?}, {heard:.1} Hz");
 }

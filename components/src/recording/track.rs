@@ -1,7 +1,9 @@
 //! One track of a `tracks` recording as fragmented MP4, sans I/O: frames in, the bytes of its
 //! file out — an init segment when a file begins, then one fragment (moof + mdat) per frame, so
 //! whatever a crash leaves on disk is whole fragments a player reads. A video file begins at a
-//! keyframe; a new decoder configuration (a resolution change) begins a new file. Each file's
+//! keyframe. A new H.264 decoder configuration (a new SPS: the init segment's `avcC` would no
+//! longer describe the stream) begins a new file; VP8, VP9 and AV1 carry a new picture size in
+//! the keyframe itself, so a browser ramping its resolution up stays in one file. Each file's
 //! timeline starts at zero; [`Step::Open`] says when its first sample was captured, which the
 //! manifest turns into wall-clock time so files line up.
 
@@ -69,8 +71,11 @@ impl TrackMuxer {
             && let Some(config) = video_config(self.codec, &frame.payload, &self.params)
             && self.config.as_ref() != Some(&config)
         {
-            self.config = Some(config);
-            self.file = None;
+            // The first configuration opens the file; after that only H.264's needs a new one.
+            if self.config.is_none() || self.codec == Codec::H264 {
+                self.config = Some(config);
+                self.file = None;
+            }
         }
         let Some(config) = &self.config else { return Ok(None) };
         let ticks = frame.time.rebase(self.timescale).ticks;
@@ -209,6 +214,18 @@ mod tests {
         let sps_640 = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x3d, 0xa1, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00];
         wider.payload = h264::to_annexb([&sps_640[..], PPS, &[0x65, 0x88][..]]);
         assert!(matches!(muxer.push(&wider).unwrap(), Some(Step::Open { .. })), "a new SPS: a new file");
+
+        // VP8 says its size in each keyframe: a browser ramping 320x180 -> 640x360 stays in one file.
+        let vp8_key = |width: u16, height: u16| {
+            let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+            frame.extend_from_slice(&width.to_le_bytes());
+            frame.extend_from_slice(&height.to_le_bytes());
+            frame.extend_from_slice(&[0; 8]);
+            MediaFrame::video(Codec::Vp8, MediaTime::new(0, 90_000), true, t0, Bytes::from(frame))
+        };
+        let mut vp8 = TrackMuxer::new(Codec::Vp8, CodecParams::for_codec(Codec::Vp8));
+        assert!(matches!(vp8.push(&vp8_key(320, 180)).unwrap(), Some(Step::Open { .. })));
+        assert!(matches!(vp8.push(&vp8_key(640, 360)).unwrap(), Some(Step::Append(_))), "in-band size change");
 
         let mut opus = TrackMuxer::new(Codec::Opus, CodecParams::for_codec(Codec::Opus));
         let frame = MediaFrame::audio(Codec::Opus, MediaTime::new(960, 48_000), t0, Bytes::from_static(&[0xfc, 1]));
