@@ -54,6 +54,7 @@ async fn ffmpeg_plays_the_ll_hls_of_an_rtmp_publisher() {
         (json!({"type": "hls", "layout": "grid"}), "layout"),
         (json!({"type": "hls", "segment_s": 30}), "segment_s"),
         (json!({"type": "hls", "segment_s": 1, "part_ms": 1000}), "part_ms"),
+        (json!({"type": "hls", "segment_s": 10, "window": 20}), "window"),
     ] {
         let (status, error) = post(body.clone()).await;
         assert_eq!(status, 422, "{body} -> {error}");
@@ -117,6 +118,7 @@ async fn ffmpeg_plays_the_ll_hls_of_an_rtmp_publisher() {
         (playlist_url.clone(), 401),
         (format!("{playlist_url}?token={other}"), 403),
         (format!("{with_token}&_HLS_msn={}", msn + 5), 400),
+        (format!("{with_token}&_HLS_msn=soon"), 400),
         (format!("{base}seg-99999.m4s?token={token}"), 404),
         (format!("{base}../../etc/passwd?token={token}"), 404),
     ] {

@@ -37,6 +37,9 @@ pub enum HlsLayout {
     Single,
 }
 
+/// The most media an output keeps, in seconds (window × segment_s).
+const MAX_WINDOW_S: f64 = 120.0;
+
 fn default_segment() -> f64 {
     2.0
 }
@@ -82,6 +85,13 @@ impl HlsOptions {
         }
         if !(3..=60).contains(&self.window) {
             return Err(("window", format!("{} is not between 3 and 60", self.window)));
+        }
+        // The window is held in memory: two minutes of media at most.
+        if self.window as f64 * self.segment_s > MAX_WINDOW_S {
+            return Err((
+                "window",
+                format!("{} segments of {} s is more than {MAX_WINDOW_S} s", self.window, self.segment_s),
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -104,8 +105,9 @@ fn gone(what: &str) -> ApiError {
 async fn serve(
     State(served): State<Served>,
     Path((room, id, file)): Path<(String, String, String)>,
-    Query(query): Query<HlsQuery>,
+    query: Result<Query<HlsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let room: RoomId = path_id("room", &room)?;
     let output: Arc<HlsOutput> =
         served.outputs.get(&room, &id).ok_or_else(|| ApiError::not_found("output_not_found", "no such HLS output"))?;
