@@ -7,6 +7,8 @@
 //! importing another. [`initial_config`], [`video_config`] and [`sample_payload`] say what a
 //! Junction track and its frames are in CMAF.
 
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 mod fragment;
 mod guard;
 mod init;
@@ -18,8 +20,8 @@ pub use fragment::{FragmentSample, fragment_header, parse_fragment};
 pub use init::{InitTrack, ParsedTrack, SampleDefaults, TrackCodec, build_init, parse_init};
 pub use picture::{h264_dimensions, picture_size};
 pub use track_config::{
-    CARRIED_AUDIO, CARRIED_VIDEO, audio_config, h264_config, initial_config, nominal_duration, sample_payload,
-    timescale, video_config,
+    CARRIED_AUDIO, CARRIED_VIDEO, DecodeTimes, audio_config, h264_config, initial_config, nominal_duration,
+    sample_payload, timescale, video_config,
 };
 pub use vpx_av1::{
     Av1Config, VpxConfig, av1_sample, av1_sequence_config, vp8_config, vp8_keyframe_size, vp9_keyframe_config,

@@ -113,6 +113,42 @@ pub fn sample_payload(codec: Codec, payload: Bytes) -> Bytes {
     }
 }
 
+/// Decode times for samples that arrive in decode order stamped with presentation times: when
+/// those go backwards (B-frames) the decode time still increases (by one tick) and the sample
+/// carries a negative composition offset; otherwise the decode time is the presentation time.
+/// Also keeps the last sample-to-sample step as the duration of the latest sample.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeTimes {
+    last: Option<u64>,
+    duration: u32,
+}
+
+impl DecodeTimes {
+    /// Starting from a nominal sample duration ([`nominal_duration`]).
+    pub fn new(duration: u32) -> DecodeTimes {
+        DecodeTimes { last: None, duration }
+    }
+
+    /// The decode time of the sample presented at `pts` (ticks).
+    pub fn next(&mut self, pts: u64) -> u64 {
+        let mut dts = pts;
+        if let Some(last) = self.last {
+            if dts <= last {
+                dts = last + 1;
+            } else {
+                self.duration = u32::try_from(dts - last).unwrap_or(self.duration);
+            }
+        }
+        self.last = Some(dts);
+        dts
+    }
+
+    /// The duration a sample is given: the last step between two samples.
+    pub fn duration(&self) -> u32 {
+        self.duration
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +159,14 @@ mod tests {
         params.clock_rate = 44_100;
         assert_eq!(audio_config(Codec::Aac, &params).unwrap().codec_string(), "mp4a.40.2");
         assert!(audio_config(Codec::H264, &params).is_none());
+    }
+
+    #[test]
+    fn decode_times_increase_through_b_frames() {
+        let mut times = DecodeTimes::new(3_000);
+        let dts: Vec<u64> = [0, 6_000, 3_000, 9_000].into_iter().map(|pts| times.next(pts)).collect();
+        assert_eq!(dts, [0, 6_000, 6_001, 9_000]);
+        assert_eq!(times.duration(), 2_999);
     }
 
     #[test]

@@ -7,12 +7,12 @@
 // distance to the live edge.
 // Args: {base, url, seconds}.
 import { fileURLToPath } from 'node:url';
-import { run, open, until, sleep } from './runner.mjs';
+import { run, open, until, sleep, toneMeter } from './runner.mjs';
 
 const HLS_JS = fileURLToPath(new URL('./node_modules/hls.js/dist/hls.min.js', import.meta.url));
 
 run(async (browser, { base, url, seconds }, logs) => {
-  const page = await open(browser, `${base}/`, logs, 'hls');
+  const page = await open(browser, `${base}/`, logs, 'hls', [[toneMeter]]);
   await page.addScriptTag({ path: HLS_JS });
   await page.evaluate((url) => {
     const video = document.createElement('video');
@@ -56,14 +56,9 @@ run(async (browser, { base, url, seconds }, logs) => {
     analyser.smoothingTimeConstant = 0;
     source.connect(analyser);
     await new Promise((resolve) => setTimeout(resolve, 1500));
-    const bins = new Float32Array(analyser.frequencyBinCount);
-    analyser.getFloatFrequencyData(bins);
-    let loudest = 0;
-    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
-    const [a, b, c] = [bins[loudest - 1], bins[loudest], bins[loudest + 1]];
-    const offset = 0.5 * (a - c) / (a - 2 * b + c || 1);
+    const { hz, peakDb } = window.loudestHz(analyser, context.sampleRate);
     await context.close();
-    return { hz: (loudest + offset) * context.sampleRate / analyser.fftSize, peak_db: b };
+    return { hz, peak_db: peakDb };
   });
   const glass = latencies.map((l) => l.glass_ms).filter((v) => v !== null).sort((x, y) => x - y);
   return {

@@ -6,7 +6,7 @@
 // with `whep` (a token), that of a `/whep.html` player of the peer in the same browser, and
 // the browser's own peer-to-peer offset for reference.
 // Args: {base, room, token, peer, video, sync, whep}.
-import { run, roomPage, until, sleep } from './runner.mjs';
+import { run, roomPage, until, sleep, toneMeter } from './runner.mjs';
 import { syncMeter, syncAtViewers } from './lipsync.mjs';
 
 const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
@@ -20,7 +20,7 @@ const framesDecoded = (page, peer) => page.evaluate(async (peer) => {
 }, peer);
 
 run(async (browser, { base, room, token, peer, video, sync, whep }, logs) => {
-  const page = await roomPage(browser, base, room, token, logs, sync ? [[syncMeter]] : []);
+  const page = await roomPage(browser, base, room, token, logs, sync ? [[toneMeter], [syncMeter]] : [[toneMeter]]);
   await until(`an audio tile of ${peer}`, 20_000, () =>
     page.evaluate((peer) => [...window.junction.tiles.values()].some((t) => t.peer === peer && t.track.kind === 'audio'), peer));
   // Let the jitter buffer settle, then take the spectrum of what plays.
@@ -35,20 +35,13 @@ run(async (browser, { base, room, token, peer, video, sync, whep }, logs) => {
     analyser.smoothingTimeConstant = 0;
     source.connect(analyser);
     await new Promise((resolve) => setTimeout(resolve, 1500));
-    const bins = new Float32Array(analyser.frequencyBinCount);
-    analyser.getFloatFrequencyData(bins);
-    let loudest = 0;
-    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
-    // Parabolic interpolation between the loudest bin and its neighbours (in dB).
-    const [a, b, c] = [bins[loudest - 1], bins[loudest], bins[loudest + 1]];
-    const offset = 0.5 * (a - c) / (a - 2 * b + c || 1);
-    const hz = (loudest + offset) * context.sampleRate / analyser.fftSize;
+    const { hz, peakDb } = window.loudestHz(analyser, context.sampleRate);
     let energy = 0;
     for (const s of (await tile.receiver.getStats()).values()) {
       if (s.type === 'inbound-rtp' && s.kind === 'audio') energy = s.totalAudioEnergy;
     }
     await context.close();
-    return { hz, peakDb: b, energy, codec: tile.receiver.track?.kind };
+    return { hz, peakDb, energy, codec: tile.receiver.track?.kind };
   }, peer);
   let decoded = null;
   if (video) {

@@ -106,6 +106,23 @@ export function inboundVideo(page, global = 'junction.session') {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * An init script (for `open`/`roomPage`'s `init`) that gives the tab `window.loudestHz(analyser,
+ * sampleRate)`: the loudest bin of a Web Audio analyser's spectrum, refined by parabolic
+ * interpolation between it and its neighbours (in dB), in Hz, with its level.
+ */
+export function toneMeter() {
+  window.loudestHz = (analyser, sampleRate) => {
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    analyser.getFloatFrequencyData(bins);
+    let loudest = 0;
+    for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
+    const [a, b, c] = [bins[loudest - 1], bins[loudest], bins[loudest + 1]];
+    const offset = 0.5 * (a - c) / (a - 2 * b + c || 1);
+    return { hz: (loudest + offset) * sampleRate / analyser.fftSize, peakDb: b };
+  };
+}
+
+/**
  * Waits (30 s at most) until every page decodes video, then samples `stats(page)` of each twice,
  * two seconds apart: a test compares the two to see decoding go on.
  */

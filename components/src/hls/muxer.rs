@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use junction_cmaf::{
-    FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header, initial_config,
+    DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header, initial_config,
     nominal_duration, sample_payload, timescale, video_config,
 };
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, TrackId};
@@ -26,11 +26,10 @@ struct Track {
     codec: Codec,
     params: CodecParams,
     timescale: u32,
-    duration: u32,
     config: Option<TrackCodec>,
     /// (first frame's ticks, its place on the timeline in this track's ticks).
     anchor: Option<(u64, u64)>,
-    last_dts: Option<u64>,
+    decode: DecodeTimes,
     /// In the init segment in force (frames of a track that is not wait for the next one).
     in_init: bool,
 }
@@ -44,9 +43,8 @@ impl Track {
             config: initial_config(codec, &params),
             params,
             timescale,
-            duration: nominal_duration(codec, timescale),
             anchor: None,
-            last_dts: None,
+            decode: DecodeTimes::new(nominal_duration(codec, timescale)),
             in_init: false,
         }
     }
@@ -231,7 +229,7 @@ impl HlsMuxer {
         self.sequence = self.sequence.wrapping_add(1);
         let sample = FragmentSample {
             decode_time: dts,
-            duration: track.duration,
+            duration: track.decode.duration(),
             composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
             keyframe: frame.keyframe,
         };
@@ -254,16 +252,7 @@ fn place(track: &mut Track, frame: &MediaFrame, created: Instant) -> (u64, u64, 
         (ticks, (since.as_micros() as u64).saturating_mul(scale) / 1_000_000)
     });
     let pts = base.saturating_add(ticks.saturating_sub(first));
-    let mut dts = pts;
-    if let Some(last) = track.last_dts {
-        if dts <= last {
-            dts = last + 1;
-        } else {
-            track.duration = u32::try_from(dts - last).unwrap_or(track.duration);
-        }
-    }
-    track.last_dts = Some(dts);
-    (dts, pts, pts as f64 / scale as f64)
+    (track.decode.next(pts), pts, pts as f64 / scale as f64)
 }
 
 #[cfg(test)]
@@ -275,11 +264,7 @@ mod tests {
 
     use super::*;
 
-    const SPS: &[u8] = &[
-        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
-        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
-    ];
-    const PPS: &[u8] = &[0x68, 0xeb, 0xc3, 0xc4, 0x48, 0x44];
+    use junction_cmaf::fixtures::{PPS, SPS};
 
     #[test]
     fn frames_make_parts_and_segments_at_keyframes_past_the_target() {

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use junction_cmaf::{
-    CmafError, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header, initial_config,
-    nominal_duration, sample_payload, timescale, video_config,
+    CmafError, DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header,
+    initial_config, nominal_duration, sample_payload, timescale, video_config,
 };
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind};
 
@@ -32,7 +32,7 @@ pub enum Step {
 /// The current file's timeline.
 struct Timeline {
     first_ticks: u64,
-    last_dts: Option<u64>,
+    decode: DecodeTimes,
     sequence: u32,
 }
 
@@ -40,7 +40,6 @@ pub struct TrackMuxer {
     codec: Codec,
     params: CodecParams,
     timescale: u32,
-    duration: u32,
     config: Option<TrackCodec>,
     file: Option<Timeline>,
 }
@@ -49,14 +48,7 @@ impl TrackMuxer {
     /// A track the engine delivers as `codec` with `params` (one of the codecs CMAF carries).
     pub fn new(codec: Codec, params: CodecParams) -> TrackMuxer {
         let timescale = timescale(codec, &params);
-        TrackMuxer {
-            codec,
-            config: initial_config(codec, &params),
-            params,
-            timescale,
-            duration: nominal_duration(codec, timescale),
-            file: None,
-        }
+        TrackMuxer { codec, config: initial_config(codec, &params), params, timescale, file: None }
     }
 
     /// Muxes one frame; `None` when it is dropped (video before a keyframe, or before the
@@ -84,7 +76,8 @@ impl TrackMuxer {
             if video && !frame.keyframe {
                 return Ok(None);
             }
-            self.file = Some(Timeline { first_ticks: ticks, last_dts: None, sequence: 0 });
+            let decode = DecodeTimes::new(nominal_duration(self.codec, self.timescale));
+            self.file = Some(Timeline { first_ticks: ticks, decode, sequence: 0 });
         }
         let init = if opening {
             let track = InitTrack {
@@ -98,23 +91,13 @@ impl TrackMuxer {
             None
         };
         let Some(file) = self.file.as_mut() else { return Ok(None) };
-        // Frames come in decode order stamped with presentation times: when those go backwards
-        // (B-frames) the decode time keeps increasing and the sample gets a negative offset.
         let pts = ticks.saturating_sub(file.first_ticks);
-        let mut dts = pts;
-        if let Some(last) = file.last_dts {
-            if dts <= last {
-                dts = last + 1;
-            } else {
-                self.duration = u32::try_from(dts - last).unwrap_or(self.duration);
-            }
-        }
-        file.last_dts = Some(dts);
+        let dts = file.decode.next(pts);
         file.sequence = file.sequence.wrapping_add(1);
         let payload = sample_payload(self.codec, frame.payload.clone());
         let sample = FragmentSample {
             decode_time: dts,
-            duration: self.duration,
+            duration: file.decode.duration(),
             composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
             keyframe: frame.keyframe,
         };
@@ -144,20 +127,7 @@ mod tests {
 
     use super::*;
 
-    const SPS: &[u8] = &[
-        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
-        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
-    ];
-    const PPS: &[u8] = &[0x68, 0xeb, 0xc3, 0xc4, 0x48, 0x44];
-
-    fn video(ticks: u64, keyframe: bool, at: Instant) -> MediaFrame {
-        let payload = if keyframe {
-            h264::to_annexb([SPS, PPS, &[0x65, 0x88, 0x80, 0x10][..]])
-        } else {
-            h264::to_annexb([&[0x41, 0x9a, 0x02, ticks as u8][..]])
-        };
-        MediaFrame::video(Codec::H264, MediaTime::new(ticks, 90_000), keyframe, at, payload)
-    }
+    use junction_cmaf::fixtures::{PPS, h264_frame as video};
 
     /// Splits a file's bytes into its top-level boxes.
     fn boxes(mut data: &[u8]) -> Vec<(String, &[u8])> {

@@ -17,7 +17,7 @@ use super::catalog::{CatalogEntry, catalog_json};
 use crate::codecs;
 use crate::naming::{self, CATALOG_TRACK, INIT_TRACK};
 use crate::out_track::OutTrack;
-use junction_cmaf::{FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header};
+use junction_cmaf::{DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header};
 
 /// How long a new broadcast waits for every track's decoder configuration (a video track's
 /// first keyframe) before publishing an init segment with the tracks that are ready.
@@ -46,8 +46,7 @@ struct MediaTrack {
     timescale: u32,
     sequence: u32,
     clock: Option<TrackClock>,
-    last_dts: Option<u64>,
-    duration: u32,
+    decode: DecodeTimes,
     group_start_dts: u64,
     /// An audio track's next group, set when the peer's video starts one.
     pending_group: Option<u64>,
@@ -135,7 +134,7 @@ impl PeerBroadcast {
         let Some(out) = OutTrack::create(&mut self.writer, &mut self.reader, &name, priority) else { return };
         let config = junction_cmaf::initial_config(codec, &params);
         let timescale = codecs::timescale(codec, &params);
-        let duration = junction_cmaf::nominal_duration(codec, timescale);
+        let decode = DecodeTimes::new(junction_cmaf::nominal_duration(codec, timescale));
         debug!(peer = %self.identity, track = %engine, id, %codec, "egress track added");
         self.tracks.insert(
             id,
@@ -149,8 +148,7 @@ impl PeerBroadcast {
                 timescale,
                 sequence: 0,
                 clock: None,
-                last_dts: None,
-                duration,
+                decode,
                 group_start_dts: 0,
                 pending_group: None,
             },
@@ -294,16 +292,7 @@ impl PeerBroadcast {
             TrackClock { first_ticks: ticks, base }
         });
         let pts = clock.base.saturating_add(ticks.saturating_sub(clock.first_ticks));
-        let mut dts = pts;
-        if let Some(last) = track.last_dts {
-            if dts <= last {
-                dts = last + 1;
-            } else {
-                track.duration = u32::try_from(dts - last).unwrap_or(track.duration);
-            }
-        }
-        track.last_dts = Some(dts);
-        (dts, pts)
+        (track.decode.next(pts), pts)
     }
 }
 
@@ -327,7 +316,7 @@ impl MediaTrack {
         self.sequence = self.sequence.wrapping_add(1);
         let sample = FragmentSample {
             decode_time: dts,
-            duration: self.duration,
+            duration: self.decode.duration(),
             composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
             keyframe: frame.keyframe,
         };
@@ -354,19 +343,8 @@ mod tests {
     use super::*;
     use junction_cmaf::{ParsedTrack, parse_fragment, parse_init};
 
-    const SPS: &[u8] = &[
-        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x96, 0x40, 0x50, 0x7e, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00,
-        0x03, 0x00, 0xca, 0x3c, 0x50, 0xa9, 0x20,
-    ];
-    const PPS: &[u8] = &[0x68, 0xeb, 0xc3, 0xc4, 0x48, 0x44];
-
     fn video(ticks: u64, keyframe: bool, at: Instant) -> MediaFrame {
-        let payload = if keyframe {
-            h264::to_annexb([SPS, PPS, &[0x65, 0x88, 0x80, 0x10][..]])
-        } else {
-            h264::to_annexb([&[0x41, 0x9a, 0x02, ticks as u8][..]])
-        };
-        MediaFrame::video(Codec::H264, MediaTime::new(ticks, 90_000), keyframe, at, payload)
+        junction_cmaf::fixtures::h264_frame(ticks, keyframe, at)
     }
 
     fn opus(ticks: u64, at: Instant) -> MediaFrame {
