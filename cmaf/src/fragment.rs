@@ -23,6 +23,21 @@ pub struct FragmentSample {
     pub keyframe: bool,
 }
 
+impl FragmentSample {
+    /// A sample decoded at `decode_time` and presented at `presentation_time` (its composition
+    /// offset is the difference, saturated to what `trun` holds).
+    pub fn presented(decode_time: u64, presentation_time: u64, duration: u32, keyframe: bool) -> FragmentSample {
+        let offset =
+            i64::try_from(presentation_time).unwrap_or(i64::MAX) - i64::try_from(decode_time).unwrap_or(i64::MAX);
+        FragmentSample {
+            decode_time,
+            duration,
+            composition_offset: offset.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            keyframe,
+        }
+    }
+}
+
 /// The moof and the mdat header of a one-sample fragment whose payload is `payload_len` bytes;
 /// the object is these bytes followed by the payload.
 pub fn fragment_header(

@@ -227,12 +227,7 @@ impl HlsMuxer {
         }
         let payload = sample_payload(track.codec, frame.payload.clone());
         self.sequence = self.sequence.wrapping_add(1);
-        let sample = FragmentSample {
-            decode_time: dts,
-            duration: track.decode.duration(),
-            composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
-            keyframe: frame.keyframe,
-        };
+        let sample = FragmentSample::presented(dts, pts, track.decode.duration(), frame.keyframe);
         let id = if is_video { VIDEO_ID } else { AUDIO_ID };
         if let Ok(header) = fragment_header(id, self.sequence, sample, payload.len()) {
             self.part.extend_from_slice(&header);

@@ -95,12 +95,7 @@ impl TrackMuxer {
         let dts = file.decode.next(pts);
         file.sequence = file.sequence.wrapping_add(1);
         let payload = sample_payload(self.codec, frame.payload.clone());
-        let sample = FragmentSample {
-            decode_time: dts,
-            duration: file.decode.duration(),
-            composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
-            keyframe: frame.keyframe,
-        };
+        let sample = FragmentSample::presented(dts, pts, file.decode.duration(), frame.keyframe);
         let header = fragment_header(TRACK_ID, file.sequence, sample, payload.len())?;
         let init_len = init.as_ref().map_or(0, |(init, _)| init.len());
         let mut bytes = BytesMut::with_capacity(init_len + header.len() + payload.len());

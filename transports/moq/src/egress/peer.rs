@@ -314,12 +314,7 @@ impl MediaTrack {
     fn write_sample(&mut self, frame: MediaFrame, dts: u64, pts: u64) {
         let payload = junction_cmaf::sample_payload(frame.codec, frame.payload);
         self.sequence = self.sequence.wrapping_add(1);
-        let sample = FragmentSample {
-            decode_time: dts,
-            duration: self.decode.duration(),
-            composition_offset: i32::try_from(pts as i64 - dts as i64).unwrap_or(0),
-            keyframe: frame.keyframe,
-        };
+        let sample = FragmentSample::presented(dts, pts, self.decode.duration(), frame.keyframe);
         let header = match fragment_header(self.id, self.sequence, sample, payload.len()) {
             Ok(header) => header,
             Err(err) => {
