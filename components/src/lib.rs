@@ -13,6 +13,7 @@ pub mod hls;
 pub mod recording;
 mod registry;
 pub mod rtsp;
+mod wall_clock;
 
 use junction_transport_api::{Service, Started, TransportContext};
 

@@ -254,9 +254,7 @@ impl Components {
                         scratch: scratch.clone(),
                         stop: stop.clone(),
                     };
-                    let started = this.clone();
-                    let started_id = id.clone();
-                    contained(file::play(playback, move || started.set_state(&started_id, State::Running, None))).await
+                    contained(file::play(playback, this.when_running(&id))).await
                 }
                 Spec::Rtsp(options) => {
                     let pull = Pull {
@@ -286,10 +284,7 @@ impl Components {
                         s3: this.inner.recordings.s3.clone(),
                         stop: stop.clone(),
                     };
-                    let started = this.clone();
-                    let started_id = id.clone();
-                    contained(recording::record(recorder, move || started.set_state(&started_id, State::Running, None)))
-                        .await
+                    contained(recording::record(recorder, this.when_running(&id))).await
                 }
                 Spec::Hls(options) => {
                     let run = HlsRun {
@@ -300,9 +295,7 @@ impl Components {
                         outputs: this.inner.hls.clone(),
                         stop: stop.clone(),
                     };
-                    let started = this.clone();
-                    let started_id = id.clone();
-                    contained(hls::run(run, move || started.set_state(&started_id, State::Running, None))).await
+                    contained(hls::run(run, this.when_running(&id))).await
                 }
             };
             let _ = tokio::fs::remove_dir_all(&scratch).await;
@@ -319,6 +312,12 @@ impl Components {
             }
         });
         view
+    }
+
+    /// What a component's task calls once it is in the room: the component is `running`.
+    fn when_running(&self, id: &str) -> impl FnOnce() + Send + 'static {
+        let (this, id) = (self.clone(), id.to_owned());
+        move || this.set_state(&id, State::Running, None)
     }
 
     /// Moves a component to `state` and announces it (a deleted component is only announced).

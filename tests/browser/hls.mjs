@@ -47,19 +47,7 @@ run(async (browser, { base, url, seconds }, logs) => {
     }));
   }
   const after = await quality();
-  const heard = await page.evaluate(async () => {
-    const context = new AudioContext();
-    await context.resume();
-    const source = context.createMediaElementSource(window.player.video);
-    const analyser = context.createAnalyser();
-    analyser.fftSize = 32768;
-    analyser.smoothingTimeConstant = 0;
-    source.connect(analyser);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    const { hz, peakDb } = window.loudestHz(analyser, context.sampleRate);
-    await context.close();
-    return { hz, peak_db: peakDb };
-  });
+  const heard = await page.evaluate(() => window.hearTone((context) => context.createMediaElementSource(window.player.video)));
   const glass = latencies.map((l) => l.glass_ms).filter((v) => v !== null).sort((x, y) => x - y);
   return {
     frames: after.frames - before.frames,

@@ -27,20 +27,11 @@ run(async (browser, { base, room, token, peer, video, sync, whep }, logs) => {
   await sleep(1500);
   const heard = await page.evaluate(async (peer) => {
     const tile = [...window.junction.tiles.values()].find((t) => t.peer === peer && t.track.kind === 'audio');
-    const context = new AudioContext();
-    await context.resume();
-    const source = context.createMediaStreamSource(new MediaStream([tile.track]));
-    const analyser = context.createAnalyser();
-    analyser.fftSize = 32768;
-    analyser.smoothingTimeConstant = 0;
-    source.connect(analyser);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    const { hz, peakDb } = window.loudestHz(analyser, context.sampleRate);
+    const { hz, peakDb } = await window.hearTone((context) => context.createMediaStreamSource(new MediaStream([tile.track])));
     let energy = 0;
     for (const s of (await tile.receiver.getStats()).values()) {
       if (s.type === 'inbound-rtp' && s.kind === 'audio') energy = s.totalAudioEnergy;
     }
-    await context.close();
     return { hz, peakDb, energy, codec: tile.receiver.track?.kind };
   }, peer);
   let decoded = null;

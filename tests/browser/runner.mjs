@@ -106,19 +106,29 @@ export function inboundVideo(page, global = 'junction.session') {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * An init script (for `open`/`roomPage`'s `init`) that gives the tab `window.loudestHz(analyser,
- * sampleRate)`: the loudest bin of a Web Audio analyser's spectrum, refined by parabolic
- * interpolation between it and its neighbours (in dB), in Hz, with its level.
+ * An init script (for `open`/`roomPage`'s `init`) that gives the tab `window.hearTone(source)`:
+ * `source(context)` makes a Web Audio source node in a fresh context; 1.5 s of it go through a
+ * 32768-point analyser (1.5 Hz bins at 48 kHz) and the loudest bin, refined by parabolic
+ * interpolation between it and its neighbours (in dB), is returned as `{hz, peakDb}`.
  */
 export function toneMeter() {
-  window.loudestHz = (analyser, sampleRate) => {
+  window.hearTone = async (source) => {
+    const context = new AudioContext();
+    await context.resume();
+    const analyser = context.createAnalyser();
+    analyser.fftSize = 32768;
+    analyser.smoothingTimeConstant = 0;
+    source(context).connect(analyser);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
     const bins = new Float32Array(analyser.frequencyBinCount);
     analyser.getFloatFrequencyData(bins);
     let loudest = 0;
     for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
     const [a, b, c] = [bins[loudest - 1], bins[loudest], bins[loudest + 1]];
     const offset = 0.5 * (a - c) / (a - 2 * b + c || 1);
-    return { hz: (loudest + offset) * sampleRate / analyser.fftSize, peakDb: b };
+    const hz = (loudest + offset) * context.sampleRate / analyser.fftSize;
+    await context.close();
+    return { hz, peakDb: b };
   };
 }
 

@@ -14,10 +14,16 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::baresip::tone_wav;
+use crate::support::moq::wait_for_peer;
 use crate::support::players::{ffmpeg_pull, ffmpeg_push_sources, finish, ingress, pictures, recorded_tone};
 use crate::support::{TestServer, chromium, eventually};
 
 const TONE_HZ: f64 = 660.0;
+
+/// Whether a peer (as the REST API shows it) publishes two tracks, one of them in `codec`.
+pub(crate) fn publishes(peer: &Value, codec: &str) -> bool {
+    peer["tracks"].as_array().is_some_and(|t| t.len() == 2 && t.iter().any(|t| t["codec"] == codec))
+}
 
 /// The value of `attribute` (`URI`, `DURATION`) on the last `tag` line of a playlist.
 fn last_attribute(playlist: &str, tag: &str, attribute: &str) -> Option<String> {
@@ -38,15 +44,7 @@ async fn ffmpeg_plays_the_ll_hls_of_an_rtmp_publisher() {
         60,
         &["-tune", "zerolatency", "-g", "30"],
     );
-    eventually("the RTMP publisher's two tracks", Duration::from_secs(20), || async {
-        let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
-        body["peers"]
-            .as_array()?
-            .iter()
-            .any(|p| p["identity"] == "obs" && p["tracks"].as_array().is_some_and(|t| t.len() == 2))
-            .then_some(())
-    })
-    .await;
+    wait_for_peer(&server, room, "obs", |p| p["tracks"].as_array().is_some_and(|t| t.len() == 2)).await;
 
     let components = format!("/v1/rooms/{room}/components");
     let post = |body: Value| server.call(Method::POST, &components, Some(body));
@@ -178,13 +176,7 @@ async fn hls_js_plays_the_ll_hls_of_a_browser_room_tab_publishing_h264() {
     let token = server.token(room, "tab", json!({"publish": true, "subscribe": true})).await;
     let args = json!({"base": server.base, "room": room, "token": token, "hold_ms": 12_000, "fake_audio": wav});
     let browser = tokio::spawn(chromium::run("publish.mjs", args));
-    eventually("the tab publishing H.264 and audio", Duration::from_secs(30), || async {
-        let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
-        let tab = body["peers"].as_array()?.iter().find(|p| p["identity"] == "tab")?.clone();
-        let tracks = tab["tracks"].as_array()?;
-        (tracks.len() == 2 && tracks.iter().any(|t| t["codec"] == "h264")).then_some(())
-    })
-    .await;
+    wait_for_peer(&server, room, "tab", |p| publishes(p, "h264")).await;
 
     let body = json!({"type": "hls", "peer": "tab", "segment_s": 1, "part_ms": 250});
     let (status, created) = server.call(Method::POST, &format!("/v1/rooms/{room}/components"), Some(body)).await;

@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::hls::publishes;
 use crate::rtmp::ffprobe;
 use crate::rtmp_webrtc::{FPS, TONE_HZ, flashing, publish};
 use crate::sip::{OPEN_DIAL_IN, pcmu_call, tone, uac_args};
 use crate::support::baresip::tone_wav;
 use crate::support::chromium;
 use crate::support::lipsync::{beeps, flashes, paired_offsets};
+use crate::support::moq::wait_for_peer;
 use crate::support::players::{pictures, recorded_tone};
 use crate::support::s3::{BUCKET, S3Server};
 use crate::support::sip::{RtpRecorder, Sipp, play};
@@ -195,13 +197,7 @@ async fn a_browser_tab_publishing_vp8_is_recorded_to_one_closed_file_per_track()
     let token = server.token(room, "tab", json!({"publish": true, "subscribe": true})).await;
     let args = json!({"base": server.base, "room": room, "token": token, "hold_ms": 7_000, "fake_audio": wav});
     let browser = tokio::spawn(chromium::run("publish.mjs", args));
-    eventually("the tab publishing VP8 and audio", Duration::from_secs(30), || async {
-        let (_, body) = server.call(Method::GET, &format!("/v1/rooms/{room}/peers"), None).await;
-        let tab = body["peers"].as_array()?.iter().find(|p| p["identity"] == "tab")?.clone();
-        let tracks = tab["tracks"].as_array()?;
-        (tracks.len() == 2 && tracks.iter().any(|t| t["codec"] == "vp8")).then_some(())
-    })
-    .await;
+    wait_for_peer(&server, room, "tab", |p| publishes(p, "vp8")).await;
     let body = json!({"type": "recording", "peer": "tab"});
     let (status, created) = server.call(Method::POST, &format!("/v1/rooms/{room}/components"), Some(body)).await;
     assert_eq!(status, 201, "{created}");

@@ -175,6 +175,22 @@ impl Following {
             Err(err) => debug!(track = %track.id, "hls output cannot take a track: {err}"),
         }
     }
+
+    /// Offers `tracks`, video first, so an unnamed peer is adopted by its video.
+    fn offer_all<'a>(
+        &mut self,
+        tracks: impl IntoIterator<Item = &'a TrackInfo>,
+        fixed: bool,
+        rpc: &EndpointRpc,
+        media: &EndpointMedia,
+        output: &HlsOutput,
+    ) {
+        let mut tracks: Vec<&TrackInfo> = tracks.into_iter().collect();
+        tracks.sort_by_key(|t| t.kind != MediaKind::Video);
+        for track in tracks {
+            self.offer(track, fixed, rpc, media, output);
+        }
+    }
 }
 
 /// Runs an output until it is deleted or its room closes; `running` is called once it is in
@@ -189,7 +205,7 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
     join.grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
     join.metadata = serde_json::json!({"component": "hls", "id": component});
     let joined = engine.join(join).map_err(|e| e.to_string())?;
-    let existing = joined.tracks.clone();
+    let existing = joined.tracks;
     let (mut rpc, mut media) = joined.endpoint.split();
     let output = Arc::new(HlsOutput {
         public: options.public,
@@ -199,12 +215,7 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
     outputs.outputs.lock().insert((room.clone(), component.clone()), output.clone());
     let fixed = options.peer.is_some();
     let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new() };
-    // Video first, so an unnamed peer is adopted by its video.
-    let mut offered: Vec<&TrackInfo> = existing.iter().collect();
-    offered.sort_by_key(|t| t.kind != MediaKind::Video);
-    for track in offered {
-        following.offer(track, fixed, &rpc, &media, &output);
-    }
+    following.offer_all(&existing, fixed, &rpc, &media, &output);
     info!(room = %room, component = %component, peer = ?following.peer, "hls output running");
     running();
 
@@ -226,11 +237,8 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
                         // The followed peer is gone: the next one with video.
                         following.peer = None;
                         let snapshot = rpc.snapshot();
-                        let mut tracks: Vec<&TrackInfo> = snapshot.peers.iter().flat_map(|p| p.tracks.iter()).collect();
-                        tracks.sort_by_key(|t| t.kind != MediaKind::Video);
-                        for track in tracks {
-                            following.offer(track, fixed, &rpc, &media, &output);
-                        }
+                        let tracks = snapshot.peers.iter().flat_map(|p| p.tracks.iter());
+                        following.offer_all(tracks, fixed, &rpc, &media, &output);
                     }
                 }
                 Some(EndpointEvent::Closed { reason }) => break Ended::Closed(reason.as_str().to_owned()),

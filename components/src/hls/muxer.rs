@@ -16,7 +16,7 @@ use junction_cmaf::{
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, TrackId};
 
 use super::playlist::{Media, Part, Timing};
-use crate::recording::WallClock;
+use crate::wall_clock::WallClock;
 
 const VIDEO_ID: u32 = 1;
 const AUDIO_ID: u32 = 2;

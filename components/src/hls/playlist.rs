@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// A partial segment: whole CMAF fragments.
 #[derive(Debug, Clone)]
@@ -35,13 +35,9 @@ impl Segment {
         self.parts.iter().map(|p| p.duration).sum()
     }
 
-    /// The whole segment: its parts back to back.
-    pub fn data(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.parts.iter().map(|p| p.data.len()).sum());
-        for part in &self.parts {
-            out.extend_from_slice(&part.data);
-        }
-        out.freeze()
+    /// The segment's parts, in order (back to back they are the whole segment).
+    pub fn part_data(&self) -> Vec<Bytes> {
+        self.parts.iter().map(|p| p.data.clone()).collect()
     }
 }
 
@@ -255,7 +251,7 @@ mod tests {
         assert!(playlist.ends_with("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-3-2.m4s?token=t\"\n"), "{playlist}");
         assert!(playlist.contains("#EXT-X-PROGRAM-DATE-TIME:2026-12-06T"), "{playlist}");
         assert!(media.has(3, Some(1)) && !media.has(3, Some(2)) && !media.has(3, None) && media.has(2, None));
-        assert_eq!(media.segment(2).unwrap().data().len(), 8);
+        assert_eq!(media.segment(2).unwrap().part_data().concat().len(), 8);
         assert!(media.segment(0).is_none(), "out of the window");
     }
 

@@ -98,6 +98,10 @@ fn media(body: Bytes, content_type: &'static str, cache: &'static str) -> Respon
     response
 }
 
+fn not_ready() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the part did not come in time")
+}
+
 fn gone(what: &str) -> ApiError {
     ApiError::not_found("not_found", format!("{what} is not in this output (any more)"))
 }
@@ -135,11 +139,7 @@ async fn serve(
                     return Err(ApiError::bad_request("too_far_ahead", format!("_HLS_msn {msn} is beyond {next}")));
                 }
                 if !wait_for(&output, msn, query.part).await && !output.muxer.lock().media.ended {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not_ready",
-                        "the part did not come in time",
-                    ));
+                    return Err(not_ready());
                 }
             }
             let suffix = query.token.as_deref().map(|t| format!("?token={t}")).unwrap_or_default();
@@ -151,8 +151,10 @@ async fn serve(
             Ok(media(init, "video/mp4", FIXED))
         }
         Asked::Segment(msn) => {
-            let data = output.muxer.lock().media.segment(msn).filter(|s| s.complete).map(|s| s.data());
-            Ok(media(data.ok_or_else(|| gone(&file))?, "video/mp4", FIXED))
+            // The parts are taken under the lock (reference counts), joined outside it: the
+            // frame path waits on that lock.
+            let parts = output.muxer.lock().media.segment(msn).filter(|s| s.complete).map(|s| s.part_data());
+            Ok(media(parts.ok_or_else(|| gone(&file))?.concat().into(), "video/mp4", FIXED))
         }
         Asked::Part(msn, k) => {
             let hinted = {
@@ -161,11 +163,7 @@ async fn serve(
                 current.is_some_and(|s| s.msn == msn && s.parts.len() == k && !s.complete)
             };
             if hinted && !wait_for(&output, msn, Some(k)).await {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    "the part did not come in time",
-                ));
+                return Err(not_ready());
             }
             let data = output.muxer.lock().media.segment(msn).and_then(|s| s.parts.get(k)).map(|p| p.data.clone());
             Ok(media(data.ok_or_else(|| gone(&file))?, "video/mp4", FIXED))

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::Ended;
-pub(crate) use manifest::WallClock;
+use crate::wall_clock::WallClock;
 pub use manifest::{FileEntry, Manifest};
 use object_store::ObjectStore;
 use track::{Step, TrackMuxer};
