@@ -9,6 +9,7 @@
 
 mod api;
 pub mod file;
+mod grid;
 pub mod hls;
 pub mod recording;
 mod registry;
@@ -33,6 +34,7 @@ pub enum Ended {
 pub async fn start(ctx: &TransportContext, recordings: Recordings) -> Started {
     let components = Components::new(
         ctx.engine.clone(),
+        ctx.mixer.clone(),
         ctx.store.clone(),
         ctx.shutdown.clone(),
         recordings,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use junction_audio::mixer::Mixer;
 use junction_core::RoomId;
 use junction_engine::{Engine, RoomEvent};
 use junction_store::{Kind, Store};
@@ -108,6 +109,8 @@ impl Entry {
 
 struct Inner {
     engine: Engine,
+    /// The room audio mixer (what grids play).
+    mixer: Mixer,
     store: Store,
     shutdown: CancellationToken,
     entries: Mutex<HashMap<String, Entry>>,
@@ -139,6 +142,7 @@ fn now_ms() -> u64 {
 impl Components {
     pub fn new(
         engine: Engine,
+        mixer: Mixer,
         store: Store,
         shutdown: CancellationToken,
         recordings: Recordings,
@@ -147,7 +151,9 @@ impl Components {
         let scratch = std::env::temp_dir().join(format!("junction-components-{}", std::process::id()));
         let entries = Mutex::new(HashMap::new());
         let hls = HlsOutputs::default();
-        Components { inner: Arc::new(Inner { engine, store, shutdown, entries, scratch, recordings, hls, public_url }) }
+        Components {
+            inner: Arc::new(Inner { engine, mixer, store, shutdown, entries, scratch, recordings, hls, public_url }),
+        }
     }
 
     /// The HLS outputs, for the routes that serve them.
@@ -274,6 +280,7 @@ impl Components {
                 Spec::Recording(options) => {
                     let recorder = Recorder {
                         engine: this.inner.engine.clone(),
+                        mixer: this.inner.mixer.clone(),
                         room: record.room.clone(),
                         component: id.clone(),
                         options,
@@ -289,6 +296,7 @@ impl Components {
                 Spec::Hls(options) => {
                     let run = HlsRun {
                         engine: this.inner.engine.clone(),
+                        mixer: this.inner.mixer.clone(),
                         room: record.room.clone(),
                         component: id.clone(),
                         options,

@@ -49,7 +49,7 @@ async fn ffmpeg_plays_the_ll_hls_of_an_rtmp_publisher() {
     let components = format!("/v1/rooms/{room}/components");
     let post = |body: Value| server.call(Method::POST, &components, Some(body));
     for (body, field) in [
-        (json!({"type": "hls", "layout": "grid"}), "layout"),
+        (json!({"type": "hls", "layout": "mosaic"}), "layout"),
         (json!({"type": "hls", "segment_s": 30}), "segment_s"),
         (json!({"type": "hls", "segment_s": 1, "part_ms": 1000}), "part_ms"),
         (json!({"type": "hls", "segment_s": 10, "window": 20}), "window"),

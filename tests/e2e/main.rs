@@ -12,6 +12,7 @@ mod cli;
 mod cluster;
 mod components;
 mod events;
+mod grid;
 mod hardening_auth;
 mod hardening_media;
 mod hardening_sip;

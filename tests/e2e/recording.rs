@@ -64,7 +64,7 @@ async fn a_tracks_recording_of_a_whip_publisher_and_a_phone_decodes_lines_up_and
 
     // The API's refusals name the field.
     for (body, field) in [
-        (json!({"type": "recording", "layout": "grid"}), "layout"),
+        (json!({"type": "recording", "layout": "mosaic"}), "layout"),
         (json!({"type": "recording", "peer": "no such/peer"}), "peer"),
         (json!({"type": "recording", "format": "mkv"}), "format"),
     ] {

@@ -242,10 +242,20 @@ impl Scaler {
         width: u32,
         height: u32,
     ) -> Result<ff::frame::Video, VideoError> {
-        let input = (picture.format(), picture.width(), picture.height());
-        if input == (Pixel::YUV420P, width, height) {
+        if (picture.format(), picture.width(), picture.height()) == (Pixel::YUV420P, width, height) {
             return Ok(picture);
         }
+        self.scale_copy(&picture, width, height)
+    }
+
+    /// A copy of `picture` at `width`x`height` in YUV 4:2:0 (the picture stays as it is).
+    pub fn scale_copy(
+        &mut self,
+        picture: &ff::frame::Video,
+        width: u32,
+        height: u32,
+    ) -> Result<ff::frame::Video, VideoError> {
+        let input = (picture.format(), picture.width(), picture.height());
         let fresh = self.context.as_ref().is_none_or(|c| c.input != input || c.output != (width, height));
         if fresh {
             let scaler = ff::software::scaling::Context::get(
@@ -262,7 +272,7 @@ impl Scaler {
         }
         let Some(context) = self.context.as_mut() else { unreachable!("set above") };
         let mut scaled = ff::frame::Video::empty();
-        context.scaler.0.run(&picture, &mut scaled).map_err(|err| VideoError::Scaling(err.to_string()))?;
+        context.scaler.0.run(picture, &mut scaled).map_err(|err| VideoError::Scaling(err.to_string()))?;
         Ok(scaled)
     }
 }

@@ -1,6 +1,7 @@
-//! The `hls` component, `"layout": "single"`: one peer of the room — `peer`, or else the first
-//! to publish video, then the next when it leaves — as LL-HLS (fMP4/CMAF, H.264 + AAC; the
-//! engine transcodes VP8/VP9/AV1 and Opus for it), served at `/hls/{room}/{id}/index.m3u8`
+//! The `hls` component: the room as LL-HLS (fMP4/CMAF, H.264 + AAC). `"layout": "single"` is
+//! one peer — `peer`, or else the first to publish video, then the next when it leaves — (the
+//! engine transcodes VP8/VP9/AV1 and Opus for it); `"grid"` is every video publisher composed
+//! into one picture with the room's audio mix ([`crate::grid`]). Served at `/hls/{room}/{id}/index.m3u8`
 //! ([`serve`]) to holders of a subscribe token for the room, or to anyone when `public`. The
 //! outputs live in memory: a bounded window of segments ([`playlist`]), made by [`muxer`].
 
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use junction_audio::mixer::Mixer;
 use junction_core::{
     CloseReason, Codec, EndpointEvent, Grants, MediaKind, MediaOut, PeerId, RoomId, SubscribeOptions, TrackId,
     TrackInfo, TransportKind,
@@ -24,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::Ended;
+use crate::grid::{self, GridRun};
 use muxer::HlsMuxer;
 use playlist::Timing;
 pub(crate) use serve::routes;
@@ -35,6 +38,8 @@ pub enum HlsLayout {
     /// One peer's video and audio.
     #[default]
     Single,
+    /// Every video publisher in one picture, with the room's audio mix.
+    Grid,
 }
 
 /// The most media an output keeps, in seconds (window × segment_s).
@@ -77,6 +82,9 @@ impl Eq for HlsOptions {}
 
 impl HlsOptions {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.layout == HlsLayout::Grid && self.peer.is_some() {
+            return Err(("peer", "a grid shows every peer: leave peer out".into()));
+        }
         if !(1.0..=10.0).contains(&self.segment_s) {
             return Err(("segment_s", format!("{} is not between 1 and 10", self.segment_s)));
         }
@@ -136,6 +144,8 @@ pub fn playlist_path(room: &RoomId, id: &str) -> String {
 /// An HLS output to run.
 pub struct HlsRun {
     pub engine: Engine,
+    /// The room audio mixer (what a grid plays).
+    pub mixer: Mixer,
     pub room: RoomId,
     pub component: String,
     pub options: HlsOptions,
@@ -196,8 +206,51 @@ impl Following {
 /// Runs an output until it is deleted or its room closes; `running` is called once it is in
 /// the room.
 pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
-    let HlsRun { engine, room, component, options, outputs, stop } = hls;
+    let output = Arc::new(HlsOutput {
+        public: hls.options.public,
+        muxer: Mutex::new(HlsMuxer::new(hls.options.timing(), Instant::now())),
+        changed: watch::channel(0).0,
+    });
+    hls.outputs.outputs.lock().insert((hls.room.clone(), hls.component.clone()), output.clone());
+    let (room, component) = (hls.room.clone(), hls.component.clone());
     let identity = PeerId::new(format!("hls:{component}")).map_err(|e| e.to_string())?;
+    let ended = match hls.options.layout {
+        HlsLayout::Single => follow(hls, identity, &output, running).await,
+        HlsLayout::Grid => compose(hls, identity, &output, running).await,
+    };
+    output.muxer.lock().finish();
+    output.changed.send_modify(|n| *n += 1);
+    info!(room = %room, component = %component, "hls output ended");
+    ended
+}
+
+/// The `grid` layout: the composition's two tracks into the output.
+async fn compose(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl FnOnce()) -> Result<Ended, String> {
+    let HlsRun { engine, mixer, room, component, options, stop, .. } = hls;
+    let metadata = serde_json::json!({"component": "hls", "id": component});
+    let keyframe_interval_s = options.segment_s;
+    let run = GridRun { engine, mixer, room: room.clone(), identity, metadata, keyframe_interval_s, stop };
+    let mut composition = grid::start(run)?;
+    let (video, audio) = (TrackId::generate(), TrackId::generate());
+    {
+        let mut muxer = output.muxer.lock();
+        muxer.set_track(video.clone(), Codec::H264, composition.video.clone());
+        muxer.set_track(audio.clone(), Codec::Aac, composition.audio.clone());
+    }
+    info!(room = %room, component = %component, "hls output running (grid)");
+    running();
+    while let Some(frame) = composition.frames.recv().await {
+        let track = if frame.codec == Codec::H264 { &video } else { &audio };
+        if output.muxer.lock().push(track, &frame) {
+            output.changed.send_modify(|n| *n += 1);
+        }
+    }
+    composition.ended().await
+}
+
+/// The `single` layout: the followed peer's tracks into the output.
+async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl FnOnce()) -> Result<Ended, String> {
+    let HlsRun { engine, room, component, options, stop, .. } = hls;
     let mut join = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
     join.role = PeerRole::Service;
     join.takes_seat = false;
@@ -207,15 +260,9 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
     let joined = engine.join(join).map_err(|e| e.to_string())?;
     let existing = joined.tracks;
     let (mut rpc, mut media) = joined.endpoint.split();
-    let output = Arc::new(HlsOutput {
-        public: options.public,
-        muxer: Mutex::new(HlsMuxer::new(options.timing(), Instant::now())),
-        changed: watch::channel(0).0,
-    });
-    outputs.outputs.lock().insert((room.clone(), component.clone()), output.clone());
     let fixed = options.peer.is_some();
     let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new() };
-    following.offer_all(&existing, fixed, &rpc, &media, &output);
+    following.offer_all(&existing, fixed, &rpc, &media, output);
     info!(room = %room, component = %component, peer = ?following.peer, "hls output running");
     running();
 
@@ -226,7 +273,7 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
             _ = stop.cancelled() => break Ended::Closed("deleted".into()),
             event = rpc.next_event() => match event {
                 Some(EndpointEvent::TrackPublished(track)) => {
-                    following.offer(&track, fixed, &rpc, &media, &output);
+                    following.offer(&track, fixed, &rpc, &media, output);
                 }
                 Some(EndpointEvent::TrackUnpublished { track, .. } | EndpointEvent::Unsubscribed { track }) => {
                     if following.tracks.values().any(|t| *t == track) {
@@ -238,7 +285,7 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
                         following.peer = None;
                         let snapshot = rpc.snapshot();
                         let tracks = snapshot.peers.iter().flat_map(|p| p.tracks.iter());
-                        following.offer_all(tracks, fixed, &rpc, &media, &output);
+                        following.offer_all(tracks, fixed, &rpc, &media, output);
                     }
                 }
                 Some(EndpointEvent::Closed { reason }) => break Ended::Closed(reason.as_str().to_owned()),
@@ -261,9 +308,6 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
             }
         }
     };
-    output.muxer.lock().finish();
-    output.changed.send_modify(|n| *n += 1);
     rpc.leave(CloseReason::Left);
-    info!(room = %room, component = %component, "hls output ended");
     Ok(ended)
 }

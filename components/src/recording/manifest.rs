@@ -97,7 +97,8 @@ mod tests {
             codec_string: "avc1.42e01f".into(),
             source_codec: None,
             timescale: 90_000,
-            start_unix_ms: clock.unix_ms(later),
+            // Whole ms: serde_json reads a fraction back to within an ulp only.
+            start_unix_ms: clock.unix_ms(later).round(),
             end_unix_ms: None,
             object: None,
         });

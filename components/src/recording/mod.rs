@@ -9,6 +9,7 @@
 //! storage once closed, then the manifest ([`upload`]); files a crash cut short are copied when
 //! the recording starts again.
 
+mod composed;
 mod manifest;
 mod track;
 mod upload;
@@ -18,18 +19,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use junction_audio::mixer::Mixer;
 use junction_core::{
     CloseReason, Codec, CodecParams, EndpointEvent, Grants, MediaKind, MediaOut, PeerId, RoomId, TrackId, TrackInfo,
-    TransportKind,
+    TrackSource, TransportKind,
 };
-use junction_engine::{Engine, JoinRequest, PeerRole};
+use junction_engine::{EndpointMedia, EndpointRpc, Engine, JoinRequest, PeerRole};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::Ended;
+use crate::grid::{self, Composition, GridRun};
 use crate::wall_clock::WallClock;
+use composed::ComposedMuxer;
 pub use manifest::{FileEntry, Manifest};
 use object_store::ObjectStore;
 use track::{Step, TrackMuxer};
@@ -97,6 +101,8 @@ pub enum Layout {
     /// A file per track, lined up by the manifest.
     #[default]
     Tracks,
+    /// One file: every video publisher in one picture, with the room's audio mix.
+    Grid,
 }
 
 /// What a `recording` component is created with.
@@ -110,8 +116,20 @@ pub struct RecordingOptions {
     pub peer: Option<PeerId>,
 }
 
+impl Layout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Tracks => "tracks",
+            Layout::Grid => "grid",
+        }
+    }
+}
+
 impl RecordingOptions {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.layout == Layout::Grid && self.peer.is_some() {
+            return Err(("peer", "a grid shows every peer: leave peer out".into()));
+        }
         Ok(())
     }
 }
@@ -119,6 +137,8 @@ impl RecordingOptions {
 /// A recording to run: where, what, and the token that stops it.
 pub struct Recorder {
     pub engine: Engine,
+    /// The room audio mixer (what a grid records).
+    pub mixer: Mixer,
     pub room: RoomId,
     pub component: String,
     pub options: RecordingOptions,
@@ -142,11 +162,21 @@ fn path_safe(id: &str) -> String {
     if name.chars().all(|c| c == '.') { "_".repeat(name.len()) } else { name }
 }
 
-/// A track being recorded: its muxer and the file it writes now.
+/// How a recorded track's frames become files: a file per track, or the grid's one file.
+enum Muxer {
+    Track(TrackMuxer),
+    Composed(Box<ComposedMuxer>),
+}
+
+/// A track being recorded (or a grid's composition): its muxer and the file it writes now.
 struct Recorded {
     info: TrackInfo,
     codec: Codec,
-    muxer: TrackMuxer,
+    /// What the manifest says the file holds (`h264`, `opus`; `h264,aac` for a grid).
+    codecs: String,
+    /// File names are `<stem>-<n>.mp4`.
+    stem: String,
+    muxer: Muxer,
     file: Option<(usize, tokio::fs::File)>,
     asked_keyframe: Option<Instant>,
 }
@@ -163,8 +193,12 @@ struct Session {
 impl Session {
     fn track_added(&mut self, info: TrackInfo, codec: Codec, params: CodecParams) {
         debug!(room = %self.manifest.room, track = %info.id, peer = %info.peer, %codec, "recording a track");
-        let muxer = TrackMuxer::new(codec, params);
-        self.tracks.insert(info.id.clone(), Recorded { info, codec, muxer, file: None, asked_keyframe: None });
+        let kind = if info.kind == MediaKind::Video { "video" } else { "audio" };
+        let stem = format!("{}-{kind}", path_safe(info.peer.as_str()));
+        let muxer = Muxer::Track(TrackMuxer::new(codec, params));
+        let codecs = codec.as_str().to_owned();
+        let recorded = Recorded { info, codec, codecs, stem, muxer, file: None, asked_keyframe: None };
+        self.tracks.insert(recorded.info.id.clone(), recorded);
     }
 
     /// Ends a track's file (the track went away, or the recording stops).
@@ -216,7 +250,11 @@ impl Session {
     /// Writes one frame of `track` into its file, beginning a file where the muxer says so.
     async fn write(&mut self, track: &TrackId, frame: &junction_core::MediaFrame) -> Result<(), String> {
         let Some(recorded) = self.tracks.get_mut(track) else { return Ok(()) };
-        let step = match recorded.muxer.push(frame) {
+        let pushed = match &mut recorded.muxer {
+            Muxer::Track(muxer) => muxer.push(frame),
+            Muxer::Composed(muxer) => muxer.push(frame),
+        };
+        let step = match pushed {
             Ok(Some(step)) => step,
             Ok(None) => return Ok(()),
             Err(err) => {
@@ -239,8 +277,7 @@ impl Session {
                 }
                 let Some(recorded) = self.tracks.get_mut(track) else { return Ok(()) };
                 let info = &recorded.info;
-                let kind = if info.kind == MediaKind::Video { "video" } else { "audio" };
-                let name = format!("{}-{kind}-{}.mp4", path_safe(info.peer.as_str()), self.manifest.files.len() + 1);
+                let name = format!("{}-{}.mp4", recorded.stem, self.manifest.files.len() + 1);
                 let path = self.dir.join(&name);
                 let mut file = tokio::fs::File::create(&path).await.map_err(|e| format!("creating {name}: {e}"))?;
                 file.write_all(&bytes).await.map_err(|e| format!("writing {name}: {e}"))?;
@@ -250,7 +287,7 @@ impl Session {
                     track: info.id.clone(),
                     name: info.name.clone(),
                     kind: info.kind,
-                    codec: recorded.codec.as_str().to_owned(),
+                    codec: recorded.codecs.clone(),
                     codec_string,
                     source_codec: (info.codec != recorded.codec).then(|| info.codec.as_str().to_owned()),
                     timescale: junction_cmaf::timescale(recorded.codec, &info.params),
@@ -277,20 +314,38 @@ impl Session {
 /// fails (`Err`, the component fails with the reason); `running` is called once the recorder
 /// is in the room.
 pub async fn record(recorder: Recorder, running: impl FnOnce()) -> Result<Ended, String> {
-    let Recorder { engine, room, component, options, dir, s3, stop } = recorder;
+    let Recorder { engine, mixer, room, component, options, dir, s3, stop } = recorder;
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut manifest = Manifest::load(&dir).await.unwrap_or_else(|| Manifest::new(room.clone(), component.clone()));
     // Files an earlier run left open were cut by a crash: they stay listed without an end.
     manifest.component = component.clone();
+    manifest.layout = options.layout.as_str().into();
     let identity = PeerId::new(format!("recorder:{component}")).map_err(|e| e.to_string())?;
-    let mut join = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
-    join.role = PeerRole::Service;
-    join.takes_seat = false;
-    join.grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
-    join.accept_codecs = junction_cmaf::CARRIED_VIDEO.into_iter().chain(junction_cmaf::CARRIED_AUDIO).collect();
-    join.metadata = serde_json::json!({"component": "recording", "id": component});
-    let joined = engine.join(join).map_err(|e| e.to_string())?;
-    let (mut rpc, mut media) = joined.endpoint.split();
+    let metadata = serde_json::json!({"component": "recording", "id": component});
+    let source = match options.layout {
+        Layout::Tracks => {
+            let mut join = JoinRequest::new(room.clone(), identity.clone(), TransportKind::Internal);
+            join.role = PeerRole::Service;
+            join.takes_seat = false;
+            join.grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
+            join.accept_codecs = junction_cmaf::CARRIED_VIDEO.into_iter().chain(junction_cmaf::CARRIED_AUDIO).collect();
+            join.metadata = metadata;
+            let joined = engine.join(join).map_err(|e| e.to_string())?;
+            Source::Tracks(joined.endpoint.split())
+        }
+        Layout::Grid => {
+            let run = GridRun {
+                engine,
+                mixer,
+                room: room.clone(),
+                identity: identity.clone(),
+                metadata,
+                keyframe_interval_s: KEYFRAME_RETRY.as_secs_f64(),
+                stop: stop.clone(),
+            };
+            Source::Grid(grid::start(run)?)
+        }
+    };
     let uploads = s3.as_ref().map(|s3| Uploads::start(s3.store.clone(), s3.keep_local));
     let mut session =
         Session { dir: dir.clone(), manifest, clock: WallClock::now(), tracks: HashMap::new(), s3, uploads };
@@ -301,9 +356,47 @@ pub async fn record(recorder: Recorder, running: impl FnOnce()) -> Result<Ended,
             session.copy(Some(index));
         }
     }
-    info!(room = %room, component = %component, dir = %dir.display(), "recording");
+    info!(room = %room, component = %component, dir = %dir.display(), layout = options.layout.as_str(), "recording");
     running();
 
+    let ended = match source {
+        Source::Tracks((rpc, media)) => record_tracks(&mut session, rpc, media, &options, &stop).await,
+        Source::Grid(composition) => record_grid(&mut session, composition, identity).await,
+    };
+    let mut closed = session.close_all().await;
+    if let Some(uploads) = session.uploads.take() {
+        for done in uploads.finish(UPLOAD_PATIENCE).await {
+            closed = closed.and(session.copied(done).await);
+        }
+        // The manifest as it ends, with every copy marked.
+        if let (Some(s3), Some(key)) = (&session.s3, session.key(manifest::FILE_NAME)) {
+            let job = Job { index: None, path: dir.join(manifest::FILE_NAME), key };
+            if let Err(err) = upload::copy(&s3.store, &job).await {
+                warn!(room = %room, component = %component, "cannot copy the manifest to object storage: {err}");
+            }
+        }
+    }
+    info!(room = %room, component = %component, files = session.manifest.files.len(), "recording ended");
+    closed.and(ended)
+}
+
+/// Where a recording's media comes from.
+enum Source {
+    /// Its own endpoint in the room (`tracks`).
+    Tracks((EndpointRpc, EndpointMedia)),
+    /// A grid (`grid`).
+    Grid(Composition),
+}
+
+/// The `tracks` layout: every subscribed track into its own files.
+async fn record_tracks(
+    session: &mut Session,
+    mut rpc: EndpointRpc,
+    mut media: EndpointMedia,
+    options: &RecordingOptions,
+    stop: &CancellationToken,
+) -> Result<Ended, String> {
+    let (room, component) = (session.manifest.room.clone(), session.manifest.component.clone());
     let mut retry = tokio::time::interval(KEYFRAME_RETRY);
     let ended = loop {
         tokio::select! {
@@ -360,22 +453,45 @@ pub async fn record(recorder: Recorder, running: impl FnOnce()) -> Result<Ended,
             }
         }
     };
-    let mut closed = session.close_all().await;
     rpc.leave(CloseReason::Left);
-    if let Some(uploads) = session.uploads.take() {
-        for done in uploads.finish(UPLOAD_PATIENCE).await {
-            closed = closed.and(session.copied(done).await);
-        }
-        // The manifest as it ends, with every copy marked.
-        if let (Some(s3), Some(key)) = (&session.s3, session.key(manifest::FILE_NAME)) {
-            let job = Job { index: None, path: dir.join(manifest::FILE_NAME), key };
-            if let Err(err) = upload::copy(&s3.store, &job).await {
-                warn!(room = %room, component = %component, "cannot copy the manifest to object storage: {err}");
-            }
+    ended
+}
+
+/// The `grid` layout: the composition into one file.
+async fn record_grid(session: &mut Session, mut composition: Composition, identity: PeerId) -> Result<Ended, String> {
+    let id = TrackId::generate();
+    let info = TrackInfo {
+        id: id.clone(),
+        peer: identity,
+        name: "grid".into(),
+        kind: MediaKind::Video,
+        source: TrackSource::Camera,
+        codec: Codec::H264,
+        params: composition.video.clone(),
+        layers: Vec::new(),
+        muted: false,
+    };
+    let muxer = Muxer::Composed(Box::new(ComposedMuxer::new(composition.video.clone(), composition.audio.clone())));
+    let recorded = Recorded {
+        info,
+        codec: Codec::H264,
+        codecs: "h264,aac".into(),
+        stem: "grid".into(),
+        muxer,
+        file: None,
+        asked_keyframe: None,
+    };
+    session.tracks.insert(id.clone(), recorded);
+    loop {
+        tokio::select! {
+            frame = composition.frames.recv() => match frame {
+                Some(frame) => session.write(&id, &frame).await?,
+                None => break,
+            },
+            Some(done) = next_copy(&mut session.uploads) => session.copied(done).await?,
         }
     }
-    info!(room = %room, component = %component, files = session.manifest.files.len(), "recording ended");
-    closed.and(ended)
+    composition.ended().await
 }
 
 /// The next finished copy, when copies are made.
@@ -405,7 +521,11 @@ mod tests {
     fn options_default_to_tracks_and_refuse_unknown_layouts() {
         let options: RecordingOptions = serde_json::from_value(serde_json::json!({})).unwrap();
         assert_eq!(options, RecordingOptions { layout: Layout::Tracks, peer: None });
-        let grid = serde_json::from_value::<RecordingOptions>(serde_json::json!({"layout": "grid"}));
-        assert!(grid.unwrap_err().to_string().contains("unknown variant `grid`"));
+        let mosaic = serde_json::from_value::<RecordingOptions>(serde_json::json!({"layout": "mosaic"}));
+        assert!(mosaic.unwrap_err().to_string().contains("unknown variant `mosaic`"));
+        let grid: RecordingOptions = serde_json::from_value(serde_json::json!({"layout": "grid"})).unwrap();
+        assert_eq!(grid.validate(), Ok(()));
+        let one: RecordingOptions = serde_json::from_value(serde_json::json!({"layout": "grid", "peer": "a"})).unwrap();
+        assert_eq!(one.validate().unwrap_err().0, "peer", "a grid of one peer is refused");
     }
 }

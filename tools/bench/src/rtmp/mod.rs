@@ -2,10 +2,11 @@
 //! ingress key each), each watched by a viewer, measured for a window: what the server spends per
 //! ingested stream, and what reaches the viewers. The default viewer is a WHEP player, which
 //! takes Opus only: the server runs its AAC->Opus transcoder for every stream, as it would for
-//! browsers watching an OBS stream. With `--output recording` (or `hls`), each stream's room also
-//! gets that output component once every stream flows (a `tracks` recording: two files per
-//! stream; an LL-HLS output of the publisher, nobody pulling it), so a run with and one without
-//! give what an output costs. The RTMP client is junction-testkit's.
+//! browsers watching an OBS stream. With `--output recording` (or `hls`, `grid`), each stream's
+//! room also gets that output component once every stream flows (a `tracks` recording: two files
+//! per stream; an LL-HLS output of the publisher, nobody pulling it; an LL-HLS `grid`: the
+//! publisher decoded, composed into a 720p picture and encoded again, with the room's mix), so a
+//! run with and one without give what an output costs. The RTMP client is junction-testkit's.
 
 mod endpoints;
 
@@ -56,7 +57,8 @@ pub struct RtmpArgs {
     #[arg(long, default_value_t = 20.0)]
     pub ramp: f64,
     /// An output component for each stream's room too: `recording` (one file per track, where
-    /// the server's `recording.dir` says) or `hls` (LL-HLS of the publisher, in memory).
+    /// the server's `recording.dir` says), `hls` (LL-HLS of the publisher, in memory) or `grid`
+    /// (an LL-HLS grid: a 720p30 composition of the room with its audio mix).
     #[arg(long, value_enum)]
     pub output: Option<Output>,
 }
@@ -66,6 +68,7 @@ pub struct RtmpArgs {
 pub enum Output {
     Recording,
     Hls,
+    Grid,
 }
 
 impl Output {
@@ -73,6 +76,7 @@ impl Output {
         match self {
             Output::Recording => "recording",
             Output::Hls => "hls",
+            Output::Grid => "grid",
         }
     }
 
@@ -80,6 +84,7 @@ impl Output {
         match self {
             Output::Recording => serde_json::json!({"type": "recording", "layout": "tracks"}),
             Output::Hls => serde_json::json!({"type": "hls", "peer": "publisher"}),
+            Output::Grid => serde_json::json!({"type": "hls", "layout": "grid"}),
         }
     }
 }

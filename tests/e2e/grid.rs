@@ -1,0 +1,171 @@
+//! The `grid` layout of the room outputs end to end: two Chromium room tabs publish VP8 cameras
+//! of their own (a red and a blue canvas, each with a white box sweeping across) and the same
+//! 880 Hz microphone into one room. An `hls` grid is played by ffmpeg (nobody here wrote it) and
+//! a `grid` recording is decoded by ffprobe and ffmpeg: both are one 1280x720 H.264 picture
+//! whose two halves show the two tabs (one red, one blue) with their boxes moving, and AAC
+//! carrying the room's mix (the tone). Options a grid cannot take are refused naming the field.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::hls::publishes;
+use crate::rtmp::ffprobe;
+use crate::support::TestServer;
+use crate::support::baresip::tone_wav;
+use crate::support::chromium;
+use crate::support::moq::wait_for_peer;
+use crate::support::players::{ffmpeg_pull, finish, recorded_tone};
+
+const HZ: f64 = 880.0;
+/// Thumbnails the pictures are checked at (each tab's picture spans rows 4.5 to 13.5).
+const THUMB: (usize, usize) = (32, 18);
+
+/// Every picture of `file` scaled to [`THUMB`], as RGB.
+async fn thumbnails(file: &Path) -> Vec<Vec<u8>> {
+    let scale = format!("scale={}:{}", THUMB.0, THUMB.1);
+    let output = tokio::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-vf", &scale, "-pix_fmt", "rgb24", "-f", "rawvideo", "-"])
+        .output()
+        .await
+        .expect("ffmpeg");
+    assert!(output.status.success(), "ffmpeg decoding {}: {}", file.display(), String::from_utf8_lossy(&output.stderr));
+    output.stdout.chunks_exact(THUMB.0 * THUMB.1 * 3).map(<[u8]>::to_vec).collect()
+}
+
+/// One half of a thumbnail (rows 6 to 11, inside the tab's picture): its mean red minus mean
+/// blue, and the column of the brightest pixels (the white box).
+fn half(picture: &[u8], right: bool) -> (f64, usize) {
+    let columns = THUMB.0 / 2;
+    let first = if right { columns } else { 0 };
+    let (mut red_minus_blue, mut brightness) = (0.0, vec![0u32; columns]);
+    for row in 6..12 {
+        for (column, bright) in brightness.iter_mut().enumerate() {
+            let at = (row * THUMB.0 + first + column) * 3;
+            let (r, g, b) = (picture[at], picture[at + 1], picture[at + 2]);
+            red_minus_blue += f64::from(r) - f64::from(b);
+            *bright += u32::from(r) + u32::from(g) + u32::from(b);
+        }
+    }
+    let brightest = (0..columns).max_by_key(|c| brightness[*c]).unwrap_or_default();
+    (red_minus_blue / (6 * columns) as f64, brightest)
+}
+
+/// Checks a grid file: one 1280x720 H.264 picture of both tabs, their halves red and blue
+/// (either way round), the box moving in each; AAC with the tone. Returns a summary.
+async fn check_grid(file: &Path, what: &str) -> String {
+    let streams = ffprobe(file, &["-show_entries", "stream=codec_name,width,height"]).await;
+    let codecs: Vec<&str> =
+        streams["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_name"].as_str()).collect();
+    assert_eq!(codecs, ["h264", "aac"], "{what}: {streams}");
+    assert_eq!(
+        (streams["streams"][0]["width"].as_u64(), streams["streams"][0]["height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    let pictures = thumbnails(file).await;
+    assert!(pictures.len() >= 90, "{what}: {} pictures decoded", pictures.len());
+    // The first second may still show one tab alone (until the other's keyframe is in).
+    let settled = &pictures[30..];
+    let colored = settled
+        .iter()
+        .filter(|p| {
+            let (left, right) = (half(p, false).0, half(p, true).0);
+            (left > 60.0 && right < -60.0) || (left < -60.0 && right > 60.0)
+        })
+        .count();
+    assert!(
+        colored * 10 >= settled.len() * 9,
+        "{what}: {colored} of {} pictures show a red and a blue half",
+        settled.len()
+    );
+    for right in [false, true] {
+        let positions: std::collections::BTreeSet<usize> = settled.iter().map(|p| half(p, right).1).collect();
+        assert!(
+            positions.len() >= 5,
+            "{what}: the box of the {} half moves: columns {positions:?}",
+            if right { "right" } else { "left" }
+        );
+    }
+    let heard = recorded_tone(file).await;
+    assert!((heard - HZ).abs() <= 3.0, "{what}: the room's mix is {heard} Hz");
+    format!(
+        "{what}: {} pictures, {colored} of {} with a red and a blue half, {heard:.1} Hz",
+        pictures.len(),
+        settled.len()
+    )
+}
+
+#[tokio::test]
+async fn a_grid_of_two_browser_tabs_shows_both_in_hls_and_in_a_recording() {
+    let server = TestServer::start().await;
+    let room = "grid";
+    let wav = tone_wav(server.dir(), HZ, 48_000, 5.0);
+    let mut tokens = Vec::new();
+    for identity in ["red", "blue"] {
+        tokens.push(server.token(room, identity, json!({"publish": true, "subscribe": true})).await);
+    }
+    let args = json!({
+        "base": server.base, "room": room, "tokens": tokens, "colors": ["#d04020", "#2050d0"],
+        "hold_ms": 16_000, "fake_audio": wav,
+    });
+    let browser = tokio::spawn(chromium::run("grid.mjs", args));
+    for identity in ["red", "blue"] {
+        wait_for_peer(&server, room, identity, |p| publishes(p, "vp8")).await;
+    }
+
+    let components = format!("/v1/rooms/{room}/components");
+    for body in [
+        json!({"type": "hls", "layout": "grid", "peer": "red"}),
+        json!({"type": "recording", "layout": "grid", "peer": "red"}),
+    ] {
+        let (status, error) = server.call(Method::POST, &components, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body} -> {error}");
+        assert!(error["error"]["message"].as_str().unwrap_or_default().contains("peer"), "{body} -> {error}");
+    }
+    let (status, recording) =
+        server.call(Method::POST, &components, Some(json!({"type": "recording", "layout": "grid"}))).await;
+    assert_eq!(status, 201, "{recording}");
+    let body = json!({"type": "hls", "layout": "grid", "segment_s": 1, "part_ms": 250});
+    let (status, hls) = server.call(Method::POST, &components, Some(body)).await;
+    assert_eq!(status, 201, "{hls}");
+    let started = Instant::now();
+
+    // ffmpeg plays the grid's playlist with a viewer's token.
+    let viewer = server.token(room, "grid-viewer", json!({"publish": false, "subscribe": true})).await;
+    let url = format!("{}?token={viewer}", hls["url"].as_str().unwrap());
+    crate::support::eventually("the grid's playlist", Duration::from_secs(20), || async {
+        let response = reqwest::get(&url).await.ok()?;
+        let text = response.text().await.ok()?;
+        // Two whole segments: ffmpeg's player reads segments, not parts.
+        (text.contains("#EXT-X-PART:") && text.contains("seg-1.m4s")).then_some(())
+    })
+    .await;
+    let played = server.dir().join("grid-hls.mp4");
+    let (ok, stderr) = finish(ffmpeg_pull(&url, 5, &played), Duration::from_secs(30)).await;
+    assert!(ok, "ffmpeg playing the grid: {stderr}");
+    let hls_summary = check_grid(&played, "hls grid").await;
+
+    // The recording ran alongside for at least 7 s; deleting it closes its one file.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(started.elapsed())).await;
+    let id = recording["id"].as_str().unwrap();
+    assert_eq!(server.call(Method::DELETE, &format!("{components}/{id}"), None).await.0, 204);
+    let dir = PathBuf::from(recording["path"].as_str().unwrap());
+    let manifest = crate::support::eventually("the grid file closed", Duration::from_secs(10), || async {
+        let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
+        manifest["files"][0]["end_unix_ms"].is_f64().then_some(manifest)
+    })
+    .await;
+    assert_eq!(manifest["layout"], "grid", "{manifest}");
+    assert_eq!(manifest["files"].as_array().map(Vec::len), Some(1), "one composed file: {manifest}");
+    assert_eq!(manifest["files"][0]["codec"], "h264,aac", "{manifest}");
+    let file = dir.join(manifest["files"][0]["file"].as_str().unwrap());
+    let recording_summary = check_grid(&file, "grid recording").await;
+
+    let tabs = browser.await.expect("the publishing tabs");
+    assert_eq!(tabs["errors"], json!([null, null]), "{tabs}");
+    println!("{hls_summary}; {recording_summary}; tabs {}", json!({"sent": tabs["sent"], "visible": tabs["visible"]}));
+}
