@@ -14,9 +14,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use junction_audio::codec::AudioEncoder;
-use junction_audio::codec::aac::AacEncoder;
-use junction_audio::mixer::{MIX_RATE, Mixer};
+use junction_audio::mixer::Mixer;
 use junction_core::{
     CloseReason, Codec, CodecParams, EndpointEvent, Grants, MediaFrame, MediaKind, MediaOut, MediaTime, PeerId, RoomId,
     SubscribeOptions, TrackId, TrackInfo, TransportKind,
@@ -28,14 +26,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::Ended;
+use crate::mix_audio::MixAudio;
 
 /// Pictures per second of a grid.
 pub const FPS: u32 = 30;
 /// The grid's picture (720p).
 pub const WIDTH: u32 = 1280;
 pub const HEIGHT: u32 = 720;
-/// The mixed sound's AAC bitrate (mono).
-const AUDIO_BITRATE: u32 = 64_000;
 /// Compressed frames waiting for the compose thread; more are dropped (the track then waits
 /// for a keyframe).
 const INPUT_QUEUE: usize = 64;
@@ -43,8 +40,6 @@ const INPUT_QUEUE: usize = 64;
 const OUTPUT_QUEUE: usize = 64;
 /// How often the thread asks one source for a keyframe at most.
 const KEYFRAME_PATIENCE: Duration = Duration::from_secs(1);
-/// Audio the mix may fall behind the clock before the gap is filled with silence.
-const AUDIO_SLACK: Duration = Duration::from_millis(100);
 
 /// A grid to run in `room`, joined as `identity`.
 pub struct GridRun {
@@ -94,9 +89,8 @@ pub fn start(run: GridRun) -> Result<Composition, String> {
     let keyframe_interval = ((keyframe_interval_s * f64::from(FPS)).round() as u32).max(1);
     let settings = GridSettings { width: WIDTH, height: HEIGHT, fps: FPS, keyframe_interval };
     let grid = Grid::new(settings).map_err(|e| format!("the grid's encoder: {e}"))?;
-    let audio_encoder = AacEncoder::new(MIX_RATE, 1, AUDIO_BITRATE).map_err(|e| format!("the grid's AAC: {e}"))?;
-    let mut audio = CodecParams::for_codec(Codec::Aac);
-    (audio.clock_rate, audio.channels, audio.config) = (MIX_RATE, 1, Some(audio_encoder.audio_specific_config()));
+    let clock = Instant::now();
+    let (mix_audio, audio) = MixAudio::new(clock)?;
     let mut video = CodecParams::for_codec(Codec::H264);
     (video.width, video.height) = (Some(WIDTH), Some(HEIGHT));
     video.fmtp = Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into());
@@ -114,7 +108,6 @@ pub fn start(run: GridRun) -> Result<Composition, String> {
     let (inputs, thread_inputs) = std::sync::mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let (thread_outputs, outputs) = mpsc::channel(OUTPUT_QUEUE);
-    let clock = Instant::now();
     std::thread::Builder::new()
         .name("junction-grid".into())
         .spawn({
@@ -133,7 +126,7 @@ pub fn start(run: GridRun) -> Result<Composition, String> {
         frames: frames_tx,
         sources: HashSet::new(),
         resyncing: HashSet::new(),
-        audio: AudioTrack { encoder: audio_encoder, pcm: Vec::new(), samples: 0, clock },
+        audio: mix_audio,
     };
     for track in &joined.tracks {
         feed.offer(track);
@@ -144,41 +137,6 @@ pub fn start(run: GridRun) -> Result<Composition, String> {
         ended
     });
     Ok(Composition { video, audio, frames, task })
-}
-
-/// The room's mix as AAC, timed by the samples encoded (silence fills what the mix skipped).
-struct AudioTrack {
-    encoder: AacEncoder,
-    pcm: Vec<f32>,
-    samples: u64,
-    clock: Instant,
-}
-
-impl AudioTrack {
-    /// Takes 20 ms of mix heard at `now`; the AAC frames it completes.
-    fn push(&mut self, mix: &[f32], now: Instant, out: &mut Vec<MediaFrame>) -> Result<(), String> {
-        let rate = u64::from(MIX_RATE);
-        let due = (now.saturating_duration_since(self.clock).as_micros() as u64) * rate / 1_000_000;
-        let queued = self.samples + self.pcm.len() as u64 + mix.len() as u64;
-        let slack = AUDIO_SLACK.as_micros() as u64 * rate / 1_000_000;
-        if due > queued + slack {
-            // The mix skipped ticks (a busy runtime): silence keeps sound and clock together.
-            self.pcm.resize(self.pcm.len() + (due - queued) as usize, 0.0);
-        }
-        self.pcm.extend_from_slice(mix);
-        let frame = self.encoder.frame_samples();
-        while self.pcm.len() >= frame {
-            let payload = self.encoder.encode(&self.pcm[..frame]).map_err(|e| format!("the grid's AAC: {e}"))?;
-            self.pcm.drain(..frame);
-            let time = MediaTime::new(self.samples, MIX_RATE);
-            let captured = self.clock + Duration::from_micros(self.samples * 1_000_000 / rate);
-            self.samples += frame as u64;
-            if !payload.is_empty() {
-                out.push(MediaFrame::audio(Codec::Aac, time, now, payload).captured_at(captured));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The async side: the room's events and media in, the compose thread fed, frames out.
@@ -196,7 +154,7 @@ struct Feed {
     sources: HashSet<TrackId>,
     /// Tracks that lost a frame on the way to the thread: skipped until their next keyframe.
     resyncing: HashSet<TrackId>,
-    audio: AudioTrack,
+    audio: MixAudio,
 }
 
 impl Feed {

@@ -11,6 +11,7 @@ mod api;
 pub mod file;
 mod grid;
 pub mod hls;
+mod mix_audio;
 pub mod recording;
 mod registry;
 pub mod rtsp;

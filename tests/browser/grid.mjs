@@ -1,16 +1,27 @@
 // Two room tabs in one browser publish into one room, each a camera of its own: a canvas of one
-// colour (`colors[i]`) with a white box sweeping across it, and the fake microphone (the
-// `fake_audio` tone). The second tab joins once the first sends video, so the grid's order is
-// the tabs' order. They publish for `hold_ms` while the test watches the room's grid outputs.
-// Args: {base, room, tokens, colors, hold_ms, fake_audio}.
+// colour (`colors[i]`) with a white box sweeping across it, and a microphone of its own: a
+// Web Audio tone of `voices[i].hz` at amplitude `voices[i].gain`. The second tab joins once the
+// first sends video. They publish for `hold_ms` while the test watches the room's outputs.
+// Args: {base, room, tokens, colors, voices, hold_ms}.
 import { run, open, until, sleep } from './runner.mjs';
 
-/** Init script: getUserMedia's camera is a `color` canvas with a moving white box. */
-function coloredCamera(color) {
-  const devices = navigator.mediaDevices;
-  const original = devices.getUserMedia.bind(devices);
-  devices.getUserMedia = async (constraints) => {
-    const tracks = constraints.audio ? (await original({ audio: constraints.audio })).getAudioTracks() : [];
+/** Init script: getUserMedia's camera is a `color` canvas with a moving white box, its
+ * microphone a `hz` tone at `gain`. */
+function coloredSource({ color, hz, gain }) {
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const tracks = [];
+    if (constraints.audio) {
+      const context = new AudioContext({ sampleRate: 48000 });
+      await context.resume();
+      const tone = context.createOscillator();
+      tone.frequency.value = hz;
+      const level = context.createGain();
+      level.gain.value = gain;
+      const out = context.createMediaStreamDestination();
+      tone.connect(level).connect(out);
+      tone.start();
+      tracks.push(out.stream.getAudioTracks()[0]);
+    }
     if (constraints.video) {
       const canvas = document.createElement('canvas');
       canvas.width = 640;
@@ -39,10 +50,11 @@ const framesSent = (page) => page.evaluate(async () => {
   return stats.filter((s) => s.type === 'outbound-rtp' && s.kind === 'video').reduce((n, s) => n + (s.framesEncoded ?? 0), 0);
 });
 
-run(async (browser, { base, room, tokens, colors, hold_ms }, logs) => {
+run(async (browser, { base, room, tokens, colors, voices, hold_ms }, logs) => {
   const tabs = [];
   for (const [i, token] of tokens.entries()) {
-    const page = await open(browser, `${base}/room/${room}?token=${token}&autopublish=1`, logs, `tab${i}`, [[coloredCamera, colors[i]]]);
+    const source = { color: colors[i], ...voices[i] };
+    const page = await open(browser, `${base}/room/${room}?token=${token}&autopublish=1`, logs, `tab${i}`, [[coloredSource, source]]);
     await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
     await until(`tab ${i} sending video`, 30_000, async () => (await framesSent(page)) > 0);
     tabs.push(page);

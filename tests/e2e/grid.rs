@@ -1,9 +1,13 @@
-//! The `grid` layout of the room outputs end to end: two Chromium room tabs publish VP8 cameras
-//! of their own (a red and a blue canvas, each with a white box sweeping across) and the same
-//! 880 Hz microphone into one room. An `hls` grid is played by ffmpeg (nobody here wrote it) and
-//! a `grid` recording is decoded by ffprobe and ffmpeg: both are one 1280x720 H.264 picture
-//! whose two halves show the two tabs (one red, one blue) with their boxes moving, and AAC
-//! carrying the room's mix (the tone). Options a grid cannot take are refused naming the field.
+//! The room outputs that show more than one peer, end to end: two Chromium room tabs publish
+//! VP8 cameras of their own (a red and a blue canvas, each with a white box sweeping across) and
+//! microphones of their own (red: a quiet 660 Hz, blue: a loud 880 Hz) into one room. An `hls`
+//! grid is played by ffmpeg (nobody here wrote it) and a `grid` recording is decoded by ffprobe
+//! and ffmpeg: both are one 1280x720 H.264 picture whose two halves show the two tabs (one red,
+//! one blue) with their boxes moving, and AAC carrying the room's mix (880 Hz dominant). An `hls`
+//! output without a `peer` follows the active speaker, not the first publisher (red): blue's
+//! picture with the mix while blue talks loudest; once blue's microphone is muted (the
+//! operator's mute), red's picture and 660 Hz.
+//! Options a grid cannot take are refused naming the field.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,12 +18,12 @@ use serde_json::{Value, json};
 use crate::hls::publishes;
 use crate::rtmp::ffprobe;
 use crate::support::TestServer;
-use crate::support::baresip::tone_wav;
 use crate::support::chromium;
 use crate::support::moq::wait_for_peer;
 use crate::support::players::{ffmpeg_pull, finish, recorded_tone};
 
 const HZ: f64 = 880.0;
+const QUIET_HZ: f64 = 660.0;
 /// Thumbnails the pictures are checked at (each tab's picture spans rows 4.5 to 13.5).
 const THUMB: (usize, usize) = (32, 18);
 
@@ -53,6 +57,32 @@ fn half(picture: &[u8], right: bool) -> (f64, usize) {
     }
     let brightest = (0..columns).max_by_key(|c| brightness[*c]).unwrap_or_default();
     (red_minus_blue / (6 * columns) as f64, brightest)
+}
+
+/// The mean red minus blue of the centre of a thumbnail (a full-frame picture's colour).
+fn centre(picture: &[u8]) -> f64 {
+    let mut sum = 0.0;
+    for row in 6..12 {
+        for column in 8..24 {
+            let at = (row * THUMB.0 + column) * 3;
+            sum += f64::from(picture[at]) - f64::from(picture[at + 2]);
+        }
+    }
+    sum / 96.0
+}
+
+/// Checks an active-speaker file: past its first half second, at least 80 % of its pictures are
+/// the speaker's colour (`red`, else blue), and its sound is `hz`. Returns a summary.
+async fn check_speaker(file: &Path, red: bool, hz: f64, what: &str) -> String {
+    let pictures = thumbnails(file).await;
+    assert!(pictures.len() >= 45, "{what}: {} pictures decoded", pictures.len());
+    let settled = &pictures[15..];
+    let shown = settled.iter().filter(|p| if red { centre(p) > 60.0 } else { centre(p) < -60.0 }).count();
+    let colour = if red { "red" } else { "blue" };
+    assert!(shown * 10 >= settled.len() * 8, "{what}: {shown} of {} pictures are {colour}", settled.len());
+    let heard = recorded_tone(file).await;
+    assert!((heard - hz).abs() <= 3.0, "{what}: {heard} Hz, expected {hz}");
+    format!("{what}: {shown} of {} pictures {colour}, {heard:.1} Hz", settled.len())
 }
 
 /// Checks a grid file: one 1280x720 H.264 picture of both tabs, their halves red and blue
@@ -100,22 +130,20 @@ async fn check_grid(file: &Path, what: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_grid_of_two_browser_tabs_shows_both_in_hls_and_in_a_recording() {
+async fn two_browser_tabs_in_a_grid_in_hls_and_a_recording_and_followed_as_they_speak() {
     let server = TestServer::start().await;
     let room = "grid";
-    let wav = tone_wav(server.dir(), HZ, 48_000, 5.0);
     let mut tokens = Vec::new();
     for identity in ["red", "blue"] {
         tokens.push(server.token(room, identity, json!({"publish": true, "subscribe": true})).await);
     }
     let args = json!({
         "base": server.base, "room": room, "tokens": tokens, "colors": ["#d04020", "#2050d0"],
-        "hold_ms": 16_000, "fake_audio": wav,
+        "voices": [{"hz": QUIET_HZ, "gain": 0.1}, {"hz": HZ, "gain": 0.5}], "hold_ms": 24_000,
     });
     let browser = tokio::spawn(chromium::run("grid.mjs", args));
-    for identity in ["red", "blue"] {
-        wait_for_peer(&server, room, identity, |p| publishes(p, "vp8")).await;
-    }
+    wait_for_peer(&server, room, "red", |p| publishes(p, "vp8")).await;
+    let blue = wait_for_peer(&server, room, "blue", |p| publishes(p, "vp8")).await;
 
     let components = format!("/v1/rooms/{room}/components");
     for body in [
@@ -129,25 +157,29 @@ async fn a_grid_of_two_browser_tabs_shows_both_in_hls_and_in_a_recording() {
     let (status, recording) =
         server.call(Method::POST, &components, Some(json!({"type": "recording", "layout": "grid"}))).await;
     assert_eq!(status, 201, "{recording}");
-    let body = json!({"type": "hls", "layout": "grid", "segment_s": 1, "part_ms": 250});
-    let (status, hls) = server.call(Method::POST, &components, Some(body)).await;
-    assert_eq!(status, 201, "{hls}");
+    let mut urls = Vec::new();
+    let viewer = server.token(room, "viewer", json!({"publish": false, "subscribe": true})).await;
+    for layout in ["grid", "single"] {
+        let body = json!({"type": "hls", "layout": layout, "segment_s": 1, "part_ms": 250});
+        let (status, hls) = server.call(Method::POST, &components, Some(body)).await;
+        assert_eq!(status, 201, "{hls}");
+        urls.push(format!("{}?token={viewer}", hls["url"].as_str().unwrap()));
+    }
     let started = Instant::now();
+    for url in &urls {
+        ready(url).await;
+    }
 
-    // ffmpeg plays the grid's playlist with a viewer's token.
-    let viewer = server.token(room, "grid-viewer", json!({"publish": false, "subscribe": true})).await;
-    let url = format!("{}?token={viewer}", hls["url"].as_str().unwrap());
-    crate::support::eventually("the grid's playlist", Duration::from_secs(20), || async {
-        let response = reqwest::get(&url).await.ok()?;
-        let text = response.text().await.ok()?;
-        // Two whole segments: ffmpeg's player reads segments, not parts.
-        (text.contains("#EXT-X-PART:") && text.contains("seg-1.m4s")).then_some(())
-    })
-    .await;
-    let played = server.dir().join("grid-hls.mp4");
-    let (ok, stderr) = finish(ffmpeg_pull(&url, 5, &played), Duration::from_secs(30)).await;
-    assert!(ok, "ffmpeg playing the grid: {stderr}");
-    let hls_summary = check_grid(&played, "hls grid").await;
+    // ffmpeg plays the grid, and the output following the speaker (blue, the loud one).
+    let (grid_file, speaker_file) = (server.dir().join("grid-hls.mp4"), server.dir().join("speaker-blue.mp4"));
+    let (grid_played, speaker_played) = tokio::join!(
+        finish(ffmpeg_pull(&urls[0], 5, &grid_file), PULL),
+        finish(ffmpeg_pull(&urls[1], 4, &speaker_file), PULL)
+    );
+    assert!(grid_played.0, "ffmpeg playing the grid: {}", grid_played.1);
+    assert!(speaker_played.0, "ffmpeg playing the speaker: {}", speaker_played.1);
+    let hls_summary = check_grid(&grid_file, "hls grid").await;
+    let blue_summary = check_speaker(&speaker_file, false, HZ, "speaker (blue talking)").await;
 
     // The recording ran alongside for at least 7 s; deleting it closes its one file.
     tokio::time::sleep(Duration::from_secs(7).saturating_sub(started.elapsed())).await;
@@ -165,7 +197,36 @@ async fn a_grid_of_two_browser_tabs_shows_both_in_hls_and_in_a_recording() {
     let file = dir.join(manifest["files"][0]["file"].as_str().unwrap());
     let recording_summary = check_grid(&file, "grid recording").await;
 
+    // The operator mutes blue's microphone: red is the loudest left, and followed after a second.
+    let tracks = blue["tracks"].as_array().unwrap();
+    let microphone = tracks.iter().find(|t| t["kind"] == "audio").and_then(|t| t["id"].as_str()).unwrap();
+    let (status, muted) = server
+        .call(Method::POST, &format!("/v1/rooms/{room}/tracks/{microphone}/mute"), Some(json!({"muted": true})))
+        .await;
+    assert_eq!(status, 200, "muting blue: {muted}");
+    // The switch (about 1.5 s), then 3 segments for ffmpeg to start from after it.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let speaker_file = server.dir().join("speaker-red.mp4");
+    let (ok, stderr) = finish(ffmpeg_pull(&urls[1], 3, &speaker_file), PULL).await;
+    assert!(ok, "ffmpeg playing the speaker: {stderr}");
+    let red_summary = check_speaker(&speaker_file, true, QUIET_HZ, "speaker (blue muted)").await;
+
     let tabs = browser.await.expect("the publishing tabs");
     assert_eq!(tabs["errors"], json!([null, null]), "{tabs}");
-    println!("{hls_summary}; {recording_summary}; tabs {}", json!({"sent": tabs["sent"], "visible": tabs["visible"]}));
+    println!(
+        "{hls_summary}; {recording_summary}; {blue_summary}; {red_summary}; tabs {}",
+        json!({"sent": tabs["sent"], "visible": tabs["visible"]})
+    );
+}
+
+/// How long an ffmpeg pull may take.
+const PULL: Duration = Duration::from_secs(30);
+
+/// Waits until a playlist lists two whole segments (ffmpeg's player reads segments, not parts).
+async fn ready(url: &str) {
+    crate::support::eventually("two segments in the playlist", Duration::from_secs(20), || async {
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        (text.contains("#EXT-X-PART:") && text.contains("seg-1.m4s")).then_some(())
+    })
+    .await;
 }

@@ -66,6 +66,14 @@ impl MixFrame {
     pub fn speakers(&self) -> Vec<&PeerId> {
         self.parts.iter().map(|(peer, _)| peer).collect()
     }
+
+    /// The RMS level of each speaker in this frame.
+    pub fn levels(&self) -> impl Iterator<Item = (&PeerId, f32)> {
+        self.parts.iter().map(|(peer, part)| {
+            let energy: f32 = part.iter().map(|s| s * s).sum();
+            (peer, (energy / part.len().max(1) as f32).sqrt())
+        })
+    }
 }
 
 /// Every source of one room and the mixing of them.

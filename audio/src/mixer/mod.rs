@@ -1,7 +1,8 @@
 //! The room audio mixer, an engine service any transport can use: one mix per room, and for
 //! each listener a *minus-one* — the N loudest speakers of the room except the listener itself
 //! — as 20 ms frames of 48 kHz mono PCM. A SIP phone hears the room through it; so could any
-//! other single-stream audio client.
+//! other single-stream audio client. The mix also tells who the active speaker is
+//! ([`speaker`]), for outputs that follow them.
 //!
 //! A room's mix runs on its own task while it has listeners. It joins the room as an internal
 //! peer (`junction:mixer`, subscribe-only, [`TransportKind::Internal`], taking no seat:
@@ -17,6 +18,7 @@
 
 pub mod core;
 mod room;
+pub mod speaker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use junction_core::{ContractError, Grants, PeerId, RoomId, TransportKind};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use junction_engine::engine::{DuplicatePolicy, Engine, JoinRequest};
@@ -54,6 +56,8 @@ struct ListenerSlot {
 /// What a room's mix task shares with its listeners.
 struct RoomMix {
     listeners: Mutex<Vec<ListenerSlot>>,
+    /// The room's active speaker ([`speaker::SpeakerTracker`]), for listeners that follow it.
+    speaker: watch::Sender<Option<PeerId>>,
     stop: CancellationToken,
 }
 
@@ -83,7 +87,11 @@ impl Mixer {
         let mix = match rooms.get(room).filter(|m| !m.stop.is_cancelled()) {
             Some(mix) => mix.clone(),
             None => {
-                let mix = Arc::new(RoomMix { listeners: Mutex::new(Vec::new()), stop: CancellationToken::new() });
+                let mix = Arc::new(RoomMix {
+                    listeners: Mutex::new(Vec::new()),
+                    speaker: watch::channel(None).0,
+                    stop: CancellationToken::new(),
+                });
                 let joined = self.join(room, DuplicatePolicy::Reject)?;
                 tokio::spawn(self.clone().supervise(room.clone(), mix.clone(), joined));
                 rooms.insert(room.clone(), mix.clone());
@@ -147,6 +155,11 @@ impl MixListener {
     /// A frame if one is queued.
     pub fn try_recv(&mut self) -> Option<Vec<f32>> {
         self.frames.try_recv().ok()
+    }
+
+    /// The room's active speaker, as it changes (`None` until someone has spoken).
+    pub fn speaker(&self) -> watch::Receiver<Option<PeerId>> {
+        self.mix.speaker.subscribe()
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::RoomMix;
 use super::core::{MIX_RATE, MixConfig, MixCore};
+use super::speaker::SpeakerTracker;
 use crate::codec::g711::{G711Decoder, G711Law};
 use crate::codec::opus::OpusDecoder;
 use crate::codec::{AudioDecoder, CodecError, Resampler};
@@ -65,6 +66,7 @@ pub(super) struct RoomTask {
     existing: Vec<TrackInfo>,
     mix: Arc<RoomMix>,
     core: MixCore,
+    speakers: SpeakerTracker,
     decoders: HashMap<TrackId, SourceDecoder>,
     rooms: Arc<Mutex<HashMap<RoomId, Arc<RoomMix>>>>,
 }
@@ -85,6 +87,7 @@ impl RoomTask {
             existing: joined.tracks,
             mix,
             core: MixCore::new(config),
+            speakers: SpeakerTracker::default(),
             decoders: HashMap::new(),
             rooms,
         }
@@ -139,6 +142,10 @@ impl RoomTask {
     /// mix is then unregistered, so a new listener starts a new one).
     fn deliver(&mut self) -> bool {
         let frame = self.core.tick();
+        if let Some(speaker) = self.speakers.observe(&frame) {
+            debug!(room = %self.room, %speaker, "active speaker");
+            self.mix.speaker.send_replace(Some(speaker));
+        }
         {
             let listeners = self.mix.listeners.lock();
             if !listeners.is_empty() {

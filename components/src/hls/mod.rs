@@ -1,6 +1,6 @@
 //! The `hls` component: the room as LL-HLS (fMP4/CMAF, H.264 + AAC). `"layout": "single"` is
-//! one peer — `peer`, or else the first to publish video, then the next when it leaves — (the
-//! engine transcodes VP8/VP9/AV1 and Opus for it); `"grid"` is every video publisher composed
+//! one peer, `peer` (its video and audio; the engine transcodes VP8/VP9/AV1 and Opus for it),
+//! or else the room's active speaker (its video, and the room's mix as the sound); `"grid"` is every video publisher composed
 //! into one picture with the room's audio mix ([`crate::grid`]). Served at `/hls/{room}/{id}/index.m3u8`
 //! ([`serve`]) to holders of a subscribe token for the room, or to anyone when `public`. The
 //! outputs live in memory: a bounded window of segments ([`playlist`]), made by [`muxer`].
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_audio::mixer::Mixer;
+use junction_audio::mixer::{MixListener, Mixer};
 use junction_core::{
     CloseReason, Codec, EndpointEvent, Grants, MediaKind, MediaOut, PeerId, RoomId, SubscribeOptions, TrackId,
     TrackInfo, TransportKind,
@@ -27,6 +27,7 @@ use tracing::{debug, info};
 
 use crate::Ended;
 use crate::grid::{self, GridRun};
+use crate::mix_audio::MixAudio;
 use muxer::HlsMuxer;
 use playlist::Timing;
 pub(crate) use serve::routes;
@@ -61,7 +62,7 @@ fn default_window() -> usize {
 pub struct HlsOptions {
     #[serde(default)]
     pub layout: HlsLayout,
-    /// The peer to follow (default: the first to publish video, then the next).
+    /// The peer to follow (default: the room's active speaker's video, with the room's mix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerId>,
     /// Served to anyone (a CDN pulling it), not only to holders of a subscribe token.
@@ -157,6 +158,8 @@ pub struct HlsRun {
 struct Following {
     peer: Option<PeerId>,
     tracks: HashMap<MediaKind, TrackId>,
+    /// What it takes from the peer: video and audio, or video alone (the sound is the mix).
+    kinds: &'static [MediaKind],
 }
 
 impl Following {
@@ -166,7 +169,10 @@ impl Following {
         if self.peer.is_none() && !fixed && track.kind == MediaKind::Video {
             self.peer = Some(track.peer.clone());
         }
-        if self.peer.as_ref() != Some(&track.peer) || self.tracks.contains_key(&track.kind) {
+        if self.peer.as_ref() != Some(&track.peer)
+            || self.tracks.contains_key(&track.kind)
+            || !self.kinds.contains(&track.kind)
+        {
             return;
         }
         let codecs = match track.kind {
@@ -200,6 +206,31 @@ impl Following {
         for track in tracks {
             self.offer(track, fixed, rpc, media, output);
         }
+    }
+
+    /// Follows `speaker` instead of the peer followed now, if it publishes video (a speaker
+    /// without, a phone, leaves the picture as it is).
+    fn follow_speaker(&mut self, speaker: &PeerId, rpc: &EndpointRpc, media: &EndpointMedia, output: &HlsOutput) {
+        if self.peer.as_ref() == Some(speaker) {
+            return;
+        }
+        let snapshot = rpc.snapshot();
+        let tracks: Vec<&TrackInfo> = snapshot
+            .peers
+            .iter()
+            .flat_map(|p| p.tracks.iter())
+            .filter(|t| t.peer == *speaker && t.kind == MediaKind::Video)
+            .collect();
+        if tracks.is_empty() {
+            return;
+        }
+        debug!(%speaker, "hls output follows the active speaker");
+        for (_, track) in self.tracks.drain() {
+            let _ = rpc.unsubscribe(&track);
+            output.muxer.lock().remove_track(&track);
+        }
+        self.peer = Some(speaker.clone());
+        self.offer_all(tracks, false, rpc, media, output);
     }
 }
 
@@ -248,10 +279,12 @@ async fn compose(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: imp
     composition.ended().await
 }
 
-/// The `single` layout: the followed peer's tracks into the output.
+/// The `single` layout: the followed peer's tracks into the output. Without a `peer` option it
+/// follows the room's active speaker (the mixer's, [`Mixer::listen`]) with its video, and the
+/// sound is the room's mix.
 async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl FnOnce()) -> Result<Ended, String> {
-    let HlsRun { engine, room, component, options, stop, .. } = hls;
-    let mut join = JoinRequest::new(room.clone(), identity, TransportKind::Internal);
+    let HlsRun { engine, mixer, room, component, options, stop, .. } = hls;
+    let mut join = JoinRequest::new(room.clone(), identity.clone(), TransportKind::Internal);
     join.role = PeerRole::Service;
     join.takes_seat = false;
     join.auto_subscribe = false;
@@ -261,13 +294,28 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
     let existing = joined.tracks;
     let (mut rpc, mut media) = joined.endpoint.split();
     let fixed = options.peer.is_some();
-    let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new() };
+    // Following the speaker: the room's mix as the sound, and who speaks.
+    let mut mix = None;
+    let mut speaker = None;
+    let mut sound = None;
+    if !fixed {
+        let listener = mixer.listen(&room, &identity).map_err(|e| e.to_string())?;
+        speaker = Some(listener.speaker());
+        mix = Some(listener);
+        let (audio, params) = MixAudio::new(Instant::now())?;
+        let track = TrackId::generate();
+        output.muxer.lock().set_track(track.clone(), Codec::Aac, params);
+        sound = Some((audio, track));
+    }
+    let kinds: &'static [MediaKind] = if fixed { &[MediaKind::Video, MediaKind::Audio] } else { &[MediaKind::Video] };
+    let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new(), kinds };
     following.offer_all(&existing, fixed, &rpc, &media, output);
-    info!(room = %room, component = %component, peer = ?following.peer, "hls output running");
+    info!(room = %room, component = %component, peer = ?following.peer, speaker = !fixed, "hls output running");
     running();
 
     // Segments end at keyframes: ask for one every segment (publishers that take requests).
     let mut keyframes = tokio::time::interval(Duration::from_secs_f64(options.segment_s));
+    let mut encoded = Vec::new();
     let ended = loop {
         tokio::select! {
             _ = stop.cancelled() => break Ended::Closed("deleted".into()),
@@ -301,6 +349,27 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
                 Some(_) => {}
                 None => break Ended::Closed("session closed".into()),
             },
+            pcm = next_mix(&mut mix), if mix.is_some() => {
+                let (Some(pcm), Some((audio, track))) = (pcm, sound.as_mut()) else {
+                    // The mix ended with the room: its close event says why.
+                    mix = None;
+                    continue;
+                };
+                audio.push(&pcm, Instant::now(), &mut encoded)?;
+                let mut muxer = output.muxer.lock();
+                let published = encoded.drain(..).fold(false, |published, frame| muxer.push(track, &frame) | published);
+                drop(muxer);
+                if published {
+                    output.changed.send_modify(|n| *n += 1);
+                }
+            }
+            changed = next_speaker(&mut speaker), if speaker.is_some() => {
+                match changed {
+                    Some(Some(who)) => following.follow_speaker(&who, &rpc, &media, output),
+                    Some(None) => {}
+                    None => speaker = None,
+                }
+            }
             _ = keyframes.tick() => {
                 if let Some(video) = following.tracks.get(&MediaKind::Video) {
                     let _ = media.request_keyframe(video);
@@ -310,4 +379,20 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
     };
     rpc.leave(CloseReason::Left);
     Ok(ended)
+}
+
+/// The next 20 ms of the room's mix (`None` once it ended).
+async fn next_mix(mix: &mut Option<MixListener>) -> Option<Vec<f32>> {
+    match mix {
+        Some(mix) => mix.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The active speaker once it changes (`None` once the mix ended).
+async fn next_speaker(speaker: &mut Option<watch::Receiver<Option<PeerId>>>) -> Option<Option<PeerId>> {
+    match speaker {
+        Some(speaker) => speaker.changed().await.ok().map(|()| speaker.borrow_and_update().clone()),
+        None => std::future::pending().await,
+    }
 }
