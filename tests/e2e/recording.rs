@@ -1,14 +1,14 @@
 //! The `recording` component (`"layout": "tracks"`) end to end: an independent WebRTC stack
 //! (the `webrtc` crate) publishes libx264's flashing test pattern and a libopus tone beeping with
 //! the flash over WHIP, a sipp phone talks G.711 into the same room, and the recording writes a
-//! fragmented MP4 per track plus a manifest. The server is SIGKILLed while it records: ffprobe and
+//! file per track (H.264 in fragmented MP4, Opus in live WebM) plus a manifest. The server is SIGKILLed while it records: ffprobe and
 //! ffmpeg (nobody here wrote them) decode every file it left — pictures that move, each tone at its
 //! frequency — and the manifest's start times put the beeps of the audio file on the flashes of
 //! the video file within 40 ms. The restarted server starts the recording again into the same
 //! manifest and copies what the crash left to S3 (`s3s-fs`, read back over the S3 API); the
 //! API's refusals name their field. A Chromium room tab publishing VP8 (ramping its resolution
 //! up, as browsers do) and a 1 kHz microphone is recorded to one file per track, each closed when
-//! the tab's tracks end, the VP8 in MP4 decoded by ffmpeg.
+//! the tab's tracks end, the VP8 and the Opus in WebM decoded by ffmpeg.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -137,10 +137,11 @@ async fn a_tracks_recording_of_a_whip_publisher_and_a_phone_decodes_lines_up_and
     assert_eq!(phone_entry["codec"], "opus", "{phone_entry}");
     assert_eq!(phone_entry["source_codec"], "pcmu", "the phone's G.711, recorded as the engine's Opus");
 
-    // Every file the SIGKILL left decodes.
-    for file in [&video_file, &audio_file, &phone_file] {
+    // Every file the SIGKILL left decodes: H.264 in fragmented MP4, Opus in live WebM.
+    for (file, container) in [(&video_file, "mp4"), (&audio_file, "webm"), (&phone_file, "webm")] {
+        assert_eq!(file.extension().and_then(|e| e.to_str()), Some(container), "{}", file.display());
         let probe = ffprobe(file, &["-show_entries", "stream=codec_name:format=format_name,duration"]).await;
-        assert!(probe["format"]["format_name"].as_str().unwrap_or_default().contains("mp4"), "{probe}");
+        assert!(probe["format"]["format_name"].as_str().unwrap_or_default().contains(container), "{probe}");
     }
     let (decoded, changes) = pictures(&video_file).await;
     assert!(decoded >= 5 * FPS as usize, "{decoded} pictures in {}", video_file.display());
@@ -224,6 +225,10 @@ async fn a_browser_tab_publishing_vp8_is_recorded_to_one_closed_file_per_track()
     let (video_entry, video_file) = entry(&written, &recording, "tab", "video");
     let (_, audio_file) = entry(&written, &recording, "tab", "audio");
     assert_eq!(video_entry["codec"], "vp8", "{written}");
+    for file in [&video_file, &audio_file] {
+        let probe = ffprobe(file, &["-show_entries", "format=format_name"]).await;
+        assert!(probe["format"]["format_name"].as_str().unwrap_or_default().contains("webm"), "{probe}");
+    }
     let (decoded, changes) = pictures(&video_file).await;
     assert!(decoded >= 60, "{decoded} VP8 pictures decoded from {}", video_file.display());
     assert!(changes * 2 >= decoded, "the pictures move: {changes} changes in {decoded}");

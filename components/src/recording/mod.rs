@@ -1,10 +1,12 @@
-//! The `recording` component, `"layout": "tracks"`: every track of the room (or of one `peer`)
-//! written to a fragmented MP4 file of its own, under `<recording.dir>/<room>/<component id>/`,
+//! The `recording` component. `"layout": "tracks"`: every track of the room (or of one `peer`)
+//! written to a file of its own — fragmented MP4 for H.264, AV1 and AAC ([`track`]), live WebM
+//! for VP8, VP9 and Opus ([`webm`]) — under `<recording.dir>/<room>/<component id>/`,
 //! with a `manifest.json` giving each file's wall-clock start so they line up ([`manifest`]).
 //! The recorder is a service peer of the room: it subscribes to every track, takes no seat and
-//! is not listed; tracks in codecs MP4 does not carry here (G.711) reach it as the engine's Opus
-//! variant. Files are written a whole fragment per frame, so a crash or SIGKILL leaves files
-//! that play up to their last frame; a restarted server starts the recording again and its new
+//! is not listed; tracks in codecs neither carries (G.711) reach it as the engine's Opus
+//! variant. `"layout": "grid"`: the room composed into one file ([`composed`], fed by
+//! [`crate::grid`]). Files are written a whole fragment (block) per frame, so a crash or SIGKILL
+//! leaves files that play up to their last frame; a restarted server starts the recording again and its new
 //! files join the same manifest. With `[recording.s3]`, each file is copied to S3-compatible
 //! storage once closed, then the manifest ([`upload`]); files a crash cut short are copied when
 //! the recording starts again.
@@ -13,6 +15,7 @@ mod composed;
 mod manifest;
 mod track;
 mod upload;
+mod webm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ use object_store::ObjectStore;
 use track::{Step, TrackMuxer};
 pub use upload::S3Config;
 use upload::{Done, Job, Uploads};
+use webm::{WEBM_CODECS, WebmMuxer};
 
 /// Files one recording may write (each track, each new resolution, each restart begins one):
 /// a room that churns tracks forever stops its recording instead of filling a directory.
@@ -165,6 +169,7 @@ fn path_safe(id: &str) -> String {
 /// How a recorded track's frames become files: a file per track, or the grid's one file.
 enum Muxer {
     Track(TrackMuxer),
+    Webm(WebmMuxer),
     Composed(Box<ComposedMuxer>),
 }
 
@@ -174,7 +179,7 @@ struct Recorded {
     codec: Codec,
     /// What the manifest says the file holds (`h264`, `opus`; `h264,aac` for a grid).
     codecs: String,
-    /// File names are `<stem>-<n>.mp4`.
+    /// File names are `<stem>-<n>.mp4` (`.webm`).
     stem: String,
     muxer: Muxer,
     file: Option<(usize, tokio::fs::File)>,
@@ -195,7 +200,11 @@ impl Session {
         debug!(room = %self.manifest.room, track = %info.id, peer = %info.peer, %codec, "recording a track");
         let kind = if info.kind == MediaKind::Video { "video" } else { "audio" };
         let stem = format!("{}-{kind}", path_safe(info.peer.as_str()));
-        let muxer = Muxer::Track(TrackMuxer::new(codec, params));
+        let muxer = if WEBM_CODECS.contains(&codec) {
+            Muxer::Webm(WebmMuxer::new(codec, params))
+        } else {
+            Muxer::Track(TrackMuxer::new(codec, params))
+        };
         let codecs = codec.as_str().to_owned();
         let recorded = Recorded { info, codec, codecs, stem, muxer, file: None, asked_keyframe: None };
         self.tracks.insert(recorded.info.id.clone(), recorded);
@@ -252,6 +261,7 @@ impl Session {
         let Some(recorded) = self.tracks.get_mut(track) else { return Ok(()) };
         let pushed = match &mut recorded.muxer {
             Muxer::Track(muxer) => muxer.push(frame),
+            Muxer::Webm(muxer) => Ok(muxer.push(frame)),
             Muxer::Composed(muxer) => muxer.push(frame),
         };
         let step = match pushed {
@@ -277,7 +287,11 @@ impl Session {
                 }
                 let Some(recorded) = self.tracks.get_mut(track) else { return Ok(()) };
                 let info = &recorded.info;
-                let name = format!("{}-{}.mp4", recorded.stem, self.manifest.files.len() + 1);
+                let (extension, timescale) = match &recorded.muxer {
+                    Muxer::Webm(muxer) => ("webm", muxer.timescale()),
+                    _ => ("mp4", junction_cmaf::timescale(recorded.codec, &recorded.info.params)),
+                };
+                let name = format!("{}-{}.{extension}", recorded.stem, self.manifest.files.len() + 1);
                 let path = self.dir.join(&name);
                 let mut file = tokio::fs::File::create(&path).await.map_err(|e| format!("creating {name}: {e}"))?;
                 file.write_all(&bytes).await.map_err(|e| format!("writing {name}: {e}"))?;
@@ -290,7 +304,7 @@ impl Session {
                     codec: recorded.codecs.clone(),
                     codec_string,
                     source_codec: (info.codec != recorded.codec).then(|| info.codec.as_str().to_owned()),
-                    timescale: junction_cmaf::timescale(recorded.codec, &info.params),
+                    timescale,
                     start_unix_ms: self.clock.unix_ms(captured),
                     end_unix_ms: None,
                     object: None,
