@@ -15,6 +15,7 @@ mod mix_audio;
 pub mod recording;
 mod registry;
 pub mod rtsp;
+mod timeline;
 mod wall_clock;
 
 use junction_transport_api::{Service, Started, TransportContext};

@@ -9,13 +9,11 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use junction_cmaf::{
-    DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header, initial_config,
-    nominal_duration, sample_payload, timescale, video_config,
-};
+use junction_cmaf::{FragmentSample, InitTrack, build_init, fragment_header, sample_payload, video_config};
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, TrackId};
 
 use super::playlist::{Media, Part, Timing};
+use crate::timeline::PlacedTrack;
 use crate::wall_clock::WallClock;
 
 const VIDEO_ID: u32 = 1;
@@ -23,30 +21,14 @@ const AUDIO_ID: u32 = 2;
 
 struct Track {
     engine: TrackId,
-    codec: Codec,
-    params: CodecParams,
-    timescale: u32,
-    config: Option<TrackCodec>,
-    /// (first frame's ticks, its place on the timeline in this track's ticks).
-    anchor: Option<(u64, u64)>,
-    decode: DecodeTimes,
+    placed: PlacedTrack,
     /// In the init segment in force (frames of a track that is not wait for the next one).
     in_init: bool,
 }
 
 impl Track {
     fn new(engine: TrackId, codec: Codec, params: CodecParams) -> Track {
-        let timescale = timescale(codec, &params);
-        Track {
-            engine,
-            codec,
-            config: initial_config(codec, &params),
-            params,
-            timescale,
-            anchor: None,
-            decode: DecodeTimes::new(nominal_duration(codec, timescale)),
-            in_init: false,
-        }
+        Track { engine, placed: PlacedTrack::new(codec, params), in_init: false }
     }
 }
 
@@ -121,19 +103,20 @@ impl HlsMuxer {
         if is_video
             && frame.keyframe
             && let Some(track) = self.video.as_mut()
-            && let Some(config) = video_config(track.codec, &frame.payload, &track.params)
-            && track.config.as_ref() != Some(&config)
+            && let Some(config) = video_config(track.placed.codec, &frame.payload, &track.placed.params)
+            && track.placed.config.as_ref() != Some(&config)
         {
-            track.config = Some(config);
+            track.placed.config = Some(config);
             self.stale_init = true;
         }
         let (dts, pts, seconds) = {
             let created = self.created;
             let Some(track) = (if is_video { self.video.as_mut() } else { self.audio.as_mut() }) else { return false };
-            if track.config.is_none() {
+            if track.placed.config.is_none() {
                 return false;
             }
-            place(track, frame, created)
+            let (dts, pts) = track.placed.place(frame, created);
+            (dts, pts, pts as f64 / f64::from(track.placed.timescale))
         };
         self.last_seconds = self.last_seconds.max(seconds);
         let video_present = self.video.is_some();
@@ -143,8 +126,8 @@ impl HlsMuxer {
         let open = self.init.is_some() && self.part_start.is_some();
         let elapsed = seconds - self.segment_start;
         let timing = self.media.timing;
-        let ready = self.video.as_ref().is_none_or(|t| t.config.is_some())
-            && self.audio.as_ref().is_none_or(|t| t.config.is_some());
+        let ready = self.video.as_ref().is_none_or(|t| t.placed.config.is_some())
+            && self.audio.as_ref().is_none_or(|t| t.placed.config.is_some());
         let new_segment = if !open || self.stale_init {
             starts_segment && ready
         } else {
@@ -204,15 +187,7 @@ impl HlsMuxer {
     fn build_init(&self) -> Option<Bytes> {
         let tracks: Vec<InitTrack> = [(VIDEO_ID, &self.video), (AUDIO_ID, &self.audio)]
             .into_iter()
-            .filter_map(|(id, track)| {
-                let track = track.as_ref()?;
-                Some(InitTrack {
-                    id,
-                    timescale: track.timescale,
-                    codec: track.config.clone()?,
-                    defaults: SampleDefaults::default(),
-                })
-            })
+            .filter_map(|(id, track)| track.as_ref()?.placed.init_track(id))
             .collect();
         if tracks.is_empty() {
             return None;
@@ -225,29 +200,15 @@ impl HlsMuxer {
         if !track.in_init {
             return;
         }
-        let payload = sample_payload(track.codec, frame.payload.clone());
+        let payload = sample_payload(track.placed.codec, frame.payload.clone());
         self.sequence = self.sequence.wrapping_add(1);
-        let sample = FragmentSample::presented(dts, pts, track.decode.duration(), frame.keyframe);
+        let sample = FragmentSample::presented(dts, pts, track.placed.decode.duration(), frame.keyframe);
         let id = if is_video { VIDEO_ID } else { AUDIO_ID };
         if let Ok(header) = fragment_header(id, self.sequence, sample, payload.len()) {
             self.part.extend_from_slice(&header);
             self.part.extend_from_slice(&payload);
         }
     }
-}
-
-/// A frame's (decode, presentation) time in its track's ticks, and its presentation time in
-/// seconds on the stream's timeline (the capture instant of the track's first frame, counted
-/// from when the stream was made, plus the media time since).
-fn place(track: &mut Track, frame: &MediaFrame, created: Instant) -> (u64, u64, f64) {
-    let ticks = frame.time.rebase(track.timescale).ticks;
-    let scale = u64::from(track.timescale);
-    let (first, base) = *track.anchor.get_or_insert_with(|| {
-        let since = frame.captured.saturating_duration_since(created);
-        (ticks, (since.as_micros() as u64).saturating_mul(scale) / 1_000_000)
-    });
-    let pts = base.saturating_add(ticks.saturating_sub(first));
-    (track.decode.next(pts), pts, pts as f64 / scale as f64)
 }
 
 #[cfg(test)]

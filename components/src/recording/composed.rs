@@ -5,49 +5,18 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
-use junction_cmaf::{
-    CmafError, DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header,
-    initial_config, nominal_duration, sample_payload, timescale, video_config,
-};
+use junction_cmaf::{CmafError, FragmentSample, InitTrack, build_init, fragment_header, sample_payload, video_config};
 use junction_core::{Codec, CodecParams, MediaFrame};
 
 use super::track::Step;
+use crate::timeline::PlacedTrack;
 
 const VIDEO_ID: u32 = 1;
 const AUDIO_ID: u32 = 2;
 
-/// One track of the file.
-struct Lane {
-    codec: Codec,
-    params: CodecParams,
-    timescale: u32,
-    config: Option<TrackCodec>,
-    /// (first frame's ticks, its place on the file's timeline in this track's ticks).
-    anchor: Option<(u64, u64)>,
-    decode: DecodeTimes,
-}
-
-impl Lane {
-    fn new(codec: Codec, params: CodecParams) -> Lane {
-        let timescale = timescale(codec, &params);
-        let decode = DecodeTimes::new(nominal_duration(codec, timescale));
-        Lane { codec, config: initial_config(codec, &params), params, timescale, anchor: None, decode }
-    }
-
-    fn init_track(&self, id: u32) -> Option<InitTrack> {
-        Some(InitTrack {
-            id,
-            timescale: self.timescale,
-            codec: self.config.clone()?,
-            defaults: SampleDefaults::default(),
-        })
-    }
-}
-
 pub struct ComposedMuxer {
-    video: Lane,
-    audio: Lane,
+    video: PlacedTrack,
+    audio: PlacedTrack,
     /// When the file's time zero was captured, once it is open.
     opened: Option<Instant>,
     sequence: u32,
@@ -56,8 +25,8 @@ pub struct ComposedMuxer {
 impl ComposedMuxer {
     pub fn new(video: CodecParams, audio: CodecParams) -> ComposedMuxer {
         ComposedMuxer {
-            video: Lane::new(Codec::H264, video),
-            audio: Lane::new(Codec::Aac, audio),
+            video: PlacedTrack::new(Codec::H264, video),
+            audio: PlacedTrack::new(Codec::Aac, audio),
             opened: None,
             sequence: 0,
         }
@@ -84,31 +53,13 @@ impl ComposedMuxer {
             self.opened = Some(frame.captured);
         }
         let Some(opened) = self.opened else { return Ok(None) };
-        let lane = if is_video { &mut self.video } else { &mut self.audio };
-        let ticks = frame.time.rebase(lane.timescale).ticks;
-        let scale = u64::from(lane.timescale);
-        let (first, base) = *lane.anchor.get_or_insert_with(|| {
-            let since = frame.captured.saturating_duration_since(opened);
-            (ticks, (since.as_micros() as u64).saturating_mul(scale) / 1_000_000)
-        });
-        let pts = base.saturating_add(ticks.saturating_sub(first));
-        let dts = lane.decode.next(pts);
+        let track = if is_video { &mut self.video } else { &mut self.audio };
+        let (dts, pts) = track.place(frame, opened);
         self.sequence = self.sequence.wrapping_add(1);
-        let payload = sample_payload(lane.codec, frame.payload.clone());
-        let sample = FragmentSample::presented(dts, pts, lane.decode.duration(), frame.keyframe);
+        let payload = sample_payload(track.codec, frame.payload.clone());
+        let sample = FragmentSample::presented(dts, pts, track.decode.duration(), frame.keyframe);
         let header = fragment_header(if is_video { VIDEO_ID } else { AUDIO_ID }, self.sequence, sample, payload.len())?;
-        let init_len = init.as_ref().map_or(0, |(init, _)| init.len());
-        let mut bytes = BytesMut::with_capacity(init_len + header.len() + payload.len());
-        if let Some((init, _)) = &init {
-            bytes.extend_from_slice(init);
-        }
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&payload);
-        let bytes = bytes.freeze();
-        Ok(Some(match init {
-            Some((_, codec_string)) => Step::Open { bytes, captured: opened, codec_string },
-            None => Step::Append(bytes),
-        }))
+        Ok(Some(Step::new(init, &header, &payload, opened)))
     }
 }
 

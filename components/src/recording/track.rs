@@ -97,18 +97,26 @@ impl TrackMuxer {
         let payload = sample_payload(self.codec, frame.payload.clone());
         let sample = FragmentSample::presented(dts, pts, file.decode.duration(), frame.keyframe);
         let header = fragment_header(TRACK_ID, file.sequence, sample, payload.len())?;
+        Ok(Some(Step::new(init, &header, &payload, frame.captured)))
+    }
+}
+
+impl Step {
+    /// A fragment (`header` + `payload`) as the step it is: after `init` (the init segment and
+    /// the codec string) it opens a file whose first sample was captured at `captured`.
+    pub fn new(init: Option<(Bytes, String)>, header: &[u8], payload: &[u8], captured: Instant) -> Step {
         let init_len = init.as_ref().map_or(0, |(init, _)| init.len());
         let mut bytes = BytesMut::with_capacity(init_len + header.len() + payload.len());
         if let Some((init, _)) = &init {
             bytes.extend_from_slice(init);
         }
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(payload);
         let bytes = bytes.freeze();
-        Ok(Some(match init {
-            Some((_, codec_string)) => Step::Open { bytes, captured: frame.captured, codec_string },
+        match init {
+            Some((_, codec_string)) => Step::Open { bytes, captured, codec_string },
             None => Step::Append(bytes),
-        }))
+        }
     }
 }
 
