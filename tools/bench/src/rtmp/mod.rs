@@ -6,9 +6,11 @@
 //! room also gets that output component once every stream flows (a `tracks` recording: two files
 //! per stream; an LL-HLS output of the publisher, nobody pulling it; an LL-HLS `grid`: the
 //! publisher decoded, composed into a 720p picture and encoded again, with the room's mix), so a
-//! run with and one without give what an output costs. The RTMP client is junction-testkit's.
+//! run with and one without give what an output costs. `--hls-players N` adds N LL-HLS players
+//! pulling each HLS output ([`hls_players`]). The RTMP client is junction-testkit's.
 
 mod endpoints;
+mod hls_players;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,10 @@ pub struct RtmpArgs {
     /// (an LL-HLS grid: a 720p30 composition of the room with its audio mix).
     #[arg(long, value_enum)]
     pub output: Option<Output>,
+    /// With `--output hls`: LL-HLS players pulling each room's output (made public), as hls.js
+    /// does in its low-latency mode.
+    #[arg(long, default_value_t = 0)]
+    pub hls_players: usize,
 }
 
 /// An output component the run adds to every room.
@@ -83,7 +89,7 @@ impl Output {
     fn component(self) -> serde_json::Value {
         match self {
             Output::Recording => serde_json::json!({"type": "recording", "layout": "tracks"}),
-            Output::Hls => serde_json::json!({"type": "hls", "peer": "publisher"}),
+            Output::Hls => serde_json::json!({"type": "hls", "peer": "publisher", "public": true}),
             Output::Grid => serde_json::json!({"type": "hls", "layout": "grid"}),
         }
     }
@@ -107,6 +113,9 @@ impl Setup {
 }
 
 pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
+    if args.hls_players > 0 && args.output != Some(Output::Hls) {
+        anyhow::bail!("--hls-players needs --output hls");
+    }
     let api = Api::new(&target.url, target.api_key.clone());
     api.health().await?;
     let probe = ServerProbe::new(&target.url, target.server_pid);
@@ -129,17 +138,25 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
     report.settings = serde_json::json!({
         "streams": args.streams, "duration_s": args.duration.as_secs_f64(), "video": format!("{:?}", args.video),
         "viewer": format!("{:?}", args.viewer).to_lowercase(), "audio": "AAC-LC 44.1 kHz stereo 128 kb/s",
-        "output": args.output.map(Output::name),
+        "output": args.output.map(Output::name), "hls_players_per_stream": args.hls_players,
     });
     report.publishers = args.streams;
     report.subscribers_requested = if args.viewer == Viewer::None { 0 } else { args.streams };
 
     let baseline = probe.sample().await?;
     let mut setup = Setup { rooms: Vec::new(), ingress: Vec::new() };
-    let result = load(&api, &probe, &args, &mut setup, clock, aac, pattern, &run_id, &mut report).await;
+    let hls_stats = Arc::new(hls_players::HlsStats::default());
+    let result = load(&api, &probe, &args, &mut setup, (clock, aac, pattern), &run_id, &hls_stats, &mut report).await;
     setup.remove(&api).await;
     let (measured, streams, outcomes) = result?;
     window::fill(&mut report, &measured, Some(baseline), &streams, &outcomes);
+    if args.hls_players > 0 {
+        let players = args.hls_players * args.streams;
+        report.settings["hls_players"] = hls_stats.report(players, report.duration_s);
+        report.notes.push(format!(
+            "{players} LL-HLS players pull the outputs (hinted part, then a blocking reload): CPU and memory include them"
+        ));
+    }
     if args.viewer == Viewer::None {
         // Nobody received anything: the per-stream figures are per ingest.
         report.notes.push("no viewers: CPU and memory are per ingested stream".to_owned());
@@ -169,13 +186,13 @@ async fn load(
     probe: &ServerProbe,
     args: &RtmpArgs,
     setup: &mut Setup,
-    clock: RunClock,
-    aac: Arc<AacSource>,
-    pattern: VideoPattern,
+    (clock, aac, pattern): (RunClock, Arc<AacSource>, VideoPattern),
     run_id: &str,
+    hls_stats: &Arc<hls_players::HlsStats>,
     report: &mut Report,
 ) -> anyhow::Result<(window::Window, Vec<Arc<super::media::SendLog>>, Vec<Outcome>)> {
     let traffic = Arc::new(Traffic::default());
+    let (mut hls, stop_hls) = (JoinSet::new(), CancellationToken::new());
     let stop_publishers = CancellationToken::new();
     let stop_viewers = CancellationToken::new();
     let mut publishers = JoinSet::new();
@@ -243,14 +260,24 @@ async fn load(
         report.settings["rss_before_outputs_bytes"] = serde_json::json!(before.rss_bytes);
         for room in &setup.rooms {
             // Deleting the room at the end stops its output.
-            api.create_component(room, output.component())
+            let id = api
+                .create_component(room, output.component())
                 .await
                 .with_context(|| format!("{} output of room {room}", output.name()))?;
+            for _ in 0..args.hls_players {
+                let playlist = format!("{}/hls/{room}/{id}/index.m3u8", api.base());
+                let (http, stats, stop) = (http.clone(), hls_stats.clone(), stop_hls.clone());
+                hls.spawn(hls_players::play(http, playlist, stats, stop));
+            }
         }
         // Every output begins at the next keyframe (every 2 s).
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    hls_stats.set_measuring(true);
     let measured = window::measure(probe, &traffic, args.duration).await;
+    hls_stats.set_measuring(false);
+    stop_hls.cancel();
+    while hls.join_next().await.is_some() {}
 
     // Frames in flight reach the viewers before they stop counting.
     let drain = Duration::from_millis(1500);
