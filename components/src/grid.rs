@@ -20,7 +20,7 @@ use junction_core::{
     SubscribeOptions, TrackId, TrackInfo, TransportKind,
 };
 use junction_engine::{EndpointMedia, EndpointRpc, Engine, JoinRequest, PeerRole};
-use junction_video::grid::{Fed, Grid, GridSettings};
+use junction_video::grid::{Fed, Grid, GridSettings, MAX_SOURCES};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -160,7 +160,7 @@ struct Feed {
 impl Feed {
     /// Subscribes to a video track in a codec the grid decodes.
     fn offer(&mut self, track: &TrackInfo) {
-        if track.kind != MediaKind::Video || self.sources.contains(&track.id) {
+        if track.kind != MediaKind::Video || self.sources.contains(&track.id) || self.sources.len() >= MAX_SOURCES {
             return;
         }
         let codecs =
@@ -177,10 +177,16 @@ impl Feed {
         }
     }
 
+    /// Drops a track that went away, and takes a video track left out while the grid was full.
     fn forget(&mut self, track: &TrackId) {
-        if self.sources.remove(track) {
-            self.resyncing.remove(track);
-            let _ = self.inputs.send(Input::Remove(track.clone()));
+        if !self.sources.remove(track) {
+            return;
+        }
+        self.resyncing.remove(track);
+        let _ = self.inputs.send(Input::Remove(track.clone()));
+        let snapshot = self.rpc.snapshot();
+        for waiting in snapshot.peers.iter().flat_map(|p| p.tracks.iter()) {
+            self.offer(waiting);
         }
     }
 

@@ -14,7 +14,7 @@ use junction_core::Codec;
 
 use crate::codec::{Decoder, Encoded, Encoder, EncoderSettings, Scaler, VideoError, bitrate_for};
 
-/// Sources one grid composes (a 4 x 4 grid); a room with more publishers shows the first 16.
+/// Sources one grid composes (a 4 x 4 grid); a room with more publishers shows 16 of them.
 pub const MAX_SOURCES: usize = 16;
 
 /// A rectangle of the picture, in pixels; all four values are even (4:2:0 chroma).
@@ -68,8 +68,8 @@ pub fn fit(tile: Rect, width: u32, height: u32) -> Rect {
         (fitted_width, fitted_height)
     };
     Rect {
-        x: tile.x + (((tile.width - fitted_width) / 2) & !1),
-        y: tile.y + (((tile.height - fitted_height) / 2) & !1),
+        x: tile.x + ((tile.width.saturating_sub(fitted_width) / 2) & !1),
+        y: tile.y + ((tile.height.saturating_sub(fitted_height) / 2) & !1),
         width: fitted_width,
         height: fitted_height,
     }

@@ -51,6 +51,9 @@ const MAX_FILES: usize = 4096;
 /// How often a video track without a file yet asks its publisher for a keyframe again.
 const KEYFRAME_RETRY: Duration = Duration::from_secs(2);
 
+/// Time between the keyframes of a grid recording's picture (where a player can seek to).
+const GRID_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a stopping recording waits for its copies to object storage.
 const UPLOAD_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -354,7 +357,7 @@ pub async fn record(recorder: Recorder, running: impl FnOnce()) -> Result<Ended,
                 room: room.clone(),
                 identity: identity.clone(),
                 metadata,
-                keyframe_interval_s: KEYFRAME_RETRY.as_secs_f64(),
+                keyframe_interval_s: GRID_KEYFRAME_INTERVAL.as_secs_f64(),
                 stop: stop.clone(),
             };
             Source::Grid(grid::start(run)?)
