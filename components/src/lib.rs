@@ -32,8 +32,9 @@ pub enum Ended {
 }
 
 /// Starts the components service: restarts the components the state store kept, and returns
-/// the `/v1` routes. Recordings go where `recordings` says (`[recording]`, resolved).
-pub async fn start(ctx: &TransportContext, recordings: Recordings) -> Started {
+/// the `/v1` routes. Recordings go where `recordings` says (`[recording]`, resolved); at most
+/// `max_grids` grid compositions run at once (`video.max_grids`).
+pub async fn start(ctx: &TransportContext, recordings: Recordings, max_grids: usize) -> Started {
     let components = Components::new(
         ctx.engine.clone(),
         ctx.mixer.clone(),
@@ -41,6 +42,7 @@ pub async fn start(ctx: &TransportContext, recordings: Recordings) -> Started {
         ctx.shutdown.clone(),
         recordings,
         ctx.public_url.clone(),
+        max_grids,
     );
     components.restore().await;
     Started {

@@ -120,6 +120,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   video.max_transcodes    video transcoders at once, 0 = none  [4]
   video.max_width, video.max_height  largest picture a transcoder encodes [1280, 720]
   video.keyframe_interval_s  seconds between a transcoder's keyframes [2]
+  video.max_grids         grid compositions (HLS/recording `grid` layout) at once, 0 = none [4]
   rtmp.enabled            RTMP ingest and playback             [true]
   rtmp.listen             RTMP address                         [127.0.0.1:1935]
   rtmp.on_duplicate       a live key publishing again: replace | reject [replace]

@@ -133,7 +133,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     wiring.add(junction_browser::start(&ctx, &config.browser).await?, &mut ctx);
     // Room components (files played into rooms, recordings), restarted from the state store.
     let recordings = config.recordings().map_err(anyhow::Error::msg)?;
-    wiring.add(junction_components::start(&ctx, recordings).await, &mut ctx);
+    wiring.add(junction_components::start(&ctx, recordings, config.video.max_grids).await, &mut ctx);
 
     // Cluster mode: registry, control bus and media relay over the shared Redis.
     let cluster = match &config.cluster.redis_url {

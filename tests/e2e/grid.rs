@@ -7,7 +7,8 @@
 //! output without a `peer` follows the active speaker, not the first publisher (red): blue's
 //! picture with the mix while blue talks loudest; once blue's microphone is muted (the
 //! operator's mute), red's picture and 660 Hz.
-//! Options a grid cannot take are refused naming the field.
+//! Options a grid cannot take are refused naming the field; a grid past `video.max_grids` fails
+//! naming the key, and runs once a place is free.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -131,7 +132,8 @@ async fn check_grid(file: &Path, what: &str) -> String {
 
 #[tokio::test]
 async fn two_browser_tabs_in_a_grid_in_hls_and_a_recording_and_followed_as_they_speak() {
-    let server = TestServer::start().await;
+    // Two grids at once here: the grid HLS output and the grid recording.
+    let server = TestServer::start_with("[video]\nmax_grids = 2\n", &[]).await;
     let room = "grid";
     let mut tokens = Vec::new();
     for identity in ["red", "blue"] {
@@ -166,6 +168,16 @@ async fn two_browser_tabs_in_a_grid_in_hls_and_a_recording_and_followed_as_they_
         urls.push(format!("{}?token={viewer}", hls["url"].as_str().unwrap()));
     }
     let started = Instant::now();
+    // A third grid is past video.max_grids: it fails at once, naming the key.
+    let (status, third) = server.call(Method::POST, &components, Some(json!({"type": "hls", "layout": "grid"}))).await;
+    assert_eq!(status, 201, "{third}");
+    let third = third["id"].as_str().unwrap().to_owned();
+    let failed = crate::support::eventually("the third grid failed", Duration::from_secs(10), || async {
+        let (_, view) = server.call(Method::GET, &format!("{components}/{third}"), None).await;
+        (view["state"] == "failed").then_some(view)
+    })
+    .await;
+    assert!(failed["reason"].as_str().unwrap_or_default().contains("video.max_grids"), "{failed}");
     for url in &urls {
         ready(url).await;
     }
@@ -196,6 +208,16 @@ async fn two_browser_tabs_in_a_grid_in_hls_and_a_recording_and_followed_as_they_
     assert_eq!(manifest["files"][0]["codec"], "h264,aac", "{manifest}");
     let file = dir.join(manifest["files"][0]["file"].as_str().unwrap());
     let recording_summary = check_grid(&file, "grid recording").await;
+    // The deleted recording gave its place back: a grid runs again.
+    let (status, again) = server.call(Method::POST, &components, Some(json!({"type": "hls", "layout": "grid"}))).await;
+    assert_eq!(status, 201, "{again}");
+    let again = again["id"].as_str().unwrap().to_owned();
+    crate::support::eventually("a grid running in the freed place", Duration::from_secs(10), || async {
+        let (_, view) = server.call(Method::GET, &format!("{components}/{again}"), None).await;
+        (view["state"] == "running").then_some(())
+    })
+    .await;
+    assert_eq!(server.call(Method::DELETE, &format!("{components}/{again}"), None).await.0, 204);
 
     // The operator mutes blue's microphone: red is the loudest left, and followed after a second.
     let tracks = blue["tracks"].as_array().unwrap();

@@ -45,6 +45,10 @@ pub struct VideoConfig {
     pub max_height: u32,
     /// Seconds between the keyframes a transcoder sends when nobody asks for one sooner [2].
     pub keyframe_interval_s: u32,
+    /// Grid compositions (the `grid` layout of the HLS and recording outputs, about a third of
+    /// a core each at 720p30) running at once; one more fails naming this key [4]. 0 turns
+    /// grids off.
+    pub max_grids: usize,
 }
 
 impl VideoConfig {
@@ -65,7 +69,7 @@ impl VideoConfig {
 
 impl Default for VideoConfig {
     fn default() -> Self {
-        Self { max_transcodes: 4, max_width: 1280, max_height: 720, keyframe_interval_s: 2 }
+        Self { max_transcodes: 4, max_width: 1280, max_height: 720, keyframe_interval_s: 2, max_grids: 4 }
     }
 }
 
