@@ -234,14 +234,26 @@ impl Components {
 
     pub fn list(&self, room: &RoomId) -> Vec<Value> {
         let entries = self.inner.entries.lock();
-        let mut views: Vec<(u64, Value)> =
-            entries.values().filter(|e| e.record.room == *room).map(|e| (e.record.created_at_ms, e.view())).collect();
+        let mut views: Vec<(u64, Value)> = entries
+            .values()
+            .filter(|e| e.record.room == *room)
+            .map(|e| (e.record.created_at_ms, self.live_view(e)))
+            .collect();
         views.sort_by_key(|(at, _)| *at);
         views.into_iter().map(|(_, v)| v).collect()
     }
 
     pub fn get(&self, room: &RoomId, id: &str) -> Option<Value> {
-        self.inner.entries.lock().get(id).filter(|e| e.record.room == *room).map(Entry::view)
+        self.inner.entries.lock().get(id).filter(|e| e.record.room == *room).map(|e| self.live_view(e))
+    }
+
+    /// A component's view with what it is doing now: the peer an HLS output shows (`following`).
+    fn live_view(&self, entry: &Entry) -> Value {
+        let mut view = entry.view();
+        if let Some(following) = self.inner.hls.following(&entry.record.room, &entry.record.id) {
+            view["following"] = json!(following);
+        }
+        view
     }
 
     /// Stops (if it runs) and forgets a component.

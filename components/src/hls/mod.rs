@@ -1,7 +1,8 @@
 //! The `hls` component: the room as LL-HLS (fMP4/CMAF, H.264 + AAC). `"layout": "single"` is
 //! one peer, `peer` (its video and audio; the engine transcodes VP8/VP9/AV1 and Opus for it),
-//! or else the room's active speaker (its video, and the room's mix as the sound); `"grid"` is every video publisher composed
-//! into one picture with the room's audio mix ([`crate::grid`]). Served at `/hls/{room}/{id}/index.m3u8`
+//! or else the room's active speaker (its video, and the room's mix as the sound); `"grid"` is
+//! every video publisher composed into one picture with the room's audio mix
+//! ([`crate::grid`]). Served at `/hls/{room}/{id}/index.m3u8`
 //! ([`serve`]) to holders of a subscribe token for the room, or to anyone when `public`. The
 //! outputs live in memory: a bounded window of segments ([`playlist`]), made by [`muxer`].
 
@@ -113,6 +114,8 @@ impl HlsOptions {
 /// One output as the HTTP side sees it: its media and a counter bumped whenever it grows.
 pub struct HlsOutput {
     public: bool,
+    /// The peer a `single` output shows now (the API's `following`).
+    following: Mutex<Option<PeerId>>,
     muxer: Mutex<HlsMuxer>,
     changed: watch::Sender<u64>,
 }
@@ -131,6 +134,11 @@ impl HlsOutputs {
         self.outputs.lock().get(&(room.clone(), id.to_owned())).cloned()
     }
 
+    /// The peer a running `single` output shows now.
+    pub fn following(&self, room: &RoomId, id: &str) -> Option<PeerId> {
+        self.get(room, id)?.following.lock().clone()
+    }
+
     /// Stops serving a deleted component's output.
     pub fn remove(&self, room: &RoomId, id: &str) {
         self.outputs.lock().remove(&(room.clone(), id.to_owned()));
@@ -145,7 +153,7 @@ pub fn playlist_path(room: &RoomId, id: &str) -> String {
 /// An HLS output to run.
 pub struct HlsRun {
     pub engine: Engine,
-    /// The room audio mixer (what a grid plays).
+    /// The room audio mixer (the sound of a grid, and of an output following the speaker).
     pub mixer: Mixer,
     pub room: RoomId,
     pub component: String,
@@ -239,6 +247,7 @@ impl Following {
 pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
     let output = Arc::new(HlsOutput {
         public: hls.options.public,
+        following: Mutex::new(None),
         muxer: Mutex::new(HlsMuxer::new(hls.options.timing(), Instant::now())),
         changed: watch::channel(0).0,
     });
@@ -310,6 +319,7 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
     let kinds: &'static [MediaKind] = if fixed { &[MediaKind::Video, MediaKind::Audio] } else { &[MediaKind::Video] };
     let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new(), kinds };
     following.offer_all(&existing, fixed, &rpc, &media, output);
+    *output.following.lock() = following.peer.clone();
     info!(room = %room, component = %component, peer = ?following.peer, speaker = !fixed, "hls output running");
     running();
 
@@ -322,6 +332,7 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
             event = rpc.next_event() => match event {
                 Some(EndpointEvent::TrackPublished(track)) => {
                     following.offer(&track, fixed, &rpc, &media, output);
+                    *output.following.lock() = following.peer.clone();
                 }
                 Some(EndpointEvent::TrackUnpublished { track, .. } | EndpointEvent::Unsubscribed { track }) => {
                     if following.tracks.values().any(|t| *t == track) {
@@ -335,6 +346,7 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
                         let tracks = snapshot.peers.iter().flat_map(|p| p.tracks.iter());
                         following.offer_all(tracks, fixed, &rpc, &media, output);
                     }
+                    *output.following.lock() = following.peer.clone();
                 }
                 Some(EndpointEvent::Closed { reason }) => break Ended::Closed(reason.as_str().to_owned()),
                 None => break Ended::Closed("session closed".into()),
@@ -365,7 +377,10 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
             }
             changed = next_speaker(&mut speaker), if speaker.is_some() => {
                 match changed {
-                    Some(Some(who)) => following.follow_speaker(&who, &rpc, &media, output),
+                    Some(Some(who)) => {
+                        following.follow_speaker(&who, &rpc, &media, output);
+                        *output.following.lock() = following.peer.clone();
+                    }
                     Some(None) => {}
                     None => speaker = None,
                 }
