@@ -21,6 +21,7 @@ use junction_core::{
 };
 use junction_engine::{EndpointMedia, EndpointRpc, Engine, JoinRequest, PeerRole};
 use junction_video::grid::{Fed, Grid, GridSettings, MAX_SOURCES};
+use junction_video::limit::Limit;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -41,10 +42,24 @@ const OUTPUT_QUEUE: usize = 64;
 /// How often the thread asks one source for a keyframe at most.
 const KEYFRAME_PATIENCE: Duration = Duration::from_secs(1);
 
+/// What grids need from the server: the room mixer (their sound, and the speaker an output
+/// follows) and the bound on compositions at once (`video.max_grids`). Cheap to clone.
+#[derive(Clone)]
+pub struct Grids {
+    pub mixer: Mixer,
+    limit: Arc<Limit>,
+}
+
+impl Grids {
+    pub fn new(mixer: Mixer, max: usize) -> Grids {
+        Grids { mixer, limit: Limit::new(max, "junction_grid_compositions") }
+    }
+}
+
 /// A grid to run in `room`, joined as `identity`.
 pub struct GridRun {
     pub engine: Engine,
-    pub mixer: Mixer,
+    pub grids: Grids,
     pub room: RoomId,
     pub identity: PeerId,
     pub metadata: serde_json::Value,
@@ -76,16 +91,19 @@ enum Input {
     Frame(TrackId, Bytes, bool),
 }
 
-/// What the compose thread hands back.
+/// What the compose thread tells the async side (its pictures go straight to the output).
 enum Output {
-    Video(MediaFrame),
     NeedsKeyframe(TrackId),
     Failed(String),
 }
 
-/// Joins the room and starts composing. Must be called inside a tokio runtime.
+/// Joins the room and starts composing, unless `video.max_grids` compositions already run.
+/// Must be called inside a tokio runtime.
 pub fn start(run: GridRun) -> Result<Composition, String> {
-    let GridRun { engine, mixer, room, identity, metadata, keyframe_interval_s, stop } = run;
+    let GridRun { engine, grids, room, identity, metadata, keyframe_interval_s, stop } = run;
+    let max = grids.limit.max();
+    let slot =
+        grids.limit.take().ok_or_else(|| format!("video.max_grids ({max}) grid compositions are already running"))?;
     let keyframe_interval = ((keyframe_interval_s * f64::from(FPS)).round() as u32).max(1);
     let settings = GridSettings { width: WIDTH, height: HEIGHT, fps: FPS, keyframe_interval };
     let grid = Grid::new(settings).map_err(|e| format!("the grid's encoder: {e}"))?;
@@ -102,20 +120,20 @@ pub fn start(run: GridRun) -> Result<Composition, String> {
     join.grants = Grants { publish: false, subscribe: true, admin: false, sip_call: false };
     join.metadata = metadata;
     let joined = engine.join(join).map_err(|e| e.to_string())?;
-    let listener = mixer.listen(&room, &identity).map_err(|e| e.to_string())?;
+    let listener = grids.mixer.listen(&room, &identity).map_err(|e| e.to_string())?;
     let (rpc, media) = joined.endpoint.split();
 
     let (inputs, thread_inputs) = std::sync::mpsc::channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let (thread_outputs, outputs) = mpsc::channel(OUTPUT_QUEUE);
+    let (frames_tx, frames) = mpsc::channel(OUTPUT_QUEUE);
     std::thread::Builder::new()
         .name("junction-grid".into())
         .spawn({
-            let queued = queued.clone();
-            move || compose(grid, thread_inputs, queued, thread_outputs, clock)
+            let (queued, pictures) = (queued.clone(), frames_tx.clone());
+            move || compose(grid, thread_inputs, queued, (pictures, thread_outputs), clock)
         })
         .map_err(|e| format!("cannot start the grid's thread: {e}"))?;
-    let (frames_tx, frames) = mpsc::channel(OUTPUT_QUEUE);
     let mut feed = Feed {
         room,
         rpc,
@@ -134,6 +152,8 @@ pub fn start(run: GridRun) -> Result<Composition, String> {
     let task = tokio::spawn(async move {
         let ended = feed.run(listener, stop).await;
         feed.rpc.leave(CloseReason::Left);
+        // The thread ends with the feed's channels; the place is free for another grid.
+        drop(slot);
         ended
     });
     Ok(Composition { video, audio, frames, task })
@@ -247,11 +267,6 @@ impl Feed {
                     }
                 }
                 out = self.outputs.recv() => match out {
-                    Some(Output::Video(frame)) => {
-                        if self.frames.send(frame).await.is_err() {
-                            return Ok(Ended::Closed("output closed".into()));
-                        }
-                    }
                     Some(Output::NeedsKeyframe(track)) => {
                         let _ = self.media.request_keyframe(&track);
                     }
@@ -264,12 +279,13 @@ impl Feed {
 }
 
 /// The compose thread: sources' frames decoded as they come, a picture composed and encoded
-/// every 1/[`FPS`] s (skipping ticks it is too late for), until the async side goes away.
+/// every 1/[`FPS`] s (skipping ticks it is too late for) and sent to the output's `pictures`,
+/// until the async side goes away.
 fn compose(
     mut grid: Grid<TrackId>,
     inputs: std::sync::mpsc::Receiver<Input>,
     queued: Arc<AtomicUsize>,
-    outputs: mpsc::Sender<Output>,
+    (pictures, outputs): (mpsc::Sender<MediaFrame>, mpsc::Sender<Output>),
     clock: Instant,
 ) {
     let period = Duration::from_secs(1) / FPS;
@@ -284,7 +300,7 @@ fn compose(
                     let time = MediaTime::new((since.as_micros() as u64) * 9 / 100, 90_000);
                     let frame =
                         MediaFrame::video(Codec::H264, time, packet.keyframe, now, packet.payload).captured_at(next);
-                    if outputs.blocking_send(Output::Video(frame)).is_err() {
+                    if pictures.blocking_send(frame).is_err() {
                         return;
                     }
                 }

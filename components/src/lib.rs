@@ -37,12 +37,11 @@ pub enum Ended {
 pub async fn start(ctx: &TransportContext, recordings: Recordings, max_grids: usize) -> Started {
     let components = Components::new(
         ctx.engine.clone(),
-        ctx.mixer.clone(),
+        grid::Grids::new(ctx.mixer.clone(), max_grids),
         ctx.store.clone(),
         ctx.shutdown.clone(),
         recordings,
         ctx.public_url.clone(),
-        max_grids,
     );
     components.restore().await;
     Started {

@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use junction_audio::mixer::Mixer;
 use junction_core::RoomId;
 use junction_engine::{Engine, RoomEvent};
 use junction_store::{Kind, Store};
@@ -21,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::Ended;
 use crate::file::{self, FileOptions, Playback};
+use crate::grid::Grids;
 use crate::hls::{self, HlsOptions, HlsOutputs, HlsRun};
 use crate::recording::{self, Recorder, RecordingOptions, Recordings};
 use crate::rtsp::{self, Pull, RtspOptions};
@@ -50,15 +49,6 @@ pub enum Spec {
 
 impl Spec {
     pub const TYPES: &'static [&'static str] = &["file", "rtsp", "recording", "hls"];
-
-    /// Whether it runs a grid composition (counted against `video.max_grids`).
-    fn is_grid(&self) -> bool {
-        match self {
-            Spec::Recording(options) => options.layout == recording::Layout::Grid,
-            Spec::Hls(options) => options.layout == hls::HlsLayout::Grid,
-            Spec::File(_) | Spec::Rtsp(_) => false,
-        }
-    }
 
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         match self {
@@ -119,8 +109,8 @@ impl Entry {
 
 struct Inner {
     engine: Engine,
-    /// The room audio mixer (what grids play).
-    mixer: Mixer,
+    /// The room mixer and the grid bound, for the outputs.
+    grids: Grids,
     store: Store,
     shutdown: CancellationToken,
     entries: Mutex<HashMap<String, Entry>>,
@@ -131,25 +121,6 @@ struct Inner {
     hls: HlsOutputs,
     /// The server's public URL, for the URLs outputs are served at.
     public_url: String,
-    /// Grid compositions running, and the most at once (`video.max_grids`).
-    grids: Arc<AtomicUsize>,
-    max_grids: usize,
-}
-
-/// A running grid's place under `video.max_grids`, given back when it is dropped.
-struct GridSlot(Arc<AtomicUsize>);
-
-impl GridSlot {
-    fn take(running: &Arc<AtomicUsize>, max: usize) -> Option<GridSlot> {
-        running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
-        Some(GridSlot(running.clone()))
-    }
-}
-
-impl Drop for GridSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// The components service (cheap to clone).
@@ -171,20 +142,18 @@ fn now_ms() -> u64 {
 impl Components {
     pub fn new(
         engine: Engine,
-        mixer: Mixer,
+        grids: Grids,
         store: Store,
         shutdown: CancellationToken,
         recordings: Recordings,
         public_url: String,
-        max_grids: usize,
     ) -> Components {
         let scratch = std::env::temp_dir().join(format!("junction-components-{}", std::process::id()));
         let entries = Mutex::new(HashMap::new());
         let hls = HlsOutputs::default();
-        let grids = Arc::new(AtomicUsize::new(0));
-        let inner =
-            Inner { engine, mixer, store, shutdown, entries, scratch, recordings, hls, public_url, grids, max_grids };
-        Components { inner: Arc::new(inner) }
+        Components {
+            inner: Arc::new(Inner { engine, grids, store, shutdown, entries, scratch, recordings, hls, public_url }),
+        }
     }
 
     /// The HLS outputs, for the routes that serve them.
@@ -294,12 +263,7 @@ impl Components {
             let id = record.id.clone();
             let scratch = this.inner.scratch.join(&id);
             let _ = tokio::fs::create_dir_all(&scratch).await;
-            let max_grids = this.inner.max_grids;
-            let slot = record.spec.is_grid().then(|| GridSlot::take(&this.inner.grids, max_grids));
             let outcome = match record.spec.clone() {
-                _ if matches!(slot, Some(None)) => {
-                    Err(format!("video.max_grids ({max_grids}) grid compositions are already running"))
-                }
                 Spec::File(options) => {
                     let playback = Playback {
                         engine: this.inner.engine.clone(),
@@ -328,7 +292,7 @@ impl Components {
                 Spec::Recording(options) => {
                     let recorder = Recorder {
                         engine: this.inner.engine.clone(),
-                        mixer: this.inner.mixer.clone(),
+                        grids: this.inner.grids.clone(),
                         room: record.room.clone(),
                         component: id.clone(),
                         options,
@@ -344,7 +308,7 @@ impl Components {
                 Spec::Hls(options) => {
                     let run = HlsRun {
                         engine: this.inner.engine.clone(),
-                        mixer: this.inner.mixer.clone(),
+                        grids: this.inner.grids.clone(),
                         room: record.room.clone(),
                         component: id.clone(),
                         options,
@@ -354,7 +318,6 @@ impl Components {
                     contained(hls::run(run, this.when_running(&id))).await
                 }
             };
-            drop(slot);
             let _ = tokio::fs::remove_dir_all(&scratch).await;
             match outcome {
                 Ok(Ended::Finished) => this.set_state(&id, State::Stopped, Some("finished".into())),

@@ -1,11 +1,15 @@
-//! A track of an output that interleaves tracks on one timeline (an HLS stream, a grid
-//! recording's file): its CMAF description and where its frames fall. Each track is anchored at
-//! its first frame's capture instant, counted from the output's origin, and then advanced by its
-//! frames' own media time, so tracks captured together play together.
+//! A track of an fMP4 output (an HLS stream, a recording's file): its CMAF description, where
+//! its frames fall and their fragments. Each track is anchored at its first frame's capture
+//! instant, counted from the output's origin, and then advanced by its frames' own media time,
+//! so tracks of one output captured together play together.
 
 use std::time::Instant;
 
-use junction_cmaf::{DecodeTimes, InitTrack, SampleDefaults, TrackCodec, initial_config, nominal_duration, timescale};
+use bytes::Bytes;
+use junction_cmaf::{
+    CmafError, DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, fragment_header, initial_config,
+    nominal_duration, sample_payload, timescale,
+};
 use junction_core::{Codec, CodecParams, MediaFrame};
 
 pub struct PlacedTrack {
@@ -16,7 +20,7 @@ pub struct PlacedTrack {
     pub config: Option<TrackCodec>,
     /// (first frame's ticks, its place on the timeline in this track's ticks).
     anchor: Option<(u64, u64)>,
-    pub decode: DecodeTimes,
+    decode: DecodeTimes,
 }
 
 impl PlacedTrack {
@@ -37,6 +41,26 @@ impl PlacedTrack {
         });
         let pts = base.saturating_add(ticks.saturating_sub(first));
         (self.decode.next(pts), pts)
+    }
+
+    /// A new timeline (a new file): the next frame is anchored afresh, decode times start over.
+    pub fn restart(&mut self) {
+        self.anchor = None;
+        self.decode = DecodeTimes::new(nominal_duration(self.codec, self.timescale));
+    }
+
+    /// `frame`, placed at `(dts, pts)`, as fragment number `sequence` of MP4 track `id`: the
+    /// fragment's header (`moof` and the `mdat` header) and the sample.
+    pub fn fragment(
+        &self,
+        id: u32,
+        sequence: u32,
+        frame: &MediaFrame,
+        (dts, pts): (u64, u64),
+    ) -> Result<(Bytes, Bytes), CmafError> {
+        let payload = sample_payload(self.codec, frame.payload.clone());
+        let sample = FragmentSample::presented(dts, pts, self.decode.duration(), frame.keyframe);
+        Ok((fragment_header(id, sequence, sample, payload.len())?, payload))
     }
 
     /// The track in an init segment, as MP4 track `id` (once its configuration is known).

@@ -94,6 +94,8 @@ struct Source<K> {
     picture: Option<ff::frame::Video>,
     /// The latest picture scaled into its place, and that place.
     placed: Option<(Rect, ff::frame::Video)>,
+    /// Whether `placed` is on the canvas.
+    pasted: bool,
     scaler: Scaler,
     decoded: Vec<ff::frame::Video>,
 }
@@ -103,6 +105,8 @@ pub struct Grid<K> {
     settings: GridSettings,
     sources: Vec<Source<K>>,
     canvas: ff::frame::Video,
+    /// Where the pictures on the canvas are.
+    painted: Vec<Rect>,
     encoder: Encoder,
     sequence: i64,
     packets: Vec<Encoded>,
@@ -124,7 +128,15 @@ impl<K: PartialEq> Grid<K> {
             Encoder::new(Codec::H264, EncoderSettings { width, height, bitrate_bps, fps, keyframe_interval })?;
         let mut canvas = ff::frame::Video::new(Pixel::YUV420P, width, height);
         blacken(&mut canvas);
-        Ok(Self { settings, sources: Vec::new(), canvas, encoder, sequence: 0, packets: Vec::new() })
+        Ok(Self {
+            settings,
+            sources: Vec::new(),
+            canvas,
+            painted: Vec::new(),
+            encoder,
+            sequence: 0,
+            packets: Vec::new(),
+        })
     }
 
     pub fn settings(&self) -> GridSettings {
@@ -152,6 +164,7 @@ impl<K: PartialEq> Grid<K> {
             synced: false,
             picture: None,
             placed: None,
+            pasted: false,
             scaler: Scaler::default(),
             decoded: Vec::new(),
         });
@@ -187,18 +200,31 @@ impl<K: PartialEq> Grid<K> {
     /// every `keyframe_interval` pictures); the packet, if the encoder gave one.
     pub fn compose(&mut self, keyframe: bool) -> Result<Option<Encoded>, VideoError> {
         let GridSettings { width, height, .. } = self.settings;
-        let showing = self.sources.iter().filter(|s| s.picture.is_some()).count();
-        let tiles = tiles(showing, width, height);
-        blacken(&mut self.canvas);
-        for (source, tile) in self.sources.iter_mut().filter(|s| s.picture.is_some()).zip(tiles) {
+        let showing: Vec<&mut Source<K>> = self.sources.iter_mut().filter(|s| s.picture.is_some()).collect();
+        let places: Vec<Rect> = showing
+            .iter()
+            .zip(tiles(showing.len(), width, height))
+            .filter_map(|(source, tile)| source.picture.as_ref().map(|p| fit(tile, p.width(), p.height())))
+            .collect();
+        // The canvas keeps what was pasted: it is cleared only when the places change, and a
+        // picture is pasted again only when it is new.
+        let repaint = places != self.painted;
+        if repaint {
+            blacken(&mut self.canvas);
+            self.painted.clone_from(&places);
+        }
+        for (source, place) in showing.into_iter().zip(places) {
             let Some(picture) = &source.picture else { continue };
-            let place = fit(tile, picture.width(), picture.height());
             if source.placed.as_ref().is_none_or(|(at, _)| *at != place) {
                 let scaled = source.scaler.scale_copy(picture, place.width, place.height)?;
                 source.placed = Some((place, scaled));
+                source.pasted = false;
             }
-            if let Some((place, scaled)) = &source.placed {
+            if let Some((place, scaled)) = &source.placed
+                && (repaint || !source.pasted)
+            {
                 paste(&mut self.canvas, scaled, *place);
+                source.pasted = true;
             }
         }
         self.packets.clear();

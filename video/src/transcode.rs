@@ -20,7 +20,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use ffmpeg_next as ff;
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use crate::codec::{Decoder, Encoded, Encoder, EncoderSettings, Scaler, VideoError, bitrate_for, fitted_size};
+use crate::limit::{Limit, Slot};
 
 /// The `[video]` section: the transcoders that give viewers a video codec they can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,11 +87,10 @@ const MAX_PENDING: usize = 32;
 /// Registers a route for every pair this libavcodec can decode and encode; returns the pairs.
 pub fn register_adapters(registry: &mut AdapterRegistry, config: VideoConfig) -> Vec<(Codec, Codec)> {
     let mut registered = Vec::new();
-    metrics::gauge!("junction_video_transcodes").set(0.0);
+    let limit = Limit::new(config.max_transcodes, "junction_video_transcodes");
     if config.max_transcodes == 0 {
         return registered;
     }
-    let limit = Arc::new(Limit { max: config.max_transcodes, running: AtomicUsize::new(0) });
     for from in DECODED.into_iter().filter(|c| crate::codec::can_decode(*c)) {
         // H.264 -> H.264 too: a stream with B-frames re-encoded without them, for WebRTC viewers.
         for to in ENCODED.into_iter().filter(|to| crate::codec::can_encode(*to)) {
@@ -107,33 +106,6 @@ pub fn register_adapters(registry: &mut AdapterRegistry, config: VideoConfig) ->
     registered
 }
 
-/// How many video transcoders run, against the configured most.
-struct Limit {
-    max: usize,
-    running: AtomicUsize,
-}
-
-/// One running transcoder's place under the limit, given back when it is dropped.
-struct Slot(Arc<Limit>);
-
-impl Slot {
-    fn take(limit: &Arc<Limit>) -> Option<Slot> {
-        let taken = limit
-            .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit.max).then_some(n + 1))
-            .ok()?;
-        metrics::gauge!("junction_video_transcodes").set((taken + 1) as f64);
-        Some(Slot(limit.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let left = self.0.running.fetch_sub(1, Ordering::AcqRel) - 1;
-        metrics::gauge!("junction_video_transcodes").set(left as f64);
-    }
-}
-
 fn build_transcoder(
     from: Codec,
     to: Codec,
@@ -142,8 +114,9 @@ fn build_transcoder(
     limit: &Arc<Limit>,
 ) -> Result<(Box<dyn FrameTranscoder>, CodecParams), TranscodeError> {
     let setup = |reason: String| TranscodeError::Setup { from, to, reason };
-    let slot = Slot::take(limit)
-        .ok_or_else(|| setup(format!("video.max_transcodes ({}) video transcoders are already running", limit.max)))?;
+    let slot = limit.take().ok_or_else(|| {
+        setup(format!("video.max_transcodes ({}) video transcoders are already running", limit.max()))
+    })?;
     let decoder = Decoder::new(from).map_err(|err| setup(err.to_string()))?;
     let mut params = CodecParams::for_codec(to);
     if to == Codec::H264 {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_audio::mixer::{MixListener, Mixer};
+use junction_audio::mixer::MixListener;
 use junction_core::{
     CloseReason, Codec, EndpointEvent, Grants, MediaKind, MediaOut, PeerId, RoomId, SubscribeOptions, TrackId,
     TrackInfo, TransportKind,
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::Ended;
-use crate::grid::{self, GridRun};
+use crate::grid::{self, GridRun, Grids};
 use crate::mix_audio::MixAudio;
 use muxer::HlsMuxer;
 use playlist::Timing;
@@ -153,8 +153,8 @@ pub fn playlist_path(room: &RoomId, id: &str) -> String {
 /// An HLS output to run.
 pub struct HlsRun {
     pub engine: Engine,
-    /// The room audio mixer (the sound of a grid, and of an output following the speaker).
-    pub mixer: Mixer,
+    /// The room mixer and the grid bound (a grid, an output following the speaker).
+    pub grids: Grids,
     pub room: RoomId,
     pub component: String,
     pub options: HlsOptions,
@@ -171,11 +171,17 @@ struct Following {
 }
 
 impl Following {
+    /// Follows `peer` from now on, as the output's view says (`following`).
+    fn show(&mut self, peer: Option<PeerId>, output: &HlsOutput) {
+        output.following.lock().clone_from(&peer);
+        self.peer = peer;
+    }
+
     /// Subscribes to `track` when it is the followed peer's first of its kind (adopting its
     /// peer when none is followed and the options name none).
     fn offer(&mut self, track: &TrackInfo, fixed: bool, rpc: &EndpointRpc, media: &EndpointMedia, output: &HlsOutput) {
         if self.peer.is_none() && !fixed && track.kind == MediaKind::Video {
-            self.peer = Some(track.peer.clone());
+            self.show(Some(track.peer.clone()), output);
         }
         if self.peer.as_ref() != Some(&track.peer)
             || self.tracks.contains_key(&track.kind)
@@ -237,7 +243,7 @@ impl Following {
             let _ = rpc.unsubscribe(&track);
             output.muxer.lock().remove_track(&track);
         }
-        self.peer = Some(speaker.clone());
+        self.show(Some(speaker.clone()), output);
         self.offer_all(tracks, false, rpc, media, output);
     }
 }
@@ -266,10 +272,10 @@ pub async fn run(hls: HlsRun, running: impl FnOnce()) -> Result<Ended, String> {
 
 /// The `grid` layout: the composition's two tracks into the output.
 async fn compose(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl FnOnce()) -> Result<Ended, String> {
-    let HlsRun { engine, mixer, room, component, options, stop, .. } = hls;
+    let HlsRun { engine, grids, room, component, options, stop, .. } = hls;
     let metadata = serde_json::json!({"component": "hls", "id": component});
     let keyframe_interval_s = options.segment_s;
-    let run = GridRun { engine, mixer, room: room.clone(), identity, metadata, keyframe_interval_s, stop };
+    let run = GridRun { engine, grids, room: room.clone(), identity, metadata, keyframe_interval_s, stop };
     let mut composition = grid::start(run)?;
     let (video, audio) = (TrackId::generate(), TrackId::generate());
     {
@@ -292,7 +298,7 @@ async fn compose(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: imp
 /// follows the room's active speaker (the mixer's, [`Mixer::listen`]) with its video, and the
 /// sound is the room's mix.
 async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl FnOnce()) -> Result<Ended, String> {
-    let HlsRun { engine, mixer, room, component, options, stop, .. } = hls;
+    let HlsRun { engine, grids, room, component, options, stop, .. } = hls;
     let mut join = JoinRequest::new(room.clone(), identity.clone(), TransportKind::Internal);
     join.role = PeerRole::Service;
     join.takes_seat = false;
@@ -308,7 +314,7 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
     let mut speaker = None;
     let mut sound = None;
     if !fixed {
-        let listener = mixer.listen(&room, &identity).map_err(|e| e.to_string())?;
+        let listener = grids.mixer.listen(&room, &identity).map_err(|e| e.to_string())?;
         speaker = Some(listener.speaker());
         mix = Some(listener);
         let (audio, params) = MixAudio::new(Instant::now())?;
@@ -317,9 +323,9 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
         sound = Some((audio, track));
     }
     let kinds: &'static [MediaKind] = if fixed { &[MediaKind::Video, MediaKind::Audio] } else { &[MediaKind::Video] };
-    let mut following = Following { peer: options.peer.clone(), tracks: HashMap::new(), kinds };
+    let mut following = Following { peer: None, tracks: HashMap::new(), kinds };
+    following.show(options.peer.clone(), output);
     following.offer_all(&existing, fixed, &rpc, &media, output);
-    *output.following.lock() = following.peer.clone();
     info!(room = %room, component = %component, peer = ?following.peer, speaker = !fixed, "hls output running");
     running();
 
@@ -332,7 +338,6 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
             event = rpc.next_event() => match event {
                 Some(EndpointEvent::TrackPublished(track)) => {
                     following.offer(&track, fixed, &rpc, &media, output);
-                    *output.following.lock() = following.peer.clone();
                 }
                 Some(EndpointEvent::TrackUnpublished { track, .. } | EndpointEvent::Unsubscribed { track }) => {
                     if following.tracks.values().any(|t| *t == track) {
@@ -341,12 +346,11 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
                     }
                     if following.tracks.is_empty() && !fixed && following.peer.is_some() {
                         // The followed peer is gone: the next one with video.
-                        following.peer = None;
+                        following.show(None, output);
                         let snapshot = rpc.snapshot();
                         let tracks = snapshot.peers.iter().flat_map(|p| p.tracks.iter());
                         following.offer_all(tracks, fixed, &rpc, &media, output);
                     }
-                    *output.following.lock() = following.peer.clone();
                 }
                 Some(EndpointEvent::Closed { reason }) => break Ended::Closed(reason.as_str().to_owned()),
                 None => break Ended::Closed("session closed".into()),
@@ -377,10 +381,7 @@ async fn follow(hls: HlsRun, identity: PeerId, output: &HlsOutput, running: impl
             }
             changed = next_speaker(&mut speaker), if speaker.is_some() => {
                 match changed {
-                    Some(Some(who)) => {
-                        following.follow_speaker(&who, &rpc, &media, output);
-                        *output.following.lock() = following.peer.clone();
-                    }
+                    Some(Some(who)) => following.follow_speaker(&who, &rpc, &media, output),
                     Some(None) => {}
                     None => speaker = None,
                 }

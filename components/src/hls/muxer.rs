@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use junction_cmaf::{FragmentSample, InitTrack, build_init, fragment_header, sample_payload, video_config};
+use junction_cmaf::{InitTrack, build_init, video_config};
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind, TrackId};
 
 use super::playlist::{Media, Part, Timing};
@@ -200,11 +200,9 @@ impl HlsMuxer {
         if !track.in_init {
             return;
         }
-        let payload = sample_payload(track.placed.codec, frame.payload.clone());
         self.sequence = self.sequence.wrapping_add(1);
-        let sample = FragmentSample::presented(dts, pts, track.placed.decode.duration(), frame.keyframe);
         let id = if is_video { VIDEO_ID } else { AUDIO_ID };
-        if let Ok(header) = fragment_header(id, self.sequence, sample, payload.len()) {
+        if let Ok((header, payload)) = track.placed.fragment(id, self.sequence, frame, (dts, pts)) {
             self.part.extend_from_slice(&header);
             self.part.extend_from_slice(&payload);
         }

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use junction_cmaf::{CmafError, FragmentSample, InitTrack, build_init, fragment_header, sample_payload, video_config};
+use junction_cmaf::{CmafError, InitTrack, build_init, video_config};
 use junction_core::{Codec, CodecParams, MediaFrame};
 
 use super::track::Step;
@@ -53,12 +53,10 @@ impl ComposedMuxer {
             self.opened = Some(frame.captured);
         }
         let Some(opened) = self.opened else { return Ok(None) };
-        let track = if is_video { &mut self.video } else { &mut self.audio };
-        let (dts, pts) = track.place(frame, opened);
+        let (track, id) = if is_video { (&mut self.video, VIDEO_ID) } else { (&mut self.audio, AUDIO_ID) };
+        let placed = track.place(frame, opened);
         self.sequence = self.sequence.wrapping_add(1);
-        let payload = sample_payload(track.codec, frame.payload.clone());
-        let sample = FragmentSample::presented(dts, pts, track.decode.duration(), frame.keyframe);
-        let header = fragment_header(if is_video { VIDEO_ID } else { AUDIO_ID }, self.sequence, sample, payload.len())?;
+        let (header, payload) = track.fragment(id, self.sequence, frame, placed)?;
         Ok(Some(Step::new(init, &header, &payload, opened)))
     }
 }

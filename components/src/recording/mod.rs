@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use junction_audio::mixer::Mixer;
 use junction_core::{
     CloseReason, Codec, CodecParams, EndpointEvent, Grants, MediaKind, MediaOut, PeerId, RoomId, TrackId, TrackInfo,
     TrackSource, TransportKind,
@@ -34,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::Ended;
-use crate::grid::{self, Composition, GridRun};
+use crate::grid::{self, Composition, GridRun, Grids};
 use crate::wall_clock::WallClock;
 use composed::ComposedMuxer;
 pub use manifest::{FileEntry, Manifest};
@@ -144,8 +143,8 @@ impl RecordingOptions {
 /// A recording to run: where, what, and the token that stops it.
 pub struct Recorder {
     pub engine: Engine,
-    /// The room audio mixer (what a grid records).
-    pub mixer: Mixer,
+    /// The room mixer and the grid bound (what a grid records).
+    pub grids: Grids,
     pub room: RoomId,
     pub component: String,
     pub options: RecordingOptions,
@@ -291,7 +290,7 @@ impl Session {
                 let Some(recorded) = self.tracks.get_mut(track) else { return Ok(()) };
                 let info = &recorded.info;
                 let (extension, timescale) = match &recorded.muxer {
-                    Muxer::Webm(muxer) => ("webm", muxer.timescale()),
+                    Muxer::Webm(_) => ("webm", webm::TIMESCALE),
                     _ => ("mp4", junction_cmaf::timescale(recorded.codec, &recorded.info.params)),
                 };
                 let name = format!("{}-{}.{extension}", recorded.stem, self.manifest.files.len() + 1);
@@ -331,7 +330,7 @@ impl Session {
 /// fails (`Err`, the component fails with the reason); `running` is called once the recorder
 /// is in the room.
 pub async fn record(recorder: Recorder, running: impl FnOnce()) -> Result<Ended, String> {
-    let Recorder { engine, mixer, room, component, options, dir, s3, stop } = recorder;
+    let Recorder { engine, grids, room, component, options, dir, s3, stop } = recorder;
     tokio::fs::create_dir_all(&dir).await.map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let mut manifest = Manifest::load(&dir).await.unwrap_or_else(|| Manifest::new(room.clone(), component.clone()));
     // Files an earlier run left open were cut by a crash: they stay listed without an end.
@@ -353,7 +352,7 @@ pub async fn record(recorder: Recorder, running: impl FnOnce()) -> Result<Ended,
         Layout::Grid => {
             let run = GridRun {
                 engine,
-                mixer,
+                grids,
                 room: room.clone(),
                 identity: identity.clone(),
                 metadata,

@@ -10,11 +10,10 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use junction_cmaf::{
-    CmafError, DecodeTimes, FragmentSample, InitTrack, SampleDefaults, TrackCodec, build_init, fragment_header,
-    initial_config, nominal_duration, sample_payload, timescale, video_config,
-};
+use junction_cmaf::{CmafError, build_init, video_config};
 use junction_core::{Codec, CodecParams, MediaFrame, MediaKind};
+
+use crate::timeline::PlacedTrack;
 
 /// The MP4 track id of the one track in each file.
 const TRACK_ID: u32 = 1;
@@ -29,74 +28,54 @@ pub enum Step {
     Append(Bytes),
 }
 
-/// The current file's timeline.
-struct Timeline {
-    first_ticks: u64,
-    decode: DecodeTimes,
-    sequence: u32,
-}
-
 pub struct TrackMuxer {
-    codec: Codec,
-    params: CodecParams,
-    timescale: u32,
-    config: Option<TrackCodec>,
-    file: Option<Timeline>,
+    track: PlacedTrack,
+    /// The current file: when its first sample was captured (its time zero), and its
+    /// fragments so far.
+    file: Option<(Instant, u32)>,
 }
 
 impl TrackMuxer {
     /// A track the engine delivers as `codec` with `params` (one of the codecs CMAF carries).
     pub fn new(codec: Codec, params: CodecParams) -> TrackMuxer {
-        let timescale = timescale(codec, &params);
-        TrackMuxer { codec, config: initial_config(codec, &params), params, timescale, file: None }
+        TrackMuxer { track: PlacedTrack::new(codec, params), file: None }
     }
 
     /// Muxes one frame; `None` when it is dropped (video before a keyframe, or before the
     /// track's decoder configuration is known).
     pub fn push(&mut self, frame: &MediaFrame) -> Result<Option<Step>, CmafError> {
-        if frame.codec != self.codec {
+        let track = &mut self.track;
+        if frame.codec != track.codec {
             return Ok(None);
         }
-        let video = self.codec.kind() == MediaKind::Video;
+        let video = track.codec.kind() == MediaKind::Video;
         if video
             && frame.keyframe
-            && let Some(config) = video_config(self.codec, &frame.payload, &self.params)
-            && self.config.as_ref() != Some(&config)
+            && let Some(config) = video_config(track.codec, &frame.payload, &track.params)
+            && track.config.as_ref() != Some(&config)
         {
             // The first configuration opens the file; after that only H.264's needs a new one.
-            if self.config.is_none() || self.codec == Codec::H264 {
-                self.config = Some(config);
+            if track.config.is_none() || track.codec == Codec::H264 {
+                track.config = Some(config);
                 self.file = None;
             }
         }
-        let Some(config) = &self.config else { return Ok(None) };
-        let ticks = frame.time.rebase(self.timescale).ticks;
-        let opening = self.file.is_none();
-        if opening {
-            if video && !frame.keyframe {
-                return Ok(None);
+        let init = match self.file {
+            Some(_) => None,
+            None => {
+                if video && !frame.keyframe {
+                    return Ok(None);
+                }
+                let Some(init) = track.init_track(TRACK_ID) else { return Ok(None) };
+                track.restart();
+                self.file = Some((frame.captured, 0));
+                Some((build_init(std::slice::from_ref(&init))?, init.codec.codec_string()))
             }
-            let decode = DecodeTimes::new(nominal_duration(self.codec, self.timescale));
-            self.file = Some(Timeline { first_ticks: ticks, decode, sequence: 0 });
-        }
-        let init = if opening {
-            let track = InitTrack {
-                id: TRACK_ID,
-                timescale: self.timescale,
-                codec: config.clone(),
-                defaults: SampleDefaults::default(),
-            };
-            Some((build_init(std::slice::from_ref(&track))?, config.codec_string()))
-        } else {
-            None
         };
-        let Some(file) = self.file.as_mut() else { return Ok(None) };
-        let pts = ticks.saturating_sub(file.first_ticks);
-        let dts = file.decode.next(pts);
-        file.sequence = file.sequence.wrapping_add(1);
-        let payload = sample_payload(self.codec, frame.payload.clone());
-        let sample = FragmentSample::presented(dts, pts, file.decode.duration(), frame.keyframe);
-        let header = fragment_header(TRACK_ID, file.sequence, sample, payload.len())?;
+        let Some((opened, sequence)) = self.file.as_mut() else { return Ok(None) };
+        *sequence = sequence.wrapping_add(1);
+        let placed = track.place(frame, *opened);
+        let (header, payload) = track.fragment(TRACK_ID, *sequence, frame, placed)?;
         Ok(Some(Step::new(init, &header, &payload, frame.captured)))
     }
 }

@@ -24,6 +24,8 @@ pub const WEBM_CODECS: [Codec; 3] = [Codec::Vp8, Codec::Vp9, Codec::Opus];
 const AUDIO_CLUSTER_MS: u64 = 5_000;
 /// The Opus decoder delay written as the track's pre-skip (samples at 48 kHz), as in MP4.
 const OPUS_PRE_SKIP: u16 = 312;
+/// Ticks per second of a file's timeline (ms, the TimecodeScale written).
+pub const TIMESCALE: u32 = 1000;
 /// The track number of the one track in each file.
 const TRACK: u8 = 1;
 
@@ -147,7 +149,7 @@ impl WebmMuxer {
         put_id(&mut out, id::SEGMENT);
         out.put_slice(&UNKNOWN_SIZE);
         master(&mut out, id::INFO, |info| {
-            uint(info, id::TIMECODE_SCALE, 1_000_000);
+            uint(info, id::TIMECODE_SCALE, 1_000_000_000 / u64::from(TIMESCALE));
             element(info, id::MUXING_APP, b"junction");
             element(info, id::WRITING_APP, b"junction");
         });
@@ -192,6 +194,7 @@ impl WebmMuxer {
         }
         let video = self.codec.kind() == MediaKind::Video;
         let ticks = frame.time.ticks;
+        let opening = self.file.is_none();
         let mut out = match self.file {
             Some(_) => BytesMut::with_capacity(frame.payload.len() + 32),
             None => {
@@ -203,10 +206,9 @@ impl WebmMuxer {
                 header
             }
         };
-        let opening = self.file.as_ref().is_some_and(|f| f.cluster.is_none());
         let file = self.file.as_mut()?;
         let rate = u64::from(frame.time.rate.max(1));
-        let ms = ticks.saturating_sub(file.first_ticks) * 1000 / rate;
+        let ms = ticks.saturating_sub(file.first_ticks) * u64::from(TIMESCALE) / rate;
         let new_cluster = match file.cluster {
             None => true,
             Some(start) => {
@@ -233,11 +235,6 @@ impl WebmMuxer {
         } else {
             Step::Append(bytes)
         })
-    }
-
-    /// Ticks per second of the file's timeline (ms).
-    pub fn timescale(&self) -> u32 {
-        1000
     }
 }
 

@@ -180,7 +180,9 @@ fn source(codec: Codec, width: u32, height: u32, count: u32, phase: u32) -> anyh
     let mut encoder = Encoder::new(codec, settings).with_context(|| format!("no {codec} encoder for the input"))?;
     let mut packets = Vec::new();
     let mut noise = 0x2545_f491_u32 ^ phase;
-    for n in (0..count).map(|n| n + phase * 17) {
+    for index in 0..count {
+        // The picture's moment: streams of other phases are further on.
+        let n = index + phase * 17;
         let mut picture = ff::frame::Video::new(ff::format::Pixel::YUV420P, width, height);
         let stride = picture.stride(0);
         let bar = (n * 12) % width;
@@ -200,7 +202,6 @@ fn source(codec: Codec, width: u32, height: u32, count: u32, phase: u32) -> anyh
                 *px = if x < w2 && y < h2 { (96 + (x + n) % 64) as u8 } else { 128 };
             }
         }
-        let index = n - phase * 17;
         encoder.encode(&mut picture, i64::from(index), index.is_multiple_of(2 * FPS), &mut packets)?;
     }
     if packets.len() != count as usize {
