@@ -11,6 +11,7 @@ mod browser_rust;
 mod cli;
 mod cluster;
 mod components;
+mod connectivity;
 mod events;
 mod grid;
 mod hardening_auth;

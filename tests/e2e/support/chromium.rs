@@ -26,17 +26,21 @@ pub async fn many_tabs_turn() -> tokio::sync::SemaphorePermit<'static> {
 /// Runs `tests/browser/<script>` with `args` and returns its result, failing the test (with the
 /// scenario's error, browser console logs and stderr) unless it reports `"ok": true`.
 pub async fn run(script: &str, args: Value) -> Value {
+    run_with(tokio::process::Command::new("node"), script, args).await
+}
+
+/// [`run`] inside a client network namespace: Chromium's traffic goes through its link and rules.
+pub async fn run_in(net: &super::netns::ClientNet, script: &str, args: Value) -> Value {
+    run_with(net.command("node"), script, args).await
+}
+
+async fn run_with(mut node: tokio::process::Command, script: &str, args: Value) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed: run `npm ci` in tests/browser (scripts/test does)"
     );
-    let child = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(args.to_string())
-        .current_dir(&dir)
-        .kill_on_drop(true)
-        .output();
+    let child = node.arg(script).arg(args.to_string()).current_dir(&dir).kill_on_drop(true).output();
     let output = tokio::time::timeout(SCENARIO_TIMEOUT, child)
         .await
         .unwrap_or_else(|_| panic!("{script} did not finish within {SCENARIO_TIMEOUT:?}"))

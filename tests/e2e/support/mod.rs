@@ -9,6 +9,7 @@ pub mod browser;
 pub mod chromium;
 pub mod lipsync;
 pub mod moq;
+pub mod netns;
 pub mod players;
 pub mod redis;
 pub mod rtmp_client;

@@ -1,5 +1,5 @@
-//! The `[webrtc]` configuration section: the UDP socket every session shares, the address
-//! advertised to clients, ICE servers handed to clients, how long a silent or never-connecting
+//! The `[webrtc]` configuration section: the UDP socket every session shares, the TCP port for
+//! ICE-TCP, the address advertised to clients, ICE servers handed to clients, how long a silent or never-connecting
 //! peer is kept, and the limits that keep one peer from growing the server's state (SDP size,
 //! m-lines, candidates, demux entries, queued datagrams; see `docs/security.md`).
 
@@ -22,6 +22,15 @@ pub struct WebrtcConfig {
     pub enabled: bool,
     /// The one UDP socket all WebRTC sessions share.
     pub udp_listen: SocketAddr,
+    /// Whether sessions also offer a passive TCP candidate (ICE-TCP, RFC 6544), for clients that
+    /// cannot send UDP to the server: lower priority than UDP, so used only where UDP fails.
+    pub ice_tcp: bool,
+    /// The TCP port ICE-TCP clients connect to. By default the address and port of `udp_listen`
+    /// (the port the UDP socket got, when that one is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_listen: Option<SocketAddr>,
+    /// ICE-TCP connections open at once; more are closed as they arrive.
+    pub max_tcp_connections: usize,
     /// The address clients should send media to (`203.0.113.7` or `203.0.113.7:7882`), when it
     /// differs from `udp_listen` (NAT, or a wildcard listen address). Without a port, the bound
     /// port is used.
@@ -67,6 +76,9 @@ impl Default for WebrtcConfig {
         Self {
             enabled: true,
             udp_listen: ([127, 0, 0, 1], 7882).into(),
+            ice_tcp: true,
+            tcp_listen: None,
+            max_tcp_connections: 4096,
             public_addr: None,
             ice_timeout_s: 15,
             ice_servers: Vec::new(),
@@ -142,6 +154,7 @@ impl WebrtcConfig {
             ("max_addresses", self.max_addresses),
             ("session_inbox_datagrams", self.session_inbox_datagrams),
             ("video_resend_packets", self.video_resend_packets),
+            ("max_tcp_connections", self.max_tcp_connections),
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError { key, message: "must be at least 1".into() });
@@ -151,11 +164,11 @@ impl WebrtcConfig {
         }
         if let Some(raw) = &self.public_addr {
             parse_public_addr(raw, self.udp_listen.port())?;
-        } else if self.udp_listen.ip().is_unspecified() {
+        } else if self.udp_listen.ip().is_unspecified() || self.tcp_listen.is_some_and(|a| a.ip().is_unspecified()) {
             return Err(ConfigError {
                 key: "public_addr",
                 message: format!(
-                    "udp_listen is {} (any interface): set public_addr to the IP clients reach this host at",
+                    "udp_listen or tcp_listen is a wildcard address ({}): set public_addr to the IP clients reach this host at",
                     self.udp_listen
                 ),
             });
@@ -174,6 +187,19 @@ impl WebrtcConfig {
             }
         }
         Ok(())
+    }
+
+    /// Where the ICE-TCP listener binds, given the address the UDP socket got (`None` when
+    /// ICE-TCP is off).
+    pub fn tcp_bind_addr(&self, udp_bound: SocketAddr) -> Option<SocketAddr> {
+        self.ice_tcp.then(|| self.tcp_listen.unwrap_or(udp_bound))
+    }
+
+    /// The address put in the TCP candidate, given the address the TCP listener bound: the
+    /// public IP when one is set, always with the bound port (forward the same port).
+    pub fn advertised_tcp_addr(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        let ip = self.advertised_addr(bound)?.ip();
+        Ok(SocketAddr::new(ip, bound.port()))
     }
 
     /// The address put in ICE candidates, given the port the socket actually bound.
@@ -233,5 +259,25 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().key, "max_addresses");
         let config = WebrtcConfig { video_resend_packets: 0, ..WebrtcConfig::default() };
         assert_eq!(config.validate().unwrap_err().key, "video_resend_packets");
+        let config = WebrtcConfig { tcp_listen: Some("[::]:7882".parse().unwrap()), ..WebrtcConfig::default() };
+        assert_eq!(config.validate().unwrap_err().key, "public_addr");
+    }
+
+    #[test]
+    fn ice_tcp_follows_the_udp_socket_unless_told_otherwise() {
+        let udp: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let config = WebrtcConfig::default();
+        assert_eq!(config.tcp_bind_addr(udp), Some(udp), "same address and port as UDP");
+        let config = WebrtcConfig { tcp_listen: Some("10.0.0.5:443".parse().unwrap()), ..WebrtcConfig::default() };
+        assert_eq!(config.tcp_bind_addr(udp), Some("10.0.0.5:443".parse().unwrap()));
+        let config = WebrtcConfig { ice_tcp: false, ..WebrtcConfig::default() };
+        assert_eq!(config.tcp_bind_addr(udp), None);
+        let config = WebrtcConfig { public_addr: Some("203.0.113.7:7882".into()), ..WebrtcConfig::default() };
+        let bound: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        assert_eq!(
+            config.advertised_tcp_addr(bound).unwrap(),
+            "203.0.113.7:443".parse().unwrap(),
+            "public IP, TCP port"
+        );
     }
 }

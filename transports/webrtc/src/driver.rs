@@ -2,7 +2,8 @@
 //! ([`validate`](crate::validate)), routes it through the [`Demux`] to the inbox of the session it
 //! belongs to, and takes registrations from sessions over a control channel. Sessions queue what
 //! they send to the batching sender ([`send_batch`](crate::send_batch)), which shares the socket
-//! and sends many datagrams per system call.
+//! and sends many datagrams per system call. ICE-TCP connections ([`crate::ice_tcp`]) find their
+//! session through the same table and deliver to the same inboxes.
 //!
 //! The routing table, the inboxes and the control channel live outside the task, so that a
 //! panic in it ([`supervise::restart`] runs it again) loses no session: the next run carries on
@@ -29,17 +30,28 @@ use crate::udp_mux::{Demux, DemuxLimits, Route, SessionKey};
 use crate::validate::{self, Kind};
 
 /// Large enough for any datagram WebRTC peers send (they keep under the path MTU).
-const MAX_DATAGRAM: usize = 2048;
+pub(crate) const MAX_DATAGRAM: usize = 2048;
 /// How often inboxes of sessions that are gone are looked for (their routes normally go with
 /// the session's unregistration; this catches any that did not).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// One received datagram, as handed to a session.
+/// One received datagram (or ICE-TCP frame), as handed to a session.
 #[derive(Debug)]
 pub(crate) struct Datagram {
     pub(crate) source: SocketAddr,
     pub(crate) at: Instant,
     pub(crate) payload: Bytes,
+    /// What it came over, and so how replies to `source` go back.
+    pub(crate) via: Via,
+}
+
+/// The path a peer's packets take.
+#[derive(Debug, Clone)]
+pub(crate) enum Via {
+    /// The shared UDP socket.
+    Udp,
+    /// One ICE-TCP connection: what is queued here is framed and written to it.
+    Tcp(crate::ice_tcp::TcpLink),
 }
 
 enum Control {
@@ -57,6 +69,8 @@ pub(crate) struct MuxHandle {
     inbox_capacity: usize,
     /// The address clients send to (what the ICE candidate says).
     pub(crate) advertised: SocketAddr,
+    /// The address of the passive TCP candidate, when ICE-TCP is on.
+    pub(crate) advertised_tcp: Option<SocketAddr>,
 }
 
 impl MuxHandle {
@@ -137,7 +151,7 @@ impl Table {
             }
         };
         let Some(inbox) = self.inboxes.get(&key) else { return Err(Dropped::Unrouted(Route::UnknownAddress)) };
-        let item = Datagram { source, at, payload: Bytes::copy_from_slice(datagram) };
+        let item = Datagram { source, at, payload: Bytes::copy_from_slice(datagram), via: Via::Udp };
         match inbox.try_send(item) {
             Ok(()) => Ok(key),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Dropped::InboxFull),
@@ -163,21 +177,48 @@ impl Table {
 }
 
 /// Everything the driver task works with, shared with its next run after a panic.
-struct Driver {
+pub(crate) struct Driver {
     socket: Arc<UdpSocket>,
     table: Mutex<Table>,
     control: tokio::sync::Mutex<mpsc::UnboundedReceiver<Control>>,
 }
 
-/// Binds nothing: takes a bound socket, spawns the reader and the sender tasks (each restarted
-/// after a panic), returns the handle. Fails only when the socket refuses the options the
-/// sender sets up.
+impl Driver {
+    /// The session an ICE-TCP connection's first frame, a STUN check, is for, and that
+    /// session's inbox; or why it is for none.
+    pub(crate) fn session_for_check(&self, check: &[u8]) -> Result<(SessionKey, mpsc::Sender<Datagram>), Route> {
+        let mut table = self.table.lock();
+        match table.demux.authenticate(check) {
+            Route::To(key) => {
+                let Some(inbox) = table.inboxes.get(&key) else { return Err(Route::UnknownUfrag) };
+                if inbox.is_closed() {
+                    table.forget(key);
+                    return Err(Route::UnknownUfrag);
+                }
+                Ok((key, inbox.clone()))
+            }
+            refused => Err(refused),
+        }
+    }
+}
+
+/// The listening sockets of the media plane and the addresses put in candidates.
+pub(crate) struct Sockets {
+    pub(crate) udp: UdpSocket,
+    pub(crate) advertised: SocketAddr,
+    /// The ICE-TCP listener and its advertised address, when ICE-TCP is on.
+    pub(crate) tcp: Option<(tokio::net::TcpListener, SocketAddr)>,
+}
+
+/// Binds nothing: takes the bound sockets, spawns the reader and the sender tasks and the ICE-TCP
+/// listener (each restarted after a panic), returns the handle. Fails only when the socket
+/// refuses the options the sender sets up.
 pub(crate) fn spawn(
-    socket: UdpSocket,
-    advertised: SocketAddr,
+    sockets: Sockets,
     config: &WebrtcConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<MuxHandle> {
+    let Sockets { udp: socket, advertised, tcp } = sockets;
     let socket = Arc::new(socket);
     let outgoing = send_batch::spawn(socket.clone(), shutdown.clone())?;
     let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -188,6 +229,10 @@ pub(crate) fn spawn(
         table: Mutex::new(Table { demux: Demux::new(limits), inboxes: HashMap::new(), full: false }),
         control: tokio::sync::Mutex::new(control_rx),
     });
+    let advertised_tcp = tcp.as_ref().map(|(_, advertised)| *advertised);
+    if let Some((listener, _)) = tcp {
+        crate::ice_tcp::spawn(listener, driver.clone(), config, shutdown.clone());
+    }
     tokio::spawn(supervise::restart("webrtc_udp_driver", move || run(driver.clone(), shutdown.clone())));
     Ok(MuxHandle {
         outgoing,
@@ -195,6 +240,7 @@ pub(crate) fn spawn(
         next_key: Arc::new(AtomicU64::new(1)),
         inbox_capacity: config.session_inbox_datagrams.max(1),
         advertised,
+        advertised_tcp,
     })
 }
 
@@ -264,7 +310,8 @@ pub(crate) mod tests {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let mux = spawn(server, addr, &WebrtcConfig::default(), shutdown.clone()).unwrap();
+        let sockets = Sockets { udp: server, advertised: addr, tcp: None };
+        let mux = spawn(sockets, &WebrtcConfig::default(), shutdown.clone()).unwrap();
         let (_, mut inbox_a) = mux.register("ufragA", "pwdA-0123456789012345");
         let (_, mut inbox_b) = mux.register("ufragB", "pwdB-0123456789012345");
         let peer_a = UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -2,7 +2,8 @@
 //!
 //! One UDP socket serves every session: a single driver task reads it, drops what is malformed
 //! ([`validate`]) and routes each datagram by ICE ufrag and STUN integrity, then by remote
-//! address ([`udp_mux`]); each session is a task that owns its
+//! address ([`udp_mux`]); clients without UDP connect over ICE-TCP ([`ice_tcp`]), a TCP
+//! connection bound to its session by the same check; each session is a task that owns its
 //! str0m `Rtc` and its engine [`Endpoint`](junction_engine::Endpoint), and bridges the two:
 //! what the peer sends is published as tracks, what the peer receives comes from its
 //! subscriptions, keyframe requests and bandwidth estimates flow both ways. The server is
@@ -28,6 +29,7 @@ mod codec;
 pub mod config;
 mod driver;
 pub mod error;
+mod ice_tcp;
 mod negotiate;
 mod sdp;
 mod send_batch;
@@ -49,7 +51,7 @@ pub use session::signals::{OfferedTrack, SessionSignal, SignalReceiver, SignalSe
 pub use session::{EgressPolicy, IceCredentials, PeerReply, PeerRequest, SessionEvent, SessionHandle, SessionSpec};
 
 use junction_transport_api::{Service, Started, TransportContext};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -77,14 +79,19 @@ pub async fn start(ctx: &TransportContext, config: &WebrtcConfig) -> Result<Star
         return Ok(Started::default());
     }
     let transport = listen(config, ctx.shutdown.clone()).await?;
-    let mut started = Started {
-        services: vec![Service {
-            name: "webrtc",
-            url: format!("udp://{}", transport.advertised_addr()),
-            about: "WebRTC media (ICE-lite, one UDP port for every session)",
-        }],
-        ..Started::default()
-    };
+    let mut services = vec![Service {
+        name: "webrtc",
+        url: format!("udp://{}", transport.advertised_addr()),
+        about: "WebRTC media (ICE-lite, one UDP port for every session)",
+    }];
+    if let Some(tcp) = transport.advertised_tcp_addr() {
+        services.push(Service {
+            name: "webrtc-tcp",
+            url: format!("tcp://{tcp}"),
+            about: "WebRTC media over ICE-TCP (RFC 6544), for clients without UDP",
+        });
+    }
+    let mut started = Started { services, ..Started::default() };
     started.provides.insert(transport);
     Ok(started)
 }
@@ -98,8 +105,18 @@ pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Resul
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let advertised = config.advertised_addr(local)?;
+    let tcp = match config.tcp_bind_addr(local) {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            info!(local = %bound, advertised = %config.advertised_tcp_addr(bound)?, "ICE-TCP listening");
+            Some((listener, config.advertised_tcp_addr(bound)?))
+        }
+        None => None,
+    };
     info!(%local, %advertised, "WebRTC media plane listening");
-    let mux = driver::spawn(socket, advertised, config, shutdown.clone())
+    let sockets = driver::Sockets { udp: socket, advertised, tcp };
+    let mux = driver::spawn(sockets, config, shutdown.clone())
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     Ok(WebrtcTransport { inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown }) })
 }
@@ -113,6 +130,11 @@ impl WebrtcTransport {
     /// The address put in ICE candidates.
     pub fn advertised_addr(&self) -> SocketAddr {
         self.inner.mux.advertised
+    }
+
+    /// The address of the passive TCP candidate (ICE-TCP), when it is on.
+    pub fn advertised_tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.mux.advertised_tcp
     }
 
     pub fn config(&self) -> &WebrtcConfig {

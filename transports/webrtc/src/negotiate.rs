@@ -15,6 +15,7 @@ use junction_core::Codec;
 use junction_engine::Endpoint;
 use str0m::change::SdpOffer;
 use str0m::media::Mid;
+use str0m::net::TcpType;
 use str0m::{Candidate, IceCreds, Rtc};
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +75,17 @@ pub(crate) fn negotiate_any(
     let candidate = Candidate::host(mux.advertised, "udp")
         .map_err(|err| SessionError::OfferRefused(format!("cannot use {} as a candidate: {err}", mux.advertised)))?;
     rtc.add_local_candidate(candidate);
+    if let Some(tcp) = mux.advertised_tcp {
+        // Passive: the client connects (RFC 6544 §4.5). Its type preference is below UDP's, so
+        // a client that reaches both uses UDP.
+        let candidate = Candidate::builder()
+            .tcp()
+            .host(tcp)
+            .tcptype(TcpType::Passive)
+            .build()
+            .map_err(|err| SessionError::OfferRefused(format!("cannot use {tcp} as a TCP candidate: {err}")))?;
+        rtc.add_local_candidate(candidate);
+    }
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|err| SessionError::OfferRefused(err.to_string()))?;
 
     // str0m reports new m-lines only once connected; read them back from the session now.
@@ -194,8 +206,8 @@ mod tests {
     async fn mux() -> MuxHandle {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        crate::driver::spawn(socket, addr, &WebrtcConfig::default(), CancellationToken::new())
-            .expect("the sender starts")
+        let sockets = crate::driver::Sockets { udp: socket, advertised: addr, tcp: None };
+        crate::driver::spawn(sockets, &WebrtcConfig::default(), CancellationToken::new()).expect("the sender starts")
     }
 
     fn negotiate_text(mux: MuxHandle, sdp: &str) -> Result<Negotiated, SessionError> {

@@ -123,18 +123,28 @@ impl Demux {
 
     /// Decides which session `datagram` (already checked by [`crate::validate`]) belongs to.
     pub fn route(&mut self, source: SocketAddr, datagram: &[u8], is_stun: bool) -> Route {
-        if is_stun && let Some(ufrag) = stun_local_ufrag(datagram) {
-            let Some(credential) = self.by_ufrag.get(ufrag) else { return Route::UnknownUfrag };
-            if !stun_integrity_verifies(datagram, credential.pwd.as_bytes()) {
-                return Route::BadIntegrity;
-            }
-            let key = credential.key;
-            return self.bind(source, key);
+        if is_stun && stun_local_ufrag(datagram).is_some() {
+            return match self.authenticate(datagram) {
+                Route::To(key) => self.bind(source, key),
+                refused => refused,
+            };
         }
         match self.by_addr.get(&source) {
             Some(key) => Route::To(*key),
             None => Route::UnknownAddress,
         }
+    }
+
+    /// The session a STUN check (already checked by [`crate::validate`]) is for, when its
+    /// USERNAME names a session's ufrag and its MESSAGE-INTEGRITY verifies with that session's
+    /// password. Binds no address: an ICE-TCP connection is bound by being the connection.
+    pub fn authenticate(&self, datagram: &[u8]) -> Route {
+        let Some(ufrag) = stun_local_ufrag(datagram) else { return Route::UnknownUfrag };
+        let Some(credential) = self.by_ufrag.get(ufrag) else { return Route::UnknownUfrag };
+        if !stun_integrity_verifies(datagram, credential.pwd.as_bytes()) {
+            return Route::BadIntegrity;
+        }
+        Route::To(credential.key)
     }
 
     pub fn limits(&self) -> DemuxLimits {

@@ -11,6 +11,7 @@
 //! endpoint leaves its room on every way out.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use junction_core::{CloseReason, EndpointEvent, MediaOut, PeerId, SubscribeOptions};
@@ -32,8 +33,9 @@ use super::room::RoomEgress;
 use super::signals::{SessionSignal, Signals};
 use super::viewer::Viewer;
 use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
-use crate::driver::{Datagram, MuxHandle};
+use crate::driver::{Datagram, MuxHandle, Via};
 use crate::error::SessionError;
+use crate::ice_tcp::TcpLink;
 use crate::sdp::{self, MediaLine};
 use crate::udp_mux::SessionKey;
 
@@ -84,6 +86,9 @@ pub(crate) struct Session {
     /// When the last datagram arrived from the peer.
     last_heard: Instant,
     disconnected_since: Option<Instant>,
+    /// The ICE-TCP connections the peer reached this session over, by remote address, oldest
+    /// first (at most [`TCP_LINKS_PER_SESSION`]).
+    tcp_links: Vec<(SocketAddr, TcpLink)>,
     /// The connection's last measured round trip (str0m's peer stats), for streams that have
     /// no round trip of their own.
     rtt: Option<Duration>,
@@ -92,6 +97,9 @@ pub(crate) struct Session {
 
 /// What a session whose task panicked tells its peer and surface (the details are in the log).
 const PANIC_MESSAGE: &str = "the media session failed (internal error)";
+/// ICE-TCP connections one session keeps a way back on (a peer opens one per local candidate
+/// it tries; the oldest is forgotten first).
+const TCP_LINKS_PER_SESSION: usize = 4;
 /// Outputs taken from str0m while closing: the close_notify and RTCP BYE, with room to spare.
 const CLOSE_OUTPUTS: usize = 64;
 
@@ -155,6 +163,7 @@ impl Session {
             connect_timeout,
             last_heard: Instant::now(),
             disconnected_since: None,
+            tcp_links: Vec::new(),
             rtt: None,
             shutdown,
         }
@@ -174,8 +183,8 @@ impl Session {
             // Best effort: DTLS close_notify and RTCP BYE tell the peer at once. After a panic
             // str0m may be in any state, so a second panic here only loses the goodbye.
             let goodbye = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.close_transmits()));
-            for (destination, payload) in goodbye.unwrap_or_default() {
-                self.mux.send(destination, payload).await;
+            for (proto, destination, payload) in goodbye.unwrap_or_default() {
+                self.transmit(proto, destination, payload).await;
             }
         }
         self.emit(SessionEvent::Closed { reason: reason.clone() });
@@ -183,14 +192,16 @@ impl Session {
     }
 
     /// Closes the `Rtc` and takes what it wants sent, without handling its events.
-    fn close_transmits(&mut self) -> Vec<(std::net::SocketAddr, Vec<u8>)> {
+    fn close_transmits(&mut self) -> Vec<(Protocol, SocketAddr, Vec<u8>)> {
         let mut transmits = Vec::new();
         if !self.rtc.is_alive() || self.rtc.close().is_err() {
             return transmits;
         }
         for _ in 0..CLOSE_OUTPUTS {
             match self.rtc.poll_output() {
-                Ok(Output::Transmit(transmit)) => transmits.push((transmit.destination, transmit.contents.into())),
+                Ok(Output::Transmit(transmit)) => {
+                    transmits.push((transmit.proto, transmit.destination, transmit.contents.into()))
+                }
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => break,
             }
@@ -271,7 +282,9 @@ impl Session {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(at)) => return Ok(at),
-                Ok(Output::Transmit(transmit)) => self.mux.send(transmit.destination, transmit.contents.into()).await,
+                Ok(Output::Transmit(transmit)) => {
+                    self.transmit(transmit.proto, transmit.destination, transmit.contents.into()).await
+                }
                 Ok(Output::Event(event)) => self.on_rtc_event(event)?,
                 Err(err) => return Err(CloseReason::Error { message: format!("WebRTC: {err}") }),
             }
@@ -316,15 +329,51 @@ impl Session {
         }
     }
 
+    /// Sends one packet the way its peer address was reached: the shared UDP socket, or the
+    /// ICE-TCP connection from that address.
+    async fn transmit(&mut self, proto: Protocol, destination: SocketAddr, payload: Vec<u8>) {
+        if proto == Protocol::Udp {
+            return self.mux.send(destination, payload).await;
+        }
+        let Some(at) = self.tcp_links.iter().position(|(addr, _)| *addr == destination) else {
+            trace!(%destination, "no ICE-TCP connection from that address (any more)");
+            return;
+        };
+        if !self.tcp_links[at].1.send(payload) {
+            self.tcp_links.remove(at);
+        }
+    }
+
     fn on_datagram(&mut self, datagram: Datagram) -> Result<(), CloseReason> {
         self.last_heard = self.last_heard.max(datagram.at);
         let Ok(contents) = datagram.payload[..].try_into() else {
             trace!(source = %datagram.source, "datagram that is not STUN, DTLS, RTP or RTCP");
             return Ok(());
         };
-        let receive =
-            Receive { proto: Protocol::Udp, source: datagram.source, destination: self.mux.advertised, contents };
+        let (proto, destination) = match datagram.via {
+            Via::Udp => (Protocol::Udp, self.mux.advertised),
+            Via::Tcp(link) => {
+                self.keep_tcp_link(datagram.source, link);
+                (Protocol::Tcp, self.mux.advertised_tcp.unwrap_or(self.mux.advertised))
+            }
+        };
+        let receive = Receive { proto, source: datagram.source, destination, contents };
         self.feed(Input::Receive(datagram.at, receive))
+    }
+
+    /// Remembers the way back to an ICE-TCP peer address (a new connection from it replaces a
+    /// closed one).
+    fn keep_tcp_link(&mut self, source: SocketAddr, link: TcpLink) {
+        if let Some(at) = self.tcp_links.iter().position(|(addr, _)| *addr == source) {
+            if self.tcp_links[at].1.is_closed() {
+                self.tcp_links[at].1 = link;
+            }
+            return;
+        }
+        if self.tcp_links.len() >= TCP_LINKS_PER_SESSION {
+            self.tcp_links.remove(0);
+        }
+        self.tcp_links.push((source, link));
     }
 
     fn on_rtc_event(&mut self, event: Event) -> Result<(), CloseReason> {
