@@ -40,6 +40,7 @@ pub struct Config {
     pub rtmp: junction_rtmp::RtmpConfig,
     pub srt: junction_srt::SrtConfig,
     pub webrtc: junction_webrtc::WebrtcConfig,
+    pub turn: junction_turn::TurnConfig,
     pub whip: junction_whip::WhipConfig,
     pub browser: junction_browser::BrowserConfig,
     pub cluster: junction_cluster::ClusterConfig,
@@ -432,6 +433,9 @@ impl Config {
         self.srt.validate().map_err(|(key, message)| invalid(key, message))?;
         self.video.validate().map_err(|(key, message)| invalid(key, message))?;
         self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
+        if self.turn.enabled {
+            self.turn.validate().map_err(|err| invalid("turn", err.to_string()))?;
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|err| invalid("log.level", format!("{:?} is not a log filter: {err}", self.log.level)))?;
         Ok(())

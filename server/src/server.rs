@@ -129,6 +129,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     wiring.add(junction_srt::start(&ctx, &config.srt).await?, &mut ctx);
     wiring.add(junction_moq::start(&ctx, &config.moq).await.context("starting Media over QUIC ([moq])")?, &mut ctx);
     wiring.add(junction_webrtc::start(&ctx, &config.webrtc).await?, &mut ctx);
+    wiring.add(junction_turn::start(&ctx, &config.turn).await.context("starting the TURN server ([turn])")?, &mut ctx);
     wiring.add(junction_whip::start(&ctx, &config.whip).await?, &mut ctx);
     wiring.add(junction_browser::start(&ctx, &config.browser).await?, &mut ctx);
     // Room components (files played into rooms, recordings), restarted from the state store.
@@ -174,6 +175,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         store,
         events,
+        webrtc: ctx.provided::<junction_webrtc::WebrtcTransport>(),
     };
     let request_timeout = Duration::from_secs(config.http.request_timeout_s);
     let app = api::app(state, wiring.api, wiring.public, &config.http.cors_origins, request_timeout);

@@ -2,11 +2,12 @@
 // the demo room page without publishing and must decode the room's video. Prints the candidate
 // pair its connection selected (protocol and type of each end), the mean colour of the left and
 // right halves of the picture it shows, and two samples of its inbound video statistics.
-// Args: {base, room, token}.
+// Args: {base, room, token, relay}: `relay` opens the page with ?relay=1 (the SDK's
+// iceTransportPolicy 'relay': only through the server's TURN relay).
 import { run, decodingSamples, roomPage, until } from './runner.mjs';
 
-run(async (browser, { base, room, token }, logs) => {
-  const page = await roomPage(browser, base, room, token, logs);
+run(async (browser, { base, room, token, relay }, logs) => {
+  const page = await roomPage(browser, base, room, token, logs, [], relay ? '&relay=1' : '');
   const { first: [first], second: [second] } = await decodingSamples([page]);
   const halves = await until('a picture with content', 10_000, () => page.evaluate(() => {
     const video = [...document.querySelectorAll('video')].find((v) => v.videoWidth > 0);

@@ -76,9 +76,9 @@ export async function whipPublisher(browser, base, room, token, logs) {
 }
 
 /** Opens the room page of `base` for `room` and waits (20 s at most) until it joined. */
-export async function roomPage(browser, base, room, token, logs, init = []) {
+export async function roomPage(browser, base, room, token, logs, init = [], query = '') {
   const q = (v) => encodeURIComponent(v);
-  const page = await open(browser, `${base}/room/${q(room)}?token=${q(token)}`, logs, 'room', init);
+  const page = await open(browser, `${base}/room/${q(room)}?token=${q(token)}${query}`, logs, 'room', init);
   await page.waitForFunction(() => window.junction?.session?.room, null, { timeout: 20_000 });
   return page;
 }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub store: junction_store::Store,
     /// Room events kept for `/v1/events`.
     pub events: crate::events::EventLog,
+    /// The WebRTC media plane, for the ICE servers handed out with tokens.
+    pub webrtc: Option<junction_webrtc::WebrtcTransport>,
 }
 
 /// Builds the whole HTTP application: core routes, `/v1` (with `transport_api` merged in), the

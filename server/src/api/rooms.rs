@@ -197,6 +197,10 @@ async fn create_token(
     if let Some(node) = placed {
         response["node"] = json!(node.id);
     }
+    // With the built-in TURN server, its URLs and a credential for this identity.
+    if let Some(webrtc) = &state.webrtc {
+        response["ice_servers"] = json!(webrtc.ice_servers_for(body.identity.as_str()));
+    }
     Ok((StatusCode::CREATED, axum::Json(response)))
 }
 

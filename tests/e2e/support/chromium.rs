@@ -34,7 +34,8 @@ pub async fn run_in(net: &super::netns::ClientNet, script: &str, args: Value) ->
     run_with(net.command("node"), script, args).await
 }
 
-async fn run_with(mut node: tokio::process::Command, script: &str, args: Value) -> Value {
+/// [`run`] with the `node` command given (a namespace, an environment of its own).
+pub async fn run_with(mut node: tokio::process::Command, script: &str, args: Value) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists(),

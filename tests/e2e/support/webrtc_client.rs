@@ -23,9 +23,9 @@ use bytes::Bytes;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -110,11 +110,14 @@ pub struct ClientOptions {
     pub ecdsa_only: bool,
     /// Send all media through a [`UdpRelay`] the test can cut, to make the client vanish.
     pub via_relay: bool,
+    /// Connect only through this TURN server (`iceTransportPolicy: relay`): URLs, username,
+    /// credential, as the server hands them out.
+    pub turn: Option<(Vec<String>, String, String)>,
 }
 
 impl ClientOptions {
     pub fn new(codecs: &[ClientCodec]) -> Self {
-        Self { codecs: codecs.to_vec(), payload_types: Vec::new(), ecdsa_only: false, via_relay: false }
+        Self { codecs: codecs.to_vec(), payload_types: Vec::new(), ecdsa_only: false, via_relay: false, turn: None }
     }
 
     /// H.264 video and Opus audio, the usual WHIP pair.
@@ -245,6 +248,8 @@ impl PeerConnectionEventHandler for Events {
 
 /// A peer connection and what it needs to talk WHIP/WHEP.
 struct Client {
+    /// The `Link` headers of the answer (the ICE servers the server offers, RFC 9725 §4.6).
+    links: Vec<String>,
     pc: Arc<dyn PeerConnection>,
     events: Arc<Events>,
     state: watch::Receiver<RTCPeerConnectionState>,
@@ -297,8 +302,15 @@ impl Client {
             frames: frames_tx,
             remote: Mutex::new(Vec::new()),
         });
+        let mut configuration = RTCConfigurationBuilder::new();
+        if let Some((urls, username, credential)) = &options.turn {
+            let server =
+                RTCIceServer { urls: urls.clone(), username: username.clone(), credential: credential.clone() };
+            configuration =
+                configuration.with_ice_servers(vec![server]).with_ice_transport_policy(RTCIceTransportPolicy::Relay);
+        }
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_configuration(configuration.build())
             .with_media_engine(media_engine)
             .with_setting_engine(settings.build())
             .with_interceptor_registry(registry)
@@ -309,6 +321,7 @@ impl Client {
             .await
             .map_err(rtc_err)?;
         let client = Client {
+            links: Vec::new(),
             pc: Arc::new(pc),
             events,
             state,
@@ -348,6 +361,8 @@ impl Client {
         let answered = response.url().clone();
         let location = response.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
         self.etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        self.links =
+            response.headers().get_all("link").iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
         let mut answer = response.text().await.map_err(rtc_err)?;
         if status != 201 {
             return Err(ClientError::Http { status, body: answer });
@@ -521,6 +536,11 @@ impl WhipPublisher {
     /// The absolute URL of the WHIP resource.
     pub fn resource(&self) -> &str {
         &self.client.resource
+    }
+
+    /// The `Link` headers the server answered with.
+    pub fn links(&self) -> &[String] {
+        &self.client.links
     }
 
     pub fn etag(&self) -> Option<&str> {

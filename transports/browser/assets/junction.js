@@ -72,8 +72,11 @@ function defaultUrl() {
 
 /**
  * Opens a signalling session. Options: `token` (a client token; omit only if the server allows
- * anonymous sessions), `url` (default: /ws on this page's host), `iceServers` (for mesh rooms
- * and direct calls), `reconnect` (default true: resume the session after a dropped socket).
+ * anonymous sessions), `url` (default: /ws on this page's host), `iceServers` (more STUN/TURN
+ * servers; the server's own, with credentials for this client, come in its welcome and are
+ * always used), `relay` (default false: true connects only through TURN relays,
+ * `iceTransportPolicy: 'relay'`), `reconnect` (default true: resume the session after a dropped
+ * socket).
  */
 export async function connect(options = {}) {
   const session = new Session(options);
@@ -85,7 +88,7 @@ export async function connect(options = {}) {
 export class Session extends Emitter {
   constructor(options) {
     super();
-    this.options = { url: defaultUrl(), reconnect: true, iceServers: [], ...options };
+    this.options = { url: defaultUrl(), reconnect: true, iceServers: [], relay: false, ...options };
     this.id = null;            // the session id (PS_...), callable by others
     this.identity = null;
     this.room = null;          // {name, mode, ...} once joined
@@ -142,6 +145,19 @@ export class Session extends Emitter {
         if (this.#ws === ws) this.#onSocketClosed(event);
       };
     });
+  }
+
+  /**
+   * The configuration of this session's peer connections: the given ICE servers and the
+   * server's (its TURN relay with a credential minted for this client), relay-only if asked.
+   */
+  rtcConfiguration(extra = {}) {
+    const fromServer = (this.welcome?.ice_servers ?? []).map(({ urls, username, credential }) => ({ urls, username, credential }));
+    return {
+      iceServers: [...this.options.iceServers, ...fromServer],
+      iceTransportPolicy: this.options.relay ? 'relay' : 'all',
+      ...extra,
+    };
   }
 
   #onWelcome(message, resuming) {
@@ -518,7 +534,7 @@ class PeerLink {
     this.settingRemoteAnswer = false;
     this.sources = {};         // local stream id -> source
     this.remoteSources = {};   // remote stream id -> source
-    this.pc = new RTCPeerConnection({ iceServers: session.options.iceServers });
+    this.pc = new RTCPeerConnection(session.rtcConfiguration());
     session.watchMedia(this.pc, peer);
     this.pc.onicecandidate = ({ candidate }) => { if (candidate) this.send({ candidate: candidate.toJSON() }); };
     this.pc.onnegotiationneeded = async () => {
@@ -696,7 +712,7 @@ export class Call extends Emitter {
 class SfuMedia {
   constructor(session) {
     this.session = session;
-    this.pc = new RTCPeerConnection({ iceServers: session.options.iceServers, bundlePolicy: 'max-bundle' });
+    this.pc = new RTCPeerConnection(session.rtcConfiguration({ bundlePolicy: 'max-bundle' }));
     session.watchMedia(this.pc);
     this.remote = new Map();     // mid -> {mid, track, peer, kind, source} from the server's offers
     this.received = new Map();   // server track id -> {track, receiver, peer}

@@ -41,7 +41,7 @@ mod validate;
 mod hostile_tests;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use config::{IceServer, WebrtcConfig};
 pub use error::{SessionError, StartError};
@@ -68,6 +68,14 @@ struct Inner {
     local: SocketAddr,
     config: WebrtcConfig,
     shutdown: CancellationToken,
+    /// ICE servers minted per client (the built-in TURN server's credentials), set once.
+    minted: OnceLock<Arc<dyn IceServerSource>>,
+}
+
+/// ICE servers handed to one client beside the configured ones: the built-in TURN server
+/// implements it with credentials minted for the client's identity.
+pub trait IceServerSource: Send + Sync {
+    fn ice_servers(&self, identity: &str) -> Vec<IceServer>;
 }
 
 /// Starts the media plane (unless `webrtc.enabled` is off): binds the shared UDP socket and
@@ -118,7 +126,9 @@ pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Resul
     let sockets = driver::Sockets { udp: socket, advertised, tcp };
     let mux = driver::spawn(sockets, config, shutdown.clone())
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
-    Ok(WebrtcTransport { inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown }) })
+    Ok(WebrtcTransport {
+        inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown, minted: OnceLock::new() }),
+    })
 }
 
 impl WebrtcTransport {
@@ -141,9 +151,25 @@ impl WebrtcTransport {
         &self.inner.config
     }
 
-    /// STUN/TURN servers clients should be told about.
+    /// The configured STUN/TURN servers (`webrtc.ice_servers`), the same for every client.
     pub fn ice_servers(&self) -> &[IceServer] {
         &self.inner.config.ice_servers
+    }
+
+    /// The STUN/TURN servers one client (who holds a valid token for `identity`) is told about:
+    /// the configured ones and, with the built-in TURN server, its URLs with fresh credentials.
+    pub fn ice_servers_for(&self, identity: &str) -> Vec<IceServer> {
+        let mut servers = self.inner.config.ice_servers.clone();
+        if let Some(source) = self.inner.minted.get() {
+            servers.extend(source.ice_servers(identity));
+        }
+        servers
+    }
+
+    /// Adds a source of per-client ICE servers (the built-in TURN server); only the first
+    /// one set is kept.
+    pub fn set_ice_server_source(&self, source: Arc<dyn IceServerSource>) {
+        let _ = self.inner.minted.set(source);
     }
 
     /// Parses and answers a remote offer, with `prefer_video` first among the answer's video

@@ -195,7 +195,7 @@ fn created(state: &WhipState, resource: &Resource) -> Response {
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
-    for link in ice_server_links(state.transport.ice_servers()) {
+    for link in ice_server_links(&state.transport.ice_servers_for(resource.handle.peer().as_str())) {
         headers.append(header::LINK, link);
     }
     response

@@ -176,7 +176,12 @@ impl Session {
             anonymous: self.principal.anonymous,
             direct_call: self.ctx.config.allow_direct_call,
             reconnect_grace_s: self.ctx.config.reconnect_grace_s,
-            ice_servers: self.ctx.webrtc.as_ref().map(|w| w.ice_servers().to_vec()).unwrap_or_default(),
+            ice_servers: self
+                .ctx
+                .webrtc
+                .as_ref()
+                .map(|w| w.ice_servers_for(self.principal.identity.as_str()))
+                .unwrap_or_default(),
         };
         self.welcome = Some(welcome.to_json());
     }
