@@ -10,6 +10,9 @@
   playwright-core (tests/browser/node_modules).
 - MoQ: CMAF from ffmpeg as the MoQ tests package it for moq-pub (one fragment per frame).
 - AAC/H.264: the FLV ffmpeg wrote for the RTMP capture, ADTS and Annex B streams from ffmpeg.
+- TURN: the requests a WebRTC client's TURN session is made of (RFC 8656 layouts, built here):
+  CreatePermission and ChannelBind for the media plane, a Send indication, ChannelData, a
+  Refresh; the target signs them (control bit 2).
 
 Needs ffmpeg, sipp, node and chromium (scripts/test installs them). Seeds stay small: a few
 KB each. Run from anywhere: `python3 fuzz/seeds/generate.py`. The record format of multi-message
@@ -434,6 +437,39 @@ def auth():
     write("auth", "garbage-jwt", b"\x00eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.")
 
 
+def stun(method_class, attributes):
+    """A STUN message (magic cookie, random-free transaction id) with `attributes` [(type, value)]."""
+    body = b""
+    for kind, value in attributes:
+        body += struct.pack("!HH", kind, len(value)) + value + b"\0" * (-len(value) % 4)
+    return struct.pack("!HHI", method_class, len(body), 0x2112A442) + b"\x07" * 12 + body
+
+
+def xor_address(ip, port):
+    packed = socket.inet_aton(ip)
+    xored = bytes(a ^ b for a, b in zip(packed, struct.pack("!I", 0x2112A442)))
+    return struct.pack("!BBH", 0, 1, port ^ 0x2112) + xored
+
+
+def turn():
+    media = xor_address("10.0.0.1", 7882)
+    create_permission = stun(0x0008, [(0x0012, media)])
+    channel_bind = stun(0x0009, [(0x000C, struct.pack("!HH", 0x4001, 0)), (0x0012, media)])
+    send = stun(0x0016, [(0x0012, media), (0x0013, b"\x00\x01\x00\x00stun-check")])
+    channel_data = struct.pack("!HH", 0x4001, 8) + b"rtp-data"
+    refresh = stun(0x0004, [(0x000D, struct.pack("!I", 600))])
+    signed, udp, peer = b"\x04", b"\x00", b"\x03"
+    write("turn_relay", "permission-channel-data", join([
+        signed + create_permission, signed + channel_bind, udp + channel_data, peer + b"rtp-answer",
+        udp + send, b"\x0c" + refresh]))
+    elsewhere = xor_address("203.0.113.9", 22)
+    write("turn_relay", "forbidden-peers", join([
+        signed + stun(0x0008, [(0x0012, elsewhere)]),
+        signed + stun(0x0009, [(0x000C, struct.pack("!HH", 0x4002, 0)), (0x0012, elsewhere)]),
+        udp + stun(0x0016, [(0x0012, elsewhere), (0x0013, b"data")])]))
+    write("turn_relay", "tcp-allocate", b"\x05" + stun(0x0003, [(0x0019, b"\x11\x00\x00\x00")]))
+
+
 def main():
     # Regression seeds (inputs that once crashed a target, `regress-*`) are kept.
     for seed in SEEDS.glob("*/*"):
@@ -447,6 +483,7 @@ def main():
         webrtc(tmp)
         moq(tmp)
         auth()
+        turn()
     for target in sorted(SEEDS.iterdir()):
         if target.is_dir():
             sizes = [p.stat().st_size for p in target.iterdir()]

@@ -26,6 +26,7 @@ pub mod sip_tcp_framer;
 pub mod sip_ua;
 pub mod srt_handshake;
 pub mod srt_ts;
+pub mod turn_relay;
 pub mod webrtc_negotiate;
 pub mod whip_sdpfrag;
 

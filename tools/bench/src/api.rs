@@ -64,6 +64,34 @@ impl Api {
         value["token"].as_str().map(str::to_owned).context("the token response has no token")
     }
 
+    /// The server's TURN server over UDP with a credential for `identity`, from the tokens
+    /// endpoint's `ice_servers` (the server needs `[turn] enabled`).
+    pub async fn turn_server(&self, room: &str, identity: &str) -> anyhow::Result<crate::webrtc::turn::TurnServer> {
+        let body = json!({"identity": identity, "grants": {"publish": false, "subscribe": true}});
+        let value = self.call(reqwest::Method::POST, &format!("/v1/rooms/{room}/tokens"), Some(body)).await?;
+        for server in value["ice_servers"].as_array().into_iter().flatten() {
+            let Some(url) = server["urls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| u.as_str())
+                .find(|u| u.starts_with("turn:") && u.ends_with("?transport=udp"))
+            else {
+                continue;
+            };
+            let host_port = url.trim_start_matches("turn:").trim_end_matches("?transport=udp");
+            let addr = tokio::net::lookup_host(host_port).await?.next().context("the TURN host does not resolve")?;
+            let field =
+                |name: &str| server[name].as_str().map(str::to_owned).context("a TURN server without a credential");
+            return Ok(crate::webrtc::turn::TurnServer {
+                addr,
+                username: field("username")?,
+                password: field("credential")?,
+            });
+        }
+        anyhow::bail!("the server hands out no TURN server over UDP: start it with [turn] enabled = true")
+    }
+
     /// An RTMP ingress: (id, stream key, RTMP application URL).
     pub async fn rtmp_ingress(&self, room: &str, identity: &str) -> anyhow::Result<(String, String, String)> {
         let body = json!({"kind": "rtmp", "room": room, "identity": identity});

@@ -13,6 +13,9 @@
 //! with every step listed. With the server pinned to one core (as `scripts/bench` starts it),
 //! the largest clean count is the subscribers one server core carries.
 //!
+//! `--via-turn` puts every subscriber behind the server's own TURN server (UDP): the difference
+//! from the same run without it is what relaying costs per packet.
+//!
 //! Across a cluster: `--subscribe-at URL` (repeatable) sends the subscribers, round robin, to
 //! other nodes of the same cluster while the publishers stay on the target, so every subscriber
 //! is served through the node-to-node relay; CPU and memory are then the sum over the nodes, and
@@ -106,6 +109,12 @@ pub struct FanoutArgs {
     /// p99 forwarding latency at which a `--find-max` step is no longer clean.
     #[arg(long, default_value = "100ms", value_parser = parse_duration, requires = "find_max")]
     pub latency_limit: Duration,
+    /// Subscribers connect only through the server's own TURN server over UDP (one allocation
+    /// each, their media as ChannelData): compare with a run without it for what relaying costs.
+    /// The server needs `turn.enabled` and a `turn.max_allocations_per_credential` above the
+    /// subscriber count (they share one credential).
+    #[arg(long, conflicts_with_all = ["whip_url", "whep_url", "subscribe_at"])]
+    pub via_turn: bool,
 }
 
 /// `--find-max`: fan-out runs of growing size until one is not clean; the largest clean run's
@@ -179,6 +188,8 @@ struct Endpoints {
     publisher_tokens: Vec<String>,
     viewer_token: String,
     room: Option<String>,
+    /// Where subscribers relay through (`--via-turn`).
+    turn: Option<super::webrtc::turn::TurnServer>,
 }
 
 async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
@@ -189,6 +200,7 @@ async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
             publisher_tokens: vec![token.clone(); args.publishers],
             viewer_token: token.clone(),
             room: None,
+            turn: None,
         });
     }
     if args.whip_url.is_some() || args.whep_url.is_some() {
@@ -219,6 +231,10 @@ async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
         whep,
         publisher_tokens,
         viewer_token: api.token(&room, "viewer", false, true).await?,
+        turn: match args.via_turn {
+            true => Some(api.turn_server(&room, "viewer").await?),
+            false => None,
+        },
         room: Some(room),
     })
 }
@@ -247,6 +263,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
         "video": format!("{:?}", args.video), "video_bps": args.video.format().2,
         "codec": format!("{:?}", args.codec).to_lowercase(), "audio": "Opus 20 ms, 48 kb/s",
         "keyframe_interval_s": args.keyframe_interval.as_secs_f64(), "ramp_per_s": args.ramp, "idle": args.idle,
+        "via_turn": args.via_turn,
     });
     if args.idle {
         report.publishers = 0;
@@ -337,6 +354,8 @@ async fn load(
     let baseline = probe.sample().await.ok();
 
     let mut viewers = JoinSet::new();
+    let mut viewer_kit = kit.clone();
+    viewer_kit.turn = endpoints.turn.clone();
     let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
     let ramp = super::progress::Progress::counter(args.subscribers as u64, "subscribers");
     for v in 0..args.subscribers {
@@ -344,7 +363,7 @@ async fn load(
             http: http.clone(),
             endpoint: endpoints.whep[v % endpoints.whep.len()].clone(),
             token: endpoints.viewer_token.clone(),
-            kit: kit.clone(),
+            kit: viewer_kit.clone(),
             clock,
             traffic: traffic.clone(),
             idle: args.idle,

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use credentials::{Credential, TurnSecret};
-use relay::{Limits, Relay};
+use relay::{Limits, MediaPeer, Relay};
 use server::{RelayPorts, Shared};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,7 +166,7 @@ pub struct Listening {
 /// Binds the listeners and runs the TURN server, relaying only to `media`, until `shutdown`.
 pub async fn serve(
     config: &TurnConfig,
-    media: Vec<SocketAddr>,
+    media: Vec<MediaPeer>,
     secret: TurnSecret,
     shutdown: CancellationToken,
 ) -> Result<Listening, TurnError> {
@@ -223,12 +223,21 @@ pub async fn start(ctx: &TransportContext, config: &TurnConfig) -> Result<Starte
             message: "the TURN server needs the WebRTC media plane ([webrtc])".into(),
         });
     };
-    // The media plane's address as clients send to it, and as bound (a relay on this host may
-    // reach it either way).
-    let mut media = vec![webrtc.advertised_addr()];
-    if !webrtc.local_addr().ip().is_unspecified() && webrtc.local_addr() != webrtc.advertised_addr() {
-        media.push(webrtc.local_addr());
-    }
+    // The media plane as clients know it (its candidates), delivered to where it is bound on
+    // this host: no hairpin through a NAT in front of it.
+    let bound = webrtc.local_addr();
+    let media = webrtc
+        .advertised_addrs()
+        .iter()
+        .map(|&advertised| {
+            let local = match bound.ip() {
+                ip if !ip.is_unspecified() => bound,
+                IpAddr::V4(_) if advertised.is_ipv4() => SocketAddr::from(([127, 0, 0, 1], bound.port())),
+                _ => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, bound.port())),
+            };
+            MediaPeer { advertised, local }
+        })
+        .collect();
     let secret = config.secret.as_deref().map_or_else(TurnSecret::random, |s| TurnSecret::new(s.as_bytes()));
     let listening = serve(config, media, secret.clone(), ctx.shutdown.clone()).await?;
 

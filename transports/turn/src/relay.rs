@@ -183,13 +183,34 @@ impl Dropped {
     }
 }
 
+/// One address of Junction's media plane: as clients know it (a candidate's address, maybe a
+/// public one behind NAT) and where the relay delivers to it (its bound address on this host,
+/// so relayed media never depends on the NAT sending it back in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPeer {
+    pub advertised: SocketAddr,
+    pub local: SocketAddr,
+}
+
+impl MediaPeer {
+    /// A media address that is the same for clients and the relay.
+    pub fn same(addr: SocketAddr) -> Self {
+        Self { advertised: addr, local: addr }
+    }
+}
+
+/// Where the relay sends what a client sends to `peer` (an advertised media address).
+fn deliver_to(media: &[MediaPeer], peer: SocketAddr) -> SocketAddr {
+    media.iter().find(|m| m.advertised == peer).map_or(peer, |m| m.local)
+}
+
 /// The state of one TURN server.
 pub struct Relay {
     realm: String,
     secret: TurnSecret,
     nonce_key: [u8; 32],
     /// Junction's media plane: the only peers.
-    media: Vec<SocketAddr>,
+    media: Vec<MediaPeer>,
     limits: Limits,
     allocations: HashMap<Client, Allocation>,
     by_relay: HashMap<RelayId, Client>,
@@ -239,7 +260,7 @@ fn channel_data(channel: u16, data: &[u8], listener: Listener) -> Vec<u8> {
 }
 
 impl Relay {
-    pub fn new(realm: String, secret: TurnSecret, media: Vec<SocketAddr>, limits: Limits) -> Self {
+    pub fn new(realm: String, secret: TurnSecret, media: Vec<MediaPeer>, limits: Limits) -> Self {
         Self {
             realm,
             secret,
@@ -256,8 +277,9 @@ impl Relay {
         self.allocations.len()
     }
 
+    /// Whether `addr` is one of the media plane's addresses as clients know them.
     fn media_addr(&self, addr: SocketAddr) -> bool {
-        self.media.contains(&addr)
+        self.media.iter().any(|m| m.advertised == addr)
     }
 
     /// A nonce: its issue time and an HMAC of it, so nothing is kept per client.
@@ -396,7 +418,7 @@ impl Relay {
                 if peers.is_empty() {
                     return self.reply(client, error(BadRequest.into()), sign);
                 }
-                if peers.iter().any(|p| !self.media.iter().any(|m| m.ip() == p.ip())) {
+                if peers.iter().any(|p| !self.media.iter().any(|m| m.advertised.ip() == p.ip())) {
                     return self.reply(client, error(Forbidden.into()), sign);
                 }
                 for peer in peers {
@@ -411,7 +433,7 @@ impl Relay {
                 if !(0x4000..=0x7fff).contains(&channel) {
                     return self.reply(client, error(BadRequest.into()), sign);
                 }
-                if !self.media.contains(peer) {
+                if !self.media.iter().any(|m| m.advertised == *peer) {
                     return self.reply(client, error(Forbidden.into()), sign);
                 }
                 let taken = allocation.channels.iter().any(|(c, (p, _))| (*c == channel) != (p == peer));
@@ -493,6 +515,7 @@ impl Relay {
         if !allocation.to_peer.take(now, rate, data.data().len()) {
             return Step::drop(Dropped::OverBandwidth);
         }
+        let peer = deliver_to(&self.media, peer);
         Step {
             out: vec![Out::ToPeer { relay: allocation.relay, peer, bytes: data.data().to_vec() }],
             ..Step::default()
@@ -517,21 +540,27 @@ impl Relay {
         if !allocation.to_peer.take(now, rate, len) {
             return Step::drop(Dropped::OverBandwidth);
         }
+        let peer = deliver_to(&self.media, peer);
         Step { out: vec![Out::ToPeer { relay: allocation.relay, peer, bytes: data.to_vec() }], ..Step::default() }
     }
 
     /// Handles a datagram that arrived on a relay socket from `from`.
     pub fn on_peer(&mut self, now: Instant, relay: RelayId, from: SocketAddr, bytes: &[u8]) -> Step {
         let Some(client) = self.by_relay.get(&relay).copied() else { return Step::drop(Dropped::NoAllocation) };
-        if !self.media_addr(from) {
-            // Permissions are per IP; only the media plane's own port speaks through a relay.
-            return Step::drop(Dropped::PeerNotMedia);
-        }
         let rate = self.limits.bytes_per_second;
         let Some(allocation) = self.allocations.get_mut(&client) else { return Step::drop(Dropped::NoAllocation) };
-        if !allocation.permits(from.ip(), now) {
-            return Step::drop(Dropped::NoPermission);
-        }
+        // Only the media plane's own port speaks through a relay (permissions are per IP). It
+        // is shown to the client as the address the client knows it by: the one it has a
+        // channel to, else one it has a permission for.
+        let known = self.media.iter().filter(|m| m.local == from).map(|m| m.advertised);
+        let Some(from) = known
+            .clone()
+            .find(|a| allocation.channels.values().any(|(peer, until)| peer == a && *until > now))
+            .or_else(|| known.clone().find(|a| allocation.permits(a.ip(), now)))
+        else {
+            let reason = if known.count() == 0 { Dropped::PeerNotMedia } else { Dropped::NoPermission };
+            return Step::drop(reason);
+        };
         if !allocation.to_client.take(now, rate, bytes.len()) {
             return Step::drop(Dropped::OverBandwidth);
         }
@@ -611,7 +640,12 @@ mod tests {
     const MEDIA: &str = "10.0.0.1:7882";
 
     fn relay(limits: Limits) -> Relay {
-        Relay::new(REALM.into(), TurnSecret::new(b"s3cret".to_vec()), vec![MEDIA.parse().unwrap()], limits)
+        Relay::new(
+            REALM.into(),
+            TurnSecret::new(b"s3cret".to_vec()),
+            vec![MediaPeer::same(MEDIA.parse().unwrap())],
+            limits,
+        )
     }
 
     fn limits() -> Limits {
@@ -757,6 +791,38 @@ mod tests {
         send.add_attribute(Data::new(b"ssh?".to_vec()).unwrap());
         let step = relay.on_client(now, SystemTime::now(), alice.client, &encode(send), &mut open);
         assert_eq!((step.out.len(), step.dropped), (0, Some(Dropped::PeerNotMedia)));
+    }
+
+    #[test]
+    fn behind_nat_the_relay_reaches_the_media_plane_at_its_bound_address() {
+        let media = MediaPeer { advertised: "203.0.113.7:7882".parse().unwrap(), local: MEDIA.parse().unwrap() };
+        let mut relay = Relay::new(REALM.into(), TurnSecret::new(b"s3cret".to_vec()), vec![media], limits());
+        let mut dave = Tester::new(&relay, client(8000, Listener::Udp), "dave");
+        dave.allocate(&mut relay).unwrap();
+        assert_eq!(
+            dave.peer_request(&mut relay, CREATE_PERMISSION, MEDIA, None),
+            Some(403),
+            "the private address is no peer"
+        );
+        assert_eq!(dave.peer_request(&mut relay, CHANNEL_BIND, "203.0.113.7:7882", Some(0x4003)), None);
+        let now = Instant::now();
+        let mut open = || None;
+        let step = relay.on_client(
+            now,
+            SystemTime::now(),
+            dave.client,
+            &channel_data(0x4003, b"rtp", Listener::Udp),
+            &mut open,
+        );
+        let [Out::ToPeer { peer, .. }] = step.out.as_slice() else { panic!("{:?}", step.out) };
+        assert_eq!(peer.to_string(), MEDIA, "delivered on this host, not through the NAT");
+        let step = relay.on_peer(now, RelayId(2), MEDIA.parse().unwrap(), b"back");
+        assert_eq!(
+            step.out,
+            vec![Out::ToClient { client: dave.client, bytes: channel_data(0x4003, b"back", Listener::Udp) }]
+        );
+        let step = relay.on_peer(now, RelayId(2), "203.0.113.7:7882".parse().unwrap(), b"spoofed");
+        assert_eq!(step.dropped, Some(Dropped::PeerNotMedia), "the public address never sends to a relay itself");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use junction_turn::relay::MediaPeer;
 use junction_turn::{TurnConfig, TurnSecret};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,8 @@ async fn echo() -> SocketAddr {
 
 async fn turn_server(media: SocketAddr, shutdown: &CancellationToken) -> SocketAddr {
     let config = TurnConfig { enabled: true, udp_listen: "127.0.0.1:0".parse().unwrap(), ..TurnConfig::default() };
-    junction_turn::serve(&config, vec![media], TurnSecret::new(SECRET), shutdown.clone()).await.unwrap().udp
+    let media = vec![MediaPeer::same(media)];
+    junction_turn::serve(&config, media, TurnSecret::new(SECRET), shutdown.clone()).await.unwrap().udp
 }
 
 async fn client(server: SocketAddr, username: &str, password: &str) -> Client {
@@ -102,5 +104,65 @@ async fn forged_and_expired_credentials_cannot_allocate() {
     let late = client(server, &expired.username, &expired.password).await;
     let err = late.allocate().await.err().expect("an expired credential is refused");
     assert!(err.to_string().contains("401") || err.to_string().to_lowercase().contains("unauthorized"), "{err}");
+    shutdown.cancel();
+}
+
+/// A Binding request, as a STUN client sends it first.
+fn binding_request() -> Vec<u8> {
+    use bytecodec::EncodeExt;
+    let msg = stun_codec::Message::<junction_turn::relay::Attribute>::new(
+        stun_codec::MessageClass::Request,
+        stun_codec::rfc5389::methods::BINDING,
+        stun_codec::TransactionId::new([9; 12]),
+    );
+    stun_codec::MessageEncoder::new().encode_into_bytes(msg).unwrap()
+}
+
+/// Whether the server closed `stream` (its reads end) within a few seconds.
+async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn tcp_clients_are_framed_by_message_length_and_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let shutdown = CancellationToken::new();
+    let config = TurnConfig {
+        enabled: true,
+        udp_listen: "127.0.0.1:0".parse().unwrap(),
+        max_connections: 2,
+        ..TurnConfig::default()
+    };
+    let media = vec![MediaPeer::same(echo().await)];
+    let server = junction_turn::serve(&config, media, TurnSecret::new(SECRET), shutdown.clone()).await.unwrap().udp;
+
+    // Two requests in one write come back as two responses, each framed by its own length.
+    let mut client = tokio::net::TcpStream::connect(server).await.unwrap();
+    let request = binding_request();
+    client.write_all(&[request.clone(), request].concat()).await.unwrap();
+    for _ in 0..2 {
+        let mut header = [0u8; 20];
+        client.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header[..2], &[0x01, 0x01], "a Binding success response");
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[2], header[3]]))];
+        client.read_exact(&mut body).await.unwrap();
+    }
+    // A frame that is neither STUN nor ChannelData ends the connection.
+    let mut garbage = tokio::net::TcpStream::connect(server).await.unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    assert!(closed(&mut garbage).await, "garbage closes the connection");
+    // `client` holds one of the two places; a second connection takes the other, a third is closed at once.
+    let _second = tokio::net::TcpStream::connect(server).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(server).await.unwrap();
+    assert!(closed(&mut third).await, "turn.max_connections bounds open connections");
     shutdown.cancel();
 }

@@ -32,10 +32,11 @@ pub struct WebrtcConfig {
     /// ICE-TCP connections open at once; more are closed as they arrive.
     pub max_tcp_connections: usize,
     /// The address clients should send media to (`203.0.113.7` or `203.0.113.7:7882`), when it
-    /// differs from `udp_listen` (NAT, or a wildcard listen address). Without a port, the bound
+    /// differs from `udp_listen` (NAT, or a wildcard listen address), or a list of them (dual
+    /// stack, or a private and a public address): a candidate each. Without a port, the bound
     /// port is used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_addr: Option<String>,
+    #[serde(skip_serializing_if = "PublicAddr::is_empty")]
+    pub public_addr: PublicAddr,
     /// Seconds without a single datagram from a peer before its session is reaped (1..=30).
     pub ice_timeout_s: u64,
     /// STUN/TURN servers handed to clients (WHIP `Link` headers, the browser SDK).
@@ -79,7 +80,7 @@ impl Default for WebrtcConfig {
             ice_tcp: true,
             tcp_listen: None,
             max_tcp_connections: 4096,
-            public_addr: None,
+            public_addr: PublicAddr::default(),
             ice_timeout_s: 15,
             ice_servers: Vec::new(),
             connect_timeout_s: 15,
@@ -93,6 +94,37 @@ impl Default for WebrtcConfig {
             pace_video: false,
             max_send_delay_ms: 250,
         }
+    }
+}
+
+/// `webrtc.public_addr`: one address or a list of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PublicAddr {
+    #[default]
+    #[serde(skip)]
+    Unset,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PublicAddr {
+    pub fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    fn entries(&self) -> &[String] {
+        match self {
+            PublicAddr::Unset => &[],
+            PublicAddr::One(one) => std::slice::from_ref(one),
+            PublicAddr::Many(many) => many,
+        }
+    }
+}
+
+impl From<&str> for PublicAddr {
+    fn from(one: &str) -> Self {
+        PublicAddr::One(one.to_owned())
     }
 }
 
@@ -162,8 +194,10 @@ impl WebrtcConfig {
         if !(20..=10_000).contains(&self.max_send_delay_ms) {
             return Err(ConfigError { key: "max_send_delay_ms", message: "must be 20 to 10000 milliseconds".into() });
         }
-        if let Some(raw) = &self.public_addr {
-            parse_public_addr(raw, self.udp_listen.port())?;
+        if !self.public_addr.is_empty() {
+            for raw in self.public_addr.entries() {
+                parse_public_addr(raw, self.udp_listen.port())?;
+            }
         } else if self.udp_listen.ip().is_unspecified() || self.tcp_listen.is_some_and(|a| a.ip().is_unspecified()) {
             return Err(ConfigError {
                 key: "public_addr",
@@ -195,23 +229,29 @@ impl WebrtcConfig {
         self.ice_tcp.then(|| self.tcp_listen.unwrap_or(udp_bound))
     }
 
-    /// The address put in the TCP candidate, given the address the TCP listener bound: the
-    /// public IP when one is set, always with the bound port (forward the same port).
-    pub fn advertised_tcp_addr(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
-        let ip = self.advertised_addr(bound)?.ip();
-        Ok(SocketAddr::new(ip, bound.port()))
+    /// The addresses put in TCP candidates, given the address the TCP listener bound: the
+    /// public IPs when set, always with the bound port (forward the same port).
+    pub fn advertised_tcp_addrs(&self, bound: SocketAddr) -> Result<Vec<SocketAddr>, ConfigError> {
+        Ok(self.advertised_addrs(bound)?.into_iter().map(|a| SocketAddr::new(a.ip(), bound.port())).collect())
     }
 
-    /// The address put in ICE candidates, given the port the socket actually bound.
-    pub fn advertised_addr(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
-        match &self.public_addr {
-            Some(raw) => parse_public_addr(raw, bound.port()),
-            None if bound.ip().is_unspecified() => Err(ConfigError {
+    /// The addresses put in UDP candidates (at least one), given the port the socket bound.
+    pub fn advertised_addrs(&self, bound: SocketAddr) -> Result<Vec<SocketAddr>, ConfigError> {
+        if !self.public_addr.is_empty() {
+            return self.public_addr.entries().iter().map(|raw| parse_public_addr(raw, bound.port())).collect();
+        }
+        if bound.ip().is_unspecified() {
+            return Err(ConfigError {
                 key: "public_addr",
                 message: "required when udp_listen is a wildcard address".into(),
-            }),
-            None => Ok(bound),
+            });
         }
+        Ok(vec![bound])
+    }
+
+    /// The first of [`WebrtcConfig::advertised_addrs`].
+    pub fn advertised_addr(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
+        Ok(self.advertised_addrs(bound)?[0])
     }
 }
 
@@ -232,12 +272,12 @@ mod tests {
 
     #[test]
     fn public_address_takes_an_ip_or_ip_and_port() {
-        let mut config = WebrtcConfig { public_addr: Some("203.0.113.7".into()), ..WebrtcConfig::default() };
+        let mut config = WebrtcConfig { public_addr: "203.0.113.7".into(), ..WebrtcConfig::default() };
         let bound: SocketAddr = "0.0.0.0:40000".parse().unwrap();
         assert_eq!(config.advertised_addr(bound).unwrap(), "203.0.113.7:40000".parse().unwrap());
-        config.public_addr = Some("[2001:db8::1]:9".into());
+        config.public_addr = "[2001:db8::1]:9".into();
         assert_eq!(config.advertised_addr(bound).unwrap(), "[2001:db8::1]:9".parse().unwrap());
-        config.public_addr = Some("example.com".into());
+        config.public_addr = "example.com".into();
         assert_eq!(config.validate().unwrap_err().key, "public_addr");
     }
 
@@ -272,12 +312,28 @@ mod tests {
         assert_eq!(config.tcp_bind_addr(udp), Some("10.0.0.5:443".parse().unwrap()));
         let config = WebrtcConfig { ice_tcp: false, ..WebrtcConfig::default() };
         assert_eq!(config.tcp_bind_addr(udp), None);
-        let config = WebrtcConfig { public_addr: Some("203.0.113.7:7882".into()), ..WebrtcConfig::default() };
+        let config = WebrtcConfig { public_addr: "203.0.113.7:7882".into(), ..WebrtcConfig::default() };
         let bound: SocketAddr = "10.0.0.5:443".parse().unwrap();
-        assert_eq!(
-            config.advertised_tcp_addr(bound).unwrap(),
-            "203.0.113.7:443".parse().unwrap(),
-            "public IP, TCP port"
-        );
+        let expected: Vec<SocketAddr> = vec!["203.0.113.7:443".parse().unwrap()];
+        assert_eq!(config.advertised_tcp_addrs(bound).unwrap(), expected, "public IP, TCP port");
+    }
+
+    #[test]
+    fn public_addr_takes_one_address_or_a_list() {
+        let one = from_json(r#"{"public_addr": "203.0.113.7"}"#);
+        assert_eq!(one.public_addr, PublicAddr::One("203.0.113.7".into()));
+        let many = from_json(r#"{"public_addr": ["203.0.113.7", "[2001:db8::7]:7000"]}"#);
+        let bound: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        let expected: Vec<SocketAddr> =
+            vec!["203.0.113.7:40000".parse().unwrap(), "[2001:db8::7]:7000".parse().unwrap()];
+        assert_eq!(many.advertised_addrs(bound).unwrap(), expected);
+        assert!(WebrtcConfig { udp_listen: bound, ..many.clone() }.validate().is_ok(), "a list answers the wildcard");
+        let bad = from_json(r#"{"public_addr": ["203.0.113.7", "nope"]}"#);
+        assert_eq!(bad.validate().unwrap_err().key, "public_addr");
+        assert!(from_json("{}").public_addr.is_empty());
+    }
+
+    fn from_json(json: &str) -> WebrtcConfig {
+        serde_json::from_str(json).expect("a config")
     }
 }

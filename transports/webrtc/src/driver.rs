@@ -67,13 +67,20 @@ pub(crate) struct MuxHandle {
     control: mpsc::UnboundedSender<Control>,
     next_key: Arc<AtomicU64>,
     inbox_capacity: usize,
-    /// The address clients send to (what the ICE candidate says).
-    pub(crate) advertised: SocketAddr,
-    /// The address of the passive TCP candidate, when ICE-TCP is on.
-    pub(crate) advertised_tcp: Option<SocketAddr>,
+    /// The addresses clients send to (what the UDP candidates say; at least one).
+    pub(crate) advertised: Vec<SocketAddr>,
+    /// The addresses of the passive TCP candidates (none when ICE-TCP is off).
+    pub(crate) advertised_tcp: Vec<SocketAddr>,
 }
 
 impl MuxHandle {
+    /// The local candidate a packet from `source` reached: the first advertised address of its
+    /// address family (the network may have translated the one it was sent to), over UDP or TCP.
+    pub(crate) fn local_candidate(&self, source: SocketAddr, tcp: bool) -> SocketAddr {
+        let addrs = if tcp && !self.advertised_tcp.is_empty() { &self.advertised_tcp } else { &self.advertised };
+        addrs.iter().find(|a| a.is_ipv4() == source.is_ipv4()).unwrap_or(&addrs[0]).to_owned()
+    }
+
     /// Registers a new session under its local ICE credentials; returns its key and its inbox.
     pub(crate) fn register(&self, ufrag: &str, pwd: &str) -> (SessionKey, mpsc::Receiver<Datagram>) {
         let key = SessionKey(self.next_key.fetch_add(1, Ordering::Relaxed));
@@ -205,9 +212,9 @@ impl Driver {
 /// The listening sockets of the media plane and the addresses put in candidates.
 pub(crate) struct Sockets {
     pub(crate) udp: UdpSocket,
-    pub(crate) advertised: SocketAddr,
-    /// The ICE-TCP listener and its advertised address, when ICE-TCP is on.
-    pub(crate) tcp: Option<(tokio::net::TcpListener, SocketAddr)>,
+    pub(crate) advertised: Vec<SocketAddr>,
+    /// The ICE-TCP listener and its advertised addresses, when ICE-TCP is on.
+    pub(crate) tcp: Option<(tokio::net::TcpListener, Vec<SocketAddr>)>,
 }
 
 /// Binds nothing: takes the bound sockets, spawns the reader and the sender tasks and the ICE-TCP
@@ -229,7 +236,7 @@ pub(crate) fn spawn(
         table: Mutex::new(Table { demux: Demux::new(limits), inboxes: HashMap::new(), full: false }),
         control: tokio::sync::Mutex::new(control_rx),
     });
-    let advertised_tcp = tcp.as_ref().map(|(_, advertised)| *advertised);
+    let advertised_tcp = tcp.as_ref().map(|(_, advertised)| advertised.clone()).unwrap_or_default();
     if let Some((listener, _)) = tcp {
         crate::ice_tcp::spawn(listener, driver.clone(), config, shutdown.clone());
     }
@@ -310,7 +317,7 @@ pub(crate) mod tests {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = server.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let sockets = Sockets { udp: server, advertised: addr, tcp: None };
+        let sockets = Sockets { udp: server, advertised: vec![addr], tcp: None };
         let mux = spawn(sockets, &WebrtcConfig::default(), shutdown.clone()).unwrap();
         let (_, mut inbox_a) = mux.register("ufragA", "pwdA-0123456789012345");
         let (_, mut inbox_b) = mux.register("ufragB", "pwdB-0123456789012345");

@@ -201,7 +201,7 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp_addr = tcp.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let sockets = Sockets { udp, advertised, tcp: Some((tcp, tcp_addr)) };
+        let sockets = Sockets { udp, advertised: vec![advertised], tcp: Some((tcp, vec![tcp_addr])) };
         (spawn(sockets, config, shutdown.clone()).unwrap(), tcp_addr, shutdown)
     }
 

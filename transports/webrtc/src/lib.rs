@@ -92,7 +92,7 @@ pub async fn start(ctx: &TransportContext, config: &WebrtcConfig) -> Result<Star
         url: format!("udp://{}", transport.advertised_addr()),
         about: "WebRTC media (ICE-lite, one UDP port for every session)",
     }];
-    if let Some(tcp) = transport.advertised_tcp_addr() {
+    if let Some(tcp) = transport.advertised_tcp_addrs().first() {
         services.push(Service {
             name: "webrtc-tcp",
             url: format!("tcp://{tcp}"),
@@ -112,17 +112,18 @@ pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
-    let advertised = config.advertised_addr(local)?;
+    let advertised = config.advertised_addrs(local)?;
     let tcp = match config.tcp_bind_addr(local) {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
             let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-            info!(local = %bound, advertised = %config.advertised_tcp_addr(bound)?, "ICE-TCP listening");
-            Some((listener, config.advertised_tcp_addr(bound)?))
+            let advertised = config.advertised_tcp_addrs(bound)?;
+            info!(local = %bound, ?advertised, "ICE-TCP listening");
+            Some((listener, advertised))
         }
         None => None,
     };
-    info!(%local, %advertised, "WebRTC media plane listening");
+    info!(%local, ?advertised, "WebRTC media plane listening");
     let sockets = driver::Sockets { udp: socket, advertised, tcp };
     let mux = driver::spawn(sockets, config, shutdown.clone())
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
@@ -137,14 +138,19 @@ impl WebrtcTransport {
         self.inner.local
     }
 
-    /// The address put in ICE candidates.
+    /// The (first) address put in UDP candidates.
     pub fn advertised_addr(&self) -> SocketAddr {
-        self.inner.mux.advertised
+        self.inner.mux.advertised[0]
     }
 
-    /// The address of the passive TCP candidate (ICE-TCP), when it is on.
-    pub fn advertised_tcp_addr(&self) -> Option<SocketAddr> {
-        self.inner.mux.advertised_tcp
+    /// Every address put in UDP candidates (`webrtc.public_addr` may list several).
+    pub fn advertised_addrs(&self) -> &[SocketAddr] {
+        &self.inner.mux.advertised
+    }
+
+    /// The addresses of the passive TCP candidates (ICE-TCP); empty when it is off.
+    pub fn advertised_tcp_addrs(&self) -> &[SocketAddr] {
+        &self.inner.mux.advertised_tcp
     }
 
     pub fn config(&self) -> &WebrtcConfig {

@@ -72,10 +72,12 @@ pub(crate) fn negotiate_any(
         .set_local_ice_credentials(creds.clone())
         .enable_bwe(Some(str0m::bwe::Bitrate::bps(session::INITIAL_ESTIMATE_BPS)))
         .build(Instant::now());
-    let candidate = Candidate::host(mux.advertised, "udp")
-        .map_err(|err| SessionError::OfferRefused(format!("cannot use {} as a candidate: {err}", mux.advertised)))?;
-    rtc.add_local_candidate(candidate);
-    if let Some(tcp) = mux.advertised_tcp {
+    for &udp in &mux.advertised {
+        let candidate = Candidate::host(udp, "udp")
+            .map_err(|err| SessionError::OfferRefused(format!("cannot use {udp} as a candidate: {err}")))?;
+        rtc.add_local_candidate(candidate);
+    }
+    for &tcp in &mux.advertised_tcp {
         // Passive: the client connects (RFC 6544 §4.5). Its type preference is below UDP's, so
         // a client that reaches both uses UDP.
         let candidate = Candidate::builder()
@@ -206,7 +208,7 @@ mod tests {
     async fn mux() -> MuxHandle {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        let sockets = crate::driver::Sockets { udp: socket, advertised: addr, tcp: None };
+        let sockets = crate::driver::Sockets { udp: socket, advertised: vec![addr], tcp: None };
         crate::driver::spawn(sockets, &WebrtcConfig::default(), CancellationToken::new()).expect("the sender starts")
     }
 

@@ -4,6 +4,7 @@
 //! owning its `Rtc` and UDP socket.
 
 mod peer;
+pub mod turn;
 pub mod whip;
 
 use std::time::{Duration, Instant};
@@ -46,7 +47,7 @@ impl WhipPublisher {
     pub async fn connect(&self) -> anyhow::Result<Connected> {
         let (mut peer, offer, pending) = Peer::offer(&self.kit, Direction::SendOnly).await?;
         let session = whip::post_offer(&self.http, &self.endpoint, &self.token, offer).await?;
-        peer.accept(pending, &session.answer)?;
+        peer.accept(pending, &session.answer).await?;
         let mut events = Vec::new();
         let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
         loop {
@@ -175,7 +176,7 @@ impl WhepViewer {
             session = whip::post_offer(&self.http, &self.endpoint, &self.token, offer) => session?,
         };
         *location = session.location;
-        peer.accept(pending, &session.answer)?;
+        peer.accept(pending, &session.answer).await?;
         let mut events = Vec::new();
         let mut connected = false;
         loop {

@@ -4,7 +4,9 @@
 //! certificate among all peers of a run, so thousands of sessions stay cheap on the client side.
 //!
 //! str0m is the same library the server is built on, but only as a client here: signalling is
-//! plain WHIP/WHEP HTTP, and nothing of Junction's own WebRTC code is used.
+//! plain WHIP/WHEP HTTP, and nothing of Junction's own WebRTC code is used. With a TURN server in
+//! the kit, a peer allocates a relay first and talks to the server only through it
+//! ([`super::turn`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
+
+use super::turn::{Relay, TurnServer, udp_candidate};
 
 /// The video codec the synthetic publishers send (and viewers offer to receive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +38,8 @@ pub struct PeerKit {
     pub codec: VideoCodec,
     /// The local address peers bind, one that reaches the server.
     pub local_ip: IpAddr,
+    /// Connect through this TURN server (a relayed candidate only).
+    pub turn: Option<TurnServer>,
 }
 
 impl PeerKit {
@@ -41,7 +47,7 @@ impl PeerKit {
     pub fn new(codec: VideoCodec, server_host: &str) -> anyhow::Result<PeerKit> {
         let crypto = str0m::crypto::from_feature_flags();
         let cert = crypto.dtls_provider.generate_certificate().context("cannot make a DTLS certificate")?;
-        Ok(PeerKit { crypto: Arc::new(crypto), cert, codec, local_ip: local_ip_towards(server_host) })
+        Ok(PeerKit { crypto: Arc::new(crypto), cert, codec, local_ip: local_ip_towards(server_host), turn: None })
     }
 
     fn config(&self) -> RtcConfig {
@@ -72,6 +78,8 @@ pub struct Peer {
     socket: UdpSocket,
     local: SocketAddr,
     buffer: Vec<u8>,
+    /// The allocation everything goes through, with a TURN server in the kit.
+    relay: Option<Relay>,
     pub audio: Mid,
     pub video: Mid,
 }
@@ -83,22 +91,47 @@ pub struct Datagram {
     pub rtp: bool,
 }
 
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(request) = self.relay.as_ref().and_then(Relay::deallocate) {
+            // Best effort: a lost one leaves the allocation to expire.
+            let _ = self.socket.try_send_to(&request, self.relay.as_ref().map_or(self.local, |r| r.server));
+        }
+    }
+}
+
 impl Peer {
     /// A peer with an audio and a video m-line in `direction`; returns it with its SDP offer.
     pub async fn offer(kit: &PeerKit, direction: Direction) -> anyhow::Result<(Peer, String, SdpPendingOffer)> {
         let socket = UdpSocket::bind(SocketAddr::new(kit.local_ip, 0)).await.context("cannot bind a UDP socket")?;
-        let local = socket.local_addr()?;
+        let mut local = socket.local_addr()?;
         let mut rtc = kit.config().build(Instant::now());
-        rtc.add_local_candidate(Candidate::host(local, "udp")?);
+        let relay = match &kit.turn {
+            Some(server) => {
+                let relay = Relay::allocate(&socket, server).await?;
+                rtc.add_local_candidate(Candidate::relayed(relay.relayed, local, "udp")?);
+                local = relay.relayed;
+                Some(relay)
+            }
+            None => {
+                rtc.add_local_candidate(Candidate::host(local, "udp")?);
+                None
+            }
+        };
         let mut changes = rtc.sdp_api();
         let audio = changes.add_media(MediaKind::Audio, direction, None, None, None);
         let video = changes.add_media(MediaKind::Video, direction, None, None, None);
         let (offer, pending) = changes.apply().context("str0m made no offer")?;
-        let peer = Peer { rtc, socket, local, buffer: vec![0; 2048], audio, video };
+        let peer = Peer { rtc, socket, local, buffer: vec![0; 2048], relay, audio, video };
         Ok((peer, offer.to_sdp_string(), pending))
     }
 
-    pub fn accept(&mut self, pending: SdpPendingOffer, answer: &str) -> anyhow::Result<()> {
+    /// Takes the server's answer; through a relay, binds a channel to its UDP candidate first.
+    pub async fn accept(&mut self, pending: SdpPendingOffer, answer: &str) -> anyhow::Result<()> {
+        if let Some(relay) = &mut self.relay {
+            let media = udp_candidate(answer).context("the answer has no UDP candidate to relay to")?;
+            relay.bind(&self.socket, media).await?;
+        }
         let answer = SdpAnswer::from_sdp_string(answer).context("the answer is not SDP str0m can read")?;
         self.rtc.sdp_api().accept_answer(pending, answer).context("str0m refused the answer")?;
         Ok(())
@@ -111,7 +144,17 @@ impl Peer {
                 Output::Timeout(at) => return Ok(at),
                 Output::Transmit(transmit) => {
                     // A full socket buffer drops the datagram, as the network would.
-                    let _ = self.socket.send_to(&transmit.contents, transmit.destination).await;
+                    match &self.relay {
+                        None => {
+                            let _ = self.socket.send_to(&transmit.contents, transmit.destination).await;
+                        }
+                        // Only the bound peer is reachable through the relay (the server's
+                        // other candidates are not).
+                        Some(relay) if relay.peer == Some(transmit.destination) => {
+                            let _ = self.socket.send_to(&relay.wrap(&transmit.contents), relay.server).await;
+                        }
+                        Some(_) => {}
+                    }
                 }
                 Output::Event(event) => events.push(event),
             }
@@ -121,9 +164,18 @@ impl Peer {
     /// Waits for the next datagram (cancel-safe) and hands it to str0m; one it cannot parse is
     /// dropped, as a browser would.
     pub async fn receive(&mut self) -> anyhow::Result<Datagram> {
-        let (len, source) = self.socket.recv_from(&mut self.buffer).await?;
+        let (len, mut source) = self.socket.recv_from(&mut self.buffer).await?;
         let now = Instant::now();
-        let contents = self.buffer.get(..len).unwrap_or_default();
+        let mut contents = self.buffer.get(..len).unwrap_or_default();
+        if let Some(relay) = &self.relay {
+            // Through the relay, only ChannelData from the bound peer is media; the rest (TURN
+            // answers) is not for str0m.
+            match (source == relay.server).then(|| relay.unwrap(contents)).flatten().zip(relay.peer) {
+                Some((relayed, peer)) => (contents, source) = (relayed, peer),
+                None => return Ok(Datagram { len, rtp: false }),
+            }
+        }
+        let len = contents.len();
         let rtp = matches!(contents.first(), Some(128..=191)) && !matches!(contents.get(1), Some(192..=223));
         if let Ok(input) = Receive::new(Protocol::Udp, source, self.local, contents) {
             self.rtc.handle_input(Input::Receive(now, input))?;

@@ -351,10 +351,10 @@ impl Session {
             return Ok(());
         };
         let (proto, destination) = match datagram.via {
-            Via::Udp => (Protocol::Udp, self.mux.advertised),
+            Via::Udp => (Protocol::Udp, self.mux.local_candidate(datagram.source, false)),
             Via::Tcp(link) => {
                 self.keep_tcp_link(datagram.source, link);
-                (Protocol::Tcp, self.mux.advertised_tcp.unwrap_or(self.mux.advertised))
+                (Protocol::Tcp, self.mux.local_candidate(datagram.source, true))
             }
         };
         let receive = Receive { proto, source: datagram.source, destination, contents };
