@@ -93,6 +93,16 @@ fn home_trusting(dir: &Path, ca_pem: &str) {
     }
 }
 
+/// `POST /v1/rooms/{room}/tokens` for `identity` (publishing or watching): the token and the ICE
+/// servers handed out with it.
+async fn mint(server: &TestServer, room: &str, identity: &str, publish: bool) -> Value {
+    let grants = json!({"publish": publish, "subscribe": !publish});
+    let body = json!({"identity": identity, "grants": grants});
+    let (status, minted) = server.call(reqwest::Method::POST, &format!("/v1/rooms/{room}/tokens"), Some(body)).await;
+    assert_eq!(status, 201, "{minted}");
+    minted
+}
+
 fn rgb(value: &Value) -> [i64; 3] {
     let channel = |i: usize| value[i].as_i64().unwrap_or(-1);
     [channel(0), channel(1), channel(2)]
@@ -156,14 +166,7 @@ async fn a_browser_that_can_reach_only_the_turn_tls_port_joins_through_the_relay
     let _camera = camera(&server, "lobby").await;
 
     // The tokens endpoint hands out the relay with a credential for the identity.
-    let (status, minted) = server
-        .call(
-            reqwest::Method::POST,
-            "/v1/rooms/lobby/tokens",
-            Some(json!({"identity": "behind-proxy", "grants": {"publish": false, "subscribe": true}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{minted}");
+    let minted = mint(&server, "lobby", "behind-proxy", false).await;
     let relay = &minted["ice_servers"][0];
     assert!(
         relay["urls"].as_array().unwrap().iter().any(|u| u.as_str() == Some(&format!("{turns}?transport=tcp"))),
@@ -201,14 +204,7 @@ fn sample(metrics: &str, name: &str, label: &str) -> f64 {
 #[tokio::test]
 async fn an_independent_stack_publishes_through_turn_over_udp_with_the_credential_it_was_given() {
     let server = TestServer::start_with("[turn]\nenabled = true\nudp_listen = \"127.0.0.1:0\"\n", &[]).await;
-    let (status, minted) = server
-        .call(
-            reqwest::Method::POST,
-            "/v1/rooms/stage/tokens",
-            Some(json!({"identity": "relayed", "grants": {"publish": true, "subscribe": false}})),
-        )
-        .await;
-    assert_eq!(status, 201, "{minted}");
+    let minted = mint(&server, "stage", "relayed", true).await;
     let relay = &minted["ice_servers"][0];
     let udp: Vec<String> = relay["urls"]
         .as_array()
@@ -240,14 +236,7 @@ async fn an_independent_stack_publishes_through_turn_over_udp_with_the_credentia
     let video = of_kind(&frames, MediaKind::Video);
     assert!(video.len() >= 45, "only {} of 90 relayed frames arrived", video.len());
     for frame in &video {
-        let index = synthetic::h264_index(&frame.payload).expect("a frame index");
-        let expected =
-            if index.is_multiple_of(30) { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
-        assert_eq!(
-            synthetic::nal_units(&frame.payload),
-            synthetic::nal_units(&expected),
-            "frame {index} changed on the way"
-        );
+        synthetic::assert_h264_unchanged(&frame.payload, 30, "changed on the way through the relay");
     }
     let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     let relayed = sample(&metrics, "junction_turn_relayed_bytes_total", "to_peer");

@@ -87,10 +87,7 @@ async fn assert_viewer_decodes(viewer: &mut WhepViewer, after: u32, when: &str) 
             .next_frame_of(MediaKind::Video, deadline.saturating_duration_since(tokio::time::Instant::now()))
             .await
     {
-        let index = synthetic::h264_index(&frame.payload).expect("a frame index");
-        let expected =
-            if index.is_multiple_of(30) { synthetic::h264_keyframe(index) } else { synthetic::h264_delta(index) };
-        assert_eq!(synthetic::nal_units(&frame.payload), synthetic::nal_units(&expected), "frame {index} {when}");
+        let index = synthetic::assert_h264_unchanged(&frame.payload, 30, when);
         indexes.push(index);
     }
     assert!(indexes.len() >= 20, "{when}: the viewer decoded only {} frames: {indexes:?}", indexes.len());

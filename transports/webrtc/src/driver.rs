@@ -191,9 +191,9 @@ pub(crate) struct Driver {
 }
 
 impl Driver {
-    /// The session an ICE-TCP connection's first frame, a STUN check, is for, and that
-    /// session's inbox; or why it is for none.
-    pub(crate) fn session_for_check(&self, check: &[u8]) -> Result<(SessionKey, mpsc::Sender<Datagram>), Route> {
+    /// The inbox of the session an ICE-TCP connection's first frame, a STUN check, is for; or
+    /// why it is for none.
+    pub(crate) fn inbox_for_check(&self, check: &[u8]) -> Result<mpsc::Sender<Datagram>, Route> {
         let mut table = self.table.lock();
         match table.demux.authenticate(check) {
             Route::To(key) => {
@@ -202,7 +202,7 @@ impl Driver {
                     table.forget(key);
                     return Err(Route::UnknownUfrag);
                 }
-                Ok((key, inbox.clone()))
+                Ok(inbox.clone())
             }
             refused => Err(refused),
         }

@@ -136,7 +136,7 @@ async fn serve(
     if validate::check(&first) != Ok(Kind::Stun) {
         return Err("not_stun");
     }
-    let (_, inbox) = driver.session_for_check(&first).map_err(|route| route.reason())?;
+    let inbox = driver.inbox_for_check(&first).map_err(|route| route.reason())?;
 
     let (queue, mut outgoing) = mpsc::channel::<Bytes>(LINK_QUEUE);
     let link = TcpLink { queue };

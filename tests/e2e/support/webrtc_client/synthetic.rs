@@ -57,6 +57,15 @@ pub fn h264_index(annexb: &Bytes) -> Option<u32> {
     index_from(slice.get(1..)?)
 }
 
+/// Checks that a received access unit is the frame [`h264_keyframe`]/[`h264_delta`] made for its
+/// index (a keyframe every `gop` frames), NAL unit by NAL unit; returns the index.
+pub fn assert_h264_unchanged(annexb: &Bytes, gop: u32, what: &str) -> u32 {
+    let index = h264_index(annexb).expect("a frame index");
+    let expected = if index.is_multiple_of(gop) { h264_keyframe(index) } else { h264_delta(index) };
+    assert_eq!(nal_units(annexb), nal_units(&expected), "frame {index} {what}");
+    index
+}
+
 /// An Opus packet (TOC byte of a 20 ms CELT frame, then the index and a pattern).
 pub fn opus_packet(index: u32) -> Bytes {
     let mut out = vec![0xfc];
