@@ -133,6 +133,11 @@ impl Allocation {
     fn permits(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions.get(&ip).is_some_and(|until| *until > now)
     }
+
+    /// The current channel bound to `peer`, if any.
+    fn channel_to(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        self.channels.iter().find(|(_, (p, until))| *p == peer && *until > now).map(|(c, _)| *c)
+    }
 }
 
 struct Bucket {
@@ -202,6 +207,16 @@ impl MediaPeer {
 /// Where the relay sends what a client sends to `peer` (an advertised media address).
 fn deliver_to(media: &[MediaPeer], peer: SocketAddr) -> SocketAddr {
     media.iter().find(|m| m.advertised == peer).map_or(peer, |m| m.local)
+}
+
+/// Whether `addr` is one of the media plane's addresses as clients know them (a peer).
+fn is_media(media: &[MediaPeer], addr: SocketAddr) -> bool {
+    media.iter().any(|m| m.advertised == addr)
+}
+
+/// Whether `ip` is a media plane host (what a permission may name: permissions are per IP).
+fn is_media_ip(media: &[MediaPeer], ip: IpAddr) -> bool {
+    media.iter().any(|m| m.advertised.ip() == ip)
 }
 
 /// The state of one TURN server.
@@ -277,11 +292,6 @@ impl Relay {
         self.allocations.len()
     }
 
-    /// Whether `addr` is one of the media plane's addresses as clients know them.
-    fn media_addr(&self, addr: SocketAddr) -> bool {
-        self.media.iter().any(|m| m.advertised == addr)
-    }
-
     /// A nonce: its issue time and an HMAC of it, so nothing is kept per client.
     fn nonce(&self, now: SystemTime) -> String {
         let issued = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -326,7 +336,7 @@ impl Relay {
             {
                 let (username, password) = match self.authenticate(&msg, wall) {
                     Ok(credential) => credential,
-                    Err(step) => return self.with_reply(client, step),
+                    Err(challenge) => return self.reply(client, challenge, None),
                 };
                 self.authenticated(now, client, &msg, username, password, open_relay)
             }
@@ -335,10 +345,9 @@ impl Relay {
     }
 
     /// The username and password of a request whose integrity verifies with a fresh nonce, or
-    /// the 401/438 to answer.
-    fn authenticate(&self, msg: &Msg, wall: SystemTime) -> Result<(String, String), (Msg, u16)> {
+    /// the 400/401/438 to answer.
+    fn authenticate(&self, msg: &Msg, wall: SystemTime) -> Result<(String, String), Msg> {
         let challenge = |code: ErrorCode| {
-            let status = code.code();
             let mut response = Msg::new(MessageClass::ErrorResponse, msg.method(), msg.transaction_id());
             response.add_attribute(code);
             if let Ok(realm) = Realm::new(self.realm.clone()) {
@@ -347,7 +356,7 @@ impl Relay {
             if let Ok(nonce) = Nonce::new(self.nonce(wall)) {
                 response.add_attribute(nonce);
             }
-            (response, status)
+            response
         };
         let Some(integrity) = msg.get_attribute::<MessageIntegrity>() else {
             return Err(challenge(Unauthorized.into()));
@@ -418,7 +427,7 @@ impl Relay {
                 if peers.is_empty() {
                     return self.reply(client, error(BadRequest.into()), sign);
                 }
-                if peers.iter().any(|p| !self.media.iter().any(|m| m.advertised.ip() == p.ip())) {
+                if peers.iter().any(|p| !is_media_ip(&self.media, p.ip())) {
                     return self.reply(client, error(Forbidden.into()), sign);
                 }
                 for peer in peers {
@@ -433,7 +442,7 @@ impl Relay {
                 if !(0x4000..=0x7fff).contains(&channel) {
                     return self.reply(client, error(BadRequest.into()), sign);
                 }
-                if !self.media.iter().any(|m| m.advertised == *peer) {
+                if !is_media(&self.media, *peer) {
                     return self.reply(client, error(Forbidden.into()), sign);
                 }
                 let taken = allocation.channels.iter().any(|(c, (p, _))| (*c == channel) != (p == peer));
@@ -504,7 +513,7 @@ impl Relay {
             return Step::drop(Dropped::Malformed);
         };
         let peer = peer.address();
-        if !self.media_addr(peer) {
+        if !is_media(&self.media, peer) {
             return Step::drop(Dropped::PeerNotMedia);
         }
         let rate = self.limits.bytes_per_second;
@@ -552,20 +561,19 @@ impl Relay {
         // Only the media plane's own port speaks through a relay (permissions are per IP). It
         // is shown to the client as the address the client knows it by: the one it has a
         // channel to, else one it has a permission for.
-        let known = self.media.iter().filter(|m| m.local == from).map(|m| m.advertised);
-        let Some(from) = known
-            .clone()
-            .find(|a| allocation.channels.values().any(|(peer, until)| peer == a && *until > now))
-            .or_else(|| known.clone().find(|a| allocation.permits(a.ip(), now)))
+        let mut known = self.media.iter().filter(|m| m.local == from).map(|m| m.advertised).peekable();
+        if known.peek().is_none() {
+            return Step::drop(Dropped::PeerNotMedia);
+        }
+        let on_channel = known.clone().find_map(|a| allocation.channel_to(a, now).map(|c| (a, Some(c))));
+        let Some((from, channel)) =
+            on_channel.or_else(|| known.find(|a| allocation.permits(a.ip(), now)).map(|a| (a, None)))
         else {
-            let reason = if known.count() == 0 { Dropped::PeerNotMedia } else { Dropped::NoPermission };
-            return Step::drop(reason);
+            return Step::drop(Dropped::NoPermission);
         };
         if !allocation.to_client.take(now, rate, bytes.len()) {
             return Step::drop(Dropped::OverBandwidth);
         }
-        let channel =
-            allocation.channels.iter().find(|(_, (peer, until))| *peer == from && *until > now).map(|(c, _)| *c);
         let bytes = match channel {
             Some(channel) => channel_data(channel, bytes, client.listener),
             None => {
@@ -608,12 +616,6 @@ impl Relay {
             }
         }
         vec![Out::CloseRelay(allocation.relay)]
-    }
-
-    fn with_reply(&self, client: Client, (response, code): (Msg, u16)) -> Step {
-        let mut step = self.reply(client, response, None);
-        step.refused = Some(code);
-        step
     }
 
     /// Encodes a response, signed with the client's credential when given, with a FINGERPRINT.

@@ -47,9 +47,17 @@ struct RelaySocket {
     reader: AbortHandle,
 }
 
+/// The metrics every relayed packet touches, looked up once.
+struct Meters {
+    to_peer_bytes: metrics::Counter,
+    to_client_bytes: metrics::Counter,
+    allocations: metrics::Gauge,
+}
+
 /// Everything the server's tasks share.
 pub(crate) struct Shared {
     relay: Mutex<Relay>,
+    meters: Meters,
     udp: Arc<UdpSocket>,
     streams: Mutex<HashMap<Client, mpsc::Sender<Vec<u8>>>>,
     relays: Mutex<HashMap<RelayId, RelaySocket>>,
@@ -62,6 +70,11 @@ impl Shared {
     pub(crate) fn new(relay: Relay, udp: UdpSocket, ports: RelayPorts, shutdown: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             relay: Mutex::new(relay),
+            meters: Meters {
+                to_peer_bytes: metrics::counter!("junction_turn_relayed_bytes_total", "direction" => "to_peer"),
+                to_client_bytes: metrics::counter!("junction_turn_relayed_bytes_total", "direction" => "to_client"),
+                allocations: metrics::gauge!("junction_turn_allocations"),
+            },
             udp: Arc::new(udp),
             streams: Mutex::new(HashMap::new()),
             relays: Mutex::new(HashMap::new()),
@@ -72,11 +85,25 @@ impl Shared {
     }
 
     fn from_client(self: &Arc<Self>, client: Client, bytes: &[u8]) {
-        let step = {
-            let mut open = || self.open_relay();
-            self.relay.lock().on_client(Instant::now(), SystemTime::now(), client, bytes, &mut open)
+        let mut open = || self.open_relay();
+        // Only a client's requests make or end allocations (besides the sweep and a stream's end).
+        let (step, allocations) = {
+            let mut relay = self.relay.lock();
+            let step = relay.on_client(Instant::now(), SystemTime::now(), client, bytes, &mut open);
+            (step, relay.allocations())
         };
+        self.meters.allocations.set(allocations as f64);
         self.execute(step);
+    }
+
+    /// Ends what `change` ends (an expiry sweep, a stream client gone) and counts what is left.
+    fn change(&self, change: impl FnOnce(&mut Relay) -> Vec<Out>) {
+        let (out, allocations) = {
+            let mut relay = self.relay.lock();
+            (change(&mut relay), relay.allocations())
+        };
+        self.meters.allocations.set(allocations as f64);
+        self.execute(Step { out, ..Step::default() });
     }
 
     fn from_peer(self: &Arc<Self>, relay: RelayId, peer: SocketAddr, bytes: &[u8]) {
@@ -118,8 +145,7 @@ impl Shared {
                 Out::ToPeer { relay, peer, bytes } => {
                     let socket = self.relays.lock().get(&relay).map(|r| r.socket.clone());
                     if let Some(socket) = socket {
-                        metrics::counter!("junction_turn_relayed_bytes_total", "direction" => "to_peer")
-                            .increment(bytes.len() as u64);
+                        self.meters.to_peer_bytes.increment(bytes.len() as u64);
                         if socket.try_send_to(&bytes, peer).is_err() {
                             metrics::counter!("junction_turn_dropped_total", "reason" => "send_failed").increment(1);
                         }
@@ -132,7 +158,6 @@ impl Shared {
                 }
             }
         }
-        metrics::gauge!("junction_turn_allocations").set(self.relay.lock().allocations() as f64);
     }
 
     fn to_client(&self, client: Client, bytes: Vec<u8>) {
@@ -153,8 +178,7 @@ async fn read_relay(shared: Arc<Shared>, id: RelayId, socket: Arc<UdpSocket>) {
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((len, peer)) => {
-                metrics::counter!("junction_turn_relayed_bytes_total", "direction" => "to_client")
-                    .increment(len as u64);
+                shared.meters.to_client_bytes.increment(len as u64);
                 shared.from_peer(id, peer, &buf[..len]);
             }
             // ICMP errors of one send; the socket goes on.
@@ -185,8 +209,7 @@ pub(crate) async fn sweep(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             _ = ticks.tick() => {
-                let out = shared.relay.lock().sweep(Instant::now());
-                shared.execute(Step { out, ..Step::default() });
+                shared.change(|relay| relay.sweep(Instant::now()));
             }
         }
     }
@@ -232,8 +255,7 @@ pub(crate) async fn serve_streams(
                 },
             }
             shared.streams.lock().remove(&client);
-            let out = shared.relay.lock().client_gone(client);
-            shared.execute(Step { out, ..Step::default() });
+            shared.change(|relay| relay.client_gone(client));
         });
     }
 }

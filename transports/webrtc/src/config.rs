@@ -248,11 +248,6 @@ impl WebrtcConfig {
         }
         Ok(vec![bound])
     }
-
-    /// The first of [`WebrtcConfig::advertised_addrs`].
-    pub fn advertised_addr(&self, bound: SocketAddr) -> Result<SocketAddr, ConfigError> {
-        Ok(self.advertised_addrs(bound)?[0])
-    }
 }
 
 fn parse_public_addr(raw: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
@@ -274,9 +269,9 @@ mod tests {
     fn public_address_takes_an_ip_or_ip_and_port() {
         let mut config = WebrtcConfig { public_addr: "203.0.113.7".into(), ..WebrtcConfig::default() };
         let bound: SocketAddr = "0.0.0.0:40000".parse().unwrap();
-        assert_eq!(config.advertised_addr(bound).unwrap(), "203.0.113.7:40000".parse().unwrap());
+        assert_eq!(config.advertised_addrs(bound).unwrap()[0], "203.0.113.7:40000".parse().unwrap());
         config.public_addr = "[2001:db8::1]:9".into();
-        assert_eq!(config.advertised_addr(bound).unwrap(), "[2001:db8::1]:9".parse().unwrap());
+        assert_eq!(config.advertised_addrs(bound).unwrap()[0], "[2001:db8::1]:9".parse().unwrap());
         config.public_addr = "example.com".into();
         assert_eq!(config.validate().unwrap_err().key, "public_addr");
     }

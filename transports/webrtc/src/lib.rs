@@ -89,7 +89,7 @@ pub async fn start(ctx: &TransportContext, config: &WebrtcConfig) -> Result<Star
     let transport = listen(config, ctx.shutdown.clone()).await?;
     let mut services = vec![Service {
         name: "webrtc",
-        url: format!("udp://{}", transport.advertised_addr()),
+        url: format!("udp://{}", transport.advertised_addrs()[0]),
         about: "WebRTC media (ICE-lite, one UDP port for every session)",
     }];
     if let Some(tcp) = transport.advertised_tcp_addrs().first() {
@@ -136,11 +136,6 @@ impl WebrtcTransport {
     /// The address the UDP socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local
-    }
-
-    /// The (first) address put in UDP candidates.
-    pub fn advertised_addr(&self) -> SocketAddr {
-        self.inner.mux.advertised[0]
     }
 
     /// Every address put in UDP candidates (`webrtc.public_addr` may list several).

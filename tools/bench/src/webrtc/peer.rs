@@ -93,9 +93,11 @@ pub struct Datagram {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(request) = self.relay.as_ref().and_then(Relay::deallocate) {
+        if let Some(relay) = &self.relay
+            && let Some(request) = relay.deallocate()
+        {
             // Best effort: a lost one leaves the allocation to expire.
-            let _ = self.socket.try_send_to(&request, self.relay.as_ref().map_or(self.local, |r| r.server));
+            let _ = self.socket.try_send_to(&request, relay.server);
         }
     }
 }
@@ -170,9 +172,10 @@ impl Peer {
         if let Some(relay) = &self.relay {
             // Through the relay, only ChannelData from the bound peer is media; the rest (TURN
             // answers) is not for str0m.
-            match (source == relay.server).then(|| relay.unwrap(contents)).flatten().zip(relay.peer) {
-                Some((relayed, peer)) => (contents, source) = (relayed, peer),
-                None => return Ok(Datagram { len, rtp: false }),
+            let relayed = if source == relay.server { relay.unwrap(contents) } else { None };
+            match (relayed, relay.peer) {
+                (Some(relayed), Some(peer)) => (contents, source) = (relayed, peer),
+                _ => return Ok(Datagram { len, rtp: false }),
             }
         }
         let len = contents.len();
