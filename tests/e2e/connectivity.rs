@@ -160,7 +160,7 @@ async fn a_browser_that_can_reach_only_the_turn_tls_port_joins_through_the_relay
     // plain port.
     net.drop_udp_to_host();
     net.drop_tcp_to_host(port_of(server.service("webrtc-tcp")));
-    net.drop_tcp_to_host(port_of(server.service("turn")));
+    net.drop_tcp_to_host(port_of(server.service("turn-tcp").trim_end_matches("?transport=tcp")));
     let turns = server.service("turns").to_owned();
     assert_eq!(turns, format!("turns:{host}:{}", port_of(&turns)));
     let _camera = camera(&server, "lobby").await;

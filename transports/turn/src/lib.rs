@@ -33,7 +33,8 @@ use server::{RelayPorts, Shared};
 pub struct TurnConfig {
     /// Whether the TURN server runs (it needs `[webrtc]`: it relays only to that media plane).
     pub enabled: bool,
-    /// The UDP port, and the TCP port on the same address (`turn:` URLs).
+    /// The UDP port, and the TCP port on the same address and port number (`turn:` URLs; port 0:
+    /// a free port each).
     pub udp_listen: SocketAddr,
     /// TURN over TLS (`turns:` URLs), with `tls_cert` and `tls_key` (PEM).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,8 +159,8 @@ fn url_host(host: &str) -> String {
 /// A running TURN server's listeners.
 #[derive(Debug, Clone, Copy)]
 pub struct Listening {
-    /// UDP, and TCP on the same address.
     pub udp: SocketAddr,
+    pub tcp: SocketAddr,
     pub tls: Option<SocketAddr>,
 }
 
@@ -174,7 +175,9 @@ pub async fn serve(
     let bind = |addr, transport| move |source| TurnError::Bind { addr, transport, source };
     let udp = UdpSocket::bind(config.udp_listen).await.map_err(bind(config.udp_listen, "udp"))?;
     let udp_addr = udp.local_addr().map_err(bind(config.udp_listen, "udp"))?;
-    let tcp = TcpListener::bind(udp_addr).await.map_err(bind(udp_addr, "tcp"))?;
+    // The configured address, not the UDP socket's: with port 0 its number may be taken over TCP.
+    let tcp = TcpListener::bind(config.udp_listen).await.map_err(bind(config.udp_listen, "tcp"))?;
+    let tcp_addr = tcp.local_addr().map_err(bind(config.udp_listen, "tcp"))?;
     let tls = match (config.tls_listen, &config.tls_cert, &config.tls_key) {
         (Some(addr), Some(cert), Some(key)) => {
             let tls_config = rustls::ServerConfig::builder()
@@ -208,7 +211,7 @@ pub async fn serve(
         tokio::spawn(server::serve_streams(shared, listener, Some(acceptor), open));
         bound
     });
-    Ok(Listening { udp: udp_addr, tls: tls_addr })
+    Ok(Listening { udp: udp_addr, tcp: tcp_addr, tls: tls_addr })
 }
 
 /// Starts the TURN server (unless `turn.enabled` is off) beside the WebRTC media plane, and
@@ -242,13 +245,16 @@ pub async fn start(ctx: &TransportContext, config: &TurnConfig) -> Result<Starte
     let listening = serve(config, media, secret.clone(), ctx.shutdown.clone()).await?;
 
     let host = url_host(config.public_host.as_deref().unwrap_or(&listening.udp.ip().to_string()));
-    let port = listening.udp.port();
-    let mut urls = vec![format!("turn:{host}:{port}?transport=udp"), format!("turn:{host}:{port}?transport=tcp")];
-    let mut services = vec![Service {
-        name: "turn",
-        url: format!("turn:{host}:{port}"),
-        about: "TURN relay to the media plane (UDP and TCP; credentials come with tokens)",
-    }];
+    let (udp, tcp) = (listening.udp.port(), listening.tcp.port());
+    let mut urls = vec![format!("turn:{host}:{udp}?transport=udp"), format!("turn:{host}:{tcp}?transport=tcp")];
+    let mut services = vec![
+        Service {
+            name: "turn",
+            url: format!("turn:{host}:{udp}"),
+            about: "TURN relay to the media plane over UDP (credentials come with tokens)",
+        },
+        Service { name: "turn-tcp", url: format!("turn:{host}:{tcp}?transport=tcp"), about: "TURN over TCP" },
+    ];
     if let Some(tls) = listening.tls {
         urls.push(format!("turns:{host}:{}?transport=tcp", tls.port()));
         services.push(Service { name: "turns", url: format!("turns:{host}:{}", tls.port()), about: "TURN over TLS" });

@@ -142,7 +142,7 @@ async fn tcp_clients_are_framed_by_message_length_and_bounded() {
         ..TurnConfig::default()
     };
     let media = vec![MediaPeer::same(echo().await)];
-    let server = junction_turn::serve(&config, media, TurnSecret::new(SECRET), shutdown.clone()).await.unwrap().udp;
+    let server = junction_turn::serve(&config, media, TurnSecret::new(SECRET), shutdown.clone()).await.unwrap().tcp;
 
     // Two requests in one write come back as two responses, each framed by its own length.
     let mut client = tokio::net::TcpStream::connect(server).await.unwrap();

@@ -25,8 +25,8 @@ pub struct WebrtcConfig {
     /// Whether sessions also offer a passive TCP candidate (ICE-TCP, RFC 6544), for clients that
     /// cannot send UDP to the server: lower priority than UDP, so used only where UDP fails.
     pub ice_tcp: bool,
-    /// The TCP port ICE-TCP clients connect to. By default the address and port of `udp_listen`
-    /// (the port the UDP socket got, when that one is 0).
+    /// The TCP port ICE-TCP clients connect to. By default `udp_listen`'s address and port
+    /// (port 0: a free TCP port of its own; the UDP socket's number may be taken over TCP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_listen: Option<SocketAddr>,
     /// ICE-TCP connections open at once; more are closed as they arrive.
@@ -223,10 +223,9 @@ impl WebrtcConfig {
         Ok(())
     }
 
-    /// Where the ICE-TCP listener binds, given the address the UDP socket got (`None` when
-    /// ICE-TCP is off).
-    pub fn tcp_bind_addr(&self, udp_bound: SocketAddr) -> Option<SocketAddr> {
-        self.ice_tcp.then(|| self.tcp_listen.unwrap_or(udp_bound))
+    /// Where the ICE-TCP listener binds (`None` when ICE-TCP is off).
+    pub fn tcp_bind_addr(&self) -> Option<SocketAddr> {
+        self.ice_tcp.then(|| self.tcp_listen.unwrap_or(self.udp_listen))
     }
 
     /// The addresses put in TCP candidates, given the address the TCP listener bound: the
@@ -301,12 +300,19 @@ mod tests {
     #[test]
     fn ice_tcp_follows_the_udp_socket_unless_told_otherwise() {
         let udp: SocketAddr = "10.0.0.5:40000".parse().unwrap();
-        let config = WebrtcConfig::default();
-        assert_eq!(config.tcp_bind_addr(udp), Some(udp), "same address and port as UDP");
-        let config = WebrtcConfig { tcp_listen: Some("10.0.0.5:443".parse().unwrap()), ..WebrtcConfig::default() };
-        assert_eq!(config.tcp_bind_addr(udp), Some("10.0.0.5:443".parse().unwrap()));
+        let config = WebrtcConfig { udp_listen: udp, ..WebrtcConfig::default() };
+        assert_eq!(config.tcp_bind_addr(), Some(udp), "same address and port as UDP");
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let config = WebrtcConfig { udp_listen: any, ..WebrtcConfig::default() };
+        assert_eq!(config.tcp_bind_addr(), Some(any), "port 0: a free TCP port, not the UDP socket's number");
+        let config = WebrtcConfig {
+            udp_listen: udp,
+            tcp_listen: Some("10.0.0.5:443".parse().unwrap()),
+            ..WebrtcConfig::default()
+        };
+        assert_eq!(config.tcp_bind_addr(), Some("10.0.0.5:443".parse().unwrap()));
         let config = WebrtcConfig { ice_tcp: false, ..WebrtcConfig::default() };
-        assert_eq!(config.tcp_bind_addr(udp), None);
+        assert_eq!(config.tcp_bind_addr(), None);
         let config = WebrtcConfig { public_addr: "203.0.113.7:7882".into(), ..WebrtcConfig::default() };
         let bound: SocketAddr = "10.0.0.5:443".parse().unwrap();
         let expected: Vec<SocketAddr> = vec!["203.0.113.7:443".parse().unwrap()];

@@ -43,6 +43,8 @@ pub enum SessionError {
 pub enum StartError {
     #[error("cannot bind the WebRTC UDP socket on {addr} (webrtc.udp_listen): {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot listen for ICE-TCP on {addr} (webrtc.tcp_listen): {source}")]
+    BindTcp { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }

@@ -113,10 +113,10 @@ pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Resul
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let advertised = config.advertised_addrs(local)?;
-    let tcp = match config.tcp_bind_addr(local) {
+    let tcp = match config.tcp_bind_addr() {
         Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-            let bound = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+            let listener = TcpListener::bind(addr).await.map_err(|source| StartError::BindTcp { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| StartError::BindTcp { addr, source })?;
             let advertised = config.advertised_tcp_addrs(bound)?;
             info!(local = %bound, ?advertised, "ICE-TCP listening");
             Some((listener, advertised))
