@@ -2,12 +2,15 @@
 //! ten seconds of a tone, pre-encoded in the source codec, pushed through frame by frame on
 //! one thread, timed with the thread's CPU clock (not wall time: the machine may be busy).
 //!
+//! Then AAC->Opus at several libopus complexities (`audio.opus_complexity`), on a chord with
+//! noise rather than a tone, which gives the encoder's analysis something to do.
+//!
 //! Then the AAC->Opus route paced like a live publisher (one frame every 23.2 ms), timed with
 //! the whole process's CPU clock: transcoded on the pacing thread itself, and as the engine runs
 //! it — a variant on the transcoding runtime, fed through its subscription queue. The
 //! difference is what running transcoders off the async workers costs (a wake-up per frame).
 //!
-//! `cargo run --release -p junction-endpoint --example transcode_cpu`
+//! `cargo run --release -p junction-audio --example transcode_cpu`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +18,8 @@ use std::time::{Duration, Instant};
 use junction_audio::codec::aac::AacEncoder;
 use junction_audio::codec::g711::G711Encoder;
 use junction_audio::codec::opus::{OpusEncoder, OpusMode};
-use junction_audio::codec::transcode::build_transcoder;
-use junction_audio::codec::{AudioEncoder, G711Law, default_adapters, tone};
+use junction_audio::codec::transcode::{build_transcoder, build_transcoder_with};
+use junction_audio::codec::{AudioConfig, AudioEncoder, G711Law, default_adapters, tone};
 use junction_core::{
     Codec, CodecParams, MediaFrame, MediaKind, MediaOut, MediaTime, PeerId, PublishRequest, RoomId, TrackId, TrackInfo,
     TrackSource, TransportKind,
@@ -69,7 +72,46 @@ fn through_a_variant(frames: &[MediaFrame], params: &CodecParams) -> (f64, usize
     (spent.as_secs_f64() * 1000.0 / SECONDS as f64, opus)
 }
 
+/// The track a transcoder is built for.
+fn track_of(codec: Codec, params: &CodecParams) -> TrackInfo {
+    TrackInfo {
+        id: TrackId::new("t").unwrap(),
+        peer: PeerId::new("p").unwrap(),
+        name: "audio".into(),
+        kind: MediaKind::Audio,
+        source: TrackSource::Unknown,
+        codec,
+        params: params.clone(),
+        layers: Vec::new(),
+        muted: false,
+    }
+}
+
 fn source(codec: Codec) -> (Vec<MediaFrame>, CodecParams) {
+    source_of(codec, |rate, channels| tone::sine(440.0, 0.5, rate, channels, rate as usize * SECONDS))
+}
+
+/// Something closer to music than a tone for the encoder's analysis: a three-note chord with a
+/// vibrato and noise 30 dB under it.
+fn chord(rate: u32, channels: u8) -> Vec<f32> {
+    let mut seed: u32 = 0x1234_5678;
+    let mut noise = move || {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (seed >> 8) as f32 / (1 << 24) as f32 * 2.0 - 1.0
+    };
+    let samples = rate as usize * SECONDS;
+    let mut pcm = Vec::with_capacity(samples * usize::from(channels));
+    for n in 0..samples {
+        let t = n as f32 / rate as f32;
+        let vibrato = 1.0 + 0.01 * (2.0 * std::f32::consts::PI * 5.0 * t).sin();
+        let note = |hz: f32| (2.0 * std::f32::consts::PI * hz * vibrato * t).sin();
+        let value = 0.2 * (note(220.0) + note(277.2) + note(329.6)) + 0.02 * noise();
+        pcm.extend(std::iter::repeat_n(value, usize::from(channels)));
+    }
+    pcm
+}
+
+fn source_of(codec: Codec, pcm: impl Fn(u32, u8) -> Vec<f32>) -> (Vec<MediaFrame>, CodecParams) {
     let (mut encoder, params): (Box<dyn AudioEncoder>, CodecParams) = match codec {
         Codec::Aac => {
             let encoder = AacEncoder::new(44_100, 2, 128_000).unwrap();
@@ -83,7 +125,7 @@ fn source(codec: Codec) -> (Vec<MediaFrame>, CodecParams) {
         _ => (Box::new(G711Encoder::new(G711Law::from_codec(codec).unwrap())), CodecParams::for_codec(codec)),
     };
     let (rate, channels, frame) = (encoder.sample_rate(), encoder.channels(), encoder.frame_samples());
-    let pcm = tone::sine(440.0, 0.5, rate, channels, rate as usize * SECONDS);
+    let pcm = pcm(rate, channels);
     let now = Instant::now();
     let frames = pcm
         .chunks_exact(frame * usize::from(channels))
@@ -100,18 +142,7 @@ fn main() {
     println!("CPU time per second of audio (one thread), {SECONDS} s of a 440 Hz tone:");
     for (from, to) in adapters.routes() {
         let (frames, params) = source(from);
-        let track = TrackInfo {
-            id: TrackId::new("t").unwrap(),
-            peer: PeerId::new("p").unwrap(),
-            name: "audio".into(),
-            kind: MediaKind::Audio,
-            source: TrackSource::Unknown,
-            codec: from,
-            params: params.clone(),
-            layers: Vec::new(),
-            muted: false,
-        };
-        let (mut transcoder, out_params) = build_transcoder(from, to, &track).unwrap();
+        let (mut transcoder, out_params) = build_transcoder(from, to, &track_of(from, &params)).unwrap();
         let mut out = Vec::new();
         let started = thread_cpu_time();
         for frame in &frames {
@@ -127,6 +158,26 @@ fn main() {
             out_params.channels,
             per_second / 10.0,
             out.len()
+        );
+    }
+
+    let (frames, params) = source_of(Codec::Aac, chord);
+    println!(
+        "AAC (44100 Hz x2) -> Opus by libopus complexity (audio.opus_complexity), {SECONDS} s of a chord with noise:"
+    );
+    for opus_complexity in [10, 8, 7, 6, 5, 3, 0] {
+        let config = AudioConfig { opus_complexity };
+        let (mut transcoder, _) =
+            build_transcoder_with(config, Codec::Aac, Codec::Opus, &track_of(Codec::Aac, &params)).unwrap();
+        let mut out = Vec::new();
+        let started = thread_cpu_time();
+        for frame in &frames {
+            transcoder.transcode(frame, &mut out).unwrap();
+        }
+        let per_second = (thread_cpu_time() - started).as_secs_f64() * 1000.0 / SECONDS as f64;
+        println!(
+            "  complexity {opus_complexity:>2}: {per_second:6.2} ms CPU per s of audio ({:.2}% of a core)",
+            per_second / 10.0
         );
     }
 
@@ -154,18 +205,7 @@ fn pace(started: Instant, i: usize) {
 
 /// AAC->Opus transcoded on the thread that paces the frames, as a runtime worker would.
 fn paced_inline(frames: &[MediaFrame], params: &CodecParams) -> (f64, usize) {
-    let track = TrackInfo {
-        id: TrackId::new("t").unwrap(),
-        peer: PeerId::new("p").unwrap(),
-        name: "audio".into(),
-        kind: MediaKind::Audio,
-        source: TrackSource::Unknown,
-        codec: Codec::Aac,
-        params: params.clone(),
-        layers: Vec::new(),
-        muted: false,
-    };
-    let (mut transcoder, _) = build_transcoder(Codec::Aac, Codec::Opus, &track).unwrap();
+    let (mut transcoder, _) = build_transcoder(Codec::Aac, Codec::Opus, &track_of(Codec::Aac, params)).unwrap();
     let (started, cpu_started) = (Instant::now(), process_cpu_time());
     let mut out = Vec::new();
     for (i, frame) in frames.iter().enumerate() {

@@ -33,6 +33,7 @@ pub struct Config {
     pub log: LogConfig,
     pub webhook: WebhookConfig,
     pub mixer: MixerConfig,
+    pub audio: junction_audio::codec::AudioConfig,
     pub recording: junction_components::RecordingConfig,
     pub video: junction_video::VideoConfig,
     pub moq: junction_moq::MoqConfig,
@@ -431,6 +432,7 @@ impl Config {
         self.sip.validate().map_err(|(key, message)| invalid(&key, message))?;
         self.rtmp.validate().map_err(|(key, message)| invalid(key, message))?;
         self.srt.validate().map_err(|(key, message)| invalid(key, message))?;
+        self.audio.validate().map_err(|(key, message)| invalid(key, message))?;
         self.video.validate().map_err(|(key, message)| invalid(key, message))?;
         self.webrtc.validate().map_err(|err| invalid(&format!("webrtc.{}", err.key), err.message))?;
         if self.turn.enabled {
@@ -556,6 +558,10 @@ mod tests {
         assert_eq!(err.to_string(), "config key `rooms.empty_timeout_s`: must be at least 1 second");
         let err = load(None, Vec::new(), &["api_key=short".into()]).unwrap_err();
         assert!(err.to_string().starts_with("config key `api_key`"), "{err}");
+        let err = load(None, Vec::new(), &["audio.opus_complexity=11".into()]).unwrap_err();
+        assert_eq!(err.to_string(), "config key `audio.opus_complexity`: must be 0 to 10");
+        let (config, _) = load(None, Vec::new(), &["audio.opus_complexity=10".into()]).unwrap();
+        assert_eq!(config.audio.opus_complexity, 10);
         let err = load(None, Vec::new(), &["http.public_url=ftp://x".into()]).unwrap_err();
         assert!(err.to_string().contains("http:// or https://"), "{err}");
         let err = load(None, Vec::new(), &["webhook.urls=[\"nope\"]".into()]).unwrap_err();

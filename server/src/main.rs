@@ -116,6 +116,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webhook.timeout_ms      per-delivery timeout                 [5000]
   webhook.shutdown_grace_s  seconds queued deliveries get at shutdown [10]
   mixer.speakers          loudest speakers a phone hears in a room's mix [3]
+  audio.opus_complexity   libopus complexity of transcoded Opus (AAC, G.711 -> Opus), 0-10 [5]
   recording.dir           where recording components write, <dir>/<room>/<id>/ [<data_dir>/recordings]
   video.max_transcodes    video transcoders at once, 0 = none  [4]
   video.max_width, video.max_height  largest picture a transcoder encodes [1280, 720]

@@ -86,7 +86,7 @@ pub async fn serve(config: Config, sources: Sources) -> anyhow::Result<()> {
     let metrics = metrics::install().context("installing the metrics recorder")?;
     // The engine transcodes audio (AAC, Opus, G.711) and video (VP8/VP9/AV1 <-> H.264, -> VP8)
     // for subscribers that cannot take a track's codec.
-    let mut adapters = junction_audio::codec::default_adapters();
+    let mut adapters = junction_audio::codec::adapters(config.audio);
     let video_routes = junction_video::register_adapters(&mut adapters, config.video);
     info!(routes = ?video_routes, max = config.video.max_transcodes, "video transcoding");
     let engine = Engine::with_parts(engine_config(&config), Arc::new(SystemClock), adapters);

@@ -30,7 +30,7 @@ use junction_core::Codec;
 pub use g711::G711Law;
 pub use pcm::{PcmFrame, SampleFifo};
 pub use resample::Resampler;
-pub use transcode::{AudioTranscoder, default_adapters};
+pub use transcode::{AudioConfig, AudioTranscoder, adapters, default_adapters};
 
 /// What went wrong in a codec, with the codec and the library's reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -70,7 +70,16 @@ impl OpusEncoder {
         let lookahead = usize::try_from(inner.get_lookahead().map_err(setup)?).unwrap_or(0);
         Ok(Self { inner, channels: channels.clamp(1, 2), lookahead, packet: vec![0; MAX_PACKET_BYTES] })
     }
+
+    /// libopus's complexity, 0 (cheapest) to 10 (its default): CPU against quality.
+    pub fn set_complexity(&mut self, complexity: u8) -> Result<(), CodecError> {
+        let complexity = i32::from(complexity.min(MAX_COMPLEXITY));
+        self.inner.set_complexity(complexity).map_err(|e| CodecError::setup(Codec::Opus, e))
+    }
 }
+
+/// libopus's highest complexity, and its default.
+pub const MAX_COMPLEXITY: u8 = 10;
 
 impl AudioEncoder for OpusEncoder {
     fn codec(&self) -> Codec {
@@ -169,8 +178,13 @@ mod tests {
     use crate::codec::tone;
 
     fn round_trip(channels: u8, mode: OpusMode, freq: f64) -> Vec<f32> {
+        round_trip_at(channels, mode, freq, MAX_COMPLEXITY)
+    }
+
+    fn round_trip_at(channels: u8, mode: OpusMode, freq: f64, complexity: u8) -> Vec<f32> {
         let pcm = tone::sine(freq, 0.5, RATE, channels, FRAME_SAMPLES * 50);
         let mut encoder = OpusEncoder::new(channels, mode, None).unwrap();
+        encoder.set_complexity(complexity).unwrap();
         let mut decoder = OpusDecoder::new(channels).unwrap();
         let mut decoded = Vec::new();
         for frame in pcm.chunks(FRAME_SAMPLES * usize::from(channels)) {
@@ -189,6 +203,16 @@ mod tests {
             let found = tone::dominant_frequency(&decoded, channels, RATE).unwrap();
             assert!((found - 440.0).abs() < 2.0, "{channels} channels: {found} Hz");
             assert!(tone::rms(&decoded) > 0.3, "the tone kept its level");
+        }
+    }
+
+    #[test]
+    fn every_complexity_keeps_the_tone_and_past_the_highest_is_the_highest() {
+        for complexity in [0, 5, MAX_COMPLEXITY, u8::MAX] {
+            let decoded = round_trip_at(2, OpusMode::Music, 440.0, complexity);
+            let found = tone::dominant_frequency(&decoded, 2, RATE).unwrap();
+            assert!((found - 440.0).abs() < 2.0, "complexity {complexity}: {found} Hz");
+            assert!(tone::rms(&decoded) > 0.3, "complexity {complexity}: the tone kept its level");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Audio transcoding for the engine's shared variants: [`AudioTranscoder`] decodes a track's
 //! frames to PCM, remixes channels, resamples, re-frames and encodes them in another codec, and
-//! keeps the output's timestamps locked to the input's. [`default_adapters`] registers one for
-//! every pair of Opus, AAC, PCMU and PCMA.
+//! keeps the output's timestamps locked to the input's. [`adapters`] registers one for every
+//! pair of Opus, AAC, PCMU and PCMA, encoding as the `[audio]` section ([`AudioConfig`]) says.
 //!
 //! Timestamps. The first input frame's time, rebased to the output clock, is the first output
 //! frame's time; each output frame then advances by the samples it carries. What is
@@ -40,7 +40,7 @@
 
 mod routes;
 
-pub use routes::{build_transcoder, default_adapters};
+pub use routes::{AudioConfig, adapters, build_transcoder, build_transcoder_with, default_adapters};
 
 use std::time::{Duration, Instant};
 

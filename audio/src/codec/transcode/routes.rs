@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use junction_core::{Codec, CodecParams, TrackInfo};
+use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 use super::AudioTranscoder;
@@ -19,28 +20,75 @@ const AUDIO_CODECS: [Codec; 4] = [Codec::Opus, Codec::Aac, Codec::Pcmu, Codec::P
 /// AAC output rate: Opus's, so Opus->AAC needs no resampling.
 const AAC_OUTPUT_RATE: u32 = 48_000;
 
+/// The `[audio]` section: how the transcoders encode the audio they make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    /// libopus's complexity (0-10) for the Opus the transcoders make: AAC from RTMP, SRT and
+    /// WHIP publishers and G.711 from phones, for WebRTC and MoQ listeners [5]. Encoding is most
+    /// of what an AAC publisher's WebRTC viewers cost (docs/benchmarks.md); 10, libopus's own
+    /// default, takes about twice the CPU of 5 for a difference few listeners hear at these
+    /// bitrates (64 kb/s mono, 96 kb/s stereo).
+    pub opus_complexity: u8,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self { opus_complexity: 5 }
+    }
+}
+
+impl AudioConfig {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.opus_complexity > opus::MAX_COMPLEXITY {
+            return Err(("audio.opus_complexity", format!("must be 0 to {}", opus::MAX_COMPLEXITY)));
+        }
+        Ok(())
+    }
+}
+
 /// A registry with a transcoder for every ordered pair of Opus, AAC, PCMU and PCMA; among them
 /// AAC->Opus (RTMP publisher, browser viewer), Opus->AAC (browser publisher, RTMP viewer) and
 /// G.711<->Opus (phones).
-pub fn default_adapters() -> AdapterRegistry {
+pub fn adapters(config: AudioConfig) -> AdapterRegistry {
     let mut registry = AdapterRegistry::default();
     for from in AUDIO_CODECS {
         for to in AUDIO_CODECS.into_iter().filter(|to| *to != from) {
-            registry.register(from, to, Arc::new(move |info: &TrackInfo| build_transcoder(from, to, info)));
+            registry.register(
+                from,
+                to,
+                Arc::new(move |info: &TrackInfo| build_transcoder_with(config, from, to, info)),
+            );
         }
     }
     registry
 }
 
-/// A transcoder from the track's codec `from` into `to`, with the parameters of its output.
+/// [`adapters`] with the default [`AudioConfig`].
+pub fn default_adapters() -> AdapterRegistry {
+    adapters(AudioConfig::default())
+}
+
+/// A transcoder from the track's codec `from` into `to`, with the parameters of its output
+/// (the default [`AudioConfig`]).
 pub fn build_transcoder(
+    from: Codec,
+    to: Codec,
+    track: &TrackInfo,
+) -> Result<(Box<dyn FrameTranscoder>, CodecParams), TranscodeError> {
+    build_transcoder_with(AudioConfig::default(), from, to, track)
+}
+
+/// [`build_transcoder`] encoding as `config` says.
+pub fn build_transcoder_with(
+    config: AudioConfig,
     from: Codec,
     to: Codec,
     track: &TrackInfo,
 ) -> Result<(Box<dyn FrameTranscoder>, CodecParams), TranscodeError> {
     let setup = |e: CodecError| TranscodeError::Setup { from, to, reason: e.to_string() };
     let decoder = decoder_for(from, to, &track.params).map_err(setup)?;
-    let (encoder, params) = encoder_for(from, to, decoder.channels()).map_err(setup)?;
+    let (encoder, params) = encoder_for(config, from, to, decoder.channels()).map_err(setup)?;
     debug!(track = %track.id, %from, to = %to, in_rate = decoder.sample_rate(), out_rate = encoder.sample_rate(), channels = encoder.channels(), "building transcoder");
     let transcoder = AudioTranscoder::new(decoder, encoder).map_err(setup)?;
     Ok((Box::new(transcoder), params))
@@ -67,7 +115,12 @@ fn decoder_for(from: Codec, to: Codec, params: &CodecParams) -> Result<Box<dyn A
     })
 }
 
-fn encoder_for(from: Codec, to: Codec, channels: u8) -> Result<(Box<dyn AudioEncoder>, CodecParams), CodecError> {
+fn encoder_for(
+    config: AudioConfig,
+    from: Codec,
+    to: Codec,
+    channels: u8,
+) -> Result<(Box<dyn AudioEncoder>, CodecParams), CodecError> {
     let channels = channels.clamp(1, 2);
     Ok(match to {
         Codec::Opus => {
@@ -77,7 +130,8 @@ fn encoder_for(from: Codec, to: Codec, channels: u8) -> Result<(Box<dyn AudioEnc
                 (false, 1) => (OpusMode::Music, 64_000),
                 (false, _) => (OpusMode::Music, 96_000),
             };
-            let encoder = OpusEncoder::new(channels, mode, Some(bitrate))?;
+            let mut encoder = OpusEncoder::new(channels, mode, Some(bitrate))?;
+            encoder.set_complexity(config.opus_complexity)?;
             // Opus is always opus/48000/2 in SDP; the fmtp says whether it is really stereo.
             let params = CodecParams {
                 clock_rate: opus::RATE,

@@ -60,8 +60,7 @@ struct Source {
     /// Payload type and clock rate chosen for `codec`.
     payload: Option<(Codec, Pt, u32)>,
     /// Video frames are held back until a keyframe: the peer could decode nothing before it.
-    /// Set when the source starts and when the connection comes up (what was written before
-    /// never reached the peer).
+    /// Set when the source starts and when a paced backlog is shed.
     keyframe_needed: bool,
 }
 
@@ -191,15 +190,18 @@ impl Egress {
         std::mem::take(&mut self.changes)
     }
 
-    /// ICE and DTLS are up: frames written from now on reach the peer, so every video source
-    /// starts again from a keyframe.
+    /// ICE and DTLS are up. What was written before is not lost: str0m holds a stream's packets
+    /// until SRTP is ready and sends them then, so a source that already started from a keyframe
+    /// goes on (resetting it here threw away up to a GOP of a publisher that cannot make a
+    /// keyframe on request, as RTMP and SRT cannot). A video source still waiting for its first
+    /// keyframe asks again: a request made before may have been merged into an earlier one.
     pub(crate) fn on_connected(&mut self, media: &EndpointMedia) {
         self.connected = true;
-        for line in &mut self.lines {
-            if let Some(source) = &mut line.source
+        for line in &self.lines {
+            if let Some(source) = &line.source
                 && line.kind == MediaKind::Video
+                && source.keyframe_needed
             {
-                source.keyframe_needed = true;
                 let _ = media.request_keyframe(&source.track);
             }
         }
