@@ -25,10 +25,11 @@ const AAC_OUTPUT_RATE: u32 = 48_000;
 #[serde(deny_unknown_fields, default)]
 pub struct AudioConfig {
     /// libopus's complexity (0-10) for the Opus the transcoders make: AAC from RTMP, SRT and
-    /// WHIP publishers and G.711 from phones, for WebRTC and MoQ listeners [5]. Encoding is most
-    /// of what an AAC publisher's WebRTC viewers cost (docs/benchmarks.md); 10, libopus's own
-    /// default, takes about twice the CPU of 5 for a difference few listeners hear at these
-    /// bitrates (64 kb/s mono, 96 kb/s stereo).
+    /// WHIP publishers and G.711 from phones, for WebRTC and MoQ listeners [5]. Encoding is the
+    /// largest share of what an AAC publisher's WebRTC viewers cost (docs/benchmarks.md); at 10,
+    /// libopus's own default, which adds its signal analysis from 7 up, the whole AAC->Opus
+    /// transcoder takes about half as much CPU again as at 5 (docs/codecs.md#cost), for a
+    /// difference few listeners hear at these bitrates (64 kb/s mono, 96 kb/s stereo).
     pub opus_complexity: u8,
 }
 
