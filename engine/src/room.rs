@@ -98,9 +98,9 @@ struct PeerSlot {
     info: PeerInfo,
     role: PeerRole,
     link: Arc<PeerLink>,
-    events: mpsc::Sender<EndpointEvent>,
+    events: mpsc::Sender<Box<EndpointEvent>>,
     media: MediaSender,
-    feedback: mpsc::Sender<MediaOut>,
+    feedback: mpsc::Sender<Box<MediaOut>>,
     auto_subscribe: bool,
     /// Counted against the room's `max_peers` (false for engine services: the mixer).
     takes_seat: bool,
@@ -790,7 +790,7 @@ impl RoomState {
     /// Queues `event` for one peer; a full queue marks the peer overloaded.
     fn deliver(&mut self, peer: &PeerId, event: EndpointEvent) {
         let Some(slot) = self.peers.get(peer) else { return };
-        if slot.events.try_send(event).is_err() && !slot.link.closed.is_cancelled() {
+        if slot.events.try_send(Box::new(event)).is_err() && !slot.link.closed.is_cancelled() {
             self.overloaded.push((peer.clone(), slot.info.session));
         }
     }
@@ -962,7 +962,7 @@ impl RoomState {
         for link in slot.subscriptions.values() {
             link.detach(shared);
         }
-        let _ = slot.events.try_send(EndpointEvent::Closed { reason: reason.clone() });
+        let _ = slot.events.try_send(Box::new(EndpointEvent::Closed { reason: reason.clone() }));
         slot.link.closed.cancel();
         match slot.role {
             PeerRole::Client => shared.counters.peers.add(-1),

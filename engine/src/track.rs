@@ -52,7 +52,7 @@ pub(crate) struct Track {
     layer_count: u8,
     subscribers: ArcSwap<Vec<Arc<Subscription>>>,
     /// Feedback to the publisher (keyframe requests, bitrate hints).
-    feedback: mpsc::Sender<MediaOut>,
+    feedback: mpsc::Sender<Box<MediaOut>>,
     shared: Arc<Shared>,
     layer_seen_ns: [AtomicU64; MAX_LAYERS],
     /// When the track was published, on the engine's clock: until a layer has had time to show
@@ -80,7 +80,7 @@ pub(crate) struct VariantInput {
 }
 
 impl Track {
-    pub(crate) fn new(info: TrackInfo, feedback: mpsc::Sender<MediaOut>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(info: TrackInfo, feedback: mpsc::Sender<Box<MediaOut>>, shared: Arc<Shared>) -> Self {
         Self::with_input(info, feedback, shared, None)
     }
 
@@ -92,7 +92,7 @@ impl Track {
 
     fn with_input(
         info: TrackInfo,
-        feedback: mpsc::Sender<MediaOut>,
+        feedback: mpsc::Sender<Box<MediaOut>>,
         shared: Arc<Shared>,
         input: Option<VariantInput>,
     ) -> Self {
@@ -333,7 +333,7 @@ impl Track {
             return;
         }
         self.shared.counters.keyframe_requests.add(1);
-        let _ = self.feedback.try_send(MediaOut::KeyframeRequest { track: self.id.clone(), layer });
+        let _ = self.feedback.try_send(Box::new(MediaOut::KeyframeRequest { track: self.id.clone(), layer }));
     }
 
     pub(crate) fn ask_keyframe_now(&self, layer: u8) {
@@ -356,7 +356,7 @@ impl Track {
             return;
         }
         self.last_hint_bps.store(best, Ordering::Relaxed);
-        let _ = self.feedback.try_send(MediaOut::BitrateHint { track: self.id.clone(), bps: best });
+        let _ = self.feedback.try_send(Box::new(MediaOut::BitrateHint { track: self.id.clone(), bps: best }));
     }
 }
 

@@ -87,14 +87,16 @@ pub fn signal_channel() -> (SignalSender, SignalReceiver) {
 /// The session's end of a [`signal_channel`].
 #[derive(Debug, Clone)]
 pub struct SignalSender {
-    tx: mpsc::Sender<SessionSignal>,
+    /// Boxed: a channel allocates its first block of 32 slots when it is made, and a
+    /// `SessionSignal` is 256 bytes.
+    tx: mpsc::Sender<Box<SessionSignal>>,
     /// The latest offer a peer's offer replaced (0: none).
     withdrawn: Arc<AtomicU64>,
 }
 
 /// The surface's end of a [`signal_channel`].
 pub struct SignalReceiver {
-    rx: mpsc::Receiver<SessionSignal>,
+    rx: mpsc::Receiver<Box<SessionSignal>>,
     withdrawn: Arc<AtomicU64>,
 }
 
@@ -104,11 +106,11 @@ impl SignalReceiver {
     pub async fn recv(&mut self) -> Option<SessionSignal> {
         loop {
             let signal = self.rx.recv().await?;
-            match &signal {
+            match &*signal {
                 SessionSignal::Offer { id, .. } if self.offer_withdrawn(*id) => {
                     debug!(offer = id, "dropping an offer the peer's offer replaced");
                 }
-                _ => return Some(signal),
+                _ => return Some(*signal),
             }
         }
     }
@@ -135,7 +137,7 @@ impl Signals {
     /// full or gone), which ends the session.
     pub(crate) fn send(&self, signal: SessionSignal) -> bool {
         match &self.tx {
-            Some(sender) => sender.tx.try_send(signal).is_ok(),
+            Some(sender) => sender.tx.try_send(Box::new(signal)).is_ok(),
             None => true,
         }
     }
