@@ -172,6 +172,16 @@ async fn two_browser_tabs_in_a_grid_in_hls_and_a_recording_and_followed_as_they_
         ids.push(hls["id"].as_str().unwrap().to_owned());
     }
     let speaker = format!("{components}/{}", ids[1]);
+    // Both grids hold their slots before a third is asked for: the recording takes its slot
+    // only after creating its directory (on the blocking pool), so on a loaded machine a third
+    // grid asked for at once could take it first, and the recording would fail instead.
+    for id in [recording["id"].as_str().unwrap(), ids[0].as_str()] {
+        crate::support::eventually("a grid running", Duration::from_secs(20), || async {
+            let (_, view) = server.call(Method::GET, &format!("{components}/{id}"), None).await;
+            (view["state"] == "running").then_some(())
+        })
+        .await;
+    }
     let started = Instant::now();
     // A third grid is past video.max_grids: it fails at once, naming the key.
     let (status, third) = server.call(Method::POST, &components, Some(json!({"type": "hls", "layout": "grid"}))).await;
