@@ -24,7 +24,7 @@ use junction_core::{
     Codec, CodecParams, MediaFrame, MediaKind, MediaOut, MediaTime, PeerId, PublishRequest, RoomId, TrackId, TrackInfo,
     TrackSource, TransportKind,
 };
-use junction_engine::{Engine, EngineConfig, JoinRequest, SystemClock};
+use junction_engine::{Engine, EngineConfig, FrameTranscoder, JoinRequest, SystemClock};
 
 const SECONDS: usize = 10;
 
@@ -142,22 +142,15 @@ fn main() {
     println!("CPU time per second of audio (one thread), {SECONDS} s of a 440 Hz tone:");
     for (from, to) in adapters.routes() {
         let (frames, params) = source(from);
-        let (mut transcoder, out_params) = build_transcoder(from, to, &track_of(from, &params)).unwrap();
-        let mut out = Vec::new();
-        let started = thread_cpu_time();
-        for frame in &frames {
-            transcoder.transcode(frame, &mut out).unwrap();
-        }
-        let spent = thread_cpu_time() - started;
-        let per_second = spent.as_secs_f64() * 1000.0 / SECONDS as f64;
+        let (transcoder, out_params) = build_transcoder(from, to, &track_of(from, &params)).unwrap();
+        let (per_second, out) = hot_loop(transcoder, &frames);
         println!(
-            "  {from:>4} ({} Hz x{}) -> {to:<4} ({} Hz x{}): {per_second:6.2} ms CPU per s of audio ({:.2}% of a core), {} frames out",
+            "  {from:>4} ({} Hz x{}) -> {to:<4} ({} Hz x{}): {per_second:6.2} ms CPU per s of audio ({:.2}% of a core), {out} frames out",
             params.clock_rate,
             params.channels,
             out_params.clock_rate,
             out_params.channels,
             per_second / 10.0,
-            out.len()
         );
     }
 
@@ -167,14 +160,9 @@ fn main() {
     );
     for opus_complexity in [10, 8, 7, 6, 5, 3, 0] {
         let config = AudioConfig { opus_complexity };
-        let (mut transcoder, _) =
+        let (transcoder, _) =
             build_transcoder_with(config, Codec::Aac, Codec::Opus, &track_of(Codec::Aac, &params)).unwrap();
-        let mut out = Vec::new();
-        let started = thread_cpu_time();
-        for frame in &frames {
-            transcoder.transcode(frame, &mut out).unwrap();
-        }
-        let per_second = (thread_cpu_time() - started).as_secs_f64() * 1000.0 / SECONDS as f64;
+        let (per_second, _) = hot_loop(transcoder, &frames);
         println!(
             "  complexity {opus_complexity:>2}: {per_second:6.2} ms CPU per s of audio ({:.2}% of a core)",
             per_second / 10.0
@@ -193,6 +181,17 @@ fn main() {
         "  through an engine variant (transcoding runtime): {per_second:6.2} ms ({:.2}% of a core), {opus} frames out",
         per_second / 10.0
     );
+}
+
+/// Every frame through `transcoder` as fast as it goes: the thread's CPU milliseconds per second
+/// of audio, and the frames out.
+fn hot_loop(mut transcoder: Box<dyn FrameTranscoder>, frames: &[MediaFrame]) -> (f64, usize) {
+    let mut out = Vec::new();
+    let started = thread_cpu_time();
+    for frame in frames {
+        transcoder.transcode(frame, &mut out).unwrap();
+    }
+    ((thread_cpu_time() - started).as_secs_f64() * 1000.0 / SECONDS as f64, out.len())
 }
 
 /// Sleeps until frame `i`'s place in real time since `started`.
