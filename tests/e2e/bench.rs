@@ -223,9 +223,11 @@ async fn fanout_over_whip_and_whep_reports_consistent_counts() {
     number(&report, "/bytes_per_subscriber");
     server.wait_for_no_peers().await;
 
-    // The same load pointed at explicit WHIP/WHEP endpoints with one bearer token, as it would
-    // be at another server.
-    let token = server.token("elsewhere", "load", serde_json::json!({"publish": true, "subscribe": true})).await;
+    // The same load pointed at explicit WHIP/WHEP endpoints, as it would be at another server:
+    // `--token` for both unless `--whep-token` says otherwise. The tokens' grants differ, so a
+    // token sent to the wrong endpoint would be refused.
+    let token = server.token("elsewhere", "load", serde_json::json!({"publish": true, "subscribe": false})).await;
+    let viewer = server.token("elsewhere", "viewer", serde_json::json!({"publish": false, "subscribe": true})).await;
     let whip = server.url("/whip/elsewhere");
     let whep = server.url("/whep/elsewhere");
     let report = bench(
@@ -245,6 +247,10 @@ async fn fanout_over_whip_and_whep_reports_consistent_counts() {
             &whep,
             "--token",
             &token,
+            "--whep-token",
+            &viewer,
+            "--settle",
+            "1s",
         ],
     )
     .await;

@@ -3,8 +3,10 @@
 //! first, then a window with everyone connected: what arrives (loss, latency), what the server
 //! spends per forwarded packet (and as a multiple of the floor), and its memory per subscriber.
 //!
-//! Against another server: `--whip-url`/`--whep-url`/`--token` skip Junction's REST API and use
-//! the given endpoints and bearer token for every session.
+//! Against another server: `--whip-url`/`--whep-url` with `--token` (or `--whip-token` and
+//! `--whep-token`, for servers whose tokens differ by role) skip Junction's REST API and use the
+//! given endpoints and bearer tokens for every session; `--dtls-cert rsa` for a server whose DTLS
+//! only signs with RSA (atm0s-media-server).
 //!
 //! `--find-max` measures a saturation point instead of one load: runs of `--subscribers`, then
 //! `--step` more each time, each with a fresh room and its own window, until a run loses at
@@ -39,7 +41,7 @@ use super::media::{RunClock, SendLog, VideoPattern};
 use super::probe::ServerProbe;
 use super::report::{FindMaxFigures, FindMaxStep, Report};
 use super::stats::{Outcome, Traffic};
-use super::webrtc::{PeerKit, VideoCodec, WhepViewer, WhipPublisher};
+use super::webrtc::{DtlsCertKind, PeerKit, VideoCodec, WhepViewer, WhipPublisher};
 use super::{Target, VideoSize, parse_duration, window};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,6 +65,11 @@ pub struct FanoutArgs {
     /// Length of the measured window, after every subscriber joined.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Time between the last subscriber joining and the window: for servers that pace each
+    /// subscriber at its bandwidth estimate (and hold video back while the estimate ramps up),
+    /// the window then sees the steady state, not the ramp.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
     /// Subscribers started per second while ramping up.
     #[arg(long, default_value_t = 50.0)]
     pub ramp: f64,
@@ -70,14 +77,24 @@ pub struct FanoutArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub keyframe_interval: Duration,
     /// Publish to this WHIP endpoint instead of the server's `/whip/<room>` (another server).
-    #[arg(long, requires = "token")]
+    #[arg(long, requires = "whep_url")]
     pub whip_url: Option<String>,
     /// Watch from this WHEP endpoint instead of the server's `/whep/<room>`.
-    #[arg(long, requires = "token")]
+    #[arg(long, requires = "whip_url")]
     pub whep_url: Option<String>,
     /// Bearer token for every WHIP and WHEP request when the endpoints are given.
     #[arg(long)]
     pub token: Option<String>,
+    /// Bearer token for the WHIP requests (instead of `--token`).
+    #[arg(long, requires = "whip_url")]
+    pub whip_token: Option<String>,
+    /// Bearer token for the WHEP requests (instead of `--token`).
+    #[arg(long, requires = "whep_url")]
+    pub whep_token: Option<String>,
+    /// The DTLS certificate every peer presents: `rsa` runs the handshake on OpenSSL, for a server
+    /// that only signs with RSA.
+    #[arg(long, value_enum, default_value = "ecdsa")]
+    pub dtls_cert: DtlsCertKind,
     /// HTTP base URL of another node of the target's cluster: subscribers join there (round robin
     /// over every `--subscribe-at`) instead of on the target, and watch through the relay.
     #[arg(long = "subscribe-at", conflicts_with_all = ["whip_url", "whep_url"])]
@@ -193,18 +210,20 @@ struct Endpoints {
 }
 
 async fn endpoints(api: &Api, args: &FanoutArgs) -> anyhow::Result<Endpoints> {
-    if let (Some(whip), Some(whep), Some(token)) = (&args.whip_url, &args.whep_url, &args.token) {
+    if let (Some(whip), Some(whep)) = (&args.whip_url, &args.whep_url) {
+        let (Some(whip_token), Some(whep_token)) =
+            (args.whip_token.as_ref().or(args.token.as_ref()), args.whep_token.as_ref().or(args.token.as_ref()))
+        else {
+            bail!("--whip-url and --whep-url need --token, or --whip-token and --whep-token");
+        };
         return Ok(Endpoints {
             whip: whip.clone(),
             whep: vec![whep.clone()],
-            publisher_tokens: vec![token.clone(); args.publishers],
-            viewer_token: token.clone(),
+            publisher_tokens: vec![whip_token.clone(); args.publishers],
+            viewer_token: whep_token.clone(),
             room: None,
             turn: None,
         });
-    }
-    if args.whip_url.is_some() || args.whep_url.is_some() {
-        bail!("--whip-url and --whep-url go together, with --token");
     }
     let room = format!("bench-{}", random_id("", 8).to_lowercase());
     api.create_room(&room, 30).await?;
@@ -262,8 +281,8 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
         "publishers": args.publishers, "subscribers": args.subscribers, "duration_s": args.duration.as_secs_f64(),
         "video": format!("{:?}", args.video), "video_bps": args.video.format().2,
         "codec": format!("{:?}", args.codec).to_lowercase(), "audio": "Opus 20 ms, 48 kb/s",
-        "keyframe_interval_s": args.keyframe_interval.as_secs_f64(), "ramp_per_s": args.ramp, "idle": args.idle,
-        "via_turn": args.via_turn,
+        "keyframe_interval_s": args.keyframe_interval.as_secs_f64(), "ramp_per_s": args.ramp, "settle_s": args.settle.as_secs_f64(), "idle": args.idle,
+        "via_turn": args.via_turn, "dtls_cert": format!("{:?}", args.dtls_cert).to_lowercase(),
     });
     if args.idle {
         report.publishers = 0;
@@ -276,7 +295,7 @@ pub async fn run(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
         .context("the WHIP URL has no host")?;
-    let kit = PeerKit::new(args.codec, &host)?;
+    let kit = PeerKit::new(args.codec, &host, args.dtls_cert)?;
     let result = load(&probe, &args, &endpoints, kit, &mut report).await;
     if let Some(room) = &endpoints.room {
         let _ = api.delete_room(room).await;
@@ -321,7 +340,7 @@ async fn load(
     kit: PeerKit,
     report: &mut Report,
 ) -> anyhow::Result<Loaded> {
-    let http = reqwest::Client::new();
+    let http = super::webrtc::whip::http_client();
     let clock = RunClock::new();
     let pattern = VideoPattern::new(args.video, 30, args.keyframe_interval);
     let traffic = Arc::new(Traffic::default());
@@ -375,6 +394,7 @@ async fn load(
     }
     ramp.finish();
     window::wait_for_joins(&traffic, args.subscribers as u64, Duration::from_secs(30)).await;
+    tokio::time::sleep(args.settle).await;
     let nodes_before = probe.sample_each().await;
     let measured = window::measure(probe, &traffic, args.duration).await;
     if let (ServerProbe::Nodes(_), Ok(before), Ok(after)) = (probe, nodes_before, probe.sample_each().await) {

@@ -108,7 +108,7 @@ pub enum BenchCommand {
     Floor(floor::FloorArgs),
     /// Fan-out: WHIP publishers of synthetic video and Opus, WHEP subscribers ramped up, then a
     /// measured window (loss, latency, server CPU per forwarded packet vs the floor, memory).
-    Fanout(fanout::FanoutArgs),
+    Fanout(Box<fanout::FanoutArgs>),
     /// RTMP ingest load: N publishers of synthetic H.264 + AAC, each watched by a viewer.
     Rtmp(rtmp::RtmpArgs),
     /// SIP load: N G.711 (PCMU) calls into mixed rooms; set-up time, the mix each call hears,
@@ -168,8 +168,8 @@ pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
     let placement = target.place(&command)?;
     let mut report: report::Report = match command {
         BenchCommand::Floor(args) => floor::run(args).await?,
-        BenchCommand::Fanout(args) if args.find_max => fanout::find_max(target, args).await?,
-        BenchCommand::Fanout(args) => fanout::run(target, args).await?,
+        BenchCommand::Fanout(args) if args.find_max => fanout::find_max(target, *args).await?,
+        BenchCommand::Fanout(args) => fanout::run(target, *args).await?,
         BenchCommand::Rtmp(args) => rtmp::run(target, args).await?,
         BenchCommand::Sip(args) => sip::run(target, args).await?,
         BenchCommand::Churn(args) => churn::run(target, args).await?,

@@ -26,7 +26,7 @@ use super::media::{AacSource, RunClock, Stream, VideoPattern};
 use super::probe::ServerProbe;
 use super::report::Report;
 use super::stats::{Outcome, Traffic};
-use super::webrtc::{PeerKit, VideoCodec, WhepViewer};
+use super::webrtc::{DtlsCertKind, PeerKit, VideoCodec, WhepViewer};
 use super::{Target, VideoSize, parse_duration, window};
 pub use endpoints::{Player, Publisher};
 pub use junction_testkit::rtmp::host_of;
@@ -199,9 +199,9 @@ async fn load(
     let mut viewers = JoinSet::new();
     let mut streams = Vec::new();
     let mut host = None;
-    let http = reqwest::Client::new();
+    let http = super::webrtc::whip::http_client();
     let http_host = reqwest::Url::parse(api.base()).ok().and_then(|u| u.host_str().map(str::to_owned));
-    let kit = PeerKit::new(VideoCodec::H264, http_host.as_deref().unwrap_or("127.0.0.1"))?;
+    let kit = PeerKit::new(VideoCodec::H264, http_host.as_deref().unwrap_or("127.0.0.1"), DtlsCertKind::Ecdsa)?;
 
     for i in 0..args.streams {
         let room = format!("bench-{run_id}-{i}");

@@ -3,6 +3,7 @@
 //! like an encoder, and a WHEP viewer that counts what arrives and when. Each is one tokio task
 //! owning its `Rtc` and UDP socket.
 
+mod openssl_dtls;
 mod peer;
 pub mod turn;
 pub mod whip;
@@ -16,7 +17,7 @@ use str0m::{Event, IceConnectionState};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-pub use peer::{Peer, PeerKit, VideoCodec};
+pub use peer::{DtlsCertKind, Peer, PeerKit, VideoCodec};
 
 use super::media::Stream;
 use super::media::{RunClock, Stamp, VideoPattern, opus_frame};

@@ -30,6 +30,15 @@ pub enum VideoCodec {
     H264,
 }
 
+/// The DTLS certificate (and so the handshake's signatures) the peers of a run present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtlsCertKind {
+    /// ECDSA P-256 on str0m's default DTLS (dimpl), what browsers and Junction use.
+    Ecdsa,
+    /// RSA 2048 on OpenSSL's DTLS, for servers that only sign with RSA (atm0s-media-server).
+    Rsa,
+}
+
 /// What every peer of a run shares: the crypto provider and one DTLS certificate.
 #[derive(Clone)]
 pub struct PeerKit {
@@ -44,9 +53,15 @@ pub struct PeerKit {
 
 impl PeerKit {
     /// `server_host` is the host of the WHIP/WHEP URL: peers bind an address that reaches it.
-    pub fn new(codec: VideoCodec, server_host: &str) -> anyhow::Result<PeerKit> {
-        let crypto = str0m::crypto::from_feature_flags();
-        let cert = crypto.dtls_provider.generate_certificate().context("cannot make a DTLS certificate")?;
+    pub fn new(codec: VideoCodec, server_host: &str, dtls: DtlsCertKind) -> anyhow::Result<PeerKit> {
+        let (crypto, cert) = match dtls {
+            DtlsCertKind::Ecdsa => {
+                let crypto = str0m::crypto::from_feature_flags();
+                let cert = crypto.dtls_provider.generate_certificate().context("cannot make a DTLS certificate")?;
+                (crypto, cert)
+            }
+            DtlsCertKind::Rsa => super::openssl_dtls::rsa_provider().context("cannot set up OpenSSL DTLS")?,
+        };
         Ok(PeerKit { crypto: Arc::new(crypto), cert, codec, local_ip: local_ip_towards(server_host), turn: None })
     }
 

@@ -5,6 +5,15 @@
 use anyhow::{Context, bail};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 
+/// The HTTP client WHIP and WHEP requests go out on. It names itself, as browsers do: some
+/// servers refuse a request without a `User-Agent` (atm0s-media-server answers 400).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("junction-bench/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
+}
+
 pub struct Session {
     /// The session resource (absolute URL).
     pub location: Option<String>,
