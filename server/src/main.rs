@@ -156,6 +156,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webrtc.video_resend_packets  RTP packets kept per video stream for NACK resends [128]
   webrtc.pace_video       send video at 1.1 x the peer's estimate, not as it arrives [false]
   webrtc.max_send_delay_ms  ms paced video may wait in the pacer, then it is shed to a keyframe [250]
+  webrtc.udp_recv_buffer_bytes  the media socket's kernel receive buffer, capped by net.core.rmem_max [4194304]
   turn.enabled            built-in TURN server, relaying only to the media plane [false]
   turn.udp_listen         TURN over UDP and TCP                [127.0.0.1:3478]
   turn.tls_listen         TURN over TLS (with turn.tls_cert, turn.tls_key PEM) [unset: no TLS]

@@ -14,6 +14,8 @@ use crate::session::SendPacing;
 pub const MAX_ICE_TIMEOUT_S: u64 = 30;
 /// Longest connect deadline accepted.
 pub const MAX_CONNECT_TIMEOUT_S: u64 = 120;
+/// The largest `udp_recv_buffer_bytes` accepted (256 MiB).
+pub const MAX_UDP_RECV_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +72,12 @@ pub struct WebrtcConfig {
     /// dropped until the next keyframe (asked for) and the backlog drains, rather than handing
     /// the peer seconds of stale video.
     pub max_send_delay_ms: u64,
+    /// Bytes of kernel receive buffer asked for on the shared UDP socket (`SO_RCVBUF`). Every
+    /// publisher's media and every subscriber's RTCP arrive on that one socket, and Linux's
+    /// default (208 KiB) overflows while the core writes a keyframe to a few hundred
+    /// subscribers: a publisher packet dropped there is lost to all of them. The kernel caps the
+    /// request at `net.core.rmem_max` (a warning at start says so). 0 keeps the kernel's default.
+    pub udp_recv_buffer_bytes: usize,
 }
 
 impl Default for WebrtcConfig {
@@ -93,6 +101,7 @@ impl Default for WebrtcConfig {
             video_resend_packets: 128,
             pace_video: false,
             max_send_delay_ms: 250,
+            udp_recv_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -190,6 +199,12 @@ impl WebrtcConfig {
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError { key, message: "must be at least 1".into() });
+        }
+        if self.udp_recv_buffer_bytes > MAX_UDP_RECV_BUFFER_BYTES {
+            return Err(ConfigError {
+                key: "udp_recv_buffer_bytes",
+                message: format!("must be at most {MAX_UDP_RECV_BUFFER_BYTES} bytes (0: the kernel's default)"),
+            });
         }
         if !(20..=10_000).contains(&self.max_send_delay_ms) {
             return Err(ConfigError { key: "max_send_delay_ms", message: "must be 20 to 10000 milliseconds".into() });
@@ -293,6 +308,10 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().key, "max_addresses");
         let config = WebrtcConfig { video_resend_packets: 0, ..WebrtcConfig::default() };
         assert_eq!(config.validate().unwrap_err().key, "video_resend_packets");
+        let config = WebrtcConfig { udp_recv_buffer_bytes: MAX_UDP_RECV_BUFFER_BYTES + 1, ..WebrtcConfig::default() };
+        assert_eq!(config.validate().unwrap_err().key, "udp_recv_buffer_bytes");
+        let config = WebrtcConfig { udp_recv_buffer_bytes: 0, ..WebrtcConfig::default() };
+        assert!(config.validate().is_ok(), "0 keeps the kernel's default");
         let config = WebrtcConfig { tcp_listen: Some("[::]:7882".parse().unwrap()), ..WebrtcConfig::default() };
         assert_eq!(config.validate().unwrap_err().key, "public_addr");
     }

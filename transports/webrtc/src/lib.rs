@@ -34,6 +34,7 @@ mod negotiate;
 mod sdp;
 mod send_batch;
 mod session;
+mod udp_buffer;
 mod udp_mux;
 mod validate;
 
@@ -112,6 +113,10 @@ pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Resul
         .await
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     let local = socket.local_addr().map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
+    if config.udp_recv_buffer_bytes > 0 {
+        udp_buffer::size_receive_buffer(&socket, config.udp_recv_buffer_bytes)
+            .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
+    }
     let advertised = config.advertised_addrs(local)?;
     let tcp = match config.tcp_bind_addr() {
         Some(addr) => {
