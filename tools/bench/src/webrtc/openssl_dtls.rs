@@ -156,7 +156,6 @@ struct OpensslInstance {
     /// The session until `set_active` says which side it is.
     ssl: Option<Ssl>,
     stream: Option<SslStream<Wire>>,
-    active: Option<bool>,
     connected: bool,
     failed: bool,
     closing: bool,
@@ -166,7 +165,10 @@ struct OpensslInstance {
 
 impl std::fmt::Debug for OpensslInstance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpensslInstance").field("active", &self.active).field("connected", &self.connected).finish()
+        f.debug_struct("OpensslInstance")
+            .field("active", &self.is_active())
+            .field("connected", &self.connected)
+            .finish()
     }
 }
 
@@ -238,7 +240,6 @@ impl DtlsInstance for OpensslInstance {
         } else {
             ssl.set_accept_state();
         }
-        self.active = Some(active);
         match SslStream::new(ssl, Wire::default()) {
             Ok(stream) => self.stream = Some(stream),
             Err(e) => {
@@ -246,7 +247,7 @@ impl DtlsInstance for OpensslInstance {
                 eprintln!("bench: cannot start an OpenSSL DTLS session: {e}");
             }
         }
-        // The client speaks first; the handshake's next step waits for its first timeout.
+        // The client speaks first: str0m starts it with an empty packet (`handle_packet`).
     }
 
     fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
@@ -311,7 +312,7 @@ impl DtlsInstance for OpensslInstance {
     }
 
     fn is_active(&self) -> bool {
-        self.active == Some(true)
+        self.stream.as_ref().is_some_and(|s| !s.ssl().is_server())
     }
 
     fn protocol_version(&self) -> Option<ProtocolVersion> {
