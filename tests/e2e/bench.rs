@@ -127,7 +127,7 @@ async fn fanout_find_max_ramps_until_a_step_is_not_clean_and_reports_the_largest
         .collect();
     assert_eq!(steps, [(1, true), (2, true), (3, true)], "{report:#}");
     assert_eq!(find["largest_clean"], 3);
-    assert!(find["stopped"].as_str().unwrap().contains("--max-subscribers"), "{report:#}");
+    assert!(find["stopped"].as_str().unwrap().contains("largest count asked for"), "{report:#}");
     // The report's own figures are the largest clean run's.
     assert_consistent(&report, &server, 3);
     server.wait_for_no_peers().await;
@@ -259,13 +259,54 @@ async fn fanout_over_whip_and_whep_reports_consistent_counts() {
     server.wait_for_no_peers().await;
 }
 
+/// The RTMP saturation search, 1 then 2 streams with limits nothing on loopback reaches: each
+/// step is a whole RTMP run (its report consistent), and the audio the server transcoded for the
+/// WHEP viewers is counted in the window (about 50 Opus frames per second per viewer) with its
+/// delay, which the search holds to its limits.
 #[tokio::test]
-async fn rtmp_ingest_load_reports_consistent_counts() {
+async fn rtmp_find_max_counts_the_transcoded_audio_of_every_step() {
     let server = TestServer::start().await;
-    let report = bench(&server, &["rtmp", "--streams", "2", "--duration", "3s", "--video", "360p"]).await;
-    assert_eq!(report["mode"], "rtmp");
-    assert_eq!(report["publishers"], 2);
+    let args = [
+        "rtmp",
+        "--find-max",
+        "--streams",
+        "1",
+        "--step",
+        "1",
+        "--max-streams",
+        "2",
+        "--duration",
+        "3s",
+        "--video",
+        "360p",
+        "--loss-limit",
+        "100",
+        "--latency-limit",
+        "60s",
+        "--transcoded-audio-limit",
+        "0",
+    ];
+    let report = bench(&server, &args).await;
+    assert_eq!(report["mode"], "rtmp-find-max");
+    assert_eq!(report["publishers"], 2, "the report is the largest clean step's");
     assert_consistent(&report, &server, 2);
+    let find = &report["find_max"];
+    assert_eq!(find["largest_clean"], 2, "{report:#}");
+    let steps = find["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{report:#}");
+    for step in steps {
+        assert_eq!(step["clean"], true, "{step}");
+        let share = number(step, "/transcoded_audio_share");
+        assert!((0.8..=1.05).contains(&share), "about 50 transcoded frames per second per viewer: {step}");
+        assert!(number(step, "/transcoded_audio_delay_p99_ms") >= 0.0, "{step}");
+    }
+    let frames = &report["frames"];
+    assert!(
+        number(frames, "/unstamped_in_window") > 0.0
+            && number(frames, "/unstamped") >= number(frames, "/unstamped_in_window"),
+        "{frames}"
+    );
+    assert!(number(&report, "/unstamped_delay_ms/p99") >= 0.0, "{report:#}");
     server.wait_for_no_peers().await;
 }
 

@@ -120,6 +120,7 @@ pub async fn run(target: &Target, args: ChurnArgs) -> anyhow::Result<Report> {
             / after.at.saturating_duration_since(before.at).as_secs_f64().max(1e-9),
         packets: outcomes.iter().map(|o| o.log.packets).sum(),
         bytes: outcomes.iter().map(|o| o.log.bytes).sum(),
+        unstamped: outcomes.iter().map(|o| o.log.unstamped).sum(),
         end: Some(after),
     };
     report.publishers = args.cycles * args.concurrency;

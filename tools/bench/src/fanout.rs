@@ -35,11 +35,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
+use super::find_max::Search;
 use super::floor;
 use super::media::Stream;
 use super::media::{RunClock, SendLog, VideoPattern};
 use super::probe::ServerProbe;
-use super::report::{FindMaxFigures, FindMaxStep, Report};
+use super::report::Report;
 use super::stats::{Outcome, Traffic};
 use super::webrtc::{DtlsCertKind, PeerKit, VideoCodec, WhepViewer, WhipPublisher};
 use super::{Target, VideoSize, parse_duration, window};
@@ -137,64 +138,10 @@ pub struct FanoutArgs {
 /// `--find-max`: fan-out runs of growing size until one is not clean; the largest clean run's
 /// report, with every step in `find_max`.
 pub async fn find_max(target: &Target, args: FanoutArgs) -> anyhow::Result<Report> {
-    let latency_limit_ms = args.latency_limit.as_secs_f64() * 1000.0;
-    let mut figures = FindMaxFigures {
-        loss_limit_percent: args.loss_limit,
-        latency_limit_ms,
-        largest_clean: None,
-        stopped: String::new(),
-        steps: Vec::new(),
-    };
-    // The largest clean run's report, or the first run's when it was not clean.
-    let mut chosen: Option<Report> = None;
-    let mut subscribers = args.subscribers.max(1);
-    loop {
-        let step_args = FanoutArgs { subscribers, find_max: false, ..args.clone() };
-        let report = run(target, step_args).await?;
-        let p99 = report.latency_ms.p99;
-        let connected = report.subscribers_connected == subscribers;
-        let clean = connected && report.loss_percent < args.loss_limit && p99.is_some_and(|p| p < latency_limit_ms);
-        figures.steps.push(FindMaxStep {
-            subscribers,
-            connected: report.subscribers_connected,
-            loss_percent: report.loss_percent,
-            latency_p99_ms: p99,
-            server_cpu_percent: report.server_cpu_percent,
-            client_cpu_percent: report.conditions.client_cpu_percent,
-            clean,
-        });
-        if !clean {
-            figures.stopped = if !connected {
-                format!("{} of {subscribers} subscribers connected", report.subscribers_connected)
-            } else if report.loss_percent >= args.loss_limit {
-                format!("{:.3} % lost at {subscribers}", report.loss_percent)
-            } else {
-                format!("p99 latency {} ms at {subscribers}", p99.map_or_else(|| "-".to_owned(), |p| format!("{p:.1}")))
-            };
-            chosen.get_or_insert(report);
-            break;
-        }
-        figures.largest_clean = Some(subscribers);
-        chosen = Some(report);
-        let next = subscribers.saturating_add(args.step as usize);
-        if next > args.max_subscribers {
-            figures.stopped = format!("clean up to --max-subscribers ({})", args.max_subscribers);
-            break;
-        }
-        subscribers = next;
-        // The last run's room was deleted; its sessions end before the next run's baseline.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let mut report = chosen.context("find-max ran no step")?;
+    let search = Search::new(args.subscribers, args.step, args.max_subscribers, args.loss_limit, args.latency_limit);
+    let step = |subscribers| run(target, FanoutArgs { subscribers, find_max: false, ..args.clone() });
+    let mut report = super::find_max::search(search, "subscribers", step, |_| None).await?;
     report.mode = "fanout-find-max";
-    if figures.steps.len() > 1 {
-        report.notes.push(
-            "memory per receiver after the first step reads low: the server's allocator keeps what earlier steps freed, \
-             so the baseline already holds it; take that figure from a run on a fresh server"
-                .to_owned(),
-        );
-    }
-    report.find_max = Some(figures);
     Ok(report)
 }
 

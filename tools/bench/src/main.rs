@@ -13,6 +13,7 @@
 mod api;
 mod churn;
 mod fanout;
+mod find_max;
 mod floor;
 mod media;
 mod pin;
@@ -170,6 +171,7 @@ pub async fn run(target: &Target, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Floor(args) => floor::run(args).await?,
         BenchCommand::Fanout(args) if args.find_max => fanout::find_max(target, *args).await?,
         BenchCommand::Fanout(args) => fanout::run(target, *args).await?,
+        BenchCommand::Rtmp(args) if args.find_max => rtmp::find_max(target, args).await?,
         BenchCommand::Rtmp(args) => rtmp::run(target, args).await?,
         BenchCommand::Sip(args) => sip::run(target, args).await?,
         BenchCommand::Churn(args) => churn::run(target, args).await?,

@@ -38,6 +38,9 @@ pub struct Report {
     /// The same, video frames only (a frame counts when its last packet arrived).
     pub video_latency_ms: Percentiles,
     pub audio_latency_ms: Percentiles,
+    /// Frames the server made (transcoded audio), which carry no stamp: how much later than the
+    /// earliest of its viewer each arrived against its media time, in the window.
+    pub unstamped_delay_ms: Percentiles,
     /// `proc:<pid>` or `metrics`: where server CPU and memory were read.
     pub server_cpu_source: String,
     /// Server CPU during the window, in percent of one core.
@@ -85,6 +88,7 @@ pub struct FindMaxFigures {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FindMaxStep {
+    /// Receivers asked for: WHEP subscribers (`fanout`), or streams with a viewer each (`rtmp`).
     pub subscribers: usize,
     pub connected: usize,
     pub loss_percent: f64,
@@ -92,6 +96,10 @@ pub struct FindMaxStep {
     pub latency_p99_ms: Option<f64>,
     pub server_cpu_percent: Option<f64>,
     pub client_cpu_percent: Option<f64>,
+    /// Server-made audio (`rtmp` with WHEP viewers: AAC transcoded to Opus): the share of the
+    /// frames due in the window that arrived, and their p99 delay.
+    pub transcoded_audio_share: Option<f64>,
+    pub transcoded_audio_delay_p99_ms: Option<f64>,
     pub clean: bool,
 }
 
@@ -155,6 +163,7 @@ impl Report {
             latency_ms: Percentiles::default(),
             video_latency_ms: Percentiles::default(),
             audio_latency_ms: Percentiles::default(),
+            unstamped_delay_ms: Percentiles::default(),
             server_cpu_source: "none".to_owned(),
             server_cpu_percent: None,
             server_cpu_us_per_packet: None,
@@ -286,6 +295,9 @@ impl fmt::Display for Report {
         writeln!(f, "  latency              {}", percentiles(&self.latency_ms))?;
         writeln!(f, "    video              {}", percentiles(&self.video_latency_ms))?;
         writeln!(f, "    audio              {}", percentiles(&self.audio_latency_ms))?;
+        if self.unstamped_delay_ms.samples > 0 {
+            writeln!(f, "    server-made delay  {}", percentiles(&self.unstamped_delay_ms))?;
+        }
         writeln!(
             f,
             "  server CPU           {} of a core ({})  {} per packet  = {} x floor",
@@ -316,7 +328,7 @@ impl fmt::Display for Report {
         if let Some(find) = &self.find_max {
             writeln!(
                 f,
-                "  find-max             largest clean: {} subscribers (loss < {} %, p99 < {} ms); stopped: {}",
+                "  find-max             largest clean: {} receivers (loss < {} %, p99 < {} ms); stopped: {}",
                 find.largest_clean.map_or_else(|| "none".to_owned(), |n| n.to_string()),
                 find.loss_limit_percent,
                 find.latency_limit_ms,
@@ -325,13 +337,18 @@ impl fmt::Display for Report {
             for step in &find.steps {
                 writeln!(
                     f,
-                    "    {:>5} subscribers: {} connected, loss {:.3} %, p99 {}, server CPU {}, tool CPU {}{}",
+                    "    {:>5} receivers: {} connected, loss {:.3} %, p99 {}, server CPU {}, tool CPU {}{}{}",
                     step.subscribers,
                     step.connected,
                     step.loss_percent,
                     opt(step.latency_p99_ms, " ms"),
                     opt(step.server_cpu_percent, " %"),
                     opt(step.client_cpu_percent, " %"),
+                    step.transcoded_audio_share.map_or_else(String::new, |share| format!(
+                        ", transcoded audio {:.1} % (p99 delay {})",
+                        share * 100.0,
+                        opt(step.transcoded_audio_delay_p99_ms, " ms")
+                    )),
                     if step.clean { "  clean" } else { "" }
                 )?;
             }

@@ -157,6 +157,8 @@ pub struct FrameCounts {
     /// Frames that carried no stamp and so are outside the counts above: media the server made
     /// itself, such as AAC transcoded to Opus.
     pub unstamped: u64,
+    /// Of those, the ones that arrived during the measured window.
+    pub unstamped_in_window: u64,
 }
 
 impl FrameCounts {
@@ -188,6 +190,14 @@ pub struct ReceiverLog {
     pub frames: u64,
     /// Frames that arrived without a stamp (made by the server, e.g. transcoded audio).
     pub unstamped: u64,
+    /// Arrival time minus media time of the earliest server-made frame so far, in µs: the
+    /// reference the delay of every later one is measured from (a receiver gets one server-made
+    /// stream, the transcoded audio, so one media clock).
+    unstamped_offset_floor: Option<i64>,
+    /// How much later than that earliest one each server-made frame arrived, against its own
+    /// media time, inside the window: the queueing the server added on their way (a transcoder
+    /// falling behind), which no stamp can show.
+    pub unstamped_delay: Micros,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -203,6 +213,18 @@ impl ReceiverLog {
         }
         fresh
     }
+
+    /// Records a frame the server made, with its media time and its arrival on the tool's clock
+    /// (both µs); its delay counts when `measuring`.
+    pub fn unstamped_frame(&mut self, media_time_us: u64, arrival_us: u64, measuring: bool) {
+        self.unstamped += 1;
+        let offset = arrival_us as i64 - media_time_us as i64;
+        let floor = self.unstamped_offset_floor.map_or(offset, |floor| floor.min(offset));
+        self.unstamped_offset_floor = Some(floor);
+        if measuring {
+            self.unstamped_delay.record((offset - floor) as u64);
+        }
+    }
 }
 
 /// Media packets and bytes all receivers got, counted live so a window can be cut out of a run.
@@ -210,6 +232,7 @@ impl ReceiverLog {
 pub struct Traffic {
     packets: AtomicU64,
     bytes: AtomicU64,
+    unstamped: AtomicU64,
     joined: AtomicU64,
     failed: AtomicU64,
     measuring: AtomicBool,
@@ -250,9 +273,19 @@ impl Traffic {
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// A receiver got a frame the server made (transcoded audio), which carries no stamp.
+    pub fn add_unstamped(&self) {
+        self.unstamped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// (packets, bytes) so far.
     pub fn totals(&self) -> (u64, u64) {
         (self.packets.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Unstamped frames so far.
+    pub fn unstamped(&self) -> u64 {
+        self.unstamped.load(Ordering::Relaxed)
     }
 }
 
@@ -269,6 +302,23 @@ pub struct Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_made_frames_are_delayed_against_the_earliest_one() {
+        let mut log = ReceiverLog::default();
+        // Media time advances 20 ms per frame; arrivals at +5 ms (the reference), then 30 ms late.
+        log.unstamped_frame(1_000_000, 9_005_000, false);
+        log.unstamped_frame(1_020_000, 9_025_000, true);
+        log.unstamped_frame(1_040_000, 9_075_000, true);
+        assert_eq!(log.unstamped, 3);
+        assert_eq!(log.unstamped_delay.len(), 2, "only frames inside the window count");
+        let p = log.unstamped_delay.percentiles_ms();
+        assert!((p.max.unwrap() - 30.0).abs() < 0.1, "{p:?}");
+        // A faster frame later becomes the reference.
+        log.unstamped_frame(1_060_000, 9_060_000, true);
+        log.unstamped_frame(1_080_000, 9_080_000, true);
+        assert!(log.unstamped_delay.percentiles_ms().p50.unwrap() < 0.01, "{:?}", log.unstamped_delay.percentiles_ms());
+    }
 
     #[test]
     fn seq_sets_count_distinct_numbers_in_a_window() {

@@ -36,6 +36,8 @@ pub struct Window {
     pub client_cpu_percent: f64,
     pub packets: u64,
     pub bytes: u64,
+    /// Frames the server made (transcoded audio) that reached the receivers.
+    pub unstamped: u64,
     pub end: Option<Sample>,
 }
 
@@ -44,6 +46,7 @@ pub async fn measure(probe: &ServerProbe, traffic: &Traffic, duration: Duration)
     let server_start = probe.sample().await?;
     let own_start = (Instant::now(), probe::own_cpu_seconds());
     let (packets_start, bytes_start) = traffic.totals();
+    let unstamped_start = traffic.unstamped();
     traffic.set_measuring(true);
     let progress = Progress::timer(duration, "measuring");
     let started = Instant::now();
@@ -54,6 +57,7 @@ pub async fn measure(probe: &ServerProbe, traffic: &Traffic, duration: Duration)
     progress.finish();
     traffic.set_measuring(false);
     let (packets_end, bytes_end) = traffic.totals();
+    let unstamped_end = traffic.unstamped();
     let own_end = (Instant::now(), probe::own_cpu_seconds());
     let server_end = probe.sample().await?;
     let seconds = server_end.at.saturating_duration_since(server_start.at).as_secs_f64();
@@ -64,6 +68,7 @@ pub async fn measure(probe: &ServerProbe, traffic: &Traffic, duration: Duration)
         client_cpu_percent: (own_end.1 - own_start.1).max(0.0) * 100.0 / own_wall,
         packets: packets_end - packets_start,
         bytes: bytes_end - bytes_start,
+        unstamped: unstamped_end - unstamped_start,
         end: Some(server_end),
     })
 }
@@ -119,8 +124,13 @@ pub fn fill(
     fill_window(report, window, baseline);
 
     let published: Vec<u64> = streams.iter().map(|s| s.len()).collect();
-    let mut frames = FrameCounts { published: published.iter().sum(), ..FrameCounts::default() };
+    let mut frames = FrameCounts {
+        published: published.iter().sum(),
+        unstamped_in_window: window.unstamped,
+        ..FrameCounts::default()
+    };
     let (mut latency, mut video, mut audio) = (Micros::new(), Micros::new(), Micros::new());
+    let mut unstamped_delay = Micros::new();
     let mut joins = Micros::new();
     let mut errors: Vec<String> = Vec::new();
     for outcome in outcomes {
@@ -132,6 +142,7 @@ pub fn fill(
         latency.add(&outcome.log.latency);
         video.add(&outcome.log.video_latency);
         audio.add(&outcome.log.audio_latency);
+        unstamped_delay.add(&outcome.log.unstamped_delay);
         match outcome.join_us {
             Some(join) => joins.record(join),
             None => errors.push(outcome.error.clone().unwrap_or_else(|| "no media arrived".to_owned())),
@@ -141,6 +152,7 @@ pub fn fill(
     report.latency_ms = latency.percentiles_ms();
     report.video_latency_ms = video.percentiles_ms();
     report.audio_latency_ms = audio.percentiles_ms();
+    report.unstamped_delay_ms = unstamped_delay.percentiles_ms();
     report.join_ms = joins.percentiles_ms();
     report.subscribers_connected = outcomes.iter().filter(|o| o.join_us.is_some()).count();
     report.subscribers_failed = outcomes.len() - report.subscribers_connected;

@@ -7,7 +7,12 @@
 //! per stream; an LL-HLS output of the publisher, nobody pulling it; an LL-HLS `grid`: the
 //! publisher decoded, composed into a 720p picture and encoded again, with the room's mix), so a
 //! run with and one without give what an output costs. `--hls-players N` adds N LL-HLS players
-//! pulling each HLS output ([`hls_players`]). The RTMP client is junction-testkit's.
+//! pulling each HLS output ([`hls_players`]). `--find-max` measures a saturation point instead of
+//! one load ([`super::find_max`]): with WHEP viewers a step is clean only if the transcoded audio
+//! kept up too — at least 99 % of the Opus frames due in the window (`--transcoded-audio-limit`),
+//! and their p99 delay (against their media time, from the earliest one; they carry no stamp)
+//! under the latency limit — as a transcoder that falls behind delays and then drops the audio
+//! while the video stays on time. The RTMP client is junction-testkit's.
 
 mod endpoints;
 mod hls_players;
@@ -22,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::api::Api;
+use super::find_max::Search;
 use super::media::{AacSource, RunClock, Stream, VideoPattern};
 use super::probe::ServerProbe;
 use super::report::Report;
@@ -67,6 +73,67 @@ pub struct RtmpArgs {
     /// does in its low-latency mode.
     #[arg(long, default_value_t = 0)]
     pub hls_players: usize,
+    /// Ramp the stream count run after run (from `--streams`, `--step` more each time) and report
+    /// the largest count carried cleanly: every viewer connected, loss and p99 video latency under
+    /// their limits, and (WHEP viewers) the transcoded audio keeping up.
+    #[arg(long, conflicts_with_all = ["output", "hls_players"])]
+    pub find_max: bool,
+    /// Streams added per `--find-max` step.
+    #[arg(long, default_value_t = 8, requires = "find_max", value_parser = clap::value_parser!(u64).range(1..))]
+    pub step: u64,
+    /// Largest stream count a `--find-max` ramp tries.
+    #[arg(long, default_value_t = 1000, requires = "find_max")]
+    pub max_streams: usize,
+    /// Frame loss, in percent, at which a `--find-max` step is no longer clean.
+    #[arg(long, default_value_t = 0.5, requires = "find_max")]
+    pub loss_limit: f64,
+    /// p99 latency (publisher to viewer) at which a `--find-max` step is no longer clean; the
+    /// transcoded audio's p99 delay is held to it too.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, requires = "find_max")]
+    pub latency_limit: Duration,
+    /// With WHEP viewers: the share of the transcoded audio frames due in the window (Opus, 20 ms),
+    /// in percent, below which a `--find-max` step is not clean: the transcoders fell behind and
+    /// dropped input (1 % is a gap every two seconds).
+    #[arg(long, default_value_t = 99.0, requires = "find_max")]
+    pub transcoded_audio_limit: f64,
+}
+
+/// `--find-max`: runs of growing stream count until one is not clean; the largest clean run's
+/// report, with every step in `find_max`.
+pub async fn find_max(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
+    let search = Search::new(args.streams, args.step, args.max_streams, args.loss_limit, args.latency_limit);
+    let viewer = args.viewer;
+    if viewer == Viewer::None {
+        anyhow::bail!("--find-max needs viewers (--viewer whep or rtmp): without them nothing is measured");
+    }
+    let step = |streams| run(target, RtmpArgs { streams, find_max: false, ..args.clone() });
+    let latency_limit_ms = args.latency_limit.as_secs_f64() * 1000.0;
+    let audio_limit = args.transcoded_audio_limit / 100.0;
+    let judge = move |report: &Report| {
+        if viewer != Viewer::Whep {
+            return None;
+        }
+        // What `run` measured and reported (`settings.transcoded_audio_share`).
+        let share = report.settings.get("transcoded_audio_share").and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let delay = report.unstamped_delay_ms.p99;
+        if share < audio_limit {
+            Some(format!("transcoded audio {:.1} % of the Opus frames due", share * 100.0))
+        } else if delay.is_some_and(|p99| p99 >= latency_limit_ms) {
+            Some(format!("transcoded audio delayed p99 {:.1} ms", delay.unwrap_or_default()))
+        } else {
+            None
+        }
+    };
+    let mut report = super::find_max::search(search, "viewers", step, judge).await?;
+    report.mode = "rtmp-find-max";
+    Ok(report)
+}
+
+/// Transcoded (Opus, 20 ms) frames the viewers got in the window, as a share of what every
+/// connected viewer should have got; `None` when nothing was due.
+fn transcoded_audio_share(report: &Report) -> Option<f64> {
+    let due = report.subscribers_connected as f64 * report.duration_s * 50.0;
+    (due > 0.0).then(|| report.frames.unstamped_in_window as f64 / due)
 }
 
 /// An output component the run adds to every room.
@@ -172,6 +239,14 @@ pub async fn run(target: &Target, args: RtmpArgs) -> anyhow::Result<Report> {
         report.notes.push(
             "WHEP viewers hear Opus transcoded from AAC: those frames carry no stamp and are counted apart".to_owned(),
         );
+        if let Some(share) = transcoded_audio_share(&report) {
+            report.settings["transcoded_audio_share"] = serde_json::json!(share);
+            report.notes.push(format!(
+                "transcoded audio in the window: {} Opus frames, {:.1} % of 50 per second per viewer",
+                report.frames.unstamped_in_window,
+                share * 100.0
+            ));
+        }
     }
     if args.streams > 0 && report.subscribers_connected == 0 && args.viewer == Viewer::None {
         report.bytes_per_subscriber =

@@ -193,8 +193,11 @@ impl WhepViewer {
                     }
                     Event::MediaData(data) => {
                         let Some(stamp) = Stamp::find(&data.data) else {
-                            // Media the server made (transcoded audio) carries no stamp.
-                            outcome.log.unstamped += 1;
+                            // Media the server made (transcoded audio) carries no stamp: its
+                            // delay is read from its media time against its arrival.
+                            let arrival = self.clock.micros(Instant::now());
+                            outcome.log.unstamped_frame(data.time.as_micros(), arrival, self.traffic.measuring());
+                            self.traffic.add_unstamped();
                             continue;
                         };
                         let now = Instant::now();
