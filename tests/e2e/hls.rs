@@ -183,13 +183,33 @@ async fn hls_js_plays_the_ll_hls_of_a_browser_room_tab_publishing_h264() {
     assert_eq!(status, 201, "{created}");
     let viewer = server.token(room, "hls-viewer", json!({"publish": false, "subscribe": true})).await;
     let url = format!("{}?token={viewer}", created["url"].as_str().unwrap());
-    // Six seconds, of which hls.js may take two or more to start on a loaded machine.
+    // Six seconds from when hls.js started playing.
     let tab = chromium::run("hls.mjs", json!({"base": server.base, "url": url, "seconds": 6})).await;
+    let published = browser.await.expect("the publishing tab");
+    // Chromium's encoder sends fewer frames on a loaded machine (5 per second seen with the
+    // whole suite running): the frames shown are held to what the tab sent, not to 30 per second.
+    let sent_per_s = frames_sent_per_second(&published).expect("the tab's outbound video statistics");
     let frames = tab["frames"].as_u64().unwrap_or_default();
-    assert!(frames >= 40, "hls.js presented {frames} frames of the tab's camera in 6 s: {tab}");
+    assert!(
+        frames >= 12 && frames as f64 >= 0.5 * sent_per_s * 6.0,
+        "hls.js presented {frames} frames of the tab's camera in 6 s, which sent {sent_per_s:.1} per second: {tab}"
+    );
     let heard = tab["heard"]["hz"].as_f64().unwrap_or_default();
     assert!((heard - HZ).abs() <= 3.0, "hls.js plays {heard} Hz of the tab's microphone: {tab}");
     assert_eq!(tab["errors"], json!([]), "{tab}");
-    println!("room tab (H.264) -> hls.js: {frames} frames, {heard:.1} Hz, ingest-to-glass {} ms", tab["glass_ms"]);
-    browser.await.expect("the publishing tab");
+    println!(
+        "room tab (H.264, {sent_per_s:.1} frames/s sent) -> hls.js: {frames} frames in 6 s, {heard:.1} Hz, ingest-to-glass {} ms",
+        tab["glass_ms"]
+    );
+}
+
+/// Frames per second the publishing tab sent between its two samples of outbound video
+/// statistics (`publish.mjs`), from `framesSent` and the samples' `timestamp` (ms).
+fn frames_sent_per_second(published: &Value) -> Option<f64> {
+    let sample = |key: &str| -> Option<(f64, f64)> {
+        let stat = published[key].as_array()?.first()?;
+        Some((stat["framesSent"].as_f64()?, stat["timestamp"].as_f64()?))
+    };
+    let ((frames_before, at_before), (frames_after, at_after)) = (sample("first")?, sample("second")?);
+    (at_after > at_before).then(|| (frames_after - frames_before) * 1000.0 / (at_after - at_before))
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace, warn};
 
 use crate::config::WebrtcConfig;
-use crate::send_batch::{self, SendQueue};
+use crate::send_batch::{self, Lane, SendQueue};
 use crate::udp_mux::{Demux, DemuxLimits, Route, SessionKey};
 use crate::validate::{self, Kind};
 
@@ -98,9 +98,9 @@ impl MuxHandle {
         let _ = self.control.send(Control::Unregister { key });
     }
 
-    /// Queues a datagram for `destination`; waits only while the send queue is full.
-    pub(crate) async fn send(&self, destination: SocketAddr, payload: Vec<u8>) {
-        self.outgoing.send(destination, payload).await;
+    /// Queues a datagram for `destination` in `lane`; waits only while that lane is full.
+    pub(crate) async fn send(&self, destination: SocketAddr, payload: Vec<u8>, lane: Lane) {
+        self.outgoing.send(destination, payload, lane).await;
     }
 }
 

@@ -3,6 +3,11 @@
 //! UDP GSO (`UDP_SEGMENT`: one system call, the kernel cuts the segments), so a video frame
 //! split into several RTP packets costs one `sendmsg` instead of one `sendto` per packet.
 //!
+//! Datagrams queue in two lanes ([`Lane`]): video RTP in the bulk lane, everything else (audio,
+//! RTCP, STUN, DTLS) in the urgent one, which the sender empties first. When the core writes a
+//! keyframe to hundreds of subscribers the queue holds thousands of video datagrams; audio
+//! queued behind them would wait as long as the video does, and audio is what a viewer notices.
+//!
 //! The system calls come from `quinn-udp` (what quinn sends QUIC with); this module only plans
 //! the runs ([`plan_runs`], pure, tested datagram by datagram) and drives the socket with tokio.
 //! Where GSO is unavailable `quinn-udp` reports one segment and every datagram goes alone.
@@ -39,25 +44,62 @@ pub(crate) struct Outgoing {
     pub(crate) payload: Vec<u8>,
 }
 
+/// Which queue a datagram waits in; the sender empties the urgent one first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Audio, RTCP, STUN and DTLS: small, few, and late is as bad as lost.
+    Urgent,
+    /// Video RTP (and its retransmissions): most of the bytes, sent in the order queued.
+    Bulk,
+}
+
+impl Lane {
+    /// The lane of a datagram a session sends: RTP (SRTP leaves its header in clear) with a
+    /// payload type `audio_pt` does not claim is bulk; everything else is urgent. RTP and RTCP
+    /// share the version bits and are told apart by the second byte (RFC 5761: RTCP packet
+    /// types 192-223 read as marker + payload type 64-95).
+    pub(crate) fn of(datagram: &[u8], audio_pt: impl Fn(u8) -> bool) -> Lane {
+        const RTP_HEADER: usize = 12;
+        match datagram {
+            [first, second, ..] if datagram.len() >= RTP_HEADER && first >> 6 == 2 => {
+                let pt = second & 0x7f;
+                if (64..=95).contains(&pt) || audio_pt(pt) { Lane::Urgent } else { Lane::Bulk }
+            }
+            _ => Lane::Urgent,
+        }
+    }
+}
+
 /// Where sessions put the datagrams they send.
 #[derive(Clone)]
 pub(crate) struct SendQueue {
-    queue: mpsc::Sender<Outgoing>,
+    urgent: mpsc::Sender<Outgoing>,
+    bulk: mpsc::Sender<Outgoing>,
 }
 
 impl SendQueue {
-    /// Queues one datagram; waits only while the queue is full.
-    pub(crate) async fn send(&self, destination: SocketAddr, payload: Vec<u8>) {
+    /// Queues one datagram in its lane; waits only while that lane is full.
+    pub(crate) async fn send(&self, destination: SocketAddr, payload: Vec<u8>, lane: Lane) {
+        let queue = match lane {
+            Lane::Urgent => &self.urgent,
+            Lane::Bulk => &self.bulk,
+        };
         // Closed only when the sender stopped at shutdown: the datagram has nowhere to go.
-        let _ = self.queue.send(Outgoing { destination, payload }).await;
+        let _ = queue.send(Outgoing { destination, payload }).await;
     }
+}
+
+/// The two lanes' receiving ends.
+struct Pending {
+    urgent: mpsc::Receiver<Outgoing>,
+    bulk: mpsc::Receiver<Outgoing>,
 }
 
 /// What the sender task works with, shared with its next run after a panic.
 struct Sender {
     socket: Arc<UdpSocket>,
     state: UdpSocketState,
-    pending: tokio::sync::Mutex<mpsc::Receiver<Outgoing>>,
+    pending: tokio::sync::Mutex<Pending>,
 }
 
 /// Starts the sender task on `socket` (shared with the reader, which only receives).
@@ -66,10 +108,12 @@ pub(crate) fn spawn(socket: Arc<UdpSocket>, shutdown: CancellationToken) -> io::
     // quinn-udp turns receive offload (GRO) on; the reader receives plain datagrams with
     // `recv_from`, which would see coalesced segments as one, so it goes off again.
     disable_gro(&socket);
-    let (queue, pending) = mpsc::channel(QUEUE_CAPACITY);
+    let (urgent, urgent_pending) = mpsc::channel(QUEUE_CAPACITY);
+    let (bulk, bulk_pending) = mpsc::channel(QUEUE_CAPACITY);
+    let pending = Pending { urgent: urgent_pending, bulk: bulk_pending };
     let sender = Arc::new(Sender { socket, state, pending: tokio::sync::Mutex::new(pending) });
     tokio::spawn(supervise::restart("webrtc_send_batcher", move || run(sender.clone(), shutdown.clone())));
-    Ok(SendQueue { queue })
+    Ok(SendQueue { urgent, bulk })
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -99,22 +143,27 @@ fn disable_gro(socket: &UdpSocket) {
 async fn run(sender: Arc<Sender>, shutdown: CancellationToken) {
     let (socket, state) = (&sender.socket, &sender.state);
     // Held for the whole run; a panic releases it for the next one.
-    let mut pending = sender.pending.lock().await;
+    let mut guard = sender.pending.lock().await;
+    let pending = &mut *guard;
     let errors = metrics::counter!("junction_webrtc_udp_send_errors_total");
     let sends = metrics::counter!("junction_webrtc_udp_send_calls_total");
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let (mut urgent, mut bulk) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
     let mut joined = Vec::with_capacity(MAX_GSO_BYTES);
     loop {
-        let received = tokio::select! {
+        // A batch is one lane's: urgent datagrams wait at most for the bulk batch in hand.
+        let (received, urgent_turn) = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return,
-            received = pending.recv_many(&mut batch, MAX_BATCH) => received,
+            received = pending.urgent.recv_many(&mut urgent, MAX_BATCH) => (received, true),
+            received = pending.bulk.recv_many(&mut bulk, MAX_BATCH) => (received, false),
         };
         if received == 0 {
-            return; // every handle is gone
+            return; // every handle is gone (both lanes close together)
         }
+        let batch = if urgent_turn { &mut urgent } else { &mut bulk };
         #[cfg(test)]
-        tests::maybe_panic(&batch);
-        let runs = plan_runs(&mut batch, state.max_gso_segments());
+        tests::maybe_panic(batch);
+        let runs = plan_runs(batch, state.max_gso_segments());
         for run in runs {
             let datagrams = &batch[run];
             sends.increment(1);
@@ -214,11 +263,11 @@ mod tests {
         let queue = spawn(server, shutdown.clone()).unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let destination = peer.local_addr().unwrap();
-        queue.send(destination, PANIC_PAYLOAD.to_vec()).await;
+        queue.send(destination, PANIC_PAYLOAD.to_vec(), Lane::Urgent).await;
         // The batch in hand when it panicked is lost; what is queued after is not.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         for seq in 0..5u8 {
-            queue.send(destination, vec![seq; 100]).await;
+            queue.send(destination, vec![seq; 100], Lane::Bulk).await;
         }
         let mut buf = [0u8; 200];
         for seq in 0..5u8 {
@@ -228,6 +277,61 @@ mod tests {
                 .unwrap();
             assert_eq!(&buf[..len], &[seq; 100][..]);
         }
+        shutdown.cancel();
+    }
+
+    /// An RTP header (version 2) with `marker_and_pt` as its second byte, then `len` bytes.
+    fn rtp(marker_and_pt: u8, len: usize) -> Vec<u8> {
+        let mut packet = vec![0x80, marker_and_pt];
+        packet.resize(12 + len, 0xab);
+        packet
+    }
+
+    #[test]
+    fn video_rtp_is_bulk_and_audio_rtcp_stun_and_dtls_are_urgent() {
+        let audio = |pt: u8| pt == 111 || pt == 0;
+        assert_eq!(Lane::of(&rtp(96, 1100), audio), Lane::Bulk, "video");
+        assert_eq!(Lane::of(&rtp(0x80 | 96, 300), audio), Lane::Bulk, "video, marker set");
+        assert_eq!(Lane::of(&rtp(97, 1100), audio), Lane::Bulk, "a retransmission (RTX)");
+        assert_eq!(Lane::of(&rtp(111, 80), audio), Lane::Urgent, "Opus");
+        assert_eq!(Lane::of(&rtp(0x80 | 111, 80), audio), Lane::Urgent, "Opus, marker set");
+        assert_eq!(Lane::of(&rtp(0, 160), audio), Lane::Urgent, "PCMU");
+        // RTCP compound packets: sender report (200), receiver report (201), feedback (205, 206).
+        for packet_type in [200, 201, 205, 206] {
+            assert_eq!(Lane::of(&rtp(packet_type, 40), audio), Lane::Urgent, "RTCP {packet_type}");
+        }
+        // STUN (first byte 0-3), DTLS (20-63), and anything too short to be RTP.
+        assert_eq!(Lane::of(&[0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0], audio), Lane::Urgent);
+        assert_eq!(Lane::of(&[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], audio), Lane::Urgent);
+        assert_eq!(Lane::of(&[0x80, 96, 0], audio), Lane::Urgent);
+        assert_eq!(Lane::of(&[], audio), Lane::Urgent);
+    }
+
+    /// Audio queued behind a keyframe's worth of video for other peers leaves first.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_urgent_lane_goes_out_before_the_bulk_queued_earlier() {
+        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let shutdown = CancellationToken::new();
+        let queue = spawn(server, shutdown.clone()).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let destination = peer.local_addr().unwrap();
+        // Queued without yielding (fewer sends than tokio's cooperative budget), so the sender
+        // task has not run yet when the audio joins the queue.
+        for seq in 0..60u8 {
+            queue.send(destination, vec![seq; 1000], Lane::Bulk).await;
+        }
+        queue.send(destination, rtp(111, 80), Lane::Urgent).await;
+        let mut buf = [0u8; 2000];
+        let mut order = Vec::new();
+        for _ in 0..61 {
+            let len = tokio::time::timeout(std::time::Duration::from_secs(5), peer.recv(&mut buf))
+                .await
+                .expect("every datagram arrives")
+                .unwrap();
+            order.push(if len == 92 { None } else { Some(buf[0]) });
+        }
+        assert_eq!(order[0], None, "the audio went first");
+        assert_eq!(order[1..], (0..60).map(Some).collect::<Vec<_>>()[..], "then the video, in order");
         shutdown.cancel();
     }
 
@@ -303,7 +407,7 @@ mod tests {
                     if seq % WINDOW == 0 && seq > 0 {
                         assert_eq!(acked.recv().await, Some(seq), "the window was received");
                     }
-                    queue.send(destination, payload(peer, seq)).await;
+                    queue.send(destination, payload(peer, seq), Lane::Bulk).await;
                 }
             }));
             tasks.push(tokio::spawn(async move {

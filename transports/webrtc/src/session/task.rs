@@ -37,6 +37,7 @@ use crate::driver::{Datagram, MuxHandle, Via};
 use crate::error::SessionError;
 use crate::ice_tcp::TcpLink;
 use crate::sdp::{self, MediaLine};
+use crate::send_batch::Lane;
 use crate::udp_mux::SessionKey;
 
 enum Policy {
@@ -335,11 +336,12 @@ impl Session {
         }
     }
 
-    /// Sends one packet the way its peer address was reached: the shared UDP socket, or the
-    /// ICE-TCP connection from that address.
+    /// Sends one packet the way its peer address was reached: the shared UDP socket (in the
+    /// urgent lane unless it is video RTP), or the ICE-TCP connection from that address.
     async fn transmit(&mut self, proto: Protocol, destination: SocketAddr, payload: Vec<u8>) {
         if proto == Protocol::Udp {
-            return self.mux.send(destination, payload).await;
+            let lane = Lane::of(&payload, |pt| self.egress.is_audio_pt(pt));
+            return self.mux.send(destination, payload, lane).await;
         }
         let Some(at) = self.tcp_links.iter().position(|(addr, _)| *addr == destination) else {
             trace!(%destination, "no ICE-TCP connection from that address (any more)");
