@@ -203,13 +203,12 @@ async fn hls_js_plays_the_ll_hls_of_a_browser_room_tab_publishing_h264() {
     );
 }
 
-/// Frames per second the publishing tab sent between its two samples of outbound video
-/// statistics (`publish.mjs`), from `framesSent` and the samples' `timestamp` (ms).
+/// Frames per second the publishing tab encoded between its two samples of outbound video
+/// statistics (`publish.mjs`: `framesEncoded` of each outbound stream, the most of them when it
+/// sends simulcast layers, and `elapsed_ms` between the samples).
 fn frames_sent_per_second(published: &Value) -> Option<f64> {
-    let sample = |key: &str| -> Option<(f64, f64)> {
-        let stat = published[key].as_array()?.first()?;
-        Some((stat["framesSent"].as_f64()?, stat["timestamp"].as_f64()?))
-    };
-    let ((frames_before, at_before), (frames_after, at_after)) = (sample("first")?, sample("second")?);
-    (at_after > at_before).then(|| (frames_after - frames_before) * 1000.0 / (at_after - at_before))
+    let encoded =
+        |key: &str| published[key].as_array()?.iter().filter_map(|s| s["framesEncoded"].as_f64()).reduce(f64::max);
+    let elapsed_ms = published["elapsed_ms"].as_f64().filter(|ms| *ms > 0.0)?;
+    Some((encoded("second")? - encoded("first")?) * 1000.0 / elapsed_ms)
 }
