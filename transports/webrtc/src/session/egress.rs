@@ -87,9 +87,6 @@ pub(crate) struct Egress {
     pace_video: bool,
     /// Video frames dropped because the pacer's backlog was too old.
     shed: metrics::Counter,
-    /// The payload types audio has been written with (bit n: payload type n), which the send
-    /// queue's urgent lane takes (`send_batch::Lane`).
-    audio_pts: u128,
 }
 
 impl Egress {
@@ -103,13 +100,16 @@ impl Egress {
             max_send_delay,
             pace_video,
             shed: metrics::counter!("junction_webrtc_video_frames_shed_total"),
-            audio_pts: 0,
         }
     }
 
-    /// Whether audio has been written with payload type `pt` (0-127).
+    /// Whether an audio m-line writes with payload type `pt`: the send queue's urgent lane
+    /// takes those packets (`send_batch::Lane`).
     pub(crate) fn is_audio_pt(&self, pt: u8) -> bool {
-        pt < 128 && self.audio_pts & (1 << pt) != 0
+        self.lines.iter().any(|line| {
+            line.kind == MediaKind::Audio
+                && line.source.as_ref().and_then(|s| s.payload).is_some_and(|(_, written, _)| *written == pt)
+        })
     }
 
     pub(crate) fn kinds(&self) -> Vec<MediaKind> {
@@ -260,9 +260,6 @@ impl Egress {
                     .find(|p| p.pt() == pt)
                     .map_or(frame.time.rate, |p| p.spec().clock_rate.get());
                 source.payload = Some((frame.codec, pt, rate));
-                if line.kind == MediaKind::Audio && *pt < 128 {
-                    self.audio_pts |= 1 << *pt;
-                }
                 (pt, rate)
             }
         };
