@@ -23,6 +23,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "junction_relay_latency_seconds",
         "Relay transit time of a frame, origin send to arrival here"
     );
+    metrics::describe_histogram!(
+        "junction_webrtc_forward_latency_seconds",
+        "WebRTC egress: a frame's last datagram read from its publisher to the frame written to a subscriber's session, by kind"
+    );
     Ok(handle)
 }
 

@@ -215,6 +215,21 @@ async fn fanout_over_whip_and_whep_reports_consistent_counts() {
     assert_consistent(&report, &server, 3);
     // Both kinds of media arrived, each with its own latency figures.
     assert!(number(&report, "/video_latency_ms/samples") > 0.0 && number(&report, "/audio_latency_ms/samples") > 0.0);
+    // The tool's own read delay is reported apart from the latency (kernel receive stamps).
+    assert!(number(&report, "/tool_receive_delay_ms/samples") > 0.0, "{report:#}");
+    // And the server counts its own forwarding time per kind.
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    for kind in ["audio", "video"] {
+        let prefix = format!("junction_webrtc_forward_latency_seconds_count{{kind=\"{kind}\"}} ");
+        let count: f64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in /metrics"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(count > 0.0, "{kind} frames forwarded: {count}");
+    }
     assert!(number(&report, "/floor/send_us") > 0.0);
     let multiple = number(&report, "/cpu_per_packet_floor_multiple");
     let expected = number(&report, "/server_cpu_us_per_packet") / number(&report, "/floor/send_us");

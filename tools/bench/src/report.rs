@@ -33,7 +33,8 @@ pub struct Report {
     /// `frames.lost / frames.sent`, in percent.
     pub loss_percent: f64,
     /// Send time (in the payload) to arrival at a receiver, through the server, for frames that
-    /// arrived during the measured window.
+    /// arrived during the measured window. A WebRTC receiver's arrival is its socket's (the
+    /// kernel's receive stamp), not when the tool read it: see `tool_receive_delay_ms`.
     pub latency_ms: Percentiles,
     /// The same, video frames only (a frame counts when its last packet arrived).
     pub video_latency_ms: Percentiles,
@@ -41,6 +42,10 @@ pub struct Report {
     /// Frames the server made (transcoded audio), which carry no stamp: how much later than the
     /// earliest of its viewer each arrived against its media time, in the window.
     pub unstamped_delay_ms: Percentiles,
+    /// How long WebRTC receivers' media datagrams waited in their sockets before the tool read
+    /// them, in the window: the tool's own backlog, which the latencies leave out. When it
+    /// nears the latencies, the tool's core, not the server, is the limit.
+    pub tool_receive_delay_ms: Percentiles,
     /// `proc:<pid>` or `metrics`: where server CPU and memory were read.
     pub server_cpu_source: String,
     /// Server CPU during the window, in percent of one core.
@@ -96,6 +101,9 @@ pub struct FindMaxStep {
     pub latency_p99_ms: Option<f64>,
     pub server_cpu_percent: Option<f64>,
     pub client_cpu_percent: Option<f64>,
+    /// p99 of how long WebRTC receivers' datagrams waited before the tool read them (its own
+    /// backlog, left out of the latency).
+    pub tool_read_delay_p99_ms: Option<f64>,
     /// Server-made audio (`rtmp` with WHEP viewers: AAC transcoded to Opus): the share of the
     /// frames due in the window that arrived, and their p99 delay.
     pub transcoded_audio_share: Option<f64>,
@@ -164,6 +172,7 @@ impl Report {
             video_latency_ms: Percentiles::default(),
             audio_latency_ms: Percentiles::default(),
             unstamped_delay_ms: Percentiles::default(),
+            tool_receive_delay_ms: Percentiles::default(),
             server_cpu_source: "none".to_owned(),
             server_cpu_percent: None,
             server_cpu_us_per_packet: None,
@@ -298,6 +307,9 @@ impl fmt::Display for Report {
         if self.unstamped_delay_ms.samples > 0 {
             writeln!(f, "    server-made delay  {}", percentiles(&self.unstamped_delay_ms))?;
         }
+        if self.tool_receive_delay_ms.samples > 0 {
+            writeln!(f, "  tool's read delay    {}", percentiles(&self.tool_receive_delay_ms))?;
+        }
         writeln!(
             f,
             "  server CPU           {} of a core ({})  {} per packet  = {} x floor",
@@ -337,13 +349,14 @@ impl fmt::Display for Report {
             for step in &find.steps {
                 writeln!(
                     f,
-                    "    {:>5} receivers: {} connected, loss {:.3} %, p99 {}, server CPU {}, tool CPU {}{}{}",
+                    "    {:>5} receivers: {} connected, loss {:.3} %, p99 {}, server CPU {}, tool CPU {} (read delay p99 {}){}{}",
                     step.subscribers,
                     step.connected,
                     step.loss_percent,
                     opt(step.latency_p99_ms, " ms"),
                     opt(step.server_cpu_percent, " %"),
                     opt(step.client_cpu_percent, " %"),
+                    opt(step.tool_read_delay_p99_ms, " ms"),
                     step.transcoded_audio_share.map_or_else(String::new, |share| format!(
                         ", transcoded audio {:.1} % (p99 delay {})",
                         share * 100.0,

@@ -198,6 +198,9 @@ pub struct ReceiverLog {
     /// media time, inside the window: the queueing the server added on their way (a transcoder
     /// falling behind), which no stamp can show.
     pub unstamped_delay: Micros,
+    /// How long each media datagram waited in the receiver's socket before the tool read it,
+    /// inside the window.
+    pub tool_wait: Micros,
     pub packets: u64,
     pub bytes: u64,
 }

@@ -130,7 +130,7 @@ pub fn fill(
         ..FrameCounts::default()
     };
     let (mut latency, mut video, mut audio) = (Micros::new(), Micros::new(), Micros::new());
-    let mut unstamped_delay = Micros::new();
+    let (mut unstamped_delay, mut tool_wait) = (Micros::new(), Micros::new());
     let mut joins = Micros::new();
     let mut errors: Vec<String> = Vec::new();
     for outcome in outcomes {
@@ -143,6 +143,7 @@ pub fn fill(
         video.add(&outcome.log.video_latency);
         audio.add(&outcome.log.audio_latency);
         unstamped_delay.add(&outcome.log.unstamped_delay);
+        tool_wait.add(&outcome.log.tool_wait);
         match outcome.join_us {
             Some(join) => joins.record(join),
             None => errors.push(outcome.error.clone().unwrap_or_else(|| "no media arrived".to_owned())),
@@ -153,6 +154,7 @@ pub fn fill(
     report.video_latency_ms = video.percentiles_ms();
     report.audio_latency_ms = audio.percentiles_ms();
     report.unstamped_delay_ms = unstamped_delay.percentiles_ms();
+    report.tool_receive_delay_ms = tool_wait.percentiles_ms();
     report.join_ms = joins.percentiles_ms();
     report.subscribers_connected = outcomes.iter().filter(|o| o.join_us.is_some()).count();
     report.subscribers_failed = outcomes.len() - report.subscribers_connected;

@@ -3,6 +3,7 @@
 //! like an encoder, and a WHEP viewer that counts what arrives and when. Each is one tokio task
 //! owning its `Rtc` and UDP socket.
 
+mod arrival;
 mod openssl_dtls;
 mod peer;
 pub mod turn;
@@ -195,12 +196,13 @@ impl WhepViewer {
                         let Some(stamp) = Stamp::find(&data.data) else {
                             // Media the server made (transcoded audio) carries no stamp: its
                             // delay is read from its media time against its arrival.
-                            let arrival = self.clock.micros(Instant::now());
+                            let arrival = self.clock.micros(peer.arrived());
                             outcome.log.unstamped_frame(data.time.as_micros(), arrival, self.traffic.measuring());
                             self.traffic.add_unstamped();
                             continue;
                         };
-                        let now = Instant::now();
+                        // When the datagram that completed the frame reached the socket.
+                        let now = peer.arrived();
                         if outcome.join_us.is_none() {
                             outcome.join_us = Some(now.saturating_duration_since(started).as_micros() as u64);
                             self.traffic.mark_joined();
@@ -226,6 +228,9 @@ impl WhepViewer {
                         self.traffic.add(1, datagram.len as u64);
                         outcome.log.packets += 1;
                         outcome.log.bytes += datagram.len as u64;
+                        if self.traffic.measuring() {
+                            outcome.log.tool_wait.record(datagram.waited.as_micros() as u64);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(next.into()) => peer.timeout(Instant::now())?,

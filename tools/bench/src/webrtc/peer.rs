@@ -9,8 +9,9 @@
 //! ([`super::turn`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
@@ -19,8 +20,10 @@ use str0m::format::Codec as WireCodec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use super::arrival;
 use super::turn::{Relay, TurnServer, udp_candidate};
 
 /// The video codec the synthetic publishers send (and viewers offer to receive).
@@ -97,6 +100,8 @@ pub struct Peer {
     relay: Option<Relay>,
     pub audio: Mid,
     pub video: Mid,
+    /// When the last datagram read reached the socket, by the kernel's stamp (`arrival`).
+    arrived: Instant,
 }
 
 /// What one datagram was, for counting.
@@ -104,6 +109,8 @@ pub struct Datagram {
     pub len: usize,
     /// An RTP packet (not RTCP, STUN or DTLS), by RFC 7983 / RFC 5761 demultiplexing.
     pub rtp: bool,
+    /// How long it sat in the socket before the tool read it.
+    pub waited: Duration,
 }
 
 impl Drop for Peer {
@@ -121,6 +128,7 @@ impl Peer {
     /// A peer with an audio and a video m-line in `direction`; returns it with its SDP offer.
     pub async fn offer(kit: &PeerKit, direction: Direction) -> anyhow::Result<(Peer, String, SdpPendingOffer)> {
         let socket = UdpSocket::bind(SocketAddr::new(kit.local_ip, 0)).await.context("cannot bind a UDP socket")?;
+        arrival::stamp_arrivals(&socket).context("cannot ask for receive timestamps")?;
         let mut local = socket.local_addr()?;
         let mut rtc = kit.config().build(Instant::now());
         let relay = match &kit.turn {
@@ -139,7 +147,7 @@ impl Peer {
         let audio = changes.add_media(MediaKind::Audio, direction, None, None, None);
         let video = changes.add_media(MediaKind::Video, direction, None, None, None);
         let (offer, pending) = changes.apply().context("str0m made no offer")?;
-        let peer = Peer { rtc, socket, local, buffer: vec![0; 2048], relay, audio, video };
+        let peer = Peer { rtc, socket, local, buffer: vec![0; 2048], relay, audio, video, arrived: Instant::now() };
         Ok((peer, offer.to_sdp_string(), pending))
     }
 
@@ -181,8 +189,11 @@ impl Peer {
     /// Waits for the next datagram (cancel-safe) and hands it to str0m; one it cannot parse is
     /// dropped, as a browser would.
     pub async fn receive(&mut self) -> anyhow::Result<Datagram> {
-        let (len, mut source) = self.socket.recv_from(&mut self.buffer).await?;
+        let (socket, buffer) = (&self.socket, &mut self.buffer);
+        let fd = socket.as_raw_fd();
+        let (len, mut source, arrived) = socket.async_io(Interest::READABLE, || arrival::receive(fd, buffer)).await?;
         let now = Instant::now();
+        self.arrived = arrived;
         let mut contents = self.buffer.get(..len).unwrap_or_default();
         if let Some(relay) = &self.relay {
             // Through the relay, only ChannelData from the bound peer is media; the rest (TURN
@@ -190,7 +201,7 @@ impl Peer {
             let relayed = if source == relay.server { relay.unwrap(contents) } else { None };
             match (relayed, relay.peer) {
                 (Some(relayed), Some(peer)) => (contents, source) = (relayed, peer),
-                _ => return Ok(Datagram { len, rtp: false }),
+                _ => return Ok(Datagram { len, rtp: false, waited: now.saturating_duration_since(arrived) }),
             }
         }
         let len = contents.len();
@@ -198,7 +209,13 @@ impl Peer {
         if let Ok(input) = Receive::new(Protocol::Udp, source, self.local, contents) {
             self.rtc.handle_input(Input::Receive(now, input))?;
         }
-        Ok(Datagram { len, rtp })
+        Ok(Datagram { len, rtp, waited: now.saturating_duration_since(arrived) })
+    }
+
+    /// When the last datagram read reached the socket: what a frame that datagram completed
+    /// arrived at, whenever the tool got round to it.
+    pub fn arrived(&self) -> Instant {
+        self.arrived
     }
 
     pub fn timeout(&mut self, now: Instant) -> anyhow::Result<()> {

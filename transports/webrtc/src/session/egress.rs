@@ -82,7 +82,9 @@ pub(crate) struct Egress {
     changes: Vec<LineChange>,
     estimate_bps: u64,
     connected: bool,
-    latency: metrics::Histogram,
+    /// Ingest (the publisher's datagram read) to the frame written here, audio and video apart.
+    audio_latency: metrics::Histogram,
+    video_latency: metrics::Histogram,
     max_send_delay: Duration,
     pace_video: bool,
     /// Video frames dropped because the pacer's backlog was too old.
@@ -96,7 +98,8 @@ impl Egress {
             changes: Vec::new(),
             estimate_bps: INITIAL_ESTIMATE_BPS,
             connected: false,
-            latency: metrics::histogram!("junction_webrtc_forward_latency_seconds"),
+            audio_latency: metrics::histogram!("junction_webrtc_forward_latency_seconds", "kind" => "audio"),
+            video_latency: metrics::histogram!("junction_webrtc_forward_latency_seconds", "kind" => "video"),
             max_send_delay,
             pace_video,
             shed: metrics::counter!("junction_webrtc_video_frames_shed_total"),
@@ -271,7 +274,8 @@ impl Egress {
             debug!(mid = %line.mid, "frame not written: {err}");
             return;
         }
-        self.latency.record(Instant::now().saturating_duration_since(frame.arrival).as_secs_f64());
+        let latency = if line.kind == MediaKind::Audio { &self.audio_latency } else { &self.video_latency };
+        latency.record(Instant::now().saturating_duration_since(frame.arrival).as_secs_f64());
     }
 
     /// The peer chose a simulcast layer (`None`: back to the bandwidth estimate's choice).
