@@ -25,7 +25,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     metrics::describe_histogram!(
         "junction_webrtc_forward_latency_seconds",
-        "WebRTC egress: a frame's last datagram read from its publisher to the frame written to a subscriber's session, by kind"
+        "WebRTC egress: a frame's arrival from its publisher (a WebRTC publisher's: its last datagram read) to its write to a subscriber's session, by kind"
     );
     Ok(handle)
 }

@@ -78,7 +78,7 @@ where
             latency_p99_ms: p99,
             server_cpu_percent: report.server_cpu_percent,
             client_cpu_percent: report.conditions.client_cpu_percent,
-            tool_read_delay_p99_ms: report.tool_receive_delay_ms.p99,
+            tool_receive_delay_p99_ms: report.tool_receive_delay_ms.p99,
             transcoded_audio_share: report.settings.get("transcoded_audio_share").and_then(|v| v.as_f64()),
             transcoded_audio_delay_p99_ms: report.unstamped_delay_ms.p99,
             clean: failed.is_none(),

@@ -103,7 +103,7 @@ pub struct FindMaxStep {
     pub client_cpu_percent: Option<f64>,
     /// p99 of how long WebRTC receivers' datagrams waited before the tool read them (its own
     /// backlog, left out of the latency).
-    pub tool_read_delay_p99_ms: Option<f64>,
+    pub tool_receive_delay_p99_ms: Option<f64>,
     /// Server-made audio (`rtmp` with WHEP viewers: AAC transcoded to Opus): the share of the
     /// frames due in the window that arrived, and their p99 delay.
     pub transcoded_audio_share: Option<f64>,
@@ -356,7 +356,7 @@ impl fmt::Display for Report {
                     opt(step.latency_p99_ms, " ms"),
                     opt(step.server_cpu_percent, " %"),
                     opt(step.client_cpu_percent, " %"),
-                    opt(step.tool_read_delay_p99_ms, " ms"),
+                    opt(step.tool_receive_delay_p99_ms, " ms"),
                     step.transcoded_audio_share.map_or_else(String::new, |share| format!(
                         ", transcoded audio {:.1} % (p99 delay {})",
                         share * 100.0,

@@ -82,7 +82,8 @@ pub(crate) struct Egress {
     changes: Vec<LineChange>,
     estimate_bps: u64,
     connected: bool,
-    /// Ingest (the publisher's datagram read) to the frame written here, audio and video apart.
+    /// A frame's arrival from its publisher (a WebRTC publisher's: its last datagram read by
+    /// the UDP driver) to its write here, audio and video apart.
     audio_latency: metrics::Histogram,
     video_latency: metrics::Histogram,
     max_send_delay: Duration,
