@@ -1,6 +1,7 @@
 // A tab plays an HLS output with hls.js (npm, its low-latency mode) in a <video>: the page is
 // the server's home page (same origin as the playlist), hls.js is added from node_modules. It
-// reports how many frames Chromium decoded and presented over `seconds`, the tone the
+// reports how many frames Chromium presented over `seconds` (`frames`) and how many reached its
+// decoder (`decoded`: presented or dropped as late, which a starved tab does), the tone the
 // element plays (Web Audio analyser on the element, 32768-point FFT), and the latency: now
 // minus the wall-clock time of the picture being shown (EXT-X-PROGRAM-DATE-TIME, the capture
 // time on the server's clock), i.e. glass-to-glass from the server's ingest; and hls.js's own
@@ -34,7 +35,7 @@ run(async (browser, { base, url, seconds }, logs) => {
   });
   const quality = () => page.evaluate(() => {
     const q = window.player.video.getVideoPlaybackQuality();
-    return { frames: q.totalVideoFrames - q.droppedVideoFrames, time: window.player.video.currentTime };
+    return { frames: q.totalVideoFrames - q.droppedVideoFrames, decoded: q.totalVideoFrames, time: window.player.video.currentTime };
   });
   const before = await quality();
   const latencies = [];
@@ -51,6 +52,7 @@ run(async (browser, { base, url, seconds }, logs) => {
   const glass = latencies.map((l) => l.glass_ms).filter((v) => v !== null).sort((x, y) => x - y);
   return {
     frames: after.frames - before.frames,
+    decoded: after.decoded - before.decoded,
     played_s: after.time - before.time,
     heard,
     glass_ms: glass.length ? glass[Math.floor(glass.length / 2)] : null,

@@ -187,18 +187,23 @@ async fn hls_js_plays_the_ll_hls_of_a_browser_room_tab_publishing_h264() {
     let tab = chromium::run("hls.mjs", json!({"base": server.base, "url": url, "seconds": 6})).await;
     let published = browser.await.expect("the publishing tab");
     // Chromium's encoder sends fewer frames on a loaded machine (5 per second seen with the
-    // whole suite running): the frames shown are held to what the tab sent, not to 30 per second.
+    // whole suite running): the frames are held to what the tab sent, not to 30 per second.
     let sent_per_s = frames_sent_per_second(&published).expect("the tab's outbound video statistics");
-    let frames = tab["frames"].as_u64().unwrap_or_default();
+    // What the server delivered is what reached the player's decoder; a player tab starved of
+    // CPU drops many of those as late (15 of 60 presented seen under the whole suite), so what
+    // it presented is only held to a floor: the picture moves.
+    let (frames, decoded) = (tab["frames"].as_u64().unwrap_or_default(), tab["decoded"].as_u64().unwrap_or_default());
     assert!(
-        frames >= 12 && frames as f64 >= 0.5 * sent_per_s * 6.0,
-        "hls.js presented {frames} frames of the tab's camera in 6 s, which sent {sent_per_s:.1} per second: {tab}"
+        frames >= 12 && decoded as f64 >= 0.5 * sent_per_s * 6.0,
+        "hls.js decoded {decoded} and presented {frames} frames of the tab's camera in 6 s, which sent {sent_per_s:.1} \
+         per second: {tab}"
     );
     let heard = tab["heard"]["hz"].as_f64().unwrap_or_default();
     assert!((heard - HZ).abs() <= 3.0, "hls.js plays {heard} Hz of the tab's microphone: {tab}");
     assert_eq!(tab["errors"], json!([]), "{tab}");
     println!(
-        "room tab (H.264, {sent_per_s:.1} frames/s sent) -> hls.js: {frames} frames in 6 s, {heard:.1} Hz, ingest-to-glass {} ms",
+        "room tab (H.264, {sent_per_s:.1} frames/s sent) -> hls.js: {decoded} frames decoded, {frames} presented in 6 s, \
+         {heard:.1} Hz, ingest-to-glass {} ms",
         tab["glass_ms"]
     );
 }
