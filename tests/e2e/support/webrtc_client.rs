@@ -200,6 +200,8 @@ struct Events {
     frames: mpsc::UnboundedSender<ReceivedFrame>,
     /// Remote tracks, for sending PLI.
     remote: Mutex<Vec<Arc<dyn TrackRemote>>>,
+    /// Video frames discarded because packets of theirs never arrived.
+    video_frames_lost: Arc<AtomicU64>,
 }
 
 #[async_trait::async_trait]
@@ -217,6 +219,7 @@ impl PeerConnectionEventHandler for Events {
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         self.remote.lock().await.push(track.clone());
         let frames = self.frames.clone();
+        let video_frames_lost = self.video_frames_lost.clone();
         tokio::spawn(async move {
             let mut assembler = None;
             let mut last_pli: Option<Instant> = None;
@@ -235,7 +238,11 @@ impl PeerConnectionEventHandler for Events {
                 }
                 // A frame lost to a gap leaves nothing decodable until a keyframe: ask for one,
                 // as a browser does, at most twice a second.
-                if assembler.take_lost() && last_pli.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
+                let lost = assembler.take_lost();
+                if lost {
+                    video_frames_lost.fetch_add(1, Ordering::SeqCst);
+                }
+                if lost && last_pli.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
                     last_pli = Some(Instant::now());
                     let _ = track
                         .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc })])
@@ -301,6 +308,7 @@ impl Client {
             gathered: gathered_tx,
             frames: frames_tx,
             remote: Mutex::new(Vec::new()),
+            video_frames_lost: Arc::new(AtomicU64::new(0)),
         });
         let mut configuration = RTCConfigurationBuilder::new();
         if let Some((urls, username, credential)) = &options.turn {
@@ -659,6 +667,12 @@ impl WhepViewer {
     /// Sends a PLI for the video track received.
     pub async fn request_keyframe(&self) -> Result<(), ClientError> {
         self.client.request_keyframe().await
+    }
+
+    /// Video frames discarded so far because packets of theirs never arrived (each followed by
+    /// a PLI, at most two a second).
+    pub fn video_frames_lost(&self) -> u64 {
+        self.client.events.video_frames_lost.load(Ordering::SeqCst)
     }
 
     /// The RTCP sender reports received so far, oldest first.

@@ -17,7 +17,9 @@ use rtc::sansio::Protocol;
 use super::{ClientCodec, ReceivedFrame, synthetic};
 
 /// Reassembles frames from RTP packets: everything up to the marker bit; a sequence gap
-/// inside a frame discards it.
+/// inside a frame discards it, as does a VP8 frame whose first packet is not the start of its
+/// first partition (the packets before it never arrived, e.g. before the first sequence
+/// number this receiver saw).
 pub(super) struct FrameAssembler {
     codec: ClientCodec,
     h264: rtc::rtp::codec::h264::H264Packet,
@@ -59,9 +61,13 @@ impl FrameAssembler {
             ClientCodec::H264 => self.h264.depacketize(&packet.payload),
             ClientCodec::Vp8 => self.vp8.depacketize(&packet.payload),
         };
+        let starts_frame = self.buffer.is_empty();
         match part {
             Ok(part) => self.buffer.extend_from_slice(&part),
             Err(_) => self.broken = true,
+        }
+        if starts_frame && self.codec == ClientCodec::Vp8 && (self.vp8.s != 1 || self.vp8.pid != 0) {
+            self.broken = true;
         }
         if !header.marker && self.codec != ClientCodec::Opus {
             return None;
