@@ -256,13 +256,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_sender_is_restarted_after_a_panic_and_sends_what_comes_next() {
+    /// A running sender on a loopback socket, and a peer socket to send to.
+    async fn queue_to_one_peer() -> (SendQueue, UdpSocket, SocketAddr, CancellationToken) {
         let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let shutdown = CancellationToken::new();
         let queue = spawn(server, shutdown.clone()).unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let destination = peer.local_addr().unwrap();
+        (queue, peer, destination, shutdown)
+    }
+
+    #[tokio::test]
+    async fn the_sender_is_restarted_after_a_panic_and_sends_what_comes_next() {
+        let (queue, peer, destination, shutdown) = queue_to_one_peer().await;
         queue.send(destination, PANIC_PAYLOAD.to_vec(), Lane::Urgent).await;
         // The batch in hand when it panicked is lost; what is queued after is not.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -307,14 +313,10 @@ mod tests {
         assert_eq!(Lane::of(&[], audio), Lane::Urgent);
     }
 
-    /// Audio queued behind a keyframe's worth of video for other peers leaves first.
+    /// Audio queued behind a keyframe's worth of video leaves first.
     #[tokio::test(flavor = "current_thread")]
     async fn the_urgent_lane_goes_out_before_the_bulk_queued_earlier() {
-        let server = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let shutdown = CancellationToken::new();
-        let queue = spawn(server, shutdown.clone()).unwrap();
-        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let destination = peer.local_addr().unwrap();
+        let (queue, peer, destination, shutdown) = queue_to_one_peer().await;
         // Queued without yielding (fewer sends than tokio's cooperative budget), so the sender
         // task has not run yet when the audio joins the queue.
         for seq in 0..60u8 {

@@ -5,14 +5,17 @@
 //! backlog to the server (it made audio look as late as the video it queued behind in the tool).
 //! The tool's own wait is reported on its own (`tool_receive_delay_ms`), which is its headroom.
 //!
-//! Written by hand on `libc` (`recvmsg` and its control messages): tokio's `UdpSocket` has no
-//! receive with ancillary data, and the bench already makes raw calls for the floor (`floor.rs`).
+//! Written by hand on `libc` (`recvmsg` and its control messages; socket2 reads the sender's
+//! address): tokio's `UdpSocket` has no receive with ancillary data, and the bench already makes
+//! raw calls for the floor (`floor.rs`).
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use socket2::SockAddr;
 
 /// Stamps older than this are taken as a clock step, not a wait: the read time is used.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -33,28 +36,33 @@ pub fn stamp_arrivals(socket: &impl AsRawFd) -> io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// One datagram read into `buffer`: its length, its sender, and when it arrived (the read time
-/// when the kernel gave no stamp).
-pub fn receive(fd: RawFd, buffer: &mut [u8]) -> io::Result<(usize, SocketAddr, Instant)> {
+/// One datagram read into `buffer`: its length, its sender, and how long it waited in the
+/// socket before this read (zero when the kernel gave no stamp).
+pub fn receive(fd: RawFd, buffer: &mut [u8]) -> io::Result<(usize, SocketAddr, Duration)> {
     let mut iov = libc::iovec { iov_base: buffer.as_mut_ptr().cast(), iov_len: buffer.len() };
-    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
-    let mut address: libc::sockaddr_storage = unsafe { zeroed() };
     // Room for one `struct timespec` control message, aligned as cmsghdr needs.
     let mut control = [0u64; 8];
-    let mut message: libc::msghdr = unsafe { zeroed() };
-    message.msg_name = (&mut address as *mut libc::sockaddr_storage).cast();
-    message.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    message.msg_iov = &mut iov;
-    message.msg_iovlen = 1;
-    message.msg_control = control.as_mut_ptr().cast();
-    message.msg_controllen = size_of_val(&control);
-    // SAFETY: every pointer in `message` points at a live buffer of the length it claims.
-    let len = unsafe { libc::recvmsg(fd, &mut message, 0) };
-    let Ok(len) = usize::try_from(len) else { return Err(io::Error::last_os_error()) };
-    let read_at = Instant::now();
-    let source = socket_addr(&address)?;
-    let arrived = kernel_stamp(&message).and_then(|stamp| waited(stamp, SystemTime::now()));
-    Ok((len.min(buffer.len()), source, arrived.and_then(|wait| read_at.checked_sub(wait)).unwrap_or(read_at)))
+    // SAFETY: recvmsg fills the zeroed storage socket2 hands us with an address of the family
+    // it writes, and sets the length it wrote; every other pointer in the message points at a
+    // live buffer of the length it claims.
+    let ((len, stamp), source) = unsafe {
+        SockAddr::try_init(|storage, storage_len| {
+            let mut message: libc::msghdr = zeroed();
+            message.msg_name = storage.cast();
+            message.msg_namelen = *storage_len;
+            message.msg_iov = &mut iov;
+            message.msg_iovlen = 1;
+            message.msg_control = control.as_mut_ptr().cast();
+            message.msg_controllen = size_of_val(&control);
+            let len = libc::recvmsg(fd, &mut message, 0);
+            let Ok(len) = usize::try_from(len) else { return Err(io::Error::last_os_error()) };
+            *storage_len = message.msg_namelen;
+            Ok((len, kernel_stamp(&message)))
+        })
+    }?;
+    let source = source.as_socket().ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+    let waited = stamp.and_then(|stamp| waited(stamp, SystemTime::now())).unwrap_or_default();
+    Ok((len.min(buffer.len()), source, waited))
 }
 
 /// The `SCM_TIMESTAMPNS` control message's wall-clock time, if the kernel sent one.
@@ -80,46 +88,27 @@ fn waited(stamp: Duration, now: SystemTime) -> Option<Duration> {
     (wait <= MAX_WAIT).then_some(wait)
 }
 
-fn socket_addr(address: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
-    match libc::c_int::from(address.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4 = unsafe { &*(address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-            Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6 = unsafe { &*(address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
-            let port = u16::from_be(v6.sin6_port);
-            Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id)))
-        }
-        family => Err(io::Error::other(format!("a datagram from address family {family}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_datagram_read_late_carries_the_time_it_arrived() {
+    fn a_datagram_read_late_says_how_long_it_waited() {
         let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         stamp_arrivals(&receiver).unwrap();
         // The kernel turns receive stamping on from a work queue when the first socket asks.
         std::thread::sleep(Duration::from_millis(100));
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let sent = Instant::now();
+        let sent = std::time::Instant::now();
         sender.send_to(b"late", receiver.local_addr().unwrap()).unwrap();
         std::thread::sleep(Duration::from_millis(60));
         let mut buffer = [0u8; 64];
-        let (len, source, arrived) = receive(receiver.as_raw_fd(), &mut buffer).unwrap();
-        let read_at = Instant::now();
+        let (len, source, waited) = receive(receiver.as_raw_fd(), &mut buffer).unwrap();
+        let read_after = sent.elapsed();
         assert_eq!((&buffer[..len], source), (&b"late"[..], sender.local_addr().unwrap()));
-        // Arrived just after it was sent, not when it was read 60 ms later.
-        assert!(arrived.duration_since(sent) < Duration::from_millis(20), "{:?}", arrived.duration_since(sent));
-        assert!(read_at.duration_since(arrived) >= Duration::from_millis(55));
+        // It arrived just after it was sent, not when it was read 60 ms later.
+        assert!(waited >= Duration::from_millis(55), "{waited:?}");
+        assert!(read_after - waited < Duration::from_millis(20), "arrived {:?} after it was sent", read_after - waited);
     }
 
     #[test]

@@ -191,9 +191,9 @@ impl Peer {
     pub async fn receive(&mut self) -> anyhow::Result<Datagram> {
         let (socket, buffer) = (&self.socket, &mut self.buffer);
         let fd = socket.as_raw_fd();
-        let (len, mut source, arrived) = socket.async_io(Interest::READABLE, || arrival::receive(fd, buffer)).await?;
+        let (len, mut source, waited) = socket.async_io(Interest::READABLE, || arrival::receive(fd, buffer)).await?;
         let now = Instant::now();
-        self.arrived = arrived;
+        self.arrived = now.checked_sub(waited).unwrap_or(now);
         let mut contents = self.buffer.get(..len).unwrap_or_default();
         if let Some(relay) = &self.relay {
             // Through the relay, only ChannelData from the bound peer is media; the rest (TURN
@@ -201,7 +201,7 @@ impl Peer {
             let relayed = if source == relay.server { relay.unwrap(contents) } else { None };
             match (relayed, relay.peer) {
                 (Some(relayed), Some(peer)) => (contents, source) = (relayed, peer),
-                _ => return Ok(Datagram { len, rtp: false, waited: now.saturating_duration_since(arrived) }),
+                _ => return Ok(Datagram { len, rtp: false, waited }),
             }
         }
         let len = contents.len();
@@ -209,7 +209,7 @@ impl Peer {
         if let Ok(input) = Receive::new(Protocol::Udp, source, self.local, contents) {
             self.rtc.handle_input(Input::Receive(now, input))?;
         }
-        Ok(Datagram { len, rtp, waited: now.saturating_duration_since(arrived) })
+        Ok(Datagram { len, rtp, waited })
     }
 
     /// When the last datagram read reached the socket: what a frame that datagram completed
