@@ -154,6 +154,7 @@ Configuration keys (TOML file, JUNCTION_<SECTION>_<KEY>, or --set section.key=va
   webrtc.ice_timeout_s    silence before a session is reaped   [15] (1-30)
   webrtc.ice_servers      STUN/TURN for clients ([{urls, username, credential}]) [[]]
   webrtc.video_resend_packets  RTP packets kept per video stream for NACK resends [128]
+  webrtc.twcc_send_records    sent packets remembered per session for congestion feedback [512]
   webrtc.pace_video       send video at 1.1 x the peer's estimate, not as it arrives [false]
   webrtc.max_send_delay_ms  ms paced video may wait in the pacer, then it is shed to a keyframe [250]
   webrtc.udp_recv_buffer_bytes  the media socket's kernel receive buffer, capped by net.core.rmem_max [4194304]

@@ -65,6 +65,12 @@ pub struct WebrtcConfig {
     /// to come back a few round trips late, not for seconds: 128 packets are about 0.4 s of a
     /// 2.5 Mb/s stream in about 150 KiB; str0m's default, 1000, costs a 720p subscriber ~1.2 MB.
     pub video_resend_packets: usize,
+    /// Packets a session remembers having sent, to match its peer's transport-wide congestion
+    /// feedback against (the bandwidth estimate that picks simulcast layers and paces video).
+    /// Feedback comes every 50-100 ms, so about 1.8 s of a 720p subscriber's packets is
+    /// plenty; each record is about 90 bytes, and str0m's default, 1000, costs every
+    /// subscriber 90 KiB (vendor/README.md).
+    pub twcc_send_records: usize,
     /// Whether video sent to peers goes through str0m's pacer (at 1.1 x the peer's bandwidth
     /// estimate) rather than out as it arrives, already paced by its publisher.
     pub pace_video: bool,
@@ -99,6 +105,7 @@ impl Default for WebrtcConfig {
             max_addresses: 65_536,
             session_inbox_datagrams: 512,
             video_resend_packets: 128,
+            twcc_send_records: 512,
             pace_video: false,
             max_send_delay_ms: 250,
             udp_recv_buffer_bytes: 4 * 1024 * 1024,
@@ -195,6 +202,7 @@ impl WebrtcConfig {
             ("max_addresses", self.max_addresses),
             ("session_inbox_datagrams", self.session_inbox_datagrams),
             ("video_resend_packets", self.video_resend_packets),
+            ("twcc_send_records", self.twcc_send_records),
             ("max_tcp_connections", self.max_tcp_connections),
         ];
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
@@ -308,6 +316,8 @@ mod tests {
         assert_eq!(config.validate().unwrap_err().key, "max_addresses");
         let config = WebrtcConfig { video_resend_packets: 0, ..WebrtcConfig::default() };
         assert_eq!(config.validate().unwrap_err().key, "video_resend_packets");
+        let config = WebrtcConfig { twcc_send_records: 0, ..WebrtcConfig::default() };
+        assert_eq!(config.validate().unwrap_err().key, "twcc_send_records");
         let config = WebrtcConfig { udp_recv_buffer_bytes: MAX_UDP_RECV_BUFFER_BYTES + 1, ..WebrtcConfig::default() };
         assert_eq!(config.validate().unwrap_err().key, "udp_recv_buffer_bytes");
         let config = WebrtcConfig { udp_recv_buffer_bytes: 0, ..WebrtcConfig::default() };

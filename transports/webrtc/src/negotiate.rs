@@ -68,6 +68,7 @@ pub(crate) fn negotiate_any(
     let creds = IceCreds::new();
     let mut rtc = codec::rtc_builder(prefer_video)
         .set_send_buffer_video(config.video_resend_packets)
+        .set_twcc_send_records(config.twcc_send_records)
         .set_ice_lite(true)
         .set_local_ice_credentials(creds.clone())
         .enable_bwe(Some(str0m::bwe::Bitrate::bps(session::INITIAL_ESTIMATE_BPS)))
