@@ -994,6 +994,9 @@ impl Session {
             }
         }
 
+        // As for `feedback_tx` in `poll_feedback`: an idle session's reports come seconds apart.
+        self.feedback_rx.shrink_to_fit();
+
         // Not in the above if due to lifetime issues, still okay because the method
         // doesn't do anything when BWE isn't configured.
         if need_configure_pacer {
@@ -1210,6 +1213,13 @@ impl Session {
         };
 
         let len = Rtcp::write_packet(&mut self.feedback_tx, &mut data, output);
+
+        // An `Rtcp` is about a kilobyte (its largest variants are inline), so a queue that held a
+        // compound report keeps several kilobytes between reports, which come seconds apart on
+        // an idle session: give them back once sent.
+        if self.feedback_tx.is_empty() {
+            self.feedback_tx.shrink_to_fit();
+        }
 
         if len == 0 {
             return None;
@@ -1724,6 +1734,28 @@ mod tests {
             assert_eq!(received.payload, feedback.payload);
             assert_eq!(session.poll_timeout(), before);
         }
+    }
+
+    #[test]
+    fn feedback_queues_give_their_memory_back_once_empty() {
+        let mut session = keyed_session();
+        for ssrc in [2, 3] {
+            session.feedback_tx.push_back(Rtcp::Pli(Pli {
+                sender_ssrc: 1.into(),
+                ssrc: ssrc.into(),
+            }));
+        }
+        let sent = session.poll_feedback().expect("an SRTCP datagram");
+        assert!(session.feedback_tx.is_empty());
+        assert_eq!(session.feedback_tx.capacity(), 0);
+
+        // Equal key material lets the local transmit context act as the peer: the datagram
+        // comes back as received feedback, which is handled and let go the same way.
+        let mut readiness = Readiness::idle();
+        session.handle_rtcp_receive(Instant::now(), &sent, &mut readiness.wake());
+        assert!(readiness.wants_timeout(), "the PLIs were read and handled");
+        assert!(session.feedback_rx.is_empty());
+        assert_eq!(session.feedback_rx.capacity(), 0);
     }
 
     #[test]
