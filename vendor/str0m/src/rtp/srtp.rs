@@ -43,6 +43,16 @@ const CTR_BUFFER_PADDING: usize = SRTP_BLOCK_SIZE - 1;
 /// needs, so `unprotect_rtp` never has to grow the buffer in practice.
 const RX_SCRATCH_CAPACITY: usize = DATAGRAM_MAX_PACKET_SIZE + CTR_BUFFER_PADDING;
 
+/// Sizes the decryption scratch buffer for `len` bytes, allocating it whole on first use: the
+/// context that encrypts a session's packets never decrypts, and one that only ever decrypts
+/// RTCP (a session that only sends media) never needs it, yet each held one.
+fn size_rx_scratch(scratch: &mut Vec<u8>, len: usize) {
+    if scratch.capacity() == 0 {
+        scratch.reserve_exact(RX_SCRATCH_CAPACITY.max(len));
+    }
+    scratch.resize(len, 0);
+}
+
 /// Start repeated warnings here, then double the failure count between reports.
 const DECRYPT_WARN_INITIAL_COUNT: u64 = 4_096;
 
@@ -70,7 +80,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -86,7 +96,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -102,7 +112,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -145,7 +155,7 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -185,7 +195,7 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -379,7 +389,7 @@ impl SrtpContext {
 
                 let input = &buf[header.header_len..hmac_start];
                 // Sized with CTR padding (aws-lc-rs requirement).
-                self.rx_scratch.resize(input.len() + CTR_BUFFER_PADDING, 0);
+                size_rx_scratch(&mut self.rx_scratch, input.len() + CTR_BUFFER_PADDING);
 
                 if let Err(e) = dec.decrypt(&iv, input, &mut self.rx_scratch) {
                     trace!(
@@ -408,7 +418,7 @@ impl SrtpContext {
                 // Input and output lengths for decryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.2
                 let out_len = input.len() - AeadAes128Gcm::TAG_LEN;
-                self.rx_scratch.resize(out_len, 0);
+                size_rx_scratch(&mut self.rx_scratch, out_len);
 
                 match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
                     Ok(v) => v,
@@ -440,7 +450,7 @@ impl SrtpContext {
                 // Input and output lengths for decryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.2
                 let out_len = input.len() - AeadAes256Gcm::TAG_LEN;
-                self.rx_scratch.resize(out_len, 0);
+                size_rx_scratch(&mut self.rx_scratch, out_len);
 
                 match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
                     Ok(v) => v,
@@ -1430,6 +1440,26 @@ mod test {
 
             // And verify we get the input back.
             assert_eq!(decrypted, &rfc7714::PLAINTEXT_RTP_PACKET[12..]);
+        }
+
+        #[test]
+        fn decryption_scratch_is_allocated_whole_on_first_use() {
+            let mut context = make_rtp_context();
+            let header =
+                RtpHeader::parse(&rfc7714::PLAINTEXT_RTP_PACKET[..12], &ExtensionMap::empty())
+                    .expect("header to parse");
+            let encrypted = context.protect_rtp(rfc7714::PLAINTEXT_RTP_PACKET, &header, 0);
+            // Encrypting does not need it.
+            assert_eq!(context.rx_scratch.capacity(), 0);
+
+            let header = RtpHeader::parse(&encrypted[..12], &ExtensionMap::empty())
+                .expect("header to parse");
+            let decrypted = context
+                .unprotect_rtp(&encrypted, &header, 0)
+                .expect("rtp unprotect");
+            assert_eq!(decrypted, &rfc7714::PLAINTEXT_RTP_PACKET[12..]);
+            // Sized for the largest datagram at once: later packets never grow it.
+            assert!(context.rx_scratch.capacity() >= RX_SCRATCH_CAPACITY);
         }
 
         #[test]
