@@ -6,6 +6,11 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
+/// Packets a drained queue keeps room for. An `RtpPacket` is about 400 bytes inline, and a
+/// keyframe grows the queue to hold all of its packets at once: kept, that is 25-100 KiB per
+/// video stream for the stream's life, while between keyframes a frame is a handful of packets.
+const KEPT_CAPACITY: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
@@ -67,6 +72,10 @@ impl SendQueue {
         // Unwrap is OK, because peek() above must have returned a value
         // for us to be here.
         let packet = self.queue.pop_front().unwrap();
+
+        if self.queue.is_empty() && self.queue.capacity() > KEPT_CAPACITY {
+            self.queue.shrink_to(KEPT_CAPACITY);
+        }
 
         // Must be timestamped
         assert!(packet.timestamp != not_happening());
@@ -240,6 +249,41 @@ mod test {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_what_a_burst_took() {
+        let mut queue = SendQueue::new();
+        let start = Instant::now();
+        let burst = |queue: &mut SendQueue, packets: u64| {
+            for seq_no in 0..packets {
+                queue.push(RtpPacket {
+                    seq_no: seq_no.into(),
+                    time: MediaTime::from_90khz(10),
+                    header: RtpHeader::default(),
+                    payload: [0; 10].into(),
+                    vp8_patch: None,
+                    timestamp: start,
+                    last_sender_info: None,
+                    nackable: true,
+                });
+            }
+            queue.handle_timeout(start);
+        };
+
+        // A keyframe's worth: the queue grows to hold it, and shrinks once it is sent.
+        burst(&mut queue, 200);
+        assert!(queue.queue.capacity() >= 200);
+        for seq_no in 0..200 {
+            assert_eq!(queue.pop(start).map(|p| *p.seq_no), Some(seq_no));
+        }
+        assert!(queue.is_empty());
+        assert_eq!(queue.queue.capacity(), KEPT_CAPACITY);
+
+        // A frame of a few packets fits in what is kept.
+        burst(&mut queue, 10);
+        while queue.pop(start).is_some() {}
+        assert_eq!(queue.queue.capacity(), KEPT_CAPACITY);
     }
 
     #[test]
