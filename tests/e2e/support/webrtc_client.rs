@@ -187,6 +187,22 @@ pub struct ReceivedFrame {
     pub received_at: Instant,
 }
 
+/// Holds a subscriber's first video frames to how a WebRTC subscription starts: at a keyframe
+/// (the engine waits for one), or — when the receiver missed it — at a keyframe it asked for
+/// within a second. The second case is real: str0m sends what was written for a subscriber the
+/// moment DTLS is up on the server, and a receiver whose SRTP is set up a moment later (a test
+/// client starved of CPU under the whole suite; a browser alike) drops those packets, then gets
+/// delta frames it cannot decode and asks for a keyframe (`FrameAssembler` counts them lost
+/// and sends a PLI), as a browser does.
+pub fn starts_at_a_keyframe(video: &[ReceivedFrame]) {
+    let first_key = video.iter().position(|f| f.keyframe).expect("a keyframe among the first video frames");
+    let waited = video[first_key].received_at.duration_since(video[0].received_at);
+    assert!(
+        first_key == 0 || waited < Duration::from_secs(1),
+        "{first_key} undecodable video frames first, and the keyframe asked for came {waited:?} after them"
+    );
+}
+
 impl ReceivedFrame {
     pub fn kind(&self) -> MediaKind {
         self.codec.kind()
@@ -233,14 +249,17 @@ impl PeerConnectionEventHandler for Events {
                     assembler = Some(FrameAssembler::new(codec));
                 }
                 let Some(assembler) = assembler.as_mut() else { continue };
-                if let Some(frame) = assembler.push(packet) {
-                    let _ = frames.send(frame);
-                }
-                // A frame lost to a gap leaves nothing decodable until a keyframe: ask for one,
-                // as a browser does, at most twice a second.
+                let frame = assembler.push(packet);
+                // A frame lost to a gap, or a delta frame before any keyframe, leaves nothing
+                // decodable until a keyframe: ask for one, as a browser does, at most twice a
+                // second. Counted before the frame is handed on, so that a test reading the
+                // count once it has a frame sees what came before.
                 let lost = assembler.take_lost();
                 if lost {
                     video_frames_lost.fetch_add(1, Ordering::SeqCst);
+                }
+                if let Some(frame) = frame {
+                    let _ = frames.send(frame);
                 }
                 if lost && last_pli.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
                     last_pli = Some(Instant::now());
@@ -669,8 +688,9 @@ impl WhepViewer {
         self.client.request_keyframe().await
     }
 
-    /// Video frames discarded so far because packets of theirs never arrived (each followed by
-    /// a PLI, at most two a second).
+    /// Video frames discarded so far because packets of theirs never arrived, and delta frames
+    /// before the first keyframe, which no decoder can use (each followed by a PLI, at most two
+    /// a second).
     pub fn video_frames_lost(&self) -> u64 {
         self.client.events.video_frames_lost.load(Ordering::SeqCst)
     }

@@ -13,7 +13,7 @@ use crate::crypto::dtls::SrtpProfile;
 use crate::format::CodecConfig;
 use crate::format::PayloadParams;
 use crate::format::Vp9PacketizerMode;
-use crate::io::{DATAGRAM_MAX_PACKET_SIZE, DatagramSend};
+use crate::io::DatagramSend;
 use crate::media::AppSpecificFeedback;
 use crate::media::Media;
 use crate::media::{KeyframeRequestKind, MID_PROBE};
@@ -207,7 +207,8 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            // Sized on the first packet sent: a session that sends no media never needs it.
+            // `StreamTx::poll_packet` sizes it for each packet: a session that sends no media
+            // never needs it.
             poll_packet_buf: Vec::new(),
             pending_packet: None,
             media_bytes_rx: 0,
@@ -1251,9 +1252,6 @@ impl Session {
             return None;
         };
         let buf = &mut self.poll_packet_buf;
-        if buf.is_empty() {
-            buf.resize(DATAGRAM_MAX_PACKET_SIZE, 0);
-        }
         let twcc_seq = self.twcc;
 
         let params = &self.codec_config;

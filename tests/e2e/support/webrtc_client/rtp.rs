@@ -19,7 +19,9 @@ use super::{ClientCodec, ReceivedFrame, synthetic};
 /// Reassembles frames from RTP packets: everything up to the marker bit; a sequence gap
 /// inside a frame discards it, as does a VP8 frame whose first packet is not the start of its
 /// first partition (the packets before it never arrived, e.g. before the first sequence
-/// number this receiver saw).
+/// number this receiver saw). As a decoder cannot start on a delta frame, each one before the
+/// first keyframe counts as lost too (the receiver asks for a keyframe), though it is handed on
+/// for tests to see what came first.
 pub(super) struct FrameAssembler {
     codec: ClientCodec,
     h264: rtc::rtp::codec::h264::H264Packet,
@@ -27,8 +29,10 @@ pub(super) struct FrameAssembler {
     buffer: BytesMut,
     next_seq: Option<u16>,
     broken: bool,
-    /// Set when a frame was discarded for a gap: the receiver should ask for a keyframe.
+    /// Set when a frame was discarded for a gap, or could not be decoded: the receiver should
+    /// ask for a keyframe.
     lost: bool,
+    keyframe_seen: bool,
 }
 
 impl FrameAssembler {
@@ -41,11 +45,13 @@ impl FrameAssembler {
             next_seq: None,
             broken: false,
             lost: false,
+            keyframe_seen: false,
         }
     }
 
-    /// Whether a video frame was discarded since the last call: what follows cannot be decoded
-    /// until a keyframe, which a real receiver asks for (PLI) as this one's owner should.
+    /// Whether a video frame was discarded or undecodable since the last call: what follows
+    /// cannot be decoded until a keyframe, which a real receiver asks for (PLI) as this one's
+    /// owner should.
     pub(super) fn take_lost(&mut self) -> bool {
         std::mem::take(&mut self.lost)
     }
@@ -85,6 +91,10 @@ impl FrameAssembler {
             }
             ClientCodec::Vp8 => payload.first().is_some_and(|b| b & 0x01 == 0),
         };
+        if self.codec != ClientCodec::Opus {
+            self.lost |= !keyframe && !self.keyframe_seen;
+            self.keyframe_seen |= keyframe;
+        }
         Some(ReceivedFrame {
             codec: self.codec,
             payload,
