@@ -256,10 +256,13 @@ async fn run(driver: Arc<Driver>, shutdown: CancellationToken) {
     let mut control = driver.control.lock().await;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    // One cancellation future for the run, not a fresh one (a lock and a waiter) per turn.
+    let shutdown = shutdown.cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = &mut shutdown => return,
             Some(message) = control.recv() => driver.table.lock().apply(message),
             _ = sweep.tick() => driver.table.lock().sweep(),
             received = driver.socket.recv_from(&mut buf) => {

@@ -149,11 +149,14 @@ async fn run(sender: Arc<Sender>, shutdown: CancellationToken) {
     let sends = metrics::counter!("junction_webrtc_udp_send_calls_total");
     let (mut urgent, mut bulk) = (Vec::with_capacity(MAX_BATCH), Vec::with_capacity(MAX_BATCH));
     let mut joined = Vec::with_capacity(MAX_GSO_BYTES);
+    // One cancellation future for the run, not a fresh one (a lock and a waiter) per turn.
+    let shutdown = shutdown.cancelled_owned();
+    tokio::pin!(shutdown);
     loop {
         // A batch is one lane's: urgent datagrams wait at most for the bulk batch in hand.
         let (received, urgent_turn) = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
+            _ = &mut shutdown => return,
             received = pending.urgent.recv_many(&mut urgent, MAX_BATCH) => (received, true),
             received = pending.bulk.recv_many(&mut bulk, MAX_BATCH) => (received, false),
         };

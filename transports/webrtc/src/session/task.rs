@@ -215,6 +215,12 @@ impl Session {
     }
 
     async fn run_until_closed(&mut self) -> CloseReason {
+        // Made once for the session, not on every turn of the loop (every datagram and frame):
+        // a fresh `cancelled()` takes the token's lock and registers a waiter, and a fresh
+        // `sleep_until` a timer, only to drop both a moment later.
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        let wake = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(shutdown, wake);
         loop {
             let timeout = match self.drain().await {
                 Ok(timeout) => timeout,
@@ -253,8 +259,12 @@ impl Session {
                 info!(timeout_s = self.ice_timeout.as_secs(), "peer silent or disconnected for the ICE timeout");
                 return CloseReason::TransportTimeout;
             }
+            let wake_at = tokio::time::Instant::from_std(timeout.min(deadline));
+            if wake.deadline() != wake_at {
+                wake.as_mut().reset(wake_at);
+            }
             tokio::select! {
-                _ = self.shutdown.cancelled() => return CloseReason::ServerShutdown,
+                _ = &mut shutdown => return CloseReason::ServerShutdown,
                 Some(command) = self.commands.recv() => {
                     // Boxed: commands are rare, and their future (1.9 KB: it drains str0m and
                     // sends) would otherwise sit in every idle session's task.
@@ -279,7 +289,7 @@ impl Session {
                         return reason;
                     }
                 }
-                _ = tokio::time::sleep_until(timeout.min(deadline).into()) => {}
+                _ = &mut wake => {}
             }
         }
     }
