@@ -71,21 +71,27 @@ fn check_frames(
     sent: &dyn Fn(u32) -> Option<Bytes>,
     index: fn(&Bytes) -> Option<u32>,
 ) {
-    let mut previous: Option<(u32, u32)> = None;
+    let mut previous: Option<(u32, &ReceivedFrame)> = None;
     for frame in frames {
         let i = index(&frame.payload).unwrap_or_else(|| panic!("no index in {:?}", frame.payload));
         let expected = sent(i).unwrap_or_else(|| panic!("frame {i} was never sent"));
         assert_eq!(frame.payload, expected, "payload of {:?} frame {i}", frame.codec);
-        if let Some((last, last_ts)) = previous {
+        if let Some((last, last_frame)) = previous {
             assert!(i > last, "{:?} frame {i} after frame {last}", frame.codec);
             assert_eq!(
-                frame.rtp_timestamp.wrapping_sub(last_ts),
+                frame.rtp_timestamp.wrapping_sub(last_frame.rtp_timestamp),
                 (i - last).wrapping_mul(ticks),
                 "{:?} RTP timestamp of frame {i} against frame {last}",
                 frame.codec
             );
+            // The server numbers VP8 pictures per subscriber, one per frame it sent.
+            if frame.codec == ClientCodec::Vp8 {
+                let (id, last_id) = (frame.vp8_picture_id.expect("a picture id"), last_frame.vp8_picture_id);
+                let step = id.wrapping_sub(last_id.expect("a picture id")) & 0x7fff;
+                assert_eq!(u32::from(step), i - last, "VP8 picture id of frame {i} ({id}) against frame {last}");
+            }
         }
-        previous = Some((i, frame.rtp_timestamp));
+        previous = Some((i, frame));
     }
 }
 
@@ -125,7 +131,7 @@ async fn webrtc_rs_peer_receives_vp8_and_opus_another_published_over_the_websock
     assert_eq!(published.iter().map(|(_, c)| c.as_str().unwrap_or_default()).collect::<Vec<_>>(), ["opus", "vp8"]);
 
     let bob_token = server.token("studio", "bob", json!({})).await;
-    let mut bob = RoomClient::receiver(&server.base, &bob_token, codecs).await.expect("bob joins");
+    let mut bob = RoomClient::receiver(&server.base, &bob_token, codecs.clone()).await.expect("bob joins");
     let mut subscribed = Vec::new();
     for _ in 0..2 {
         let message = bob.expect("subscribed", Duration::from_secs(10)).await.expect("subscribed");
@@ -140,6 +146,16 @@ async fn webrtc_rs_peer_receives_vp8_and_opus_another_published_over_the_websock
     starts_at_a_keyframe(&videos);
     check_frames(&videos, VIDEO_TICKS, &|i| sent.video(i), synthetic::vp8_index);
     check_frames(&audios, AUDIO_TICKS, &|i| Some(synthetic::opus_packet(i)), synthetic::opus_index);
+
+    // A second subscriber gets the same frames (the server packetises each once for both),
+    // with picture ids of its own.
+    let carol_token = server.token("studio", "carol", json!({})).await;
+    let mut carol = RoomClient::receiver(&server.base, &carol_token, codecs.clone()).await.expect("carol joins");
+    let (carol_videos, _) = receive(&mut carol, 30, 0).await;
+    assert!(carol_videos.len() >= 30, "carol received {} video frames", carol_videos.len());
+    starts_at_a_keyframe(&carol_videos);
+    check_frames(&carol_videos, VIDEO_TICKS, &|i| sent.video(i), synthetic::vp8_index);
+    carol.leave().await.expect("carol leaves");
 
     // Bob's PLI reaches Alice as a keyframe request, and the key frame she sends reaches Bob.
     let settled = eventually("alice's keyframe requests to settle", Duration::from_secs(10), || {

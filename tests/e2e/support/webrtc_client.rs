@@ -184,6 +184,8 @@ pub struct ReceivedFrame {
     pub ssrc: u32,
     /// The frame starts a decodable sequence (H.264 IDR, VP8 key frame; every audio packet).
     pub keyframe: bool,
+    /// VP8: the picture id its first packet's descriptor carried, if any.
+    pub vp8_picture_id: Option<u16>,
     pub received_at: Instant,
 }
 

@@ -29,6 +29,7 @@ mod codec;
 pub mod config;
 mod driver;
 pub mod error;
+mod fanout_packets;
 mod ice_tcp;
 mod negotiate;
 mod sdp;
@@ -57,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::driver::MuxHandle;
+use crate::fanout_packets::FanoutPackets;
 
 /// The running media plane. Cheap to clone.
 #[derive(Clone)]
@@ -71,6 +73,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// ICE servers minted per client (the built-in TURN server's credentials), set once.
     minted: OnceLock<Arc<dyn IceServerSource>>,
+    /// Video frames packetised once for all their subscribers.
+    packets: FanoutPackets,
 }
 
 /// ICE servers handed to one client beside the configured ones: the built-in TURN server
@@ -133,7 +137,14 @@ pub async fn listen(config: &WebrtcConfig, shutdown: CancellationToken) -> Resul
     let mux = driver::spawn(sockets, config, shutdown.clone())
         .map_err(|source| StartError::Bind { addr: config.udp_listen, source })?;
     Ok(WebrtcTransport {
-        inner: Arc::new(Inner { mux, local, config: config.clone(), shutdown, minted: OnceLock::new() }),
+        inner: Arc::new(Inner {
+            mux,
+            local,
+            config: config.clone(),
+            shutdown,
+            minted: OnceLock::new(),
+            packets: FanoutPackets::default(),
+        }),
     })
 }
 
@@ -186,8 +197,9 @@ impl WebrtcTransport {
         offer_sdp: &str,
         prefer_video: Option<junction_core::Codec>,
     ) -> Result<Negotiated, SessionError> {
-        let (mux, shutdown) = (self.inner.mux.clone(), self.inner.shutdown.clone());
-        negotiate::negotiate(mux, &self.inner.config, shutdown, offer_sdp, prefer_video)
+        let (mux, shutdown, packets) =
+            (self.inner.mux.clone(), self.inner.shutdown.clone(), self.inner.packets.clone());
+        negotiate::negotiate(mux, &self.inner.config, shutdown, packets, offer_sdp, prefer_video)
     }
 
     /// Like [`WebrtcTransport::negotiate`], for a peer that will renegotiate: an offer with no
@@ -197,7 +209,8 @@ impl WebrtcTransport {
         offer_sdp: &str,
         prefer_video: Option<junction_core::Codec>,
     ) -> Result<Negotiated, SessionError> {
-        let (mux, shutdown) = (self.inner.mux.clone(), self.inner.shutdown.clone());
-        negotiate::negotiate_any(mux, &self.inner.config, shutdown, offer_sdp, prefer_video)
+        let (mux, shutdown, packets) =
+            (self.inner.mux.clone(), self.inner.shutdown.clone(), self.inner.packets.clone());
+        negotiate::negotiate_any(mux, &self.inner.config, shutdown, packets, offer_sdp, prefer_video)
     }
 }

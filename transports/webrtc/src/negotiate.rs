@@ -23,6 +23,7 @@ use crate::codec;
 use crate::config::WebrtcConfig;
 use crate::driver::MuxHandle;
 use crate::error::{SessionError, offered_codecs};
+use crate::fanout_packets::FanoutPackets;
 use crate::sdp::{MediaLine, SdpLimits, describe, offer_sections, one_media_stream};
 use crate::session::{self, SessionHandle, SessionSpec};
 
@@ -38,16 +39,18 @@ pub struct Negotiated {
     mux: MuxHandle,
     config: WebrtcConfig,
     shutdown: CancellationToken,
+    packets: FanoutPackets,
 }
 
 pub(crate) fn negotiate(
     mux: MuxHandle,
     config: &WebrtcConfig,
     shutdown: CancellationToken,
+    packets: FanoutPackets,
     offer_sdp: &str,
     prefer_video: Option<Codec>,
 ) -> Result<Negotiated, SessionError> {
-    let negotiated = negotiate_any(mux, config, shutdown, offer_sdp, prefer_video)?;
+    let negotiated = negotiate_any(mux, config, shutdown, packets, offer_sdp, prefer_video)?;
     if !negotiated.lines.iter().any(|(_, line)| !line.codecs.is_empty()) {
         return Err(SessionError::NoCodec { offered: offered_codecs(offer_sdp) });
     }
@@ -60,6 +63,7 @@ pub(crate) fn negotiate_any(
     mux: MuxHandle,
     config: &WebrtcConfig,
     shutdown: CancellationToken,
+    packets: FanoutPackets,
     offer_sdp: &str,
     prefer_video: Option<Codec>,
 ) -> Result<Negotiated, SessionError> {
@@ -109,6 +113,7 @@ pub(crate) fn negotiate_any(
         mux,
         config: config.clone(),
         shutdown,
+        packets,
     })
 }
 
@@ -163,6 +168,7 @@ impl Negotiated {
             ice_timeout: self.config.ice_timeout(),
             connect_timeout: self.config.connect_timeout(),
             pacing: self.config.send_pacing(),
+            packets: self.packets,
             limits: SdpLimits::of(&self.config),
             offered_candidates: self.candidates,
             shutdown: self.shutdown,
@@ -214,7 +220,7 @@ mod tests {
     }
 
     fn negotiate_text(mux: MuxHandle, sdp: &str) -> Result<Negotiated, SessionError> {
-        negotiate(mux, &WebrtcConfig::default(), CancellationToken::new(), sdp, None)
+        negotiate(mux, &WebrtcConfig::default(), CancellationToken::new(), FanoutPackets::default(), sdp, None)
     }
 
     #[tokio::test]
@@ -288,16 +294,22 @@ mod tests {
         let section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
         let many_lines = format!("{SESSION}{}", section.repeat(3000));
         assert!(many_lines.len() <= config.max_sdp_bytes);
-        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &many_lines, None).err().unwrap();
+        let err =
+            negotiate(mux.clone(), &config, CancellationToken::new(), FanoutPackets::default(), &many_lines, None)
+                .err()
+                .unwrap();
         assert_eq!(err, SessionError::TooManyMediaLines { count: 3000, limit: config.max_media_lines });
         // One attribute larger than the whole cap.
         let huge = format!("{}a=x-huge:{}\r\n", whep_offer("VP8"), "x".repeat(config.max_sdp_bytes));
-        let err = negotiate(mux.clone(), &config, CancellationToken::new(), &huge, None).err().unwrap();
+        let err = negotiate(mux.clone(), &config, CancellationToken::new(), FanoutPackets::default(), &huge, None)
+            .err()
+            .unwrap();
         assert!(matches!(err, SessionError::SdpTooLarge { limit, .. } if limit == config.max_sdp_bytes), "{err}");
         // Hundreds of candidates.
         let candidate = "a=candidate:1 1 udp 2130706431 10.0.0.1 5000 typ host\r\n";
         let crowded = format!("{}{}", whep_offer("VP8"), candidate.repeat(500));
-        let err = negotiate(mux, &config, CancellationToken::new(), &crowded, None).err().unwrap();
+        let err =
+            negotiate(mux, &config, CancellationToken::new(), FanoutPackets::default(), &crowded, None).err().unwrap();
         assert_eq!(err, SessionError::TooManyCandidates { count: 500, limit: config.max_remote_candidates });
     }
 }

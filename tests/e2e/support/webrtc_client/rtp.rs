@@ -33,6 +33,8 @@ pub(super) struct FrameAssembler {
     /// ask for a keyframe.
     lost: bool,
     keyframe_seen: bool,
+    /// The picture id of the VP8 frame being assembled (from its first packet).
+    picture_id: Option<u16>,
 }
 
 impl FrameAssembler {
@@ -46,6 +48,7 @@ impl FrameAssembler {
             broken: false,
             lost: false,
             keyframe_seen: false,
+            picture_id: None,
         }
     }
 
@@ -72,8 +75,9 @@ impl FrameAssembler {
             Ok(part) => self.buffer.extend_from_slice(&part),
             Err(_) => self.broken = true,
         }
-        if starts_frame && self.codec == ClientCodec::Vp8 && (self.vp8.s != 1 || self.vp8.pid != 0) {
-            self.broken = true;
+        if starts_frame && self.codec == ClientCodec::Vp8 {
+            self.broken |= self.vp8.s != 1 || self.vp8.pid != 0;
+            self.picture_id = (self.vp8.i == 1).then_some(self.vp8.picture_id);
         }
         if !header.marker && self.codec != ClientCodec::Opus {
             return None;
@@ -101,6 +105,7 @@ impl FrameAssembler {
             rtp_timestamp: header.timestamp,
             ssrc: header.ssrc,
             keyframe,
+            vp8_picture_id: self.picture_id.take(),
             received_at: Instant::now(),
         })
     }

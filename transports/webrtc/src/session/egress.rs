@@ -1,8 +1,11 @@
 //! Media the peer receives: each sending m-line carries at most one subscribed track at a time
 //! (which one is the policy's choice: `viewer.rs`, `room.rs`). Frames of that track are written
 //! with the payload type negotiated for their codec and a timestamp kept continuous across
-//! source changes; the peer's PLI/FIR go to the engine as keyframe requests; its bandwidth
-//! estimate picks simulcast layers and is reported to the publishers.
+//! source changes; VP8 and H.264 frames as the packets every subscriber of the frame shares
+//! (`fanout_packets.rs`), numbered by this m-line's stream, with its own VP8 picture ids; other
+//! codecs and audio through str0m's frame writer. The peer's PLI/FIR go to the engine as
+//! keyframe requests; its bandwidth estimate picks simulcast layers and is reported to the
+//! publishers.
 //!
 //! Video is forwarded unpaced by default (`webrtc.pace_video`), as mediasoup and Janus do: the
 //! publisher's encoder already paced it, and str0m's pacer, which sends at 1.1 x the bandwidth
@@ -19,12 +22,14 @@ use junction_engine::{EndpointMedia, EndpointRpc, SubscribedTrack};
 use str0m::Rtc;
 use str0m::bwe::Bitrate;
 use str0m::media::{Frequency, MediaTime as WireTime, Mid, Pt};
+use str0m::rtp::RtpWrite;
 use str0m::stats::MediaEgressStats;
 use tracing::{debug, info};
 
 use super::simulcast::choose_layer;
 use super::timeline::Timeline;
 use crate::codec;
+use crate::fanout_packets::{FanoutPackets, Packet};
 
 /// Bitrate set aside for each audio m-line when sharing the estimate between video m-lines.
 const AUDIO_BPS: u64 = 64_000;
@@ -33,6 +38,8 @@ const AUDIO_BPS: u64 = 64_000;
 const UNLAYERED_VIDEO_BPS: u64 = 6_000_000;
 /// The estimate used before the first one arrives.
 pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
+/// VP8 picture ids are 15 bits here (RFC 7741 §4.2, M bit set).
+const VP8_PICTURE_ID_MASK: u16 = 0x7fff;
 
 /// A sending m-line.
 pub(crate) struct EgressLine {
@@ -45,6 +52,9 @@ pub(crate) struct EgressLine {
     /// Whether the m-line's send stream was told to be paced or not (`webrtc.pace_video`),
     /// which is done once the stream exists, and again for each source attached.
     pacing_set: bool,
+    /// The VP8 picture id of the m-line's next frame (15 bits): the m-line's own sequence,
+    /// written into the shared packets as str0m serialises them, continuous across sources.
+    picture_id: u16,
 }
 
 struct Source {
@@ -66,7 +76,15 @@ struct Source {
 
 impl EgressLine {
     pub(crate) fn new(mid: Mid, kind: MediaKind, codecs: Vec<Codec>) -> Self {
-        Self { mid, kind, codecs, source: None, timeline: Timeline::default(), pacing_set: false }
+        Self {
+            mid,
+            kind,
+            codecs,
+            source: None,
+            timeline: Timeline::default(),
+            pacing_set: false,
+            picture_id: rand::random::<u16>() & VP8_PICTURE_ID_MASK,
+        }
     }
 }
 
@@ -90,10 +108,16 @@ pub(crate) struct Egress {
     pace_video: bool,
     /// Video frames dropped because the pacer's backlog was too old.
     shed: metrics::Counter,
+    /// Video frames packetised once for all their subscribers.
+    packets: FanoutPackets,
 }
 
 impl Egress {
-    pub(crate) fn new(lines: Vec<EgressLine>, SendPacing { max_send_delay, pace_video }: SendPacing) -> Self {
+    pub(crate) fn new(
+        lines: Vec<EgressLine>,
+        SendPacing { max_send_delay, pace_video }: SendPacing,
+        packets: FanoutPackets,
+    ) -> Self {
         Self {
             lines,
             changes: Vec::new(),
@@ -104,6 +128,7 @@ impl Egress {
             max_send_delay,
             pace_video,
             shed: metrics::counter!("junction_webrtc_video_frames_shed_total"),
+            packets,
         }
     }
 
@@ -250,30 +275,22 @@ impl Egress {
             }
             source.keyframe_needed = false;
         }
-        let Some(writer) = rtc.writer(line.mid) else { return };
-        let (pt, rate) = match source.payload {
-            Some((codec, pt, rate)) if codec == frame.codec => (pt, rate),
-            _ => {
-                let fmtp = if frame.codec == source.codec { source.fmtp.as_deref() } else { None };
-                let Some(pt) = codec::pick_pt(writer.payload_params(), frame.codec, fmtp) else {
-                    debug!(mid = %line.mid, codec = %frame.codec, "no payload type for this codec on the m-line");
-                    return;
-                };
-                let rate = writer
-                    .payload_params()
-                    .find(|p| p.pt() == pt)
-                    .map_or(frame.time.rate, |p| p.spec().clock_rate.get());
-                source.payload = Some((frame.codec, pt, rate));
-                (pt, rate)
-            }
-        };
+        let Some((pt, rate)) = payload_type(rtc, line.mid, source, frame.codec) else { return };
         let ticks = line.timeline.map(track, frame.time, frame.arrival, rate);
-        let Some(frequency) = Frequency::new(rate) else { return };
         // Sender reports map RTP time to the instant written with it: when the frame was
         // captured, so that a viewer lines up tracks captured together (`MediaFrame::captured`).
-        if let Err(err) = writer.write(pt, frame.captured, WireTime::new(ticks, frequency), &frame.payload[..]) {
-            debug!(mid = %line.mid, "frame not written: {err}");
-            return;
+        if FanoutPackets::shares(frame.codec) {
+            let packets = self.packets.packets(&frame, Instant::now());
+            if !write_shared(rtc, line.mid, (pt, ticks as u32, frame.captured), &packets, &mut line.picture_id) {
+                return;
+            }
+        } else {
+            let Some(frequency) = Frequency::new(rate) else { return };
+            let Some(writer) = rtc.writer(line.mid) else { return };
+            if let Err(err) = writer.write(pt, frame.captured, WireTime::new(ticks, frequency), &frame.payload[..]) {
+                debug!(mid = %line.mid, "frame not written: {err}");
+                return;
+            }
         }
         let latency = if line.kind == MediaKind::Audio { &self.audio_latency } else { &self.video_latency };
         latency.record(Instant::now().saturating_duration_since(frame.arrival).as_secs_f64());
@@ -361,6 +378,54 @@ impl Egress {
             rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
         }
     }
+}
+
+/// The payload type `source`'s frames in `codec` are written with on `mid`, and its clock rate;
+/// `None` while the m-line does not send, or negotiated nothing for the codec.
+fn payload_type(rtc: &mut Rtc, mid: Mid, source: &mut Source, codec: Codec) -> Option<(Pt, u32)> {
+    let writer = rtc.writer(mid)?;
+    if let Some((chosen, pt, rate)) = source.payload
+        && chosen == codec
+    {
+        return Some((pt, rate));
+    }
+    let fmtp = if codec == source.codec { source.fmtp.as_deref() } else { None };
+    let Some(pt) = codec::pick_pt(writer.payload_params(), codec, fmtp) else {
+        debug!(%mid, %codec, "no payload type for this codec on the m-line");
+        return None;
+    };
+    let rate = writer.payload_params().find(|p| p.pt() == pt).map(|p| p.spec().clock_rate.get())?;
+    source.payload = Some((codec, pt, rate));
+    Some((pt, rate))
+}
+
+/// Writes a frame's shared packets ([`FanoutPackets`]) on `mid`'s stream, stamped `(pt, RTP
+/// time, capture instant)`: numbered from the stream's own sequence (which the frame writer
+/// shares), the last one marked, each one resendable, and a VP8 one with the m-line's next
+/// picture id written in as str0m serialises it. Whether anything was written.
+fn write_shared(
+    rtc: &mut Rtc,
+    mid: Mid,
+    (pt, time, captured): (Pt, u32, Instant),
+    packets: &[Packet],
+    picture_id: &mut u16,
+) -> bool {
+    let mut api = rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(mid, None) else { return false };
+    let last = packets.len().saturating_sub(1);
+    for (index, packet) in packets.iter().enumerate() {
+        let mut write = RtpWrite::new(pt, stream.next_seq_no(), time, captured, packet.payload.clone())
+            .marker(index == last)
+            .nackable(true);
+        if let Some(patch) = packet.vp8.and_then(|vp8| vp8.patch().picture_id(*picture_id).build().ok()) {
+            write = write.vp8_patch(patch);
+        }
+        stream.write_rtp(write);
+    }
+    if packets.iter().any(|p| p.vp8.is_some()) {
+        *picture_id = picture_id.wrapping_add(1) & VP8_PICTURE_ID_MASK;
+    }
+    !packets.is_empty()
 }
 
 /// How a session sends video (`webrtc.pace_video`, `webrtc.max_send_delay_ms`).

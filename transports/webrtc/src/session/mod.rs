@@ -34,6 +34,7 @@ use tracing::{Instrument, info_span};
 use self::signals::{SignalSender, TrackLabel};
 use crate::driver::MuxHandle;
 use crate::error::SessionError;
+use crate::fanout_packets::FanoutPackets;
 use crate::sdp::{MediaLine, SdpLimits};
 use crate::udp_mux::SessionKey;
 
@@ -300,6 +301,8 @@ pub(crate) struct Parts {
     pub(crate) connect_timeout: Duration,
     /// Whether video is paced, and how long it may wait in the pacer before frames are shed.
     pub(crate) pacing: SendPacing,
+    /// Video frames packetised once for all their subscribers.
+    pub(crate) packets: FanoutPackets,
     pub(crate) limits: SdpLimits,
     /// Remote candidates the offer carried.
     pub(crate) offered_candidates: usize,
@@ -328,6 +331,7 @@ pub(crate) fn spawn(parts: Parts) -> SessionHandle {
         ice_timeout: parts.ice_timeout,
         connect_timeout: parts.connect_timeout,
         pacing: parts.pacing,
+        packets: parts.packets,
         shutdown: parts.shutdown,
         spec: parts.spec,
     }));

@@ -35,6 +35,7 @@ use super::viewer::Viewer;
 use super::{Command, EgressPolicy, IceCredentials, SessionEvent, SessionSpec, wire_kind};
 use crate::driver::{Datagram, MuxHandle, Via};
 use crate::error::SessionError;
+use crate::fanout_packets::FanoutPackets;
 use crate::ice_tcp::TcpLink;
 use crate::sdp::{self, MediaLine};
 use crate::send_batch::Lane;
@@ -58,6 +59,7 @@ pub(crate) struct Setup {
     pub(crate) ice_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) pacing: SendPacing,
+    pub(crate) packets: FanoutPackets,
     pub(crate) shutdown: CancellationToken,
     pub(crate) spec: SessionSpec,
 }
@@ -118,6 +120,7 @@ impl Session {
             ice_timeout,
             connect_timeout,
             pacing,
+            packets,
             shutdown,
             spec,
         } = setup;
@@ -153,7 +156,7 @@ impl Session {
             rpc,
             media,
             ingest,
-            egress: Egress::new(egress_lines, pacing),
+            egress: Egress::new(egress_lines, pacing, packets),
             policy,
             signals: Signals::new(spec.signals),
             signals_lost: false,

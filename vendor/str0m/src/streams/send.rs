@@ -1157,7 +1157,13 @@ impl StreamTx {
         Some(rtp_time.rebase(clock_rate))
     }
 
-    pub(crate) fn next_seq_no(&mut self) -> SeqNo {
+    /// Takes the sequence number for the next packet written to this stream.
+    ///
+    /// The frame API ([`Writer`][crate::media::Writer]) numbers its packets from this counter.
+    /// An application that writes some packets itself with [`StreamTx::write_rtp`] on a stream
+    /// that also gets frames (one it forwards some codecs to as packets, say) takes their
+    /// numbers here, so the two never reuse a number.
+    pub fn next_seq_no(&mut self) -> SeqNo {
         self.seq_no.inc()
     }
 
