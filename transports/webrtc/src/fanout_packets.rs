@@ -17,14 +17,15 @@
 //! rewrites while str0m serialises the packet, in place, so the shared packets always carry the
 //! 15-bit form. H.264 uses str0m's packetiser, afresh for each frame: a frame is an access unit,
 //! and a keyframe's carries its parameter sets, which go out as a STAP-A before the slice as
-//! they did. Other codecs (and all audio, which str0m may wrap in RED) go through the `Writer`.
+//! they did (parameter sets with no slice after them go out on their own: `h264_packets`).
+//! Other codecs (and all audio, which str0m may wrap in RED) go through the `Writer`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use junction_core::{Codec, MediaFrame};
+use junction_core::{Codec, MediaFrame, h264};
 use parking_lot::Mutex;
 use str0m::rtp::Vp8Descriptor;
 use str0m::unversioned::{H264Packetizer, Packetizer};
@@ -133,13 +134,23 @@ impl Cache {
 fn packetise(codec: Codec, frame: &[u8]) -> Vec<Packet> {
     match codec {
         Codec::Vp8 => vp8_packets(frame, PAYLOAD_MTU),
-        Codec::H264 => {
-            // str0m's packetiser cannot fail on H.264 (it drops what it cannot packetise).
-            let payloads = H264Packetizer::default().packetize(PAYLOAD_MTU, frame).unwrap_or_default();
-            payloads.into_iter().map(|payload| Packet { payload: payload.into(), vp8: None }).collect()
-        }
+        Codec::H264 => h264_packets(frame, PAYLOAD_MTU),
         _ => Vec::new(),
     }
+}
+
+/// An H.264 access unit (Annex B) in packets of at most `mtu` bytes, by str0m's packetiser (it
+/// cannot fail on H.264: it drops what it cannot packetise). It holds SPS and PPS back to send
+/// them in a STAP-A before the next NAL unit; a frame's parameter sets with nothing after them
+/// (a frame of only parameter sets) would wait for a frame this fresh packetiser never sees, so
+/// they go out as packets of their own, as a receiver takes them (it keeps the last it saw).
+fn h264_packets(frame: &[u8], mtu: usize) -> Vec<Packet> {
+    let mut payloads = H264Packetizer::default().packetize(mtu, frame).unwrap_or_default();
+    let is_parameter_set = |nal: &[u8]| matches!(h264::nal_type(nal), h264::NAL_SPS | h264::NAL_PPS);
+    let nals: Vec<&[u8]> = h264::annexb_nals(frame).filter(|nal| h264::nal_type(nal) != h264::NAL_AUD).collect();
+    let held = nals.iter().rev().take_while(|nal| is_parameter_set(nal)).count();
+    payloads.extend(nals[nals.len() - held..].iter().filter(|nal| nal.len() <= mtu).map(|nal| nal.to_vec()));
+    payloads.into_iter().map(|payload| Packet { payload: payload.into(), vp8: None }).collect()
 }
 
 /// A VP8 frame in packets of at most `mtu` bytes, each with a 4-byte descriptor (RFC 7741 §4.2)
@@ -257,5 +268,15 @@ mod tests {
             depacketizer.depacketize(&packet.payload, &mut out, &mut CodecExtra::None).expect("depacketized");
         }
         assert!(out.windows(idr.len()).any(|w| w == idr.as_slice()), "the slice comes through whole");
+
+        // Parameter sets in a frame of their own go out as they are.
+        let mut alone = Vec::new();
+        for nalu in [&sps[..], &pps[..]] {
+            alone.extend_from_slice(&[0, 0, 0, 1]);
+            alone.extend_from_slice(nalu);
+        }
+        let packets = packetise(Codec::H264, &alone);
+        let payloads: Vec<&[u8]> = packets.iter().map(|p| &p.payload[..]).collect();
+        assert_eq!(payloads, [&sps[..], &pps[..]]);
     }
 }
