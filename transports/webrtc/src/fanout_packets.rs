@@ -146,10 +146,17 @@ fn packetise(codec: Codec, frame: &[u8]) -> Vec<Packet> {
 /// they go out as packets of their own, as a receiver takes them (it keeps the last it saw).
 fn h264_packets(frame: &[u8], mtu: usize) -> Vec<Packet> {
     let mut payloads = H264Packetizer::default().packetize(mtu, frame).unwrap_or_default();
-    let is_parameter_set = |nal: &[u8]| matches!(h264::nal_type(nal), h264::NAL_SPS | h264::NAL_PPS);
-    let nals: Vec<&[u8]> = h264::annexb_nals(frame).filter(|nal| h264::nal_type(nal) != h264::NAL_AUD).collect();
-    let held = nals.iter().rev().take_while(|nal| is_parameter_set(nal)).count();
-    payloads.extend(nals[nals.len() - held..].iter().filter(|nal| nal.len() <= mtu).map(|nal| nal.to_vec()));
+    // The parameter sets after the frame's last other NAL unit (access unit delimiters aside):
+    // nothing is collected for a frame without them, as most are.
+    let mut held: Vec<&[u8]> = Vec::new();
+    for nal in h264::annexb_nals(frame) {
+        match h264::nal_type(nal) {
+            h264::NAL_SPS | h264::NAL_PPS => held.push(nal),
+            h264::NAL_AUD => {}
+            _ => held.clear(),
+        }
+    }
+    payloads.extend(held.into_iter().filter(|nal| nal.len() <= mtu).map(<[u8]>::to_vec));
     payloads.into_iter().map(|payload| Packet { payload: payload.into(), vp8: None }).collect()
 }
 

@@ -422,7 +422,8 @@ fn write_shared(
         }
         stream.write_rtp(write);
     }
-    if packets.iter().any(|p| p.vp8.is_some()) {
+    // A frame's packets are all of one codec.
+    if packets.first().is_some_and(|p| p.vp8.is_some()) {
         *picture_id = picture_id.wrapping_add(1) & VP8_PICTURE_ID_MASK;
     }
     !packets.is_empty()
